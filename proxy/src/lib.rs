@@ -1,0 +1,2 @@
+//! mcp-sidecar: a reverse proxy deployed beside an MCP server.
+pub mod body;
