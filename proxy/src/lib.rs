@@ -1,2 +1,31 @@
-//! mcp-sidecar: a reverse proxy deployed beside an MCP server.
+//! mcp-sidecar: a reverse proxy deployed beside an MCP server that adds what quickly written
+//! servers lack (clean SSE passthrough, metrics, health, graceful shutdown; later auth, limits
+//! and breakers) without touching the server.
+//!
+//! Where things live:
+//! - [`config`]: the TOML file, defaults and validation;
+//! - [`server`]: listeners, TLS, connection lifecycle and graceful shutdown;
+//! - [`forward`]: the request path, phase by phase;
+//! - [`headers`], [`body`]: header hygiene and the streaming body wrappers (SSE);
+//! - [`upstream`]: mount paths and pooled clients; [`health`]: readiness;
+//! - [`error`]: the one error type and its mapping to responses;
+//! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints.
+
+pub mod admin;
 pub mod body;
+pub mod cli;
+pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod health;
+pub mod metrics;
+pub mod observe;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{Sidecar, StartError};

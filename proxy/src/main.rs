@@ -1,1 +1,67 @@
-fn main() {}
+//! The `mcp-sidecar` binary: parses the command line and runs the chosen command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcp_sidecar::Sidecar;
+use mcp_sidecar::cli::{Cli, Command, init_logging, shutdown_signal};
+use mcp_sidecar::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Check { config } = &cli.command {
+        return match Config::load(config) {
+            Ok(c) => {
+                println!("{}: ok ({} upstream(s))", config.display(), c.upstream.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(cli.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Run(args) = &cli.command
+        && let Some(n) = args.worker_threads
+    {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                let config = args.config()?;
+                let sidecar = Sidecar::bind(config).await?;
+                tracing::info!(
+                    listen = %sidecar.local_addr()?,
+                    admin = %sidecar.admin_addr()?,
+                    "mcp-sidecar listening"
+                );
+                sidecar.serve(shutdown_signal()).await;
+                Ok(())
+            }
+            #[cfg(feature = "demo")]
+            Command::Demo(args) => mcp_sidecar::demo::run(args, shutdown_signal()).await,
+            #[cfg(not(feature = "demo"))]
+            Command::Demo(_) => Err(anyhow::anyhow!("this build has no demo (feature `demo` is off)")),
+            Command::Check { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mcp-sidecar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

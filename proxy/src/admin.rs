@@ -1,0 +1,96 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness) and `/readyz`
+//! (readiness, with each component's state). It runs on its own port, loopback by default, so
+//! scraping and probing never compete with (or are exposed like) client traffic.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{ProxyBody, full};
+use crate::health::Readiness;
+use crate::metrics::Metrics;
+
+/// State the admin endpoints read.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Metrics to render.
+    pub metrics: Metrics,
+    /// Readiness to report.
+    pub readiness: Arc<Readiness>,
+}
+
+impl Admin {
+    /// Answers one admin request.
+    pub fn handle<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints take GET\n");
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                let status =
+                    if self.readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                let mut resp = Response::new(full(self.readiness.report().to_string()));
+                *resp.status_mut() = status;
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp
+            }
+            "/metrics" => match self.metrics.render() {
+                Ok(bytes) => {
+                    let mut resp = Response::new(full(bytes));
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    resp
+                }
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("metrics: {e}\n")),
+            },
+            _ => text(StatusCode::NOT_FOUND, "not found; try /metrics, /healthz or /readyz\n"),
+        }
+    }
+
+    /// Serves admin requests on `listener` until `cancel` fires.
+    pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(crate::server::ACCEPT_ERROR_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let admin = self.clone();
+            let builder = builder.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let resp = admin.handle(&req);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = cancel.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body.to_owned()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}

@@ -1,0 +1,138 @@
+//! Command line: `run`, `check` and `demo`, and logging set-up.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError};
+
+/// MCP sidecar reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-sidecar", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format. The level comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar.
+    Run(RunArgs),
+    /// Validate a config file and exit 0 (valid) or 1 (invalid, with the offending field).
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a fixture MCP server in-process with the sidecar in front of it, and print what to try.
+    Demo(DemoArgs),
+}
+
+/// `run` arguments.
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["config", "upstream"]))]
+pub struct RunArgs {
+    /// The TOML config file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Quick start without a file: the backend's MCP URL (mounted at the URL's own path).
+    #[arg(long, conflicts_with = "config")]
+    pub upstream: Option<String>,
+    /// Client listener address; overrides the file.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Admin listener address; overrides the file.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+}
+
+/// `demo` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Client listener address.
+    #[arg(long, default_value = crate::config::DEFAULT_LISTEN_ADDR)]
+    pub listen: String,
+    /// Admin listener address.
+    #[arg(long, default_value = crate::config::DEFAULT_ADMIN_ADDR)]
+    pub admin: String,
+    /// Have the fixture answer POSTs as SSE streams instead of JSON.
+    #[arg(long)]
+    pub sse: bool,
+}
+
+impl RunArgs {
+    /// The effective config: file or quick start, then command-line overrides, validated.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = match (&self.config, &self.upstream) {
+            (Some(path), _) => Config::load(path)?,
+            (None, Some(url)) => Config::quick_start(url)?,
+            (None, None) => {
+                return Err(ConfigError::invalid("--config", "give --config FILE or --upstream URL"));
+            }
+        };
+        if let Some(addr) = &self.listen {
+            config.listen.addr = addr.clone();
+        }
+        if let Some(addr) = &self.admin {
+            config.admin.addr = addr.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Installs the global tracing subscriber.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

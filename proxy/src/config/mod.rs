@@ -1,0 +1,324 @@
+//! Configuration: the TOML file's shape, its defaults and its loading.
+//!
+//! Loading is three steps, each with errors that name the field:
+//! 1. parse the TOML text into a generic tree,
+//! 2. resolve `${ENV_VAR}` references inside string values ([`env`]),
+//! 3. deserialize into the typed structs below (`deny_unknown_fields`, so a typo is an error) and
+//!    [`validate`](Config::validate) what types alone cannot express.
+
+mod env;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use env::resolve_env;
+pub(crate) use validate::normalise_mount;
+
+/// Listener address used when neither the file nor the command line names one.
+/// Loopback, because a sidecar is reached by its neighbours, not by the world, until told otherwise.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+/// Admin listener address: loopback so metrics and health never leak onto a public interface by default.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
+/// How long in-flight requests may run after SIGTERM. 30 s matches Kubernetes'
+/// default `terminationGracePeriodSeconds`, so the pod is not killed before we are done.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Time allowed to read a request's headers: stops slowloris clients from holding connections.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP connect timeout to a backend. A sidecar's backend is next door; if it has not accepted a
+/// connection in 5 s it is not going to, and the caller should get a 502 rather than wait.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to the backend's response headers. Long enough for slow tool calls answered as plain JSON;
+/// tools that run longer should stream (SSE) or get their own timeout.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A streaming response (SSE) is cut when the backend sends nothing for this long. It is an idle
+/// timeout, reset by every frame, never a total deadline: long tool calls that stream live on.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Interval of `: keepalive` comments on an idle SSE stream. Load balancers cut idle connections
+/// after ~60 s (AWS ALB default) and nginx after 60 s; 15 s stays well inside both.
+pub const DEFAULT_SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Idle pooled connections to the backend are closed after this. Less than the 5 s keep-alive of
+/// Node's http server and uvicorn, so we never reuse a connection the backend is about to close
+/// (which fails with "connection closed before message completed").
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Idle connections kept per backend: enough to absorb bursts without re-handshaking, small enough
+/// not to pin file descriptors on a backend that was written for a handful of clients.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
+/// How often the background reachability check connects to each backend for `/readyz`.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Bytes of a POST body read before forwarding to learn its JSON-RPC `id` (used in error bodies).
+/// A JSON-RPC request is almost always far smaller; larger bodies stream on with the id unknown.
+pub const DEFAULT_PEEK_BYTES: usize = 64 * 1024;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing listener.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// The admin listener (metrics, health).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// The backends and where they are mounted.
+    #[serde(default)]
+    pub upstream: Vec<UpstreamConfig>,
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address to accept clients on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen_addr")]
+    pub addr: String,
+    /// Serve TLS (HTTP/1.1 and HTTP/2 via ALPN). Default: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Time allowed for a client to send request headers. Default 10 s.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Bytes of a POST body read before forwarding to learn the JSON-RPC id. Default 64 KiB.
+    #[serde(default = "default_peek_bytes")]
+    pub peek_bytes: usize,
+}
+
+/// `[listen.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener. Default `127.0.0.1:9090`.
+    #[serde(default = "default_admin_addr")]
+    pub addr: String,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests and streams may run after SIGTERM/SIGINT. Default 30 s.
+    #[serde(default = "default_grace_period", with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+/// One `[[upstream]]`: a backend MCP server and the path it is mounted on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name used in metrics and logs: letters, digits, `_` and `-`.
+    pub name: String,
+    /// The backend's MCP endpoint, `http://` or `https://`.
+    pub url: String,
+    /// Where clients reach it on the sidecar. Default: the path of `url`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// TCP connect timeout. Default 5 s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time to the backend's response headers. Default 120 s.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// A response body is cut when the backend sends nothing for this long. Default 300 s.
+    #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    /// Interval of `: keepalive` comments on idle SSE streams; `0s` turns them off. Default 15 s.
+    #[serde(default = "default_sse_keepalive", with = "humantime_serde")]
+    pub sse_keepalive: Duration,
+    /// Idle pooled connections are closed after this. Default 4 s.
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept. Default 32.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+    /// Extra PEM CA bundle trusted for an `https://` backend (in addition to the system roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Interval of the background reachability check that feeds `/readyz`. Default 5 s.
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub health_interval: Duration,
+}
+
+fn default_listen_addr() -> String {
+    DEFAULT_LISTEN_ADDR.to_owned()
+}
+fn default_admin_addr() -> String {
+    DEFAULT_ADMIN_ADDR.to_owned()
+}
+fn default_grace_period() -> Duration {
+    DEFAULT_GRACE_PERIOD
+}
+fn default_header_read_timeout() -> Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
+}
+fn default_peek_bytes() -> usize {
+    DEFAULT_PEEK_BYTES
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_response_timeout() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
+}
+fn default_stream_idle_timeout() -> Duration {
+    DEFAULT_STREAM_IDLE_TIMEOUT
+}
+fn default_sse_keepalive() -> Duration {
+    DEFAULT_SSE_KEEPALIVE
+}
+fn default_pool_idle_timeout() -> Duration {
+    DEFAULT_POOL_IDLE_TIMEOUT
+}
+fn default_pool_max_idle() -> usize {
+    DEFAULT_POOL_MAX_IDLE
+}
+fn default_health_interval() -> Duration {
+    DEFAULT_HEALTH_INTERVAL
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            addr: default_listen_addr(),
+            tls: None,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            peek_bytes: DEFAULT_PEEK_BYTES,
+        }
+    }
+}
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { addr: default_admin_addr() }
+    }
+}
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_period: DEFAULT_GRACE_PERIOD }
+    }
+}
+
+impl UpstreamConfig {
+    /// An upstream with every tunable at its default.
+    pub fn new(name: impl Into<String>, url: impl Into<String>, path: Option<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            path,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            sse_keepalive: DEFAULT_SSE_KEEPALIVE,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+            ca_file: None,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+        }
+    }
+}
+
+/// Why a configuration was rejected. Every message names the field and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not TOML, or a field of the wrong type or an unknown field.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// `${VAR}` names a variable that is not set.
+    #[error("{field}: environment variable `{var}` is not set (referenced as `${{{var}}}`)")]
+    MissingEnv {
+        /// Dotted path of the field.
+        field: String,
+        /// The variable.
+        var: String,
+    },
+    /// Malformed `${...}` reference.
+    #[error("{field}: {message}")]
+    BadEnvReference {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl Config {
+    /// Reads, resolves and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml_with_env(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses TOML text, resolving `${VAR}` with `lookup`, and validates the result.
+    pub fn from_toml_with_env(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        resolve_env(&mut tree, lookup)?;
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config with one upstream and everything else at defaults (`run --upstream URL`).
+    pub fn quick_start(upstream_url: &str) -> Result<Config, ConfigError> {
+        let config = Config {
+            listen: ListenConfig::default(),
+            admin: AdminConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            upstream: vec![UpstreamConfig::new("default", upstream_url, None)],
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The listener address, parsed (validated at load).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        validate::parse_addr("listen.addr", &self.listen.addr)
+    }
+
+    /// The admin address, parsed (validated at load).
+    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
+        validate::parse_addr("admin.addr", &self.admin.addr)
+    }
+}

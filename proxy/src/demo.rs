@@ -1,0 +1,69 @@
+//! `mcp-sidecar demo`: a fixture MCP server in-process with the sidecar in front of it.
+//!
+//! Two mounts show the two transports: `/mcp` (Streamable HTTP, same path as the backend) and
+//! `/legacy` (the legacy HTTP+SSE transport under a different prefix, so the `endpoint` event is
+//! rewritten).
+
+use std::future::Future;
+
+use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+
+use crate::Sidecar;
+use crate::cli::DemoArgs;
+use crate::config::{AdminConfig, Config, ListenConfig, ShutdownConfig, UpstreamConfig};
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let fixture = FixtureServer::start(FixtureConfig {
+        response_mode: if args.sse { ResponseMode::Sse } else { ResponseMode::Json },
+        ..FixtureConfig::default()
+    })
+    .await?;
+    let backend = format!("http://{}", fixture.addr());
+    let config = Config {
+        listen: ListenConfig { addr: args.listen, ..ListenConfig::default() },
+        admin: AdminConfig { addr: args.admin },
+        shutdown: ShutdownConfig::default(),
+        upstream: vec![
+            UpstreamConfig::new("demo", fixture.mcp_url(), Some("/mcp".to_owned())),
+            UpstreamConfig::new("demo-legacy", format!("{backend}/"), Some("/legacy".to_owned())),
+        ],
+    };
+    let sidecar = Sidecar::bind(config).await?;
+    let listen = sidecar.local_addr()?;
+    let admin = sidecar.admin_addr()?;
+    println!("{}", instructions(&backend, &listen.to_string(), &admin.to_string()));
+    sidecar.serve(shutdown).await;
+    fixture.shutdown().await;
+    Ok(())
+}
+
+fn instructions(backend: &str, listen: &str, admin: &str) -> String {
+    let headers = "-H 'content-type: application/json' -H 'accept: application/json, text/event-stream'";
+    format!(
+        r#"
+mcp-sidecar demo
+  fixture MCP server   {backend}/mcp      (legacy SSE: {backend}/sse)
+  sidecar              http://{listen}/mcp  (legacy SSE: http://{listen}/legacy/sse)
+  metrics              http://{admin}/metrics   readiness: http://{admin}/readyz
+
+Try (bash):
+  # initialize; the backend mints a session id that the sidecar passes through
+  SID=$(curl -s -D - -o /dev/null http://{listen}/mcp {headers} \
+    -d '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"curl","version":"1"}}}}}}' \
+    | awk 'tolower($1)=="mcp-session-id:" {{print $2}}' | tr -d '\r')
+  # call a tool
+  curl -s http://{listen}/mcp {headers} -H "mcp-session-id: $SID" \
+    -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"hello"}}}}}}'
+  # watch progress notifications stream through, unbuffered
+  curl -sN http://{listen}/mcp {headers} -H "mcp-session-id: $SID" \
+    -d '{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"progress","arguments":{{"steps":5,"interval_ms":500}},"_meta":{{"progressToken":"p1"}}}}}}'
+  # legacy transport: the endpoint event points back through the sidecar
+  curl -sN http://{listen}/legacy/sse
+  # metrics
+  curl -s http://{admin}/metrics | grep ^mcp_sidecar
+
+Ctrl-C stops the demo.
+"#
+    )
+}

@@ -1,0 +1,238 @@
+//! Header hygiene on both legs of the proxy: hop-by-hop stripping, Host rewrite, forwarding
+//! headers, request ids, and the headers SSE needs to survive intermediaries.
+//!
+//! MCP's own headers (`Mcp-Session-Id`, `MCP-Protocol-Version`, `Last-Event-ID`, `Accept`) are
+//! end-to-end and are never touched here: they pass byte for byte.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Request-Id`: propagated from the client when sane, generated otherwise, returned downstream.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`: the client chain, with our peer appended.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used to reach the sidecar.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Tells nginx-style intermediaries not to buffer the response (needed for SSE).
+pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Longest client-supplied request id we propagate. Longer ones are replaced, so a client cannot
+/// bloat every log line and upstream request.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1, plus the legacy
+/// `Proxy-Connection` and `Keep-Alive`). They must never be forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Returns the client's request id if it is safe to propagate (1..=128 visible ASCII characters).
+pub fn valid_request_id(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(&X_REQUEST_ID)?.to_str().ok()?;
+    let ok = !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(value)
+}
+
+/// The request id to use: the client's when valid, a fresh UUID otherwise.
+pub fn request_id(headers: &HeaderMap) -> String {
+    match valid_request_id(headers) {
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// Everything the upstream request's headers depend on besides the client's headers.
+#[derive(Debug)]
+pub struct ForwardContext<'a> {
+    /// `host[:port]` of the upstream, for `Host`.
+    pub upstream_authority: &'a HeaderValue,
+    /// The client's address as the sidecar saw it.
+    pub client_ip: IpAddr,
+    /// `http` or `https`: how the client reached the sidecar.
+    pub client_proto: &'static str,
+    /// The request id.
+    pub request_id: &'a HeaderValue,
+}
+
+/// Rewrites a client's request headers into the upstream request's headers, in place.
+pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>) {
+    strip_hop_by_hop(headers);
+    // The backend is addressed by its own name; a Python MCP server answers 421 to anything else.
+    headers.insert(header::HOST, cx.upstream_authority.clone());
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {}", cx.client_ip),
+        _ => cx.client_ip.to_string(),
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(cx.client_proto));
+    headers.insert(X_REQUEST_ID.clone(), cx.request_id.clone());
+}
+
+/// Is this a `text/event-stream` response?
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// Rewrites an upstream response's headers for the client, in place.
+pub fn prepare_downstream_response(headers: &mut HeaderMap, request_id: &HeaderValue, sse: bool) {
+    strip_hop_by_hop(headers);
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if sse {
+        // Every intermediary between us and the client must pass events as they come.
+        headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
+        let cacheable = headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| !v.contains("no-cache") && !v.contains("no-store"));
+        if cacheable {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        // The stream is re-framed by us (keepalives may be added): a length would be wrong.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cx<'a>(auth: &'a HeaderValue, rid: &'a HeaderValue) -> ForwardContext<'a> {
+        ForwardContext {
+            upstream_authority: auth,
+            client_ip: "10.1.2.3".parse().unwrap(),
+            client_proto: "https",
+            request_id: rid,
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert("mcp-session-id", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["mcp-session-id"], "abc");
+    }
+
+    #[test]
+    fn upstream_request_gets_host_forwarding_and_request_id() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("sidecar.example:8080"));
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        h.insert("mcp-protocol-version", HeaderValue::from_static("2025-06-18"));
+        let auth = HeaderValue::from_static("127.0.0.1:8000");
+        let rid = HeaderValue::from_static("rid-1");
+        prepare_upstream_request(&mut h, &cx(&auth, &rid));
+        assert_eq!(h[header::HOST], "127.0.0.1:8000");
+        assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.1, 10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_REQUEST_ID], "rid-1");
+        assert_eq!(h[header::ACCEPT], "application/json, text/event-stream");
+        assert_eq!(h["mcp-protocol-version"], "2025-06-18");
+    }
+
+    #[test]
+    fn sse_response_gets_anti_buffering_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        assert!(is_event_stream(&h));
+        prepare_downstream_response(&mut h, &HeaderValue::from_static("r"), true);
+        assert_eq!(h[&X_ACCEL_BUFFERING], "no");
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn invalid_request_ids_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert!(valid_request_id(&h).is_none());
+        assert_ne!(request_id(&h), "has space");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+    }
+
+    proptest! {
+        #[test]
+        fn stripping_leaves_no_hop_by_hop_header(
+            names in proptest::collection::vec("[a-z][a-z0-9-]{0,12}", 0..8),
+            listed in proptest::collection::vec("[a-z][a-z0-9-]{0,12}", 0..4),
+        ) {
+            let mut h = HeaderMap::new();
+            for n in &names {
+                h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("v"));
+            }
+            for hop in HOP_BY_HOP.iter() {
+                h.append(hop.clone(), HeaderValue::from_static("v"));
+            }
+            h.append(header::CONNECTION, HeaderValue::from_str(&listed.join(", ")).unwrap());
+            strip_hop_by_hop(&mut h);
+            for hop in HOP_BY_HOP.iter() {
+                prop_assert!(!h.contains_key(hop));
+            }
+            for n in &listed {
+                prop_assert!(!h.contains_key(n.as_str()));
+            }
+            // Headers neither hop-by-hop nor listed survive.
+            for n in &names {
+                let hop = HOP_BY_HOP.iter().any(|x| x.as_str() == n) || listed.contains(n) || n == "upgrade";
+                prop_assert_eq!(h.contains_key(n.as_str()), !hop);
+            }
+        }
+
+        #[test]
+        fn any_header_value_yields_a_valid_request_id(v in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut h = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(&v) {
+                h.insert(&X_REQUEST_ID, value);
+            }
+            let id = request_id(&h);
+            prop_assert!(!id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN);
+            prop_assert!(HeaderValue::from_str(&id).is_ok());
+        }
+    }
+}

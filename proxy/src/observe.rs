@@ -1,0 +1,162 @@
+//! The logging phase: one access-log event per request, emitted when the response body ends (or
+//! the client goes away), and the open-SSE-streams gauge, which must drop however a stream ends.
+//!
+//! The query string is never logged: legacy MCP endpoints carry session ids there, and some
+//! clients put tokens in it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use prometheus::IntGauge;
+use tokio::time::Instant;
+
+use crate::body::{BoxError, StreamIdleTimeout};
+
+/// What the access log says about one request.
+#[derive(Debug)]
+pub struct AccessLog {
+    /// HTTP method.
+    pub method: http::Method,
+    /// Path without query.
+    pub path: String,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Upstream name, or `none`.
+    pub upstream: String,
+    /// Request id.
+    pub request_id: String,
+    /// When the request arrived.
+    pub start: Instant,
+    /// Time to response headers.
+    pub ttfb: Duration,
+    /// Why the sidecar answered itself, if it did.
+    pub error: Option<&'static str>,
+}
+
+impl AccessLog {
+    fn emit(&self, bytes: u64, outcome: &str) {
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            upstream = %self.upstream,
+            request_id = %self.request_id,
+            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            ttfb_ms = self.ttfb.as_secs_f64() * 1000.0,
+            bytes,
+            outcome,
+            error = self.error.unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+/// Counts a stream in a gauge for as long as it lives.
+#[derive(Debug)]
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` now and decrements it on drop.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Wraps a response body; logs the request when the body finishes or is dropped.
+    pub struct ObservedBody<B> {
+        #[pin]
+        inner: B,
+        log: Option<AccessLog>,
+        bytes: u64,
+        _stream: Option<GaugeGuard>,
+        stream_errors: Option<prometheus::IntCounterVec>,
+    }
+
+    impl<B> PinnedDrop for ObservedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(log) = this.log.take() {
+                // Dropped before the end: the client went away (or shutdown cut the stream).
+                log.emit(*this.bytes, "client_gone");
+            }
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ObservedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedBody").field("bytes", &self.bytes).finish_non_exhaustive()
+    }
+}
+
+impl<B> ObservedBody<B> {
+    /// `stream` counts the body in the SSE gauge; `stream_errors` counts abnormal ends.
+    pub fn new(
+        inner: B,
+        log: AccessLog,
+        stream: Option<GaugeGuard>,
+        stream_errors: Option<prometheus::IntCounterVec>,
+    ) -> Self {
+        Self { inner, log: Some(log), bytes: 0, _stream: stream, stream_errors }
+    }
+}
+
+impl<B> Body for ObservedBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(err))) => {
+                let reason = if err.is::<StreamIdleTimeout>() { "idle_timeout" } else { "upstream_error" };
+                if let Some(log) = this.log.take() {
+                    if let Some(counter) = this.stream_errors {
+                        counter.with_label_values(&[log.upstream.as_str(), reason]).inc();
+                    }
+                    tracing::warn!(request_id = %log.request_id, error = %err, "response stream ended abnormally");
+                    log.emit(*this.bytes, reason);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(log) = this.log.take() {
+                    log.emit(*this.bytes, "complete");
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,212 @@
+//! The sidecar's lifecycle: bind both listeners, accept connections (plain or TLS), serve them
+//! with the [`Proxy`], and shut down gracefully.
+//!
+//! Shutdown order: readiness turns 503 at once, the listener stops accepting, in-flight requests
+//! and streams get the grace period to finish, then whatever is left is closed and `serve` returns.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Admin;
+use crate::config::{Config, ConfigError};
+use crate::forward::{ConnInfo, Proxy};
+use crate::health::{self, Readiness};
+use crate::metrics::Metrics;
+use crate::upstream::{Router, Upstream};
+
+/// Pause after a failed `accept` (e.g. EMFILE) so a full fd table does not spin the loop.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({field}): {source}")]
+    Bind {
+        /// Config field of the address.
+        field: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A bound, not yet serving, sidecar.
+pub struct Sidecar {
+    proxy: Arc<Proxy>,
+    admin: Admin,
+    upstreams: Vec<Arc<Upstream>>,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+    grace_period: Duration,
+}
+
+impl std::fmt::Debug for Sidecar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sidecar")
+            .field("listener", &self.listener.local_addr().ok())
+            .field("admin", &self.admin_listener.local_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sidecar {
+    /// Validates `config`, builds the upstream clients and binds both listeners.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let metrics = Metrics::new()?;
+        let upstreams = config
+            .upstream
+            .iter()
+            .map(|u| Upstream::from_config(u).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        for u in &upstreams {
+            metrics.init_upstream(&u.name);
+        }
+        let readiness = Readiness::new(&upstreams);
+        let tls = config.listen.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let listen_addr = config.listen_addr()?;
+        let admin_addr = config.admin_addr()?;
+        let listener = TcpListener::bind(listen_addr)
+            .await
+            .map_err(|source| StartError::Bind { field: "listen.addr", addr: listen_addr, source })?;
+        let admin_listener = TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| StartError::Bind { field: "admin.addr", addr: admin_addr, source })?;
+        let proxy = Proxy::new(Router::new(upstreams.clone()), metrics.clone(), config.listen.peek_bytes);
+        Ok(Self {
+            proxy: Arc::new(proxy),
+            admin: Admin { metrics, readiness },
+            upstreams,
+            listener,
+            admin_listener,
+            tls,
+            header_read_timeout: config.listen.header_read_timeout,
+            grace_period: config.shutdown.grace_period,
+        })
+    }
+
+    /// The client listener's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the grace period and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        let background = CancellationToken::new();
+        let readiness = self.admin.readiness.clone();
+        health::spawn_checks(readiness.clone(), &self.upstreams, self.admin.metrics.clone(), background.clone());
+        tokio::spawn(self.admin.clone().serve(self.admin_listener, background.clone()));
+
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        let listener = self.listener;
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            // Reap finished connection tasks so the set stays as large as the open connections.
+            while connections.try_join_next().is_some() {}
+            let _ = stream.set_nodelay(true);
+            connections.spawn(serve_connection(
+                stream,
+                remote,
+                self.tls.clone(),
+                self.header_read_timeout,
+                builder.clone(),
+                self.proxy.clone(),
+                graceful.watcher(),
+            ));
+        }
+
+        tracing::info!(grace_period = ?self.grace_period, "shutting down: readiness off, draining");
+        readiness.begin_shutdown();
+        drop(listener);
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::info!("all connections drained"),
+            _ = tokio::time::sleep(self.grace_period) => {
+                tracing::warn!(open = connections.len(), "grace period over; closing remaining connections");
+            }
+        }
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+        background.cancel();
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    builder: Builder<TokioExecutor>,
+    proxy: Arc<Proxy>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let conn = ConnInfo { remote, tls: tls.is_some() };
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.serve(req, conn).await) }
+    });
+    let result = match tls {
+        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+        Some(acceptor) => {
+            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+

@@ -1,0 +1,74 @@
+//! The pooled HTTP client for one upstream (hyper-util's client over rustls for `https://`).
+//!
+//! HTTP/1.1 only towards backends: hyper-util's pool keeps a single HTTP/2 connection per host and
+//! does not open more at the stream limit, so long-lived SSE streams would starve other calls.
+
+use std::sync::Arc;
+
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::ProxyBody;
+use crate::config::{ConfigError, UpstreamConfig};
+
+/// The client type used for every upstream.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// Builds the pooled client for one upstream from its settings.
+pub fn build_client(config: &UpstreamConfig) -> Result<UpstreamClient, ConfigError> {
+    let mut http = HttpConnector::new();
+    // Nagle's algorithm adds up to 40 ms to small JSON-RPC messages.
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.enforce_http(false);
+    let tls = tls_config(config)?;
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        // The idle timeout only fires with a timer; without one idle connections live forever.
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle)
+        .build(connector))
+}
+
+fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigError> {
+    let field = format!("upstream `{}` ca_file", config.name);
+    let mut roots = rustls::RootCertStore::empty();
+    // System roots are best effort: a minimal container may have none, and a CA file may be all
+    // that is needed. A backend that needs them and finds none fails its TLS handshake with a 502.
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| ConfigError::invalid(&field, format!("cannot read {}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert =
+                cert.map_err(|e| ConfigError::invalid(&field, format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| ConfigError::invalid(&field, format!("{}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ConfigError::invalid(&field, format!("{} holds no PEM certificate", path.display())));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::invalid(&field, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}

@@ -1,0 +1,167 @@
+//! Mount paths: which upstream serves a request path, and the backend path it maps to.
+//!
+//! An upstream mounted at `/legacy` with backend URL `http://b:8000/` maps `/legacy/sse` to
+//! `/sse`; mounted at `/mcp` with URL `http://b:8000/mcp` it maps `/mcp` to `/mcp`. The longest
+//! matching mount wins, and matching is on whole path segments (`/mcp` never serves `/mcpx`).
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Uri};
+
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::config::normalise_mount;
+use crate::upstream::{UpstreamClient, build_client};
+
+/// One backend, ready to serve.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Name from config (a metric label).
+    pub name: Arc<str>,
+    /// Normalised mount path on the sidecar.
+    pub mount: String,
+    /// Normalised path prefix on the backend.
+    pub base_path: String,
+    /// The backend URL as configured.
+    pub url: url::Url,
+    /// `Host` value for upstream requests.
+    pub authority: HeaderValue,
+    /// The pooled client.
+    pub client: UpstreamClient,
+    /// The settings it was built from.
+    pub config: UpstreamConfig,
+}
+
+impl Upstream {
+    /// Builds an upstream from validated config.
+    pub fn from_config(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+        let url = url::Url::parse(&config.url)
+            .map_err(|e| ConfigError::invalid("upstream.url", e.to_string()))?;
+        let host = url.host_str().unwrap_or_default();
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let authority = HeaderValue::from_str(&authority)
+            .map_err(|e| ConfigError::invalid("upstream.url", e.to_string()))?;
+        Ok(Self {
+            name: Arc::from(config.name.as_str()),
+            mount: config.mount_path(),
+            base_path: normalise_mount(url.path()),
+            client: build_client(config)?,
+            url,
+            authority,
+            config: config.clone(),
+        })
+    }
+
+    /// The rest of `path` below this mount, or `None` if the mount does not cover it.
+    pub fn strip_mount<'p>(&self, path: &'p str) -> Option<&'p str> {
+        if self.mount == "/" {
+            return Some(if path == "/" { "" } else { path });
+        }
+        let rest = path.strip_prefix(self.mount.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+
+    /// The backend URI for a request path below the mount (`rest` from [`strip_mount`]).
+    pub fn upstream_uri(&self, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let path = match (self.base_path.as_str(), rest) {
+            ("/", "") => "/".to_owned(),
+            ("/", rest) => rest.to_owned(),
+            (base, rest) => format!("{base}{rest}"),
+        };
+        let path_and_query = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        Uri::builder()
+            .scheme(self.url.scheme())
+            .authority(self.authority.as_bytes())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// Picks the upstream for a request path.
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// Sorted by mount length, longest first, so the most specific mount wins.
+    upstreams: Arc<[Arc<Upstream>]>,
+}
+
+impl Router {
+    /// Builds the router; `upstreams` must have distinct mounts (validated by config).
+    pub fn new(mut upstreams: Vec<Arc<Upstream>>) -> Self {
+        upstreams.sort_by_key(|u| std::cmp::Reverse(u.mount.len()));
+        Self { upstreams: upstreams.into() }
+    }
+
+    /// The upstream serving `path` and the rest of the path below its mount.
+    pub fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Upstream>, &'p str)> {
+        self.upstreams.iter().find_map(|u| u.strip_mount(path).map(|rest| (u, rest)))
+    }
+
+    /// All upstreams.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+}
+
+/// True if `path` has a `.` or `..` segment (also percent-encoded). Such paths are refused rather
+/// than forwarded, because the backend may resolve them to a path outside the mount.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let lower = seg.to_ascii_lowercase().replace("%2e", ".");
+        lower == "." || lower == ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str, path: Option<&str>) -> Arc<Upstream> {
+        let cfg = UpstreamConfig::new("u", url, path.map(str::to_owned));
+        Arc::new(Upstream::from_config(&cfg).unwrap())
+    }
+
+    #[tokio::test]
+    async fn same_path_mount_maps_identically() {
+        let u = upstream("http://127.0.0.1:8000/mcp", None);
+        assert_eq!(u.strip_mount("/mcp"), Some(""));
+        assert_eq!(u.strip_mount("/mcpx"), None);
+        let uri = u.upstream_uri("", Some("a=1")).unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:8000/mcp?a=1");
+    }
+
+    #[tokio::test]
+    async fn prefix_mount_maps_to_backend_root() {
+        let u = upstream("http://127.0.0.1:8000/", Some("/legacy"));
+        let rest = u.strip_mount("/legacy/sse").unwrap();
+        assert_eq!(u.upstream_uri(rest, None).unwrap().path(), "/sse");
+        assert_eq!(u.upstream_uri(u.strip_mount("/legacy").unwrap(), None).unwrap().path(), "/");
+    }
+
+    #[tokio::test]
+    async fn root_mount_prefixes_backend_path() {
+        let u = upstream("http://h:1/mcp", Some("/"));
+        assert_eq!(u.upstream_uri(u.strip_mount("/").unwrap(), None).unwrap().path(), "/mcp");
+        assert_eq!(u.upstream_uri(u.strip_mount("/x").unwrap(), None).unwrap().path(), "/mcp/x");
+    }
+
+    #[tokio::test]
+    async fn longest_mount_wins() {
+        let r = Router::new(vec![upstream("http://h:1/a", Some("/")), upstream("http://h:2/b", Some("/mcp"))]);
+        assert_eq!(r.route("/mcp/x").unwrap().0.mount, "/mcp");
+        assert_eq!(r.route("/other").unwrap().0.mount, "/");
+    }
+
+    #[test]
+    fn dot_segments_are_detected() {
+        assert!(has_dot_segment("/mcp/../admin"));
+        assert!(has_dot_segment("/mcp/%2E%2e/admin"));
+        assert!(has_dot_segment("/mcp/."));
+        assert!(!has_dot_segment("/mcp/.well-known/x"));
+        assert!(!has_dot_segment("/mcp/a..b"));
+    }
+}
