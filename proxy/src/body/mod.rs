@@ -1,1 +1,81 @@
-//! placeholder
+//! HTTP body types and wrappers used on the sidecar's streaming forward path.
+//!
+//! Everything the proxy returns is a [`ProxyBody`]: a boxed body of [`Bytes`] frames whose error type is
+//! a boxed error, so wrappers with different error types (upstream I/O errors, idle timeouts) can be
+//! stacked and still end up in one response type.
+//!
+//! - [`Prefixed`] / [`read_prefix`]: peek at the start of a request body (to read the JSON-RPC `id` and
+//!   `method`) without buffering the whole body, then forward all of it.
+//! - [`SseBody`]: passthrough for `text/event-stream` responses with keepalive comments and an idle timeout.
+//! - [`EndpointRewrite`] / [`EndpointRewriteBody`]: rewrite the legacy HTTP+SSE `endpoint` event so the
+//!   client posts to the sidecar's mount path instead of the backend's.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+
+mod endpoint;
+mod event_scan;
+mod prefixed;
+mod sse;
+#[cfg(test)]
+mod test_util;
+
+pub use endpoint::{EndpointRewrite, EndpointRewriteBody};
+pub use prefixed::{Prefixed, read_prefix};
+pub use sse::SseBody;
+
+/// Error type of every body the proxy hands to hyper.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type the proxy returns everywhere.
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes` in a single frame; for small fixed bodies (errors, metadata documents).
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    // `Full` cannot fail; the map only changes the (uninhabited) error type to the common one.
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body with no data (202 Accepted, 204, HEAD responses).
+pub fn empty() -> ProxyBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Error yielded when a streaming body saw no upstream frame for `idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream stream idle for {0:?}")]
+pub struct StreamIdleTimeout(pub Duration);
+
+#[cfg(test)]
+mod tests {
+    use http_body::Body as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn full_yields_its_bytes_and_reports_exact_size() {
+        let body = full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(collected, Bytes::from_static(b"hello"));
+    }
+
+    #[tokio::test]
+    async fn empty_is_end_stream_and_yields_nothing() {
+        let body = empty();
+        assert!(body.is_end_stream());
+        assert!(body.collect().await.unwrap().to_bytes().is_empty());
+    }
+
+    #[test]
+    fn idle_timeout_message_names_the_duration() {
+        let err = StreamIdleTimeout(Duration::from_secs(3));
+        assert_eq!(err.to_string(), "upstream stream idle for 3s");
+    }
+}
