@@ -69,6 +69,5 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigErr
         .map_err(|e| ConfigError::invalid(&field, e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
 }

@@ -1,0 +1,191 @@
+//! Forwarding against wiremock: headers in and out, bodies and statuses unchanged, errors the
+//! sidecar generates itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mcp_e2e_tests::{client, config, start, upstream};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+#[tokio::test]
+async fn request_headers_are_rewritten_and_mcp_headers_pass_unchanged() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/mcp")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
+    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+
+    let resp = client()
+        .post(sidecar.url("/mcp?x=1"))
+        .header("host", "sidecar.example")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", "Sess-ABC_123")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("last-event-id", "41")
+        .header("x-request-id", "client-rid-1")
+        .header("x-forwarded-for", "192.0.2.7")
+        .header("connection", "keep-alive, x-hop-secret")
+        .header("x-hop-secret", "must-not-pass")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "client-rid-1");
+
+    let received = &backend.received_requests().await.unwrap()[0];
+    let h = &received.headers;
+    let backend_authority = backend.address().to_string();
+    assert_eq!(h["host"], backend_authority.as_str());
+    assert_eq!(received.url.query(), Some("x=1"));
+    assert_eq!(h["accept"], "application/json, text/event-stream");
+    assert_eq!(h["mcp-session-id"], "Sess-ABC_123");
+    assert_eq!(h["mcp-protocol-version"], "2025-06-18");
+    assert_eq!(h["last-event-id"], "41");
+    assert_eq!(h["x-request-id"], "client-rid-1");
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    for hop in ["x-hop-secret", "keep-alive", "te", "proxy-authorization"] {
+        assert!(!h.contains_key(hop), "{hop} reached the backend");
+    }
+    assert_ne!(h.get("connection").map(|v| v.to_str().unwrap()), Some("keep-alive, x-hop-secret"));
+}
+
+#[tokio::test]
+async fn request_id_is_generated_when_missing() {
+    let backend = MockServer::start().await;
+    Mock::given(method("GET")).respond_with(ResponseTemplate::new(405)).mount(&backend).await;
+    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    let resp = client().get(sidecar.url("/mcp")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(rid.len(), 36, "uuid expected, got {rid}");
+    let received = &backend.received_requests().await.unwrap()[0];
+    assert_eq!(received.headers["x-request-id"], rid.as_str());
+}
+
+#[tokio::test]
+async fn response_status_body_and_headers_pass_unchanged() {
+    let backend = MockServer::start().await;
+    let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32600,"message":"Session not found"}}"#;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .insert_header("mcp-session-id", "sess-9")
+                .insert_header("x-custom", "kept")
+                .insert_header("content-type", "application/json")
+                .set_body_string(body),
+        )
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    let resp = client().post(sidecar.url("/mcp")).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["mcp-session-id"], "sess-9");
+    assert_eq!(resp.headers()["x-custom"], "kept");
+    assert_eq!(resp.text().await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn accepted_notification_keeps_empty_202() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(202)).mount(&backend).await;
+    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert!(resp.bytes().await.unwrap().is_empty());
+    let received = &backend.received_requests().await.unwrap()[0];
+    assert_eq!(received.body, br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+}
+
+#[tokio::test]
+async fn large_request_body_streams_through_unchanged() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
+    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    // Larger than the peek window, so most of it is streamed rather than read up front.
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let resp = client().post(sidecar.url("/mcp")).body(big.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(backend.received_requests().await.unwrap()[0].body, big);
+}
+
+#[tokio::test]
+async fn paths_below_the_mount_map_to_the_backend_prefix() {
+    let backend = MockServer::start().await;
+    Mock::given(method("GET")).and(path("/sse")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
+    let sidecar = start(config(vec![upstream(format!("{}/", backend.uri()), Some("/legacy"))])).await;
+    assert_eq!(client().get(sidecar.url("/legacy/sse")).send().await.unwrap().status(), 200);
+    let resp = client().get(sidecar.url("/legacyx/sse")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn unmounted_path_and_bad_method_and_dot_segments_are_refused() {
+    let backend = MockServer::start().await;
+    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    let resp = client().post(sidecar.url("/other")).body(mcp_e2e_tests::rpc(5, "ping", json!({}))).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32004);
+
+    let resp = client().put(sidecar.url("/mcp")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, POST, DELETE, OPTIONS");
+
+    let raw = mcp_e2e_tests::raw_http(
+        sidecar.addr,
+        "GET /mcp/%2e%2e/admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(backend.received_requests().await.unwrap().is_empty(), "refused requests reached the backend");
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502_with_the_jsonrpc_id() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sidecar = start(config(vec![upstream(format!("http://127.0.0.1:{port}/mcp"), None)])).await;
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("content-type", "application/json")
+        .body(mcp_e2e_tests::call(42, "echo", json!({"text": "x"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert_eq!(v["id"], 42);
+    assert_eq!(v["error"]["code"], -32001);
+    assert_eq!(v["error"]["data"]["reason"], "upstream_unreachable");
+    assert!(v["error"]["message"].as_str().unwrap().contains("unreachable"));
+    let metrics = sidecar.metrics().await;
+    assert!(metrics.contains(r#"mcp_sidecar_upstream_connection_errors_total{kind="connect",upstream="u"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn options_and_delete_are_forwarded() {
+    let backend = MockServer::start().await;
+    Mock::given(method("OPTIONS"))
+        .respond_with(ResponseTemplate::new(204).insert_header("access-control-allow-origin", "*"))
+        .mount(&backend)
+        .await;
+    Mock::given(method("DELETE")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
+    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    let resp = client().request(reqwest::Method::OPTIONS, sidecar.url("/mcp")).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let resp = client().delete(sidecar.url("/mcp")).header("mcp-session-id", "s1").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let reqs = backend.received_requests().await.unwrap();
+    assert_eq!(reqs[1].headers["mcp-session-id"], "s1");
+}
