@@ -137,3 +137,63 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
     stream.read_to_end(&mut out).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Reads a streaming response event by event (split on blank lines), recording when each arrived.
+#[derive(Debug)]
+pub struct EventReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self { response, buffer: String::new() }
+    }
+
+    /// The next complete event or comment block (without the blank line), `None` at the end of the
+    /// stream; `Err` if the stream broke.
+    pub async fn next(&mut self) -> Result<Option<String>, reqwest::Error> {
+        loop {
+            if let Some(pos) = self.buffer.find("\n\n") {
+                let event = self.buffer[..pos].to_owned();
+                self.buffer.drain(..pos + 2);
+                return Ok(Some(event));
+            }
+            match self.response.chunk().await? {
+                Some(chunk) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event that is not a comment.
+    pub async fn next_event(&mut self) -> Option<String> {
+        loop {
+            let event = self.next().await.unwrap()?;
+            if !event.lines().all(|l| l.starts_with(':')) {
+                return Some(event);
+            }
+        }
+    }
+}
+
+/// The `data:` payload of an SSE event, parsed as JSON.
+pub fn event_json(event: &str) -> serde_json::Value {
+    let data: Vec<&str> = event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    serde_json::from_str(&data.join("\n")).unwrap_or_else(|e| panic!("bad event data {event:?}: {e}"))
+}
+
+/// Polls `check` on the test's clock until it is true (bounded).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -1,0 +1,220 @@
+//! SSE passthrough through the real sidecar and the fixture MCP server: no buffering, keepalive
+//! comments, idle timeout, legacy endpoint rewrite, cancellation on client disconnect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use mcp_e2e_tests::{ACCEPT_BOTH, EventReader, call, client, config, event_json, eventually, start, upstream};
+use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+use serde_json::json;
+use tokio::time::Instant;
+
+async fn fixture(mode: ResponseMode) -> FixtureServer {
+    FixtureServer::start(FixtureConfig { response_mode: mode, stateless: true, ..FixtureConfig::default() })
+        .await
+        .unwrap()
+}
+
+/// An upstream that sends one SSE event, then holds the stream open until told to finish.
+async fn held_stream_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let release = std::sync::Mutex::new(Some(release_rx));
+        let service = hyper::service::service_fn(move |_req| {
+            let release = release.lock().unwrap().take();
+            async move {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, Infallible>(Frame::data(Bytes::from("id: 1\ndata: first\n\n")))
+                });
+                let rest = futures_util::stream::once(async move {
+                    if let Some(r) = release {
+                        let _ = r.await;
+                    }
+                    Ok::<_, Infallible>(Frame::data(Bytes::from("id: 2\ndata: second\n\n")))
+                });
+                let body = StreamBody::new(futures_util::StreamExt::chain(first, rest));
+                let resp = http::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(body)
+                    .unwrap();
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    });
+    (addr, release_tx)
+}
+
+#[tokio::test]
+async fn sse_frames_reach_the_client_before_the_upstream_finishes() {
+    let (addr, release) = held_stream_upstream().await;
+    let sidecar = start(config(vec![upstream(format!("http://{addr}/mcp"), None)])).await;
+    let resp = client().post(sidecar.url("/mcp")).header("accept", ACCEPT_BOTH).body("{}").send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    assert_eq!(resp.headers()["cache-control"], "no-cache");
+    let mut events = EventReader::new(resp);
+    // The upstream is still holding its stream open: this event can only arrive unbuffered.
+    assert_eq!(events.next().await.unwrap().unwrap(), "id: 1\ndata: first");
+    release.send(()).unwrap();
+    assert_eq!(events.next().await.unwrap().unwrap(), "id: 2\ndata: second");
+    assert_eq!(events.next().await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_notifications_arrive_spread_over_time() {
+    let backend = fixture(ResponseMode::Sse).await;
+    let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
+    let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{
+        "name":"progress","arguments":{"steps":3,"interval_ms":10_000},"_meta":{"progressToken":"tok"}}});
+    let start_at = Instant::now();
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut events = EventReader::new(resp);
+    let mut arrivals = Vec::new();
+    while let Some(event) = events.next_event().await {
+        arrivals.push((start_at.elapsed(), event_json(&event)));
+    }
+    assert_eq!(arrivals.len(), 4, "{arrivals:?}");
+    for (i, (at, msg)) in arrivals[..3].iter().enumerate() {
+        assert_eq!(msg["method"], "notifications/progress");
+        assert_eq!(msg["params"]["progressToken"], "tok");
+        // Each step is delivered when it happens, not when the call completes.
+        assert!(*at < Duration::from_secs(10 * (i as u64 + 1) + 1), "step {i} arrived at {at:?}");
+    }
+    let (done_at, result) = &arrivals[3];
+    assert_eq!(result["id"], 7);
+    assert!(*done_at >= Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_sse_stream_gets_keepalive_comments_and_idle_timeout_ends_it() {
+    let backend = fixture(ResponseMode::Json).await;
+    let mut up = upstream(backend.mcp_url(), None);
+    up.sse_keepalive = Duration::from_secs(15);
+    up.stream_idle_timeout = Duration::from_secs(50);
+    let sidecar = start(config(vec![up])).await;
+    let start_at = Instant::now();
+    let resp = client().get(sidecar.url("/mcp")).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut events = EventReader::new(resp);
+    for n in 1..=3u64 {
+        assert_eq!(events.next().await.unwrap().unwrap(), ": keepalive");
+        let at = start_at.elapsed();
+        assert!(at >= Duration::from_secs(15 * n) && at < Duration::from_secs(15 * n + 1), "{at:?}");
+    }
+    // Keepalives do not count as upstream activity: at 50 s of upstream silence the stream ends.
+    let end = events.next().await;
+    assert!(matches!(end, Err(_) | Ok(None)), "{end:?}");
+    assert!(start_at.elapsed() >= Duration::from_secs(50));
+    eventually("fixture stream closed", || backend.stats().get_streams_open == 0).await;
+    let metrics = sidecar.metrics().await;
+    assert!(metrics.contains(r#"mcp_sidecar_stream_errors_total{reason="idle_timeout",upstream="u"} 1"#), "{metrics}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_that_keeps_sending_outlives_the_idle_timeout() {
+    let backend = fixture(ResponseMode::Json).await;
+    let mut up = upstream(backend.mcp_url(), None);
+    up.stream_idle_timeout = Duration::from_secs(30);
+    let sidecar = start(config(vec![up])).await;
+    let start_at = Instant::now();
+    let resp = client()
+        .get(sidecar.url("/mcp?tick_ms=20000&count=10"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut events = EventReader::new(resp);
+    for _ in 0..10 {
+        let event = events.next_event().await.expect("stream stays open while the upstream talks");
+        assert!(event.contains("notifications/message"), "{event}");
+    }
+    // Ten ticks 20 s apart: far longer in total than the 30 s idle timeout.
+    assert!(start_at.elapsed() >= Duration::from_secs(200));
+}
+
+#[tokio::test]
+async fn legacy_endpoint_is_rewritten_and_posts_come_back_through_the_sidecar() {
+    let backend = fixture(ResponseMode::Json).await;
+    let sidecar =
+        start(config(vec![upstream(format!("http://{}/", backend.addr()), Some("/legacy"))])).await;
+    let resp = client().get(sidecar.url("/legacy/sse")).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut events = EventReader::new(resp);
+    let endpoint = events.next_event().await.unwrap();
+    assert!(endpoint.starts_with("event: endpoint\n"), "{endpoint}");
+    let url = endpoint.lines().find_map(|l| l.strip_prefix("data: ")).unwrap().to_owned();
+    assert!(url.starts_with("/legacy/messages?sessionId="), "{url}");
+
+    let resp = client()
+        .post(sidecar.url(&url))
+        .header("content-type", "application/json")
+        .body(call(3, "add", json!({"a": 2, "b": 40})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let message = events.next_event().await.unwrap();
+    assert!(message.starts_with("event: message\n"), "{message}");
+    let v = event_json(&message);
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["result"]["content"][0]["text"], "42");
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let backend = fixture(ResponseMode::Json).await;
+    let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
+    let url = sidecar.url("/mcp");
+    let pending = tokio::spawn(async move {
+        client()
+            .post(url)
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .body(call(1, "fail", json!({"mode": "hang"})))
+            .send()
+            .await
+    });
+    eventually("request reached the fixture", || backend.stats().in_flight == 1).await;
+    pending.abort();
+    eventually("fixture saw the cancellation", || backend.stats().cancelled_total == 1).await;
+    assert_eq!(backend.stats().in_flight, 0);
+}
+
+#[tokio::test]
+async fn client_disconnect_closes_the_upstream_sse_stream() {
+    let backend = fixture(ResponseMode::Json).await;
+    let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
+    let resp = client().get(sidecar.url("/mcp")).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    eventually("stream open at the fixture", || backend.stats().get_streams_open == 1).await;
+    let metrics = sidecar.metrics().await;
+    assert!(metrics.contains(r#"mcp_sidecar_sse_streams_open{upstream="u"} 1"#), "{metrics}");
+    drop(resp);
+    eventually("fixture stream closed", || backend.stats().get_streams_open == 0).await;
+    let mut closed = false;
+    for _ in 0..100 {
+        if sidecar.metrics().await.contains(r#"mcp_sidecar_sse_streams_open{upstream="u"} 0"#) {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "SSE gauge did not return to 0");
+}
