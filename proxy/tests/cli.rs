@@ -1,0 +1,158 @@
+//! The `mcp-sidecar` binary as a user runs it: `check` exit codes and messages, `run` with a
+//! quick-start upstream, and SIGTERM ending it with exit code 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcp-sidecar");
+
+fn check(toml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sidecar.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check").arg("--config").arg(&path).env_remove("SHIELD_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = r#"
+[listen]
+addr = "127.0.0.1:8080"
+[admin]
+addr = "127.0.0.1:9090"
+[[upstream]]
+name = "shield"
+url = "${SHIELD_URL}"
+path = "/mcp"
+response_timeout = "10m"
+"#;
+
+#[test]
+fn check_accepts_a_valid_config_with_env_reference() {
+    let (code, stdout, stderr) = check(GOOD, &[("SHIELD_URL", "http://127.0.0.1:8000/mcp")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok"), "{stdout}");
+}
+
+#[test]
+fn check_names_a_missing_env_var() {
+    let (code, _, stderr) = check(GOOD, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("upstream[0].url") && stderr.contains("SHIELD_URL"), "{stderr}");
+}
+
+#[test]
+fn check_names_an_unknown_field() {
+    let (code, _, stderr) =
+        check("[[upstream]]\nname = \"a\"\nurl = \"http://h:1/mcp\"\nretries = 3\n", &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("retries"), "{stderr}");
+}
+
+#[test]
+fn check_names_a_bad_url() {
+    let (code, _, stderr) = check("[[upstream]]\nname = \"a\"\nurl = \"127.0.0.1:8000\"\n", &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("upstream[0].url"), "{stderr}");
+}
+
+#[test]
+fn check_names_a_duplicate_path() {
+    let toml = "[[upstream]]\nname = \"a\"\nurl = \"http://h:1/mcp\"\n\
+                [[upstream]]\nname = \"b\"\nurl = \"http://h:2/mcp\"\n";
+    let (code, _, stderr) = check(toml, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("upstream[1].path") && stderr.contains("/mcp"), "{stderr}");
+}
+
+#[test]
+fn check_reports_an_unreadable_file() {
+    let out = Command::new(BIN).args(["check", "--config", "/nonexistent/sidecar.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn run_without_config_or_upstream_is_a_usage_error() {
+    let out = Command::new(BIN).arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["demo", "--help"]] {
+        let out = Command::new(BIN).args(sub).output().unwrap();
+        assert!(out.status.success(), "{sub:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
+    }
+}
+
+#[test]
+fn run_quick_start_serves_and_exits_zero_on_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt
+        .block_on(mcp_fixtures::FixtureServer::start(mcp_fixtures::FixtureConfig {
+            stateless: true,
+            ..Default::default()
+        }))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "run", "--upstream", &backend.mcp_url()])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listen = loop {
+        let line = lines.next().expect("sidecar exited before listening").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "mcp-sidecar listening" {
+            break v["listen"].as_str().unwrap().to_owned();
+        }
+    };
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"cli"}}}"#;
+    let resp = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://{listen}/mcp"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", "Bearer secret-token-xyz")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(resp.contains("\"cli\""), "{resp}");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    // One access-log event named the request; the credential it carried was never logged.
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let access: Vec<serde_json::Value> = rest
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 1, "{rest:?}");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["path"], "/mcp");
+    assert_eq!(access[0]["upstream"], "default");
+    assert!(access[0]["request_id"].is_string());
+    assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.contains("secret-token-xyz")), "credential leaked into logs");
+}
