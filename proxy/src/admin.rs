@@ -33,11 +33,17 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => {
-                let status =
-                    if self.readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                let status = if self.readiness.is_ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 let mut resp = Response::new(full(self.readiness.report().to_string()));
                 *resp.status_mut() = status;
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 resp
             }
             "/metrics" => match self.metrics.render() {
@@ -49,9 +55,15 @@ impl Admin {
                     );
                     resp
                 }
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("metrics: {e}\n")),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("metrics: {e}\n"),
+                ),
             },
-            _ => text(StatusCode::NOT_FOUND, "not found; try /metrics, /healthz or /readyz\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /metrics, /healthz or /readyz\n",
+            ),
         }
     }
 
@@ -91,6 +103,9 @@ impl Admin {
 fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(full(body.to_owned()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }

@@ -84,7 +84,10 @@ impl RunArgs {
             (Some(path), _) => Config::load(path)?,
             (None, Some(url)) => Config::quick_start(url)?,
             (None, None) => {
-                return Err(ConfigError::invalid("--config", "give --config FILE or --upstream URL"));
+                return Err(ConfigError::invalid(
+                    "--config",
+                    "give --config FILE or --upstream URL",
+                ));
             }
         };
         if let Some(addr) = &self.listen {
@@ -102,9 +105,15 @@ impl RunArgs {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         LogFormat::Pretty => builder.compact().init(),
     }
 }

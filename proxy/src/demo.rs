@@ -15,31 +15,46 @@ use crate::config::{AdminConfig, Config, ListenConfig, ShutdownConfig, UpstreamC
 /// Runs the demo until `shutdown` resolves.
 pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let fixture = FixtureServer::start(FixtureConfig {
-        response_mode: if args.sse { ResponseMode::Sse } else { ResponseMode::Json },
+        response_mode: if args.sse {
+            ResponseMode::Sse
+        } else {
+            ResponseMode::Json
+        },
         ..FixtureConfig::default()
     })
     .await?;
     let backend = format!("http://{}", fixture.addr());
     let config = Config {
-        listen: ListenConfig { addr: args.listen, ..ListenConfig::default() },
+        listen: ListenConfig {
+            addr: args.listen,
+            ..ListenConfig::default()
+        },
         admin: AdminConfig { addr: args.admin },
         shutdown: ShutdownConfig::default(),
         upstream: vec![
             UpstreamConfig::new("demo", fixture.mcp_url(), Some("/mcp".to_owned())),
-            UpstreamConfig::new("demo-legacy", format!("{backend}/"), Some("/legacy".to_owned())),
+            UpstreamConfig::new(
+                "demo-legacy",
+                format!("{backend}/"),
+                Some("/legacy".to_owned()),
+            ),
         ],
     };
     let sidecar = Sidecar::bind(config).await?;
     let listen = sidecar.local_addr()?;
     let admin = sidecar.admin_addr()?;
-    println!("{}", instructions(&backend, &listen.to_string(), &admin.to_string()));
+    println!(
+        "{}",
+        instructions(&backend, &listen.to_string(), &admin.to_string())
+    );
     sidecar.serve(shutdown).await;
     fixture.shutdown().await;
     Ok(())
 }
 
 fn instructions(backend: &str, listen: &str, admin: &str) -> String {
-    let headers = "-H 'content-type: application/json' -H 'accept: application/json, text/event-stream'";
+    let headers =
+        "-H 'content-type: application/json' -H 'accept: application/json, text/event-stream'";
     format!(
         r#"
 mcp-sidecar demo

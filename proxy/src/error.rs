@@ -80,7 +80,9 @@ impl ProxyError {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -132,10 +134,16 @@ impl ProxyError {
         let mut response = Response::new(full(body.to_string()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::MethodNotAllowed { .. } = self {
-            headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
         }
         response
     }
@@ -153,7 +161,10 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_is_502_with_jsonrpc_id() {
-        let err = ProxyError::UpstreamUnreachable { upstream: "shield".into(), detail: "refused".into() };
+        let err = ProxyError::UpstreamUnreachable {
+            upstream: "shield".into(),
+            detail: "refused".into(),
+        };
         let resp = err.to_response(Some(&json!(7)), "rid");
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
         let v = body_json(resp).await;
@@ -165,7 +176,10 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_is_504_and_unknown_id_is_null() {
-        let err = ProxyError::UpstreamTimeout { upstream: "u".into(), after: Duration::from_secs(5) };
+        let err = ProxyError::UpstreamTimeout {
+            upstream: "u".into(),
+            after: Duration::from_secs(5),
+        };
         let resp = err.to_response(None, "rid");
         assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
         let v = body_json(resp).await;
@@ -177,11 +191,22 @@ mod tests {
     fn every_code_is_in_the_proxy_range() {
         let all = [
             ProxyError::NoRoute { path: "/".into() },
-            ProxyError::MethodNotAllowed { method: "PUT".into() },
+            ProxyError::MethodNotAllowed {
+                method: "PUT".into(),
+            },
             ProxyError::BadRequest("x".into()),
-            ProxyError::UpstreamUnreachable { upstream: "u".into(), detail: "d".into() },
-            ProxyError::UpstreamTimeout { upstream: "u".into(), after: Duration::from_secs(1) },
-            ProxyError::UpstreamFailed { upstream: "u".into(), detail: "d".into() },
+            ProxyError::UpstreamUnreachable {
+                upstream: "u".into(),
+                detail: "d".into(),
+            },
+            ProxyError::UpstreamTimeout {
+                upstream: "u".into(),
+                after: Duration::from_secs(1),
+            },
+            ProxyError::UpstreamFailed {
+                upstream: "u".into(),
+                detail: "d".into(),
+            },
         ];
         for e in all {
             assert!((-32019..=-32000).contains(&e.jsonrpc_code()), "{e}");

@@ -28,8 +28,8 @@ use crate::error::ProxyError;
 use crate::headers::{self, ForwardContext};
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
-use crate::upstream::{Router, Upstream};
 use crate::upstream::has_dot_segment;
+use crate::upstream::{Router, Upstream};
 
 /// What the sidecar knows about the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,11 @@ struct RequestMeta {
 impl Proxy {
     /// A proxy over these upstreams.
     pub fn new(router: Router, metrics: Metrics, peek_bytes: usize) -> Self {
-        Self { router, metrics, peek_bytes }
+        Self {
+            router,
+            metrics,
+            peek_bytes,
+        }
     }
 
     /// Serves one request. Infallible: every failure becomes an HTTP response here, because an
@@ -78,11 +82,18 @@ impl Proxy {
         async move {
             let mut meta = RequestMeta::default();
             let result = self.dispatch(req, &rid_header, conn, &mut meta).await;
-            let upstream = meta.upstream.as_deref().unwrap_or(metrics::NO_UPSTREAM).to_owned();
+            let upstream = meta
+                .upstream
+                .as_deref()
+                .unwrap_or(metrics::NO_UPSTREAM)
+                .to_owned();
             let (mut response, sse, error) = match result {
                 Ok((response, sse)) => (response, sse, None),
                 Err(err) => {
-                    self.metrics.proxy_errors.with_label_values(&[err.reason()]).inc();
+                    self.metrics
+                        .proxy_errors
+                        .with_label_values(&[err.reason()])
+                        .inc();
                     if err.status().is_server_error() {
                         tracing::warn!(error = %err, "request failed");
                     } else {
@@ -92,7 +103,9 @@ impl Proxy {
                     (response, false, Some(err.reason()))
                 }
             };
-            response.headers_mut().insert(headers::X_REQUEST_ID.clone(), rid_header);
+            response
+                .headers_mut()
+                .insert(headers::X_REQUEST_ID.clone(), rid_header);
             let method_label = metrics::method_label(&method);
             let status = response.status();
             self.metrics
@@ -105,7 +118,11 @@ impl Proxy {
                 .with_label_values(&[upstream.as_str(), method_label])
                 .observe(ttfb.as_secs_f64());
             let gauge = sse.then(|| {
-                GaugeGuard::new(self.metrics.sse_streams_open.with_label_values(&[upstream.as_str()]))
+                GaugeGuard::new(
+                    self.metrics
+                        .sse_streams_open
+                        .with_label_values(&[upstream.as_str()]),
+                )
             });
             let log = AccessLog {
                 method,
@@ -137,14 +154,22 @@ impl Proxy {
     {
         let path = req.uri().path();
         if has_dot_segment(path) {
-            return Err(ProxyError::BadRequest(format!("path `{path}` has a `.` or `..` segment")));
+            return Err(ProxyError::BadRequest(format!(
+                "path `{path}` has a `.` or `..` segment"
+            )));
         }
-        let (upstream, rest) =
-            self.router.route(path).ok_or_else(|| ProxyError::NoRoute { path: path.to_owned() })?;
+        let (upstream, rest) = self.router.route(path).ok_or_else(|| ProxyError::NoRoute {
+            path: path.to_owned(),
+        })?;
         let upstream = upstream.clone();
         meta.upstream = Some(upstream.name.clone());
-        if !matches!(*req.method(), Method::POST | Method::GET | Method::DELETE | Method::OPTIONS) {
-            return Err(ProxyError::MethodNotAllowed { method: req.method().to_string() });
+        if !matches!(
+            *req.method(),
+            Method::POST | Method::GET | Method::DELETE | Method::OPTIONS
+        ) {
+            return Err(ProxyError::MethodNotAllowed {
+                method: req.method().to_string(),
+            });
         }
         let uri = upstream
             .upstream_uri(rest, req.uri().query())
@@ -173,7 +198,9 @@ impl Proxy {
             },
         );
         let upstream_url = parts.uri.to_string();
-        let response = self.send(&upstream, Request::from_parts(parts, body)).await?;
+        let response = self
+            .send(&upstream, Request::from_parts(parts, body))
+            .await?;
         Ok(self.respond(&upstream, response, request_id, is_get, &upstream_url))
     }
 
@@ -185,7 +212,11 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (prefix, rest) = read_prefix(body, self.peek_bytes).await?;
-        let id = if rest.is_none() { jsonrpc_request_id(&prefix) } else { None };
+        let id = if rest.is_none() {
+            jsonrpc_request_id(&prefix)
+        } else {
+            None
+        };
         Ok((Prefixed::new(prefix, rest).boxed_unsync(), id))
     }
 
@@ -198,7 +229,12 @@ impl Proxy {
         let started = Instant::now();
         let timeout = upstream.config.response_timeout;
         let result = tokio::time::timeout(timeout, upstream.client.request(req)).await;
-        let errors = |kind: &str| self.metrics.upstream_errors.with_label_values(&[&upstream.name, kind]).inc();
+        let errors = |kind: &str| {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&upstream.name, kind])
+                .inc()
+        };
         match result {
             Ok(Ok(response)) => {
                 self.metrics
@@ -211,15 +247,24 @@ impl Proxy {
                 let detail = error_chain(&e);
                 if e.is_connect() {
                     errors("connect");
-                    Err(ProxyError::UpstreamUnreachable { upstream: upstream.name.to_string(), detail })
+                    Err(ProxyError::UpstreamUnreachable {
+                        upstream: upstream.name.to_string(),
+                        detail,
+                    })
                 } else {
                     errors("reset");
-                    Err(ProxyError::UpstreamFailed { upstream: upstream.name.to_string(), detail })
+                    Err(ProxyError::UpstreamFailed {
+                        upstream: upstream.name.to_string(),
+                        detail,
+                    })
                 }
             }
             Err(_) => {
                 errors("timeout");
-                Err(ProxyError::UpstreamTimeout { upstream: upstream.name.to_string(), after: timeout })
+                Err(ProxyError::UpstreamTimeout {
+                    upstream: upstream.name.to_string(),
+                    after: timeout,
+                })
             }
         }
     }
@@ -286,11 +331,26 @@ mod tests {
 
     #[test]
     fn request_ids_are_read_from_requests_only() {
-        assert_eq!(jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#), Some(json!(3)));
-        assert_eq!(jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":"a","method":"x"}"#), Some(json!("a")));
-        assert_eq!(jsonrpc_request_id(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#), None);
-        assert_eq!(jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#), None);
-        assert_eq!(jsonrpc_request_id(br#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#), None);
+        assert_eq!(
+            jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#),
+            Some(json!(3))
+        );
+        assert_eq!(
+            jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":"a","method":"x"}"#),
+            Some(json!("a"))
+        );
+        assert_eq!(
+            jsonrpc_request_id(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#),
+            None
+        );
+        assert_eq!(
+            jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
+            None
+        );
+        assert_eq!(
+            jsonrpc_request_id(br#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#),
+            None
+        );
         assert_eq!(jsonrpc_request_id(b"not json"), None);
     }
 }

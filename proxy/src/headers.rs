@@ -95,7 +95,10 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(cx.client_proto));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(cx.client_proto),
+    );
     headers.insert(X_REQUEST_ID.clone(), cx.request_id.clone());
 }
 
@@ -144,12 +147,18 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_stripped() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
         h.insert("mcp-session-id", HeaderValue::from_static("abc"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -159,10 +168,19 @@ mod tests {
     #[test]
     fn upstream_request_gets_host_forwarding_and_request_id() {
         let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("sidecar.example:8080"));
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("sidecar.example:8080"),
+        );
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-        h.insert("mcp-protocol-version", HeaderValue::from_static("2025-06-18"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2025-06-18"),
+        );
         let auth = HeaderValue::from_static("127.0.0.1:8000");
         let rid = HeaderValue::from_static("rid-1");
         prepare_upstream_request(&mut h, &cx(&auth, &rid));
@@ -177,7 +195,10 @@ mod tests {
     #[test]
     fn sse_response_gets_anti_buffering_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
         assert!(is_event_stream(&h));
         prepare_downstream_response(&mut h, &HeaderValue::from_static("r"), true);

@@ -61,7 +61,11 @@ impl Readiness {
 
     /// Whether the sidecar can serve.
     pub fn is_ready(&self) -> bool {
-        !self.is_shutting_down() && self.upstreams.iter().all(|u| u.state.load(Ordering::SeqCst) == UP)
+        !self.is_shutting_down()
+            && self
+                .upstreams
+                .iter()
+                .all(|u| u.state.load(Ordering::SeqCst) == UP)
     }
 
     /// Each component's state, for the `/readyz` body.
@@ -92,8 +96,12 @@ impl Readiness {
     }
 
     fn record(&self, index: usize, result: Result<(), String>) {
-        let Some(u) = self.upstreams.get(index) else { return };
-        let was = u.state.swap(if result.is_ok() { UP } else { DOWN }, Ordering::SeqCst);
+        let Some(u) = self.upstreams.get(index) else {
+            return;
+        };
+        let was = u
+            .state
+            .swap(if result.is_ok() { UP } else { DOWN }, Ordering::SeqCst);
         match (&result, was) {
             (Ok(()), UP) | (Err(_), DOWN) => {}
             (Ok(()), _) => tracing::info!(upstream = %u.name, "upstream reachable"),
@@ -126,7 +134,10 @@ pub fn spawn_checks(
                     _ = interval.tick() => {}
                 }
                 let result = check(&upstream).await;
-                metrics.upstream_up.with_label_values(&[&upstream.name]).set(i64::from(result.is_ok()));
+                metrics
+                    .upstream_up
+                    .with_label_values(&[&upstream.name])
+                    .set(i64::from(result.is_ok()));
                 readiness.record(index, result);
             }
         });
@@ -135,12 +146,19 @@ pub fn spawn_checks(
 
 /// One check: can a TCP connection be opened to the upstream within its connect timeout?
 async fn check(upstream: &Upstream) -> Result<(), String> {
-    let host = upstream.url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    let host = upstream
+        .url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
     let port = upstream.url.port_or_known_default().unwrap_or(80);
     let timeout: Duration = upstream.config.connect_timeout;
     match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port))).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("connect {host}:{port}: {e}")),
-        Err(_) => Err(format!("connect {host}:{port}: timed out after {timeout:?}")),
+        Err(_) => Err(format!(
+            "connect {host}:{port}: timed out after {timeout:?}"
+        )),
     }
 }

@@ -12,7 +12,11 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return match Config::load(config) {
             Ok(c) => {
-                println!("{}: ok ({} upstream(s))", config.display(), c.upstream.len());
+                println!(
+                    "{}: ok ({} upstream(s))",
+                    config.display(),
+                    c.upstream.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -52,7 +56,9 @@ fn main() -> ExitCode {
             #[cfg(feature = "demo")]
             Command::Demo(args) => mcp_sidecar::demo::run(args, shutdown_signal()).await,
             #[cfg(not(feature = "demo"))]
-            Command::Demo(_) => Err(anyhow::anyhow!("this build has no demo (feature `demo` is off)")),
+            Command::Demo(_) => Err(anyhow::anyhow!(
+                "this build has no demo (feature `demo` is off)"
+            )),
             Command::Check { .. } => Ok(()),
         }
     });

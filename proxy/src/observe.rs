@@ -97,7 +97,9 @@ pin_project_lite::pin_project! {
 
 impl<B> std::fmt::Debug for ObservedBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObservedBody").field("bytes", &self.bytes).finish_non_exhaustive()
+        f.debug_struct("ObservedBody")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +111,13 @@ impl<B> ObservedBody<B> {
         stream: Option<GaugeGuard>,
         stream_errors: Option<prometheus::IntCounterVec>,
     ) -> Self {
-        Self { inner, log: Some(log), bytes: 0, _stream: stream, stream_errors }
+        Self {
+            inner,
+            log: Some(log),
+            bytes: 0,
+            _stream: stream,
+            stream_errors,
+        }
     }
 }
 
@@ -133,10 +141,16 @@ where
                 }
             }
             Poll::Ready(Some(Err(err))) => {
-                let reason = if err.is::<StreamIdleTimeout>() { "idle_timeout" } else { "upstream_error" };
+                let reason = if err.is::<StreamIdleTimeout>() {
+                    "idle_timeout"
+                } else {
+                    "upstream_error"
+                };
                 if let Some(log) = this.log.take() {
                     if let Some(counter) = this.stream_errors {
-                        counter.with_label_values(&[log.upstream.as_str(), reason]).inc();
+                        counter
+                            .with_label_values(&[log.upstream.as_str(), reason])
+                            .inc();
                     }
                     tracing::warn!(request_id = %log.request_id, error = %err, "response stream ended abnormally");
                     log.emit(*this.bytes, reason);

@@ -87,16 +87,34 @@ impl Sidecar {
             metrics.init_upstream(&u.name);
         }
         let readiness = Readiness::new(&upstreams);
-        let tls = config.listen.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let tls = config
+            .listen
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()?;
         let listen_addr = config.listen_addr()?;
         let admin_addr = config.admin_addr()?;
         let listener = TcpListener::bind(listen_addr)
             .await
-            .map_err(|source| StartError::Bind { field: "listen.addr", addr: listen_addr, source })?;
-        let admin_listener = TcpListener::bind(admin_addr)
-            .await
-            .map_err(|source| StartError::Bind { field: "admin.addr", addr: admin_addr, source })?;
-        let proxy = Proxy::new(Router::new(upstreams.clone()), metrics.clone(), config.listen.peek_bytes);
+            .map_err(|source| StartError::Bind {
+                field: "listen.addr",
+                addr: listen_addr,
+                source,
+            })?;
+        let admin_listener =
+            TcpListener::bind(admin_addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    field: "admin.addr",
+                    addr: admin_addr,
+                    source,
+                })?;
+        let proxy = Proxy::new(
+            Router::new(upstreams.clone()),
+            metrics.clone(),
+            config.listen.peek_bytes,
+        );
         Ok(Self {
             proxy: Arc::new(proxy),
             admin: Admin { metrics, readiness },
@@ -123,11 +141,23 @@ impl Sidecar {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let background = CancellationToken::new();
         let readiness = self.admin.readiness.clone();
-        health::spawn_checks(readiness.clone(), &self.upstreams, self.admin.metrics.clone(), background.clone());
-        tokio::spawn(self.admin.clone().serve(self.admin_listener, background.clone()));
+        health::spawn_checks(
+            readiness.clone(),
+            &self.upstreams,
+            self.admin.metrics.clone(),
+            background.clone(),
+        );
+        tokio::spawn(
+            self.admin
+                .clone()
+                .serve(self.admin_listener, background.clone()),
+        );
 
         let mut builder = Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
@@ -183,30 +213,47 @@ async fn serve_connection(
     proxy: Arc<Proxy>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let conn = ConnInfo { remote, tls: tls.is_some() };
+    let conn = ConnInfo {
+        remote,
+        tls: tls.is_some(),
+    };
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.serve(req, conn).await) }
     });
     let result = match tls {
-        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+        None => {
+            watcher
+                .watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                )
+                .await
+        }
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await
+            let tls_stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            watcher
+                .watch(
+                    builder
+                        .serve_connection(TokioIo::new(tls_stream), service)
+                        .into_owned(),
+                )
+                .await
         }
     };
     if let Err(e) = result {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
     }
 }
-

@@ -34,11 +34,14 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, ConfigError> {
         .map_err(|e| ConfigError::invalid("listen.tls", e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ConfigError::invalid("listen.tls", format!("certificate and key do not fit: {e}")))?;
+        .map_err(|e| {
+            ConfigError::invalid("listen.tls", format!("certificate and key do not fit: {e}"))
+        })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
 fn read_pem(path: &Path, field: &str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| ConfigError::invalid(field, format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| ConfigError::invalid(field, format!("cannot read {}: {e}", path.display())))
 }

@@ -12,7 +12,10 @@ fn check(toml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let path = dir.path().join("sidecar.toml");
     std::fs::write(&path, toml).unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.arg("check").arg("--config").arg(&path).env_remove("SHIELD_URL");
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("SHIELD_URL");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -47,20 +50,28 @@ fn check_accepts_a_valid_config_with_env_reference() {
 fn check_names_a_missing_env_var() {
     let (code, _, stderr) = check(GOOD, &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("upstream[0].url") && stderr.contains("SHIELD_URL"), "{stderr}");
+    assert!(
+        stderr.contains("upstream[0].url") && stderr.contains("SHIELD_URL"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_names_an_unknown_field() {
-    let (code, _, stderr) =
-        check("[[upstream]]\nname = \"a\"\nurl = \"http://h:1/mcp\"\nretries = 3\n", &[]);
+    let (code, _, stderr) = check(
+        "[[upstream]]\nname = \"a\"\nurl = \"http://h:1/mcp\"\nretries = 3\n",
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(stderr.contains("retries"), "{stderr}");
 }
 
 #[test]
 fn check_names_a_bad_url() {
-    let (code, _, stderr) = check("[[upstream]]\nname = \"a\"\nurl = \"127.0.0.1:8000\"\n", &[]);
+    let (code, _, stderr) = check(
+        "[[upstream]]\nname = \"a\"\nurl = \"127.0.0.1:8000\"\n",
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(stderr.contains("upstream[0].url"), "{stderr}");
 }
@@ -71,12 +82,18 @@ fn check_names_a_duplicate_path() {
                 [[upstream]]\nname = \"b\"\nurl = \"http://h:2/mcp\"\n";
     let (code, _, stderr) = check(toml, &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("upstream[1].path") && stderr.contains("/mcp"), "{stderr}");
+    assert!(
+        stderr.contains("upstream[1].path") && stderr.contains("/mcp"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_reports_an_unreadable_file() {
-    let out = Command::new(BIN).args(["check", "--config", "/nonexistent/sidecar.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/sidecar.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
@@ -90,10 +107,18 @@ fn run_without_config_or_upstream_is_a_usage_error() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["demo", "--help"]] {
+    for sub in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["demo", "--help"],
+    ] {
         let out = Command::new(BIN).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{sub:?}"
+        );
     }
 }
 
@@ -101,20 +126,31 @@ fn every_subcommand_has_help() {
 fn run_quick_start_serves_and_exits_zero_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let backend = rt
-        .block_on(mcp_fixtures::FixtureServer::start(mcp_fixtures::FixtureConfig {
-            stateless: true,
-            ..Default::default()
-        }))
+        .block_on(mcp_fixtures::FixtureServer::start(
+            mcp_fixtures::FixtureConfig {
+                stateless: true,
+                ..Default::default()
+            },
+        ))
         .unwrap();
     let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "run", "--upstream", &backend.mcp_url()])
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--upstream",
+            &backend.mcp_url(),
+        ])
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let listen = loop {
-        let line = lines.next().expect("sidecar exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("sidecar exited before listening")
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "mcp-sidecar listening" {
             break v["listen"].as_str().unwrap().to_owned();
@@ -137,7 +173,10 @@ fn run_quick_start_serves_and_exits_zero_on_sigterm() {
     });
     assert!(resp.contains("\"cli\""), "{resp}");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
@@ -154,5 +193,38 @@ fn run_quick_start_serves_and_exits_zero_on_sigterm() {
     assert_eq!(access[0]["upstream"], "default");
     assert!(access[0]["request_id"].is_string());
     assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
-    assert!(!rest.iter().any(|l| l.contains("secret-token-xyz")), "credential leaked into logs");
+    assert!(
+        !rest.iter().any(|l| l.contains("secret-token-xyz")),
+        "credential leaked into logs"
+    );
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(BIN)
+                .arg("check")
+                .arg("--config")
+                .arg(&path)
+                .env("SHIELD_URL", "http://127.0.0.1:8000/mcp")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0,
+        "no example configs found in {}",
+        examples.display()
+    );
 }

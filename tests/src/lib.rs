@@ -45,7 +45,12 @@ impl RunningSidecar {
 
     /// The Prometheus text from `/metrics`.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.admin_url("/metrics")).await.unwrap().text().await.unwrap()
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Waits (on the test's clock) until `/readyz` answers `status`.
@@ -64,8 +69,13 @@ impl RunningSidecar {
 /// A config on ephemeral loopback ports with these upstreams.
 pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
     Config {
-        listen: ListenConfig { addr: "127.0.0.1:0".into(), ..ListenConfig::default() },
-        admin: AdminConfig { addr: "127.0.0.1:0".into() },
+        listen: ListenConfig {
+            addr: "127.0.0.1:0".into(),
+            ..ListenConfig::default()
+        },
+        admin: AdminConfig {
+            addr: "127.0.0.1:0".into(),
+        },
         shutdown: ShutdownConfig::default(),
         upstream: upstreams,
     }
@@ -85,12 +95,21 @@ pub async fn start(config: Config) -> RunningSidecar {
     let task = tokio::spawn(sidecar.serve(async move {
         let _ = rx.await;
     }));
-    RunningSidecar { addr, admin, shutdown: Some(tx), task }
+    RunningSidecar {
+        addr,
+        admin,
+        shutdown: Some(tx),
+        task,
+    }
 }
 
 /// A reqwest client that never pools connections across tests and speaks HTTP/1.1.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().http1_only().build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .build()
+        .unwrap()
 }
 
 /// JSON-RPC request body.
@@ -100,7 +119,11 @@ pub fn rpc(id: u64, method: &str, params: serde_json::Value) -> String {
 
 /// `tools/call` body.
 pub fn call(id: u64, tool: &str, arguments: serde_json::Value) -> String {
-    rpc(id, "tools/call", serde_json::json!({"name": tool, "arguments": arguments}))
+    rpc(
+        id,
+        "tools/call",
+        serde_json::json!({"name": tool, "arguments": arguments}),
+    )
 }
 
 /// The `initialize` body.
@@ -147,7 +170,10 @@ pub struct EventReader {
 
 impl EventReader {
     pub fn new(response: reqwest::Response) -> Self {
-        Self { response, buffer: String::new() }
+        Self {
+            response,
+            buffer: String::new(),
+        }
     }
 
     /// The next complete event or comment block (without the blank line), `None` at the end of the
@@ -184,7 +210,8 @@ pub fn event_json(event: &str) -> serde_json::Value {
         .filter_map(|l| l.strip_prefix("data:"))
         .map(|d| d.strip_prefix(' ').unwrap_or(d))
         .collect();
-    serde_json::from_str(&data.join("\n")).unwrap_or_else(|e| panic!("bad event data {event:?}: {e}"))
+    serde_json::from_str(&data.join("\n"))
+        .unwrap_or_else(|e| panic!("bad event data {event:?}: {e}"))
 }
 
 /// Polls `check` on the test's clock until it is true (bounded).

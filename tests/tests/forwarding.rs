@@ -10,8 +10,16 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 #[tokio::test]
 async fn request_headers_are_rewritten_and_mcp_headers_pass_unchanged() {
     let backend = MockServer::start().await;
-    Mock::given(method("POST")).and(path("/mcp")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
-    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    Mock::given(method("POST"))
+        .and(path("/mcp"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
 
     let resp = client()
         .post(sidecar.url("/mcp?x=1"))
@@ -49,14 +57,24 @@ async fn request_headers_are_rewritten_and_mcp_headers_pass_unchanged() {
     for hop in ["x-hop-secret", "keep-alive", "te", "proxy-authorization"] {
         assert!(!h.contains_key(hop), "{hop} reached the backend");
     }
-    assert_ne!(h.get("connection").map(|v| v.to_str().unwrap()), Some("keep-alive, x-hop-secret"));
+    assert_ne!(
+        h.get("connection").map(|v| v.to_str().unwrap()),
+        Some("keep-alive, x-hop-secret")
+    );
 }
 
 #[tokio::test]
 async fn request_id_is_generated_when_missing() {
     let backend = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(405)).mount(&backend).await;
-    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(405))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
     let resp = client().get(sidecar.url("/mcp")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -79,8 +97,17 @@ async fn response_status_body_and_headers_pass_unchanged() {
         )
         .mount(&backend)
         .await;
-    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
-    let resp = client().post(sidecar.url("/mcp")).body("{}").send().await.unwrap();
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["mcp-session-id"], "sess-9");
     assert_eq!(resp.headers()["x-custom"], "kept");
@@ -90,8 +117,15 @@ async fn response_status_body_and_headers_pass_unchanged() {
 #[tokio::test]
 async fn accepted_notification_keeps_empty_202() {
     let backend = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(202)).mount(&backend).await;
-    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
     let resp = client()
         .post(sidecar.url("/mcp"))
         .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
@@ -101,17 +135,32 @@ async fn accepted_notification_keeps_empty_202() {
     assert_eq!(resp.status(), 202);
     assert!(resp.bytes().await.unwrap().is_empty());
     let received = &backend.received_requests().await.unwrap()[0];
-    assert_eq!(received.body, br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    assert_eq!(
+        received.body,
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+    );
 }
 
 #[tokio::test]
 async fn large_request_body_streams_through_unchanged() {
     let backend = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
-    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
     // Larger than the peek window, so most of it is streamed rather than read up front.
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let resp = client().post(sidecar.url("/mcp")).body(big.clone()).send().await.unwrap();
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(backend.received_requests().await.unwrap()[0].body, big);
 }
@@ -119,18 +168,47 @@ async fn large_request_body_streams_through_unchanged() {
 #[tokio::test]
 async fn paths_below_the_mount_map_to_the_backend_prefix() {
     let backend = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/sse")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
-    let sidecar = start(config(vec![upstream(format!("{}/", backend.uri()), Some("/legacy"))])).await;
-    assert_eq!(client().get(sidecar.url("/legacy/sse")).send().await.unwrap().status(), 200);
-    let resp = client().get(sidecar.url("/legacyx/sse")).send().await.unwrap();
+    Mock::given(method("GET"))
+        .and(path("/sse"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/", backend.uri()),
+        Some("/legacy"),
+    )]))
+    .await;
+    assert_eq!(
+        client()
+            .get(sidecar.url("/legacy/sse"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let resp = client()
+        .get(sidecar.url("/legacyx/sse"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
 }
 
 #[tokio::test]
 async fn unmounted_path_and_bad_method_and_dot_segments_are_refused() {
     let backend = MockServer::start().await;
-    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
-    let resp = client().post(sidecar.url("/other")).body(mcp_e2e_tests::rpc(5, "ping", json!({}))).send().await.unwrap();
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
+    let resp = client()
+        .post(sidecar.url("/other"))
+        .body(mcp_e2e_tests::rpc(5, "ping", json!({})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], -32004);
@@ -145,14 +223,25 @@ async fn unmounted_path_and_bad_method_and_dot_segments_are_refused() {
     )
     .await;
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
-    assert!(backend.received_requests().await.unwrap().is_empty(), "refused requests reached the backend");
+    assert!(
+        backend.received_requests().await.unwrap().is_empty(),
+        "refused requests reached the backend"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_upstream_is_502_with_the_jsonrpc_id() {
     // Bind then drop a listener: nothing listens on that port any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let sidecar = start(config(vec![upstream(format!("http://127.0.0.1:{port}/mcp"), None)])).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sidecar = start(config(vec![upstream(
+        format!("http://127.0.0.1:{port}/mcp"),
+        None,
+    )]))
+    .await;
     let resp = client()
         .post(sidecar.url("/mcp"))
         .header("content-type", "application/json")
@@ -167,9 +256,19 @@ async fn unreachable_upstream_is_502_with_the_jsonrpc_id() {
     assert_eq!(v["id"], 42);
     assert_eq!(v["error"]["code"], -32001);
     assert_eq!(v["error"]["data"]["reason"], "upstream_unreachable");
-    assert!(v["error"]["message"].as_str().unwrap().contains("unreachable"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
+    );
     let metrics = sidecar.metrics().await;
-    assert!(metrics.contains(r#"mcp_sidecar_upstream_connection_errors_total{kind="connect",upstream="u"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"mcp_sidecar_upstream_connection_errors_total{kind="connect",upstream="u"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -179,12 +278,28 @@ async fn options_and_delete_are_forwarded() {
         .respond_with(ResponseTemplate::new(204).insert_header("access-control-allow-origin", "*"))
         .mount(&backend)
         .await;
-    Mock::given(method("DELETE")).respond_with(ResponseTemplate::new(200)).mount(&backend).await;
-    let sidecar = start(config(vec![upstream(format!("{}/mcp", backend.uri()), None)])).await;
-    let resp = client().request(reqwest::Method::OPTIONS, sidecar.url("/mcp")).send().await.unwrap();
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
+    let resp = client()
+        .request(reqwest::Method::OPTIONS, sidecar.url("/mcp"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
-    let resp = client().delete(sidecar.url("/mcp")).header("mcp-session-id", "s1").send().await.unwrap();
+    let resp = client()
+        .delete(sidecar.url("/mcp"))
+        .header("mcp-session-id", "s1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let reqs = backend.received_requests().await.unwrap();
     assert_eq!(reqs[1].headers["mcp-session-id"], "s1");

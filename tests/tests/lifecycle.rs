@@ -3,13 +3,20 @@
 
 use std::time::Duration;
 
-use mcp_e2e_tests::{ACCEPT_BOTH, call, client, config, eventually, initialize, metric_value, start, upstream};
+use mcp_e2e_tests::{
+    ACCEPT_BOTH, call, client, config, eventually, initialize, metric_value, start, upstream,
+};
 use mcp_fixtures::{FixtureConfig, FixtureServer};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 async fn fixture() -> FixtureServer {
-    FixtureServer::start(FixtureConfig { stateless: true, ..FixtureConfig::default() }).await.unwrap()
+    FixtureServer::start(FixtureConfig {
+        stateless: true,
+        ..FixtureConfig::default()
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -28,7 +35,10 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
             .await
             .unwrap()
     });
-    eventually("call reached the fixture", || backend.stats().in_flight == 1).await;
+    eventually("call reached the fixture", || {
+        backend.stats().in_flight == 1
+    })
+    .await;
     let began = Instant::now();
     sidecar.begin_shutdown();
 
@@ -45,7 +55,11 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     assert_eq!(v["result"]["content"][0]["text"], "slept 5000 ms");
     sidecar.task.await.unwrap();
     // Drained as soon as the last request finished, well inside the 30 s grace period.
-    assert!(began.elapsed() < Duration::from_secs(6), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        began.elapsed()
+    );
 }
 
 async fn eventually_refused(addr: std::net::SocketAddr) {
@@ -64,41 +78,63 @@ async fn grace_period_end_closes_open_streams() {
     let mut cfg = config(vec![upstream(backend.mcp_url(), None)]);
     cfg.shutdown.grace_period = Duration::from_secs(20);
     let mut sidecar = start(cfg).await;
-    let resp = client().get(sidecar.url("/mcp")).header("accept", "text/event-stream").send().await.unwrap();
+    let resp = client()
+        .get(sidecar.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     eventually("stream open", || backend.stats().get_streams_open == 1).await;
     let began = Instant::now();
     sidecar.begin_shutdown();
     sidecar.task.await.unwrap();
     let waited = began.elapsed();
-    assert!(waited >= Duration::from_secs(20) && waited < Duration::from_secs(21), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(20) && waited < Duration::from_secs(21),
+        "{waited:?}"
+    );
     // The client's stream ends, and the upstream stream with it.
     let mut resp = resp;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => break,
-        }
-    }
-    eventually("fixture stream closed", || backend.stats().get_streams_open == 0).await;
+    while let Ok(Some(_)) = resp.chunk().await {}
+    eventually("fixture stream closed", || {
+        backend.stats().get_streams_open == 0
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn readyz_follows_upstream_reachability() {
     // Reserve a port, then free it: the upstream is down until something listens there again.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let sidecar = start(config(vec![upstream(format!("http://127.0.0.1:{port}/mcp"), None)])).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sidecar = start(config(vec![upstream(
+        format!("http://127.0.0.1:{port}/mcp"),
+        None,
+    )]))
+    .await;
     let report = sidecar.wait_readyz(503).await;
     assert_eq!(report["ready"], false);
     eventually_state(&sidecar, "down").await;
     let metrics = sidecar.metrics().await;
-    assert_eq!(metric_value(&metrics, r#"mcp_sidecar_upstream_up{upstream="u"}"#), Some(0.0));
+    assert_eq!(
+        metric_value(&metrics, r#"mcp_sidecar_upstream_up{upstream="u"}"#),
+        Some(0.0)
+    );
 
-    let _backend = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let _backend = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let report = sidecar.wait_readyz(200).await;
     assert_eq!(report["upstreams"]["u"]["state"], "up");
     let metrics = sidecar.metrics().await;
-    assert_eq!(metric_value(&metrics, r#"mcp_sidecar_upstream_up{upstream="u"}"#), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, r#"mcp_sidecar_upstream_up{upstream="u"}"#),
+        Some(1.0)
+    );
     let health = reqwest::get(sidecar.admin_url("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
     sidecar.stop().await;
@@ -106,9 +142,17 @@ async fn readyz_follows_upstream_reachability() {
 
 async fn eventually_state(sidecar: &mcp_e2e_tests::RunningSidecar, state: &str) {
     for _ in 0..100 {
-        let v: Value = reqwest::get(sidecar.admin_url("/readyz")).await.unwrap().json().await.unwrap();
+        let v: Value = reqwest::get(sidecar.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if v["upstreams"]["u"]["state"] == state {
-            assert!(state == "up" || v["upstreams"]["u"]["error"].is_string(), "{v}");
+            assert!(
+                state == "up" || v["upstreams"]["u"]["error"].is_string(),
+                "{v}"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -118,7 +162,9 @@ async fn eventually_state(sidecar: &mcp_e2e_tests::RunningSidecar, state: &str) 
 
 #[tokio::test]
 async fn metrics_move_after_traffic() {
-    let backend = FixtureServer::start(FixtureConfig::default()).await.unwrap();
+    let backend = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
     let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
     let http = client();
     let init = http
@@ -130,7 +176,10 @@ async fn metrics_move_after_traffic() {
         .await
         .unwrap();
     assert_eq!(init.status(), 200);
-    let session = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     for id in 2..5 {
         let resp = http
             .post(sidecar.url("/mcp"))
@@ -151,13 +200,33 @@ async fn metrics_move_after_traffic() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400, "no session: the backend's own 400 passes through");
+    assert_eq!(
+        resp.status(),
+        400,
+        "no session: the backend's own 400 passes through"
+    );
 
     let text = sidecar.metrics().await;
     let series = |s: &str| metric_value(&text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}"));
-    assert_eq!(series(r#"mcp_sidecar_requests_total{method="POST",status="200",upstream="u"}"#), 4.0);
-    assert_eq!(series(r#"mcp_sidecar_requests_total{method="POST",status="400",upstream="u"}"#), 1.0);
-    assert_eq!(series(r#"mcp_sidecar_request_duration_seconds_count{method="POST",upstream="u"}"#), 5.0);
-    assert_eq!(series(r#"mcp_sidecar_upstream_duration_seconds_count{upstream="u"}"#), 5.0);
-    assert_eq!(backend.stats().http_requests_total, 5, "every request reached the backend once");
+    assert_eq!(
+        series(r#"mcp_sidecar_requests_total{method="POST",status="200",upstream="u"}"#),
+        4.0
+    );
+    assert_eq!(
+        series(r#"mcp_sidecar_requests_total{method="POST",status="400",upstream="u"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(r#"mcp_sidecar_request_duration_seconds_count{method="POST",upstream="u"}"#),
+        5.0
+    );
+    assert_eq!(
+        series(r#"mcp_sidecar_upstream_duration_seconds_count{upstream="u"}"#),
+        5.0
+    );
+    assert_eq!(
+        backend.stats().http_requests_total,
+        5,
+        "every request reached the backend once"
+    );
 }

@@ -8,15 +8,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use mcp_e2e_tests::{ACCEPT_BOTH, EventReader, call, client, config, event_json, eventually, start, upstream};
+use mcp_e2e_tests::{
+    ACCEPT_BOTH, EventReader, call, client, config, event_json, eventually, start, upstream,
+};
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use serde_json::json;
 use tokio::time::Instant;
 
 async fn fixture(mode: ResponseMode) -> FixtureServer {
-    FixtureServer::start(FixtureConfig { response_mode: mode, stateless: true, ..FixtureConfig::default() })
-        .await
-        .unwrap()
+    FixtureServer::start(FixtureConfig {
+        response_mode: mode,
+        stateless: true,
+        ..FixtureConfig::default()
+    })
+    .await
+    .unwrap()
 }
 
 /// An upstream that sends one SSE event, then holds the stream open until told to finish.
@@ -58,7 +64,13 @@ async fn held_stream_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::
 async fn sse_frames_reach_the_client_before_the_upstream_finishes() {
     let (addr, release) = held_stream_upstream().await;
     let sidecar = start(config(vec![upstream(format!("http://{addr}/mcp"), None)])).await;
-    let resp = client().post(sidecar.url("/mcp")).header("accept", ACCEPT_BOTH).body("{}").send().await.unwrap();
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-accel-buffering"], "no");
     assert_eq!(resp.headers()["cache-control"], "no-cache");
@@ -95,7 +107,10 @@ async fn progress_notifications_arrive_spread_over_time() {
         assert_eq!(msg["method"], "notifications/progress");
         assert_eq!(msg["params"]["progressToken"], "tok");
         // Each step is delivered when it happens, not when the call completes.
-        assert!(*at < Duration::from_secs(10 * (i as u64 + 1) + 1), "step {i} arrived at {at:?}");
+        assert!(
+            *at < Duration::from_secs(10 * (i as u64 + 1) + 1),
+            "step {i} arrived at {at:?}"
+        );
     }
     let (done_at, result) = &arrivals[3];
     assert_eq!(result["id"], 7);
@@ -110,21 +125,36 @@ async fn idle_sse_stream_gets_keepalive_comments_and_idle_timeout_ends_it() {
     up.stream_idle_timeout = Duration::from_secs(50);
     let sidecar = start(config(vec![up])).await;
     let start_at = Instant::now();
-    let resp = client().get(sidecar.url("/mcp")).header("accept", "text/event-stream").send().await.unwrap();
+    let resp = client()
+        .get(sidecar.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut events = EventReader::new(resp);
     for n in 1..=3u64 {
         assert_eq!(events.next().await.unwrap().unwrap(), ": keepalive");
         let at = start_at.elapsed();
-        assert!(at >= Duration::from_secs(15 * n) && at < Duration::from_secs(15 * n + 1), "{at:?}");
+        assert!(
+            at >= Duration::from_secs(15 * n) && at < Duration::from_secs(15 * n + 1),
+            "{at:?}"
+        );
     }
     // Keepalives do not count as upstream activity: at 50 s of upstream silence the stream ends.
     let end = events.next().await;
     assert!(matches!(end, Err(_) | Ok(None)), "{end:?}");
     assert!(start_at.elapsed() >= Duration::from_secs(50));
-    eventually("fixture stream closed", || backend.stats().get_streams_open == 0).await;
+    eventually("fixture stream closed", || {
+        backend.stats().get_streams_open == 0
+    })
+    .await;
     let metrics = sidecar.metrics().await;
-    assert!(metrics.contains(r#"mcp_sidecar_stream_errors_total{reason="idle_timeout",upstream="u"} 1"#), "{metrics}");
+    assert!(
+        metrics
+            .contains(r#"mcp_sidecar_stream_errors_total{reason="idle_timeout",upstream="u"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,7 +172,10 @@ async fn stream_that_keeps_sending_outlives_the_idle_timeout() {
         .unwrap();
     let mut events = EventReader::new(resp);
     for _ in 0..10 {
-        let event = events.next_event().await.expect("stream stays open while the upstream talks");
+        let event = events
+            .next_event()
+            .await
+            .expect("stream stays open while the upstream talks");
         assert!(event.contains("notifications/message"), "{event}");
     }
     // Ten ticks 20 s apart: far longer in total than the 30 s idle timeout.
@@ -152,14 +185,26 @@ async fn stream_that_keeps_sending_outlives_the_idle_timeout() {
 #[tokio::test]
 async fn legacy_endpoint_is_rewritten_and_posts_come_back_through_the_sidecar() {
     let backend = fixture(ResponseMode::Json).await;
-    let sidecar =
-        start(config(vec![upstream(format!("http://{}/", backend.addr()), Some("/legacy"))])).await;
-    let resp = client().get(sidecar.url("/legacy/sse")).header("accept", "text/event-stream").send().await.unwrap();
+    let sidecar = start(config(vec![upstream(
+        format!("http://{}/", backend.addr()),
+        Some("/legacy"),
+    )]))
+    .await;
+    let resp = client()
+        .get(sidecar.url("/legacy/sse"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut events = EventReader::new(resp);
     let endpoint = events.next_event().await.unwrap();
     assert!(endpoint.starts_with("event: endpoint\n"), "{endpoint}");
-    let url = endpoint.lines().find_map(|l| l.strip_prefix("data: ")).unwrap().to_owned();
+    let url = endpoint
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap()
+        .to_owned();
     assert!(url.starts_with("/legacy/messages?sessionId="), "{url}");
 
     let resp = client()
@@ -191,9 +236,15 @@ async fn client_disconnect_cancels_the_upstream_request() {
             .send()
             .await
     });
-    eventually("request reached the fixture", || backend.stats().in_flight == 1).await;
+    eventually("request reached the fixture", || {
+        backend.stats().in_flight == 1
+    })
+    .await;
     pending.abort();
-    eventually("fixture saw the cancellation", || backend.stats().cancelled_total == 1).await;
+    eventually("fixture saw the cancellation", || {
+        backend.stats().cancelled_total == 1
+    })
+    .await;
     assert_eq!(backend.stats().in_flight, 0);
 }
 
@@ -201,16 +252,34 @@ async fn client_disconnect_cancels_the_upstream_request() {
 async fn client_disconnect_closes_the_upstream_sse_stream() {
     let backend = fixture(ResponseMode::Json).await;
     let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
-    let resp = client().get(sidecar.url("/mcp")).header("accept", "text/event-stream").send().await.unwrap();
+    let resp = client()
+        .get(sidecar.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    eventually("stream open at the fixture", || backend.stats().get_streams_open == 1).await;
+    eventually("stream open at the fixture", || {
+        backend.stats().get_streams_open == 1
+    })
+    .await;
     let metrics = sidecar.metrics().await;
-    assert!(metrics.contains(r#"mcp_sidecar_sse_streams_open{upstream="u"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"mcp_sidecar_sse_streams_open{upstream="u"} 1"#),
+        "{metrics}"
+    );
     drop(resp);
-    eventually("fixture stream closed", || backend.stats().get_streams_open == 0).await;
+    eventually("fixture stream closed", || {
+        backend.stats().get_streams_open == 0
+    })
+    .await;
     let mut closed = false;
     for _ in 0..100 {
-        if sidecar.metrics().await.contains(r#"mcp_sidecar_sse_streams_open{upstream="u"} 0"#) {
+        if sidecar
+            .metrics()
+            .await
+            .contains(r#"mcp_sidecar_sse_streams_open{upstream="u"} 0"#)
+        {
             closed = true;
             break;
         }

@@ -114,7 +114,9 @@ mod tests {
 
     #[test]
     fn missing_variable_names_field_and_variable() {
-        let err = substitute("${NOPE}", "upstream[0].url", &env).unwrap_err().to_string();
+        let err = substitute("${NOPE}", "upstream[0].url", &env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("upstream[0].url"), "{err}");
         assert!(err.contains("NOPE"), "{err}");
     }

@@ -203,12 +203,16 @@ impl Default for ListenConfig {
 }
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { addr: default_admin_addr() }
+        Self {
+            addr: default_admin_addr(),
+        }
     }
 }
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self { grace_period: DEFAULT_GRACE_PERIOD }
+        Self {
+            grace_period: DEFAULT_GRACE_PERIOD,
+        }
     }
 }
 
@@ -273,15 +277,20 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), message: message.into() }
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl Config {
     /// Reads, resolves and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml_with_env(&text, &|name| std::env::var(name).ok())
     }
 

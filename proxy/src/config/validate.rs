@@ -20,7 +20,11 @@ pub(crate) fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigE
 /// Normalises a mount path: leading `/`, no trailing `/` (except the root itself).
 pub(crate) fn normalise_mount(path: &str) -> String {
     let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 impl Config {
@@ -44,9 +48,15 @@ impl Config {
                 }
             }
         }
-        nonzero("listen.header_read_timeout", self.listen.header_read_timeout)?;
+        nonzero(
+            "listen.header_read_timeout",
+            self.listen.header_read_timeout,
+        )?;
         if self.listen.peek_bytes == 0 {
-            return Err(ConfigError::invalid("listen.peek_bytes", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "listen.peek_bytes",
+                "must be at least 1",
+            ));
         }
         if self.upstream.is_empty() {
             return Err(ConfigError::invalid(
@@ -62,14 +72,19 @@ impl Config {
             if let Some(prev) = names.insert(up.name.as_str(), i) {
                 return Err(ConfigError::invalid(
                     field("name"),
-                    format!("`{}` is already the name of upstream[{prev}]; names must be unique", up.name),
+                    format!(
+                        "`{}` is already the name of upstream[{prev}]; names must be unique",
+                        up.name
+                    ),
                 ));
             }
             let mount = up.mount_path();
             if let Some(prev) = paths.insert(mount.clone(), i) {
                 return Err(ConfigError::invalid(
                     field("path"),
-                    format!("`{mount}` is already the path of upstream[{prev}]; each upstream needs its own path"),
+                    format!(
+                        "`{mount}` is already the path of upstream[{prev}]; each upstream needs its own path"
+                    ),
                 ));
             }
         }
@@ -84,26 +99,42 @@ fn nonzero(field: &str, d: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_upstream(up: &UpstreamConfig, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+fn validate_upstream(
+    up: &UpstreamConfig,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
     if up.name.is_empty()
         || up.name.len() > 64
-        || !up.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || !up
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         return Err(ConfigError::invalid(
             field("name"),
-            format!("`{}` must be 1-64 characters of letters, digits, `_` or `-` (it is a metric label)", up.name),
+            format!(
+                "`{}` must be 1-64 characters of letters, digits, `_` or `-` (it is a metric label)",
+                up.name
+            ),
         ));
     }
-    let url = url::Url::parse(&up.url)
-        .map_err(|e| ConfigError::invalid(field("url"), format!("`{}` is not a URL: {e}", up.url)))?;
+    let url = url::Url::parse(&up.url).map_err(|e| {
+        ConfigError::invalid(field("url"), format!("`{}` is not a URL: {e}", up.url))
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::invalid(
             field("url"),
-            format!("scheme `{}` is not supported; use http:// or https://", url.scheme()),
+            format!(
+                "scheme `{}` is not supported; use http:// or https://",
+                url.scheme()
+            ),
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::invalid(field("url"), format!("`{}` has no host", up.url)));
+        return Err(ConfigError::invalid(
+            field("url"),
+            format!("`{}` has no host", up.url),
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::invalid(
@@ -119,7 +150,10 @@ fn validate_upstream(up: &UpstreamConfig, field: &dyn Fn(&str) -> String) -> Res
     }
     if let Some(path) = &up.path {
         if !path.starts_with('/') {
-            return Err(ConfigError::invalid(field("path"), format!("`{path}` must start with `/`")));
+            return Err(ConfigError::invalid(
+                field("path"),
+                format!("`{path}` must start with `/`"),
+            ));
         }
         if path.contains(['?', '#']) || path.contains("//") || path.split('/').any(|s| s == "..") {
             return Err(ConfigError::invalid(
@@ -129,7 +163,10 @@ fn validate_upstream(up: &UpstreamConfig, field: &dyn Fn(&str) -> String) -> Res
         }
     }
     if up.ca_file.is_some() && url.scheme() != "https" {
-        return Err(ConfigError::invalid(field("ca_file"), "only meaningful with an https:// url"));
+        return Err(ConfigError::invalid(
+            field("ca_file"),
+            "only meaningful with an https:// url",
+        ));
     }
     if let Some(ca) = &up.ca_file
         && !ca.is_file()
@@ -186,28 +223,39 @@ mod tests {
 
     #[test]
     fn durations_are_human_readable() {
-        let c = load(&format!("{MINIMAL}response_timeout = \"10m\"\nsse_keepalive = \"0s\"\n")).unwrap();
+        let c = load(&format!(
+            "{MINIMAL}response_timeout = \"10m\"\nsse_keepalive = \"0s\"\n"
+        ))
+        .unwrap();
         assert_eq!(c.upstream[0].response_timeout, Duration::from_secs(600));
         assert!(c.upstream[0].sse_keepalive.is_zero());
     }
 
     #[test]
     fn unknown_field_is_named() {
-        let err = load(&format!("{MINIMAL}conect_timeout = \"1s\"\n")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}conect_timeout = \"1s\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("conect_timeout"), "{err}");
     }
 
     #[test]
     fn unknown_section_is_named() {
-        let err = load(&format!("[listn]\naddr = \"x\"\n{MINIMAL}")).unwrap_err().to_string();
+        let err = load(&format!("[listn]\naddr = \"x\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listn"), "{err}");
     }
 
     #[test]
     fn bad_url_is_named() {
-        let err = load("[[upstream]]\nname = \"a\"\nurl = \"not a url\"\n").unwrap_err().to_string();
+        let err = load("[[upstream]]\nname = \"a\"\nurl = \"not a url\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("upstream[0].url:"), "{err}");
-        let err = load("[[upstream]]\nname = \"a\"\nurl = \"ftp://h/x\"\n").unwrap_err().to_string();
+        let err = load("[[upstream]]\nname = \"a\"\nurl = \"ftp://h/x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ftp"), "{err}");
     }
 
@@ -232,51 +280,67 @@ mod tests {
     fn missing_env_var_is_named() {
         let text = "[[upstream]]\nname = \"a\"\nurl = \"${SHIELD_URL}\"\n";
         let err = load(text).unwrap_err().to_string();
-        assert!(err.contains("upstream[0].url") && err.contains("SHIELD_URL"), "{err}");
+        assert!(
+            err.contains("upstream[0].url") && err.contains("SHIELD_URL"),
+            "{err}"
+        );
     }
 
     #[test]
     fn env_vars_resolve_before_validation() {
         let text = "[[upstream]]\nname = \"a\"\nurl = \"http://${H}/mcp\"\n";
-        let c = Config::from_toml_with_env(text, &|n| (n == "H").then(|| "127.0.0.1:9".into())).unwrap();
+        let c = Config::from_toml_with_env(text, &|n| (n == "H").then(|| "127.0.0.1:9".into()))
+            .unwrap();
         assert_eq!(c.upstream[0].url, "http://127.0.0.1:9/mcp");
     }
 
     #[test]
     fn no_upstream_is_rejected() {
-        let err = load("[listen]\naddr = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        let err = load("[listen]\naddr = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("upstream:"), "{err}");
     }
 
     #[test]
     fn bad_listen_addr_is_named() {
-        let err = load(&format!("[listen]\naddr = \"localhost\"\n{MINIMAL}")).unwrap_err().to_string();
+        let err = load(&format!("[listen]\naddr = \"localhost\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("listen.addr:"), "{err}");
     }
 
     #[test]
     fn zero_timeout_is_rejected() {
-        let err = load(&format!("{MINIMAL}response_timeout = \"0s\"\n")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}response_timeout = \"0s\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("upstream[0].response_timeout:"), "{err}");
     }
 
     #[test]
     fn bad_duration_is_named() {
-        let err = load(&format!("{MINIMAL}response_timeout = \"soon\"\n")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}response_timeout = \"soon\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("response_timeout"), "{err}");
     }
 
     #[test]
     fn missing_tls_file_is_named() {
-        let err = load(&format!("[listen]\ntls = {{ cert = \"/nope.pem\", key = \"/nope.key\" }}\n{MINIMAL}"))
-            .unwrap_err()
-            .to_string();
+        let err = load(&format!(
+            "[listen]\ntls = {{ cert = \"/nope.pem\", key = \"/nope.key\" }}\n{MINIMAL}"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("listen.tls.cert:"), "{err}");
     }
 
     #[test]
     fn bad_name_is_rejected() {
-        let err = load("[[upstream]]\nname = \"a b\"\nurl = \"http://h:1/\"\n").unwrap_err().to_string();
+        let err = load("[[upstream]]\nname = \"a b\"\nurl = \"http://h:1/\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("upstream[0].name:"), "{err}");
     }
 

@@ -48,8 +48,9 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigErr
         let _ = roots.add(cert);
     }
     if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| ConfigError::invalid(&field, format!("cannot read {}: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError::invalid(&field, format!("cannot read {}: {e}", path.display()))
+        })?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             let cert =
@@ -60,11 +61,14 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigErr
             added += 1;
         }
         if added == 0 {
-            return Err(ConfigError::invalid(&field, format!("{} holds no PEM certificate", path.display())));
+            return Err(ConfigError::invalid(
+                &field,
+                format!("{} holds no PEM certificate", path.display()),
+            ));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::invalid(&field, e.to_string()))?
         .with_root_certificates(roots)

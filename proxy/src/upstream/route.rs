@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Uri};
 
-use crate::config::{ConfigError, UpstreamConfig};
 use crate::config::normalise_mount;
+use crate::config::{ConfigError, UpstreamConfig};
 use crate::upstream::{UpstreamClient, build_client};
 
 /// One backend, ready to serve.
@@ -93,12 +93,16 @@ impl Router {
     /// Builds the router; `upstreams` must have distinct mounts (validated by config).
     pub fn new(mut upstreams: Vec<Arc<Upstream>>) -> Self {
         upstreams.sort_by_key(|u| std::cmp::Reverse(u.mount.len()));
-        Self { upstreams: upstreams.into() }
+        Self {
+            upstreams: upstreams.into(),
+        }
     }
 
     /// The upstream serving `path` and the rest of the path below its mount.
     pub fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Upstream>, &'p str)> {
-        self.upstreams.iter().find_map(|u| u.strip_mount(path).map(|rest| (u, rest)))
+        self.upstreams
+            .iter()
+            .find_map(|u| u.strip_mount(path).map(|rest| (u, rest)))
     }
 
     /// All upstreams.
@@ -139,19 +143,37 @@ mod tests {
         let u = upstream("http://127.0.0.1:8000/", Some("/legacy"));
         let rest = u.strip_mount("/legacy/sse").unwrap();
         assert_eq!(u.upstream_uri(rest, None).unwrap().path(), "/sse");
-        assert_eq!(u.upstream_uri(u.strip_mount("/legacy").unwrap(), None).unwrap().path(), "/");
+        assert_eq!(
+            u.upstream_uri(u.strip_mount("/legacy").unwrap(), None)
+                .unwrap()
+                .path(),
+            "/"
+        );
     }
 
     #[tokio::test]
     async fn root_mount_prefixes_backend_path() {
         let u = upstream("http://h:1/mcp", Some("/"));
-        assert_eq!(u.upstream_uri(u.strip_mount("/").unwrap(), None).unwrap().path(), "/mcp");
-        assert_eq!(u.upstream_uri(u.strip_mount("/x").unwrap(), None).unwrap().path(), "/mcp/x");
+        assert_eq!(
+            u.upstream_uri(u.strip_mount("/").unwrap(), None)
+                .unwrap()
+                .path(),
+            "/mcp"
+        );
+        assert_eq!(
+            u.upstream_uri(u.strip_mount("/x").unwrap(), None)
+                .unwrap()
+                .path(),
+            "/mcp/x"
+        );
     }
 
     #[tokio::test]
     async fn longest_mount_wins() {
-        let r = Router::new(vec![upstream("http://h:1/a", Some("/")), upstream("http://h:2/b", Some("/mcp"))]);
+        let r = Router::new(vec![
+            upstream("http://h:1/a", Some("/")),
+            upstream("http://h:2/b", Some("/mcp")),
+        ]);
         assert_eq!(r.route("/mcp/x").unwrap().0.mount, "/mcp");
         assert_eq!(r.route("/other").unwrap().0.mount, "/");
     }
