@@ -132,12 +132,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.len() as u64;
+                }
+                // hyper stops polling a body whose announced length has been sent, so the end
+                // is noticed here rather than by a final `None`.
+                if this.inner.is_end_stream()
+                    && let Some(log) = this.log.take()
+                {
+                    log.emit(*this.bytes, "complete");
                 }
             }
             Poll::Ready(Some(Err(err))) => {

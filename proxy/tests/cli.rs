@@ -190,6 +190,7 @@ fn run_quick_start_serves_and_exits_zero_on_sigterm() {
     assert_eq!(access.len(), 1, "{rest:?}");
     assert_eq!(access[0]["status"], 200);
     assert_eq!(access[0]["path"], "/mcp");
+    assert_eq!(access[0]["outcome"], "complete");
     assert_eq!(access[0]["upstream"], "default");
     assert!(access[0]["request_id"].is_string());
     assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");

@@ -83,6 +83,7 @@ async fn settled_stats(server: &FixtureServer) -> anyhow::Result<Stats> {
 async fn official_client_round_trip(
     response_mode: ResponseMode,
     stateless: bool,
+    through_sidecar: bool,
 ) -> anyhow::Result<()> {
     let config = FixtureConfig {
         response_mode,
@@ -90,7 +91,17 @@ async fn official_client_round_trip(
         ..FixtureConfig::default()
     };
     let server = FixtureServer::start(config).await?;
-    let report = run_official_client(&server.mcp_url()).await?;
+    let sidecar = if through_sidecar {
+        let up = mcp_e2e_tests::upstream(server.mcp_url(), None);
+        Some(mcp_e2e_tests::start(mcp_e2e_tests::config(vec![up])).await)
+    } else {
+        None
+    };
+    let url = match &sidecar {
+        Some(sidecar) => sidecar.url("/mcp"),
+        None => server.mcp_url(),
+    };
+    let report = run_official_client(&url).await?;
 
     assert_eq!(report["server_name"], "mcp-fixture");
     assert_eq!(report["protocol_version"], "2025-11-25");
@@ -140,21 +151,47 @@ async fn official_client_round_trip(
         !stateless,
         "{headers:?}"
     );
+    if let Some(sidecar) = sidecar {
+        // Every request the client made went through the sidecar and was answered by the backend.
+        let metrics = sidecar.metrics().await;
+        assert!(
+            metrics.contains(
+                "mcp_sidecar_requests_total{method=\"POST\",status=\"200\",upstream=\"u\"}"
+            ),
+            "{metrics}"
+        );
+        assert_eq!(
+            headers.get("x-forwarded-for").map(String::as_str),
+            Some("127.0.0.1"),
+            "{headers:?}"
+        );
+        sidecar.stop().await;
+    }
     server.shutdown().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn official_python_client_works_against_json_mode() -> anyhow::Result<()> {
-    official_client_round_trip(ResponseMode::Json, false).await
+    official_client_round_trip(ResponseMode::Json, false, false).await
 }
 
 #[tokio::test]
 async fn official_python_client_works_against_sse_mode() -> anyhow::Result<()> {
-    official_client_round_trip(ResponseMode::Sse, false).await
+    official_client_round_trip(ResponseMode::Sse, false, false).await
 }
 
 #[tokio::test]
 async fn official_python_client_works_against_a_stateless_fixture() -> anyhow::Result<()> {
-    official_client_round_trip(ResponseMode::Json, true).await
+    official_client_round_trip(ResponseMode::Json, true, false).await
+}
+
+#[tokio::test]
+async fn official_python_client_works_through_the_sidecar_in_json_mode() -> anyhow::Result<()> {
+    official_client_round_trip(ResponseMode::Json, false, true).await
+}
+
+#[tokio::test]
+async fn official_python_client_works_through_the_sidecar_in_sse_mode() -> anyhow::Result<()> {
+    official_client_round_trip(ResponseMode::Sse, false, true).await
 }
