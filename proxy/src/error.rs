@@ -12,6 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::body::{ProxyBody, full};
+use crate::mcp::ClassifyError;
 
 /// What the sidecar could not do, and why.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,15 @@ pub enum ProxyError {
     /// The request is malformed in a way the sidecar refuses to forward.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The POST body exceeds `listen.max_body_bytes`.
+    #[error("request body exceeds the {limit}-byte limit (listen.max_body_bytes)")]
+    PayloadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The POST body is not a JSON-RPC message.
+    #[error("{0}")]
+    NotJsonRpc(#[from] crate::mcp::ClassifyError),
     /// The upstream could not be connected to.
     #[error("upstream `{upstream}` is unreachable: {detail}")]
     UpstreamUnreachable {
@@ -71,6 +81,12 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: i64 = -32005;
     /// Malformed request refused by the sidecar.
     pub const BAD_REQUEST: i64 = -32006;
+    /// POST body over the limit.
+    pub const PAYLOAD_TOO_LARGE: i64 = -32007;
+    /// JSON-RPC's own code for a body that is not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// JSON-RPC's own code for JSON that is not a JSON-RPC message.
+    pub const INVALID_REQUEST: i64 = -32600;
 }
 
 impl ProxyError {
@@ -79,7 +95,8 @@ impl ProxyError {
         match self {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::NotJsonRpc(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -93,6 +110,9 @@ impl ProxyError {
             Self::NoRoute { .. } => "no_route",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadRequest(_) => "bad_request",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::NotJsonRpc(ClassifyError::Parse(_)) => "parse_error",
+            Self::NotJsonRpc(ClassifyError::Invalid(_)) => "invalid_request",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
@@ -105,6 +125,9 @@ impl ProxyError {
             Self::NoRoute { .. } => codes::NO_ROUTE,
             Self::MethodNotAllowed { .. } => codes::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => codes::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => codes::PAYLOAD_TOO_LARGE,
+            Self::NotJsonRpc(ClassifyError::Parse(_)) => codes::PARSE_ERROR,
+            Self::NotJsonRpc(ClassifyError::Invalid(_)) => codes::INVALID_REQUEST,
             Self::UpstreamUnreachable { .. } => codes::UPSTREAM_UNREACHABLE,
             Self::UpstreamTimeout { .. } => codes::UPSTREAM_TIMEOUT,
             Self::UpstreamFailed { .. } => codes::UPSTREAM_FAILED,
@@ -195,6 +218,7 @@ mod tests {
                 method: "PUT".into(),
             },
             ProxyError::BadRequest("x".into()),
+            ProxyError::PayloadTooLarge { limit: 1 },
             ProxyError::UpstreamUnreachable {
                 upstream: "u".into(),
                 detail: "d".into(),

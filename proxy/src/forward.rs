@@ -4,7 +4,7 @@
 //! ```text
 //! serve:     request id + span + metrics + access log   (outermost; every error becomes a response)
 //! dispatch:  path sanity -> route to upstream -> method check
-//!            -> peek the POST body (bounded) to learn the JSON-RPC id for error answers
+//!            -> POST: read the body once (bounded, 413 above) and classify it (kind, method, tool, id)
 //!            -> upstream request headers (hop-by-hop, Host, X-Forwarded-*, X-Request-Id)
 //!            -> pooled client with response timeout
 //!            -> response headers back; SSE passthrough (keepalive, idle timeout, endpoint rewrite)
@@ -17,15 +17,15 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use serde_json::Value;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::body::{
-    BoxError, EndpointRewrite, EndpointRewriteBody, Prefixed, ProxyBody, SseBody, read_prefix,
+    BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody, full, read_prefix,
 };
 use crate::error::ProxyError;
 use crate::headers::{self, ForwardContext};
+use crate::mcp::{self, Classified};
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::upstream::has_dot_segment;
@@ -45,23 +45,25 @@ pub struct ConnInfo {
 pub struct Proxy {
     router: Router,
     metrics: Metrics,
-    peek_bytes: usize,
+    max_body_bytes: usize,
 }
 
-/// What dispatch learned about a request, for the logging phase and error answers.
+/// What the phases learned about a request so far; later phases and error answers read it.
 #[derive(Debug, Default)]
-struct RequestMeta {
-    upstream: Option<Arc<str>>,
-    jsonrpc_id: Option<Value>,
+pub struct RequestContext {
+    /// The upstream the path routed to.
+    pub upstream: Option<Arc<Upstream>>,
+    /// The classified POST body.
+    pub classified: Option<Classified>,
 }
 
 impl Proxy {
     /// A proxy over these upstreams.
-    pub fn new(router: Router, metrics: Metrics, peek_bytes: usize) -> Self {
+    pub fn new(router: Router, metrics: Metrics, max_body_bytes: usize) -> Self {
         Self {
             router,
             metrics,
-            peek_bytes,
+            max_body_bytes,
         }
     }
 
@@ -80,12 +82,12 @@ impl Proxy {
         let path = req.uri().path().to_owned();
         let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
         async move {
-            let mut meta = RequestMeta::default();
-            let result = self.dispatch(req, &rid_header, conn, &mut meta).await;
-            let upstream = meta
+            let mut cx = RequestContext::default();
+            let result = self.dispatch(req, &rid_header, conn, &mut cx).await;
+            let upstream = cx
                 .upstream
-                .as_deref()
-                .unwrap_or(metrics::NO_UPSTREAM)
+                .as_ref()
+                .map_or(metrics::NO_UPSTREAM, |u| &*u.name)
                 .to_owned();
             let (mut response, sse, error) = match result {
                 Ok((response, sse)) => (response, sse, None),
@@ -99,7 +101,8 @@ impl Proxy {
                     } else {
                         tracing::debug!(error = %err, "request refused");
                     }
-                    let response = err.to_response(meta.jsonrpc_id.as_ref(), &request_id);
+                    let jsonrpc_id = cx.classified.as_ref().and_then(Classified::request_id);
+                    let response = err.to_response(jsonrpc_id, &request_id);
                     (response, false, Some(err.reason()))
                 }
             };
@@ -141,17 +144,20 @@ impl Proxy {
         .await
     }
 
+    /// The phases between routing and the upstream call, in order. Each returns early with the
+    /// [`ProxyError`] that ends the request.
     async fn dispatch<B>(
         &self,
         req: Request<B>,
         request_id: &HeaderValue,
         conn: ConnInfo,
-        meta: &mut RequestMeta,
+        cx: &mut RequestContext,
     ) -> Result<(Response<ProxyBody>, bool), ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        // Path sanity first: a dot segment could resolve outside the mount at the backend.
         let path = req.uri().path();
         if has_dot_segment(path) {
             return Err(ProxyError::BadRequest(format!(
@@ -162,7 +168,7 @@ impl Proxy {
             path: path.to_owned(),
         })?;
         let upstream = upstream.clone();
-        meta.upstream = Some(upstream.name.clone());
+        cx.upstream = Some(upstream.clone());
         if !matches!(
             *req.method(),
             Method::POST | Method::GET | Method::DELETE | Method::OPTIONS
@@ -175,16 +181,17 @@ impl Proxy {
             .upstream_uri(rest, req.uri().query())
             .map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
         let (mut parts, body) = req.into_parts();
+
+        // Classification: every later decision (and any error answer's id) needs to know what the
+        // POST carries. The body is read once, bounded, and forwarded byte for byte.
         let body = if parts.method == Method::POST {
-            let (body, id) = self
-                .peek(body)
-                .await
-                .map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
-            meta.jsonrpc_id = id;
-            body
+            let bytes = self.read_body(&parts.headers, body).await?;
+            cx.classified = Some(mcp::classify(&bytes)?);
+            full(bytes)
         } else {
             body.map_err(Into::into).boxed_unsync()
         };
+
         let is_get = parts.method == Method::GET;
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
@@ -204,20 +211,28 @@ impl Proxy {
         Ok(self.respond(&upstream, response, request_id, is_get, &upstream_url))
     }
 
-    /// Reads up to `peek_bytes` of a POST body to learn the JSON-RPC id, then hands back a body
-    /// that replays those bytes and streams the rest: the upstream sees the body unchanged.
-    async fn peek<B>(&self, body: B) -> Result<(ProxyBody, Option<Value>), BoxError>
+    /// Reads a POST body whole, refusing more than `max_body_bytes` (413) before reading it when
+    /// `Content-Length` already says so.
+    async fn read_body<B>(&self, headers: &http::HeaderMap, body: B) -> Result<Bytes, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let (prefix, rest) = read_prefix(body, self.peek_bytes).await?;
-        let id = if rest.is_none() {
-            jsonrpc_request_id(&prefix)
-        } else {
-            None
-        };
-        Ok((Prefixed::new(prefix, rest).boxed_unsync(), id))
+        let limit = self.max_body_bytes;
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(ProxyError::PayloadTooLarge { limit });
+        }
+        let (bytes, rest) = read_prefix(body, limit.saturating_add(1))
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
+        if rest.is_some() || bytes.len() > limit {
+            return Err(ProxyError::PayloadTooLarge { limit });
+        }
+        Ok(bytes)
     }
 
     /// Sends the request upstream, bounded by the response timeout, and maps failures.
@@ -297,18 +312,6 @@ impl Proxy {
     }
 }
 
-/// The `id` of a single JSON-RPC request (an object with `method` and `id`), if `bytes` is one.
-pub fn jsonrpc_request_id(bytes: &[u8]) -> Option<Value> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        id: Option<Value>,
-        method: Option<serde::de::IgnoredAny>,
-    }
-    let probe: Probe = serde_json::from_slice(bytes).ok()?;
-    probe.method?;
-    probe.id.filter(|id| id.is_string() || id.is_number())
-}
-
 /// `error: cause: cause` for logs and error bodies; hyper's top-level messages alone are vague.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
@@ -322,35 +325,4 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn request_ids_are_read_from_requests_only() {
-        assert_eq!(
-            jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#),
-            Some(json!(3))
-        );
-        assert_eq!(
-            jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":"a","method":"x"}"#),
-            Some(json!("a"))
-        );
-        assert_eq!(
-            jsonrpc_request_id(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#),
-            None
-        );
-        assert_eq!(
-            jsonrpc_request_id(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
-            None
-        );
-        assert_eq!(
-            jsonrpc_request_id(br#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#),
-            None
-        );
-        assert_eq!(jsonrpc_request_id(b"not json"), None);
-    }
 }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod health;
+pub mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod server;

@@ -113,7 +113,7 @@ impl Sidecar {
         let proxy = Proxy::new(
             Router::new(upstreams.clone()),
             metrics.clone(),
-            config.listen.peek_bytes,
+            config.listen.max_body_bytes,
         );
         Ok(Self {
             proxy: Arc::new(proxy),

@@ -35,7 +35,7 @@ async fn request_headers_are_rewritten_and_mcp_headers_pass_unchanged() {
         .header("keep-alive", "timeout=5")
         .header("te", "trailers")
         .header("proxy-authorization", "Basic Zm9vOmJhcg==")
-        .body("{}")
+        .body(mcp_e2e_tests::rpc(1, "ping", serde_json::json!({})))
         .send()
         .await
         .unwrap();
@@ -104,7 +104,7 @@ async fn response_status_body_and_headers_pass_unchanged() {
     .await;
     let resp = client()
         .post(sidecar.url("/mcp"))
-        .body("{}")
+        .body(mcp_e2e_tests::rpc(1, "ping", serde_json::json!({})))
         .send()
         .await
         .unwrap();
@@ -153,8 +153,9 @@ async fn large_request_body_streams_through_unchanged() {
         None,
     )]))
     .await;
-    // Larger than the peek window, so most of it is streamed rather than read up front.
-    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    // A large but valid JSON-RPC request (close to the 4 MiB limit) arrives byte for byte.
+    let filler = "x".repeat(3_000_000);
+    let big = mcp_e2e_tests::call(1, "echo", json!({ "text": filler })).into_bytes();
     let resp = client()
         .post(sidecar.url("/mcp"))
         .body(big.clone())
@@ -303,4 +304,70 @@ async fn options_and_delete_are_forwarded() {
     assert_eq!(resp.status(), 200);
     let reqs = backend.received_requests().await.unwrap();
     assert_eq!(reqs[1].headers["mcp-session-id"], "s1");
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_jsonrpc_are_refused_before_the_backend() {
+    let backend = MockServer::start().await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
+    let cases = [
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,", 400, -32700),
+        ("[]", 400, -32600),
+        ("{\"id\":1,\"method\":\"ping\"}", 400, -32600),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}",
+            400,
+            -32600,
+        ),
+    ];
+    for (body, status, code) in cases {
+        let resp = client()
+            .post(sidecar.url("/mcp"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}");
+    }
+    assert!(backend.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_with_its_id_unknown() {
+    let backend = MockServer::start().await;
+    let mut cfg = config(vec![upstream(format!("{}/mcp", backend.uri()), None)]);
+    cfg.listen.max_body_bytes = 1024;
+    let sidecar = start(cfg).await;
+    let body = mcp_e2e_tests::call(1, "echo", json!({ "text": "x".repeat(2048) }));
+    // Announced length over the limit: refused without reading the body.
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], -32007);
+    // Chunked, no length announced: refused once the limit is crossed.
+    let stream = futures_util::stream::iter(
+        body.into_bytes()
+            .chunks(256)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(backend.received_requests().await.unwrap().is_empty());
 }

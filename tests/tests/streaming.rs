@@ -67,7 +67,7 @@ async fn sse_frames_reach_the_client_before_the_upstream_finishes() {
     let resp = client()
         .post(sidecar.url("/mcp"))
         .header("accept", ACCEPT_BOTH)
-        .body("{}")
+        .body(mcp_e2e_tests::rpc(1, "ping", serde_json::json!({})))
         .send()
         .await
         .unwrap();

@@ -4,8 +4,8 @@
 //! a boxed error, so wrappers with different error types (upstream I/O errors, idle timeouts) can be
 //! stacked and still end up in one response type.
 //!
-//! - [`Prefixed`] / [`read_prefix`]: peek at the start of a request body (to read the JSON-RPC `id` and
-//!   `method`) without buffering the whole body, then forward all of it.
+//! - [`read_prefix`]: read a request body up to a limit (to classify the JSON-RPC message) without
+//!   reading past the frame that crosses it.
 //! - [`SseBody`]: passthrough for `text/event-stream` responses with keepalive comments and an idle timeout.
 //! - [`EndpointRewrite`] / [`EndpointRewriteBody`]: rewrite the legacy HTTP+SSE `endpoint` event so the
 //!   client posts to the sidecar's mount path instead of the backend's.
@@ -23,7 +23,7 @@ mod sse;
 mod test_util;
 
 pub use endpoint::{EndpointRewrite, EndpointRewriteBody};
-pub use prefixed::{Prefixed, read_prefix};
+pub use prefixed::read_prefix;
 pub use sse::SseBody;
 
 /// Error type of every body the proxy hands to hyper.

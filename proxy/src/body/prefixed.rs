@@ -1,87 +1,14 @@
-//! Peeking at the start of a body without buffering all of it.
+//! Reading a request body up to a limit without reading past it.
 //!
-//! The proxy reads the first bytes of a request body to find the JSON-RPC `id` and `method` (for routing,
-//! limits and error replies), but must still forward the whole body upstream, and must not hold a large
-//! upload in memory to do so. [`read_prefix`] reads just enough frames; [`Prefixed`] replays what was read
-//! and then streams the rest of the original body.
-
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! The proxy reads a POST body to classify it (JSON-RPC kind, method, tool, id) and must refuse one that
+//! is too large without first pulling all of it into memory: [`read_prefix`] stops at the frame that
+//! crosses the limit and hands back the unread rest.
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use pin_project_lite::pin_project;
 
 use super::BoxError;
-
-pin_project! {
-    /// Replays bytes already read from a body, then continues with the rest of it.
-    #[derive(Debug)]
-    pub struct Prefixed<B> {
-        prefix: Option<Bytes>,
-        #[pin]
-        rest: Option<B>,
-    }
-}
-
-impl<B> Prefixed<B> {
-    /// `rest: None` means the prefix was the whole body.
-    pub fn new(prefix: Bytes, rest: Option<B>) -> Self {
-        // An empty prefix is dropped up front so no empty data frame is ever emitted for it.
-        let prefix = (!prefix.is_empty()).then_some(prefix);
-        Self { prefix, rest }
-    }
-}
-
-impl<B> Body for Prefixed<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if let Some(prefix) = this.prefix.take() {
-            return Poll::Ready(Some(Ok(Frame::data(prefix))));
-        }
-        let Some(rest) = this.rest.as_mut().as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        match rest.poll_frame(cx) {
-            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
-            Poll::Ready(None) => {
-                // Drop the finished body so `is_end_stream` is exact and it is never polled again.
-                this.rest.set(None);
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let prefix_len = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let mut hint = self
-            .rest
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
-        // Raise the upper bound first: `set_lower` asserts lower <= upper.
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper.saturating_add(prefix_len));
-        }
-        hint.set_lower(hint.lower().saturating_add(prefix_len));
-        hint
-    }
-}
 
 /// Reads frames from `body` until it ends or at least `limit` bytes were read.
 ///
@@ -163,40 +90,6 @@ mod tests {
     use crate::body::test_util::{FrameResult, chunked_body, collect_all};
 
     #[tokio::test]
-    async fn replays_prefix_then_streams_rest() {
-        let rest = chunked_body(["def", "ghi"]);
-        let body = Prefixed::new(Bytes::from_static(b"abc"), Some(rest));
-        let (bytes, frames) = collect_all(body).await;
-        assert_eq!(bytes, b"abcdefghi");
-        assert_eq!(frames, 3);
-    }
-
-    #[tokio::test]
-    async fn prefix_without_rest_is_the_whole_body() {
-        let body = Prefixed::<Full<Bytes>>::new(Bytes::from_static(b"whole"), None);
-        assert_eq!(body.size_hint().exact(), Some(5));
-        assert!(!body.is_end_stream());
-        let (bytes, _) = collect_all(body).await;
-        assert_eq!(bytes, b"whole");
-    }
-
-    #[test]
-    fn empty_prefix_without_rest_is_end_stream() {
-        let body = Prefixed::<Full<Bytes>>::new(Bytes::new(), None);
-        assert!(body.is_end_stream());
-        assert_eq!(body.size_hint().exact(), Some(0));
-    }
-
-    #[test]
-    fn size_hint_adds_prefix_to_rest() {
-        let body = Prefixed::new(
-            Bytes::from_static(b"12"),
-            Some(Full::new(Bytes::from_static(b"345"))),
-        );
-        assert_eq!(body.size_hint().exact(), Some(5));
-    }
-
-    #[tokio::test]
     async fn read_prefix_under_limit_returns_whole_body() {
         let (bytes, rest) = read_prefix(chunked_body(["ab", "cd"]), 100).await.unwrap();
         assert_eq!(bytes, Bytes::from_static(b"abcd"));
@@ -225,14 +118,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn read_prefix_then_prefixed_reproduces_the_body() {
-        let body = chunked_body(["one ", "two ", "three"]);
-        let (prefix, rest) = read_prefix(body, 4).await.unwrap();
-        let (bytes, _) = collect_all(Prefixed::new(prefix, rest)).await;
-        assert_eq!(bytes, b"one two three");
-    }
-
-    #[tokio::test]
     async fn read_prefix_drops_trailers_and_propagates_errors() {
         let frames: Vec<FrameResult> = vec![
             Ok(Frame::data(Bytes::from_static(b"x"))),
@@ -247,16 +132,5 @@ mod tests {
         let frames: Vec<FrameResult> = vec![Err("boom".into())];
         let result = read_prefix(StreamBody::new(futures_util::stream::iter(frames)), 10).await;
         assert_eq!(result.err().map(|e| e.to_string()).as_deref(), Some("boom"));
-    }
-
-    #[tokio::test]
-    async fn prefixed_maps_rest_errors_into_box_error() {
-        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
-            vec![Err(std::io::Error::other("upstream reset"))];
-        let rest = StreamBody::new(futures_util::stream::iter(frames));
-        let mut body = Prefixed::new(Bytes::from_static(b"p"), Some(rest));
-        assert!(body.frame().await.unwrap().is_ok());
-        let err = body.frame().await.unwrap().unwrap_err();
-        assert_eq!(err.to_string(), "upstream reset");
     }
 }

@@ -49,9 +49,10 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const DEFAULT_POOL_MAX_IDLE: usize = 32;
 /// How often the background reachability check connects to each backend for `/readyz`.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-/// Bytes of a POST body read before forwarding to learn its JSON-RPC `id` (used in error bodies).
-/// A JSON-RPC request is almost always far smaller; larger bodies stream on with the id unknown.
-pub const DEFAULT_PEEK_BYTES: usize = 64 * 1024;
+/// Largest POST body accepted (413 above). A POST body is one JSON-RPC message that must be read
+/// whole to classify it (method, tool, id); 4 MiB holds any sane tool call, including modest
+/// base64 payloads, while bounding the memory one request can pin.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,9 +85,9 @@ pub struct ListenConfig {
     /// Time allowed for a client to send request headers. Default 10 s.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Bytes of a POST body read before forwarding to learn the JSON-RPC id. Default 64 KiB.
-    #[serde(default = "default_peek_bytes")]
-    pub peek_bytes: usize,
+    /// Largest POST body accepted; larger ones get 413. Default 4 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 /// `[listen.tls]`
@@ -166,8 +167,8 @@ fn default_grace_period() -> Duration {
 fn default_header_read_timeout() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
 }
-fn default_peek_bytes() -> usize {
-    DEFAULT_PEEK_BYTES
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
 }
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
@@ -197,7 +198,7 @@ impl Default for ListenConfig {
             addr: default_listen_addr(),
             tls: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
-            peek_bytes: DEFAULT_PEEK_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }

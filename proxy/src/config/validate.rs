@@ -52,9 +52,9 @@ impl Config {
             "listen.header_read_timeout",
             self.listen.header_read_timeout,
         )?;
-        if self.listen.peek_bytes == 0 {
+        if self.listen.max_body_bytes == 0 {
             return Err(ConfigError::invalid(
-                "listen.peek_bytes",
+                "listen.max_body_bytes",
                 "must be at least 1",
             ));
         }

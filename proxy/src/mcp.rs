@@ -1,0 +1,325 @@
+//! MCP classification: what a POSTed JSON-RPC body is, read once so that the later phases
+//! (error bodies, authorization, rate limiting, circuit breaking, per-tool timeouts) can decide
+//! by kind, method and tool without parsing it again.
+//!
+//! The body is forwarded unchanged; this module only looks at it.
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// What one JSON-RPC message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has `method` and `id`: expects an answer.
+    Request,
+    /// Has `method`, no `id`: fire and forget (`notifications/*`).
+    Notification,
+    /// Has `id` and `result` or `error`: a client's answer to a server request.
+    Response,
+}
+
+/// One classified JSON-RPC message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Request, notification or response.
+    pub kind: Kind,
+    /// The JSON-RPC method (requests and notifications).
+    pub method: Option<String>,
+    /// The JSON-RPC id (requests and responses).
+    pub id: Option<Value>,
+    /// `params.name` of a `tools/call`.
+    pub tool: Option<String>,
+    /// `params._meta.progressToken`, if the request asked for progress.
+    pub progress_token: Option<Value>,
+}
+
+/// A classified POST body: one message, or a batch (protocol 2025-03-26 only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    /// The messages, in body order.
+    pub messages: Vec<Message>,
+    /// Whether the body was a JSON array.
+    pub batch: bool,
+}
+
+impl Classified {
+    /// The single message, when the body was not a batch.
+    pub fn single(&self) -> Option<&Message> {
+        if self.batch {
+            None
+        } else {
+            self.messages.first()
+        }
+    }
+
+    /// The id to put in an error answer: that of a single request.
+    pub fn request_id(&self) -> Option<&Value> {
+        self.single()
+            .filter(|m| m.kind == Kind::Request)
+            .and_then(|m| m.id.as_ref())
+    }
+
+    /// Whether any message is a request (so the body expects an answer).
+    pub fn has_request(&self) -> bool {
+        self.messages.iter().any(|m| m.kind == Kind::Request)
+    }
+}
+
+/// Why a body is not a JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// Not JSON at all (JSON-RPC -32700).
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// JSON, but not a JSON-RPC 2.0 message (JSON-RPC -32600).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+// `deserialize_with = "present"` makes an explicit `null` count as present (`Some(Value::Null)`):
+// plain `Option` would read `"id": null` as absent and turn a request into a notification, which
+// later phases let through unlimited.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    params: Option<Params>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+#[derive(Deserialize)]
+struct Params {
+    name: Option<Value>,
+    #[serde(rename = "_meta")]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(rename = "progressToken")]
+    progress_token: Option<Value>,
+}
+
+/// Classifies a POST body.
+pub fn classify(bytes: &[u8]) -> Result<Classified, ClassifyError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ClassifyError::Parse(format!("body is not UTF-8: {e}")))?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> =
+            serde_json::from_str(text).map_err(|e| ClassifyError::Parse(e.to_string()))?;
+        if items.is_empty() {
+            return Err(ClassifyError::Invalid("empty batch".into()));
+        }
+        let messages = items
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                classify_one(raw.get()).map_err(|e| match e {
+                    ClassifyError::Invalid(m) => {
+                        ClassifyError::Invalid(format!("batch element {i}: {m}"))
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Classified {
+            messages,
+            batch: true,
+        })
+    } else {
+        Ok(Classified {
+            messages: vec![classify_one(text)?],
+            batch: false,
+        })
+    }
+}
+
+fn classify_one(text: &str) -> Result<Message, ClassifyError> {
+    let value: &RawValue =
+        serde_json::from_str(text).map_err(|e| ClassifyError::Parse(e.to_string()))?;
+    if !value.get().trim_start().starts_with('{') {
+        return Err(ClassifyError::Invalid(
+            "a JSON-RPC message must be an object".into(),
+        ));
+    }
+    let env: Envelope<'_> =
+        serde_json::from_str(value.get()).map_err(|e| ClassifyError::Invalid(e.to_string()))?;
+    if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return Err(ClassifyError::Invalid("`jsonrpc` must be \"2.0\"".into()));
+    }
+    if let Some(id) = &env.id
+        && !(id.is_string() || id.is_number())
+    {
+        return Err(ClassifyError::Invalid(
+            "`id` must be a string or a number".into(),
+        ));
+    }
+    match (env.method, env.id) {
+        (Some(Value::String(method)), id) => {
+            let (tool, progress_token) = match env.params {
+                Some(p) => (
+                    if method == "tools/call" {
+                        p.name.and_then(|n| n.as_str().map(str::to_owned))
+                    } else {
+                        None
+                    },
+                    p.meta.and_then(|m| m.progress_token),
+                ),
+                None => (None, None),
+            };
+            let kind = if id.is_some() {
+                Kind::Request
+            } else {
+                Kind::Notification
+            };
+            Ok(Message {
+                kind,
+                method: Some(method),
+                id,
+                tool,
+                progress_token,
+            })
+        }
+        (Some(_), _) => Err(ClassifyError::Invalid("`method` must be a string".into())),
+        (None, Some(id)) if env.result.is_some() != env.error.is_some() => Ok(Message {
+            kind: Kind::Response,
+            method: None,
+            id: Some(id),
+            tool: None,
+            progress_token: None,
+        }),
+        (None, Some(_)) => Err(ClassifyError::Invalid(
+            "a response needs exactly one of `result` or `error`".into(),
+        )),
+        (None, None) => Err(ClassifyError::Invalid(
+            "neither `method` nor `id`: not a JSON-RPC message".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn tool_call_request_is_classified_with_tool_and_progress_token() {
+        let c = classify(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"crawl_web","arguments":{},"_meta":{"progressToken":"p"}}}"#,
+        )
+        .unwrap();
+        let m = c.single().unwrap();
+        assert_eq!(m.kind, Kind::Request);
+        assert_eq!(m.method.as_deref(), Some("tools/call"));
+        assert_eq!(m.tool.as_deref(), Some("crawl_web"));
+        assert_eq!(m.progress_token, Some(json!("p")));
+        assert_eq!(c.request_id(), Some(&json!(7)));
+    }
+
+    #[test]
+    fn notifications_and_responses_are_told_apart() {
+        let n = classify(
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(n.single().unwrap().kind, Kind::Notification);
+        assert_eq!(n.request_id(), None);
+        let r = classify(br#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).unwrap();
+        assert_eq!(r.single().unwrap().kind, Kind::Response);
+        assert!(!r.has_request());
+    }
+
+    #[test]
+    fn batches_are_classified_element_by_element() {
+        let c = classify(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},{"jsonrpc":"2.0","method":"notifications/x"}]"#,
+        )
+        .unwrap();
+        assert!(c.batch);
+        assert_eq!(c.messages.len(), 2);
+        assert_eq!(c.messages[0].tool.as_deref(), Some("a"));
+        assert_eq!(c.request_id(), None);
+        let err = classify(br#"[{"jsonrpc":"2.0","id":1,"method":"x"},{"nope":1}]"#).unwrap_err();
+        assert!(
+            matches!(err, ClassifyError::Invalid(ref m) if m.contains("element 1")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_get_parse_or_invalid() {
+        assert!(matches!(
+            classify(b"{not json"),
+            Err(ClassifyError::Parse(_))
+        ));
+        assert!(matches!(
+            classify(b"\xff\xfe"),
+            Err(ClassifyError::Parse(_))
+        ));
+        assert!(matches!(classify(b"[]"), Err(ClassifyError::Invalid(_))));
+        assert!(matches!(classify(b"42"), Err(ClassifyError::Invalid(_))));
+        assert!(matches!(
+            classify(br#"{"id":1,"method":"x"}"#),
+            Err(ClassifyError::Invalid(_))
+        ));
+        assert!(matches!(
+            classify(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#),
+            Err(ClassifyError::Invalid(_))
+        ));
+        assert!(matches!(
+            classify(br#"{"jsonrpc":"2.0","id":null,"method":"x"}"#),
+            Err(ClassifyError::Invalid(_))
+        ));
+        assert!(matches!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"method":5}"#),
+            Err(ClassifyError::Invalid(_))
+        ));
+        assert!(matches!(
+            classify(br#"{"jsonrpc":"2.0","id":1}"#),
+            Err(ClassifyError::Invalid(_))
+        ));
+        assert!(matches!(
+            classify(br#"{"jsonrpc":"2.0"}"#),
+            Err(ClassifyError::Invalid(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = classify(&bytes);
+        }
+
+        #[test]
+        fn any_well_formed_request_round_trips(
+            id in prop_oneof![any::<i64>().prop_map(|i| json!(i)), "[a-z0-9-]{1,12}".prop_map(|s| json!(s))],
+            method in "[a-z/_]{1,20}",
+            tool in "[a-z_*]{1,12}",
+        ) {
+            let body = json!({"jsonrpc":"2.0","id":id,"method":method,"params":{"name":tool}}).to_string();
+            let c = classify(body.as_bytes()).unwrap();
+            let m = c.single().unwrap();
+            prop_assert_eq!(m.kind, Kind::Request);
+            prop_assert_eq!(m.id.as_ref(), Some(&id));
+            prop_assert_eq!(m.tool.is_some(), method == "tools/call");
+        }
+    }
+}
