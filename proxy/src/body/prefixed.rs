@@ -5,7 +5,7 @@
 //! crosses the limit and hands back the unread rest.
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::BodyExt;
 
 use super::BoxError;
@@ -84,6 +84,7 @@ impl PrefixBuf {
 #[cfg(test)]
 mod tests {
     use http::HeaderMap;
+    use http_body::Frame;
     use http_body_util::{Full, StreamBody};
 
     use super::*;
