@@ -129,6 +129,11 @@ impl Metrics {
         self.upstream_up.with_label_values(&[name]).set(0);
     }
 
+    /// The registry, for modules that own their metrics (auth, limits, breakers) to register into.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut out = Vec::with_capacity(8 * 1024);
