@@ -75,7 +75,7 @@ impl Drop for GaugeGuard {
 
 pin_project_lite::pin_project! {
     /// Wraps a response body; logs the request when the body finishes or is dropped.
-    pub struct ObservedBody<B> {
+    pub struct ObservedBody<B: Body> {
         #[pin]
         inner: B,
         log: Option<AccessLog>,
@@ -84,18 +84,20 @@ pin_project_lite::pin_project! {
         stream_errors: Option<prometheus::IntCounterVec>,
     }
 
-    impl<B> PinnedDrop for ObservedBody<B> {
+    impl<B: Body> PinnedDrop for ObservedBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(log) = this.log.take() {
-                // Dropped before the end: the client went away (or shutdown cut the stream).
-                log.emit(*this.bytes, "client_gone");
+                // A body hyper never had to poll (empty, HEAD) is complete; anything else dropped
+                // before its end means the client went away or shutdown cut the stream.
+                let outcome = if this.inner.is_end_stream() { "complete" } else { "client_gone" };
+                log.emit(*this.bytes, outcome);
             }
         }
     }
 }
 
-impl<B> std::fmt::Debug for ObservedBody<B> {
+impl<B: Body> std::fmt::Debug for ObservedBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObservedBody")
             .field("bytes", &self.bytes)
@@ -103,7 +105,7 @@ impl<B> std::fmt::Debug for ObservedBody<B> {
     }
 }
 
-impl<B> ObservedBody<B> {
+impl<B: Body> ObservedBody<B> {
     /// `stream` counts the body in the SSE gauge; `stream_errors` counts abnormal ends.
     pub fn new(
         inner: B,
