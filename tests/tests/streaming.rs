@@ -25,37 +25,42 @@ async fn fixture(mode: ResponseMode) -> FixtureServer {
     .unwrap()
 }
 
-/// An upstream that sends one SSE event, then holds the stream open until told to finish.
+/// An upstream that sends one SSE event, then holds the stream open until told to finish. It keeps
+/// accepting connections, because the sidecar's reachability check connects too.
 async fn held_stream_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let release = std::sync::Arc::new(std::sync::Mutex::new(Some(release_rx)));
     tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let release = std::sync::Mutex::new(Some(release_rx));
-        let service = hyper::service::service_fn(move |_req| {
-            let release = release.lock().unwrap().take();
-            async move {
-                let first = futures_util::stream::once(async {
-                    Ok::<_, Infallible>(Frame::data(Bytes::from("id: 1\ndata: first\n\n")))
-                });
-                let rest = futures_util::stream::once(async move {
-                    if let Some(r) = release {
-                        let _ = r.await;
-                    }
-                    Ok::<_, Infallible>(Frame::data(Bytes::from("id: 2\ndata: second\n\n")))
-                });
-                let body = StreamBody::new(futures_util::StreamExt::chain(first, rest));
-                let resp = http::Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(body)
-                    .unwrap();
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-            .await;
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let release = release.clone();
+            let service = hyper::service::service_fn(move |_req| {
+                let release = release.lock().unwrap().take();
+                async move {
+                    let first = futures_util::stream::once(async {
+                        Ok::<_, Infallible>(Frame::data(Bytes::from("id: 1\ndata: first\n\n")))
+                    });
+                    let rest = futures_util::stream::once(async move {
+                        if let Some(r) = release {
+                            let _ = r.await;
+                        }
+                        Ok::<_, Infallible>(Frame::data(Bytes::from("id: 2\ndata: second\n\n")))
+                    });
+                    let body = StreamBody::new(futures_util::StreamExt::chain(first, rest));
+                    let resp = http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(body)
+                        .unwrap();
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
     });
     (addr, release_tx)
 }
