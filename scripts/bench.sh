@@ -1,0 +1,422 @@
+#!/usr/bin/env bash
+# Throughput/latency benchmark: the mock MCP server (mcp-fixture) served
+#   (1) directly, (2) through HAProxy (1 thread), (3) through mcp-sidecar (--worker-threads 1),
+# loaded by wrk with the same MCP `tools/call` (echo) POST, connection count and duration.
+#
+# One run does everything: installs wrk/haproxy/curl via apt if missing, builds the release
+# binaries, picks free loopback ports, starts the three servers, polls readiness, warms each
+# target up, runs ROUNDS interleaved rounds, prints a table (medians) and the ratios, and cleans
+# every process it started up on exit. Exits non-zero if any measured or warm-up run saw a non-2xx
+# answer (wrk counts status >= 400), a socket error (connect/read/write/timeout), a wrk failure,
+# or a proxy that answered requests without forwarding them (checked against the fixture's /stats).
+#
+# Environment (all optional):
+#   DURATION=10s       wrk duration of each measured run
+#   CONNECTIONS=32     wrk connections (-c), the same for every target
+#   WRK_THREADS=1      wrk threads (-t)
+#   WARMUP=3s          warm-up run per target before the measured rounds (0 to skip)
+#   ROUNDS=3           measured rounds; each round runs every target once, in a rotating order,
+#                      and the table shows the per-target median (one noisy run cannot carry it)
+#   PIN=split          CPU pinning layout, see below; PIN=none runs everything unpinned
+#   WRK_CPUS / FIXTURE_CPUS / PROXY_CPUS   taskset CPU lists overriding the layout's defaults
+#   SIDECAR_RUST_LOG=info   RUST_LOG for the sidecar (info = its default, one access-log line per
+#                      request, written to a file); e.g. `warn` measures it without access logs
+#   RESULTS_TSV=path   also write every run (warm-ups included) as TSV to this file
+#   QUIET_MAX_WAIT=120 before each run, wait up to this many seconds for the machine to be quiet
+#                      (other processes using < QUIET_THRESHOLD cores over 1 s); 0 disables
+#   QUIET_THRESHOLD=0.10
+#   SKIP_BUILD=1       use the existing target/release binaries
+#   KEEP_WORKDIR=1     keep the temporary directory (configs, logs, raw wrk output)
+#
+# CPU pinning (PIN=split, the default, on a machine with >= 2 CPUs):
+#   CPU 0: wrk and the fixture (the load side: identical for all three targets)
+#   CPU 1: the proxy under test, alone (HAProxy's one thread / the sidecar's one worker)
+# Each proxy gets one whole core it does not share with the load generator or the backend, which
+# is the comparison asked for ("one worker thread each") and mirrors a sidecar with a 1-CPU limit.
+# The load side is the same in all three runs, so the `direct` run shows the most the load core
+# can push: a proxy reaching that figure is not the bottleneck, and the per-request proxy CPU
+# column (from /proc/PID/stat) tells the two proxies apart even then. The alternative (wrk on one
+# core, fixture + proxy on the other) makes the proxy share its core with the backend and measures
+# their sum, diluting the difference between proxies; unpinned, the scheduler moves the four
+# processes across two cores differently on each run and the spread between runs grows.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+WRK_THREADS="${WRK_THREADS:-1}"
+WARMUP="${WARMUP:-3s}"
+ROUNDS="${ROUNDS:-3}"
+PIN="${PIN:-split}"
+SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
+RESULTS_TSV="${RESULTS_TSV:-}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
+QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
+KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
+
+LUA="$ROOT/scripts/bench/tools_call.lua"
+HAPROXY_TEMPLATE="$ROOT/scripts/bench/haproxy.cfg.in"
+FIXTURE_BIN="$ROOT/target/release/mcp-fixture"
+SIDECAR_BIN="$ROOT/target/release/mcp-sidecar"
+BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
+TARGETS=(direct haproxy sidecar)
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Seconds in a wrk-style duration (10s, 1m, 500ms is not accepted by wrk either).
+duration_secs() {
+  local d="$1"
+  case "$d" in
+    *h) echo $(( ${d%h} * 3600 )) ;;
+    *m) echo $(( ${d%m} * 60 )) ;;
+    *s) echo "${d%s}" ;;
+    *) echo "$d" ;;
+  esac
+}
+
+[[ "$CONNECTIONS" =~ ^[0-9]+$ && "$CONNECTIONS" -ge 1 ]] || die "CONNECTIONS must be a positive integer"
+[[ "$WRK_THREADS" =~ ^[0-9]+$ && "$WRK_THREADS" -ge 1 ]] || die "WRK_THREADS must be a positive integer"
+[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || die "ROUNDS must be a positive integer"
+[[ "$(duration_secs "$DURATION")" =~ ^[0-9]+$ && "$(duration_secs "$DURATION")" -ge 1 ]] \
+  || die "DURATION must look like 10s, 2m or 1h"
+[[ "$WARMUP" == 0 || "$(duration_secs "$WARMUP")" =~ ^[0-9]+$ ]] || die "WARMUP must look like 3s or 0"
+(( CONNECTIONS >= WRK_THREADS )) || die "CONNECTIONS must be >= WRK_THREADS (wrk needs a connection per thread)"
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+install_missing() {
+  local missing=() pkg
+  for pkg in wrk haproxy curl; do
+    command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+  command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+  ((${#missing[@]} == 0)) && return 0
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]} and not root (no sudo)"
+    sudo=(sudo)
+  fi
+  log "installing ${missing[*]} via apt"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+install_missing
+
+if [[ "$SKIP_BUILD" != 1 ]]; then
+  log "building release binaries"
+  cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
+fi
+[[ -x "$FIXTURE_BIN" && -x "$SIDECAR_BIN" ]] || die "release binaries missing (run without SKIP_BUILD=1)"
+
+# ---------------------------------------------------------------------------------------------
+# Pinning
+# ---------------------------------------------------------------------------------------------
+NCPU=$(nproc)
+case "$PIN" in
+  split)
+    if ((NCPU >= 2)); then
+      WRK_CPUS="${WRK_CPUS-0}"; FIXTURE_CPUS="${FIXTURE_CPUS-0}"; PROXY_CPUS="${PROXY_CPUS-1}"
+    else
+      log "only $NCPU CPU: running unpinned"
+      WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}"
+    fi ;;
+  none) WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}" ;;
+  *) die "PIN must be split or none" ;;
+esac
+
+# pinned CPUS CMD...: runs CMD (exec'd, same pid) on CPUS, or unpinned when CPUS is empty.
+pinned() {
+  local cpus="$1"; shift
+  if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes and cleanup
+# ---------------------------------------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench.XXXXXX")"
+PIDS=()
+FAILED=0
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then
+    log "logs and raw output kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free loopback TCP port: random in 20000-32767 (below Linux's default ephemeral range, so it
+# cannot collide with the outgoing connections wrk and the proxies open), not listened on now, and
+# not handed out before by this script.
+USED_PORTS=" "
+free_port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12768))
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
+      USED_PORTS+="$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+post_ok() { # post_ok URL: one tools/call, true on HTTP 200
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -X POST \
+    -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+    --data "$BODY" "$1" 2>/dev/null) || true
+  [[ "$code" == 200 ]]
+}
+get_ok() { # get_ok URL: true on HTTP 200
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null) || true
+  [[ "$code" == 200 ]]
+}
+
+# wait_ready NAME PID CHECK ARGS...: polls CHECK every 0.1 s for at most 15 s.
+wait_ready() {
+  local name="$1" pid="$2" i; shift 2
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2 || true; die "$name exited during startup"; }
+    if "$@"; then log "$name ready"; return 0; fi
+    sleep 0.1
+  done
+  tail -n 20 "$WORK/$name.log" >&2 || true
+  die "$name not ready after 15 s"
+}
+
+FIXTURE_PORT=$(free_port)
+HAPROXY_PORT=$(free_port)
+SIDECAR_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+FIXTURE_URL="http://127.0.0.1:$FIXTURE_PORT/mcp"
+HAPROXY_URL="http://127.0.0.1:$HAPROXY_PORT/mcp"
+SIDECAR_URL="http://127.0.0.1:$SIDECAR_PORT/mcp"
+
+log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any})"
+RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
+  >"$WORK/fixture.log" 2>&1 &
+FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
+wait_ready fixture "$FIXTURE_PID" post_ok "$FIXTURE_URL"
+
+sed -e "s/@LISTEN@/127.0.0.1:$HAPROXY_PORT/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" \
+  "$HAPROXY_TEMPLATE" >"$WORK/haproxy.cfg"
+haproxy -c -q -f "$WORK/haproxy.cfg" || die "invalid haproxy config ($WORK/haproxy.cfg)"
+log "haproxy on :$HAPROXY_PORT (cpus ${PROXY_CPUS:-any})"
+pinned "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
+wait_ready haproxy "$HAPROXY_PID" post_ok "$HAPROXY_URL"
+
+log "sidecar on :$SIDECAR_PORT, admin :$ADMIN_PORT (cpus ${PROXY_CPUS:-any}, RUST_LOG=$SIDECAR_RUST_LOG)"
+# O_APPEND so the log can be truncated between runs without a sparse, ever-growing file.
+RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
+  --listen "127.0.0.1:$SIDECAR_PORT" --admin "127.0.0.1:$ADMIN_PORT" --worker-threads 1 \
+  >>"$WORK/sidecar.log" 2>&1 &
+SIDECAR_PID=$!; PIDS+=("$SIDECAR_PID")
+sidecar_ready() { get_ok "http://127.0.0.1:$ADMIN_PORT/readyz" && post_ok "$SIDECAR_URL"; }
+wait_ready sidecar "$SIDECAR_PID" sidecar_ready
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+
+proc_ticks() { # utime+stime of a whole process (all threads), in clock ticks
+  local stat rest
+  stat=$(<"/proc/$1/stat")
+  rest=${stat##*) }          # fields from 3 (state) on; comm may contain spaces
+  set -- $rest
+  echo $(( ${12} + ${13} ))  # fields 14 and 15
+}
+system_busy_ticks() { # non-idle ticks of all CPUs
+  local _cpu user nice sys idle iowait irq softirq steal _rest
+  read -r _cpu user nice sys idle iowait irq softirq steal _rest </proc/stat
+  echo $(( user + nice + sys + irq + softirq + steal ))
+}
+children_cpu_secs() { # children_cpu_secs FILE: user+sys seconds in the output of bash `times`
+  awk 'NR == 2 { n = split($0, a, /[ \t]+/); s = 0
+    for (i = 1; i <= n; i++) { if (a[i] == "") continue; split(a[i], b, "m"); sub("s", "", b[2]); s += b[1] * 60 + b[2] }
+    printf "%.3f\n", s }' "$1"
+}
+fixture_served() {
+  curl -s --max-time 2 "http://127.0.0.1:$FIXTURE_PORT/stats" | grep -o '"http_requests_total":[0-9]*' | cut -d: -f2
+}
+
+# wait_quiet: on a shared machine (a build in another shell, CI), background CPU use distorts the
+# figures. Before a run, sample 1 s of CPU use by everything but our (idle) servers and wait until
+# it is below QUIET_THRESHOLD cores, for at most QUIET_MAX_WAIT seconds; the figure is reported.
+QUIET_LAST=0
+wait_quiet() {
+  local waited=0 b0 b1 o0 o1 pid load
+  while :; do
+    o0=0; for pid in "${PIDS[@]}"; do o0=$((o0 + $(proc_ticks "$pid"))); done
+    b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
+    o1=0; for pid in "${PIDS[@]}"; do o1=$((o1 + $(proc_ticks "$pid"))); done
+    load=$(awk -v d="$(( (b1 - b0) - (o1 - o0) ))" -v t="$CLK_TCK" 'BEGIN { x = d / t; if (x < 0) x = 0; printf "%.2f", x }')
+    QUIET_LAST="$load"
+    if awk -v l="$load" -v th="$QUIET_THRESHOLD" 'BEGIN { exit !(l < th) }'; then return 0; fi
+    if ((waited >= QUIET_MAX_WAIT)); then
+      log "machine still busy ($load cores used by other processes); measuring anyway"
+      return 0
+    fi
+    ((waited == 0)) && log "waiting for other processes to quiet down ($load cores busy)"
+    sleep 4; waited=$((waited + 5))
+  done
+}
+
+TSV_HEADER="kind	target	round	rps	p50_us	p99_us	requests	errors	proxy_cores	proxy_us_per_req	fixture_cores	wrk_cores	other_cores	forwarded"
+ROWS="$WORK/rows.tsv"
+: >"$ROWS"
+
+# run_one KIND TARGET ROUND DURATION: one wrk run; appends a row to $ROWS.
+run_one() {
+  local kind="$1" target="$2" round="$3" dur="$4" url proxy_pid="" out
+  case "$target" in
+    direct) url="$FIXTURE_URL" ;;
+    haproxy) url="$HAPROXY_URL"; proxy_pid="$HAPROXY_PID" ;;
+    sidecar) url="$SIDECAR_URL"; proxy_pid="$SIDECAR_PID" ;;
+  esac
+  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
+  out="$WORK/wrk-$kind-$target-$round.txt"
+  ((QUIET_MAX_WAIT > 0)) && wait_quiet
+  local served0 fx0 px0=0 busy0 kids0 served1 fx1 px1=0 busy1 kids1 rc=0
+  served0=$(fixture_served); fx0=$(proc_ticks "$FIXTURE_PID")
+  [[ -n "$proxy_pid" ]] && px0=$(proc_ticks "$proxy_pid")
+  # `times` must run in this shell, not in a $(...) subshell, to see the reaped wrk's CPU time.
+  busy0=$(system_busy_ticks); times >"$WORK/times0"
+  (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency -s "$LUA" "$url") >"$out" 2>&1 || rc=$?
+  times >"$WORK/times1"; busy1=$(system_busy_ticks)
+  kids0=$(children_cpu_secs "$WORK/times0"); kids1=$(children_cpu_secs "$WORK/times1")
+  fx1=$(proc_ticks "$FIXTURE_PID")
+  [[ -n "$proxy_pid" ]] && px1=$(proc_ticks "$proxy_pid")
+  served1=$(fixture_served)
+  if [[ "$target" == sidecar ]]; then
+    # Keep the access log from filling the disk; keep any warning/error lines.
+    grep -E ' (WARN|ERROR) ' "$WORK/sidecar.log" >>"$WORK/sidecar-problems.log" || true
+    : >"$WORK/sidecar.log"
+  fi
+  local line
+  line=$(grep '^BENCH_RESULT ' "$out" || true)
+  if ((rc != 0)) || [[ -z "$line" ]]; then
+    log "wrk failed against $target (exit $rc):"; cat "$out" >&2
+    printf '%s\t%s\t%s\t0\t0\t0\t0\twrk-failed\t-\t-\t-\t-\t-\t-\n' "$kind" "$target" "$round" >>"$ROWS"
+    FAILED=1
+    return 0
+  fi
+  awk -v kind="$kind" -v target="$target" -v round="$round" -v proxy="${proxy_pid:+1}" \
+      -v fx="$((fx1 - fx0))" -v px="$((px1 - px0))" -v busy="$((busy1 - busy0))" \
+      -v kids0="$kids0" -v kids1="$kids1" -v tck="$CLK_TCK" -v served="$((served1 - served0))" '
+    {
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      secs = v["duration_us"] / 1e6
+      errs = v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"] + v["err_status"]
+      wrk_s = kids1 - kids0
+      other = (busy / tck - fx / tck - px / tck - wrk_s) / secs
+      if (other < 0) other = 0
+      pc = proxy ? sprintf("%.2f", px / tck / secs) : "-"
+      pu = proxy && v["requests"] > 0 ? sprintf("%.1f", px / tck * 1e6 / v["requests"]) : "-"
+      fwd = served >= v["requests"] ? "ok" : "MISSING"
+      printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\n", kind, target, round,
+        v["rps"], v["p50_us"], v["p99_us"], v["requests"], errs, pc, pu, fx / tck / secs, wrk_s / secs, other, fwd
+    }' <<<"$line" >>"$ROWS"
+  local last
+  last=$(tail -n 1 "$ROWS")
+  IFS=$'\t' read -r _k _t _r rps p50 p99 reqs errs pcores pus _fx _wrk other fwd <<<"$last"
+  log "$(printf '%-7s %-7s %-2s %8s req/s  p50 %6s us  p99 %6s us  errors %s  proxy %s cores, %s us/req  other load %s cores  forwarded %s' \
+    "$kind" "$target" "$round" "$rps" "$p50" "$p99" "$errs" "$pcores" "$pus" "$other" "$fwd")"
+  if ((errs > 0)); then
+    log "$target: $errs error(s) (non-2xx or socket); wrk output:"; cat "$out" >&2
+    FAILED=1
+  fi
+  if [[ "$fwd" != ok ]]; then
+    log "$target: the fixture served fewer requests than wrk counted answers: the proxy answered some itself"
+    FAILED=1
+  fi
+}
+
+log "wrk: -t$WRK_THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP), $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}"
+if [[ "$WARMUP" != 0 ]]; then
+  for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 "$WARMUP"; done
+fi
+for ((r = 1; r <= ROUNDS; r++)); do
+  for ((k = 0; k < ${#TARGETS[@]}; k++)); do
+    t="${TARGETS[$(( (k + r - 1) % ${#TARGETS[@]} ))]}"
+    run_one measure "$t" "$r" "$DURATION"
+  done
+done
+
+if [[ -n "$RESULTS_TSV" ]]; then
+  { echo "$TSV_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Report: per-target medians over the measured rounds, then the ratios of the medians.
+# ---------------------------------------------------------------------------------------------
+echo
+echo "mcp-sidecar benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- proxy fixtures 2>/dev/null || echo ' (+local changes)')"
+echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}; sidecar RUST_LOG=$SIDECAR_RUST_LOG"
+echo "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
+echo
+awk -F'\t' -v rounds="$ROUNDS" '
+  function median(list,    n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  $1 == "measure" {
+    rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
+    err[$2] += $8; other[$2] = other[$2] " " $13
+    if ($9 != "-") { pc[$2] = pc[$2] " " $9; pu[$2] = pu[$2] " " $10 }
+  }
+  END {
+    printf "%-8s %10s %9s %9s %11s %12s %7s %11s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "errors", "other load", "req/s per round"
+    n = split("direct haproxy sidecar", T, " ")
+    for (i = 1; i <= n; i++) {
+      t = T[i]; if (!(t in rps)) continue
+      R[t] = median(rps[t]); P50[t] = median(p50[t]); P99[t] = median(p99[t])
+      U[t] = t in pu ? median(pu[t]) : ""
+      printf "%-8s %10.0f %9.3f %9.3f %11s %12s %7d %11.2f  %s\n", t, R[t], P50[t] / 1000, P99[t] / 1000,
+        t in pc ? sprintf("%.2f", median(pc[t])) : "-", t in pu ? sprintf("%.1f", U[t]) : "-", err[t], median(other[t]), rps[t]
+    }
+    print ""
+    print "ratios of medians            req/s     p50     p99"
+    printf "  sidecar / direct         %7.3f %7.2f %7.2f\n", R["sidecar"] / R["direct"], P50["sidecar"] / P50["direct"], P99["sidecar"] / P99["direct"]
+    printf "  haproxy / direct         %7.3f %7.2f %7.2f\n", R["haproxy"] / R["direct"], P50["haproxy"] / P50["direct"], P99["haproxy"] / P99["direct"]
+    printf "  sidecar / haproxy        %7.3f %7.2f %7.2f\n", R["sidecar"] / R["haproxy"], P50["sidecar"] / P50["haproxy"], P99["sidecar"] / P99["haproxy"]
+    if (U["haproxy"] > 0) printf "  proxy CPU per request, sidecar / haproxy: %.2f\n", U["sidecar"] / U["haproxy"]
+    print ""
+    print "req/s, p50, p99: medians over the rounds. proxy cores: CPU the proxy process used (1.00 = one"
+    print "core busy); proxy us/req: its CPU time per answered request. other load: CPU used by processes"
+    print "outside the benchmark during the run (cores); above ~0.1 the figures are disturbed."
+  }' "$ROWS"
+echo
+
+if [[ -s "$WORK/sidecar-problems.log" ]]; then
+  log "the sidecar logged warnings/errors during the runs:"; head -n 5 "$WORK/sidecar-problems.log" >&2
+fi
+if ((FAILED)); then
+  log "FAILED: at least one run had errors (see above)"
+  exit 1
+fi
+log "ok: no non-2xx responses, no socket errors"
