@@ -39,6 +39,9 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
                 Some("/legacy".to_owned()),
             ),
         ],
+        limits: crate::config::LimitsConfig::default(),
+        rate_limit: Vec::new(),
+        auth: crate::config::AuthConfig::default(),
     };
     let sidecar = Sidecar::bind(config).await?;
     let listen = sidecar.local_addr()?;

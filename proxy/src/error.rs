@@ -65,6 +65,73 @@ pub enum ProxyError {
         /// What went wrong.
         detail: String,
     },
+    /// No valid credential (401): missing, malformed, expired, wrong audience...
+    #[error("authentication required: {detail}")]
+    Unauthorized {
+        /// Metric outcome (`missing`, `expired`, ...), already counted by the auth module.
+        outcome: &'static str,
+        /// What was wrong, safe to show the client.
+        detail: String,
+        /// The `WWW-Authenticate` challenge.
+        challenge: HeaderValue,
+    },
+    /// Authenticated, but the upstream's rules do not allow this method or tool (403).
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        /// Who may not call what.
+        detail: String,
+        /// The `WWW-Authenticate` challenge (`error="insufficient_scope"`).
+        challenge: HeaderValue,
+    },
+    /// `Origin` present but not allowed (403): cross-site or DNS-rebinding request.
+    #[error("origin `{origin}` is not allowed (auth.allowed_origins)")]
+    OriginNotAllowed {
+        /// The Origin header.
+        origin: String,
+    },
+    /// `Host` not allowed (421): DNS-rebinding protection.
+    #[error("host `{host}` is not served here (auth.allowed_hosts)")]
+    HostNotAllowed {
+        /// The Host header.
+        host: String,
+    },
+    /// The circuit breaker is open (or half-open with every probe slot taken): failed fast.
+    #[error(
+        "circuit `{circuit}` is open after repeated upstream failures; retry in {} s",
+        retry_after_secs(*retry_after)
+    )]
+    CircuitOpen {
+        /// `upstream` or `upstream/tool-glob`.
+        circuit: String,
+        /// Upstream name.
+        upstream: String,
+        /// Time left open.
+        retry_after: Duration,
+    },
+    /// A rate-limit rule (or the per-principal stream cap) refused the request (429).
+    #[error("{0}")]
+    RateLimited(Box<crate::limits::Rejection>),
+    /// A concurrency cap is reached: the request is shed at once instead of queued (503).
+    #[error("{}", crate::limits::overload_message(scope, upstream, *limit, *retry_after))]
+    Overloaded {
+        /// Which cap: `global`, `upstream` or `streams`.
+        scope: &'static str,
+        /// Upstream name.
+        upstream: String,
+        /// The cap that was reached.
+        limit: usize,
+        /// `Retry-After` (`limits.shed_retry_after`).
+        retry_after: Duration,
+    },
+}
+
+/// Names the open circuit (`upstream` or `upstream/tool-glob`) on a fast-failed answer.
+pub const X_CIRCUIT_OPEN: &str = "x-circuit-open";
+
+/// `Retry-After` seconds: the time left, rounded up, at least 1 (0 would invite a retry storm).
+pub fn retry_after_secs(left: Duration) -> u64 {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// JSON-RPC error codes of the sidecar's own errors (documented in the README's error table).
@@ -83,6 +150,20 @@ pub mod codes {
     pub const BAD_REQUEST: i64 = -32006;
     /// POST body over the limit.
     pub const PAYLOAD_TOO_LARGE: i64 = -32007;
+    /// No valid credential (401).
+    pub const UNAUTHORIZED: i64 = -32010;
+    /// Not allowed by the authorization rules (403).
+    pub const FORBIDDEN: i64 = -32011;
+    /// Origin not allowed (403).
+    pub const ORIGIN_NOT_ALLOWED: i64 = -32012;
+    /// Host not allowed (421).
+    pub const HOST_NOT_ALLOWED: i64 = -32013;
+    /// Circuit open: failed fast without reaching the upstream.
+    pub const CIRCUIT_OPEN: i64 = -32016;
+    /// A rate limit refused the request (429).
+    pub const RATE_LIMITED: i64 = -32014;
+    /// Load shed at a concurrency cap (503).
+    pub const OVERLOADED: i64 = -32015;
     /// JSON-RPC's own code for a body that is not JSON.
     pub const PARSE_ERROR: i64 = -32700;
     /// JSON-RPC's own code for JSON that is not a JSON-RPC message.
@@ -101,6 +182,12 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } | Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::HostNotAllowed { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -116,6 +203,13 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::OriginNotAllowed { .. } => "origin_not_allowed",
+            Self::HostNotAllowed { .. } => "host_not_allowed",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -131,6 +225,13 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => codes::UPSTREAM_UNREACHABLE,
             Self::UpstreamTimeout { .. } => codes::UPSTREAM_TIMEOUT,
             Self::UpstreamFailed { .. } => codes::UPSTREAM_FAILED,
+            Self::Unauthorized { .. } => codes::UNAUTHORIZED,
+            Self::Forbidden { .. } => codes::FORBIDDEN,
+            Self::OriginNotAllowed { .. } => codes::ORIGIN_NOT_ALLOWED,
+            Self::HostNotAllowed { .. } => codes::HOST_NOT_ALLOWED,
+            Self::CircuitOpen { .. } => codes::CIRCUIT_OPEN,
+            Self::RateLimited(_) => codes::RATE_LIMITED,
+            Self::Overloaded { .. } => codes::OVERLOADED,
         }
     }
 
@@ -138,7 +239,9 @@ impl ProxyError {
         match self {
             Self::UpstreamUnreachable { upstream, .. }
             | Self::UpstreamTimeout { upstream, .. }
-            | Self::UpstreamFailed { upstream, .. } => Some(upstream),
+            | Self::UpstreamFailed { upstream, .. }
+            | Self::CircuitOpen { upstream, .. }
+            | Self::Overloaded { upstream, .. } => Some(upstream),
             _ => None,
         }
     }
@@ -148,6 +251,19 @@ impl ProxyError {
         let mut data = json!({ "reason": self.reason(), "request_id": request_id });
         if let Some(up) = self.upstream() {
             data["upstream"] = Value::String(up.to_owned());
+        }
+        match self {
+            Self::RateLimited(r) => {
+                data["retry_after"] = r.retry_after_secs().into();
+                data["rule"] = Value::String(r.rule.to_string());
+            }
+            Self::Overloaded {
+                scope, retry_after, ..
+            } => {
+                data["retry_after"] = retry_after_secs(*retry_after).into();
+                data["cap"] = Value::String((*scope).to_owned());
+            }
+            _ => {}
         }
         let body = json!({
             "jsonrpc": "2.0",
@@ -167,6 +283,31 @@ impl ProxyError {
                 header::ALLOW,
                 HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
             );
+        }
+        if let Self::Unauthorized { challenge, .. } | Self::Forbidden { challenge, .. } = self {
+            headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        if let Self::CircuitOpen {
+            circuit,
+            retry_after,
+            ..
+        } = self
+        {
+            headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
+            if let Ok(value) = HeaderValue::from_str(circuit) {
+                headers.insert(X_CIRCUIT_OPEN, value);
+            }
+        }
+        match self {
+            Self::RateLimited(r) => {
+                headers.insert(header::RETRY_AFTER, r.retry_after_secs().into());
+                headers.insert(crate::limits::RATELIMIT_POLICY.clone(), r.policy.clone());
+                headers.insert(crate::limits::RATELIMIT.clone(), r.state.clone());
+            }
+            Self::Overloaded { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
+            }
+            _ => {}
         }
         response
     }
@@ -210,9 +351,46 @@ mod tests {
         assert!(v["error"]["message"].as_str().unwrap().contains("5s"));
     }
 
+    #[tokio::test]
+    async fn circuit_open_is_503_with_retry_after_and_the_circuit() {
+        let err = ProxyError::CircuitOpen {
+            circuit: "search/crawl_*".into(),
+            upstream: "search".into(),
+            retry_after: Duration::from_millis(41_200),
+        };
+        let resp = err.to_response(Some(&json!("a")), "rid");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "42");
+        assert_eq!(resp.headers()[X_CIRCUIT_OPEN], "search/crawl_*");
+        let v = body_json(resp).await;
+        assert_eq!(v["id"], "a");
+        assert_eq!(v["error"]["code"], codes::CIRCUIT_OPEN);
+        assert_eq!(v["error"]["data"]["reason"], "circuit_open");
+        assert_eq!(v["error"]["data"]["upstream"], "search");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(60)), 60);
+        assert_eq!(retry_after_secs(Duration::from_millis(60_001)), 61);
+    }
+
     #[test]
     fn every_code_is_in_the_proxy_range() {
         let all = [
+            ProxyError::Unauthorized {
+                outcome: "missing",
+                detail: "d".into(),
+                challenge: HeaderValue::from_static("Bearer"),
+            },
+            ProxyError::Forbidden {
+                detail: "d".into(),
+                challenge: HeaderValue::from_static("Bearer"),
+            },
+            ProxyError::OriginNotAllowed { origin: "o".into() },
+            ProxyError::HostNotAllowed { host: "h".into() },
             ProxyError::NoRoute { path: "/".into() },
             ProxyError::MethodNotAllowed {
                 method: "PUT".into(),
@@ -230,6 +408,17 @@ mod tests {
             ProxyError::UpstreamFailed {
                 upstream: "u".into(),
                 detail: "d".into(),
+            },
+            ProxyError::CircuitOpen {
+                circuit: "u".into(),
+                upstream: "u".into(),
+                retry_after: Duration::from_secs(1),
+            },
+            ProxyError::Overloaded {
+                scope: "global",
+                upstream: "u".into(),
+                limit: 1,
+                retry_after: Duration::from_secs(1),
             },
         ];
         for e in all {

@@ -3,10 +3,12 @@
 //!
 //! ```text
 //! serve:     request id + span + metrics + access log   (outermost; every error becomes a response)
-//! dispatch:  path sanity -> route to upstream -> method check
+//! dispatch:  path sanity -> route to upstream -> method check -> global in-flight cap (503)
 //!            -> POST: read the body once (bounded, 413 above) and classify it (kind, method, tool, id)
+//!            -> rate limits on requests, stream caps on GET (429); upstream in-flight cap (503)
+//!            -> circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
 //!            -> upstream request headers (hop-by-hop, Host, X-Forwarded-*, X-Request-Id)
-//!            -> pooled client with response timeout
+//!            -> pooled client with (per-tool) response timeout; outcome to the breaker; safe retries
 //!            -> response headers back; SSE passthrough (keepalive, idle timeout, endpoint rewrite)
 //! ```
 
@@ -20,14 +22,17 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::auth::{Auth, Principal};
 use crate::body::{
     BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody, full, read_prefix,
 };
 use crate::error::ProxyError;
 use crate::headers::{self, ForwardContext};
+use crate::limits::{self, Limits};
 use crate::mcp::{self, Classified};
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
+use crate::resilience::{self, Resilience};
 use crate::upstream::has_dot_segment;
 use crate::upstream::{Router, Upstream};
 
@@ -46,6 +51,9 @@ pub struct Proxy {
     router: Router,
     metrics: Metrics,
     max_body_bytes: usize,
+    auth: Arc<Auth>,
+    resilience: Option<Arc<Resilience>>,
+    limits: Option<Arc<Limits>>,
 }
 
 /// What the phases learned about a request so far; later phases and error answers read it.
@@ -55,6 +63,10 @@ pub struct RequestContext {
     pub upstream: Option<Arc<Upstream>>,
     /// The classified POST body.
     pub classified: Option<Classified>,
+    /// The authenticated caller (none for public upstreams or without `[auth]`).
+    pub principal: Option<Arc<Principal>>,
+    /// Permits and rate-limit headers held from the limits phases.
+    pub limits: limits::Held,
 }
 
 impl Proxy {
@@ -64,7 +76,34 @@ impl Proxy {
             router,
             metrics,
             max_body_bytes,
+            auth: Arc::new(Auth::disabled()),
+            resilience: None,
+            limits: None,
         }
+    }
+
+    /// Adds rate limits and overload protection (without: no caps, no rules).
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// The limits, for the background sweep of idle keys.
+    pub fn limits(&self) -> Option<&Arc<Limits>> {
+        self.limits.as_ref()
+    }
+
+    /// Adds circuit breakers, per-tool timeouts and retries (without: one attempt, the
+    /// upstream's timeouts).
+    pub fn with_resilience(mut self, resilience: Arc<Resilience>) -> Self {
+        self.resilience = Some(resilience);
+        self
+    }
+
+    /// Adds authentication, authorization and Host/Origin checks (without: none).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Serves one request. Infallible: every failure becomes an HTTP response here, because an
@@ -136,9 +175,15 @@ impl Proxy {
                 start,
                 ttfb,
                 error,
+                subject: cx.principal.as_ref().map(|p| p.subject.clone()),
             };
             let stream_errors = Some(self.metrics.stream_errors.clone());
-            response.map(|body| ObservedBody::new(body, log, gauge, stream_errors).boxed_unsync())
+            let idle_timeouts = self.resilience.as_ref().map(|r| r.metrics().timeouts.clone());
+            response.map(|body| {
+                ObservedBody::new(body, log, gauge, stream_errors)
+                    .with_idle_timeouts(idle_timeouts)
+                    .boxed_unsync()
+            })
         }
         .instrument(span)
         .await
@@ -164,6 +209,10 @@ impl Proxy {
                 "path `{path}` has a `.` or `..` segment"
             )));
         }
+        // Protected resource metadata is the sidecar's own document; clients fetch it tokenless.
+        if let Some(answer) = self.auth.metadata(req.method(), path) {
+            return answer.map(|r| (r, false));
+        }
         let (upstream, rest) = self.router.route(path).ok_or_else(|| ProxyError::NoRoute {
             path: path.to_owned(),
         })?;
@@ -177,20 +226,63 @@ impl Proxy {
                 method: req.method().to_string(),
             });
         }
+        // DNS-rebinding protection before anything else is spent on the request.
+        self.auth.check_host_origin(req.headers(), req.uri())?;
+        // Load shedding right after routing: refusing before the body is read costs nothing.
+        limits::shed(self.limits.as_deref(), &upstream, req.method(), &mut cx.limits)?;
         let uri = upstream
             .upstream_uri(rest, req.uri().query())
             .map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
         let (mut parts, body) = req.into_parts();
 
+        // Authentication before the body is read: unauthenticated clients cannot make us buffer.
+        let body = match self.auth.authenticate(&upstream, &parts.method, &parts.headers).await {
+            Ok(principal) => {
+                cx.principal = principal;
+                body
+            }
+            Err(err) => {
+                if parts.method == Method::POST {
+                    cx.classified = crate::auth::peek_classified(&parts.headers, body).await;
+                }
+                return Err(err);
+            }
+        };
+
         // Classification: every later decision (and any error answer's id) needs to know what the
         // POST carries. The body is read once, bounded, and forwarded byte for byte.
+        let mut replay = None;
         let body = if parts.method == Method::POST {
             let bytes = self.read_body(&parts.headers, body).await?;
             cx.classified = Some(mcp::classify(&bytes)?);
+            replay = Some(bytes.clone());
             full(bytes)
         } else {
             body.map_err(Into::into).boxed_unsync()
         };
+        // Authorization needs the classification (method and tool of every message).
+        self.auth
+            .authorize(&upstream, cx.principal.as_ref(), cx.classified.as_ref())?;
+        // Rate limits need the classification (only requests are limited, keys use method/tool).
+        limits::admit(
+            self.limits.as_deref(),
+            &upstream,
+            &parts.headers,
+            conn.remote.ip(),
+            cx,
+        )?;
+
+        // The upstream's in-flight cap guards the send; it sheds before the breaker takes a slot.
+        limits::reserve_upstream(self.limits.as_deref(), &upstream, cx)?;
+
+        // Circuit breaker admission last among the refusals (after authorization and rate limits,
+        // so refused requests never count against the backend), before anything is built or sent.
+        let call = resilience::admit(
+            self.resilience.as_deref(),
+            &upstream,
+            cx.classified.as_ref(),
+            &parts.method,
+        )?;
 
         let is_get = parts.method == Method::GET;
         parts.uri = uri;
@@ -204,11 +296,25 @@ impl Proxy {
                 request_id,
             },
         );
+        // The client's credential stays here; the backend gets its own and the claim headers.
+        self.auth
+            .prepare_upstream_headers(&upstream, cx.principal.as_deref(), &mut parts.headers);
         let upstream_url = parts.uri.to_string();
-        let response = self
-            .send(&upstream, Request::from_parts(parts, body))
+        let idle_timeout = call.stream_idle_timeout();
+        let response = call
+            .send(&upstream, &self.metrics, parts, body, replay)
             .await?;
-        Ok(self.respond(&upstream, response, request_id, is_get, &upstream_url))
+        let (response, sse) = self.respond(
+            &upstream,
+            response,
+            request_id,
+            is_get,
+            &upstream_url,
+            idle_timeout,
+            cx,
+        );
+        // The permits ride on the body: a streamed response holds its slots until it ends.
+        Ok((cx.limits.attach(response), sse))
     }
 
     /// Reads a POST body whole, refusing more than `max_body_bytes` (413) before reading it when
@@ -235,55 +341,6 @@ impl Proxy {
         Ok(bytes)
     }
 
-    /// Sends the request upstream, bounded by the response timeout, and maps failures.
-    async fn send(
-        &self,
-        upstream: &Upstream,
-        req: Request<ProxyBody>,
-    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        let started = Instant::now();
-        let timeout = upstream.config.response_timeout;
-        let result = tokio::time::timeout(timeout, upstream.client.request(req)).await;
-        let errors = |kind: &str| {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[&upstream.name, kind])
-                .inc()
-        };
-        match result {
-            Ok(Ok(response)) => {
-                self.metrics
-                    .upstream_duration
-                    .with_label_values(&[&upstream.name])
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(response)
-            }
-            Ok(Err(e)) => {
-                let detail = error_chain(&e);
-                if e.is_connect() {
-                    errors("connect");
-                    Err(ProxyError::UpstreamUnreachable {
-                        upstream: upstream.name.to_string(),
-                        detail,
-                    })
-                } else {
-                    errors("reset");
-                    Err(ProxyError::UpstreamFailed {
-                        upstream: upstream.name.to_string(),
-                        detail,
-                    })
-                }
-            }
-            Err(_) => {
-                errors("timeout");
-                Err(ProxyError::UpstreamTimeout {
-                    upstream: upstream.name.to_string(),
-                    after: timeout,
-                })
-            }
-        }
-    }
-
     /// The response phase: header hygiene and the streaming body wrappers.
     fn respond(
         &self,
@@ -292,6 +349,8 @@ impl Proxy {
         request_id: &HeaderValue,
         is_get: bool,
         upstream_url: &str,
+        idle_timeout: std::time::Duration,
+        cx: &RequestContext,
     ) -> (Response<ProxyBody>, bool) {
         let (mut parts, body) = response.into_parts();
         let sse = headers::is_event_stream(&parts.headers) && parts.status == StatusCode::OK;
@@ -306,14 +365,23 @@ impl Proxy {
                 body = EndpointRewriteBody::new(body, rewrite).boxed_unsync();
             }
         }
+        // `tools/list` answers show only the tools the caller may call.
+        body = self.auth.filter_response(
+            upstream,
+            cx.principal.as_ref(),
+            cx.classified.as_ref(),
+            sse,
+            &mut parts.headers,
+            body,
+        );
         let keepalive = (sse && !config.sse_keepalive.is_zero()).then_some(config.sse_keepalive);
-        let body = SseBody::new(body, keepalive, Some(config.stream_idle_timeout)).boxed_unsync();
+        let body = SseBody::new(body, keepalive, Some(idle_timeout)).boxed_unsync();
         (Response::from_parts(parts, body), sse)
     }
 }
 
 /// `error: cause: cause` for logs and error bodies; hyper's top-level messages alone are vague.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -8,10 +8,14 @@
 //! - [`forward`]: the request path, phase by phase;
 //! - [`headers`], [`body`]: header hygiene and the streaming body wrappers (SSE);
 //! - [`upstream`]: mount paths and pooled clients; [`health`]: readiness;
+//! - [`resilience`]: circuit breakers, per-tool timeouts and retries around the upstream call;
+//! - [`limits`]: rate limits (governor, keyed) and overload protection (in-flight caps);
+//! - [`auth`]: authentication (API keys, JWT/JWKS), per-tool authorization, Host/Origin checks;
 //! - [`error`]: the one error type and its mapping to responses;
 //! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints.
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -21,9 +25,11 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod health;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod observe;
+pub mod resilience;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -34,6 +34,8 @@ pub struct AccessLog {
     pub ttfb: Duration,
     /// Why the sidecar answered itself, if it did.
     pub error: Option<&'static str>,
+    /// The authenticated caller's subject (never its credential).
+    pub subject: Option<String>,
 }
 
 impl AccessLog {
@@ -50,6 +52,7 @@ impl AccessLog {
             bytes,
             outcome,
             error = self.error.unwrap_or(""),
+            subject = self.subject.as_deref().unwrap_or(""),
             "request"
         );
     }
@@ -82,6 +85,7 @@ pin_project_lite::pin_project! {
         bytes: u64,
         _stream: Option<GaugeGuard>,
         stream_errors: Option<prometheus::IntCounterVec>,
+        idle_timeouts: Option<prometheus::IntCounterVec>,
     }
 
     impl<B: Body> PinnedDrop for ObservedBody<B> {
@@ -119,7 +123,14 @@ impl<B: Body> ObservedBody<B> {
             bytes: 0,
             _stream: stream,
             stream_errors,
+            idle_timeouts: None,
         }
+    }
+
+    /// Also counts idle timeouts in `timeouts{upstream, kind="stream_idle"}`.
+    pub fn with_idle_timeouts(mut self, timeouts: Option<prometheus::IntCounterVec>) -> Self {
+        self.idle_timeouts = timeouts;
+        self
     }
 }
 
@@ -159,6 +170,13 @@ where
                     if let Some(counter) = this.stream_errors {
                         counter
                             .with_label_values(&[log.upstream.as_str(), reason])
+                            .inc();
+                    }
+                    if let Some(counter) = this.idle_timeouts
+                        && reason == "idle_timeout"
+                    {
+                        counter
+                            .with_label_values(&[log.upstream.as_str(), "stream_idle"])
                             .inc();
                     }
                     tracing::warn!(request_id = %log.request_id, error = %err, "response stream ended abnormally");

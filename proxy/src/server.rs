@@ -24,7 +24,9 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigError};
 use crate::forward::{ConnInfo, Proxy};
 use crate::health::{self, Readiness};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::resilience::Resilience;
 use crate::upstream::{Router, Upstream};
 
 /// Pause after a failed `accept` (e.g. EMFILE) so a full fd table does not spin the loop.
@@ -87,6 +89,8 @@ impl Sidecar {
             metrics.init_upstream(&u.name);
         }
         let readiness = Readiness::new(&upstreams);
+        let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
+        let limits = Arc::new(Limits::new(&config, metrics.registry())?);
         let tls = config
             .listen
             .tls
@@ -110,14 +114,22 @@ impl Sidecar {
                     addr: admin_addr,
                     source,
                 })?;
+        let auth = Arc::new(crate::auth::Auth::new(&config, &metrics).await?);
         let proxy = Proxy::new(
             Router::new(upstreams.clone()),
             metrics.clone(),
             config.listen.max_body_bytes,
-        );
+        )
+        .with_resilience(resilience.clone())
+        .with_limits(limits)
+        .with_auth(auth);
         Ok(Self {
             proxy: Arc::new(proxy),
-            admin: Admin { metrics, readiness },
+            admin: Admin {
+                metrics,
+                readiness,
+                resilience: Some(resilience),
+            },
             upstreams,
             listener,
             admin_listener,
@@ -141,10 +153,14 @@ impl Sidecar {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let background = CancellationToken::new();
         let readiness = self.admin.readiness.clone();
+        if let Some(limits) = self.proxy.limits() {
+            limits.spawn_sweeper(background.clone());
+        }
         health::spawn_checks(
             readiness.clone(),
             &self.upstreams,
             self.admin.metrics.clone(),
+            self.admin.resilience.clone(),
             background.clone(),
         );
         tokio::spawn(

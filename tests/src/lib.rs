@@ -78,6 +78,9 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         },
         shutdown: ShutdownConfig::default(),
         upstream: upstreams,
+        limits: mcp_sidecar::config::LimitsConfig::default(),
+        rate_limit: Vec::new(),
+        auth: mcp_sidecar::config::AuthConfig::default(),
     }
 }
 
@@ -223,4 +226,197 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// Real MCP SDK peers for the `sdk_*` tests: backends (server-everything, the Python SDK's
+/// `MCPServer`) and client scripts (TypeScript and Python SDKs) from `tests/sdk`, installed by
+/// `scripts/test-deps.sh`. Missing dependencies fail the test with a message naming that script.
+pub mod sdk {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+    use tokio::process::{Child, Command};
+
+    const INSTALL_HINT: &str = "run scripts/test-deps.sh to install the pinned MCP SDKs";
+
+    /// The repository root (this package lives in `<repo>/tests`).
+    pub fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// `<repo>/tests/sdk`: the scripts, package.json and requirements.txt.
+    pub fn sdk_dir() -> PathBuf {
+        repo_root().join("tests/sdk")
+    }
+
+    /// The venv's Python (or `MCP_TEST_PYTHON`); panics with the install hint when it is missing.
+    pub fn python() -> PathBuf {
+        let python = std::env::var_os("MCP_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+        assert!(
+            python.exists(),
+            "{} not found: {INSTALL_HINT} (or set MCP_TEST_PYTHON)",
+            python.display()
+        );
+        python
+    }
+
+    /// `node` (or `MCP_TEST_NODE`); panics with the install hint when the pinned packages are
+    /// not in `tests/sdk/node_modules`.
+    pub fn node() -> PathBuf {
+        for package in ["sdk", "server-everything"] {
+            let manifest = sdk_dir().join(format!(
+                "node_modules/@modelcontextprotocol/{package}/package.json"
+            ));
+            assert!(
+                manifest.exists(),
+                "{} not found: {INSTALL_HINT}",
+                manifest.display()
+            );
+        }
+        std::env::var_os("MCP_TEST_NODE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("node"))
+    }
+
+    /// Collects a child's output lines (so its pipe never fills) for later assertions.
+    fn drain(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                into.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    /// A backend process on a loopback port it picked itself; killed when dropped.
+    #[derive(Debug)]
+    pub struct Backend {
+        _child: Child,
+        pub port: u16,
+        output: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Backend {
+        /// `@modelcontextprotocol/server-everything` in `streamableHttp` or `sse` mode.
+        pub async fn everything(mode: &str) -> Self {
+            let mut cmd = Command::new(node());
+            cmd.arg(sdk_dir().join("everything.mjs")).arg(mode);
+            Self::spawn(cmd, &format!("server-everything {mode}")).await
+        }
+
+        /// `tests/sdk/py_server.py` with these arguments (see its docstring).
+        pub async fn python(args: &[&str]) -> Self {
+            let mut cmd = Command::new(python());
+            cmd.arg(sdk_dir().join("py_server.py")).args(args);
+            Self::spawn(cmd, &format!("py_server.py {}", args.join(" "))).await
+        }
+
+        async fn spawn(mut cmd: Command, what: &str) -> Self {
+            let mut child = cmd
+                .current_dir(sdk_dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {what}: {e} ({INSTALL_HINT})"));
+            let output = Arc::new(Mutex::new(Vec::new()));
+            drain(child.stderr.take().unwrap(), output.clone());
+            let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+            let port = tokio::time::timeout(Duration::from_secs(30), async {
+                while let Some(line) = stdout.next_line().await.unwrap() {
+                    if let Some(json) = line.strip_prefix("LISTENING ") {
+                        let v: Value = serde_json::from_str(json).unwrap();
+                        return v["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+                    }
+                    output.lock().unwrap().push(line);
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten();
+            let Some(port) = port else {
+                panic!(
+                    "{what} did not start listening within 30 s ({INSTALL_HINT}):\n{}",
+                    output.lock().unwrap().join("\n")
+                );
+            };
+            drain(stdout.into_inner(), output.clone());
+            Self {
+                _child: child,
+                port,
+                output,
+            }
+        }
+
+        /// `http://127.0.0.1:PORT` + path.
+        pub fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+
+        /// Everything the backend printed so far (after its `LISTENING` line too).
+        pub fn output(&self) -> String {
+            self.output.lock().unwrap().join("\n")
+        }
+    }
+
+    /// Runs a client script to completion (bounded) and returns the JSON line it printed last.
+    pub async fn run_client(mut cmd: Command, what: &str) -> Value {
+        let child = cmd
+            .current_dir(sdk_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e} ({INSTALL_HINT})"));
+        let output = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not finish within 90 s"))
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{what} failed ({}):\n{stderr}\n{stdout}",
+            output.status
+        );
+        let line = stdout
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("{what} printed nothing:\n{stderr}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
+    }
+
+    /// Asserts two client reports' `compare` sections are equal, naming the first differing key.
+    pub fn assert_same_observations(direct: &Value, other: &Value, what: &str) {
+        let (a, b) = (&direct["compare"], &other["compare"]);
+        assert!(a.is_object(), "{what}: direct run has no observations: {direct}");
+        if a == b {
+            return;
+        }
+        let keys: std::collections::BTreeSet<&String> = a
+            .as_object()
+            .into_iter()
+            .chain(b.as_object())
+            .flat_map(|m| m.keys())
+            .collect();
+        for key in keys {
+            assert_eq!(
+                a.get(key),
+                b.get(key),
+                "{what}: `{key}` differs from the direct run (left: direct, right: {what})"
+            );
+        }
+    }
 }

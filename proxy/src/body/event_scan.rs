@@ -12,7 +12,7 @@ const BOM: &[u8] = "\u{feff}".as_bytes();
 /// Splits an SSE byte stream into events; keeps its position in the line grammar between calls so input
 /// may be split anywhere.
 #[derive(Debug, Default, Clone)]
-pub(super) struct EventSplitter {
+pub(crate) struct EventSplitter {
     /// Bytes in the current line so far; 0 means the next terminator ends a blank line.
     line_len: usize,
     /// The previous byte was a CR, so an LF now completes a CRLF instead of ending another line.
@@ -22,7 +22,7 @@ pub(super) struct EventSplitter {
 impl EventSplitter {
     /// Scans `bytes`, continuing where the previous call stopped, and returns the offset just past the
     /// first blank line (the end of an event), or `None` after consuming all of `bytes` without one.
-    pub(super) fn find_event_end(&mut self, bytes: &[u8]) -> Option<usize> {
+    pub(crate) fn find_event_end(&mut self, bytes: &[u8]) -> Option<usize> {
         for (index, &byte) in bytes.iter().enumerate() {
             if std::mem::take(&mut self.after_cr) && byte == b'\n' {
                 // Second half of a CRLF whose CR already ended the line.

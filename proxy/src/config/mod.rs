@@ -6,7 +6,10 @@
 //! 3. deserialize into the typed structs below (`deny_unknown_fields`, so a typo is an error) and
 //!    [`validate`](Config::validate) what types alone cannot express.
 
+pub mod auth;
 mod env;
+mod limits;
+pub mod resilience;
 mod validate;
 
 use std::net::SocketAddr;
@@ -15,7 +18,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use auth::{
+    ApiKeyConfig, AuthConfig, CredentialConfig, JwtIssuerConfig, RuleConfig, Secret,
+    UpstreamAuthConfig,
+};
 pub use env::resolve_env;
+pub use limits::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_PRINCIPAL, DEFAULT_SHED_RETRY_AFTER, DEFAULT_SWEEP_INTERVAL, KeyPart,
+    LimitsConfig, MAX_PERIOD, RateLimitRule,
+};
+pub use resilience::{
+    BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
+    glob_match,
+};
 pub(crate) use validate::normalise_mount;
 
 /// Listener address used when neither the file nor the command line names one.
@@ -70,6 +86,15 @@ pub struct Config {
     /// The backends and where they are mounted.
     #[serde(default)]
     pub upstream: Vec<UpstreamConfig>,
+    /// Authentication, Host/Origin allow-lists, claim headers (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Concurrency caps and shared rate-limit settings (`[limits]`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Rate-limit rules over every upstream (`[[rate_limit]]`).
+    #[serde(default)]
+    pub rate_limit: Vec<RateLimitRule>,
 }
 
 /// `[listen]`
@@ -153,6 +178,27 @@ pub struct UpstreamConfig {
     /// Interval of the background reachability check that feeds `/readyz`. Default 5 s.
     #[serde(default = "default_health_interval", with = "humantime_serde")]
     pub health_interval: Duration,
+    /// Public or protected, backend credential, authorization rules (`[upstream.auth]`).
+    #[serde(default)]
+    pub auth: UpstreamAuthConfig,
+    /// Circuit breaker (`[upstream.breaker]`).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Per-tool timeouts, idempotence and breakers (`[[upstream.tool]]`).
+    #[serde(default)]
+    pub tool: Vec<ToolConfig>,
+    /// Retries and their budget (`[upstream.retry]`).
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The background check behind `/readyz` (`[upstream.health_check]`).
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+    /// Requests in flight to this upstream before the sidecar sheds load (503); `0` = no cap.
+    #[serde(default)]
+    pub max_in_flight: usize,
+    /// Rate-limit rules for this upstream only (`[[upstream.rate_limit]]`).
+    #[serde(default)]
+    pub rate_limit: Vec<RateLimitRule>,
 }
 
 fn default_listen_addr() -> String {
@@ -232,6 +278,13 @@ impl UpstreamConfig {
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
             ca_file: None,
             health_interval: DEFAULT_HEALTH_INTERVAL,
+            auth: UpstreamAuthConfig::default(),
+            breaker: BreakerConfig::default(),
+            tool: Vec::new(),
+            retry: RetryConfig::default(),
+            health_check: HealthCheckConfig::default(),
+            max_in_flight: 0,
+            rate_limit: Vec::new(),
         }
     }
 }
@@ -302,6 +355,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut tree: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        auth::check_secret_refs(&tree)?;
         resolve_env(&mut tree, lookup)?;
         let config: Config = toml::Value::Table(tree)
             .try_into()
@@ -317,6 +371,9 @@ impl Config {
             admin: AdminConfig::default(),
             shutdown: ShutdownConfig::default(),
             upstream: vec![UpstreamConfig::new("default", upstream_url, None)],
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            rate_limit: Vec::new(),
         };
         config.validate()?;
         Ok(config)

@@ -69,6 +69,7 @@ impl Config {
         for (i, up) in self.upstream.iter().enumerate() {
             let field = |f: &str| format!("upstream[{i}].{f}");
             validate_upstream(up, &field)?;
+            super::resilience::validate(up, &field)?;
             if let Some(prev) = names.insert(up.name.as_str(), i) {
                 return Err(ConfigError::invalid(
                     field("name"),
@@ -88,6 +89,8 @@ impl Config {
                 ));
             }
         }
+        super::limits::validate(self)?;
+        self.validate_auth()?;
         Ok(())
     }
 }

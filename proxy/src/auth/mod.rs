@@ -1,0 +1,645 @@
+//! Authentication and authorization: who is calling (API keys, JWTs validated against JWKS),
+//! whether it may call this method or tool (per-upstream rules over scopes), and what the
+//! backend sees (the client's credential removed, the backend's own added, claim headers).
+//!
+//! The request path calls, in this order (see [`crate::forward`]):
+//! 1. [`Auth::metadata`]: protected resource metadata (RFC 9728), before routing;
+//! 2. [`Auth::check_host_origin`]: Host/Origin allow-lists, before any body is read;
+//! 3. [`Auth::authenticate`]: 401 without a valid credential, still before the body is read;
+//! 4. [`Auth::authorize`]: after classification, message by message (batches too);
+//! 5. [`Auth::prepare_upstream_headers`]: in the header phase;
+//! 6. [`Auth::filter_response`]: `tools/list` answers shrink to the tools the caller may call.
+
+pub mod apikey;
+pub mod authz;
+pub mod cache;
+pub mod fetch;
+pub mod filter;
+pub mod glob;
+pub mod jwks;
+pub mod jwt;
+pub mod metrics;
+pub mod origin;
+pub mod principal;
+pub mod prm;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, Uri};
+use http_body::Body;
+use jsonwebtoken::DecodingKey;
+use prometheus::IntCounter;
+
+use crate::body::{BoxError, ProxyBody, read_prefix};
+use crate::config::auth::is_hmac;
+use crate::config::{Config, ConfigError};
+use crate::error::ProxyError;
+use crate::mcp::{self, Classified, Kind};
+use crate::metrics::Metrics;
+use crate::server::StartError;
+use crate::upstream::Upstream;
+
+pub use principal::Principal;
+
+use apikey::ApiKeys;
+use authz::Rules;
+use filter::{JsonFilterBody, SseFilterBody, Target, Viewer};
+use jwt::{CacheResult, Clock, JwtIssuer, JwtValidator};
+use metrics::AuthMetrics;
+use origin::{HostPolicy, OriginPolicy};
+use prm::Prm;
+
+/// `X-API-Key`, the other place a client may put an API key.
+pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Longest credential accepted. Real JWTs are well under 4 KiB; checking the length first keeps
+/// oversized garbage away from the parsers and the hash.
+pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+
+/// A refused POST whose declared body is at most this large is read to put the JSON-RPC request's
+/// id in the 401. Small enough that unauthenticated clients cannot make the sidecar buffer much.
+pub const UNAUTHENTICATED_PEEK_BYTES: usize = 16 * 1024;
+
+/// Time that peek may wait for the body; after it the 401 goes out with `"id": null`.
+pub const UNAUTHENTICATED_PEEK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One upstream's compiled auth settings.
+#[derive(Debug)]
+struct UpstreamAuth {
+    /// Authentication required (not `public`, and authenticators configured).
+    protected: bool,
+    /// Resource identifier (accepted `aud`).
+    resource: String,
+    /// `resource_metadata="…"` (and `scope="…"`): the tail of every challenge.
+    challenge_tail: String,
+    /// `resource_metadata="…"` alone, for 403s.
+    metadata_param: String,
+    rules: Option<Arc<Rules>>,
+    credential: Option<(HeaderName, HeaderValue)>,
+}
+
+/// Counters resolved once, so the hot path does not look labels up.
+#[derive(Debug)]
+struct Hot {
+    ok_api_key: IntCounter,
+    ok_jwt: IntCounter,
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
+}
+
+/// The auth phases' shared state.
+#[derive(Debug)]
+pub struct Auth {
+    enabled: bool,
+    hosts: HostPolicy,
+    origins: OriginPolicy,
+    api_keys: ApiKeys,
+    jwt: Option<JwtValidator>,
+    upstreams: HashMap<String, UpstreamAuth>,
+    prm: Prm,
+    claim_header_names: Vec<HeaderName>,
+    metrics: Option<(AuthMetrics, Hot)>,
+}
+
+impl Auth {
+    /// No authentication and no Host/Origin checks (a `Proxy` built without config).
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            hosts: HostPolicy::Any,
+            origins: OriginPolicy::new(Some(&["*".to_owned()]), None, None),
+            api_keys: ApiKeys::default(),
+            jwt: None,
+            upstreams: HashMap::new(),
+            prm: Prm::default(),
+            claim_header_names: Vec::new(),
+            metrics: None,
+        }
+    }
+
+    /// Builds the auth state from validated `config`, loading JWKS files now (a broken file is a
+    /// start-up error naming the field; URLs load on first use).
+    pub async fn new(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
+        Self::with_clock(config, metrics, jwt::system_clock()).await
+    }
+
+    /// [`Auth::new`] with an explicit clock for token times.
+    pub async fn with_clock(
+        config: &Config,
+        metrics: &Metrics,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
+        let auth = &config.auth;
+        let auth_metrics = AuthMetrics::new(metrics.registry())?;
+        let hot = Hot {
+            ok_api_key: auth_metrics.outcomes.with_label_values(&["api_key", "ok"]),
+            ok_jwt: auth_metrics.outcomes.with_label_values(&["jwt", "ok"]),
+            cache_hit: auth_metrics.token_cache.with_label_values(&["hit"]),
+            cache_miss: auth_metrics.token_cache.with_label_values(&["miss"]),
+        };
+        let listen = config.listen_addr().ok();
+        let claim_headers: Vec<(String, HeaderName)> = auth
+            .claim_headers
+            .iter()
+            .filter_map(|(claim, h)| {
+                HeaderName::from_bytes(h.as_bytes())
+                    .ok()
+                    .map(|n| (claim.clone(), n))
+            })
+            .collect();
+        let api_key_claims = |id: &str, scopes: &[String]| {
+            claim_headers
+                .iter()
+                .filter_map(|(claim, name)| {
+                    let value = match claim.as_str() {
+                        "sub" => principal::claim_header_value(&serde_json::json!(id)),
+                        "scope" => principal::claim_header_value(&serde_json::json!(scopes.join(" "))),
+                        _ => None,
+                    };
+                    value.map(|v| (name.clone(), v))
+                })
+                .collect()
+        };
+        let api_keys = ApiKeys::new(&auth.api_keys, &api_key_claims);
+        let mut issuers = Vec::with_capacity(auth.jwt.len());
+        for (i, j) in auth.jwt.iter().enumerate() {
+            let field = |f: &str| format!("auth.jwt[{i}].{f}");
+            let source = match (&j.jwks_url, &j.jwks_file) {
+                (Some(url), _) => {
+                    let ca = match &j.jwks_ca_file {
+                        Some(path) => Some(std::fs::read(path).map_err(|e| {
+                            ConfigError::invalid(field("jwks_ca_file"), format!("{}: {e}", path.display()))
+                        })?),
+                        None => None,
+                    };
+                    let fetcher = fetch::Fetcher::new(url, ca.as_deref())
+                        .map_err(|e| ConfigError::invalid(field("jwks_url"), e))?;
+                    Some(jwks::KeySource::Url(fetcher))
+                }
+                (None, Some(path)) => Some(jwks::KeySource::File(path.clone())),
+                (None, None) => None,
+            };
+            let keys = match source {
+                Some(source) => {
+                    let is_file = matches!(source, jwks::KeySource::File(_));
+                    let store = Arc::new(jwks::KeyStore::new(
+                        &j.id,
+                        source,
+                        j.jwks_refresh,
+                        j.jwks_min_refresh_interval,
+                        j.jwks_timeout,
+                        auth_metrics.clone(),
+                    ));
+                    if is_file {
+                        let n = store
+                            .load_now()
+                            .await
+                            .map_err(|e| ConfigError::invalid(field("jwks_file"), e))?;
+                        if n == 0 {
+                            return Err(ConfigError::invalid(
+                                field("jwks_file"),
+                                "holds no usable signing key (RSA >= 2048 bits, EC P-256/P-384, Ed25519)",
+                            )
+                            .into());
+                        }
+                    }
+                    Some(store)
+                }
+                None => None,
+            };
+            let hmac = j
+                .secret
+                .as_ref()
+                .filter(|_| j.algorithms.iter().any(|a| is_hmac(*a)))
+                .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+            issuers.push(JwtIssuer {
+                id: j.id.clone(),
+                issuer: j.issuer.clone(),
+                algorithms: j.algorithms.clone(),
+                extra_audiences: j.audiences.clone(),
+                keys,
+                hmac,
+                leeway: j.leeway.as_secs(),
+                required_claims: j.required_claims.clone(),
+                scope_claim: j.scope_claim.clone(),
+            });
+        }
+        let jwt = (!issuers.is_empty()).then(|| {
+            JwtValidator::new(
+                issuers,
+                auth.token_cache_size,
+                auth.token_cache_ttl,
+                clock,
+                claim_headers.clone(),
+            )
+        });
+
+        let enabled = auth.enabled();
+        let public_url = auth.public_url.clone().unwrap_or_default();
+        let authorization_servers: Vec<String> = auth
+            .authorization_servers
+            .clone()
+            .unwrap_or_else(|| auth.jwt.iter().map(|j| j.issuer.clone()).collect());
+        let mut upstreams = HashMap::new();
+        let mut resources = Vec::new();
+        for up in &config.upstream {
+            let rules = Rules::new(&up.auth.rules).map(Arc::new);
+            let scopes = auth
+                .scopes_supported
+                .clone()
+                .or_else(|| rules.as_ref().map(|r| r.scopes()))
+                .unwrap_or_default();
+            let mount = up.mount_path();
+            let resource = up.resource(auth).unwrap_or_default();
+            let protected = enabled && !up.auth.public;
+            let metadata_param = format!(
+                "resource_metadata=\"{}\"",
+                prm::metadata_url(&public_url, &mount)
+            );
+            let challenge_tail = if scopes.is_empty() {
+                metadata_param.clone()
+            } else {
+                format!("{metadata_param}, scope=\"{}\"", scopes.join(" "))
+            };
+            if protected {
+                resources.push(prm::Resource {
+                    mount,
+                    resource: resource.clone(),
+                    scopes,
+                });
+            }
+            let credential = up.auth.credential.as_ref().and_then(|c| {
+                Some((
+                    HeaderName::from_bytes(c.header.as_bytes()).ok()?,
+                    HeaderValue::from_str(c.value.expose()).ok().map(|mut v| {
+                        v.set_sensitive(true);
+                        v
+                    })?,
+                ))
+            });
+            upstreams.insert(
+                up.name.clone(),
+                UpstreamAuth {
+                    protected,
+                    resource,
+                    challenge_tail,
+                    metadata_param,
+                    rules,
+                    credential,
+                },
+            );
+        }
+        Ok(Self {
+            enabled,
+            hosts: HostPolicy::new(auth.allowed_hosts.as_deref(), listen),
+            origins: OriginPolicy::new(
+                auth.allowed_origins.as_deref(),
+                listen,
+                auth.public_url.as_deref(),
+            ),
+            api_keys,
+            jwt,
+            upstreams,
+            prm: Prm::new(&resources, &authorization_servers, &public_url),
+            claim_header_names: claim_headers.into_iter().map(|(_, n)| n).collect(),
+            metrics: Some((auth_metrics, hot)),
+        })
+    }
+
+    fn count(&self, method: &str, outcome: &str) {
+        if let Some((m, _)) = &self.metrics {
+            m.outcome(method, outcome);
+        }
+    }
+
+    /// Phase 1 (before routing): the protected resource metadata documents.
+    pub fn metadata(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+        if !self.enabled || !path.starts_with(prm::WELL_KNOWN) {
+            return None;
+        }
+        self.prm.handle(method, path)
+    }
+
+    /// Phase 2 (after routing, before the body): `Host` (421) and `Origin` (403) allow-lists.
+    pub fn check_host_origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), ProxyError> {
+        let host = match headers.get(header::HOST) {
+            Some(v) => Some(v.to_str().map_err(|_| ProxyError::HostNotAllowed {
+                host: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            })?),
+            None => uri.authority().map(|a| a.as_str()),
+        };
+        if let Some(h) = host
+            && !self.hosts.allows(h)
+        {
+            return Err(ProxyError::HostNotAllowed { host: h.to_owned() });
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let text = origin.to_str().unwrap_or_default();
+            if text.is_empty() || !self.origins.allows(text, host) {
+                return Err(ProxyError::OriginNotAllowed {
+                    origin: String::from_utf8_lossy(origin.as_bytes()).into_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn unauthorized(
+        &self,
+        ua: &UpstreamAuth,
+        method: &str,
+        outcome: &'static str,
+        description: Option<String>,
+    ) -> ProxyError {
+        self.count(method, outcome);
+        let challenge = match &description {
+            None => format!("Bearer {}", ua.challenge_tail),
+            Some(d) => format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\", {}",
+                d.replace(['"', '\\'], "'"),
+                ua.challenge_tail
+            ),
+        };
+        ProxyError::Unauthorized {
+            outcome,
+            detail: description.unwrap_or_else(|| "no credential was presented".into()),
+            challenge: HeaderValue::from_str(&challenge)
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+        }
+    }
+
+    /// Phase 3 (before the body): the caller's principal; `None` for public upstreams, CORS
+    /// preflights and when no authenticator is configured.
+    pub async fn authenticate(
+        &self,
+        upstream: &Upstream,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Principal>>, ProxyError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let Some(ua) = self.upstreams.get(&*upstream.name).filter(|u| u.protected) else {
+            return Ok(None);
+        };
+        // Browsers send CORS preflights without credentials; the actual request is checked.
+        if method == Method::OPTIONS
+            && headers.contains_key(header::ORIGIN)
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return Ok(None);
+        }
+        let mut bearer = headers.get_all(header::AUTHORIZATION).iter();
+        let mut api_key = headers.get_all(&X_API_KEY).iter();
+        let (value, is_bearer) = match (bearer.next(), api_key.next()) {
+            (None, None) => return Err(self.unauthorized(ua, "none", "missing", None)),
+            (Some(v), None) if bearer.next().is_none() => (v, true),
+            (None, Some(v)) if api_key.next().is_none() => (v, false),
+            _ => {
+                return Err(self.unauthorized(
+                    ua,
+                    "none",
+                    "malformed",
+                    Some("send exactly one credential".into()),
+                ));
+            }
+        };
+        if value.len() > MAX_CREDENTIAL_BYTES + 7 {
+            return Err(self.unauthorized(
+                ua,
+                "none",
+                "too_large",
+                Some("the credential is too large".into()),
+            ));
+        }
+        let text = value.to_str().unwrap_or_default().trim();
+        let credential = if is_bearer {
+            match text.split_once(' ') {
+                Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+                _ => {
+                    return Err(self.unauthorized(
+                        ua,
+                        "none",
+                        "malformed",
+                        Some("use `Authorization: Bearer <token>`".into()),
+                    ));
+                }
+            }
+        } else {
+            text
+        };
+        if credential.is_empty() || credential.len() > MAX_CREDENTIAL_BYTES {
+            let outcome = if credential.is_empty() { "malformed" } else { "too_large" };
+            return Err(self.unauthorized(
+                ua,
+                "none",
+                outcome,
+                Some("the credential is empty or too large".into()),
+            ));
+        }
+        let digest = apikey::digest(credential);
+        if !self.api_keys.is_empty()
+            && let Some(p) = self.api_keys.lookup(&digest)
+        {
+            if let Some((_, hot)) = &self.metrics {
+                hot.ok_api_key.inc();
+            }
+            return Ok(Some(p));
+        }
+        let jwt = match (&self.jwt, is_bearer) {
+            (Some(jwt), true) => jwt,
+            _ => {
+                return Err(self.unauthorized(
+                    ua,
+                    "api_key",
+                    "unknown_api_key",
+                    Some("the API key is not valid".into()),
+                ));
+            }
+        };
+        match jwt.validate(credential, &digest).await {
+            Ok((p, cached)) => {
+                if let Some((_, hot)) = &self.metrics {
+                    match cached {
+                        CacheResult::Hit => hot.cache_hit.inc(),
+                        CacheResult::Miss => hot.cache_miss.inc(),
+                    }
+                }
+                if !p.audience_ok(&ua.resource) {
+                    return Err(self.unauthorized(
+                        ua,
+                        "jwt",
+                        "wrong_audience",
+                        Some("the token was issued for another resource".into()),
+                    ));
+                }
+                if let Some((_, hot)) = &self.metrics {
+                    hot.ok_jwt.inc();
+                }
+                Ok(Some(p))
+            }
+            Err(e) => {
+                if let Some((_, hot)) = &self.metrics {
+                    hot.cache_miss.inc();
+                }
+                Err(self.unauthorized(ua, "jwt", e.outcome(), Some(e.description())))
+            }
+        }
+    }
+
+    /// Phase 4 (after classification): every message of the body against the upstream's rules.
+    pub fn authorize(
+        &self,
+        upstream: &Upstream,
+        principal: Option<&Arc<Principal>>,
+        classified: Option<&Classified>,
+    ) -> Result<(), ProxyError> {
+        let (Some(p), Some(c)) = (principal, classified) else {
+            return Ok(());
+        };
+        let Some(ua) = self.upstreams.get(&*upstream.name) else {
+            return Ok(());
+        };
+        let Some(rules) = &ua.rules else {
+            return Ok(());
+        };
+        for msg in &c.messages {
+            if let Err(denied) = rules.check(p, msg) {
+                let method = match p.source {
+                    principal::Source::ApiKey(_) => "api_key",
+                    principal::Source::Jwt(_) => "jwt",
+                };
+                self.count(method, denied.outcome);
+                let scope = if denied.scopes.is_empty() {
+                    String::new()
+                } else {
+                    format!(", scope=\"{}\"", denied.scopes)
+                };
+                let challenge = format!(
+                    "Bearer error=\"insufficient_scope\"{scope}, {}",
+                    ua.metadata_param
+                );
+                return Err(ProxyError::Forbidden {
+                    detail: format!("`{}` may not call {}", p.subject, denied.what),
+                    challenge: HeaderValue::from_str(&challenge)
+                        .unwrap_or_else(|_| HeaderValue::from_static("Bearer")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 5 (header phase): claim headers are always removed first; on protected upstreams the
+    /// client's credential is removed; the backend's credential and the principal's claim headers
+    /// are added.
+    pub fn prepare_upstream_headers(
+        &self,
+        upstream: &Upstream,
+        principal: Option<&Principal>,
+        headers: &mut HeaderMap,
+    ) {
+        for name in &self.claim_header_names {
+            headers.remove(name);
+        }
+        let ua = self.upstreams.get(&*upstream.name);
+        if ua.is_some_and(|u| u.protected) {
+            headers.remove(header::AUTHORIZATION);
+            headers.remove(&X_API_KEY);
+        }
+        if let Some((name, value)) = ua.and_then(|u| u.credential.as_ref()) {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(p) = principal {
+            for (name, value) in &p.claim_headers {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+
+    /// Phase 6 (response): wraps the body so `tools/list` answers only show callable tools.
+    pub fn filter_response(
+        &self,
+        upstream: &Upstream,
+        principal: Option<&Arc<Principal>>,
+        classified: Option<&Classified>,
+        sse: bool,
+        headers: &mut HeaderMap,
+        body: ProxyBody,
+    ) -> ProxyBody {
+        use http_body_util::BodyExt;
+        let Some(p) = principal else {
+            return body;
+        };
+        let Some(rules) = self.upstreams.get(&*upstream.name).and_then(|u| u.rules.clone()) else {
+            return body;
+        };
+        let viewer = Viewer {
+            rules,
+            principal: p.clone(),
+        };
+        let target = match classified {
+            Some(c) => {
+                let ids: Vec<_> = c
+                    .messages
+                    .iter()
+                    .filter(|m| m.kind == Kind::Request && m.method.as_deref() == Some("tools/list"))
+                    .filter_map(|m| m.id.clone())
+                    .collect();
+                if ids.is_empty() {
+                    return body;
+                }
+                Target::Ids(ids)
+            }
+            None if sse => Target::Shape,
+            None => return body,
+        };
+        if sse {
+            SseFilterBody::new(body, target, viewer).boxed_unsync()
+        } else if is_json(headers) && matches!(target, Target::Ids(_)) {
+            headers.remove(header::CONTENT_LENGTH);
+            JsonFilterBody::new(body, target, viewer).boxed_unsync()
+        } else {
+            body
+        }
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// For a refused POST: reads a small body (declared at most [`UNAUTHENTICATED_PEEK_BYTES`], within
+/// [`UNAUTHENTICATED_PEEK_TIMEOUT`]) and classifies it, so the 401 can carry the request's id.
+pub async fn peek_classified<B>(headers: &HeaderMap, body: B) -> Option<Classified>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<usize>()
+        .ok()?;
+    if declared > UNAUTHENTICATED_PEEK_BYTES {
+        return None;
+    }
+    let read = read_prefix(body, UNAUTHENTICATED_PEEK_BYTES + 1);
+    let (bytes, _) = tokio::time::timeout(UNAUTHENTICATED_PEEK_TIMEOUT, read)
+        .await
+        .ok()?
+        .ok()?;
+    mcp::classify(&bytes).ok()
+}
