@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end tests need besides Rust: the official MCP Python SDK, pinned in
-# tests/sdk/requirements.txt, into <repo>/.venv. Idempotent and quick when nothing changed: the venv
-# remembers a hash of the requirements (and of the interpreter) it was built from.
+# Installs what the end-to-end tests need besides Rust:
+# - the official MCP Python SDK, pinned in tests/sdk/requirements.txt, into <repo>/.venv;
+# - the official MCP TypeScript SDK and server-everything, pinned in tests/sdk/package.json and
+#   package-lock.json, into tests/sdk/node_modules (`npm ci`).
+# Idempotent and quick when nothing changed: each install remembers a hash of what it was built
+# from (requirements or lockfile, and the interpreter or Node version).
 #
 # Environment: PYTHON - interpreter used to create the venv (default: python3, then python).
+#              NPM    - npm used for the Node packages (default: npm).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
@@ -41,12 +45,34 @@ fi
 wanted="$( { cat "$requirements"; "$venv/bin/python" -VV; } | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   echo "test-deps: Python SDK up to date in $venv"
-  exit 0
+else
+  echo "test-deps: installing $(grep -E '^mcp==' "$requirements") and its pinned dependencies"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  # Fail here, not in a test, if the install is unusable.
+  "$venv/bin/python" -c 'import mcp; from mcp import Client'
+  echo "$wanted" >"$stamp"
 fi
 
-echo "test-deps: installing $(grep -E '^mcp==' "$requirements") and its pinned dependencies"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-# Fail here, not in a test, if the install is unusable.
-"$venv/bin/python" -c 'import mcp; from mcp import Client'
-echo "$wanted" >"$stamp"
+# Node: the TypeScript SDK client and server-everything, exactly as package-lock.json pins them.
+sdk="$repo/tests/sdk"
+node_stamp="$sdk/node_modules/.lock.sha256"
+npm="${NPM:-npm}"
+if ! command -v node >/dev/null 2>&1 || ! command -v "$npm" >/dev/null 2>&1; then
+  echo "test-deps: node and npm are needed for the SDK tests (Node 18 or newer)" >&2
+  exit 1
+fi
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; then
+  echo "test-deps: node $(node --version) is older than 18, which the MCP TypeScript SDK requires" >&2
+  exit 1
+fi
+node_wanted="$( { cat "$sdk/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)"
+if [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$node_wanted" ]; then
+  echo "test-deps: Node SDK packages up to date in $sdk/node_modules"
+else
+  echo "test-deps: installing the pinned Node SDK packages (npm ci)"
+  (cd "$sdk" && "$npm" ci --no-audit --no-fund --loglevel=error)
+  # Fail here, not in a test, if the install is unusable.
+  (cd "$sdk" && node -e 'import("@modelcontextprotocol/sdk/client/index.js").then(() => import.meta.resolve("@modelcontextprotocol/server-everything/dist/index.js"))' --input-type=module)
+  echo "$node_wanted" >"$node_stamp"
+fi
 echo "test-deps: done"

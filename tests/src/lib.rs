@@ -401,7 +401,10 @@ pub mod sdk {
     /// Asserts two client reports' `compare` sections are equal, naming the first differing key.
     pub fn assert_same_observations(direct: &Value, other: &Value, what: &str) {
         let (a, b) = (&direct["compare"], &other["compare"]);
-        assert!(a.is_object(), "{what}: direct run has no observations: {direct}");
+        assert!(
+            a.is_object(),
+            "{what}: direct run has no observations: {direct}"
+        );
         if a == b {
             return;
         }
