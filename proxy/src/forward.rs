@@ -229,14 +229,23 @@ impl Proxy {
         // DNS-rebinding protection before anything else is spent on the request.
         self.auth.check_host_origin(req.headers(), req.uri())?;
         // Load shedding right after routing: refusing before the body is read costs nothing.
-        limits::shed(self.limits.as_deref(), &upstream, req.method(), &mut cx.limits)?;
+        limits::shed(
+            self.limits.as_deref(),
+            &upstream,
+            req.method(),
+            &mut cx.limits,
+        )?;
         let uri = upstream
             .upstream_uri(rest, req.uri().query())
             .map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
         let (mut parts, body) = req.into_parts();
 
         // Authentication before the body is read: unauthenticated clients cannot make us buffer.
-        let body = match self.auth.authenticate(&upstream, &parts.method, &parts.headers).await {
+        let body = match self
+            .auth
+            .authenticate(&upstream, &parts.method, &parts.headers)
+            .await
+        {
             Ok(principal) => {
                 cx.principal = principal;
                 body
@@ -311,7 +320,14 @@ impl Proxy {
             is_get,
             &upstream_url,
             idle_timeout,
-            cx,
+        );
+        // `tools/list` answers show only the tools the caller may call.
+        let response = self.auth.filter_response(
+            &upstream,
+            cx.principal.as_ref(),
+            cx.classified.as_ref(),
+            sse,
+            response,
         );
         // The permits ride on the body: a streamed response holds its slots until it ends.
         Ok((cx.limits.attach(response), sse))
@@ -350,7 +366,6 @@ impl Proxy {
         is_get: bool,
         upstream_url: &str,
         idle_timeout: std::time::Duration,
-        cx: &RequestContext,
     ) -> (Response<ProxyBody>, bool) {
         let (mut parts, body) = response.into_parts();
         let sse = headers::is_event_stream(&parts.headers) && parts.status == StatusCode::OK;
@@ -365,15 +380,6 @@ impl Proxy {
                 body = EndpointRewriteBody::new(body, rewrite).boxed_unsync();
             }
         }
-        // `tools/list` answers show only the tools the caller may call.
-        body = self.auth.filter_response(
-            upstream,
-            cx.principal.as_ref(),
-            cx.classified.as_ref(),
-            sse,
-            &mut parts.headers,
-            body,
-        );
         let keepalive = (sse && !config.sse_keepalive.is_zero()).then_some(config.sse_keepalive);
         let body = SseBody::new(body, keepalive, Some(idle_timeout)).boxed_unsync();
         (Response::from_parts(parts, body), sse)

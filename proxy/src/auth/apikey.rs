@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::principal::{Principal, Source};
+use super::principal::{ClaimHeaders, Principal, Source};
 use crate::config::ApiKeyConfig;
 
 /// SHA-256 of a presented credential. Computed once per request: it is also the key of the
@@ -27,7 +27,7 @@ impl ApiKeys {
     /// Hashes the configured keys; `claim_headers` renders `sub`/`scope` for each principal.
     pub fn new(
         config: &[ApiKeyConfig],
-        claim_headers: &dyn Fn(&str, &[String]) -> Vec<(http::HeaderName, http::HeaderValue)>,
+        claim_headers: &dyn Fn(&str, &[String]) -> ClaimHeaders,
     ) -> Self {
         let keys = config
             .iter()

@@ -218,11 +218,20 @@ mod tests {
         let nobody = principal(&[]);
         assert!(r.check(&nobody, &method("initialize")).is_ok());
         assert!(r.check(&nobody, &method("ping")).is_ok());
-        assert!(r.check(&nobody, &method("prompts/list")).is_ok(), "`*` rule");
+        assert!(
+            r.check(&nobody, &method("prompts/list")).is_ok(),
+            "`*` rule"
+        );
         assert!(r.check(&nobody, &method("tools/list")).is_err());
-        assert!(r.check(&principal(&["crawl"]), &method("tools/list")).is_ok());
+        assert!(
+            r.check(&principal(&["crawl"]), &method("tools/list"))
+                .is_ok()
+        );
         assert!(r.check(&nobody, &method("resources/read")).is_err());
-        assert!(r.check(&principal(&["tools:read"]), &method("resources/read")).is_ok());
+        assert!(
+            r.check(&principal(&["tools:read"]), &method("resources/read"))
+                .is_ok()
+        );
         let n = msg(r#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#);
         assert!(r.check(&nobody, &n).is_ok());
         let resp = msg(r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#);
@@ -240,7 +249,10 @@ mod tests {
     #[test]
     fn methods_star_does_not_grant_tools() {
         let r = Rules::new(&[rule(&["admin"], &["*"], &[])]).unwrap();
-        assert!(r.check(&principal(&["admin"]), &method("resources/list")).is_ok());
+        assert!(
+            r.check(&principal(&["admin"]), &method("resources/list"))
+                .is_ok()
+        );
         assert!(r.check(&principal(&["admin"]), &call("echo")).is_err());
     }
 }

@@ -60,7 +60,13 @@ impl TokenCache {
     }
 
     /// Remembers `principal` until `expires_at` (unix seconds).
-    pub fn insert(&self, key: CredentialDigest, principal: Arc<Principal>, expires_at: u64, now: u64) {
+    pub fn insert(
+        &self,
+        key: CredentialDigest,
+        principal: Arc<Principal>,
+        expires_at: u64,
+        now: u64,
+    ) {
         if self.per_shard == 0 || expires_at <= now {
             return;
         }
@@ -134,7 +140,9 @@ mod tests {
             c.insert(key(i), principal("x"), 2_000, 1_000);
         }
         assert!(c.len() <= 32, "{}", c.len());
-        let hits = (0..10_000).filter(|i| c.get(&key(*i), 1_000).is_some()).count();
+        let hits = (0..10_000)
+            .filter(|i| c.get(&key(*i), 1_000).is_some())
+            .count();
         assert!(hits > 0 && hits <= 32);
     }
 

@@ -64,7 +64,10 @@ impl Fetcher {
     /// GETs the document; errors describe what failed (for logs). The caller bounds the time.
     pub async fn get(&self) -> Result<Bytes, String> {
         let req = http::Request::get(self.uri.clone())
-            .header(http::header::ACCEPT, "application/json, application/jwk-set+json")
+            .header(
+                http::header::ACCEPT,
+                "application/json, application/jwk-set+json",
+            )
             .header(http::header::USER_AGENT, "mcp-sidecar")
             .body(Empty::new())
             .map_err(|e| e.to_string())?;

@@ -80,9 +80,13 @@ fn filter_message(msg: &mut Value, target: &Target, viewer: &Viewer) -> (bool, b
 pub fn filter_json(bytes: &[u8], target: &Target, viewer: &Viewer) -> Option<Bytes> {
     let mut doc: Value = serde_json::from_slice(bytes).ok()?;
     let changed = match &mut doc {
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |acc, m| filter_message(m, target, viewer).1 || acc),
+        Value::Array(items) => {
+            let mut changed = false;
+            for m in items.iter_mut() {
+                changed |= filter_message(m, target, viewer).1;
+            }
+            changed
+        }
         msg => filter_message(msg, target, viewer).1,
     };
     changed.then(|| Bytes::from(doc.to_string()))
@@ -226,8 +230,8 @@ impl Body for JsonFilterBody {
                 None => {
                     this.finished = true;
                     let original = std::mem::take(&mut this.buf).freeze();
-                    let out = filter_json(&original, &this.target, &this.viewer)
-                        .unwrap_or(original);
+                    let out =
+                        filter_json(&original, &this.target, &this.viewer).unwrap_or(original);
                     return Poll::Ready(if out.is_empty() {
                         None
                     } else {
@@ -418,8 +422,13 @@ mod tests {
         assert_eq!(v["result"]["nextCursor"], "c");
         assert!(filter_json(list(json!(3)).to_string().as_bytes(), &t, &viewer()).is_none());
         let batch = json!([list(json!(1)), list(json!(2))]).to_string();
-        let v: Value = serde_json::from_slice(&filter_json(batch.as_bytes(), &t, &viewer()).unwrap()).unwrap();
-        assert_eq!(v[0]["result"]["tools"].as_array().unwrap().len(), 4, "other ids untouched");
+        let v: Value =
+            serde_json::from_slice(&filter_json(batch.as_bytes(), &t, &viewer()).unwrap()).unwrap();
+        assert_eq!(
+            v[0]["result"]["tools"].as_array().unwrap().len(),
+            4,
+            "other ids untouched"
+        );
         assert_eq!(names(&v[1]), vec!["echo", "crawl_web"]);
         let all_visible = json!({"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo"}]}});
         assert!(filter_json(all_visible.to_string().as_bytes(), &t, &viewer()).is_none());
@@ -437,22 +446,34 @@ mod tests {
         while let Some(f) = b.frame().await {
             out.push(f.unwrap().into_data().unwrap());
         }
-        let text = out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+        let text = out
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
         (out, text)
     }
 
     #[tokio::test]
     async fn sse_rewrites_only_the_tools_list_event() {
-        let progress = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
+        let progress =
+            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
         let result = "id: 7\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[{\"name\":\"echo\"},\n";
         let result_end = "data: {\"name\":\"add\"}]}}\n\n";
         let after = ": keepalive\n\n";
-        let (frames, text) = run_sse(vec![progress, result, result_end, after], Target::Ids(vec![json!(2)])).await;
+        let (frames, text) = run_sse(
+            vec![progress, result, result_end, after],
+            Target::Ids(vec![json!(2)]),
+        )
+        .await;
         assert_eq!(frames[0], progress, "unrelated event passes as it came");
         assert!(text.contains("id: 7\nevent: message\ndata: {"), "{text}");
         assert!(!text.contains("\"add\""), "{text}");
         assert!(text.ends_with("]}}\n\n: keepalive\n\n"), "{text}");
-        assert_eq!(frames.last().unwrap(), after, "passthrough after the answer");
+        assert_eq!(
+            frames.last().unwrap(),
+            after,
+            "passthrough after the answer"
+        );
     }
 
     #[tokio::test]
@@ -461,6 +482,9 @@ mod tests {
         let answer = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"add\"},{\"name\":\"crawl_x\"}]}}\r\n\r\n";
         let (frames, text) = run_sse(vec![legacy, answer], Target::Shape).await;
         assert_eq!(frames[0], legacy);
-        assert!(text.contains("crawl_x") && !text.contains("\"add\""), "{text}");
+        assert!(
+            text.contains("crawl_x") && !text.contains("\"add\""),
+            "{text}"
+        );
     }
 }

@@ -74,7 +74,9 @@ pub fn parse_jwks(bytes: &[u8]) -> Result<Vec<VerifyKey>, String> {
                 Ok(key) => out.push(key),
                 Err(why) => tracing::debug!(kid = ?jwk.common.key_id, why, "JWKS key skipped"),
             },
-            Err(e) => tracing::debug!(error = %e, "JWKS entry skipped: not a key this sidecar knows"),
+            Err(e) => {
+                tracing::debug!(error = %e, "JWKS entry skipped: not a key this sidecar knows")
+            }
         }
     }
     Ok(out)
@@ -151,7 +153,7 @@ pub enum KeySource {
     /// A local file, re-read on refresh.
     File(PathBuf),
     /// An HTTP(S) endpoint.
-    Url(Fetcher),
+    Url(Box<Fetcher>),
 }
 
 impl KeySource {
@@ -229,7 +231,10 @@ impl KeyStore {
         let state = self.read();
         match state.loaded_at {
             Some(_) => Ok(state.keys.len()),
-            None => Err(format!("no signing keys could be loaded for issuer `{}`", self.issuer_id)),
+            None => Err(format!(
+                "no signing keys could be loaded for issuer `{}`",
+                self.issuer_id
+            )),
         }
     }
 
@@ -251,7 +256,12 @@ impl KeyStore {
     ) -> Result<Arc<Vec<VerifyKey>>, KeyLookupError> {
         let (keys, loaded_at, may_refetch, attempts) = {
             let s = self.read();
-            (s.keys.clone(), s.loaded_at, self.may_refetch(&s), s.attempts)
+            (
+                s.keys.clone(),
+                s.loaded_at,
+                self.may_refetch(&s),
+                s.attempts,
+            )
         };
         let has_kid = |keys: &[VerifyKey]| {
             kid.is_none_or(|kid| keys.iter().any(|k| k.kid.as_deref() == Some(kid)))
@@ -313,7 +323,10 @@ impl KeyStore {
         match result {
             Ok(keys) => {
                 tracing::debug!(issuer = id, keys = keys.len(), "signing keys loaded");
-                self.metrics.jwks_refresh.with_label_values(&[id, "ok"]).inc();
+                self.metrics
+                    .jwks_refresh
+                    .with_label_values(&[id, "ok"])
+                    .inc();
                 self.metrics.jwks_stale.with_label_values(&[id]).set(0);
                 self.metrics
                     .jwks_keys
@@ -325,7 +338,10 @@ impl KeyStore {
             Err(error) => {
                 let stale = state.loaded_at.is_some();
                 tracing::warn!(issuer = id, %error, serving_stale_keys = stale, "JWKS refresh failed");
-                self.metrics.jwks_refresh.with_label_values(&[id, "error"]).inc();
+                self.metrics
+                    .jwks_refresh
+                    .with_label_values(&[id, "error"])
+                    .inc();
                 if stale {
                     self.metrics.jwks_stale.with_label_values(&[id]).set(1);
                 }

@@ -43,7 +43,7 @@ use crate::metrics::Metrics;
 use crate::server::StartError;
 use crate::upstream::Upstream;
 
-pub use principal::Principal;
+pub use principal::{Principal, Source};
 
 use apikey::ApiKeys;
 use authz::Rules;
@@ -157,7 +157,9 @@ impl Auth {
                 .filter_map(|(claim, name)| {
                     let value = match claim.as_str() {
                         "sub" => principal::claim_header_value(&serde_json::json!(id)),
-                        "scope" => principal::claim_header_value(&serde_json::json!(scopes.join(" "))),
+                        "scope" => {
+                            principal::claim_header_value(&serde_json::json!(scopes.join(" ")))
+                        }
                         _ => None,
                     };
                     value.map(|v| (name.clone(), v))
@@ -172,13 +174,16 @@ impl Auth {
                 (Some(url), _) => {
                     let ca = match &j.jwks_ca_file {
                         Some(path) => Some(std::fs::read(path).map_err(|e| {
-                            ConfigError::invalid(field("jwks_ca_file"), format!("{}: {e}", path.display()))
+                            ConfigError::invalid(
+                                field("jwks_ca_file"),
+                                format!("{}: {e}", path.display()),
+                            )
                         })?),
                         None => None,
                     };
                     let fetcher = fetch::Fetcher::new(url, ca.as_deref())
                         .map_err(|e| ConfigError::invalid(field("jwks_url"), e))?;
-                    Some(jwks::KeySource::Url(fetcher))
+                    Some(jwks::KeySource::Url(Box::new(fetcher)))
                 }
                 (None, Some(path)) => Some(jwks::KeySource::File(path.clone())),
                 (None, None) => None,
@@ -437,7 +442,11 @@ impl Auth {
             text
         };
         if credential.is_empty() || credential.len() > MAX_CREDENTIAL_BYTES {
-            let outcome = if credential.is_empty() { "malformed" } else { "too_large" };
+            let outcome = if credential.is_empty() {
+                "malformed"
+            } else {
+                "too_large"
+            };
             return Err(self.unauthorized(
                 ua,
                 "none",
@@ -571,44 +580,51 @@ impl Auth {
         principal: Option<&Arc<Principal>>,
         classified: Option<&Classified>,
         sse: bool,
-        headers: &mut HeaderMap,
-        body: ProxyBody,
-    ) -> ProxyBody {
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
         use http_body_util::BodyExt;
         let Some(p) = principal else {
-            return body;
+            return response;
         };
-        let Some(rules) = self.upstreams.get(&*upstream.name).and_then(|u| u.rules.clone()) else {
-            return body;
-        };
-        let viewer = Viewer {
-            rules,
-            principal: p.clone(),
+        let Some(rules) = self
+            .upstreams
+            .get(&*upstream.name)
+            .and_then(|u| u.rules.clone())
+        else {
+            return response;
         };
         let target = match classified {
             Some(c) => {
                 let ids: Vec<_> = c
                     .messages
                     .iter()
-                    .filter(|m| m.kind == Kind::Request && m.method.as_deref() == Some("tools/list"))
+                    .filter(|m| {
+                        m.kind == Kind::Request && m.method.as_deref() == Some("tools/list")
+                    })
                     .filter_map(|m| m.id.clone())
                     .collect();
                 if ids.is_empty() {
-                    return body;
+                    return response;
                 }
                 Target::Ids(ids)
             }
             None if sse => Target::Shape,
-            None => return body,
+            None => return response,
         };
-        if sse {
+        let viewer = Viewer {
+            rules,
+            principal: p.clone(),
+        };
+        let (mut parts, body) = response.into_parts();
+        let body = if sse {
             SseFilterBody::new(body, target, viewer).boxed_unsync()
-        } else if is_json(headers) && matches!(target, Target::Ids(_)) {
-            headers.remove(header::CONTENT_LENGTH);
+        } else if is_json(&parts.headers) && matches!(target, Target::Ids(_)) {
+            parts.headers.remove(header::CONTENT_LENGTH);
             JsonFilterBody::new(body, target, viewer).boxed_unsync()
         } else {
             body
-        }
+        };
+        Response::from_parts(parts, body)
     }
 }
 
@@ -643,3 +659,6 @@ where
         .ok()?;
     mcp::classify(&bytes).ok()
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,10 +21,7 @@ const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 fn split_authority(authority: &str) -> (String, Option<&str>) {
     let (host, port) = if authority.starts_with('[') {
         match authority.find(']') {
-            Some(end) => (
-                &authority[..=end],
-                authority[end + 1..].strip_prefix(':'),
-            ),
+            Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
             None => (authority, None),
         }
     } else {
@@ -50,7 +47,11 @@ impl HostPolicy {
     pub fn new(configured: Option<&[String]>, listen: Option<SocketAddr>) -> Self {
         match configured {
             Some(list) if list.iter().any(|h| h == "*") => Self::Any,
-            Some(list) => Self::List(list.iter().map(|h| Glob::new(&h.to_ascii_lowercase())).collect()),
+            Some(list) => Self::List(
+                list.iter()
+                    .map(|h| Glob::new(&h.to_ascii_lowercase()))
+                    .collect(),
+            ),
             None if listen.is_some_and(|a| a.ip().is_loopback()) => {
                 Self::List(LOOPBACK_HOSTS.iter().map(|h| Glob::new(h)).collect())
             }
@@ -85,7 +86,11 @@ pub struct OriginPolicy {
 impl OriginPolicy {
     /// From `auth.allowed_origins`, or the default for a listener on `listen`; `public_url`'s
     /// origin is always accepted.
-    pub fn new(configured: Option<&[String]>, listen: Option<SocketAddr>, public_url: Option<&str>) -> Self {
+    pub fn new(
+        configured: Option<&[String]>,
+        listen: Option<SocketAddr>,
+        public_url: Option<&str>,
+    ) -> Self {
         let mut allowed: Vec<Glob> = configured
             .unwrap_or_default()
             .iter()
@@ -150,7 +155,10 @@ mod tests {
         let o = OriginPolicy::new(None, loopback(), None);
         assert!(o.allows("http://localhost:3000", Some("127.0.0.1:8080")));
         assert!(o.allows("https://127.0.0.1", None));
-        assert!(!o.allows("http://attacker.example:8080", Some("attacker.example:8080")));
+        assert!(!o.allows(
+            "http://attacker.example:8080",
+            Some("attacker.example:8080")
+        ));
         assert!(!o.allows("null", None));
         assert!(!o.allows("http://localhost@evil.example", None));
     }
@@ -167,12 +175,19 @@ mod tests {
 
     #[test]
     fn configured_lists_replace_defaults() {
-        let h = HostPolicy::new(Some(&["mcp.example.com".into(), "*.internal:8080".into()]), loopback());
+        let h = HostPolicy::new(
+            Some(&["mcp.example.com".into(), "*.internal:8080".into()]),
+            loopback(),
+        );
         assert!(h.allows("mcp.example.com:443"));
         assert!(h.allows("svc.internal:8080"));
         assert!(!h.allows("svc.internal:9090"));
         assert!(!h.allows("localhost"));
-        let o = OriginPolicy::new(Some(&["https://*.example.com".into(), "null".into()]), loopback(), None);
+        let o = OriginPolicy::new(
+            Some(&["https://*.example.com".into(), "null".into()]),
+            loopback(),
+            None,
+        );
         assert!(o.allows("https://app.example.com", None));
         assert!(o.allows("null", None));
         assert!(!o.allows("http://localhost:3000", None));

@@ -26,7 +26,7 @@ pub struct Principal {
     /// A JWT's `aud` matched one of its issuer's extra `audiences`, accepted for every upstream.
     pub audience_accepted_everywhere: bool,
     /// `auth.claim_headers` values, ready to be added to upstream requests.
-    pub claim_headers: Vec<(HeaderName, HeaderValue)>,
+    pub claim_headers: ClaimHeaders,
 }
 
 impl Principal {
@@ -57,6 +57,9 @@ impl Principal {
         }
     }
 }
+
+/// Headers derived from a principal's claims, ready to add to upstream requests.
+pub type ClaimHeaders = Vec<(HeaderName, HeaderValue)>;
 
 /// Longest claim value forwarded as a header; longer values are left out rather than cut, so a
 /// backend never acts on a truncated identity.

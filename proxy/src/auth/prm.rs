@@ -88,8 +88,16 @@ impl Prm {
     }
 
     /// The answer for `path`, if it is a metadata path this sidecar serves.
-    pub fn handle(&self, method: &Method, path: &str) -> Option<Result<Response<ProxyBody>, ProxyError>> {
-        let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    pub fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+        let trimmed = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         let doc = self.docs.get(trimmed)?;
         let mut response = match *method {
             Method::GET => Response::new(full(doc.clone())),
@@ -115,9 +123,15 @@ impl Prm {
             }
         };
         let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(MAX_AGE));
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         Some(Ok(response))
     }
 }
@@ -146,14 +160,22 @@ mod tests {
             &["https://auth.example.com".into()],
             "https://mcp.example.com/",
         );
-        let doc = body(prm.handle(&Method::GET, "/.well-known/oauth-protected-resource/mcp").unwrap().unwrap()).await;
+        let doc = body(
+            prm.handle(&Method::GET, "/.well-known/oauth-protected-resource/mcp")
+                .unwrap()
+                .unwrap(),
+        )
+        .await;
         assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
         assert_eq!(doc["authorization_servers"][0], "https://auth.example.com");
         assert_eq!(doc["scopes_supported"], json!(["crawl"]));
         let root = body(prm.handle(&Method::GET, WELL_KNOWN).unwrap().unwrap()).await;
         assert_eq!(root["resource"], "https://mcp.example.com");
         assert_eq!(root["scopes_supported"], json!(["crawl", "read"]));
-        assert!(prm.handle(&Method::GET, "/.well-known/oauth-protected-resource/nope").is_none());
+        assert!(
+            prm.handle(&Method::GET, "/.well-known/oauth-protected-resource/nope")
+                .is_none()
+        );
         assert!(prm.handle(&Method::POST, WELL_KNOWN).unwrap().is_err());
     }
 
