@@ -1,0 +1,597 @@
+//! Rate limiting and overload protection: three phases of the request path.
+//!
+//! 1. [`Limits::shed`], right after routing: the global in-flight cap (503 + `Retry-After` at
+//!    once, never a queue). Standalone streams (GET) are not requests in flight: they have their
+//!    own global cap, checked here too. DELETE is counted but never shed.
+//! 2. [`Limits::admit`], right after classification: the rate-limit rules, for JSON-RPC requests
+//!    only (notifications, client responses, DELETE are never limited); the per-principal cap on
+//!    standalone streams for GET.
+//! 3. [`Limits::reserve_upstream`], right before the upstream call: the upstream's in-flight cap.
+//!    Notifications, client responses and DELETE are counted but never shed there either.
+//!
+//! [`Held::attach`] moves every permit into the response body, so a slot is held until the
+//! response (an SSE stream included) has ended, and adds the `RateLimit` fields to admitted
+//! responses.
+//!
+//! **Several rules**: every matching rule is first asked in a dry run; the request is admitted
+//! only if all of them admit it, and only then is it counted against each. A request one rule
+//! rejects therefore consumes nothing from the others (two concurrent requests can both pass the
+//! dry run for the last unit, in which case the second is rejected at commit after the rules
+//! before the one that refused it have counted it: rare, and never in favour of the client).
+//! Shadow rules are decided alone, as if each were the only rule, and never affect the answer.
+//!
+//! **Batches** (protocol 2025-03-26): each request in the batch is one unit; a batch is admitted
+//! or rejected whole. A batch with more requests than a rule's burst can never pass that rule.
+
+mod client_ip;
+mod clock;
+mod inflight;
+mod metrics;
+mod rule;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Response};
+use http_body_util::BodyExt;
+use prometheus::Registry;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use client_ip::{Cidr, CidrError, client_ip, glob_match};
+pub use clock::{TokioClock, TokioInstant};
+pub use inflight::{HeldBody, InFlight, Permit, Permits};
+pub use metrics::LimitMetrics;
+pub use rule::{Decision, LimitKeyInput, Rule, RuleMetrics, ceil_secs};
+pub use store::{CappedStore, Probe, SLOT_BYTES};
+
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::error::{ProxyError, retry_after_secs};
+use crate::forward::RequestContext;
+use crate::mcp::Classified;
+use crate::upstream::Upstream;
+use inflight::PerKeyStreams;
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the policies that apply.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: what is left of the binding policy, and when it resets.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// Policy name of the per-principal stream cap in headers and metrics (reserved for rules).
+pub const STREAMS_POLICY: &str = "streams-per-principal";
+/// Early sweeps (asked for when a rule meets its key cap) are at least this far apart, so a key
+/// flood cannot turn the sweeper into a busy loop.
+pub const MIN_EARLY_SWEEP_SPACING: Duration = Duration::from_secs(1);
+
+/// Why a request was refused by a rate limit (a 429). Built here, answered by [`ProxyError`].
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The policy that refused.
+    pub rule: Arc<str>,
+    /// Time until the request would be admitted.
+    pub retry_after: Duration,
+    /// `RateLimit-Policy` value.
+    pub policy: HeaderValue,
+    /// `RateLimit` value (`r=0`, `t` = the `Retry-After` seconds).
+    pub state: HeaderValue,
+    /// Human-readable reason.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// `Retry-After` in whole seconds, rounded up (and at least 1), so a client that waits this
+    /// long is admitted.
+    pub fn retry_after_secs(&self) -> u64 {
+        retry_after_secs(self.retry_after)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// What a request holds from the limits while it is served (lives in [`RequestContext`]).
+#[derive(Debug, Default)]
+pub struct Held {
+    permits: Permits,
+    /// A standalone stream (GET): stream caps instead of in-flight caps.
+    stream: bool,
+    /// Counted but never shed (DELETE).
+    exempt: bool,
+    /// `RateLimit-Policy` and `RateLimit` for an admitted response.
+    headers: Option<(HeaderValue, HeaderValue)>,
+}
+
+impl Held {
+    /// Adds the `RateLimit` fields of an admitted request and moves the permits into the body,
+    /// so they are given back when the response ends.
+    pub fn attach(&mut self, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let held = std::mem::take(self);
+        if let Some((policy, state)) = held.headers {
+            response.headers_mut().append(&RATELIMIT_POLICY, policy);
+            response.headers_mut().append(&RATELIMIT, state);
+        }
+        if held.permits.is_empty() {
+            return response;
+        }
+        response.map(|body| HeldBody::new(body, held.permits).boxed_unsync())
+    }
+}
+
+/// [`Limits::shed`], when limits are configured.
+pub fn shed(
+    limits: Option<&Limits>,
+    upstream: &Upstream,
+    method: &Method,
+    held: &mut Held,
+) -> Result<(), ProxyError> {
+    limits.map_or(Ok(()), |l| l.shed(upstream, method, held))
+}
+
+/// [`Limits::admit`], when limits are configured.
+pub fn admit(
+    limits: Option<&Limits>,
+    upstream: &Upstream,
+    headers: &http::HeaderMap,
+    peer: IpAddr,
+    cx: &mut RequestContext,
+) -> Result<(), ProxyError> {
+    limits.map_or(Ok(()), |l| l.admit(upstream, headers, peer, cx))
+}
+
+/// [`Limits::reserve_upstream`], when limits are configured.
+pub fn reserve_upstream(
+    limits: Option<&Limits>,
+    upstream: &Upstream,
+    cx: &mut RequestContext,
+) -> Result<(), ProxyError> {
+    limits.map_or(Ok(()), |l| l.reserve_upstream(upstream, cx))
+}
+
+#[derive(Debug)]
+struct UpstreamLimits {
+    in_flight: Arc<InFlight>,
+    rules: Vec<Rule>,
+}
+
+/// The limits of one sidecar.
+#[derive(Debug)]
+pub struct Limits {
+    global: Arc<InFlight>,
+    streams: Arc<InFlight>,
+    principal_streams: Option<Arc<PerKeyStreams>>,
+    streams_policy: HeaderValue,
+    shed_retry_after: Duration,
+    trusted: Vec<Cidr>,
+    rules: Vec<Rule>,
+    upstreams: HashMap<Arc<str>, UpstreamLimits>,
+    hasher: RandomState,
+    sweep_interval: Duration,
+    sweep_early: Arc<Notify>,
+    metrics: LimitMetrics,
+}
+
+/// One rule's share of a request: `n` requests under `key`.
+struct Demand<'a> {
+    rule: &'a Rule,
+    key: u64,
+    n: u32,
+}
+
+impl Limits {
+    /// Builds the limits of a validated config and registers their metrics into `registry`.
+    pub fn new(config: &Config, registry: &Registry) -> Result<Self, crate::StartError> {
+        let metrics = LimitMetrics::new()?;
+        metrics.register(registry)?;
+        let trusted = config
+            .limits
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Cidr::parse(c).map_err(|e| {
+                    crate::config::ConfigError::invalid(
+                        format!("limits.trusted_proxies[{i}]"),
+                        e.to_string(),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sweep_early = Arc::new(Notify::new());
+        let rule = |c: &crate::config::RateLimitRule| {
+            let m = metrics.rule(&c.name, c.shadow);
+            Rule::new(c, TokioClock, m, sweep_early.clone())
+        };
+        let rules = config.rate_limit.iter().map(rule).collect();
+        let upstreams = config
+            .upstream
+            .iter()
+            .map(|u| {
+                let gauge = metrics.upstream_in_flight.with_label_values(&[&u.name]);
+                let limits = UpstreamLimits {
+                    in_flight: InFlight::new(u.max_in_flight, gauge),
+                    rules: u.rate_limit.iter().map(rule).collect(),
+                };
+                (Arc::from(u.name.as_str()), limits)
+            })
+            .collect();
+        let per_principal = config.limits.max_streams_per_principal;
+        let streams_policy =
+            format!("\"{STREAMS_POLICY}\";q={per_principal};qu=\"concurrent-requests\"");
+        Ok(Self {
+            global: InFlight::new(config.limits.max_in_flight, metrics.in_flight.clone()),
+            streams: InFlight::new(config.limits.max_streams, metrics.streams_open.clone()),
+            principal_streams: (per_principal > 0).then(|| PerKeyStreams::new(per_principal)),
+            streams_policy: HeaderValue::from_str(&streams_policy)
+                .unwrap_or_else(|_| HeaderValue::from_static("\"streams-per-principal\"")),
+            shed_retry_after: config.limits.shed_retry_after,
+            trusted,
+            rules,
+            upstreams,
+            hasher: RandomState::new(),
+            sweep_interval: config.limits.sweep_interval,
+            sweep_early,
+            metrics,
+        })
+    }
+
+    /// Phase 1, right after routing: the global in-flight cap (or the global stream cap for a
+    /// standalone stream). Refuses at once, before the body is read.
+    pub fn shed(
+        &self,
+        upstream: &Upstream,
+        method: &Method,
+        held: &mut Held,
+    ) -> Result<(), ProxyError> {
+        let (cap, scope) = match *method {
+            Method::GET => {
+                held.stream = true;
+                (&self.streams, "streams")
+            }
+            Method::DELETE => {
+                held.exempt = true;
+                held.permits.global = Some(self.global.acquire_anyway());
+                return Ok(());
+            }
+            _ => (&self.global, "global"),
+        };
+        held.permits.global = Some(
+            cap.try_acquire()
+                .ok_or_else(|| self.overloaded(upstream, scope))?,
+        );
+        Ok(())
+    }
+
+    /// Phase 2, right after classification: rate-limit rules for JSON-RPC requests, the
+    /// per-principal stream cap for standalone streams.
+    pub fn admit(
+        &self,
+        upstream: &Upstream,
+        headers: &http::HeaderMap,
+        peer: IpAddr,
+        cx: &mut RequestContext,
+    ) -> Result<(), ProxyError> {
+        let who = LimitKeyInput {
+            principal: cx.principal.as_deref(),
+            client_ip: client_ip(peer, headers, &self.trusted),
+        };
+        if cx.limits.stream {
+            return self.admit_stream(&who, &mut cx.limits);
+        }
+        let Some(classified) = &cx.classified else {
+            return Ok(());
+        };
+        let upstream_rules = self
+            .upstreams
+            .get(&upstream.name)
+            .map_or(&[][..], |u| &u.rules[..]);
+        self.check_rules(classified, &who, upstream_rules, &mut cx.limits)
+    }
+
+    /// Phase 3, right before the upstream call: the upstream's in-flight cap.
+    pub fn reserve_upstream(
+        &self,
+        upstream: &Upstream,
+        cx: &mut RequestContext,
+    ) -> Result<(), ProxyError> {
+        if cx.limits.stream {
+            return Ok(());
+        }
+        let Some(limits) = self.upstreams.get(&upstream.name) else {
+            return Ok(());
+        };
+        let exempt = cx.limits.exempt || cx.classified.as_ref().is_some_and(|c| !c.has_request());
+        let permit = if exempt {
+            limits.in_flight.acquire_anyway()
+        } else {
+            limits
+                .in_flight
+                .try_acquire()
+                .ok_or_else(|| self.overloaded(upstream, "upstream"))?
+        };
+        cx.limits.permits.upstream = Some(permit);
+        Ok(())
+    }
+
+    fn overloaded(&self, upstream: &Upstream, scope: &'static str) -> ProxyError {
+        self.metrics
+            .shed
+            .with_label_values(&[&upstream.name, scope])
+            .inc();
+        let limit = match scope {
+            "streams" => self.streams.cap(),
+            "upstream" => self
+                .upstreams
+                .get(&upstream.name)
+                .map_or(0, |u| u.in_flight.cap()),
+            _ => self.global.cap(),
+        };
+        ProxyError::Overloaded {
+            scope,
+            upstream: upstream.name.to_string(),
+            limit,
+            retry_after: self.shed_retry_after,
+        }
+    }
+
+    fn admit_stream(&self, who: &LimitKeyInput<'_>, held: &mut Held) -> Result<(), ProxyError> {
+        let Some(streams) = &self.principal_streams else {
+            return Ok(());
+        };
+        let mut h = self.hasher.build_hasher();
+        who.hash_principal(&mut h);
+        let key = std::hash::Hasher::finish(&h);
+        if let Some(permit) = streams.try_acquire(key) {
+            held.permits.principal_stream = Some(permit);
+            return Ok(());
+        }
+        self.metrics
+            .rejected
+            .with_label_values(&[STREAMS_POLICY, "enforce"])
+            .inc();
+        let secs = retry_after_secs(self.shed_retry_after);
+        Err(ProxyError::RateLimited(Box::new(Rejection {
+            rule: Arc::from(STREAMS_POLICY),
+            retry_after: self.shed_retry_after,
+            policy: self.streams_policy.clone(),
+            state: header_value(format!("\"{STREAMS_POLICY}\";r=0;t={secs}")),
+            detail: "too many standalone streams open for this principal \
+                     (limits.max_streams_per_principal)"
+                .to_owned(),
+        })))
+    }
+
+    fn check_rules(
+        &self,
+        classified: &Classified,
+        who: &LimitKeyInput<'_>,
+        upstream_rules: &[Rule],
+        held: &mut Held,
+    ) -> Result<(), ProxyError> {
+        let mut demands: Vec<Demand<'_>> = Vec::new();
+        for rule in self.rules.iter().chain(upstream_rules) {
+            for msg in classified.messages.iter().filter(|m| rule.applies(m)) {
+                let key = rule.key(&self.hasher, who, msg);
+                match demands
+                    .iter_mut()
+                    .find(|d| std::ptr::eq(d.rule, rule) && d.key == key)
+                {
+                    Some(d) => d.n += 1,
+                    None => demands.push(Demand { rule, key, n: 1 }),
+                }
+            }
+        }
+        if demands.is_empty() {
+            return Ok(());
+        }
+        for d in demands.iter().filter(|d| d.rule.shadow) {
+            match d.rule.check(d.key, nonzero(d.n), true) {
+                Decision::Admit { .. } => d.rule.metrics.admitted.inc_by(d.n.into()),
+                decision => {
+                    d.rule.metrics.rejected.inc_by(d.n.into());
+                    tracing::info!(
+                        rule = %d.rule.name,
+                        ?decision,
+                        "shadow rate limit would have rejected the request"
+                    );
+                }
+            }
+        }
+        let enforced: Vec<&Demand<'_>> = demands.iter().filter(|d| !d.rule.shadow).collect();
+        if enforced.is_empty() {
+            return Ok(());
+        }
+        if enforced.len() > 1 {
+            // Dry run: admit only if every rule admits, so a refusal consumes nothing.
+            let mut refused: Option<(&Demand<'_>, Decision)> = None;
+            for d in &enforced {
+                let decision = d.rule.check(d.key, nonzero(d.n), false);
+                if !matches!(decision, Decision::Admit { .. }) {
+                    d.rule.metrics.rejected.inc_by(d.n.into());
+                    if refused.is_none_or(|(r, prev)| wait(d, decision) > wait(r, prev)) {
+                        refused = Some((d, decision));
+                    }
+                }
+            }
+            if let Some((d, decision)) = refused {
+                return Err(self.rejection(&enforced, d, decision, classified.batch));
+            }
+        }
+        let mut binding: Option<(&Demand<'_>, u32)> = None;
+        for d in &enforced {
+            match d.rule.check(d.key, nonzero(d.n), true) {
+                Decision::Admit { remaining } => {
+                    if binding.is_none_or(|(_, r)| remaining < r) {
+                        binding = Some((d, remaining));
+                    }
+                }
+                decision => {
+                    d.rule.metrics.rejected.inc_by(d.n.into());
+                    return Err(self.rejection(&enforced, d, decision, classified.batch));
+                }
+            }
+        }
+        for d in &enforced {
+            d.rule.metrics.admitted.inc_by(d.n.into());
+        }
+        if let Some((d, remaining)) = binding {
+            let reset = ceil_secs(d.rule.reset_after(remaining));
+            let state = format!("\"{}\";r={remaining};t={reset}", d.rule.name);
+            held.headers = Some((policies(&enforced), header_value(state)));
+        }
+        Ok(())
+    }
+
+    fn rejection(
+        &self,
+        enforced: &[&Demand<'_>],
+        d: &Demand<'_>,
+        decision: Decision,
+        batch: bool,
+    ) -> ProxyError {
+        let retry_after = wait(d, decision);
+        let secs = retry_after_secs(retry_after);
+        let rule = &d.rule.name;
+        let detail = if decision == Decision::Never {
+            format!(
+                "rate limit `{rule}`: a batch of {} requests exceeds its burst of {}; send \
+                 smaller batches",
+                d.n,
+                d.rule.burst()
+            )
+        } else if batch {
+            format!("rate limit `{rule}` exceeded by this batch; retry in {secs} s")
+        } else {
+            format!("rate limit `{rule}` exceeded; retry in {secs} s")
+        };
+        ProxyError::RateLimited(Box::new(Rejection {
+            rule: rule.clone(),
+            retry_after,
+            policy: policies(enforced),
+            state: header_value(format!("\"{rule}\";r=0;t={secs}")),
+            detail,
+        }))
+    }
+
+    /// Starts the background sweep of idle keys (every `limits.sweep_interval`, and early when
+    /// a rule meets its key cap); it ends when `stop` is cancelled.
+    pub fn spawn_sweeper(self: &Arc<Self>, stop: CancellationToken) {
+        if self.all_rules().next().is_none() {
+            return;
+        }
+        let limits = self.clone();
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(last + limits.sweep_interval) => {}
+                    () = limits.sweep_early.notified() => {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep_until(last + MIN_EARLY_SWEEP_SPACING) => {}
+                        }
+                    }
+                }
+                limits.sweep();
+                last = Instant::now();
+            }
+        });
+    }
+
+    /// Evicts idle keys of every rule now.
+    pub fn sweep(&self) {
+        for rule in self.all_rules() {
+            rule.sweep();
+            rule.take_full();
+        }
+    }
+
+    fn all_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules
+            .iter()
+            .chain(self.upstreams.values().flat_map(|u| &u.rules))
+    }
+
+    /// Keys tracked by the rule named `name`.
+    pub fn tracked_keys(&self, name: &str) -> Option<usize> {
+        self.rule(name).map(Rule::tracked_keys)
+    }
+
+    /// Heap bytes of the key table of the rule named `name`.
+    pub fn table_bytes(&self, name: &str) -> Option<usize> {
+        self.rule(name).map(Rule::table_bytes)
+    }
+
+    fn rule(&self, name: &str) -> Option<&Rule> {
+        self.all_rules().find(|r| &*r.name == name)
+    }
+}
+
+/// The message of a shed answer ([`ProxyError::Overloaded`]), naming the cap's setting.
+pub fn overload_message(
+    scope: &str,
+    upstream: &str,
+    limit: usize,
+    retry_after: Duration,
+) -> String {
+    let secs = retry_after_secs(retry_after);
+    match scope {
+        "upstream" => format!(
+            "upstream `{upstream}` has {limit} requests in flight, its cap \
+             (upstream.max_in_flight); retry in {secs} s"
+        ),
+        "streams" => format!(
+            "{limit} standalone streams are open, the sidecar's cap (limits.max_streams); \
+             retry in {secs} s"
+        ),
+        _ => format!(
+            "the sidecar has {limit} requests in flight, its cap (limits.max_in_flight); \
+             retry in {secs} s"
+        ),
+    }
+}
+
+/// How long `decision` says to wait (a batch too large is told the full refill time).
+fn wait(d: &Demand<'_>, decision: Decision) -> Duration {
+    match decision {
+        Decision::Admit { .. } => Duration::ZERO,
+        Decision::Reject { wait } => wait,
+        Decision::Never => d.rule.refill_time(),
+    }
+}
+
+/// The `RateLimit-Policy` value listing the enforced rules that applied.
+fn policies(enforced: &[&Demand<'_>]) -> HeaderValue {
+    let mut value = String::new();
+    for (i, d) in enforced.iter().enumerate() {
+        if enforced[..i].iter().any(|p| std::ptr::eq(p.rule, d.rule)) {
+            continue;
+        }
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str(&d.rule.policy);
+    }
+    header_value(value)
+}
+
+/// Rule names are `[A-Za-z0-9_-]` and the rest is digits and punctuation: always a valid value.
+fn header_value(value: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}

@@ -1,0 +1,338 @@
+//! The keyed state behind one rule: governor's GCRA runs over this store, which adds what
+//! governor's own stores lack: a cap on tracked keys and dry-run checks.
+//!
+//! - **Cap**: at `max_keys` tracked keys, a request with a new key is decided on one shared
+//!   *overflow* state instead of getting its own. Memory stays bounded under a key flood, and the
+//!   flood cannot slip past the limit either: all its keys together get one key's quota. Keys
+//!   already tracked keep their own state. The next sweep evicts idle keys and frees room (a
+//!   request that finds the cap reached asks for an early sweep).
+//! - **Dry run**: a [`Probe`] with `commit: false` computes the decision without storing it, so
+//!   a request that a later rule rejects consumes nothing from the rules before it.
+//!
+//! Keys are 64-bit SipHash digests of the key parts under a per-process random key (computed by
+//! the caller), so the table needs no re-hashing and an attacker can neither predict bucket
+//! positions nor craft collisions.
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use hashbrown::HashMap;
+use prometheus::{IntCounter, IntGauge};
+use tokio::sync::Notify;
+
+/// The key a rule's limiter is asked about: the key digest, and whether to store the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probe {
+    /// Digest of the key parts.
+    pub hash: u64,
+    /// `false`: decide without changing any state (dry run).
+    pub commit: bool,
+}
+
+/// Passes an already uniformly distributed `u64` through unchanged.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `HashMap<u64, _>`; mix anything else in for completeness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Table = HashMap<u64, InMemoryState, BuildHasherDefault<IdentityHasher>>;
+
+/// Bytes of one table slot: the `(u64, InMemoryState)` pair plus hashbrown's control byte.
+pub const SLOT_BYTES: usize = std::mem::size_of::<(u64, InMemoryState)>() + 1;
+
+/// Metric handles a store updates.
+#[derive(Debug, Clone)]
+pub struct StoreMetrics {
+    /// Keys tracked now.
+    pub tracked: IntGauge,
+    /// Decisions made on the overflow state because the cap was reached.
+    pub overflow: IntCounter,
+}
+
+/// A capped, dry-run-capable keyed state store for governor. Clones share the same state (the
+/// limiter owns one handle, the sweeper and metrics read through another).
+#[derive(Clone)]
+pub struct CappedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: RwLock<Table>,
+    overflow: InMemoryState,
+    max_keys: usize,
+    /// Set when a new key met the cap; cleared by the sweeper ([`CappedStore::take_full`]).
+    full: AtomicBool,
+    /// Woken when `full` gets set, so the sweeper frees room early.
+    sweep_early: Arc<Notify>,
+    metrics: StoreMetrics,
+}
+
+impl std::fmt::Debug for CappedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CappedStore")
+            .field("keys", &self.read().len())
+            .field("max_keys", &self.inner.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CappedStore {
+    /// An empty store tracking at most `max_keys` keys; `sweep_early` is notified when a new key
+    /// meets the cap.
+    pub fn new(max_keys: usize, metrics: StoreMetrics, sweep_early: Arc<Notify>) -> Self {
+        metrics.tracked.set(0);
+        Self {
+            inner: Arc::new(Inner {
+                table: RwLock::new(Table::default()),
+                overflow: InMemoryState::default(),
+                max_keys,
+                full: AtomicBool::new(false),
+                sweep_early,
+                metrics,
+            }),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.inner
+            .table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.inner
+            .table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a new key met the cap since the last call (and clears the flag).
+    pub fn take_full(&self) -> bool {
+        self.inner.full.swap(false, Ordering::AcqRel)
+    }
+
+    /// Keys tracked now.
+    pub fn keys(&self) -> usize {
+        self.read().len()
+    }
+
+    /// The heap bytes of the table (its slots and control bytes).
+    pub fn table_bytes(&self) -> usize {
+        self.read().allocation_size()
+    }
+}
+
+/// The stored theoretical arrival time of a state, read without changing it.
+fn tat(state: &InMemoryState) -> Option<Nanos> {
+    state
+        .measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>)
+        .err()
+        .flatten()
+}
+
+/// Runs governor's decision `f` on `state`, storing the new state only when `commit`.
+fn decide<T, F, E>(state: &InMemoryState, commit: bool, f: F) -> Result<T, E>
+where
+    F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+{
+    if commit {
+        state.measure_and_replace(&NotKeyed::NonKey, f)
+    } else {
+        f(tat(state)).map(|(outcome, _)| outcome)
+    }
+}
+
+impl StateStore for CappedStore {
+    type Key = Probe;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Probe, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        {
+            let table = self.read();
+            if let Some(state) = table.get(&key.hash) {
+                return decide(state, key.commit, f);
+            }
+            if !key.commit {
+                // What a commit would do: a fresh state, or the overflow state at the cap.
+                return if table.len() < self.inner.max_keys {
+                    f(None).map(|(outcome, _)| outcome)
+                } else {
+                    decide(&self.inner.overflow, false, f)
+                };
+            }
+        }
+        let mut table = self.write();
+        if let Some(state) = table.get(&key.hash) {
+            return decide(state, true, f);
+        }
+        if table.len() < self.inner.max_keys {
+            let state = table.entry(key.hash).or_default();
+            self.inner.metrics.tracked.inc();
+            return decide(state, true, f);
+        }
+        drop(table);
+        if !self.inner.full.swap(true, Ordering::AcqRel) {
+            self.inner.sweep_early.notify_one();
+        }
+        self.inner.metrics.overflow.inc();
+        decide(&self.inner.overflow, true, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Probe> for CappedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let mut table = self.write();
+        table.retain(|_, state| tat(state).is_some_and(|t| t > drop_below));
+        self.inner
+            .metrics
+            .tracked
+            .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Gives memory back once the table is mostly empty; not on every sweep, so a key count that
+    /// oscillates does not reallocate the table each time.
+    fn shrink_to_fit(&self) {
+        let mut table = self.write();
+        let slots = table.allocation_size() / SLOT_BYTES;
+        if slots > 64 && slots > 4 * table.len() {
+            table.shrink_to_fit();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(max_keys: usize) -> CappedStore {
+        CappedStore::new(
+            max_keys,
+            StoreMetrics {
+                tracked: IntGauge::new("t", "t").unwrap(),
+                overflow: IntCounter::new("o", "o").unwrap(),
+            },
+            Arc::new(Notify::new()),
+        )
+    }
+
+    /// A decision function like governor's: admit while the stored value is below 3.
+    fn count_to_three(prev: Option<Nanos>) -> Result<((), Nanos), ()> {
+        let n = prev.map_or(0, Nanos::as_u64);
+        if n < 3 {
+            Ok(((), Nanos::new(n + 1)))
+        } else {
+            Err(())
+        }
+    }
+
+    fn probe(hash: u64, commit: bool) -> Probe {
+        Probe { hash, commit }
+    }
+
+    #[test]
+    fn dry_runs_never_change_state() {
+        let s = store(10);
+        for _ in 0..10 {
+            assert!(
+                s.measure_and_replace(&probe(1, false), count_to_three)
+                    .is_ok()
+            );
+        }
+        assert_eq!(s.len(), 0, "a dry run must not insert a key");
+        for _ in 0..3 {
+            assert!(
+                s.measure_and_replace(&probe(1, true), count_to_three)
+                    .is_ok()
+            );
+        }
+        assert!(
+            s.measure_and_replace(&probe(1, false), count_to_three)
+                .is_err()
+        );
+        assert!(
+            s.measure_and_replace(&probe(1, true), count_to_three)
+                .is_err()
+        );
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn keys_beyond_the_cap_share_the_overflow_state() {
+        let s = store(2);
+        for key in 0..2 {
+            s.measure_and_replace(&probe(key, true), count_to_three)
+                .unwrap();
+        }
+        assert!(!s.take_full());
+        // Three new keys together get one key's quota.
+        for key in 10..13 {
+            s.measure_and_replace(&probe(key, true), count_to_three)
+                .unwrap();
+        }
+        assert!(
+            s.measure_and_replace(&probe(13, true), count_to_three)
+                .is_err()
+        );
+        assert!(
+            s.measure_and_replace(&probe(14, false), count_to_three)
+                .is_err()
+        );
+        assert_eq!(s.len(), 2);
+        assert!(s.take_full());
+        assert!(!s.take_full());
+        assert_eq!(s.inner.metrics.overflow.get(), 4);
+        // Tracked keys keep their own state.
+        assert!(
+            s.measure_and_replace(&probe(0, true), count_to_three)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn retain_recent_drops_old_states_and_updates_the_gauge() {
+        let s = store(1000);
+        for key in 0..200 {
+            s.measure_and_replace(&probe(key, true), count_to_three)
+                .unwrap();
+        }
+        s.measure_and_replace(&probe(7, true), count_to_three)
+            .unwrap();
+        assert_eq!(s.inner.metrics.tracked.get(), 200);
+        s.retain_recent(Nanos::new(1));
+        assert_eq!(s.len(), 1, "only key 7 has a state above 1");
+        assert_eq!(s.inner.metrics.tracked.get(), 1);
+        let before = s.table_bytes();
+        s.shrink_to_fit();
+        assert!(s.table_bytes() < before, "{} !< {before}", s.table_bytes());
+    }
+}

@@ -1,0 +1,663 @@
+//! Unit tests of the limits: GCRA properties on a fake clock, the phases on tokio's paused clock,
+//! and the memory bound under a key flood. End-to-end tests are in `tests/tests/limits*.rs`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::FakeRelativeClock;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::auth::principal::{Principal, Source};
+use crate::config::Config;
+use crate::mcp;
+
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn rule_config(name: &str, rate: u32, per_secs: u64, burst: u32) -> crate::config::RateLimitRule {
+    let text = format!(
+        "[[upstream]]\nname = \"u\"\nurl = \"http://127.0.0.1:1/mcp\"\n\
+         [[rate_limit]]\nname = \"{name}\"\nkey = [\"client_ip\"]\nrate = {rate}\n\
+         per = \"{per_secs}s\"\nburst = {burst}\n"
+    );
+    let mut config = Config::from_toml_with_env(&text, &|_| None).unwrap();
+    config.rate_limit.remove(0)
+}
+
+fn fake_rule(rate: u32, per_secs: u64, burst: u32) -> (Rule<FakeRelativeClock>, FakeRelativeClock) {
+    let clock = FakeRelativeClock::default();
+    let metrics = LimitMetrics::new().unwrap().rule("r", false);
+    let rule = Rule::new(
+        &rule_config("r", rate, per_secs, burst),
+        clock.clone(),
+        metrics,
+        Arc::new(Notify::new()),
+    );
+    (rule, clock)
+}
+
+const ONE: NonZeroU32 = NonZeroU32::MIN;
+
+proptest! {
+    /// For any arrival times: in every window, admitted <= burst + rate x window; and a request
+    /// arriving at least one emission interval (per / rate) after the last admitted one is
+    /// always admitted.
+    #[test]
+    fn gcra_bounds_hold_for_any_arrivals(
+        rate in prop::sample::select(vec![1u32, 2, 4, 5, 8, 10, 20, 25, 50, 100]),
+        per_secs in 1u64..=5,
+        burst in 1u32..=10,
+        gaps_ms in prop::collection::vec(0u64..1500, 1..200),
+    ) {
+        let (rule, clock) = fake_rule(rate, per_secs, burst);
+        let per_ns = u128::from(per_secs) * 1_000_000_000;
+        let interval_ns = per_ns / u128::from(rate);
+        let mut now_ns: u128 = 0;
+        let mut admitted: Vec<u128> = Vec::new();
+        for gap in gaps_ms {
+            clock.advance(Duration::from_millis(gap));
+            now_ns += u128::from(gap) * 1_000_000;
+            let spaced = admitted.last().is_none_or(|&last| now_ns - last >= interval_ns);
+            match rule.check(7, ONE, true) {
+                Decision::Admit { .. } => admitted.push(now_ns),
+                decision => prop_assert!(
+                    !spaced,
+                    "a request {} ns after the last admitted one was refused: {:?}",
+                    now_ns - admitted.last().copied().unwrap_or(0), decision
+                ),
+            }
+        }
+        for i in 0..admitted.len() {
+            for j in i..admitted.len() {
+                let window = admitted[j] - admitted[i];
+                let count = (j - i + 1) as u128;
+                let bound = u128::from(burst) + window * u128::from(rate) / per_ns;
+                prop_assert!(count <= bound, "{} admitted in {} ns > bound {}", count, window, bound);
+            }
+        }
+    }
+
+    /// Dry runs between the real checks never change what the real checks decide.
+    #[test]
+    fn dry_runs_are_invisible(gaps_ms in prop::collection::vec(0u64..400, 1..100)) {
+        let (with_dry, clock_a) = fake_rule(5, 1, 3);
+        let (without, clock_b) = fake_rule(5, 1, 3);
+        for gap in gaps_ms {
+            clock_a.advance(Duration::from_millis(gap));
+            clock_b.advance(Duration::from_millis(gap));
+            let dry = with_dry.check(1, ONE, false);
+            let real = with_dry.check(1, ONE, true);
+            prop_assert_eq!(real, without.check(1, ONE, true));
+            prop_assert_eq!(
+                matches!(dry, Decision::Admit { .. }),
+                matches!(real, Decision::Admit { .. })
+            );
+        }
+    }
+}
+
+#[test]
+fn a_burst_then_exactly_the_advertised_wait() {
+    let (rule, clock) = fake_rule(1, 10, 3);
+    for _ in 0..3 {
+        assert!(matches!(rule.check(1, ONE, true), Decision::Admit { .. }));
+    }
+    let Decision::Reject { wait } = rule.check(1, ONE, true) else {
+        panic!("fourth request admitted");
+    };
+    assert_eq!(wait, Duration::from_secs(10));
+    clock.advance(wait - Duration::from_millis(1));
+    assert!(matches!(rule.check(1, ONE, true), Decision::Reject { .. }));
+    clock.advance(Duration::from_millis(1));
+    assert!(matches!(rule.check(1, ONE, true), Decision::Admit { .. }));
+    // Another key is untouched.
+    assert_eq!(rule.check(2, ONE, true), Decision::Admit { remaining: 2 });
+    // A batch larger than the burst can never pass.
+    assert_eq!(
+        rule.check(3, NonZeroU32::new(4).unwrap(), true),
+        Decision::Never
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The phases, on tokio's paused clock.
+// ---------------------------------------------------------------------------------------------
+
+struct Fixture {
+    limits: Arc<Limits>,
+    upstream: Upstream,
+    registry: Registry,
+}
+
+fn setup(extra: &str) -> Fixture {
+    let text = format!(
+        "[limits]\ntrusted_proxies = [\"127.0.0.1\"]\n{extra}\n\
+         [[upstream]]\nname = \"u\"\nurl = \"http://127.0.0.1:1/mcp\"\n"
+    );
+    let text = if extra.contains("[[upstream") {
+        format!("[limits]\ntrusted_proxies = [\"127.0.0.1\"]\n{extra}\n")
+    } else {
+        text
+    };
+    let config = Config::from_toml_with_env(&text, &|_| None).unwrap();
+    let registry = Registry::new();
+    let limits = Arc::new(Limits::new(&config, &registry).unwrap());
+    let upstream = Upstream::from_config(&config.upstream[0]).unwrap();
+    Fixture {
+        limits,
+        upstream,
+        registry,
+    }
+}
+
+impl Fixture {
+    /// Runs a POST through the three phases as `client` (via X-Forwarded-For).
+    fn post(&self, client: &str, body: &Value) -> Result<RequestContext, ProxyError> {
+        self.post_as(None, client, body)
+    }
+
+    /// [`Fixture::post`] by an authenticated principal.
+    fn post_as(
+        &self,
+        principal: Option<Principal>,
+        client: &str,
+        body: &Value,
+    ) -> Result<RequestContext, ProxyError> {
+        let mut cx = RequestContext {
+            principal: principal.map(Arc::new),
+            ..RequestContext::default()
+        };
+        self.limits
+            .shed(&self.upstream, &Method::POST, &mut cx.limits)?;
+        cx.classified = Some(mcp::classify(body.to_string().as_bytes()).unwrap());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_str(client).unwrap());
+        self.limits.admit(&self.upstream, &headers, PEER, &mut cx)?;
+        self.limits.reserve_upstream(&self.upstream, &mut cx)?;
+        Ok(cx)
+    }
+
+    fn get(&self, client: &str) -> Result<RequestContext, ProxyError> {
+        let mut cx = RequestContext::default();
+        self.limits
+            .shed(&self.upstream, &Method::GET, &mut cx.limits)?;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_str(client).unwrap());
+        self.limits.admit(&self.upstream, &headers, PEER, &mut cx)?;
+        self.limits.reserve_upstream(&self.upstream, &mut cx)?;
+        Ok(cx)
+    }
+
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l[name.len()..].starts_with('_'))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no series {name}{labels:?} in\n{text}"))
+    }
+}
+
+fn principal(source: Source, subject: &str) -> Option<Principal> {
+    Some(Principal {
+        subject: subject.to_owned(),
+        source,
+        scopes: Vec::new(),
+        audiences: Vec::new(),
+        audience_accepted_everywhere: false,
+        claim_headers: Vec::new(),
+    })
+}
+
+fn call(id: u64, tool: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}})
+}
+
+fn rejection(result: Result<RequestContext, ProxyError>) -> Box<Rejection> {
+    match result {
+        Err(ProxyError::RateLimited(r)) => r,
+        Err(e) => panic!("expected a rate limit, got {e}"),
+        Ok(_) => panic!("expected a rate limit, request admitted"),
+    }
+}
+
+const PER_PRINCIPAL_AND_CRAWL: &str = "\
+[[rate_limit]]\nname = \"per-principal\"\nkey = [\"principal\"]\nrate = 5\nper = \"60s\"\n\
+[[rate_limit]]\nname = \"crawl\"\nkey = [\"principal\"]\nrate = 2\nper = \"60s\"\ntools = [\"crawl_*\"]\n";
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_request_consumes_nothing_from_the_other_rules() {
+    let f = setup(PER_PRINCIPAL_AND_CRAWL);
+    for id in 0..2 {
+        f.post("10.0.0.1", &call(id, "crawl_web")).unwrap();
+    }
+    // The crawl rule refuses; the per-principal rule must not count these.
+    for id in 2..10 {
+        let r = rejection(f.post("10.0.0.1", &call(id, "crawl_web")));
+        assert_eq!(&*r.rule, "crawl");
+        assert_eq!(r.retry_after, Duration::from_secs(30));
+        assert_eq!(r.retry_after_secs(), 30);
+        assert_eq!(
+            r.policy, "\"per-principal\";q=5;w=60, \"crawl\";q=2;w=60",
+            "both policies apply to a crawl call"
+        );
+        assert_eq!(r.state, "\"crawl\";r=0;t=30");
+    }
+    // 5 - 2 = 3 other calls are left for this principal, then the per-principal rule refuses.
+    for id in 10..13 {
+        f.post("10.0.0.1", &call(id, "echo")).unwrap();
+    }
+    let r = rejection(f.post("10.0.0.1", &call(13, "echo")));
+    assert_eq!(&*r.rule, "per-principal");
+    assert_eq!(r.policy, "\"per-principal\";q=5;w=60");
+    // Another principal has its own buckets.
+    f.post("10.0.0.2", &call(14, "crawl_web")).unwrap();
+    assert_eq!(
+        f.metric(
+            "mcp_sidecar_rate_limit_rejected_total",
+            &[("rule", "crawl")]
+        ),
+        8.0
+    );
+    assert_eq!(
+        f.metric(
+            "mcp_sidecar_rate_limit_admitted_total",
+            &[("rule", "per-principal")]
+        ),
+        6.0
+    );
+    // After the advertised wait, the principal passes again.
+    tokio::time::advance(Duration::from_secs(12)).await;
+    f.post("10.0.0.1", &call(15, "echo")).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn principals_have_their_own_buckets_and_anonymous_callers_are_keyed_by_ip() {
+    let f = setup("[[rate_limit]]\nname = \"p\"\nkey = [\"principal\"]\nrate = 1\nper = \"60s\"\n");
+    let key_a = || principal(Source::ApiKey("a".into()), "a");
+    let jwt_a = || principal(Source::Jwt("issuer-1".into()), "a");
+    let jwt_a2 = || principal(Source::Jwt("issuer-2".into()), "a");
+    // Same IP, same subject, three different principals: three buckets.
+    f.post_as(key_a(), "10.0.0.1", &call(1, "echo")).unwrap();
+    f.post_as(jwt_a(), "10.0.0.1", &call(2, "echo")).unwrap();
+    f.post_as(jwt_a2(), "10.0.0.1", &call(3, "echo")).unwrap();
+    // A principal keeps its bucket from any address.
+    assert_eq!(
+        &*rejection(f.post_as(key_a(), "10.0.0.9", &call(4, "echo"))).rule,
+        "p"
+    );
+    // Unauthenticated callers are keyed by client IP, apart from principals.
+    f.post("10.0.0.1", &call(5, "echo")).unwrap();
+    f.post("10.0.0.2", &call(6, "echo")).unwrap();
+    assert_eq!(&*rejection(f.post("10.0.0.1", &call(7, "echo"))).rule, "p");
+}
+
+#[tokio::test(start_paused = true)]
+async fn api_key_rules_give_each_key_a_bucket() {
+    let f = setup("[[rate_limit]]\nname = \"k\"\nkey = [\"api_key\"]\nrate = 1\nper = \"60s\"\n");
+    f.post_as(
+        principal(Source::ApiKey("a".into()), "a"),
+        "10.0.0.1",
+        &call(1, "echo"),
+    )
+    .unwrap();
+    f.post_as(
+        principal(Source::ApiKey("b".into()), "b"),
+        "10.0.0.1",
+        &call(2, "echo"),
+    )
+    .unwrap();
+    rejection(f.post_as(
+        principal(Source::ApiKey("a".into()), "a"),
+        "10.0.0.2",
+        &call(3, "x"),
+    ));
+    // Callers without an API key (JWT or anonymous) share one bucket.
+    f.post_as(
+        principal(Source::Jwt("i".into()), "s"),
+        "10.0.0.1",
+        &call(4, "echo"),
+    )
+    .unwrap();
+    rejection(f.post("10.0.0.3", &call(5, "echo")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn admitted_requests_carry_the_binding_policy() {
+    let f = setup(PER_PRINCIPAL_AND_CRAWL);
+    let mut cx = f.post("10.0.0.1", &call(1, "crawl_a")).unwrap();
+    let response = cx.limits.attach(http::Response::new(crate::body::empty()));
+    // After one crawl call: per-principal has 4 left, crawl 1: crawl binds.
+    assert_eq!(
+        response.headers()["ratelimit-policy"],
+        "\"per-principal\";q=5;w=60, \"crawl\";q=2;w=60"
+    );
+    assert_eq!(response.headers()["ratelimit"], "\"crawl\";r=1;t=30");
+    let mut cx = f.post("10.0.0.1", &call(2, "echo")).unwrap();
+    let response = cx.limits.attach(http::Response::new(crate::body::empty()));
+    assert_eq!(
+        response.headers()["ratelimit-policy"],
+        "\"per-principal\";q=5;w=60"
+    );
+    assert_eq!(
+        response.headers()["ratelimit"],
+        "\"per-principal\";r=3;t=24"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn notifications_responses_and_delete_are_never_limited() {
+    let f = setup("[[rate_limit]]\nname = \"all\"\nkey = []\nrate = 1\nper = \"60s\"\n");
+    f.post("10.0.0.1", &call(1, "echo")).unwrap();
+    rejection(f.post("10.0.0.1", &call(2, "echo")));
+    let cancelled = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": 2}});
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = json!({"jsonrpc": "2.0", "id": "s1", "result": {}});
+    for _ in 0..20 {
+        f.post("10.0.0.1", &cancelled).unwrap();
+        f.post("10.0.0.1", &initialized).unwrap();
+        f.post("10.0.0.1", &response).unwrap();
+    }
+    let mut cx = RequestContext::default();
+    f.limits
+        .shed(&f.upstream, &Method::DELETE, &mut cx.limits)
+        .unwrap();
+    f.limits.reserve_upstream(&f.upstream, &mut cx).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_count_each_request_and_pass_or_fail_whole() {
+    let f = setup("[[rate_limit]]\nname = \"b\"\nkey = [\"principal\"]\nrate = 3\nper = \"1s\"\n");
+    let batch = json!([call(1, "a"), call(2, "b"),
+                       {"jsonrpc": "2.0", "method": "notifications/progress"}]);
+    f.post("10.0.0.1", &batch).unwrap();
+    // One unit left: a batch of two is refused whole, a single call passes.
+    let r = rejection(f.post("10.0.0.1", &batch));
+    assert!(r.detail.contains("batch"), "{}", r.detail);
+    f.post("10.0.0.1", &call(3, "c")).unwrap();
+    // More requests than the burst can never pass.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let big = json!([call(1, "a"), call(2, "a"), call(3, "a"), call(4, "a")]);
+    let r = rejection(f.post("10.0.0.1", &big));
+    assert!(r.detail.contains("exceeds its burst of 3"), "{}", r.detail);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_rules_count_but_never_refuse() {
+    let f =
+        setup("[[rate_limit]]\nname = \"s\"\nkey = []\nrate = 1\nper = \"60s\"\nshadow = true\n");
+    for id in 0..10 {
+        let mut cx = f.post("10.0.0.1", &call(id, "echo")).unwrap();
+        let response = cx.limits.attach(http::Response::new(crate::body::empty()));
+        assert!(
+            response.headers().get("ratelimit").is_none(),
+            "shadow rules stay invisible"
+        );
+    }
+    assert_eq!(
+        f.metric(
+            "mcp_sidecar_rate_limit_rejected_total",
+            &[("rule", "s"), ("mode", "shadow")]
+        ),
+        9.0
+    );
+    assert_eq!(
+        f.metric("mcp_sidecar_rate_limit_admitted_total", &[("rule", "s")]),
+        1.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn caps_shed_requests_but_let_notifications_through_at_the_upstream() {
+    let f = setup(
+        "max_in_flight = 3\n[[upstream]]\nname = \"u\"\nurl = \"http://127.0.0.1:1/mcp\"\n\
+         max_in_flight = 1\n",
+    );
+    let first = f.post("10.0.0.1", &call(1, "echo")).unwrap();
+    let Err(ProxyError::Overloaded { scope, limit, .. }) = f.post("10.0.0.1", &call(2, "echo"))
+    else {
+        panic!("second request not shed at the upstream cap");
+    };
+    assert_eq!((scope, limit), ("upstream", 1));
+    let note = f
+        .post(
+            "10.0.0.1",
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled"}),
+        )
+        .unwrap();
+    let note2 = f
+        .post(
+            "10.0.0.1",
+            &json!({"jsonrpc": "2.0", "method": "notifications/x"}),
+        )
+        .unwrap();
+    // Three held: the global cap sheds even a notification, before its body is read.
+    let Err(ProxyError::Overloaded { scope, .. }) = f.post(
+        "10.0.0.1",
+        &json!({"jsonrpc": "2.0", "method": "notifications/x"}),
+    ) else {
+        panic!("not shed at the global cap");
+    };
+    assert_eq!(scope, "global");
+    assert_eq!(f.metric("mcp_sidecar_in_flight", &[]), 3.0);
+    assert_eq!(
+        f.metric("mcp_sidecar_upstream_in_flight", &[("upstream", "u")]),
+        3.0
+    );
+    assert_eq!(
+        f.metric(
+            "mcp_sidecar_shed_total",
+            &[("upstream", "u"), ("cap", "global")]
+        ),
+        1.0
+    );
+    drop((first, note, note2));
+    assert_eq!(f.metric("mcp_sidecar_in_flight", &[]), 0.0);
+    f.post("10.0.0.1", &call(3, "echo")).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn standalone_streams_have_their_own_caps() {
+    let f = setup("max_in_flight = 1\nmax_streams = 3\nmax_streams_per_principal = 2\n");
+    let a1 = f.get("10.0.0.1").unwrap();
+    let _a2 = f.get("10.0.0.1").unwrap();
+    let r = rejection(f.get("10.0.0.1"));
+    assert_eq!(&*r.rule, STREAMS_POLICY);
+    assert_eq!(
+        r.policy,
+        "\"streams-per-principal\";q=2;qu=\"concurrent-requests\""
+    );
+    let _b = f.get("10.0.0.2").unwrap();
+    let Err(ProxyError::Overloaded { scope, .. }) = f.get("10.0.0.3") else {
+        panic!("global stream cap not enforced");
+    };
+    assert_eq!(scope, "streams");
+    // Streams do not count as requests in flight.
+    let _request = f.post("10.0.0.1", &call(1, "echo")).unwrap();
+    // A stream's slots come back when its body ends.
+    let mut cx = a1;
+    let response = cx
+        .limits
+        .attach(http::Response::new(crate::body::full("x")));
+    assert!(f.get("10.0.0.4").is_err(), "slots still held by the body");
+    let body = response.into_body().collect().await.unwrap();
+    assert_eq!(body.to_bytes(), "x");
+    f.get("10.0.0.1").unwrap();
+}
+
+#[tokio::test]
+async fn error_answers_carry_retry_after_and_ratelimit_fields() {
+    let f = setup("[[rate_limit]]\nname = \"one\"\nkey = []\nrate = 1\nper = \"7s\"\n");
+    f.post("10.0.0.1", &call(1, "echo")).unwrap();
+    let err = ProxyError::RateLimited(rejection(f.post("10.0.0.1", &call(2, "echo"))));
+    let response = err.to_response(Some(&json!(2)), "rid");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let h = response.headers().clone();
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((6..=7).contains(&retry), "{retry}");
+    assert_eq!(h["ratelimit-policy"], "\"one\";q=1;w=7");
+    assert_eq!(h["ratelimit"], format!("\"one\";r=0;t={retry}").as_str());
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["id"], 2);
+    assert_eq!(body["error"]["code"], crate::error::codes::RATE_LIMITED);
+    assert_eq!(body["error"]["data"]["reason"], "rate_limited");
+    assert_eq!(body["error"]["data"]["retry_after"], retry);
+    assert_eq!(body["error"]["data"]["rule"], "one");
+
+    let shed = ProxyError::Overloaded {
+        scope: "upstream",
+        upstream: "u".into(),
+        limit: 4,
+        retry_after: Duration::from_millis(1500),
+    };
+    let response = shed.to_response(None, "rid");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], crate::error::codes::OVERLOADED);
+    assert_eq!(body["error"]["data"]["cap"], "upstream");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream.max_in_flight")
+    );
+}
+
+/// The documented bound: a rule's key table never exceeds
+/// `17 * next_power_of_two(max_keys * 8 / 7) + 16` bytes (<= 39 bytes per key).
+fn documented_bound(max_keys: usize) -> usize {
+    SLOT_BYTES * (max_keys * 8 / 7).next_power_of_two() + 16
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_100k_keys_stays_within_the_memory_bound() {
+    let f =
+        setup("[[rate_limit]]\nname = \"ip\"\nkey = [\"client_ip\"]\nrate = 10\nper = \"1s\"\n");
+    let max_keys = crate::config::DEFAULT_MAX_KEYS;
+    assert!(documented_bound(max_keys) <= 39 * max_keys);
+    let mut refused = 0;
+    for i in 0..150_000u32 {
+        let ip = Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        match f.post(&ip, &call(1, "echo")) {
+            Ok(_) => assert!(
+                i < 100_010,
+                "key {i} admitted beyond the overflow bucket's burst"
+            ),
+            Err(ProxyError::RateLimited(_)) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // The first 100 000 keys got their own bucket; the 50 000 after them shared one bucket,
+    // whose burst (10) let 10 through.
+    assert_eq!(refused, 49_990);
+    assert_eq!(f.limits.tracked_keys("ip"), Some(max_keys));
+    let bytes = f.limits.table_bytes("ip").unwrap();
+    assert!(
+        bytes <= documented_bound(max_keys),
+        "{bytes} > {}",
+        documented_bound(max_keys)
+    );
+    assert_eq!(
+        f.metric(
+            "mcp_sidecar_rate_limit_key_overflow_total",
+            &[("rule", "ip")]
+        ),
+        50_000.0
+    );
+    // A new key is still refused: the flood exhausted the shared bucket.
+    rejection(f.post("192.168.0.1", &call(1, "echo")));
+    // Keys already tracked keep their own bucket.
+    f.post("10.0.0.1", &call(1, "echo")).unwrap();
+    // Once the buckets are full again, a sweep frees the table.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    f.limits.sweep();
+    assert_eq!(f.limits.tracked_keys("ip"), Some(0));
+    assert_eq!(
+        f.metric("mcp_sidecar_rate_limit_tracked_keys", &[("rule", "ip")]),
+        0.0
+    );
+    assert!(f.limits.table_bytes("ip").unwrap() < 1024);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_runs_periodically_and_early_at_the_cap() {
+    let f = setup(
+        "sweep_interval = \"30s\"\n[[rate_limit]]\nname = \"ip\"\nkey = [\"client_ip\"]\n\
+         rate = 1\nper = \"1s\"\nmax_keys = 2\n",
+    );
+    let stop = CancellationToken::new();
+    f.limits.spawn_sweeper(stop.clone());
+    f.post("10.0.0.1", &call(1, "echo")).unwrap();
+    f.post("10.0.0.2", &call(1, "echo")).unwrap();
+    assert_eq!(f.limits.tracked_keys("ip"), Some(2));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Idle, but the periodic sweep is 30 s away: still tracked.
+    assert_eq!(f.limits.tracked_keys("ip"), Some(2));
+    // A third key meets the cap and asks for an early sweep, which frees the idle keys.
+    f.post("10.0.0.3", &call(1, "echo")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(f.limits.tracked_keys("ip"), Some(0));
+    f.post("10.0.0.4", &call(1, "echo")).unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(f.limits.tracked_keys("ip"), Some(0), "periodic sweep");
+    stop.cancel();
+}
+
+#[test]
+fn rule_names_and_periods_are_validated() {
+    let load = |rules: &str| {
+        Config::from_toml_with_env(
+            &format!("[[upstream]]\nname = \"u\"\nurl = \"http://h:1/mcp\"\n{rules}"),
+            &|_| None,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let rule = |name: &str, extra: &str| {
+        format!("[[rate_limit]]\nname = \"{name}\"\nkey = []\nrate = 1\nper = \"1s\"\n{extra}")
+    };
+    assert!(load(&rule("ok", "")).is_ok());
+    let err = load(&format!("{}{}", rule("a", ""), rule("a", ""))).unwrap_err();
+    assert!(err.starts_with("rate_limit[1].name:"), "{err}");
+    let err = load(&rule("a b", "")).unwrap_err();
+    assert!(err.starts_with("rate_limit[0].name:"), "{err}");
+    let err = load(&rule(STREAMS_POLICY, "")).unwrap_err();
+    assert!(err.contains("reserved"), "{err}");
+    let err = load(&rule("a", "").replace("per = \"1s\"", "per = \"1500ms\"")).unwrap_err();
+    assert!(err.starts_with("rate_limit[0].per:"), "{err}");
+    let err = load(&rule("a", "").replace("rate = 1", "rate = 0")).unwrap_err();
+    assert!(err.starts_with("rate_limit[0].rate:"), "{err}");
+    let err = load(&rule("a", "burst = 0\n")).unwrap_err();
+    assert!(err.starts_with("rate_limit[0].burst:"), "{err}");
+    let err = load(&rule("a", "methods = [\"initialize\"]\ntools = [\"x\"]\n")).unwrap_err();
+    assert!(err.starts_with("rate_limit[0].tools:"), "{err}");
+    let err = load(&rule("a", "").replace("key = []", "key = [\"tool\", \"tool\"]")).unwrap_err();
+    assert!(err.starts_with("rate_limit[0].key:"), "{err}");
+    let err = load(&rule("a", "").replace("key = []", "key = [\"user\"]")).unwrap_err();
+    assert!(err.contains("user"), "{err}");
+    let err = load("[limits]\ntrusted_proxies = [\"10.0.0.0/40\"]\n").unwrap_err();
+    assert!(err.starts_with("limits.trusted_proxies[0]:"), "{err}");
+    let err = load("[limits]\nshed_retry_after = \"0s\"\n").unwrap_err();
+    assert!(err.starts_with("limits.shed_retry_after:"), "{err}");
+    let upstream_rule = "[[upstream.rate_limit]]\nname = \"x\"\nkey = []\nrate = 1\nper = \"0s\"\n";
+    let err = load(upstream_rule).unwrap_err();
+    assert!(err.starts_with("upstream[0].rate_limit[0].per:"), "{err}");
+}
