@@ -1,6 +1,8 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness) and `/readyz`
-//! (readiness, with each component's state). It runs on its own port, loopback by default, so
-//! scraping and probing never compete with (or are exposed like) client traffic.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz`
+//! (readiness, with each component's state) and `/breakers` (circuit breakers; `POST
+//! /breakers/{upstream}[/{tool}]/open|close` forces one). It runs on its own port, loopback by
+//! default, so scraping and probing never compete with (or are exposed like) client traffic;
+//! since it can force circuits, it must stay unreachable from clients.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{ProxyBody, full};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
+use crate::resilience::{Resilience, percent_decode};
 
 /// State the admin endpoints read.
 #[derive(Debug, Clone)]
@@ -22,11 +25,17 @@ pub struct Admin {
     pub metrics: Metrics,
     /// Readiness to report.
     pub readiness: Arc<Readiness>,
+    /// Circuit breakers to report and force.
+    pub resilience: Option<Arc<Resilience>>,
 }
 
 impl Admin {
     /// Answers one admin request.
     pub fn handle<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
+        let path = req.uri().path();
+        if path == "/breakers" || path.starts_with("/breakers/") {
+            return self.breakers(req.method(), path);
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints take GET\n");
         }
@@ -63,6 +72,49 @@ impl Admin {
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found; try /metrics, /healthz or /readyz\n",
+            ),
+        }
+    }
+
+    /// `GET /breakers` and `POST /breakers/{id}/open|close`.
+    fn breakers(&self, method: &Method, path: &str) -> Response<ProxyBody> {
+        let Some(resilience) = &self.resilience else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no circuit breakers in this sidecar\n",
+            );
+        };
+        if path == "/breakers" {
+            if method != Method::GET && method != Method::HEAD {
+                return with_allow(
+                    text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+                    "GET, HEAD",
+                );
+            }
+            return json_response(StatusCode::OK, &resilience.report());
+        }
+        let rest = path.trim_start_matches("/breakers/");
+        let (id, open) = match rest.rsplit_once('/') {
+            Some((id, "open")) => (id, true),
+            Some((id, "close")) => (id, false),
+            _ => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "use POST /breakers/{upstream}[/{tool}]/open or /close\n",
+                );
+            }
+        };
+        if method != Method::POST {
+            return with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST");
+        }
+        let Some(id) = percent_decode(id) else {
+            return text(StatusCode::BAD_REQUEST, "malformed percent-encoding\n");
+        };
+        match resilience.force(&id, open) {
+            Some(state) => json_response(StatusCode::OK, &state),
+            None => text(
+                StatusCode::NOT_FOUND,
+                &format!("no breaker `{id}`; GET /breakers lists them\n"),
             ),
         }
     }
@@ -107,5 +159,21 @@ fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    resp
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn with_allow(mut resp: Response<ProxyBody>, allow: &'static str) -> Response<ProxyBody> {
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }

@@ -178,7 +178,10 @@ impl Proxy {
                 subject: cx.principal.as_ref().map(|p| p.subject.clone()),
             };
             let stream_errors = Some(self.metrics.stream_errors.clone());
-            let idle_timeouts = self.resilience.as_ref().map(|r| r.metrics().timeouts.clone());
+            let idle_timeouts = self
+                .resilience
+                .as_ref()
+                .map(|r| r.metrics().timeouts.clone());
             response.map(|body| {
                 ObservedBody::new(body, log, gauge, stream_errors)
                     .with_idle_timeouts(idle_timeouts)

@@ -1,5 +1,10 @@
-//! Readiness: a background task per upstream checks that it accepts TCP connections, and
-//! `/readyz` reads the last results (a probe never waits on a backend).
+//! Readiness: a background task per upstream checks it every `health_interval`, and `/readyz`
+//! reads the last results (a probe never waits on a backend).
+//!
+//! The check is `[upstream.health_check] kind`: `tcp` (the default: a TCP connection opens),
+//! `mcp_ping` (a JSON-RPC `ping` POSTed to the MCP endpoint gets an answer below 500) or `http`
+//! (a GET of `path` answers 2xx). A passing `mcp_ping`/`http` check also counts as a probe
+//! success for the upstream's half-open circuit breaker, so it closes without waiting for clients.
 //!
 //! The sidecar is ready when it is not shutting down and every upstream passed its last check.
 //! Before the first check completes an upstream is `unknown`, which counts as not ready.
@@ -8,12 +13,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
+use http::{Method, Request, Uri, header};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::{ProxyBody, full};
+use crate::config::HealthCheckKind;
 use crate::metrics::Metrics;
+use crate::resilience::Resilience;
 use crate::upstream::Upstream;
+
+/// The `ping` an `mcp_ping` check sends. Its id cannot collide with a client's: the check has
+/// no session and its answer goes nowhere but here.
+const PING_BODY: &str = r#"{"jsonrpc":"2.0","id":"mcp-sidecar-health","method":"ping"}"#;
 
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -29,6 +42,7 @@ pub struct Readiness {
 #[derive(Debug)]
 struct UpstreamHealth {
     name: Arc<str>,
+    check: &'static str,
     state: AtomicU8,
     last_error: std::sync::Mutex<Option<String>>,
 }
@@ -42,6 +56,11 @@ impl Readiness {
                 .iter()
                 .map(|u| UpstreamHealth {
                     name: u.name.clone(),
+                    check: match u.config.health_check.kind {
+                        HealthCheckKind::Tcp => "tcp",
+                        HealthCheckKind::McpPing => "mcp_ping",
+                        HealthCheckKind::Http => "http",
+                    },
                     state: AtomicU8::new(UNKNOWN),
                     last_error: std::sync::Mutex::new(None),
                 })
@@ -79,7 +98,7 @@ impl Readiness {
                     DOWN => "down",
                     _ => "unknown",
                 };
-                let mut entry = json!({ "state": state });
+                let mut entry = json!({ "state": state, "check": u.check });
                 if let Ok(err) = u.last_error.lock()
                     && let Some(err) = err.as_ref()
                 {
@@ -113,17 +132,20 @@ impl Readiness {
     }
 }
 
-/// Spawns one reachability check loop per upstream; they stop when `cancel` fires.
+/// Spawns one check loop per upstream; they stop when `cancel` fires. Passing active checks are
+/// reported to `resilience` (half-open breakers).
 pub fn spawn_checks(
     readiness: Arc<Readiness>,
     upstreams: &[Arc<Upstream>],
     metrics: Metrics,
+    resilience: Option<Arc<Resilience>>,
     cancel: CancellationToken,
 ) {
     for (index, upstream) in upstreams.iter().enumerate() {
         let readiness = readiness.clone();
         let upstream = upstream.clone();
         let metrics = metrics.clone();
+        let resilience = resilience.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(upstream.config.health_interval);
@@ -133,11 +155,27 @@ pub fn spawn_checks(
                     _ = cancel.cancelled() => return,
                     _ = interval.tick() => {}
                 }
-                let result = check(&upstream).await;
+                let kind = upstream.config.health_check.kind;
+                let result = match kind {
+                    HealthCheckKind::Tcp => check(&upstream).await,
+                    HealthCheckKind::McpPing | HealthCheckKind::Http => {
+                        active_check(&upstream).await
+                    }
+                };
                 metrics
                     .upstream_up
                     .with_label_values(&[&upstream.name])
                     .set(i64::from(result.is_ok()));
+                if let Some(r) = &resilience {
+                    let label = if result.is_ok() { "ok" } else { "fail" };
+                    r.metrics()
+                        .health_checks
+                        .with_label_values(&[&upstream.name, label])
+                        .inc();
+                    if result.is_ok() && kind != HealthCheckKind::Tcp {
+                        r.health_ok(&upstream.name);
+                    }
+                }
                 readiness.record(index, result);
             }
         });
@@ -160,5 +198,62 @@ async fn check(upstream: &Upstream) -> Result<(), String> {
         Err(_) => Err(format!(
             "connect {host}:{port}: timed out after {timeout:?}"
         )),
+    }
+}
+
+/// One `mcp_ping` or `http` check through the upstream's pooled client, bounded by
+/// `health_check.timeout`.
+async fn active_check(upstream: &Upstream) -> Result<(), String> {
+    let hc = &upstream.config.health_check;
+    let (method, uri, body, what): (_, Uri, ProxyBody, _) = match hc.kind {
+        HealthCheckKind::Http => {
+            let path = hc.path.as_deref().unwrap_or("/");
+            let uri = Uri::builder()
+                .scheme(upstream.url.scheme())
+                .authority(upstream.authority.as_bytes())
+                .path_and_query(path)
+                .build()
+                .map_err(|e| format!("health_check.path `{path}`: {e}"))?;
+            (Method::GET, uri, full(bytes::Bytes::new()), "GET")
+        }
+        HealthCheckKind::McpPing | HealthCheckKind::Tcp => {
+            let uri: Uri = upstream
+                .url
+                .as_str()
+                .parse()
+                .map_err(|e| format!("url: {e}"))?;
+            (Method::POST, uri, full(PING_BODY), "ping")
+        }
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    headers.insert(header::HOST, upstream.authority.clone());
+    if hc.kind == HealthCheckKind::McpPing {
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            http::HeaderValue::from_static("application/json, text/event-stream"),
+        );
+    }
+    let status = match tokio::time::timeout(hc.timeout, upstream.client.request(req)).await {
+        Ok(Ok(resp)) => resp.status(),
+        Ok(Err(e)) => return Err(format!("{what}: {}", crate::forward::error_chain(&e))),
+        Err(_) => return Err(format!("{what}: no answer within {:?}", hc.timeout)),
+    };
+    // A server that requires a session answers a session-less ping with 400 or 404: it is up and
+    // parsing requests. Only 5xx means it cannot serve.
+    let ok = match hc.kind {
+        HealthCheckKind::Http => status.is_success(),
+        _ => !status.is_server_error(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what}: status {status}"))
     }
 }

@@ -263,10 +263,11 @@ async fn unreachable_upstream_is_502_with_the_jsonrpc_id() {
             .unwrap()
             .contains("unreachable")
     );
+    // One attempt and two retries: a refused connection sent nothing, so any request is retried.
     let metrics = sidecar.metrics().await;
     assert!(
         metrics.contains(
-            r#"mcp_sidecar_upstream_connection_errors_total{kind="connect",upstream="u"} 1"#
+            r#"mcp_sidecar_upstream_connection_errors_total{kind="connect",upstream="u"} 3"#
         ),
         "{metrics}"
     );

@@ -1,0 +1,588 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        consecutive_failures: 3,
+        failure_ratio: 0.0,
+        window: Duration::from_secs(10),
+        min_requests: 1,
+        open_duration: Duration::from_secs(60),
+        max_open_duration: Duration::from_secs(300),
+        backoff_multiplier: 2.0,
+        half_open_probes: 1,
+        half_open_successes: 2,
+    }
+}
+
+struct Clocked {
+    m: Machine,
+    now: Instant,
+    out: Vec<Transition>,
+}
+
+impl Clocked {
+    fn new(s: Settings) -> Self {
+        let now = Instant::now();
+        Self {
+            m: Machine::new(s, now),
+            now,
+            out: Vec::new(),
+        }
+    }
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+    fn acquire(&mut self) -> Result<Ticket, Rejected> {
+        self.m.acquire(self.now, &mut self.out)
+    }
+    fn record(&mut self, t: Ticket, o: Option<Outcome>) {
+        self.m.record(t, o, self.now, &mut self.out);
+    }
+    fn call(&mut self, o: Outcome) -> bool {
+        match self.acquire() {
+            Ok(t) => {
+                self.record(t, Some(o));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+    fn state(&mut self) -> State {
+        self.m.snapshot(self.now, &mut self.out).state
+    }
+}
+
+#[test]
+fn trips_after_n_consecutive_failures_and_a_success_resets_the_count() {
+    let mut b = Clocked::new(settings());
+    b.call(Outcome::Failure);
+    b.call(Outcome::Failure);
+    b.call(Outcome::Success);
+    b.call(Outcome::Failure);
+    b.call(Outcome::Failure);
+    assert_eq!(b.state(), State::Closed);
+    b.call(Outcome::Failure);
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(
+        b.out,
+        vec![Transition {
+            from: State::Closed,
+            to: State::Open
+        }]
+    );
+    let rejected = b.acquire().unwrap_err();
+    assert_eq!(rejected.retry_after, Duration::from_secs(60));
+}
+
+#[test]
+fn ratio_trips_only_with_enough_requests_and_forgets_old_buckets() {
+    let mut s = settings();
+    s.consecutive_failures = 0;
+    s.failure_ratio = 0.5;
+    s.min_requests = 4;
+    let mut b = Clocked::new(s);
+    // 1 failure, 1 success, 1 failure: 3 requests, below the minimum.
+    b.call(Outcome::Failure);
+    b.call(Outcome::Success);
+    b.call(Outcome::Failure);
+    assert_eq!(b.state(), State::Closed);
+    // The window is 10 s: after 11 s those calls are forgotten.
+    b.advance(Duration::from_secs(11));
+    b.call(Outcome::Success);
+    b.call(Outcome::Success);
+    b.call(Outcome::Failure);
+    assert_eq!(b.state(), State::Closed, "1 of 3 in the window");
+    b.call(Outcome::Failure);
+    assert_eq!(b.state(), State::Open, "2 of 4 = 0.5");
+}
+
+#[test]
+fn one_probe_after_the_open_period_and_successes_close() {
+    let mut b = Clocked::new(settings());
+    for _ in 0..3 {
+        b.call(Outcome::Failure);
+    }
+    b.advance(Duration::from_secs(59));
+    assert_eq!(b.acquire().unwrap_err().retry_after, Duration::from_secs(1));
+    b.advance(Duration::from_secs(1));
+    let probe = b.acquire().unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.acquire().unwrap_err().retry_after, Duration::ZERO);
+    b.record(probe, Some(Outcome::Success));
+    assert_eq!(b.state(), State::HalfOpen, "two successes needed");
+    assert!(b.call(Outcome::Success));
+    assert_eq!(b.state(), State::Closed);
+    assert!(b.call(Outcome::Success));
+}
+
+#[test]
+fn repeated_trips_back_off_up_to_the_cap_and_closing_resets_it() {
+    let mut b = Clocked::new(settings());
+    for _ in 0..3 {
+        b.call(Outcome::Failure);
+    }
+    let mut expected = [60u64, 120, 240, 300, 300].into_iter();
+    let first = expected.next().unwrap();
+    assert_eq!(
+        b.acquire().unwrap_err().retry_after,
+        Duration::from_secs(first)
+    );
+    let mut period = first;
+    for next in expected {
+        b.advance(Duration::from_secs(period));
+        assert!(b.call(Outcome::Failure), "the probe is admitted");
+        assert_eq!(
+            b.acquire().unwrap_err().retry_after,
+            Duration::from_secs(next)
+        );
+        period = next;
+    }
+    b.advance(Duration::from_secs(period));
+    assert!(b.call(Outcome::Success));
+    assert!(b.call(Outcome::Success));
+    for _ in 0..3 {
+        b.call(Outcome::Failure);
+    }
+    assert_eq!(
+        b.acquire().unwrap_err().retry_after,
+        Duration::from_secs(60),
+        "a close resets the backoff"
+    );
+}
+
+#[test]
+fn stale_outcomes_do_not_count() {
+    let mut b = Clocked::new(settings());
+    let slow = b.acquire().unwrap();
+    for _ in 0..3 {
+        b.call(Outcome::Failure);
+    }
+    b.advance(Duration::from_secs(60));
+    let probe = b.acquire().unwrap();
+    // The slow request admitted while closed fails now: it must not reopen the half-open circuit.
+    b.record(slow, Some(Outcome::Failure));
+    assert_eq!(b.state(), State::HalfOpen);
+    b.record(probe, Some(Outcome::Success));
+    assert!(b.call(Outcome::Success));
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn an_abandoned_probe_frees_its_slot_without_counting() {
+    let mut b = Clocked::new(settings());
+    for _ in 0..3 {
+        b.call(Outcome::Failure);
+    }
+    b.advance(Duration::from_secs(60));
+    let probe = b.acquire().unwrap();
+    assert!(b.acquire().is_err());
+    b.record(probe, None);
+    let snapshot = b.m.snapshot(b.now, &mut b.out);
+    assert_eq!(
+        (snapshot.probes_in_flight, snapshot.probe_successes),
+        (0, 0)
+    );
+    assert!(b.acquire().unwrap().is_probe());
+}
+
+#[test]
+fn health_checks_close_a_half_open_circuit_sooner_but_not_an_open_one() {
+    let mut b = Clocked::new(settings());
+    for _ in 0..3 {
+        b.call(Outcome::Failure);
+    }
+    b.m.health_ok(b.now, &mut b.out);
+    assert_eq!(b.state(), State::Open, "the open period is not cut short");
+    b.advance(Duration::from_secs(60));
+    b.m.health_ok(b.now, &mut b.out);
+    assert_eq!(b.state(), State::HalfOpen);
+    assert!(b.call(Outcome::Success));
+    assert_eq!(
+        b.state(),
+        State::Closed,
+        "one check + one probe = two successes"
+    );
+}
+
+#[test]
+fn forced_open_holds_until_forced_closed() {
+    let mut b = Clocked::new(settings());
+    b.m.force_open(&mut b.out);
+    b.advance(Duration::from_secs(3600));
+    assert_eq!(
+        b.acquire().unwrap_err().retry_after,
+        Duration::from_secs(60)
+    );
+    let snapshot = b.m.snapshot(b.now, &mut b.out);
+    assert!(snapshot.forced);
+    b.m.force_close(b.now, &mut b.out);
+    assert!(b.call(Outcome::Success));
+}
+
+fn test_metrics() -> BreakerMetrics {
+    BreakerMetrics {
+        state: IntGauge::new("s", "s").unwrap(),
+        rejections: IntCounter::new("r", "r").unwrap(),
+        transitions: IntCounterVec::new(
+            prometheus::Opts::new("t", "t"),
+            &["upstream", "tool", "from", "to"],
+        )
+        .unwrap(),
+    }
+}
+
+fn config(probes: u32) -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: 1,
+        half_open_probes: probes,
+        open_duration: Duration::from_secs(1),
+        ..BreakerConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_permit_releases_its_probe_and_metrics_follow_the_state() {
+    let metrics = test_metrics();
+    let b = Breaker::new("u".into(), None, &config(1), metrics.clone());
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(metrics.state.get(), 2);
+    assert!(b.try_acquire().is_err());
+    assert_eq!(metrics.rejections.get(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let probe = b.try_acquire().unwrap();
+    assert_eq!(metrics.state.get(), 1);
+    assert!(b.try_acquire().is_err());
+    drop(probe);
+    let probe = b.try_acquire().expect("the slot came back");
+    probe.record(Outcome::Success);
+    b.try_acquire().unwrap().record(Outcome::Success);
+    assert_eq!(metrics.state.get(), 0);
+    assert_eq!(
+        metrics
+            .transitions
+            .with_label_values(&["u", "", "half_open", "closed"])
+            .get(),
+        1
+    );
+}
+
+#[test]
+fn concurrent_acquires_admit_exactly_the_probe_count() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for probes in [1u32, 3] {
+            let b = Breaker::new("u".into(), None, &config(probes), test_metrics());
+            b.try_acquire().unwrap().record(Outcome::Failure);
+            tokio::time::advance(Duration::from_secs(1)).await;
+            let admitted = std::sync::Mutex::new(Vec::new());
+            let handle = tokio::runtime::Handle::current();
+            std::thread::scope(|scope| {
+                for _ in 0..16 {
+                    scope.spawn(|| {
+                        // The runtime's (paused) clock, from another thread.
+                        let _clock = handle.enter();
+                        for _ in 0..50 {
+                            if let Ok(p) = b.try_acquire() {
+                                admitted.lock().unwrap().push(p);
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(admitted.lock().unwrap().len(), probes as usize);
+        }
+    });
+}
+
+// ---- model-based property test -------------------------------------------------------------
+
+/// The specification, written as plainly as possible: time in whole milliseconds, the window as
+/// a list of (bucket, failed) events, tickets as (episode, probe).
+#[derive(Debug)]
+struct Model {
+    s: Settings,
+    bucket_ms: u64,
+    state: ModelState,
+    episode: u64,
+    trips: u32,
+    consecutive: u32,
+    events: Vec<(u64, bool)>,
+    probes_out: u32,
+    successes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ModelState {
+    Closed,
+    Open(Option<u64>),
+    HalfOpen,
+}
+
+impl Model {
+    fn new(s: Settings) -> Self {
+        let bucket_ms = u64::try_from(s.window.as_millis()).unwrap() / WINDOW_BUCKETS;
+        Self {
+            s,
+            bucket_ms,
+            state: ModelState::Closed,
+            episode: 0,
+            trips: 0,
+            consecutive: 0,
+            events: Vec::new(),
+            probes_out: 0,
+            successes: 0,
+        }
+    }
+
+    fn tick(&mut self, t: u64) {
+        if let ModelState::Open(Some(until)) = self.state
+            && t >= until
+        {
+            self.enter(ModelState::HalfOpen);
+        }
+    }
+
+    fn enter(&mut self, state: ModelState) {
+        self.state = state;
+        self.episode += 1;
+        self.probes_out = 0;
+        self.successes = 0;
+    }
+
+    fn acquire(&mut self, t: u64) -> Result<(u64, bool), u64> {
+        self.tick(t);
+        match self.state {
+            ModelState::Closed => Ok((self.episode, false)),
+            ModelState::Open(Some(until)) => Err(until - t),
+            ModelState::Open(None) => Err(self.s.open_duration.as_millis() as u64),
+            ModelState::HalfOpen if self.probes_out < self.s.half_open_probes => {
+                self.probes_out += 1;
+                Ok((self.episode, true))
+            }
+            ModelState::HalfOpen => Err(0),
+        }
+    }
+
+    fn window(&self, t: u64) -> (u32, u32) {
+        let now = t / self.bucket_ms;
+        let live: Vec<_> = self
+            .events
+            .iter()
+            .filter(|(b, _)| now - b < WINDOW_BUCKETS)
+            .collect();
+        (
+            live.len() as u32,
+            live.iter().filter(|(_, f)| *f).count() as u32,
+        )
+    }
+
+    fn trip(&mut self, t: u64) {
+        self.trips += 1;
+        let base = self.s.open_duration.as_millis() as u64;
+        let cap = self.s.max_open_duration.as_millis() as u64;
+        let period = (0..self.trips - 1)
+            .fold(base, |p, _| (p * 2).min(cap))
+            .min(cap);
+        self.enter(ModelState::Open(Some(t + period)));
+        self.consecutive = 0;
+        self.events.clear();
+    }
+
+    fn close(&mut self) {
+        self.enter(ModelState::Closed);
+        self.trips = 0;
+        self.consecutive = 0;
+        self.events.clear();
+    }
+
+    fn record(&mut self, ticket: (u64, bool), outcome: Option<bool>, t: u64) {
+        if ticket.0 != self.episode {
+            return;
+        }
+        match self.state {
+            ModelState::Closed => {
+                let Some(failed) = outcome else { return };
+                self.consecutive = if failed { self.consecutive + 1 } else { 0 };
+                self.events.push((t / self.bucket_ms, failed));
+                let (requests, failures) = self.window(t);
+                let by_count = self.s.consecutive_failures > 0
+                    && self.consecutive >= self.s.consecutive_failures;
+                let by_ratio = self.s.failure_ratio > 0.0
+                    && requests >= self.s.min_requests
+                    && f64::from(failures) >= self.s.failure_ratio * f64::from(requests);
+                if failed && (by_count || by_ratio) {
+                    self.trip(t);
+                }
+            }
+            ModelState::HalfOpen => {
+                assert!(ticket.1, "only probes are issued while half-open");
+                self.probes_out -= 1;
+                match outcome {
+                    Some(false) => {
+                        self.successes += 1;
+                        if self.successes >= self.s.half_open_successes {
+                            self.close();
+                        }
+                    }
+                    Some(true) => self.trip(t),
+                    None => {}
+                }
+            }
+            ModelState::Open(_) => unreachable!("no ticket of an open episode exists"),
+        }
+    }
+
+    fn health_ok(&mut self, t: u64) {
+        self.tick(t);
+        if self.state == ModelState::HalfOpen {
+            self.successes += 1;
+            if self.successes >= self.s.half_open_successes {
+                self.close();
+            }
+        }
+    }
+
+    fn state_name(&mut self, t: u64) -> State {
+        self.tick(t);
+        match self.state {
+            ModelState::Closed => State::Closed,
+            ModelState::Open(_) => State::Open,
+            ModelState::HalfOpen => State::HalfOpen,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire,
+    Finish(usize, bool),
+    Abandon(usize),
+    Advance(u64),
+    Health,
+    ForceOpen,
+    ForceClose,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => Just(Op::Acquire),
+        6 => (any::<usize>(), prop::bool::weighted(0.6)).prop_map(|(i, f)| Op::Finish(i, f)),
+        1 => any::<usize>().prop_map(Op::Abandon),
+        4 => prop_oneof![0u64..2_000, 0u64..400_000].prop_map(Op::Advance),
+        1 => Just(Op::Health),
+        1 => Just(Op::ForceOpen),
+        1 => Just(Op::ForceClose),
+    ]
+}
+
+fn model_settings() -> impl Strategy<Value = Settings> {
+    (
+        0u32..5,
+        prop_oneof![Just(0.0), Just(0.5), Just(0.25), Just(1.0)],
+        1u64..=20,
+        1u32..6,
+        1u64..=30,
+        1u64..=8,
+        1u32..4,
+        1u32..4,
+    )
+        .prop_filter("some trigger", |(cf, ratio, ..)| *cf > 0 || *ratio > 0.0)
+        .prop_map(
+            |(cf, ratio, window_tenths, min, open, cap_factor, probes, successes)| Settings {
+                consecutive_failures: cf,
+                failure_ratio: ratio,
+                window: Duration::from_millis(window_tenths * 1000),
+                min_requests: min,
+                open_duration: Duration::from_secs(open),
+                max_open_duration: Duration::from_secs(open * cap_factor),
+                backoff_multiplier: 2.0,
+                half_open_probes: probes,
+                half_open_successes: successes,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_breaker_never_disagrees_with_the_model(
+        s in model_settings(),
+        ops in prop::collection::vec(op(), 1..300),
+    ) {
+        let start = Instant::now();
+        let mut machine = Machine::new(s.clone(), start);
+        let mut model = Model::new(s.clone());
+        let mut out = Vec::new();
+        let mut t = 0u64;
+        // Outstanding admissions: the machine's ticket next to the model's.
+        let mut tickets: Vec<(Ticket, (u64, bool))> = Vec::new();
+        for op in ops {
+            let now = start + Duration::from_millis(t);
+            match op {
+                Op::Acquire => {
+                    let real = machine.acquire(now, &mut out);
+                    let spec = model.acquire(t);
+                    match (real, spec) {
+                        (Ok(ticket), Ok(m)) => {
+                            prop_assert_eq!(ticket.is_probe(), m.1);
+                            tickets.push((ticket, m));
+                        }
+                        (Err(r), Err(ms)) => {
+                            prop_assert_eq!(r.retry_after, Duration::from_millis(ms));
+                        }
+                        (real, spec) => prop_assert!(false, "machine {:?} vs model {:?}", real, spec),
+                    }
+                }
+                Op::Finish(..) | Op::Abandon(_) if tickets.is_empty() => {}
+                Op::Finish(i, failed) => {
+                    let (ticket, m) = tickets.remove(i % tickets.len());
+                    let outcome = if failed { Outcome::Failure } else { Outcome::Success };
+                    machine.record(ticket, Some(outcome), now, &mut out);
+                    model.record(m, Some(failed), t);
+                }
+                Op::Abandon(i) => {
+                    let (ticket, m) = tickets.remove(i % tickets.len());
+                    machine.record(ticket, None, now, &mut out);
+                    model.record(m, None, t);
+                }
+                Op::Advance(ms) => t += ms,
+                Op::Health => {
+                    machine.health_ok(now, &mut out);
+                    model.health_ok(t);
+                }
+                Op::ForceOpen => {
+                    machine.force_open(&mut out);
+                    model.tick(t);
+                    model.enter(ModelState::Open(None));
+                }
+                Op::ForceClose => {
+                    machine.force_close(now, &mut out);
+                    model.close();
+                }
+            }
+            let now = start + Duration::from_millis(t);
+            let snap = machine.snapshot(now, &mut out);
+            prop_assert_eq!(snap.state, model.state_name(t));
+            prop_assert_eq!(snap.trips, model.trips);
+            prop_assert_eq!(snap.consecutive_failures, model.consecutive);
+            prop_assert_eq!((snap.window_requests, snap.window_failures), model.window(t));
+            prop_assert!(snap.probes_in_flight <= s.half_open_probes);
+            prop_assert_eq!(snap.probes_in_flight, model.probes_out);
+            if snap.state == State::HalfOpen {
+                prop_assert_eq!(snap.probe_successes, model.successes);
+            }
+        }
+        // Transitions always alternate consistently: each starts where the previous ended.
+        for pair in out.windows(2) {
+            prop_assert_eq!(pair[0].to, pair[1].from);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! One admitted request's trip to the upstream: attempts bounded by the (per-tool) response
+//! timeout, each judged for the breaker, and retried only where that is safe.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, Outcome, Permit};
+use super::{ResilienceMetrics, UpstreamPolicy};
+use crate::body::{ProxyBody, full};
+use crate::error::ProxyError;
+use crate::forward::error_chain;
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// An admitted request: its breaker permit and the policy that applies to it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub(super) timeout: Duration,
+    pub(super) stream_idle_timeout: Duration,
+    pub(super) idempotent: bool,
+    pub(super) failure_statuses: &'a [u16],
+    pub(super) breaker: Option<&'a Arc<Breaker>>,
+    pub(super) permit: Option<Permit>,
+    pub(super) policy: Option<&'a UpstreamPolicy>,
+    pub(super) metrics: Option<&'a ResilienceMetrics>,
+}
+
+/// Why an attempt failed (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    Reset,
+    Timeout,
+    Status,
+}
+
+impl Failure {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+            Self::Status => "status",
+        }
+    }
+}
+
+/// What is needed to send the request again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Replay {
+    fn request(&self) -> Request<ProxyBody> {
+        let mut req = Request::new(full(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+impl<'a> Call<'a> {
+    /// A call without breaker or retries, with the upstream's own timeouts.
+    pub(super) fn plain(upstream: &Upstream) -> Self {
+        Self {
+            timeout: upstream.config.response_timeout,
+            stream_idle_timeout: upstream.config.stream_idle_timeout,
+            idempotent: false,
+            failure_statuses: &[],
+            breaker: None,
+            permit: None,
+            policy: None,
+            metrics: None,
+        }
+    }
+
+    /// The idle timeout for a streamed answer (the tool's, else the upstream's).
+    pub fn stream_idle_timeout(&self) -> Duration {
+        self.stream_idle_timeout
+    }
+
+    /// The response timeout (the tool's, else the upstream's).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends the request, retrying where safe. `replay` is the POST body as read (the request is
+    /// rebuilt from it for a retry); a request whose body is neither that nor empty is sent once.
+    pub async fn send(
+        mut self,
+        upstream: &Upstream,
+        metrics: &Metrics,
+        parts: Parts,
+        body: ProxyBody,
+        replay: Option<Bytes>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let max_retries = self.policy.map_or(0, |p| p.max_retries);
+        let replay = (max_retries > 0)
+            .then(|| replay.or_else(|| body.is_end_stream().then(Bytes::new)))
+            .flatten()
+            .map(|body| Replay {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+                body,
+            });
+        if let Some(p) = self.policy {
+            p.budget.deposit(Instant::now());
+        }
+        let mut req = Request::from_parts(parts, body);
+        let mut retries = 0;
+        loop {
+            let result = attempt(upstream, metrics, self.metrics, req, self.timeout).await;
+            let failure = self.judge(&result);
+            if let (Some(f), Some(m)) = (failure, self.metrics) {
+                m.upstream_failures
+                    .with_label_values(&[&upstream.name, f.label()])
+                    .inc();
+            }
+            if let Some(permit) = self.permit.take() {
+                permit.record(if failure.is_some() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                });
+            }
+            let (Some(reason), Some(policy), Some(replay), Some(m)) =
+                (failure, self.policy, &replay, self.metrics)
+            else {
+                return result;
+            };
+            if retries >= max_retries || !self.retryable(reason, &result, policy) {
+                return result;
+            }
+            if !policy.budget.try_withdraw(Instant::now()) {
+                m.retry_budget_exhausted
+                    .with_label_values(&[&upstream.name])
+                    .inc();
+                tracing::debug!(reason = reason.label(), "retry budget spent; not retrying");
+                return result;
+            }
+            tokio::time::sleep(backoff(policy, retries)).await;
+            if let Some(b) = self.breaker {
+                match b.try_acquire() {
+                    Ok(permit) => self.permit = Some(permit),
+                    // The circuit opened meanwhile: the retry would be refused anyway.
+                    Err(_) => return result,
+                }
+            }
+            drop(result);
+            retries += 1;
+            m.retries
+                .with_label_values(&[&upstream.name, reason.label()])
+                .inc();
+            tracing::debug!(
+                retry = retries,
+                reason = reason.label(),
+                "retrying upstream request"
+            );
+            req = replay.request();
+        }
+    }
+
+    fn judge(&self, result: &Result<Response<Incoming>, ProxyError>) -> Option<Failure> {
+        match result {
+            Ok(resp) => self
+                .failure_statuses
+                .contains(&resp.status().as_u16())
+                .then_some(Failure::Status),
+            Err(ProxyError::UpstreamUnreachable { .. }) => Some(Failure::Connect),
+            Err(ProxyError::UpstreamTimeout { .. }) => Some(Failure::Timeout),
+            Err(_) => Some(Failure::Reset),
+        }
+    }
+
+    /// Connect errors are always safe to retry (nothing was sent); a reset or a retry status
+    /// only for idempotent requests (the backend may have acted on it); a timeout never (the
+    /// caller has already waited the whole timeout once).
+    fn retryable(
+        &self,
+        reason: Failure,
+        result: &Result<Response<Incoming>, ProxyError>,
+        policy: &UpstreamPolicy,
+    ) -> bool {
+        match reason {
+            Failure::Connect => true,
+            Failure::Reset => self.idempotent,
+            Failure::Timeout => false,
+            Failure::Status => {
+                self.idempotent
+                    && result
+                        .as_ref()
+                        .is_ok_and(|r| policy.retry_statuses.contains(&r.status().as_u16()))
+            }
+        }
+    }
+}
+
+/// Full jitter: a random wait up to `backoff * 2^retry`, capped at `max_backoff`.
+fn backoff(policy: &UpstreamPolicy, retry: u32) -> Duration {
+    let ceiling = policy
+        .backoff
+        .saturating_mul(1u32 << retry.min(16))
+        .min(policy.max_backoff);
+    ceiling.mul_f64(random_unit())
+}
+
+/// A random number in [0, 1): std's per-process random hash keys are enough for jitter.
+fn random_unit() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// One exchange bounded by `timeout`; failures are mapped and counted.
+async fn attempt(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    resilience: Option<&ResilienceMetrics>,
+    req: Request<ProxyBody>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, ProxyError> {
+    let started = Instant::now();
+    let result = tokio::time::timeout(timeout, upstream.client.request(req)).await;
+    let errors = |kind: &str| {
+        metrics
+            .upstream_errors
+            .with_label_values(&[&upstream.name, kind])
+            .inc();
+    };
+    let timeouts = |kind: &str| {
+        if let Some(m) = resilience {
+            m.timeouts.with_label_values(&[&upstream.name, kind]).inc();
+        }
+    };
+    match result {
+        Ok(Ok(response)) => {
+            metrics
+                .upstream_duration
+                .with_label_values(&[&upstream.name])
+                .observe(started.elapsed().as_secs_f64());
+            Ok(response)
+        }
+        Ok(Err(e)) => {
+            let detail = error_chain(&e);
+            if e.is_connect() {
+                errors("connect");
+                if is_timeout(&e) {
+                    timeouts("connect");
+                }
+                Err(ProxyError::UpstreamUnreachable {
+                    upstream: upstream.name.to_string(),
+                    detail,
+                })
+            } else {
+                errors("reset");
+                Err(ProxyError::UpstreamFailed {
+                    upstream: upstream.name.to_string(),
+                    detail,
+                })
+            }
+        }
+        Err(_) => {
+            errors("timeout");
+            timeouts("response");
+            Err(ProxyError::UpstreamTimeout {
+                upstream: upstream.name.to_string(),
+                after: timeout,
+            })
+        }
+    }
+}
+
+/// Whether an error was caused by a timeout (the connector's connect timeout is an
+/// `io::ErrorKind::TimedOut` somewhere in the chain).
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_the_ceiling() {
+        for _ in 0..1000 {
+            let x = random_unit();
+            assert!((0.0..1.0).contains(&x));
+        }
+        let distinct: std::collections::HashSet<u64> =
+            (0..100).map(|_| random_unit().to_bits()).collect();
+        assert!(distinct.len() > 90, "jitter is not constant");
+    }
+
+    #[test]
+    fn timeouts_are_found_in_the_error_chain() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let timed_out = Outer(std::io::Error::new(std::io::ErrorKind::TimedOut, "elapsed"));
+        let refused = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_timeout(&timed_out));
+        assert!(!is_timeout(&refused));
+    }
+}
