@@ -12,6 +12,7 @@ use mcp_e2e_tests::{
     ACCEPT_BOTH, EventReader, call, client, config, event_json, eventually, start, upstream,
 };
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+use mcp_sidecar::config::{ToolConfig, UpstreamConfig};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -160,6 +161,10 @@ async fn idle_sse_stream_gets_keepalive_comments_and_idle_timeout_ends_it() {
             .contains(r#"mcp_sidecar_stream_errors_total{reason="idle_timeout",upstream="u"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"mcp_sidecar_timeouts_total{kind="stream_idle",upstream="u"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -185,6 +190,68 @@ async fn stream_that_keeps_sending_outlives_the_idle_timeout() {
     }
     // Ten ticks 20 s apart: far longer in total than the 30 s idle timeout.
     assert!(start_at.elapsed() >= Duration::from_secs(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tool_with_a_longer_stream_idle_timeout_keeps_its_slow_progress_stream() {
+    let backend = fixture(ResponseMode::Json).await;
+    // Both mounts cut streams after 10 s of silence, except `progress` on `/patient` (30 s).
+    let mut strict = upstream(backend.mcp_url(), None);
+    strict.stream_idle_timeout = Duration::from_secs(10);
+    let mut patient = UpstreamConfig::new("patient", backend.mcp_url(), Some("/patient".into()));
+    patient.stream_idle_timeout = Duration::from_secs(10);
+    patient.tool = vec![ToolConfig {
+        name: "progress".into(),
+        timeout: None,
+        stream_idle_timeout: Some(Duration::from_secs(30)),
+        idempotent: false,
+        breaker: None,
+    }];
+    let sidecar = start(config(vec![strict, patient])).await;
+    let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{
+        "name":"progress","arguments":{"steps":3,"interval_ms":20_000},"_meta":{"progressToken":"t"}}});
+    let send = |path: &str| {
+        client()
+            .post(sidecar.url(path))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+
+    // 20 s between progress events: fine within 30 s of idle time...
+    let mut events = EventReader::new(send("/patient").await.unwrap());
+    let mut received = Vec::new();
+    while let Some(event) = events.next_event().await {
+        received.push(event_json(&event));
+    }
+    assert_eq!(received.len(), 4, "{received:?}");
+    assert_eq!(received[3]["id"], 7);
+
+    // ...but cut after 10 s where the tool has no override.
+    let start_at = Instant::now();
+    let mut events = EventReader::new(send("/mcp").await.unwrap());
+    let end = loop {
+        match events.next().await {
+            Ok(Some(event)) if event.starts_with(':') => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Err(_) | Ok(None)), "{end:?}");
+    let at = start_at.elapsed();
+    assert!(
+        at >= Duration::from_secs(10) && at < Duration::from_secs(11),
+        "{at:?}"
+    );
+    let metrics = sidecar.metrics().await;
+    assert!(
+        metrics.contains(r#"mcp_sidecar_timeouts_total{kind="stream_idle",upstream="u"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mcp_sidecar_timeouts_total{kind="stream_idle",upstream="patient"} 0"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
