@@ -15,11 +15,10 @@ async fn request_headers_are_rewritten_and_mcp_headers_pass_unchanged() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&backend)
         .await;
-    let sidecar = start(config(vec![upstream(
-        format!("{}/mcp", backend.uri()),
-        None,
-    )]))
-    .await;
+    let mut c = config(vec![upstream(format!("{}/mcp", backend.uri()), None)]);
+    // A loopback listener only serves loopback host names unless told otherwise (DNS rebinding).
+    c.auth.allowed_hosts = Some(vec!["sidecar.example".into()]);
+    let sidecar = start(c).await;
 
     let resp = client()
         .post(sidecar.url("/mcp?x=1"))

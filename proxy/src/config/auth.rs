@@ -244,7 +244,11 @@ impl AuthConfig {
 
 impl JwtIssuerConfig {
     /// An issuer with defaults for everything but what identifies it and its keys.
-    pub fn new(id: impl Into<String>, issuer: impl Into<String>, algorithms: Vec<Algorithm>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        issuer: impl Into<String>,
+        algorithms: Vec<Algorithm>,
+    ) -> Self {
         Self {
             id: id.into(),
             issuer: issuer.into(),
@@ -418,7 +422,9 @@ impl AuthConfig {
             if !is_scope_token(scope) {
                 return Err(ConfigError::invalid(
                     format!("auth.scopes_supported[{i}]"),
-                    format!("`{scope}` is not a scope (printable ASCII without spaces, `\"` or `\\`)"),
+                    format!(
+                        "`{scope}` is not a scope (printable ASCII without spaces, `\"` or `\\`)"
+                    ),
                 ));
             }
         }
@@ -441,7 +447,9 @@ impl AuthConfig {
             if key.key.expose().len() < MIN_API_KEY_LEN {
                 return Err(ConfigError::invalid(
                     field("key"),
-                    format!("the key must be at least {MIN_API_KEY_LEN} characters (use a random one)"),
+                    format!(
+                        "the key must be at least {MIN_API_KEY_LEN} characters (use a random one)"
+                    ),
                 ));
             }
             if http::HeaderValue::from_str(key.key.expose()).is_err()
@@ -535,14 +543,8 @@ impl JwtIssuerConfig {
                 "list the accepted algorithms, e.g. [\"RS256\"] or [\"ES256\"]",
             ));
         }
-        let hmac = self
-            .algorithms
-            .iter()
-            .any(|a| is_hmac(*a));
-        let asymmetric = self
-            .algorithms
-            .iter()
-            .any(|a| !is_hmac(*a));
+        let hmac = self.algorithms.iter().any(|a| is_hmac(*a));
+        let asymmetric = self.algorithms.iter().any(|a| !is_hmac(*a));
         match (&self.secret, hmac) {
             (None, true) => {
                 return Err(ConfigError::invalid(
@@ -614,7 +616,10 @@ impl JwtIssuerConfig {
             }
         }
         nonzero(&field("jwks_refresh"), self.jwks_refresh)?;
-        nonzero(&field("jwks_min_refresh_interval"), self.jwks_min_refresh_interval)?;
+        nonzero(
+            &field("jwks_min_refresh_interval"),
+            self.jwks_min_refresh_interval,
+        )?;
         nonzero(&field("jwks_timeout"), self.jwks_timeout)?;
         for (j, claim) in self.required_claims.iter().enumerate() {
             if claim.is_empty() {
@@ -625,7 +630,10 @@ impl JwtIssuerConfig {
             }
         }
         if self.scope_claim.as_deref() == Some("") {
-            return Err(ConfigError::invalid(field("scope_claim"), "must not be empty"));
+            return Err(ConfigError::invalid(
+                field("scope_claim"),
+                "must not be empty",
+            ));
         }
         Ok(())
     }
@@ -655,7 +663,11 @@ impl UpstreamAuthConfig {
         }
         if let Some(cred) = &self.credential {
             let name = header_name(&field("credential.header"), &cred.header)?;
-            if auth.claim_headers.values().any(|h| h.eq_ignore_ascii_case(name.as_str())) {
+            if auth
+                .claim_headers
+                .values()
+                .any(|h| h.eq_ignore_ascii_case(name.as_str()))
+            {
                 return Err(ConfigError::invalid(
                     field("credential.header"),
                     format!("`{}` is also in auth.claim_headers", cred.header),
@@ -760,7 +772,10 @@ mod tests {
             c.upstream[0].resource(&c.auth).as_deref(),
             Some("https://mcp.example.com/mcp")
         );
-        assert!(!format!("{c:?}").contains("key-a-0123"), "secrets leak into Debug");
+        assert!(
+            !format!("{c:?}").contains("key-a-0123"),
+            "secrets leak into Debug"
+        );
     }
 
     #[test]
@@ -799,15 +814,21 @@ mod tests {
                 "auth.api_keys[1].key:",
             ),
             (
-                format!("{AUTH}[[auth.jwt]]\nid = \"i\"\nissuer = \"https://i\"\nalgorithms = [\"RS256\"]\n"),
+                format!(
+                    "{AUTH}[[auth.jwt]]\nid = \"i\"\nissuer = \"https://i\"\nalgorithms = [\"RS256\"]\n"
+                ),
                 "auth.jwt[0].jwks_url:",
             ),
             (
-                format!("{AUTH}[[auth.jwt]]\nid = \"i\"\nissuer = \"https://i\"\nalgorithms = [\"HS256\"]\n"),
+                format!(
+                    "{AUTH}[[auth.jwt]]\nid = \"i\"\nissuer = \"https://i\"\nalgorithms = [\"HS256\"]\n"
+                ),
                 "auth.jwt[0].secret:",
             ),
             (
-                format!("{AUTH}[[auth.jwt]]\nid = \"i\"\nissuer = \"https://i\"\nalgorithms = [\"RS256\"]\njwks_file = \"/nope.json\"\n"),
+                format!(
+                    "{AUTH}[[auth.jwt]]\nid = \"i\"\nissuer = \"https://i\"\nalgorithms = [\"RS256\"]\njwks_file = \"/nope.json\"\n"
+                ),
                 "auth.jwt[0].jwks_file:",
             ),
             (
@@ -854,7 +875,10 @@ mod tests {
         ))
         .unwrap();
         let a = &c.upstream[0].auth;
-        assert_eq!(a.credential.as_ref().unwrap().value.expose(), "Bearer t0k3n");
+        assert_eq!(
+            a.credential.as_ref().unwrap().value.expose(),
+            "Bearer t0k3n"
+        );
         assert_eq!(a.rules[0].tools, vec!["crawl_*"]);
     }
 }
