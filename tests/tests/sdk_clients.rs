@@ -621,7 +621,6 @@ async fn py_sse_client_sees_legacy_python_the_same_through_a_remounted_sidecar()
 /// and holds that byte until the backend sends more. A call resumed with Last-Event-ID then only
 /// completes at the backend's next `: ping`, 15 s later.
 #[tokio::test]
-#[ignore = "sidecar bug: endpoint scan holds the LF of CRLF event terminators on remounted streamable GET streams (body/endpoint.rs)"]
 async fn remounted_streamable_backend_delivers_resumed_events_promptly() {
     let backend = Backend::python(&["streamable", "--event-store"]).await;
     let sidecar = start(config(vec![upstream(

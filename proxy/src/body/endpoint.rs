@@ -229,11 +229,14 @@ impl Scan {
         while let Some(len) = self.splitter.find_event_end(&self.held[pos..]) {
             let end = pos + len;
             match classify(&self.held[event_start..end], self.at_stream_start) {
-                EventKind::Other => {
+                EventKind::Ignored => {
                     self.at_stream_start = false;
                     event_start = end;
                     pos = end;
                 }
+                // A legacy server's first event is `endpoint`; a stream whose first real event is
+                // something else is not legacy (e.g. a Streamable HTTP GET stream): stop scanning.
+                EventKind::Other => return (self.held.split().freeze(), true),
                 EventKind::Endpoint(value) => {
                     let value = event_start + value.start..event_start + value.end;
                     return (self.rewrite_value(value), true);

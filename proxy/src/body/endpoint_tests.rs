@@ -153,9 +153,7 @@ async fn data_without_space_and_crlf_or_cr_endings_are_preserved() {
 async fn events_before_the_endpoint_are_forwarded_untouched_and_without_waiting() {
     let (tx, inner) = channel_body();
     let mut body = EndpointRewriteBody::new(inner, legacy());
-    tx.send(data(
-        "event: message\ndata: /messages\n\n: ping\n\nevent: endp",
-    ))
+    tx.send(data("retry: 3000\n\n: ping\n\nevent: endp"))
     .unwrap();
     let first = body
         .frame()
@@ -164,7 +162,7 @@ async fn events_before_the_endpoint_are_forwarded_untouched_and_without_waiting(
     let first = first.unwrap().unwrap().into_data().unwrap();
     assert_eq!(
         first,
-        Bytes::from_static(b"event: message\ndata: /messages\n\n: ping\n\n")
+        Bytes::from_static(b"retry: 3000\n\n: ping\n\n")
     );
 
     tx.send(data("oint\ndata: /messages?s=1\n")).unwrap();
@@ -210,9 +208,9 @@ async fn cross_origin_endpoint_event_is_forwarded_unchanged() {
 
 #[tokio::test]
 async fn gives_up_after_64_kib_without_an_endpoint_event() {
-    // An event that grows past the limit before its blank line arrives, then an endpoint event that
+    // A block that grows past the limit before its blank line arrives, then an endpoint event that
     // must stay untouched because scanning has stopped.
-    let big = format!("data: {}\ndata: end\n\n", "x".repeat(MAX_HELD + 8192));
+    let big = format!(": {}\n: end\n\n", "x".repeat(MAX_HELD + 8192));
     let input = format!("{big}event: endpoint\ndata: /messages\n\n");
     let chunks: Vec<Bytes> = input
         .as_bytes()
@@ -228,7 +226,7 @@ async fn gives_up_after_64_kib_without_an_endpoint_event() {
     );
 
     // Just under the limit the endpoint event is still found and rewritten.
-    let small = format!("data: {}\n\n", "x".repeat(MAX_HELD - 100));
+    let small = format!(": {}\n\n", "x".repeat(MAX_HELD - 100));
     let input = format!("{small}event: endpoint\ndata: /messages\n\n");
     let chunks: Vec<Bytes> = input
         .as_bytes()
@@ -237,6 +235,25 @@ async fn gives_up_after_64_kib_without_an_endpoint_event() {
         .collect();
     let output = run(legacy(), chunks).await;
     assert!(output.ends_with("\n\nevent: endpoint\ndata: /legacy/messages\n\n"));
+}
+
+#[tokio::test]
+async fn stream_whose_first_event_is_not_endpoint_is_not_legacy_and_passes_unchanged() {
+    // A Streamable HTTP GET stream (CRLF line endings, as the Python SDK writes them): once its first
+    // real event is seen, scanning stops and nothing is held back, not even the LF of a CRLF.
+    let (tx, inner) = channel_body();
+    let mut body = EndpointRewriteBody::new(inner, legacy());
+    tx.send(data("id: 1\r\nevent: message\r\ndata: {}\r\n\r\n")).unwrap();
+    let first = body.frame().now_or_never().expect("complete event must not wait");
+    assert_eq!(
+        first.unwrap().unwrap().into_data().unwrap(),
+        Bytes::from_static(b"id: 1\r\nevent: message\r\ndata: {}\r\n\r\n")
+    );
+    tx.send(data("event: endpoint\ndata: /messages\n\n")).unwrap();
+    assert_eq!(
+        next_data(&mut body).await,
+        Bytes::from_static(b"event: endpoint\ndata: /messages\n\n")
+    );
 }
 
 #[tokio::test]
@@ -301,9 +318,18 @@ fn eol() -> impl Strategy<Value = &'static str> {
     prop_oneof![Just("\n"), Just("\r\n"), Just("\r")]
 }
 
-/// (input stream, expected output) with an endpoint event between other events.
+/// Blocks a client does not dispatch, which may precede the endpoint event.
+fn undispatched_block() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        Just(vec![": ping".to_owned()]),
+        Just(vec!["retry: 1000".to_owned()]),
+        Just(vec!["id: 7".to_owned(), ": comment".to_owned()]),
+    ]
+}
+
+/// (input stream, expected output): comments, then the endpoint event, then any events.
 fn stream() -> impl Strategy<Value = (String, String)> {
-    let before = prop::collection::vec((other_event(), eol()), 0..3);
+    let before = prop::collection::vec((undispatched_block(), eol()), 0..3);
     let after = prop::collection::vec((other_event(), eol()), 0..3);
     let endpoint = (any::<bool>(), any::<bool>(), eol(), "[a-z0-9]{1,12}");
     (before, endpoint, after).prop_map(|(before, (space, with_id, eol, session), after)| {

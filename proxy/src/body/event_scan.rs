@@ -34,6 +34,12 @@ impl EventSplitter {
                     let blank = self.line_len == 0;
                     self.line_len = 0;
                     if blank {
+                        // A blank line written as CRLF ends after its LF: leaving the LF for the
+                        // next event would hold it back until the backend sends more.
+                        if self.after_cr && bytes.get(index + 1) == Some(&b'\n') {
+                            self.after_cr = false;
+                            return Some(index + 2);
+                        }
                         return Some(index + 1);
                     }
                 }
@@ -47,7 +53,9 @@ impl EventSplitter {
 /// What a complete event means for the endpoint rewrite.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum EventKind {
-    /// Not an `endpoint` event (or one a client would not dispatch): forward it untouched.
+    /// A block a client would not dispatch (comments only, no `data`): forward it untouched.
+    Ignored,
+    /// A dispatched event that is not `endpoint`: forward it untouched.
     Other,
     /// An `endpoint` event whose single `data` value occupies this byte range of the event.
     Endpoint(Range<usize>),
@@ -89,7 +97,10 @@ pub(super) fn classify(event: &[u8], at_stream_start: bool) -> EventKind {
         }
     }
     // Clients dispatch only events with at least one data line, and the last `event` field wins.
-    if event_type != b"endpoint" || data_values.is_empty() {
+    if data_values.is_empty() {
+        return EventKind::Ignored;
+    }
+    if event_type != b"endpoint" {
         return EventKind::Other;
     }
     match data_values.as_slice() {
@@ -147,8 +158,8 @@ mod tests {
     #[test]
     fn events_end_at_blank_lines_with_any_line_ending() {
         assert_eq!(boundaries(&[b"data: a\n\ndata: b\n\n"]), vec![9, 18]);
-        // The event ends at the CR of the blank line; its LF is skipped as the start of the next piece.
-        assert_eq!(boundaries(&[b"data: a\r\n\r\ndata: b"]), vec![10]);
+        // A CRLF blank line ends after its LF when the LF is already there.
+        assert_eq!(boundaries(&[b"data: a\r\n\r\ndata: b"]), vec![11]);
         assert_eq!(boundaries(&[b"data: a\r\rdata: b\r\r"]), vec![9, 18]);
         assert_eq!(boundaries(&[b"data: a\r\n\n"]), vec![10]);
     }
@@ -205,7 +216,8 @@ mod tests {
             classify(b": event: endpoint\ndata: /m\n\n", false),
             EventKind::Other
         );
-        assert_eq!(classify(b"event: endpoint\n\n", false), EventKind::Other);
+        assert_eq!(classify(b"event: endpoint\n\n", false), EventKind::Ignored);
+        assert_eq!(classify(b": ping\n\n", false), EventKind::Ignored);
         assert_eq!(
             classify(b"event: endpoint\nevent: message\ndata: /m\n\n", false),
             EventKind::Other
