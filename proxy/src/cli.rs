@@ -75,6 +75,9 @@ pub struct DemoArgs {
     /// Have the fixture answer POSTs as SSE streams instead of JSON.
     #[arg(long)]
     pub sse: bool,
+    /// Protect `/mcp` with an API key and JWTs (test keys), and print a token to try.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 impl RunArgs {

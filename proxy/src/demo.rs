@@ -24,7 +24,13 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
     })
     .await?;
     let backend = format!("http://{}", fixture.addr());
-    let config = Config {
+    let demo_auth = if args.auth {
+        Some(crate::auth::demo::DemoAuth::new(&args.listen)?)
+    } else {
+        None
+    };
+    let listen_arg = args.listen.clone();
+    let mut config = Config {
         listen: ListenConfig {
             addr: args.listen,
             ..ListenConfig::default()
@@ -43,6 +49,11 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
         rate_limit: Vec::new(),
         auth: crate::config::AuthConfig::default(),
     };
+    if let Some(demo_auth) = &demo_auth {
+        config.auth = demo_auth.config.clone();
+        config.upstream[0].auth.rules = demo_auth.rules.clone();
+        config.upstream[1].auth.public = true;
+    }
     let sidecar = Sidecar::bind(config).await?;
     let listen = sidecar.local_addr()?;
     let admin = sidecar.admin_addr()?;
@@ -50,6 +61,9 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
         "{}",
         instructions(&backend, &listen.to_string(), &admin.to_string())
     );
+    if let Some(demo_auth) = &demo_auth {
+        println!("{}", demo_auth.instructions(&listen_arg));
+    }
     sidecar.serve(shutdown).await;
     fixture.shutdown().await;
     Ok(())

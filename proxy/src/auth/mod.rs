@@ -13,6 +13,8 @@
 pub mod apikey;
 pub mod authz;
 pub mod cache;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod fetch;
 pub mod filter;
 pub mod glob;
