@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Open-circuit latency benchmark: how fast does a client on loopback get its 503 when an
+# upstream's circuit breaker is open? Target: p99 under 100 µs.
+#
+# The real release binaries run as separate processes: mcp-fixture (the backend) and mcp-sidecar
+# (--worker-threads 1, access log on, as deployed) with two mounts of the fixture: `/open`, whose
+# breaker is forced open through the admin endpoint, and `/live`, left closed. A wrk2-style
+# constant-rate generator (tests/examples/breaker_load.rs; Debian ships no wrk2) sends one POST at
+# a time over one keep-alive connection and measures latency from the intended send time. Cases,
+# interleaved in rotating order over ROUNDS rounds, all in the same run:
+#   baseline: 404 no route   the sidecar's cheapest answer (routing fails before the body is read)
+#   open circuit: 503        the measured path: body read + classified, breaker refuses
+#   closed: forwarded 200    the same call forwarded to the fixture (what the breaker saves)
+# It prints p50/p90/p99/p99.9/max per case and the ratios to the baseline, checks every answer
+# (status, X-Circuit-Open on the 503s) and that no open-circuit request reached the fixture
+# (its /stats counts exactly the forwarded case's requests), and exits non-zero otherwise.
+#
+# Environment (all optional):
+#   RATE=2000        requests per second per case (moderate: far below saturation)
+#   SECS=5           seconds per case per round
+#   ROUNDS=3         rounds
+#   PIN=split        CPU 1: the sidecar alone; CPU 0: load generator and fixture. PIN=none: unpinned
+#   SIDECAR_RUST_LOG=info   RUST_LOG of the sidecar (info writes one access-log line per request)
+#   QUIET_MAX_WAIT=120   first wait up to this many seconds for other processes to use < 0.1
+#                    cores (a build in another shell distorts tail latency); 0 disables. The CPU
+#                    other processes used during the run is printed with the results
+#   SKIP_BUILD=1     use the existing release binaries
+#   KEEP_WORKDIR=1   keep the temporary directory (config, logs, raw output)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+RATE="${RATE:-2000}"
+SECS="${SECS:-5}"
+ROUNDS="${ROUNDS:-3}"
+PIN="${PIN:-split}"
+SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
+KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
+SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
+LOAD_BIN="$TARGET_DIR/release/examples/breaker_load"
+TARGET_P99_US=100
+
+log() { printf '[bench-breaker] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for v in RATE SECS ROUNDS; do
+  [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -ge 1 ]] || die "$v must be a positive integer"
+done
+for tool in curl taskset ss; do
+  command -v "$tool" >/dev/null 2>&1 && continue
+  pkg=$tool; [[ $tool == taskset ]] && pkg=util-linux; [[ $tool == ss ]] && pkg=iproute2
+  log "installing $pkg via apt"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+done
+
+if [[ "$SKIP_BUILD" != 1 ]]; then
+  log "building release binaries"
+  cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
+  cargo build --release --quiet -p mcp-e2e-tests --example breaker_load
+fi
+for bin in "$FIXTURE_BIN" "$SIDECAR_BIN" "$LOAD_BIN"; do
+  [[ -x "$bin" ]] || die "$bin missing (run without SKIP_BUILD=1)"
+done
+
+LOAD_CPUS=""; FIXTURE_CPUS=""; PROXY_CPUS=""
+if [[ "$PIN" == split && $(nproc) -ge 2 ]]; then
+  LOAD_CPUS=0; FIXTURE_CPUS=0; PROXY_CPUS=1
+elif [[ "$PIN" != none && "$PIN" != split ]]; then
+  die "PIN must be split or none"
+fi
+pinned() { # pinned CPUS CMD...: exec CMD on CPUS (or unpinned when empty), keeping the pid
+  local cpus="$1"; shift
+  if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
+}
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench-breaker.XXXXXX")"
+PIDS=()
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then log "files kept in $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+USED_PORTS=" "
+free_port() { # a loopback port below the ephemeral range, not listened on, not handed out before
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12768))
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then USED_PORTS+="$p "; echo "$p"; return 0; fi
+  done
+  die "no free port found"
+}
+wait_ok() { # wait_ok NAME PID URL: GET URL until 200, at most 15 s
+  local name="$1" pid="$2" url="$3" i
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2; die "$name exited"; }
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)" == 200 ]] && return 0
+    sleep 0.1
+  done
+  tail -n 20 "$WORK/$name.log" >&2
+  die "$name not ready after 15 s"
+}
+CLK_TCK=$(getconf CLK_TCK)
+proc_ticks() { # utime+stime of a process (all threads), in clock ticks
+  local stat f
+  stat=$(<"/proc/$1/stat")
+  read -ra f <<<"${stat##*) }"
+  echo $(( f[11] + f[12] ))
+}
+system_busy_ticks() { # non-idle ticks of all CPUs
+  local _cpu user nice sys _idle _iowait irq softirq steal _rest
+  read -r _cpu user nice sys _idle _iowait irq softirq steal _rest </proc/stat
+  echo $(( user + nice + sys + irq + softirq + steal ))
+}
+wait_quiet() { # while our servers idle, wait until everything else uses < 0.1 cores
+  local waited=0 b0 b1 load
+  while ((QUIET_MAX_WAIT > 0)); do
+    b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
+    load=$(awk -v d=$((b1 - b0)) -v t="$CLK_TCK" 'BEGIN { printf "%.2f", d / t }')
+    awk -v l="$load" 'BEGIN { exit !(l < 0.10) }' && return 0
+    if ((waited >= QUIET_MAX_WAIT)); then log "machine still busy ($load cores); measuring anyway"; return 0; fi
+    ((waited == 0)) && log "waiting for other processes to quiet down ($load cores busy)"
+    sleep 4; waited=$((waited + 5))
+  done
+}
+fixture_requests() {
+  curl -s --max-time 2 "http://127.0.0.1:$FIXTURE_PORT/stats" \
+    | sed -n 's/.*"http_requests_total":\([0-9]*\).*/\1/p'
+}
+
+FIXTURE_PORT=$(free_port)
+SIDECAR_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+cat >"$WORK/sidecar.toml" <<EOF
+[listen]
+addr = "127.0.0.1:$SIDECAR_PORT"
+[admin]
+addr = "127.0.0.1:$ADMIN_PORT"
+[[upstream]]
+name = "open"
+url = "http://127.0.0.1:$FIXTURE_PORT/mcp"
+path = "/open"
+[[upstream]]
+name = "live"
+url = "http://127.0.0.1:$FIXTURE_PORT/mcp"
+path = "/live"
+EOF
+
+log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any}), sidecar on :$SIDECAR_PORT (cpus ${PROXY_CPUS:-any})"
+RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
+  >"$WORK/fixture.log" 2>&1 &
+FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
+wait_ok fixture "$FIXTURE_PID" "http://127.0.0.1:$FIXTURE_PORT/stats"
+RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" --log-format json run \
+  --config "$WORK/sidecar.toml" --worker-threads 1 >"$WORK/sidecar.log" 2>&1 &
+SIDECAR_PID=$!; PIDS+=("$SIDECAR_PID")
+wait_ok sidecar "$SIDECAR_PID" "http://127.0.0.1:$ADMIN_PORT/readyz"
+
+code=$(curl -s -o "$WORK/forced.json" -w '%{http_code}' -X POST "http://127.0.0.1:$ADMIN_PORT/breakers/open/open")
+[[ "$code" == 200 ]] || die "forcing the breaker open answered $code"
+log "breaker forced open: $(cat "$WORK/forced.json")"
+before=$(fixture_requests)
+
+wait_quiet
+log "running: $RATE req/s, ${SECS}s x $ROUNDS rounds per case (+1 s warm-up each)"
+busy0=$(system_busy_ticks); ours0=$(( $(proc_ticks "$SIDECAR_PID") + $(proc_ticks "$FIXTURE_PID") ))
+times >"$WORK/times0"
+load_rc=0
+(BENCH_RATE="$RATE" BENCH_SECS="$SECS" BENCH_ROUNDS="$ROUNDS" BENCH_WARMUP_SECS=1 \
+  pinned "$LOAD_CPUS" "$LOAD_BIN" \
+  "baseline: 404 no route=http://127.0.0.1:$SIDECAR_PORT/nope=404" \
+  "open circuit: 503=http://127.0.0.1:$SIDECAR_PORT/open=503=x-circuit-open" \
+  "closed: forwarded 200=http://127.0.0.1:$SIDECAR_PORT/live=200") >"$WORK/load.out" 2>&1 || load_rc=$?
+times >"$WORK/times1"
+busy1=$(system_busy_ticks); ours1=$(( $(proc_ticks "$SIDECAR_PID") + $(proc_ticks "$FIXTURE_PID") ))
+cat "$WORK/load.out"
+((load_rc == 0)) || die "load generator failed (wrong answers?)"
+children_secs() { # user+sys seconds of reaped children in bash `times` output
+  awk 'NR == 2 { n = split($0, a, /[ \t]+/); s = 0
+    for (i = 1; i <= n; i++) { if (a[i] == "") continue; split(a[i], b, "m"); sub("s", "", b[2]); s += b[1] * 60 + b[2] }
+    printf "%.3f\n", s }' "$1"
+}
+elapsed_secs=$(( (SECS * ROUNDS + 1) * 3 ))
+other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$CLK_TCK" -v k0="$(children_secs "$WORK/times0")" \
+  -v k1="$(children_secs "$WORK/times1")" -v e="$elapsed_secs" \
+  'BEGIN { x = ((b - o) / t - (k1 - k0)) / e; if (x < 0) x = 0; printf "%.2f", x }')
+
+after=$(fixture_requests)
+forwarded=$(sed -n 's/^sent\[closed: forwarded 200\]=\([0-9]*\).*/\1/p' "$WORK/load.out")
+reached=$((after - before))
+[[ "$reached" == "$forwarded" ]] \
+  || die "the fixture saw $reached requests but only $forwarded were forwarded: open-circuit requests reached it"
+log "fixture saw exactly the $forwarded forwarded requests: no open-circuit request reached it"
+
+p99=$(sed -n 's/^sent\[open circuit: 503\].*p99_us\[open circuit: 503\]=\([0-9.]*\)$/\1/p' "$WORK/load.out")
+echo
+echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1); pinning: $PIN; sidecar RUST_LOG=$SIDECAR_RUST_LOG"
+echo "other processes used $other cores on average during the run (0 = a quiet machine)"
+if awk -v p="$p99" -v t="$TARGET_P99_US" 'BEGIN { exit !(p < t) }'; then
+  echo "open-circuit p99 = ${p99} µs: under the ${TARGET_P99_US} µs target"
+else
+  echo "open-circuit p99 = ${p99} µs: OVER the ${TARGET_P99_US} µs target"
+fi
