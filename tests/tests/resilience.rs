@@ -707,3 +707,46 @@ async fn retries_stop_at_the_budget() {
     assert_eq!(post(&sidecar, "/mcp", fail_503(6)).await.status(), 503);
     assert_eq!(tool_calls(&backend, "fail"), 8 + 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn connect_timeouts_are_counted_as_such() {
+    // A listener that never accepts, with its accept queue full: the kernel drops further SYNs,
+    // so a connection attempt hangs until the connect timeout (all on loopback).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        fillers.push(tokio::spawn(tokio::net::TcpStream::connect(addr)));
+    }
+    tokio::task::yield_now().await;
+    let mut u = upstream(format!("http://{addr}/mcp"), None);
+    u.connect_timeout = Duration::from_secs(1);
+    u.retry.max_retries = 0;
+    let sidecar = start(config(vec![u])).await;
+    let resp = post(&sidecar, "/mcp", echo(1)).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32001);
+    let m = sidecar.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"mcp_sidecar_timeouts_total{kind="connect",upstream="u"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"mcp_sidecar_upstream_failures_total{reason="connect",upstream="u"}"#
+        ),
+        Some(1.0)
+    );
+    drop(listener);
+    for f in fillers {
+        f.abort();
+    }
+}

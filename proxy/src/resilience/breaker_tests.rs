@@ -528,7 +528,18 @@ proptest! {
             let now = start + Duration::from_millis(t);
             match op {
                 Op::Acquire => {
+                    let before = machine.snapshot(now, &mut out);
                     let real = machine.acquire(now, &mut out);
+                    // The two safety properties, explicitly: nothing passes an open circuit, and
+                    // half-open never has more probes in flight than configured.
+                    if before.state == State::Open {
+                        prop_assert!(real.is_err(), "admitted while open");
+                    }
+                    if before.state == State::HalfOpen
+                        && before.probes_in_flight == s.half_open_probes
+                    {
+                        prop_assert!(real.is_err(), "more probes than configured");
+                    }
                     let spec = model.acquire(t);
                     match (real, spec) {
                         (Ok(ticket), Ok(m)) => {
