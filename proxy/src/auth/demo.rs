@@ -28,6 +28,8 @@ pub struct DemoAuth {
 impl DemoAuth {
     /// Writes the test JWKS to a temporary file and builds the settings for a sidecar on `listen`.
     pub fn new(listen: &str) -> anyhow::Result<Self> {
+        // Minting below would otherwise make jsonwebtoken settle on its default provider first.
+        crate::auth::crypto::install();
         let jwks_path =
             std::env::temp_dir().join(format!("mcp-sidecar-demo-{}-jwks.json", std::process::id()));
         std::fs::write(&jwks_path, token::JWKS_JSON)?;

@@ -13,6 +13,7 @@
 pub mod apikey;
 pub mod authz;
 pub mod cache;
+pub mod crypto;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod fetch;
@@ -136,6 +137,9 @@ impl Auth {
         clock: Clock,
     ) -> Result<Self, StartError> {
         let auth = &config.auth;
+        if !auth.jwt.is_empty() && !crypto::install() {
+            tracing::debug!("a JWT crypto provider was already installed; keeping it");
+        }
         let auth_metrics = AuthMetrics::new(metrics.registry())?;
         let hot = Hot {
             ok_api_key: auth_metrics.outcomes.with_label_values(&["api_key", "ok"]),
