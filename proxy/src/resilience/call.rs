@@ -12,7 +12,8 @@ use http_body::Body;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::breaker::{Breaker, Outcome, Permit};
+use super::breaker::{Breaker, Permit};
+use super::machine::Outcome;
 use super::{ResilienceMetrics, UpstreamPolicy};
 use crate::body::{ProxyBody, full};
 use crate::error::ProxyError;

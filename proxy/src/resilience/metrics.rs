@@ -5,7 +5,8 @@
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use super::breaker::{BreakerMetrics, State};
+use super::breaker::BreakerMetrics;
+use super::machine::State;
 
 /// Every metric of breakers, retries and timeouts.
 #[derive(Debug, Clone)]

@@ -26,6 +26,7 @@
 mod breaker;
 mod budget;
 mod call;
+mod machine;
 mod metrics;
 
 use std::collections::HashMap;
@@ -36,12 +37,12 @@ use http::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-pub use breaker::{
-    Breaker, BreakerMetrics, Machine, Outcome, Permit, Rejected, Settings, Snapshot, State,
-    Transition, WINDOW_BUCKETS,
-};
+pub use breaker::{Breaker, BreakerMetrics, Permit};
 pub use budget::RetryBudget;
 pub use call::Call;
+pub use machine::{
+    Machine, Outcome, Rejected, Settings, Snapshot, State, Ticket, Transition, WINDOW_BUCKETS,
+};
 pub use metrics::ResilienceMetrics;
 
 use crate::config::{UpstreamConfig, glob_match};
