@@ -17,8 +17,8 @@ use super::glob::Glob;
 
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
-/// Splits `host[:port]` (also `[v6]:port`) into the lower-cased host and the port text.
-fn split_authority(authority: &str) -> (String, Option<&str>) {
+/// Splits `host[:port]` (also `[v6]:port`) into the host and the port text.
+fn split_authority(authority: &str) -> (&str, Option<&str>) {
     let (host, port) = if authority.starts_with('[') {
         match authority.find(']') {
             Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
@@ -30,7 +30,16 @@ fn split_authority(authority: &str) -> (String, Option<&str>) {
             _ => (authority, None),
         }
     };
-    (host.to_ascii_lowercase(), port)
+    (host, port)
+}
+
+/// `s` lower-cased, without allocating when it already is (the usual case for `Host`).
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 /// The `Host` check.
@@ -64,9 +73,9 @@ impl HostPolicy {
         match self {
             Self::Any => true,
             Self::List(globs) => {
-                let lower = authority.to_ascii_lowercase();
-                let (host, _) = split_authority(authority);
-                globs.iter().any(|g| g.matches(&host) || g.matches(&lower))
+                let lower = lowercase(authority);
+                let (host, _) = split_authority(&lower);
+                globs.iter().any(|g| g.matches(host) || g.matches(&lower))
             }
         }
     }
@@ -125,11 +134,23 @@ impl OriginPolicy {
         if authority.contains(['/', '@', '?', '#']) {
             return false;
         }
-        let (origin_host, _) = split_authority(authority);
-        if self.loopback && LOOPBACK_HOSTS.contains(&origin_host.as_str()) {
+        let (origin_host, origin_port) = split_authority(authority);
+        if self.loopback && LOOPBACK_HOSTS.contains(&origin_host) {
             return true;
         }
-        self.same_origin && host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+        // Same origin: same host and port, a missing port being the origin scheme's default.
+        let default_port = if origin.starts_with("https://") {
+            "443"
+        } else {
+            "80"
+        };
+        self.same_origin
+            && host.is_some_and(|h| {
+                let h = lowercase(h);
+                let (host_name, host_port) = split_authority(&h);
+                host_name == origin_host
+                    && host_port.unwrap_or(default_port) == origin_port.unwrap_or(default_port)
+            })
     }
 }
 
@@ -170,6 +191,9 @@ mod tests {
         let o = OriginPolicy::new(None, public(), Some("https://mcp.example.com/mcp"));
         assert!(o.allows("https://mcp.example.com", Some("10.0.0.1:8080")));
         assert!(o.allows("http://10.0.0.1:8080", Some("10.0.0.1:8080")));
+        assert!(o.allows("https://api.example.com", Some("api.example.com:443")));
+        assert!(o.allows("http://api.example.com:80", Some("API.example.com")));
+        assert!(!o.allows("http://api.example.com", Some("api.example.com:8080")));
         assert!(!o.allows("http://evil.example", Some("10.0.0.1:8080")));
     }
 
