@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Rate-limit overhead benchmark: the same MCP `tools/call` (echo) POST through two mcp-sidecar
+# processes (--worker-threads 1 each) in one run:
+#   none     default config: no rate-limit rules (the global in-flight cap is on, as by default)
+#   rules3   three active rate-limit rules that match every request and never refuse (a rate of
+#            10 000 000/s): per principal (unauthenticated: client IP), per client IP + tool (on
+#            `echo`), per method (on `tools/*`). Three matching rules take the slowest path: a dry
+#            run across all of them, then the commit, plus RateLimit headers on every answer.
+# Prints per-target medians, the ratio rules3 / none (target >= 0.95 for req/s) and the sidecar's
+# CPU time per request for both. Same approach as scripts/bench.sh: wrk, the fixture as backend,
+# CPU pinning (wrk + fixture on CPU 0, the sidecar under test alone on CPU 1), interleaved rounds
+# in rotating order, medians; exits 1 on any non-2xx answer, socket error, request the backend did
+# not see, or if the rules did not admit every request (checked on the sidecar's /metrics).
+#
+# Environment (all optional):
+#   DURATION=10s CONNECTIONS=32 WRK_THREADS=1 WARMUP=3s ROUNDS=5
+#   PIN=split|none   WRK_CPUS / FIXTURE_CPUS / PROXY_CPUS override the layout
+#   SIDECAR_RUST_LOG=info   (access log on, written to a file, as in production)
+#   QUIET_MAX_WAIT=120 QUIET_THRESHOLD=0.10   wait (seconds) for other processes to use less than
+#                   this many cores before each run (the machine may be shared); 0 disables
+#   SKIP_BUILD=1   KEEP_WORKDIR=1   RESULTS_TSV=path
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+WRK_THREADS="${WRK_THREADS:-1}"
+WARMUP="${WARMUP:-3s}"
+ROUNDS="${ROUNDS:-5}"
+PIN="${PIN:-split}"
+SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
+QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
+QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
+RESULTS_TSV="${RESULTS_TSV:-}"
+TARGETS=(none rules3)
+RULES=(per-principal per-ip-tool per-method)
+TARGET_RATIO=0.95
+
+LUA="$ROOT/scripts/bench/tools_call.lua"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
+SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
+BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
+
+log() { printf '[bench-limits] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || die "ROUNDS must be a positive integer"
+[[ "$CONNECTIONS" =~ ^[0-9]+$ && "$WRK_THREADS" =~ ^[0-9]+$ && "$CONNECTIONS" -ge "$WRK_THREADS" ]] \
+  || die "CONNECTIONS and WRK_THREADS must be positive integers, CONNECTIONS >= WRK_THREADS"
+
+missing=()
+for pkg in wrk curl; do command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+if ((${#missing[@]})); then
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]} and not root (no sudo)"
+    sudo=(sudo)
+  fi
+  log "installing ${missing[*]} via apt"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [[ "$SKIP_BUILD" != 1 ]]; then
+  log "building release binaries"
+  cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
+fi
+[[ -x "$FIXTURE_BIN" && -x "$SIDECAR_BIN" ]] || die "release binaries missing (run without SKIP_BUILD=1)"
+
+NCPU=$(nproc)
+case "$PIN" in
+  split)
+    if ((NCPU >= 2)); then
+      WRK_CPUS="${WRK_CPUS-0}"; FIXTURE_CPUS="${FIXTURE_CPUS-0}"; PROXY_CPUS="${PROXY_CPUS-1}"
+    else
+      log "only $NCPU CPU: running unpinned"
+      WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}"
+    fi ;;
+  none) WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}" ;;
+  *) die "PIN must be split or none" ;;
+esac
+pinned() { local cpus="$1"; shift; if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench-limits.XXXXXX")"
+PIDS=()
+FAILED=0
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free loopback port in 20000-32767 (below Linux's ephemeral range), not used before here.
+USED_PORTS=" "
+free_port() {
+  local p i
+  for ((i = 0; i < 200; i++)); do
+    p=$((20000 + RANDOM % 12768))
+    [[ "$USED_PORTS" == *" $p "* ]] && continue
+    if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then USED_PORTS+="$p "; echo "$p"; return 0; fi
+  done
+  die "no free port found"
+}
+
+post_code() { # post_code URL: HTTP status of one tools/call
+  curl -s -o /dev/null -w '%{http_code}' --max-time 2 -X POST \
+    -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+    --data "$BODY" "$1" 2>/dev/null || true
+}
+wait_ready() { # wait_ready NAME PID URL
+  local name="$1" pid="$2" i
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2 || true; die "$name exited during startup"; }
+    [[ "$(post_code "$3")" == 200 ]] && { log "$name ready"; return 0; }
+    sleep 0.1
+  done
+  tail -n 20 "$WORK/$name.log" >&2 || true
+  die "$name not ready after 15 s"
+}
+
+FIXTURE_PORT=$(free_port)
+FIXTURE_URL="http://127.0.0.1:$FIXTURE_PORT/mcp"
+log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any})"
+RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
+  >"$WORK/fixture.log" 2>&1 &
+FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
+wait_ready fixture "$FIXTURE_PID" "$FIXTURE_URL"
+
+declare -A URL PID ADMIN
+for t in "${TARGETS[@]}"; do
+  port=$(free_port); admin=$(free_port)
+  URL[$t]="http://127.0.0.1:$port/mcp"
+  ADMIN[$t]="http://127.0.0.1:$admin"
+  cfg="$WORK/$t.toml"
+  {
+    printf '[listen]\naddr = "127.0.0.1:%s"\n[admin]\naddr = "127.0.0.1:%s"\n' "$port" "$admin"
+    if [[ "$t" == rules3 ]]; then
+      printf '[[rate_limit]]\nname = "per-principal"\nkey = ["principal"]\nrate = 10000000\nper = "1s"\n'
+      printf '[[rate_limit]]\nname = "per-ip-tool"\nkey = ["client_ip", "tool"]\nrate = 10000000\nper = "1s"\ntools = ["echo"]\n'
+      printf '[[rate_limit]]\nname = "per-method"\nkey = ["method"]\nrate = 10000000\nper = "1s"\nmethods = ["tools/*"]\n'
+    fi
+    printf '[[upstream]]\nname = "fixture"\nurl = "%s"\npath = "/mcp"\n' "$FIXTURE_URL"
+  } >"$cfg"
+  "$SIDECAR_BIN" check --config "$cfg" >/dev/null || die "invalid config $cfg"
+  log "sidecar $t on :$port, admin :$admin (cpus ${PROXY_CPUS:-any}, RUST_LOG=$SIDECAR_RUST_LOG)"
+  RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" run --config "$cfg" --worker-threads 1 \
+    >>"$WORK/$t.log" 2>&1 &
+  PID[$t]=$!; PIDS+=("${PID[$t]}")
+  wait_ready "$t" "${PID[$t]}" "${URL[$t]}"
+done
+# The rules must really be on: an answer through rules3 carries their RateLimit fields.
+curl -s -D - -o /dev/null -X POST -H 'content-type: application/json' \
+  -H 'accept: application/json, text/event-stream' --data "$BODY" "${URL[rules3]}" \
+  | grep -qi '^ratelimit-policy: "per-principal"' || die "rules3 answers carry no RateLimit-Policy: rules not active?"
+
+CLK_TCK=$(getconf CLK_TCK)
+proc_ticks() { local stat f; stat=$(<"/proc/$1/stat"); read -ra f <<<"${stat##*) }"; echo $((f[11] + f[12])); }
+system_busy_ticks() {
+  local _cpu user nice sys idle iowait irq softirq steal _rest
+  read -r _cpu user nice sys idle iowait irq softirq steal _rest </proc/stat
+  echo $((user + nice + sys + irq + softirq + steal))
+}
+fixture_served() {
+  curl -s --max-time 2 "http://127.0.0.1:$FIXTURE_PORT/stats" | grep -o '"http_requests_total":[0-9]*' | cut -d: -f2
+}
+metric_sum() { # metric_sum TARGET PREFIX: sum of the samples whose line starts with PREFIX
+  curl -s --max-time 2 "${ADMIN[$1]}/metrics" \
+    | awk -v p="$2" 'index($0, p) == 1 { s += $NF } END { printf "%d\n", s }'
+}
+
+# Wait until processes other than ours use less than QUIET_THRESHOLD cores (a shared machine:
+# builds in another shell distort the figures); the load seen is reported per run.
+QUIET_LAST=0
+wait_quiet() {
+  local waited=0 b0 b1 o0 o1 pid load
+  while :; do
+    o0=0; for pid in "${PIDS[@]}"; do o0=$((o0 + $(proc_ticks "$pid"))); done
+    b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
+    o1=0; for pid in "${PIDS[@]}"; do o1=$((o1 + $(proc_ticks "$pid"))); done
+    load=$(awk -v d="$(((b1 - b0) - (o1 - o0)))" -v t="$CLK_TCK" 'BEGIN { x = d / t; if (x < 0) x = 0; printf "%.2f", x }')
+    QUIET_LAST="$load"
+    awk -v l="$load" -v th="$QUIET_THRESHOLD" 'BEGIN { exit !(l < th) }' && return 0
+    if ((waited >= QUIET_MAX_WAIT)); then log "machine still busy ($load cores used by others); measuring anyway"; return 0; fi
+    ((waited == 0)) && log "waiting for other processes to quiet down ($load cores busy)"
+    sleep 4; waited=$((waited + 5))
+  done
+}
+
+ROWS="$WORK/rows.tsv"; : >"$ROWS"
+run_one() { # run_one KIND TARGET ROUND DURATION
+  local kind="$1" t="$2" round="$3" dur="$4" out rc=0 served0 served1 px0 px1
+  for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
+  out="$WORK/wrk-$kind-$t-$round.txt"
+  ((QUIET_MAX_WAIT > 0)) && wait_quiet
+  served0=$(fixture_served); px0=$(proc_ticks "${PID[$t]}")
+  (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency -s "$LUA" "${URL[$t]}") >"$out" 2>&1 || rc=$?
+  px1=$(proc_ticks "${PID[$t]}"); served1=$(fixture_served)
+  # Keep the access log from filling the disk; keep any warning/error lines.
+  grep -E ' (WARN|ERROR) ' "$WORK/$t.log" >>"$WORK/sidecar-problems.log" || true
+  : >"$WORK/$t.log"
+  local line
+  line=$(grep '^BENCH_RESULT ' "$out" || true)
+  if ((rc != 0)) || [[ -z "$line" ]]; then
+    log "wrk failed against $t (exit $rc):"; cat "$out" >&2; FAILED=1; return 0
+  fi
+  awk -v kind="$kind" -v t="$t" -v round="$round" -v px="$((px1 - px0))" -v tck="$CLK_TCK" \
+      -v served="$((served1 - served0))" -v other="$QUIET_LAST" '{
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      errs = v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"] + v["err_status"]
+      secs = v["duration_us"] / 1e6
+      printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.1f\t%s\t%s\n", kind, t, round, v["rps"], v["p50_us"],
+        v["p99_us"], v["requests"], errs, px / tck / secs, (v["requests"] > 0 ? px / tck * 1e6 / v["requests"] : 0),
+        (served >= v["requests"] ? "ok" : "MISSING"), other }' <<<"$line" >>"$ROWS"
+  local rps p50 p99 errs cores us fwd
+  IFS=$'\t' read -r _ _ _ rps p50 p99 _ errs cores us fwd _ <<<"$(tail -n 1 "$ROWS")"
+  log "$(printf '%-7s %-7s %-2s %8s req/s  p50 %6s us  p99 %6s us  errors %s  sidecar %s cores, %s us/req  forwarded %s  other load %s' \
+    "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$fwd" "$QUIET_LAST")"
+  if ((errs > 0)); then log "$t: $errs error(s) (non-2xx or socket)"; cat "$out" >&2; FAILED=1; fi
+  [[ "$fwd" == ok ]] || { log "$t: the backend saw fewer requests than wrk counted"; FAILED=1; }
+}
+
+log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP), $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}"
+if [[ "$WARMUP" != 0 ]]; then for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 "$WARMUP"; done; fi
+for ((r = 1; r <= ROUNDS; r++)); do
+  for ((k = 0; k < ${#TARGETS[@]}; k++)); do
+    run_one measure "${TARGETS[$(((k + r - 1) % ${#TARGETS[@]}))]}" "$r" "$DURATION"
+  done
+done
+[[ -n "$RESULTS_TSV" ]] && { printf 'kind\ttarget\tround\trps\tp50_us\tp99_us\trequests\terrors\tsidecar_cores\tsidecar_us_per_req\tforwarded\tother_load\n'; cat "$ROWS"; } >"$RESULTS_TSV"
+
+# Every request through rules3 was decided by all three rules, and none was refused. (A rule may
+# have admitted a few more than were answered: requests in flight when wrk closed its connections.)
+answered=$(metric_sum rules3 'mcp_sidecar_requests_total{method="POST",status="200",upstream="fixture"}')
+for rule in "${RULES[@]}"; do
+  admitted=$(metric_sum rules3 "mcp_sidecar_rate_limit_admitted_total{rule=\"$rule\"}")
+  if ((admitted < answered || answered == 0)); then
+    log "rule $rule admitted $admitted requests, the sidecar answered $answered with 200"; FAILED=1
+  fi
+done
+rejected=$(metric_sum rules3 'mcp_sidecar_rate_limit_rejected_total')
+[[ "$rejected" == 0 ]] || { log "the rules rejected $rejected requests (they must never refuse here)"; FAILED=1; }
+log "rules3: $answered requests answered 200, each admitted by all ${#RULES[@]} rules; $rejected rejected"
+
+echo
+echo "mcp-sidecar rate-limit benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- proxy fixtures 2>/dev/null || echo ' (+local changes)')"
+echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}; sidecar --worker-threads 1, RUST_LOG=$SIDECAR_RUST_LOG"
+echo
+awk -F'\t' -v target="$TARGET_RATIO" '
+  function median(list,    n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  $1 == "measure" {
+    rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
+    cores[$2] = cores[$2] " " $9; us[$2] = us[$2] " " $10; err[$2] += $8; other[$2] = other[$2] " " $12
+  }
+  END {
+    printf "%-8s %10s %9s %9s %13s %14s %7s %11s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "sidecar cores", "sidecar us/req", "errors", "other load", "req/s per round"
+    n = split("none rules3", T, " ")
+    for (i = 1; i <= n; i++) {
+      t = T[i]; if (!(t in rps)) continue
+      R[t] = median(rps[t]); P[t] = median(p50[t]); Q[t] = median(p99[t]); U[t] = median(us[t])
+      printf "%-8s %10.0f %9.3f %9.3f %13.2f %14.1f %7d %11.2f  %s\n", t, R[t], P[t] / 1000, Q[t] / 1000,
+        median(cores[t]), U[t], err[t], median(other[t]), rps[t]
+    }
+    print ""
+    print "ratio of medians, rules3 / none:   req/s     p50     p99   sidecar CPU/req"
+    ratio = R["rules3"] / R["none"]
+    printf "                                  %7.3f %7.2f %7.2f %9.2f   (target req/s >= %.2f: %s)\n", ratio,
+      P["rules3"] / P["none"], Q["rules3"] / Q["none"], (U["none"] > 0 ? U["rules3"] / U["none"] : 0), target,
+      (ratio >= target ? "met" : "MISSED")
+    print ""
+    print "sidecar us/req: CPU time of the sidecar process per answered request (its only core is"
+    print "CPU 1); other load: cores used by processes outside the benchmark (above ~0.1: disturbed)."
+  }' "$ROWS"
+echo
+
+if [[ -s "$WORK/sidecar-problems.log" ]]; then
+  log "the sidecars logged warnings/errors:"; head -n 5 "$WORK/sidecar-problems.log" >&2
+fi
+((FAILED)) && { log "FAILED: at least one check failed (see above)"; exit 1; }
+log "ok: no non-2xx responses, no socket errors, every request decided by the three rules"
