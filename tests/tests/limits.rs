@@ -280,3 +280,52 @@ async fn per_upstream_rules_only_apply_to_their_upstream() {
     }
     sidecar.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn authenticated_principals_get_their_own_buckets() {
+    let backend = fixture().await;
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n\
+         [auth]\npublic_url = \"http://127.0.0.1\"\n[[auth.api_keys]]\nid = \"alice\"\nkey = \"${{KEY_ALICE}}\"\n\
+         [[auth.api_keys]]\nid = \"bob\"\nkey = \"${{KEY_BOB}}\"\n\
+         [[rate_limit]]\nname = \"per-principal\"\nkey = [\"principal\"]\nrate = 2\nper = \"60s\"\n\
+         [[upstream]]\nname = \"u\"\nurl = \"{}\"\n",
+        backend.mcp_url()
+    );
+    let env = |name: &str| match name {
+        "KEY_ALICE" => Some("alice-key-0123456789abcdef".to_owned()),
+        "KEY_BOB" => Some("bob-key-0123456789abcdef".to_owned()),
+        _ => None,
+    };
+    let sidecar = start(Config::from_toml_with_env(&text, &env).unwrap()).await;
+    let send = |key: &'static str, id| {
+        client()
+            .post(sidecar.url("/mcp"))
+            .header("accept", ACCEPT_BOTH)
+            .header("content-type", "application/json")
+            .header("x-api-key", key)
+            .body(echo(id))
+            .send()
+    };
+    // Same address, two principals: two buckets.
+    for id in 0..2 {
+        assert_eq!(
+            send("alice-key-0123456789abcdef", id)
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let resp = send("alice-key-0123456789abcdef", 2).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(error_of(resp).await["id"], 2);
+    assert_eq!(
+        send("bob-key-0123456789abcdef", 3).await.unwrap().status(),
+        200
+    );
+    // An unauthenticated request is refused by authentication first (401), never counted.
+    let resp = post(&sidecar, "203.0.113.1", echo(4)).await;
+    assert_eq!(resp.status(), 401);
+    sidecar.stop().await;
+}
