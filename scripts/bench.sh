@@ -25,6 +25,8 @@
 #   QUIET_MAX_WAIT=120 before each run, wait up to this many seconds for the machine to be quiet
 #                      (other processes using < QUIET_THRESHOLD cores over 1 s); 0 disables
 #   QUIET_THRESHOLD=0.10
+#   DISTURBED_THRESHOLD=0.15  a measured run during which other processes used more CPU than this
+#   RETRIES=3          (in cores) is discarded and repeated, at most RETRIES times per round
 #   SKIP_BUILD=1       use the existing target/release binaries
 #   KEEP_WORKDIR=1     keep the temporary directory (configs, logs, raw wrk output)
 #
@@ -55,12 +57,15 @@ RESULTS_TSV="${RESULTS_TSV:-}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
 QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
+DISTURBED_THRESHOLD="${DISTURBED_THRESHOLD:-0.15}"
+RETRIES="${RETRIES:-3}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 
 LUA="$ROOT/scripts/bench/tools_call.lua"
 HAPROXY_TEMPLATE="$ROOT/scripts/bench/haproxy.cfg.in"
-FIXTURE_BIN="$ROOT/target/release/mcp-fixture"
-SIDECAR_BIN="$ROOT/target/release/mcp-sidecar"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
+SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
 BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
 TARGETS=(direct haproxy sidecar)
 
@@ -81,6 +86,7 @@ duration_secs() {
 [[ "$CONNECTIONS" =~ ^[0-9]+$ && "$CONNECTIONS" -ge 1 ]] || die "CONNECTIONS must be a positive integer"
 [[ "$WRK_THREADS" =~ ^[0-9]+$ && "$WRK_THREADS" -ge 1 ]] || die "WRK_THREADS must be a positive integer"
 [[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || die "ROUNDS must be a positive integer"
+[[ "$RETRIES" =~ ^[0-9]+$ ]] || die "RETRIES must be a non-negative integer"
 [[ "$(duration_secs "$DURATION")" =~ ^[0-9]+$ && "$(duration_secs "$DURATION")" -ge 1 ]] \
   || die "DURATION must look like 10s, 2m or 1h"
 [[ "$WARMUP" == 0 || "$(duration_secs "$WARMUP")" =~ ^[0-9]+$ ]] || die "WARMUP must look like 3s or 0"
@@ -242,15 +248,14 @@ wait_ready sidecar "$SIDECAR_PID" sidecar_ready
 CLK_TCK=$(getconf CLK_TCK)
 
 proc_ticks() { # utime+stime of a whole process (all threads), in clock ticks
-  local stat rest
+  local stat f
   stat=$(<"/proc/$1/stat")
-  rest=${stat##*) }          # fields from 3 (state) on; comm may contain spaces
-  set -- $rest
-  echo $(( ${12} + ${13} ))  # fields 14 and 15
+  read -ra f <<<"${stat##*) }"  # fields from 3 (state) on; comm may contain spaces
+  echo $(( f[11] + f[12] ))     # fields 14 and 15
 }
 system_busy_ticks() { # non-idle ticks of all CPUs
-  local _cpu user nice sys idle iowait irq softirq steal _rest
-  read -r _cpu user nice sys idle iowait irq softirq steal _rest </proc/stat
+  local _cpu user nice sys _idle _iowait irq softirq steal _rest
+  read -r _cpu user nice sys _idle _iowait irq softirq steal _rest </proc/stat
   echo $(( user + nice + sys + irq + softirq + steal ))
 }
 children_cpu_secs() { # children_cpu_secs FILE: user+sys seconds in the output of bash `times`
@@ -265,7 +270,6 @@ fixture_served() {
 # wait_quiet: on a shared machine (a build in another shell, CI), background CPU use distorts the
 # figures. Before a run, sample 1 s of CPU use by everything but our (idle) servers and wait until
 # it is below QUIET_THRESHOLD cores, for at most QUIET_MAX_WAIT seconds; the figure is reported.
-QUIET_LAST=0
 wait_quiet() {
   local waited=0 b0 b1 o0 o1 pid load
   while :; do
@@ -273,7 +277,6 @@ wait_quiet() {
     b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
     o1=0; for pid in "${PIDS[@]}"; do o1=$((o1 + $(proc_ticks "$pid"))); done
     load=$(awk -v d="$(( (b1 - b0) - (o1 - o0) ))" -v t="$CLK_TCK" 'BEGIN { x = d / t; if (x < 0) x = 0; printf "%.2f", x }')
-    QUIET_LAST="$load"
     if awk -v l="$load" -v th="$QUIET_THRESHOLD" 'BEGIN { exit !(l < th) }'; then return 0; fi
     if ((waited >= QUIET_MAX_WAIT)); then
       log "machine still busy ($load cores used by other processes); measuring anyway"
@@ -341,7 +344,7 @@ run_one() {
     }' <<<"$line" >>"$ROWS"
   local last
   last=$(tail -n 1 "$ROWS")
-  IFS=$'\t' read -r _k _t _r rps p50 p99 reqs errs pcores pus _fx _wrk other fwd <<<"$last"
+  IFS=$'\t' read -r _k _t _r rps p50 p99 _reqs errs pcores pus _fx _wrk other fwd <<<"$last"
   log "$(printf '%-7s %-7s %-2s %8s req/s  p50 %6s us  p99 %6s us  errors %s  proxy %s cores, %s us/req  other load %s cores  forwarded %s' \
     "$kind" "$target" "$round" "$rps" "$p50" "$p99" "$errs" "$pcores" "$pus" "$other" "$fwd")"
   if ((errs > 0)); then
@@ -358,10 +361,23 @@ log "wrk: -t$WRK_THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP), $ROUNDS r
 if [[ "$WARMUP" != 0 ]]; then
   for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 "$WARMUP"; done
 fi
+is_disturbed() { # the last row's `other load` is above DISTURBED_THRESHOLD
+  tail -n 1 "$ROWS" | awk -F'\t' -v th="$DISTURBED_THRESHOLD" '{ exit !($13 + 0 > th + 0) }'
+}
 for ((r = 1; r <= ROUNDS; r++)); do
   for ((k = 0; k < ${#TARGETS[@]}; k++)); do
     t="${TARGETS[$(( (k + r - 1) % ${#TARGETS[@]} ))]}"
-    run_one measure "$t" "$r" "$DURATION"
+    for ((try = 0; ; try++)); do
+      run_one measure "$t" "$r" "$DURATION"
+      is_disturbed || break
+      if ((try >= RETRIES)); then
+        log "$t round $r: still disturbed after $RETRIES retries; kept (see the other load column)"
+        break
+      fi
+      log "$t round $r: other processes used more than $DISTURBED_THRESHOLD cores; discarding and repeating"
+      # Relabel the row: kept in RESULTS_TSV, left out of the medians.
+      sed -i '$ s/^measure\t/discarded\t/' "$ROWS"
+    done
   done
 done
 
@@ -373,7 +389,12 @@ fi
 # Report: per-target medians over the measured rounds, then the ratios of the medians.
 # ---------------------------------------------------------------------------------------------
 echo
-echo "mcp-sidecar benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- proxy fixtures 2>/dev/null || echo ' (+local changes)')"
+if REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
+  git -C "$ROOT" diff --quiet HEAD -- proxy fixtures Cargo.toml Cargo.lock || REV+=" + uncommitted changes in proxy/fixtures"
+else
+  REV="? (not a git checkout)"
+fi
+echo "mcp-sidecar benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $REV"
 echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}; sidecar RUST_LOG=$SIDECAR_RUST_LOG"
 echo "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
@@ -384,6 +405,7 @@ awk -F'\t' -v rounds="$ROUNDS" '
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
+  $1 == "discarded" { discarded++ }
   $1 == "measure" {
     rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
     err[$2] += $8; other[$2] = other[$2] " " $13
@@ -409,6 +431,7 @@ awk -F'\t' -v rounds="$ROUNDS" '
     print "req/s, p50, p99: medians over the rounds. proxy cores: CPU the proxy process used (1.00 = one"
     print "core busy); proxy us/req: its CPU time per answered request. other load: CPU used by processes"
     print "outside the benchmark during the run (cores); above ~0.1 the figures are disturbed."
+    if (discarded) printf "%d disturbed run(s) were discarded and repeated (RESULTS_TSV keeps them).\n", discarded
   }' "$ROWS"
 echo
 
