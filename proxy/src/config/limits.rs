@@ -28,7 +28,7 @@ pub const DEFAULT_SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// again; sweeping every 10 s keeps the tables near the working set at a negligible cost
 /// (a sweep of 100 000 keys takes about a millisecond).
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// Keys one rule tracks at most. 100 000 keys cost at most ~3.9 MB per rule (see the README) and
+/// Keys one rule tracks at most. 100 000 keys cost at most ~2.2 MB per rule (see the README) and
 /// exceed the distinct callers a sidecar sees between two sweeps in any sane deployment; beyond
 /// it a key flood only fills the rule's shared overflow bucket.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;

@@ -5,7 +5,9 @@
 //!   *overflow* state instead of getting its own. Memory stays bounded under a key flood, and the
 //!   flood cannot slip past the limit either: all its keys together get one key's quota. Keys
 //!   already tracked keep their own state. The next sweep evicts idle keys and frees room (a
-//!   request that finds the cap reached asks for an early sweep).
+//!   request that finds the cap reached asks for an early sweep). Evictions that fragment a table
+//!   of the largest size the cap needs are compacted at once, so the table never outgrows what
+//!   `max_keys` keys need.
 //! - **Dry run**: a [`Probe`] with `commit: false` computes the decision without storing it, so
 //!   a request that a later rule rejects consumes nothing from the rules before it.
 //!
@@ -79,6 +81,8 @@ struct Inner {
     table: RwLock<Table>,
     overflow: InMemoryState,
     max_keys: usize,
+    /// Heap bytes and capacity of a table sized for `max_keys` keys: the most it ever needs.
+    full_size: (usize, usize),
     /// Set when a new key met the cap; cleared by the sweeper ([`CappedStore::take_full`]).
     full: AtomicBool,
     /// Woken when `full` gets set, so the sweeper frees room early.
@@ -100,11 +104,15 @@ impl CappedStore {
     /// meets the cap.
     pub fn new(max_keys: usize, metrics: StoreMetrics, sweep_early: Arc<Notify>) -> Self {
         metrics.tracked.set(0);
+        let full = Table::with_capacity_and_hasher(max_keys, BuildHasherDefault::default());
+        let full_size = (full.allocation_size(), full.capacity());
+        drop(full);
         Self {
             inner: Arc::new(Inner {
                 table: RwLock::new(Table::default()),
                 overflow: InMemoryState::default(),
                 max_keys,
+                full_size,
                 full: AtomicBool::new(false),
                 sweep_early,
                 metrics,
@@ -202,9 +210,24 @@ impl StateStore for CappedStore {
 }
 
 impl ShrinkableKeyedStateStore<Probe> for CappedStore {
+    /// Evicts keys, then compacts a table of the largest size the cap needs if eviction left
+    /// tombstones in it: with tombstones hashbrown would double the table on a later insert
+    /// although it holds no more than `max_keys` keys. Only sweeps remove keys, so the table is
+    /// free of tombstones at that size between sweeps. The compaction holds the old and the new
+    /// table for a moment.
     fn retain_recent(&self, drop_below: Nanos) {
         let mut table = self.write();
+        let before = table.len();
         table.retain(|_, state| tat(state).is_some_and(|t| t > drop_below));
+        let (full_bytes, full_capacity) = self.inner.full_size;
+        if table.len() < before
+            && table.allocation_size() >= full_bytes
+            && table.capacity() < full_capacity
+        {
+            let mut compact = Table::with_capacity_and_hasher(table.len(), Default::default());
+            compact.extend(table.drain());
+            *table = compact;
+        }
         self.inner
             .metrics
             .tracked
@@ -316,6 +339,39 @@ mod tests {
             s.measure_and_replace(&probe(0, true), count_to_three)
                 .is_ok()
         );
+    }
+
+    /// Keys churning at the cap (evicted by sweeps, replaced by new ones) must not let the
+    /// table outgrow what `max_keys` keys need: hashbrown's tombstones would otherwise make it
+    /// double its allocation while holding no more keys.
+    #[test]
+    fn churn_at_the_cap_never_grows_the_table_beyond_the_bound() {
+        // Caps at, near and well below a table size's load-factor limit (1792 = 2048 * 7/8).
+        for max_keys in [1792, 1700, 1000] {
+            churn(max_keys);
+        }
+    }
+
+    fn churn(max_keys: usize) {
+        let bound = Table::with_capacity_and_hasher(max_keys, Default::default()).allocation_size();
+        let s = store(max_keys);
+        let mut next_key = 0u64;
+        for round in 1..300u64 {
+            let stamp = |_: Option<Nanos>| Ok::<_, ()>(((), Nanos::new(round)));
+            while s.len() < max_keys {
+                // Spread the digests like SipHash would.
+                let hash = next_key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                next_key += 1;
+                s.measure_and_replace(&probe(hash, true), stamp).unwrap();
+            }
+            assert!(
+                s.table_bytes() <= bound,
+                "max_keys {max_keys}, round {round}: {} > {bound} bytes",
+                s.table_bytes()
+            );
+            // Evict the keys of two rounds ago and earlier (a third to two thirds of the table).
+            s.retain_recent(Nanos::new(round.saturating_sub(2)));
+        }
     }
 
     #[test]
