@@ -6,7 +6,8 @@
 # (--worker-threads 1, access log on, as deployed) with two mounts of the fixture: `/open`, whose
 # breaker is forced open through the admin endpoint, and `/live`, left closed. A wrk2-style
 # constant-rate generator (tests/examples/breaker_load.rs; Debian ships no wrk2) sends one POST at
-# a time over one keep-alive connection and measures latency from the intended send time. Cases,
+# a time over one keep-alive connection, spinning on the socket for the answer, and measures
+# latency from the intended send time. Cases,
 # interleaved in rotating order over ROUNDS rounds, all in the same run:
 #   baseline: 404 no route   the sidecar's cheapest answer (routing fails before the body is read)
 #   open circuit: 503        the measured path: body read + classified, breaker refuses
@@ -14,12 +15,17 @@
 # It prints p50/p90/p99/p99.9/max per case and the ratios to the baseline, checks every answer
 # (status, X-Circuit-Open on the 503s) and that no open-circuit request reached the fixture
 # (its /stats counts exactly the forwarded case's requests), and exits non-zero otherwise.
+# Then tests/examples/breaker_inproc.rs times `Proxy::serve` itself for the 404 and the
+# open-circuit answer (no sockets), on the sidecar's CPU: the part of the loopback latency that is
+# the sidecar's own work.
 #
 # Environment (all optional):
 #   RATE=2000        requests per second per case (moderate: far below saturation)
 #   SECS=5           seconds per case per round
 #   ROUNDS=3         rounds
-#   PIN=split        CPU 1: the sidecar alone; CPU 0: load generator and fixture. PIN=none: unpinned
+#   PIN=split        CPU 0: the load generator alone (it spins on its socket rather than sleeping,
+#                    so its own wake-ups are not measured); CPU 1: the sidecar, and the fixture,
+#                    which only works in the forwarded case. PIN=none: unpinned
 #   SIDECAR_RUST_LOG=info   RUST_LOG of the sidecar (info writes one access-log line per request)
 #   QUIET_MAX_WAIT=120   first wait up to this many seconds for other processes to use < 0.1
 #                    cores (a build in another shell distorts tail latency); 0 disables. The CPU
@@ -43,6 +49,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
 LOAD_BIN="$TARGET_DIR/release/examples/breaker_load"
+INPROC_BIN="$TARGET_DIR/release/examples/breaker_inproc"
 TARGET_P99_US=100
 
 log() { printf '[bench-breaker] %s\n' "$*" >&2; }
@@ -61,15 +68,15 @@ done
 if [[ "$SKIP_BUILD" != 1 ]]; then
   log "building release binaries"
   cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
-  cargo build --release --quiet -p mcp-e2e-tests --example breaker_load
+  cargo build --release --quiet -p mcp-e2e-tests --example breaker_load --example breaker_inproc
 fi
-for bin in "$FIXTURE_BIN" "$SIDECAR_BIN" "$LOAD_BIN"; do
+for bin in "$FIXTURE_BIN" "$SIDECAR_BIN" "$LOAD_BIN" "$INPROC_BIN"; do
   [[ -x "$bin" ]] || die "$bin missing (run without SKIP_BUILD=1)"
 done
 
 LOAD_CPUS=""; FIXTURE_CPUS=""; PROXY_CPUS=""
 if [[ "$PIN" == split && $(nproc) -ge 2 ]]; then
-  LOAD_CPUS=0; FIXTURE_CPUS=0; PROXY_CPUS=1
+  LOAD_CPUS=0; FIXTURE_CPUS=1; PROXY_CPUS=1
 elif [[ "$PIN" != none && "$PIN" != split ]]; then
   die "PIN must be split or none"
 fi
@@ -207,6 +214,10 @@ reached=$((after - before))
 [[ "$reached" == "$forwarded" ]] \
   || die "the fixture saw $reached requests but only $forwarded were forwarded: open-circuit requests reached it"
 log "fixture saw exactly the $forwarded forwarded requests: no open-circuit request reached it"
+
+echo
+wait_quiet
+(pinned "$PROXY_CPUS" "$INPROC_BIN") || die "in-process benchmark failed"
 
 p99=$(sed -n 's/^sent\[open circuit: 503\].*p99_us\[open circuit: 503\]=\([0-9.]*\)$/\1/p' "$WORK/load.out")
 echo

@@ -1,7 +1,9 @@
 //! Constant-rate latency load generator for `scripts/bench-breaker.sh` (wrk2-style: Debian has no
 //! wrk2). Each case sends one POST at a time over one keep-alive HTTP/1.1 connection at a fixed
 //! rate, and latency is measured from the *intended* send time, so a slow answer that delays the
-//! next send is charged to the next request too (no coordinated omission).
+//! next send is charged to the next request too (no coordinated omission). The client spins on a
+//! non-blocking socket instead of sleeping in epoll, so its own wake-up latency (tens of
+//! microseconds on a VM) is not charged to the server: give it a CPU of its own.
 //!
 //! ```text
 //! breaker_load NAME=URL=STATUS[=HEADER] ...
@@ -14,11 +16,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 
 /// How long before the intended send time the pacer stops sleeping and spins: more than the
 /// scheduler's usual wake-up lateness, so oversleeping is not charged to the sidecar.
@@ -69,23 +70,17 @@ fn main() -> Result<()> {
     if cases.is_empty() {
         bail!("no cases; usage: breaker_load NAME=URL=STATUS[=HEADER] ...");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let period = Duration::from_secs_f64(1.0 / rate);
-        for case in cases.iter_mut() {
-            run(case, period, Duration::from_secs_f64(warmup), false).await?;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    for case in cases.iter_mut() {
+        run(case, period, Duration::from_secs_f64(warmup), false)?;
+    }
+    for round in 0..rounds {
+        let n = cases.len();
+        for k in 0..n {
+            let case = &mut cases[(round + k) % n];
+            run(case, period, Duration::from_secs_f64(secs), true)?;
         }
-        for round in 0..rounds {
-            let n = cases.len();
-            for k in 0..n {
-                let case = &mut cases[(round + k) % n];
-                run(case, period, Duration::from_secs_f64(secs), true).await?;
-            }
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
+    }
     report(&mut cases, rate, secs, rounds);
     if cases.iter().any(|c| c.wrong > 0) {
         bail!("some answers had the wrong status or lacked the expected header");
@@ -94,35 +89,32 @@ fn main() -> Result<()> {
 }
 
 /// Sends at `period` intervals for `duration` over one connection.
-async fn run(case: &mut Case, period: Duration, duration: Duration, record: bool) -> Result<()> {
+fn run(case: &mut Case, period: Duration, duration: Duration, record: bool) -> Result<()> {
     let authority = case
         .uri
         .authority()
         .context("url without host:port")?
-        .clone();
-    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(conn);
+        .to_string();
+    let path = case.uri.path().to_owned();
+    let mut conn = Conn::open(&authority)?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
     let total = (duration.as_secs_f64() / period.as_secs_f64()) as u64;
     let start = Instant::now() + Duration::from_millis(10);
     for i in 0..total {
         let intended = start + period.mul_f64(i as f64);
         pace(intended);
-        let req = http::Request::post(case.uri.clone())
-            .header(http::header::HOST, authority.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
-        sender.ready().await?;
-        let resp = sender.send_request(req).await?;
-        let ok = resp.status().as_u16() == case.status
+        conn.stream.write_all(request.as_bytes())?;
+        let answer = conn.read_response()?;
+        let latency = intended.elapsed();
+        let ok = answer.status == case.status
             && case
                 .header
                 .as_deref()
-                .is_none_or(|h| resp.headers().contains_key(h));
-        resp.into_body().collect().await?;
-        let latency = intended.elapsed();
+                .is_none_or(|h| answer.headers.contains(&format!("\r\n{h}:")));
         case.sent += 1;
         if !ok {
             case.wrong += 1;
@@ -131,9 +123,109 @@ async fn run(case: &mut Case, period: Duration, duration: Duration, record: bool
             case.latencies.push(latency);
         }
     }
-    drop(sender);
-    let _ = driver.await;
     Ok(())
+}
+
+/// One keep-alive HTTP/1.1 connection read by spinning on a non-blocking socket, so the client's
+/// own wake-up latency is not charged to the server.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+struct Answer {
+    status: u16,
+    /// Lower-cased header block, starting with `\r\n`.
+    headers: String,
+}
+
+impl Conn {
+    fn open(authority: &str) -> Result<Self> {
+        let stream = TcpStream::connect(authority)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    /// Reads more bytes into the buffer, spinning (with a yield for whatever shares the CPU)
+    /// until some arrive.
+    fn fill(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => bail!("connection closed by the server"),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn read_response(&mut self) -> Result<Answer> {
+        let head_end = loop {
+            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
+                break pos;
+            }
+            self.fill()?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("malformed status line")?;
+        let headers = head[head.find("\r\n").unwrap_or(head.len())..].to_owned();
+        let mut at = head_end + 4;
+        if let Some(len) = header_value(&headers, "content-length") {
+            let len: usize = len.parse().context("content-length")?;
+            while self.buf.len() < at + len {
+                self.fill()?;
+            }
+            at += len;
+        } else if header_value(&headers, "transfer-encoding").is_some_and(|v| v.contains("chunked"))
+        {
+            loop {
+                let line_end = loop {
+                    if let Some(pos) = find(&self.buf[at..], b"\r\n") {
+                        break at + pos;
+                    }
+                    self.fill()?;
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[at..line_end]).into_owned();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                        .context("chunk size")?;
+                let chunk_end = line_end + 2 + size + 2;
+                while self.buf.len() < chunk_end {
+                    self.fill()?;
+                }
+                at = chunk_end;
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        self.buf.drain(..at);
+        Ok(Answer { status, headers })
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn header_value<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 /// Waits until `until`: sleeps most of the way, then spins.
