@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::principal::{ClaimHeaders, Principal, Source};
@@ -12,9 +11,12 @@ use crate::config::ApiKeyConfig;
 /// validated-token cache, so raw tokens are never kept in memory.
 pub type CredentialDigest = [u8; 32];
 
-/// Digest of `credential`.
+/// Digest of `credential` (ring's SHA-256: assembly with SHA extensions where the CPU has them).
 pub fn digest(credential: &str) -> CredentialDigest {
-    Sha256::digest(credential.as_bytes()).into()
+    let d = ring::digest::digest(&ring::digest::SHA256, credential.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// The configured keys.
