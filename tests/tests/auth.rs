@@ -167,6 +167,12 @@ async fn unauthenticated_requests_are_401_and_never_reach_the_backend() {
             challenge(&resp)
         );
     }
+    // Bodies above the 16 KiB peek are not read for an unauthenticated client: `id` is null.
+    let big = call(43, "echo", json!({"text": "x".repeat(20 * 1024)}));
+    let resp = post(s.sidecar.url("/mcp"), None, big).await;
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["id"].is_null(), "{v}");
     let get = client()
         .get(s.sidecar.url("/mcp"))
         .header("accept", "text/event-stream")
@@ -194,7 +200,7 @@ async fn unauthenticated_requests_are_401_and_never_reach_the_backend() {
             &m,
             r#"mcp_sidecar_auth_total{method="none",outcome="missing"}"#
         ),
-        Some(4.0),
+        Some(5.0),
         "{m}"
     );
     assert_eq!(
@@ -210,7 +216,7 @@ async fn unauthenticated_requests_are_401_and_never_reach_the_backend() {
             &m,
             r#"mcp_sidecar_proxy_errors_total{reason="unauthorized"}"#
         ),
-        Some(7.0),
+        Some(8.0),
         "{m}"
     );
 }

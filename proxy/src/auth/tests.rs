@@ -311,6 +311,73 @@ async fn bad_tokens_are_refused_each_with_its_reason() {
     );
 }
 
+/// An issuer that accepts both HMAC and RSA: an HS256 token "signed" with the RSA public key
+/// (JWK or PEM text) as the secret, carrying the RSA key's `kid`, must still fail: HMAC verifies
+/// with the configured secret only, never with a JWKS key.
+#[tokio::test]
+async fn mixed_hmac_and_rsa_issuer_is_not_confused() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, token::JWKS_JSON).unwrap();
+    let text = format!(
+        "[auth]\npublic_url = \"https://mcp.example.test\"\n[[auth.jwt]]\nid = \"mixed\"\nissuer = \"{ISS}\"\n\
+         algorithms = [\"HS256\", \"RS256\"]\nsecret = \"${{HS}}\"\njwks_file = \"{}\"\n\
+         [[upstream]]\nname = \"u\"\nurl = \"http://127.0.0.1:1/mcp\"\n",
+        jwks.display()
+    );
+    let config = Config::from_toml_with_env(&text, &|_| Some(HS_SECRET.into())).unwrap();
+    let metrics = Metrics::new().unwrap();
+    let auth = Auth::new(&config, &metrics).await.unwrap();
+    let upstream = Upstream::from_config(&config.upstream[0]).unwrap();
+    let check = |token: String| {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    };
+    let jwk_text = RSA_2048.jwk().to_string();
+    let n = RSA_2048.jwk()["n"].as_str().unwrap().to_owned();
+    let pem_like = format!("-----BEGIN PUBLIC KEY-----\n{n}\n-----END PUBLIC KEY-----\n");
+    for secret in [jwk_text.as_bytes(), pem_like.as_bytes(), n.as_bytes()] {
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-2048".into());
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims("crawl"),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        let result = auth
+            .authenticate(&upstream, &Method::POST, &check(forged))
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(ProxyError::Unauthorized {
+                    outcome: "bad_signature",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+    // Both legitimate kinds pass.
+    let hs = token::mint_hmac(Algorithm::HS256, HS_SECRET.as_bytes(), &claims("crawl")).unwrap();
+    assert!(
+        auth.authenticate(&upstream, &Method::POST, &check(hs))
+            .await
+            .is_ok()
+    );
+    let rs = RSA_2048.mint(&claims("crawl")).unwrap();
+    assert!(
+        auth.authenticate(&upstream, &Method::POST, &check(rs))
+            .await
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn challenges_name_the_metadata_and_the_error() {
     let env = env().await;
