@@ -154,16 +154,13 @@ async fn events_before_the_endpoint_are_forwarded_untouched_and_without_waiting(
     let (tx, inner) = channel_body();
     let mut body = EndpointRewriteBody::new(inner, legacy());
     tx.send(data("retry: 3000\n\n: ping\n\nevent: endp"))
-    .unwrap();
+        .unwrap();
     let first = body
         .frame()
         .now_or_never()
         .expect("complete events must not wait");
     let first = first.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(
-        first,
-        Bytes::from_static(b"retry: 3000\n\n: ping\n\n")
-    );
+    assert_eq!(first, Bytes::from_static(b"retry: 3000\n\n: ping\n\n"));
 
     tx.send(data("oint\ndata: /messages?s=1\n")).unwrap();
     assert!(
@@ -243,13 +240,18 @@ async fn stream_whose_first_event_is_not_endpoint_is_not_legacy_and_passes_uncha
     // real event is seen, scanning stops and nothing is held back, not even the LF of a CRLF.
     let (tx, inner) = channel_body();
     let mut body = EndpointRewriteBody::new(inner, legacy());
-    tx.send(data("id: 1\r\nevent: message\r\ndata: {}\r\n\r\n")).unwrap();
-    let first = body.frame().now_or_never().expect("complete event must not wait");
+    tx.send(data("id: 1\r\nevent: message\r\ndata: {}\r\n\r\n"))
+        .unwrap();
+    let first = body
+        .frame()
+        .now_or_never()
+        .expect("complete event must not wait");
     assert_eq!(
         first.unwrap().unwrap().into_data().unwrap(),
         Bytes::from_static(b"id: 1\r\nevent: message\r\ndata: {}\r\n\r\n")
     );
-    tx.send(data("event: endpoint\ndata: /messages\n\n")).unwrap();
+    tx.send(data("event: endpoint\ndata: /messages\n\n"))
+        .unwrap();
     assert_eq!(
         next_data(&mut body).await,
         Bytes::from_static(b"event: endpoint\ndata: /messages\n\n")
