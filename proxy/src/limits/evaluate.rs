@@ -1,23 +1,38 @@
-//! Deciding a request against the rate-limit rules: which rules apply, the dry run across them,
-//! the commit, and the `RateLimit` fields of the answer.
+//! Deciding a request against the rate-limit rules: which rules apply, counting it against each
+//! (and giving the counts back when one refuses), and the `RateLimit` fields of the answer.
 
 use std::num::NonZeroU32;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::store::Receipt;
 use super::{Decision, Held, LimitKeyInput, Limits, Rejection, Rule, ceil_secs};
 use crate::error::{ProxyError, retry_after_secs};
 use crate::mcp::Classified;
+
+/// Distinct sets of matching rules whose `RateLimit-Policy` value is kept ready. Requests match
+/// a handful of sets in practice; beyond this many the value is built per request.
+const POLICY_CACHE_SIZE: usize = 64;
 
 /// One rule's share of a request: `n` requests under `key`.
 struct Demand<'a> {
     rule: &'a Rule,
     key: u64,
     n: u32,
+    /// What counting it took, to give back if a later rule refuses the request.
+    receipt: Option<Receipt>,
 }
 
+/// `RateLimit-Policy` values by set of rules (a bit per rule index below 64).
+#[derive(Debug, Default)]
+pub(super) struct PolicyCache(RwLock<Vec<(u64, HeaderValue)>>);
+
 impl Limits {
+    /// Counts the request against every enforced rule that matches it, in config order. When one
+    /// refuses, what the rules before it counted is given back, so a refused request consumes
+    /// nothing; the answer then names the rule that would make the client wait longest.
     pub(super) fn check_rules(
         &self,
         classified: &Classified,
@@ -25,7 +40,8 @@ impl Limits {
         upstream_rules: &[Rule],
         held: &mut Held,
     ) -> Result<(), ProxyError> {
-        let mut demands: Vec<Demand<'_>> = Vec::new();
+        let mut demands: Vec<Demand<'_>> =
+            Vec::with_capacity(self.rules.len() + upstream_rules.len());
         for rule in self.rules.iter().chain(upstream_rules) {
             for msg in classified.messages.iter().filter(|m| rule.applies(m)) {
                 let key = rule.key(&self.hasher, who, msg);
@@ -34,13 +50,16 @@ impl Limits {
                     .find(|d| std::ptr::eq(d.rule, rule) && d.key == key)
                 {
                     Some(d) => d.n += 1,
-                    None => demands.push(Demand { rule, key, n: 1 }),
+                    None => demands.push(Demand {
+                        rule,
+                        key,
+                        n: 1,
+                        receipt: None,
+                    }),
                 }
             }
         }
-        if demands.is_empty() {
-            return Ok(());
-        }
+        // Shadow rules decide alone, as if each were the only rule, and never refuse.
         for d in demands.iter().filter(|d| d.rule.shadow) {
             match d.rule.check(d.key, nonzero(d.n), true) {
                 Decision::Admit { .. } => d.rule.metrics.admitted.inc_by(d.n.into()),
@@ -54,58 +73,67 @@ impl Limits {
                 }
             }
         }
-        let enforced: Vec<&Demand<'_>> = demands.iter().filter(|d| !d.rule.shadow).collect();
-        if enforced.is_empty() {
+        demands.retain(|d| !d.rule.shadow);
+        if demands.is_empty() {
             return Ok(());
         }
-        if enforced.len() > 1 {
-            // Dry run: admit only if every rule admits, so a refusal consumes nothing.
-            let mut refused: Option<(&Demand<'_>, Decision)> = None;
-            for d in &enforced {
-                let decision = d.rule.check(d.key, nonzero(d.n), false);
-                if !matches!(decision, Decision::Admit { .. }) {
-                    d.rule.metrics.rejected.inc_by(d.n.into());
-                    if refused.is_none_or(|(r, prev)| wait(d, decision) > wait(r, prev)) {
-                        refused = Some((d, decision));
-                    }
-                }
-            }
-            if let Some((d, decision)) = refused {
-                return Err(self.rejection(&enforced, d, decision, classified.batch));
-            }
-        }
-        let mut binding: Option<(&Demand<'_>, u32)> = None;
-        for d in &enforced {
-            match d.rule.check(d.key, nonzero(d.n), true) {
-                Decision::Admit { remaining } => {
+        let mut binding: Option<(usize, u32)> = None;
+        for i in 0..demands.len() {
+            let d = &demands[i];
+            match d.rule.take(d.key, nonzero(d.n)) {
+                Ok((remaining, receipt)) => {
+                    demands[i].receipt = receipt;
                     if binding.is_none_or(|(_, r)| remaining < r) {
-                        binding = Some((d, remaining));
+                        binding = Some((i, remaining));
                     }
                 }
-                decision => {
-                    d.rule.metrics.rejected.inc_by(d.n.into());
-                    return Err(self.rejection(&enforced, d, decision, classified.batch));
-                }
+                Err(decision) => return Err(self.refuse(&mut demands, i, decision, classified)),
             }
         }
-        for d in &enforced {
+        for d in &demands {
             d.rule.metrics.admitted.inc_by(d.n.into());
         }
-        if let Some((d, remaining)) = binding {
-            let reset = ceil_secs(d.rule.reset_after(remaining));
-            let state = format!("\"{}\";r={remaining};t={reset}", d.rule.name);
-            held.headers = Some((policies(&enforced), header_value(state)));
+        if let Some((i, remaining)) = binding {
+            let rule = demands[i].rule;
+            let reset = ceil_secs(rule.reset_after(remaining));
+            held.headers = Some((
+                self.policies(&demands),
+                header_value(rule.state(remaining, reset)),
+            ));
         }
         Ok(())
     }
 
-    fn rejection(
+    /// Gives back what the rules before `refused` counted, asks the rules after it (without
+    /// counting) whether they would refuse too, and builds the answer for the longest wait.
+    fn refuse(
         &self,
-        enforced: &[&Demand<'_>],
-        d: &Demand<'_>,
+        demands: &mut [Demand<'_>],
+        refused: usize,
         decision: Decision,
-        batch: bool,
+        classified: &Classified,
     ) -> ProxyError {
+        for d in demands[..refused].iter_mut().rev() {
+            d.rule.give_back(d.receipt.take());
+        }
+        let mut worst = (refused, decision);
+        for (i, d) in demands.iter().enumerate() {
+            let decision = if i == refused {
+                decision
+            } else if i > refused {
+                d.rule.check(d.key, nonzero(d.n), false)
+            } else {
+                continue;
+            };
+            if matches!(decision, Decision::Admit { .. }) {
+                continue;
+            }
+            d.rule.metrics.rejected.inc_by(d.n.into());
+            if wait(d, decision) > wait(&demands[worst.0], worst.1) {
+                worst = (i, decision);
+            }
+        }
+        let (d, decision) = (&demands[worst.0], worst.1);
         let retry_after = wait(d, decision);
         let secs = retry_after_secs(retry_after);
         let rule = &d.rule.name;
@@ -116,7 +144,7 @@ impl Limits {
                 d.n,
                 d.rule.burst()
             )
-        } else if batch {
+        } else if classified.batch {
             format!("rate limit `{rule}` exceeded by this batch; retry in {secs} s")
         } else {
             format!("rate limit `{rule}` exceeded; retry in {secs} s")
@@ -124,11 +152,50 @@ impl Limits {
         ProxyError::RateLimited(Box::new(Rejection {
             rule: rule.clone(),
             retry_after,
-            policy: policies(enforced),
-            state: header_value(format!("\"{rule}\";r=0;t={secs}")),
+            policy: self.policies(demands),
+            state: header_value(d.rule.state(0, secs)),
             detail,
         }))
     }
+
+    /// The `RateLimit-Policy` value listing the enforced rules that matched, in config order.
+    fn policies(&self, demands: &[Demand<'_>]) -> HeaderValue {
+        let set = demands.iter().try_fold(0u64, |set, d| {
+            (d.rule.index < 64).then(|| set | 1 << d.rule.index)
+        });
+        let Some(set) = set else {
+            return build_policies(demands);
+        };
+        let cache = &self.policy_cache.0;
+        if let Some((_, value)) = cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(s, _)| *s == set)
+        {
+            return value.clone();
+        }
+        let value = build_policies(demands);
+        let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() < POLICY_CACHE_SIZE && !cache.iter().any(|(s, _)| *s == set) {
+            cache.push((set, value.clone()));
+        }
+        value
+    }
+}
+
+fn build_policies(demands: &[Demand<'_>]) -> HeaderValue {
+    let mut value = Vec::new();
+    for (i, d) in demands.iter().enumerate() {
+        if demands[..i].iter().any(|p| std::ptr::eq(p.rule, d.rule)) {
+            continue;
+        }
+        if !value.is_empty() {
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(d.rule.policy.as_bytes());
+    }
+    header_value(value)
 }
 
 /// How long `decision` says to wait (a batch too large is told the full refill time).
@@ -140,24 +207,9 @@ fn wait(d: &Demand<'_>, decision: Decision) -> Duration {
     }
 }
 
-/// The `RateLimit-Policy` value listing the enforced rules that applied.
-fn policies(enforced: &[&Demand<'_>]) -> HeaderValue {
-    let mut value = String::new();
-    for (i, d) in enforced.iter().enumerate() {
-        if enforced[..i].iter().any(|p| std::ptr::eq(p.rule, d.rule)) {
-            continue;
-        }
-        if !value.is_empty() {
-            value.push_str(", ");
-        }
-        value.push_str(&d.rule.policy);
-    }
-    header_value(value)
-}
-
 /// Rule names are `[A-Za-z0-9_-]` and the rest is digits and punctuation: always a valid value.
-pub(super) fn header_value(value: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+pub(super) fn header_value(value: impl Into<bytes::Bytes>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(value.into())
         .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 

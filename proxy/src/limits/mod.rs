@@ -13,11 +13,11 @@
 //! response (an SSE stream included) has ended, and adds the `RateLimit` fields to admitted
 //! responses.
 //!
-//! **Several rules**: every matching rule is first asked in a dry run; the request is admitted
-//! only if all of them admit it, and only then is it counted against each. A request one rule
-//! rejects therefore consumes nothing from the others (two concurrent requests can both pass the
-//! dry run for the last unit, in which case the second is rejected at commit after the rules
-//! before the one that refused it have counted it: rare, and never in favour of the client).
+//! **Several rules**: the request is counted against every matching rule in config order; when
+//! one refuses, the counts the rules before it took are given back (restored unless a concurrent
+//! request changed that bucket in between: then the unit stays spent, rare and never in the
+//! client's favour), so a refused request consumes nothing. The rules after the refusing one are
+//! asked without counting, and the answer names the one that makes the client wait longest.
 //! Shadow rules are decided alone, as if each were the only rule, and never affect the answer.
 //!
 //! **Batches** (protocol 2025-03-26): each request in the batch is one unit; a batch is admitted
@@ -178,6 +178,7 @@ pub struct Limits {
     rules: Vec<Rule>,
     upstreams: HashMap<Arc<str>, UpstreamLimits>,
     hasher: RandomState,
+    policy_cache: evaluate::PolicyCache,
     sweep_interval: Duration,
     sweep_early: Arc<Notify>,
     metrics: LimitMetrics,
@@ -203,9 +204,11 @@ impl Limits {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let sweep_early = Arc::new(Notify::new());
+        let next_index = std::cell::Cell::new(0);
         let rule = |c: &crate::config::RateLimitRule| {
             let m = metrics.rule(&c.name, c.shadow);
-            Rule::new(c, TokioClock, m, sweep_early.clone())
+            let index = next_index.replace(next_index.get() + 1);
+            Rule::new(c, index, TokioClock, m, sweep_early.clone())
         };
         let rules = config.rate_limit.iter().map(rule).collect();
         let upstreams = config
@@ -234,6 +237,7 @@ impl Limits {
             rules,
             upstreams,
             hasher: RandomState::new(),
+            policy_cache: evaluate::PolicyCache::default(),
             sweep_interval: config.limits.sweep_interval,
             sweep_early,
             metrics,

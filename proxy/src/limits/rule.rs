@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::client_ip::glob_match;
 use super::clock::TokioClock;
-use super::store::{CappedStore, Probe, StoreMetrics};
+use super::store::{CappedStore, Probe, Receipt, StoreMetrics, take_receipt};
 use crate::auth::principal::{Principal, Source};
 use crate::config::{KeyPart, RateLimitRule};
 use crate::mcp::{Kind, Message};
@@ -103,8 +103,12 @@ pub struct Rule<C: Clock = TokioClock> {
     interval: Duration,
     limiter: Limiter<C>,
     store: CappedStore,
+    /// Position among all the sidecar's rules (global first, then per upstream, in config order).
+    pub index: usize,
     /// `RateLimit-Policy` list item of this rule.
     pub policy: String,
+    /// `"name";r=`: the start of this rule's `RateLimit` item.
+    state_prefix: String,
     /// Metric handles.
     pub metrics: RuleMetrics,
 }
@@ -125,6 +129,7 @@ impl<C: Clock> Rule<C> {
     /// meets its key cap.
     pub fn new(
         config: &RateLimitRule,
+        index: usize,
         clock: C,
         metrics: RuleMetrics,
         sweep_early: Arc<Notify>,
@@ -156,7 +161,9 @@ impl<C: Clock> Rule<C> {
             interval,
             limiter,
             store,
+            index,
             policy,
+            state_prefix: format!("\"{}\";r=", config.name),
             metrics,
         }
     }
@@ -212,6 +219,32 @@ impl<C: Clock> Rule<C> {
         }
     }
 
+    /// Counts `n` requests under `key` if the rule admits them, returning what remains of the
+    /// burst and the receipt that gives them back; the refusing decision otherwise.
+    pub fn take(&self, key: u64, n: NonZeroU32) -> Result<(u32, Option<Receipt>), Decision> {
+        match self.check(key, n, true) {
+            Decision::Admit { remaining } => Ok((remaining, take_receipt())),
+            refused => Err(refused),
+        }
+    }
+
+    /// Gives back what [`Rule::take`] counted, if the bucket has not changed since.
+    pub fn give_back(&self, receipt: Option<Receipt>) {
+        if let Some(receipt) = receipt {
+            self.store.give_back(receipt);
+        }
+    }
+
+    /// The `RateLimit` item: `"name";r=REMAINING;t=RESET`.
+    pub fn state(&self, remaining: u32, reset: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.state_prefix.len() + 24);
+        out.extend_from_slice(self.state_prefix.as_bytes());
+        push_decimal(&mut out, u64::from(remaining));
+        out.extend_from_slice(b";t=");
+        push_decimal(&mut out, reset);
+        out
+    }
+
     /// Seconds until the whole burst is available again when `remaining` is left now: the
     /// `t` of an admitted request's `RateLimit` field (an upper bound, never early).
     pub fn reset_after(&self, remaining: u32) -> Duration {
@@ -249,6 +282,21 @@ impl<C: Clock> Rule<C> {
     pub fn table_bytes(&self) -> usize {
         self.store.table_bytes()
     }
+}
+
+/// Appends `n` in decimal (without the formatting machinery: this runs on every admitted request).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Whole seconds, rounded up.

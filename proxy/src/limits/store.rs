@@ -8,13 +8,15 @@
 //!   request that finds the cap reached asks for an early sweep). Evictions that fragment a table
 //!   of the largest size the cap needs are compacted at once, so the table never outgrows what
 //!   `max_keys` keys need.
-//! - **Dry run**: a [`Probe`] with `commit: false` computes the decision without storing it, so
-//!   a request that a later rule rejects consumes nothing from the rules before it.
+//! - **Dry run**: a [`Probe`] with `commit: false` computes the decision without storing it.
+//! - **Give back**: a committed decision leaves a [`Receipt`] (the state before and after), so a
+//!   request that a later rule refuses can return what the rules before it counted.
 //!
 //! Keys are 64-bit SipHash digests of the key parts under a per-process random key (computed by
 //! the caller), so the table needs no re-hashing and an attacker can neither predict bucket
 //! positions nor craft collisions.
 
+use std::cell::Cell;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -33,6 +35,32 @@ pub struct Probe {
     pub hash: u64,
     /// `false`: decide without changing any state (dry run).
     pub commit: bool,
+}
+
+/// Where a committed decision was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Key(u64),
+    Overflow,
+}
+
+/// A committed decision: the state it replaced and the state it stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    slot: Slot,
+    before: u64,
+    after: u64,
+}
+
+thread_local! {
+    /// The receipt of the last commit on this thread. governor's check calls the store exactly
+    /// once, synchronously, so the caller reads it right after the check returns.
+    static LAST_COMMIT: Cell<Option<Receipt>> = const { Cell::new(None) };
+}
+
+/// Takes the receipt of the last commit made on this thread.
+pub(super) fn take_receipt() -> Option<Receipt> {
+    LAST_COMMIT.with(Cell::take)
 }
 
 /// Passes an already uniformly distributed `u64` through unchanged.
@@ -148,6 +176,31 @@ impl CappedStore {
     pub fn table_bytes(&self) -> usize {
         self.read().allocation_size()
     }
+
+    /// Gives back a committed decision: restores the state it replaced, unless the state changed
+    /// since (another request counted in between; then the unit stays spent). Returns whether it
+    /// was given back.
+    pub fn give_back(&self, receipt: Receipt) -> bool {
+        let restore = |current: Option<Nanos>| {
+            if current.map_or(0, Nanos::as_u64) == receipt.after {
+                Ok(((), Nanos::new(receipt.before)))
+            } else {
+                Err(())
+            }
+        };
+        match receipt.slot {
+            Slot::Overflow => self
+                .inner
+                .overflow
+                .measure_and_replace(&NotKeyed::NonKey, restore)
+                .is_ok(),
+            Slot::Key(hash) => self.read().get(&hash).is_some_and(|state| {
+                state
+                    .measure_and_replace(&NotKeyed::NonKey, restore)
+                    .is_ok()
+            }),
+        }
+    }
 }
 
 /// The stored theoretical arrival time of a state, read without changing it.
@@ -158,16 +211,35 @@ fn tat(state: &InMemoryState) -> Option<Nanos> {
         .flatten()
 }
 
-/// Runs governor's decision `f` on `state`, storing the new state only when `commit`.
-fn decide<T, F, E>(state: &InMemoryState, commit: bool, f: F) -> Result<T, E>
+/// Runs governor's decision `f` on `state`, storing the new state only when `commit` (and then
+/// leaving its [`Receipt`] for [`take_receipt`]).
+fn decide<T, F, E>(state: &InMemoryState, slot: Slot, commit: bool, f: F) -> Result<T, E>
 where
     F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
 {
-    if commit {
-        state.measure_and_replace(&NotKeyed::NonKey, f)
-    } else {
-        f(tat(state)).map(|(outcome, _)| outcome)
+    if !commit {
+        return f(tat(state)).map(|(outcome, _)| outcome);
     }
+    let seen = Cell::new(None);
+    let outcome = state.measure_and_replace(&NotKeyed::NonKey, |before: Option<Nanos>| {
+        let decided = f(before);
+        if let Ok((_, after)) = &decided {
+            seen.set(Some((before.map_or(0, Nanos::as_u64), after.as_u64())));
+        }
+        decided
+    });
+    if outcome.is_ok()
+        && let Some((before, after)) = seen.get()
+    {
+        LAST_COMMIT.with(|last| {
+            last.set(Some(Receipt {
+                slot,
+                before,
+                after,
+            }))
+        });
+    }
+    outcome
 }
 
 impl StateStore for CappedStore {
@@ -180,32 +252,32 @@ impl StateStore for CappedStore {
         {
             let table = self.read();
             if let Some(state) = table.get(&key.hash) {
-                return decide(state, key.commit, f);
+                return decide(state, Slot::Key(key.hash), key.commit, f);
             }
             if !key.commit {
                 // What a commit would do: a fresh state, or the overflow state at the cap.
                 return if table.len() < self.inner.max_keys {
                     f(None).map(|(outcome, _)| outcome)
                 } else {
-                    decide(&self.inner.overflow, false, f)
+                    decide(&self.inner.overflow, Slot::Overflow, false, f)
                 };
             }
         }
         let mut table = self.write();
         if let Some(state) = table.get(&key.hash) {
-            return decide(state, true, f);
+            return decide(state, Slot::Key(key.hash), true, f);
         }
         if table.len() < self.inner.max_keys {
             let state = table.entry(key.hash).or_default();
             self.inner.metrics.tracked.inc();
-            return decide(state, true, f);
+            return decide(state, Slot::Key(key.hash), true, f);
         }
         drop(table);
         if !self.inner.full.swap(true, Ordering::AcqRel) {
             self.inner.sweep_early.notify_one();
         }
         self.inner.metrics.overflow.inc();
-        decide(&self.inner.overflow, true, f)
+        decide(&self.inner.overflow, Slot::Overflow, true, f)
     }
 }
 

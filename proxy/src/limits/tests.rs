@@ -18,21 +18,37 @@ use crate::mcp;
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn rule_config(name: &str, rate: u32, per_secs: u64, burst: u32) -> crate::config::RateLimitRule {
+fn rule_config(
+    name: &str,
+    rate: u32,
+    per_secs: u64,
+    burst: u32,
+    max_keys: usize,
+) -> crate::config::RateLimitRule {
     let text = format!(
         "[[upstream]]\nname = \"u\"\nurl = \"http://127.0.0.1:1/mcp\"\n\
          [[rate_limit]]\nname = \"{name}\"\nkey = [\"client_ip\"]\nrate = {rate}\n\
-         per = \"{per_secs}s\"\nburst = {burst}\n"
+         per = \"{per_secs}s\"\nburst = {burst}\nmax_keys = {max_keys}\n"
     );
     let mut config = Config::from_toml_with_env(&text, &|_| None).unwrap();
     config.rate_limit.remove(0)
 }
 
 fn fake_rule(rate: u32, per_secs: u64, burst: u32) -> (Rule<FakeRelativeClock>, FakeRelativeClock) {
+    fake_rule_capped(rate, per_secs, burst, 100_000)
+}
+
+fn fake_rule_capped(
+    rate: u32,
+    per_secs: u64,
+    burst: u32,
+    max_keys: usize,
+) -> (Rule<FakeRelativeClock>, FakeRelativeClock) {
     let clock = FakeRelativeClock::default();
     let metrics = LimitMetrics::new().unwrap().rule("r", false);
     let rule = Rule::new(
-        &rule_config("r", rate, per_secs, burst),
+        &rule_config("r", rate, per_secs, burst, max_keys),
+        0,
         clock.clone(),
         metrics,
         Arc::new(Notify::new()),
@@ -81,23 +97,52 @@ proptest! {
         }
     }
 
-    /// Dry runs between the real checks never change what the real checks decide.
+    /// Dry runs, and counts given back, between the real checks never change what the real
+    /// checks decide.
     #[test]
-    fn dry_runs_are_invisible(gaps_ms in prop::collection::vec(0u64..400, 1..100)) {
-        let (with_dry, clock_a) = fake_rule(5, 1, 3);
-        let (without, clock_b) = fake_rule(5, 1, 3);
+    fn dry_runs_and_given_back_counts_are_invisible(
+        gaps_ms in prop::collection::vec(0u64..400, 1..100),
+        key_at_cap in any::<bool>(),
+    ) {
+        let (with_dry, clock_a) = fake_rule_capped(5, 1, 3, 1);
+        let (without, clock_b) = fake_rule_capped(5, 1, 3, 1);
+        // With a key that finds the table full, the overflow bucket is what is given back.
+        if key_at_cap {
+            with_dry.check(99, ONE, true);
+            without.check(99, ONE, true);
+        }
+        let key = 1;
         for gap in gaps_ms {
             clock_a.advance(Duration::from_millis(gap));
             clock_b.advance(Duration::from_millis(gap));
-            let dry = with_dry.check(1, ONE, false);
-            let real = with_dry.check(1, ONE, true);
-            prop_assert_eq!(real, without.check(1, ONE, true));
+            let dry = with_dry.check(key, ONE, false);
+            if let Ok((_, receipt)) = with_dry.take(key, ONE) {
+                prop_assert!(receipt.is_some());
+                with_dry.give_back(receipt);
+            }
+            let real = with_dry.check(key, ONE, true);
+            prop_assert_eq!(real, without.check(key, ONE, true));
             prop_assert_eq!(
                 matches!(dry, Decision::Admit { .. }),
                 matches!(real, Decision::Admit { .. })
             );
         }
     }
+}
+
+#[test]
+fn a_count_is_not_given_back_once_the_bucket_changed() {
+    let (rule, _clock) = fake_rule(1, 60, 2);
+    let (_, first) = rule.take(1, ONE).unwrap();
+    // Another request counts in between: giving the first back would erase its count too.
+    let (remaining, _) = rule.take(1, ONE).unwrap();
+    assert_eq!(remaining, 0);
+    rule.give_back(first);
+    assert!(matches!(rule.check(1, ONE, false), Decision::Reject { .. }));
+    // Given back right away, a count is undone.
+    let (_, receipt) = rule.take(2, ONE).unwrap();
+    rule.give_back(receipt);
+    assert_eq!(rule.check(2, ONE, false), Decision::Admit { remaining: 1 });
 }
 
 #[test]
