@@ -18,6 +18,10 @@
 #   SIDECAR_RUST_LOG=info   (access log on, written to a file, as in production)
 #   QUIET_MAX_WAIT=120 QUIET_THRESHOLD=0.10   wait (seconds) for other processes to use less than
 #                   this many cores before each run (the machine may be shared); 0 disables
+#   CALLGRIND=1     also count the sidecar's instructions per request under valgrind's callgrind
+#                   (noise-free: immune to other load on a shared machine; user-space work only,
+#                   so it overstates the relative cost, the kernel's network work being left out)
+#   CG_SECS=20      seconds of load per target under callgrind (wrk -c4)
 #   SKIP_BUILD=1   KEEP_WORKDIR=1   RESULTS_TSV=path
 set -euo pipefail
 
@@ -36,6 +40,8 @@ QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 RESULTS_TSV="${RESULTS_TSV:-}"
+CALLGRIND="${CALLGRIND:-0}"
+CG_SECS="${CG_SECS:-20}"
 TARGETS=(none rules3)
 RULES=(per-principal per-ip-tool per-method)
 TARGET_RATIO=0.95
@@ -57,6 +63,7 @@ missing=()
 for pkg in wrk curl; do command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+[[ "$CALLGRIND" == 1 ]] && ! command -v callgrind_control >/dev/null 2>&1 && missing+=(valgrind)
 if ((${#missing[@]})); then
   sudo=()
   if [[ $(id -u) -ne 0 ]]; then
@@ -142,22 +149,26 @@ RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE
 FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
 wait_ready fixture "$FIXTURE_PID" "$FIXTURE_URL"
 
+write_config() { # write_config TARGET PORT ADMIN_PORT FILE
+  {
+    printf '[listen]\naddr = "127.0.0.1:%s"\n[admin]\naddr = "127.0.0.1:%s"\n' "$2" "$3"
+    if [[ "$1" == rules3 ]]; then
+      printf '[[rate_limit]]\nname = "per-principal"\nkey = ["principal"]\nrate = 10000000\nper = "1s"\n'
+      printf '[[rate_limit]]\nname = "per-ip-tool"\nkey = ["client_ip", "tool"]\nrate = 10000000\nper = "1s"\ntools = ["echo"]\n'
+      printf '[[rate_limit]]\nname = "per-method"\nkey = ["method"]\nrate = 10000000\nper = "1s"\nmethods = ["tools/*"]\n'
+    fi
+    printf '[[upstream]]\nname = "fixture"\nurl = "%s"\npath = "/mcp"\n' "$FIXTURE_URL"
+  } >"$4"
+  "$SIDECAR_BIN" check --config "$4" >/dev/null || die "invalid config $4"
+}
+
 declare -A URL PID ADMIN
 for t in "${TARGETS[@]}"; do
   port=$(free_port); admin=$(free_port)
   URL[$t]="http://127.0.0.1:$port/mcp"
   ADMIN[$t]="http://127.0.0.1:$admin"
   cfg="$WORK/$t.toml"
-  {
-    printf '[listen]\naddr = "127.0.0.1:%s"\n[admin]\naddr = "127.0.0.1:%s"\n' "$port" "$admin"
-    if [[ "$t" == rules3 ]]; then
-      printf '[[rate_limit]]\nname = "per-principal"\nkey = ["principal"]\nrate = 10000000\nper = "1s"\n'
-      printf '[[rate_limit]]\nname = "per-ip-tool"\nkey = ["client_ip", "tool"]\nrate = 10000000\nper = "1s"\ntools = ["echo"]\n'
-      printf '[[rate_limit]]\nname = "per-method"\nkey = ["method"]\nrate = 10000000\nper = "1s"\nmethods = ["tools/*"]\n'
-    fi
-    printf '[[upstream]]\nname = "fixture"\nurl = "%s"\npath = "/mcp"\n' "$FIXTURE_URL"
-  } >"$cfg"
-  "$SIDECAR_BIN" check --config "$cfg" >/dev/null || die "invalid config $cfg"
+  write_config "$t" "$port" "$admin" "$cfg"
   log "sidecar $t on :$port, admin :$admin (cpus ${PROXY_CPUS:-any}, RUST_LOG=$SIDECAR_RUST_LOG)"
   RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" run --config "$cfg" --worker-threads 1 \
     >>"$WORK/$t.log" 2>&1 &
@@ -257,6 +268,38 @@ rejected=$(metric_sum rules3 'mcp_sidecar_rate_limit_rejected_total')
 [[ "$rejected" == 0 ]] || { log "the rules rejected $rejected requests (they must never refuse here)"; FAILED=1; }
 log "rules3: $answered requests answered 200, each admitted by all ${#RULES[@]} rules; $rejected rejected"
 
+# Instructions per request under callgrind: a fresh sidecar per target, instrumented only while
+# wrk runs (after a warm-up), so start-up and warm-up are not counted.
+declare -A IR_PER_REQ
+if [[ "$CALLGRIND" == 1 ]]; then
+  for t in "${TARGETS[@]}"; do
+    port=$(free_port); admin=$(free_port); cfg="$WORK/cg-$t.toml"
+    write_config "$t" "$port" "$admin" "$cfg"
+    RUST_LOG="$SIDECAR_RUST_LOG" valgrind --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$WORK/cg-$t.out" "$SIDECAR_BIN" run --config "$cfg" --worker-threads 1 \
+      >>"$WORK/cg-$t.log" 2>&1 &
+    cg_pid=$!; PIDS+=("$cg_pid")
+    for ((i = 0; i < 600; i++)); do
+      [[ "$(post_code "http://127.0.0.1:$port/mcp")" == 200 ]] && break
+      kill -0 "$cg_pid" 2>/dev/null || die "sidecar under callgrind exited; see $WORK/cg-$t.log"
+      sleep 0.2
+    done
+    wrk -t1 -c4 -d3s -s "$LUA" "http://127.0.0.1:$port/mcp" >/dev/null
+    callgrind_control -i on "$cg_pid" >/dev/null
+    wrk -t1 -c4 -d"${CG_SECS}s" -s "$LUA" "http://127.0.0.1:$port/mcp" >"$WORK/cg-$t.wrk"
+    callgrind_control -i off "$cg_pid" >/dev/null
+    callgrind_control -d "$cg_pid" >/dev/null
+    kill -TERM "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
+    : >"$WORK/cg-$t.log"
+    reqs=$(grep -o 'requests=[0-9]*' "$WORK/cg-$t.wrk" | cut -d= -f2)
+    grep -q 'err_status=0 ' "$WORK/cg-$t.wrk" || { log "callgrind $t: non-2xx answers"; FAILED=1; }
+    ir=$(callgrind_annotate "$WORK/cg-$t.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !x { gsub(",", "", $1); print $1; x = 1 }')
+    [[ -n "$ir" && -n "$reqs" && "$reqs" -gt 0 ]] || die "callgrind $t: no totals"
+    IR_PER_REQ[$t]=$((ir / reqs))
+    log "callgrind $t: $reqs requests, $ir instructions, ${IR_PER_REQ[$t]} per request"
+  done
+fi
+
 echo
 echo "mcp-sidecar rate-limit benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- proxy fixtures 2>/dev/null || echo ' (+local changes)')"
 echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
@@ -291,6 +334,11 @@ awk -F'\t' -v target="$TARGET_RATIO" '
     print "sidecar us/req: CPU time of the sidecar process per answered request (its only core is"
     print "CPU 1); other load: cores used by processes outside the benchmark (above ~0.1: disturbed)."
   }' "$ROWS"
+if [[ "$CALLGRIND" == 1 ]]; then
+  echo
+  awk -v n="${IR_PER_REQ[none]}" -v r="${IR_PER_REQ[rules3]}" 'BEGIN {
+    printf "callgrind, sidecar instructions per request (user space): none %d, rules3 %d: +%d (%.3fx)\n", n, r, r - n, r / n }'
+fi
 echo
 
 if [[ -s "$WORK/sidecar-problems.log" ]]; then
