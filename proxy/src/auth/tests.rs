@@ -643,3 +643,83 @@ proptest! {
 
 static ENV: std::sync::OnceLock<Env> = std::sync::OnceLock::new();
 static EC_P256_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The per-request cost of the auth phases for a cached JWT, in-process (not a pass/fail test:
+/// run `cargo test --release -p mcp-sidecar --lib hot_path_cost -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore = "measurement; run in release with --nocapture"]
+async fn hot_path_cost() {
+    let env = env().await;
+    let body = classify(
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+    )
+    .unwrap();
+    for (name, token) in [
+        ("ES256", EC_P256.mint(&claims("tools:read")).unwrap()),
+        ("RS256", RSA_2048.mint(&claims("tools:read")).unwrap()),
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        let run = |n: u32| {
+            let h = h.clone();
+            let env = &env;
+            let body = &body;
+            async move {
+                let start = std::time::Instant::now();
+                for _ in 0..n {
+                    env.auth
+                        .check_host_origin(&h, &http::Uri::from_static("/mcp"))
+                        .unwrap();
+                    let p = env
+                        .auth
+                        .authenticate(&env.upstream, &Method::POST, &h)
+                        .await
+                        .unwrap();
+                    env.auth
+                        .authorize(&env.upstream, p.as_ref(), Some(body))
+                        .unwrap();
+                    let mut out = h.clone();
+                    env.auth
+                        .prepare_upstream_headers(&env.upstream, p.as_deref(), &mut out);
+                    std::hint::black_box(out);
+                }
+                start.elapsed() / n
+            }
+        };
+        run(1_000).await;
+        let cached = run(100_000).await;
+        let uncached = {
+            let n = 200;
+            let headers: Vec<HeaderMap> = (0..n)
+                .map(|i| {
+                    let c = with(claims("tools:read"), json!({"jti": i}));
+                    let t = match name {
+                        "ES256" => EC_P256.mint(&c).unwrap(),
+                        _ => RSA_2048.mint(&c).unwrap(),
+                    };
+                    let mut h = HeaderMap::new();
+                    h.insert(
+                        header::AUTHORIZATION,
+                        HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+                    );
+                    h
+                })
+                .collect();
+            let start = std::time::Instant::now();
+            for h in &headers {
+                env.auth
+                    .authenticate(&env.upstream, &Method::POST, h)
+                    .await
+                    .unwrap();
+            }
+            start.elapsed() / n
+        };
+        println!(
+            "{name}: cached token, all auth phases: {cached:?} per request; first use (full verification): {uncached:?}"
+        );
+    }
+}
