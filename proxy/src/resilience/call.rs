@@ -140,12 +140,13 @@ impl<'a> Call<'a> {
                     Outcome::Success
                 });
             }
-            let (Some(reason), Some(policy), Some(replay), Some(m)) =
-                (failure, self.policy, &replay, self.metrics)
-            else {
+            let (Some(policy), Some(replay), Some(m)) = (self.policy, &replay, self.metrics) else {
                 return result;
             };
-            if retries >= max_retries || !self.retryable(reason, &result, policy) {
+            let Some(reason) = self.retry_reason(&result, policy) else {
+                return result;
+            };
+            if retries >= max_retries {
                 return result;
             }
             if !policy.budget.try_withdraw(Instant::now()) {
@@ -189,25 +190,21 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Connect errors are always safe to retry (nothing was sent); a reset or a retry status
-    /// only for idempotent requests (the backend may have acted on it); a timeout never (the
-    /// caller has already waited the whole timeout once).
-    fn retryable(
+    /// Why the attempt may be retried, if it may: connect errors always (nothing was sent); a
+    /// reset or a retry status only for idempotent requests (the backend may have acted on it); a
+    /// timeout never (the caller has already waited the whole timeout once).
+    fn retry_reason(
         &self,
-        reason: Failure,
         result: &Result<Response<Incoming>, ProxyError>,
         policy: &UpstreamPolicy,
-    ) -> bool {
-        match reason {
-            Failure::Connect => true,
-            Failure::Reset => self.idempotent,
-            Failure::Timeout => false,
-            Failure::Status => {
-                self.idempotent
-                    && result
-                        .as_ref()
-                        .is_ok_and(|r| policy.retry_statuses.contains(&r.status().as_u16()))
-            }
+    ) -> Option<Failure> {
+        match result {
+            Err(ProxyError::UpstreamUnreachable { .. }) => Some(Failure::Connect),
+            Err(ProxyError::UpstreamTimeout { .. }) => None,
+            Err(_) => self.idempotent.then_some(Failure::Reset),
+            Ok(resp) => (self.idempotent
+                && policy.retry_statuses.contains(&resp.status().as_u16()))
+            .then_some(Failure::Status),
         }
     }
 }
