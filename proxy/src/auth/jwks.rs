@@ -6,6 +6,7 @@
 //! Refreshes are single-flight: concurrent requests that need new keys wait for one fetch.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -198,6 +199,8 @@ pub struct KeyStore {
     timeout: Duration,
     state: RwLock<KeyState>,
     refreshing: tokio::sync::Mutex<()>,
+    /// A background refresh is spawned and not finished: do not spawn another.
+    background: AtomicBool,
     metrics: AuthMetrics,
 }
 
@@ -221,6 +224,7 @@ impl KeyStore {
             timeout,
             state: RwLock::new(KeyState::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            background: AtomicBool::new(false),
             metrics,
         }
     }
@@ -281,10 +285,17 @@ impl KeyStore {
                     Err(KeyLookupError::UnknownKid)
                 };
             }
-            Some(at) if at.elapsed() >= self.refresh_every && may_refetch => {
+            Some(at)
+                if at.elapsed() >= self.refresh_every
+                    && may_refetch
+                    && !self.background.swap(true, Ordering::AcqRel) =>
+            {
                 // Stale-while-revalidate: this request uses the keys it has.
                 let this = self.clone();
-                tokio::spawn(async move { this.refresh(Some(attempts)).await });
+                tokio::spawn(async move {
+                    this.refresh(Some(attempts)).await;
+                    this.background.store(false, Ordering::Release);
+                });
             }
             Some(_) => {}
         }

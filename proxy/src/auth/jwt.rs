@@ -85,7 +85,7 @@ impl JwtError {
             Self::BadSignature => "the token's signature is invalid".into(),
             Self::Expired => "the token has expired".into(),
             Self::NotYetValid => "the token is not valid yet".into(),
-            Self::MissingClaim(c) => format!("the token lacks the `{c}` claim"),
+            Self::MissingClaim(c) => format!("the token's `{c}` claim is missing or malformed"),
         }
     }
 }
