@@ -18,6 +18,8 @@
 #   SIDECAR_RUST_LOG=info   (access log on, written to a file, as in production)
 #   QUIET_MAX_WAIT=120 QUIET_THRESHOLD=0.10   wait (seconds) for other processes to use less than
 #                   this many cores before each run (the machine may be shared); 0 disables
+#   DISTURBED=0.10 RETRIES=3   a run during which other processes used more than DISTURBED cores
+#                   is measured again, up to RETRIES attempts (the last one is kept either way)
 #   CALLGRIND=1     also count the sidecar's instructions per request under valgrind's callgrind
 #                   (noise-free: immune to other load on a shared machine; user-space work only,
 #                   so it overstates the relative cost, the kernel's network work being left out)
@@ -37,6 +39,8 @@ PIN="${PIN:-split}"
 SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
 QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
 QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
+DISTURBED="${DISTURBED:-0.10}"
+RETRIES="${RETRIES:-3}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 RESULTS_TSV="${RESULTS_TSV:-}"
@@ -213,37 +217,69 @@ wait_quiet() {
   done
 }
 
+children_cpu_secs() { # children_cpu_secs FILE: user+sys seconds of reaped children, from `times`
+  awk 'NR == 2 { n = split($0, a, /[ \t]+/); s = 0
+    for (i = 1; i <= n; i++) { if (a[i] == "") continue; split(a[i], b, "m"); sub("s", "", b[2]); s += b[1] * 60 + b[2] }
+    printf "%.3f\n", s }' "$1"
+}
+
 ROWS="$WORK/rows.tsv"; : >"$ROWS"
-run_one() { # run_one KIND TARGET ROUND DURATION
-  local kind="$1" t="$2" round="$3" dur="$4" out rc=0 served0 served1 px0 px1
+ROW=""
+# measure_once KIND TARGET ROUND DURATION: one wrk run; sets ROW (a TSV line) and OTHER (cores used
+# by processes outside the benchmark during the run: busy CPU minus ours and wrk's).
+measure_once() {
+  local kind="$1" t="$2" round="$3" dur="$4" out rc=0 served0 served1 px0 px1 ours0 ours1 busy0 busy1 kids0 kids1 pid
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
   out="$WORK/wrk-$kind-$t-$round.txt"
   ((QUIET_MAX_WAIT > 0)) && wait_quiet
   served0=$(fixture_served); px0=$(proc_ticks "${PID[$t]}")
+  ours0=0; for pid in "${PIDS[@]}"; do ours0=$((ours0 + $(proc_ticks "$pid"))); done
+  # `times` must run in this shell (not in a $(...) subshell) to see the reaped wrk's CPU time.
+  busy0=$(system_busy_ticks); times >"$WORK/times0"
   (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency -s "$LUA" "${URL[$t]}") >"$out" 2>&1 || rc=$?
+  times >"$WORK/times1"; busy1=$(system_busy_ticks)
+  ours1=0; for pid in "${PIDS[@]}"; do ours1=$((ours1 + $(proc_ticks "$pid"))); done
   px1=$(proc_ticks "${PID[$t]}"); served1=$(fixture_served)
+  kids0=$(children_cpu_secs "$WORK/times0"); kids1=$(children_cpu_secs "$WORK/times1")
   # Keep the access log from filling the disk; keep any warning/error lines.
   grep -E ' (WARN|ERROR) ' "$WORK/$t.log" >>"$WORK/sidecar-problems.log" || true
   : >"$WORK/$t.log"
   local line
   line=$(grep '^BENCH_RESULT ' "$out" || true)
   if ((rc != 0)) || [[ -z "$line" ]]; then
-    log "wrk failed against $t (exit $rc):"; cat "$out" >&2; FAILED=1; return 0
+    log "wrk failed against $t (exit $rc):"; cat "$out" >&2; FAILED=1; ROW=""; OTHER=0; return 0
   fi
-  awk -v kind="$kind" -v t="$t" -v round="$round" -v px="$((px1 - px0))" -v tck="$CLK_TCK" \
-      -v served="$((served1 - served0))" -v other="$QUIET_LAST" '{
+  ROW=$(awk -v kind="$kind" -v t="$t" -v round="$round" -v px="$((px1 - px0))" -v tck="$CLK_TCK" \
+      -v served="$((served1 - served0))" -v busy="$((busy1 - busy0))" -v ours="$((ours1 - ours0))" \
+      -v kids="$(awk -v a="$kids0" -v b="$kids1" 'BEGIN { print b - a }')" '{
       for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       errs = v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"] + v["err_status"]
       secs = v["duration_us"] / 1e6
-      printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.1f\t%s\t%s\n", kind, t, round, v["rps"], v["p50_us"],
+      other = (busy / tck - ours / tck - kids) / secs
+      if (other < 0) other = 0
+      printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.1f\t%s\t%.2f\n", kind, t, round, v["rps"], v["p50_us"],
         v["p99_us"], v["requests"], errs, px / tck / secs, (v["requests"] > 0 ? px / tck * 1e6 / v["requests"] : 0),
-        (served >= v["requests"] ? "ok" : "MISSING"), other }' <<<"$line" >>"$ROWS"
+        (served >= v["requests"] ? "ok" : "MISSING"), other }' <<<"$line")
+  OTHER=$(cut -f12 <<<"$ROW")
   local rps p50 p99 errs cores us fwd
-  IFS=$'\t' read -r _ _ _ rps p50 p99 _ errs cores us fwd _ <<<"$(tail -n 1 "$ROWS")"
+  IFS=$'\t' read -r _ _ _ rps p50 p99 _ errs cores us fwd _ <<<"$ROW"
   log "$(printf '%-7s %-7s %-2s %8s req/s  p50 %6s us  p99 %6s us  errors %s  sidecar %s cores, %s us/req  forwarded %s  other load %s' \
-    "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$fwd" "$QUIET_LAST")"
+    "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$fwd" "$OTHER")"
   if ((errs > 0)); then log "$t: $errs error(s) (non-2xx or socket)"; cat "$out" >&2; FAILED=1; fi
   [[ "$fwd" == ok ]] || { log "$t: the backend saw fewer requests than wrk counted"; FAILED=1; }
+}
+
+# run_one KIND TARGET ROUND DURATION: a measured run, repeated (up to RETRIES times) while other
+# processes used more than DISTURBED cores during it; the last attempt is kept either way.
+run_one() {
+  local attempt
+  for ((attempt = 1; attempt <= RETRIES; attempt++)); do
+    measure_once "$@"
+    [[ -z "$ROW" ]] && return 0
+    if [[ "$1" == warmup ]] || awk -v o="$OTHER" -v d="$DISTURBED" 'BEGIN { exit !(o <= d) }'; then break; fi
+    ((attempt < RETRIES)) && log "disturbed ($OTHER cores used by other processes during the run): measuring again"
+  done
+  printf '%s\n' "$ROW" >>"$ROWS"
 }
 
 log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP), $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}"
@@ -312,6 +348,7 @@ awk -F'\t' -v target="$TARGET_RATIO" '
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   $1 == "measure" {
+    by_round[$2, $3] = $4
     rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
     cores[$2] = cores[$2] " " $9; us[$2] = us[$2] " " $10; err[$2] += $8; other[$2] = other[$2] " " $12
   }
@@ -330,6 +367,10 @@ awk -F'\t' -v target="$TARGET_RATIO" '
     printf "                                  %7.3f %7.2f %7.2f %9.2f   (target req/s >= %.2f: %s)\n", ratio,
       P["rules3"] / P["none"], Q["rules3"] / Q["none"], (U["none"] > 0 ? U["rules3"] / U["none"] : 0), target,
       (ratio >= target ? "met" : "MISSED")
+    pr = ""
+    for (k = 1; (("rules3", k) in by_round) && (("none", k) in by_round); k++)
+      pr = pr " " sprintf("%.3f", by_round["rules3", k] / by_round["none", k])
+    if (pr != "") printf "per-round ratios (runs adjacent in time):%s; their median %.3f\n", pr, median(pr)
     print ""
     print "sidecar us/req: CPU time of the sidecar process per answered request (its only core is"
     print "CPU 1); other load: cores used by processes outside the benchmark (above ~0.1: disturbed)."

@@ -96,6 +96,43 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
         .map(|s| s.ip().to_canonical())
 }
 
+/// A glob compiled once: exact names and `prefix*` patterns, the common cases in rules, skip the
+/// general matcher (this runs for every rule on every request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Glob {
+    /// `*`.
+    Any,
+    /// No wildcard.
+    Exact(String),
+    /// `prefix*` with no other wildcard.
+    Prefix(String),
+    /// Anything else.
+    Pattern(String),
+}
+
+impl Glob {
+    /// Compiles `pattern`.
+    pub fn new(pattern: &str) -> Self {
+        let wild = |s: &str| s.contains(['*', '?']);
+        match pattern.strip_suffix('*') {
+            _ if !wild(pattern) => Self::Exact(pattern.to_owned()),
+            Some("") => Self::Any,
+            Some(prefix) if !wild(prefix) => Self::Prefix(prefix.to_owned()),
+            _ => Self::Pattern(pattern.to_owned()),
+        }
+    }
+
+    /// Whether `text` matches.
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(name) => name == text,
+            Self::Prefix(prefix) => text.starts_with(prefix.as_str()),
+            Self::Pattern(pattern) => glob_match(pattern, text),
+        }
+    }
+}
+
 /// Shell-style glob: `*` matches any run of characters (also none), `?` exactly one.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     if pattern.is_ascii() && text.is_ascii() {
@@ -217,6 +254,14 @@ mod tests {
         assert!(glob_match("*a*b*c", "xxaxxbxxc"));
         assert!(!glob_match("*a*b*c", "xxaxxcxxb"));
         assert!(glob_match("é*", "éa"));
+        assert_eq!(Glob::new("echo"), Glob::Exact("echo".into()));
+        assert_eq!(Glob::new("*"), Glob::Any);
+        assert_eq!(Glob::new("crawl_*"), Glob::Prefix("crawl_".into()));
+        assert_eq!(Glob::new("*_web"), Glob::Pattern("*_web".into()));
+        assert_eq!(Glob::new("a?*"), Glob::Pattern("a?*".into()));
+        assert!(
+            Glob::new("crawl_*").matches("crawl_web") && !Glob::new("crawl_*").matches("crawl")
+        );
     }
 
     fn naive(p: &[char], t: &[char]) -> bool {
@@ -234,6 +279,7 @@ mod tests {
             let pc: Vec<char> = p.chars().collect();
             let tc: Vec<char> = t.chars().collect();
             prop_assert_eq!(glob_match(&p, &t), naive(&pc, &tc));
+            prop_assert_eq!(Glob::new(&p).matches(&t), naive(&pc, &tc));
         }
     }
 }

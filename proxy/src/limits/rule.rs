@@ -12,7 +12,7 @@ use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
-use super::client_ip::glob_match;
+use super::client_ip::Glob;
 use super::clock::TokioClock;
 use super::store::{CappedStore, Probe, Receipt, StoreMetrics, take_receipt};
 use crate::auth::principal::{Principal, Source};
@@ -97,8 +97,8 @@ pub struct Rule<C: Clock = TokioClock> {
     /// Counted and logged, never enforced.
     pub shadow: bool,
     key: Vec<KeyPart>,
-    methods: Vec<String>,
-    tools: Vec<String>,
+    methods: Vec<Glob>,
+    tools: Vec<Glob>,
     burst: u32,
     interval: Duration,
     limiter: Limiter<C>,
@@ -155,8 +155,8 @@ impl<C: Clock> Rule<C> {
             name: Arc::from(config.name.as_str()),
             shadow: config.shadow,
             key: config.key.clone(),
-            methods: config.methods.clone(),
-            tools: config.tools.clone(),
+            methods: config.methods.iter().map(|m| Glob::new(m)).collect(),
+            tools: config.tools.iter().map(|t| Glob::new(t)).collect(),
             burst,
             interval,
             limiter,
@@ -174,7 +174,7 @@ impl<C: Clock> Rule<C> {
             return false;
         }
         let method = msg.method.as_deref().unwrap_or_default();
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| glob_match(m, method)) {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m.matches(method)) {
             return false;
         }
         if self.tools.is_empty() {
@@ -182,7 +182,7 @@ impl<C: Clock> Rule<C> {
         }
         msg.tool
             .as_deref()
-            .is_some_and(|tool| self.tools.iter().any(|t| glob_match(t, tool)))
+            .is_some_and(|tool| self.tools.iter().any(|t| t.matches(tool)))
     }
 
     /// The digest of this message's key under this rule.
