@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rate-limit overhead benchmark: the same MCP `tools/call` (echo) POST through two mcp-sidecar
-# processes (--worker-threads 1 each) in one run:
+# processes (--worker-threads 1 each), measured in the same run:
 #   none     default config: no rate-limit rules (the global in-flight cap is on, as by default)
 #   rules3   three active rate-limit rules that match every request and never refuse (a rate of
 #            10 000 000/s): per principal (unauthenticated: client IP), per client IP + tool (on
@@ -8,12 +8,18 @@
 #            run across all of them, then the commit, plus RateLimit headers on every answer.
 # Prints per-target medians, the ratio rules3 / none (target >= 0.95 for req/s) and the sidecar's
 # CPU time per request for both. Same approach as scripts/bench.sh: wrk, the fixture as backend,
-# CPU pinning (wrk + fixture on CPU 0, the sidecar under test alone on CPU 1), interleaved rounds
-# in rotating order, medians; exits 1 on any non-2xx answer, socket error, request the backend did
-# not see, or if the rules did not admit every request (checked on the sidecar's /metrics).
+# CPU pinning (wrk + fixture on CPU 0, the sidecars on CPU 1), rounds, medians; exits 1 on any
+# non-2xx answer, socket error, request the backend did not see, or if the rules did not admit
+# every request (checked on the sidecar's /metrics).
+#
+# MODE=paired (default): each round loads both sidecars at the same time, one wrk each, both
+# sidecars sharing CPU 1. The scheduler gives each half of the core, so the throughput ratio is
+# the inverse of their CPU cost per request, and whatever else happens on the machine (another
+# tenant, frequency changes) hits both alike: on a shared VM this is far steadier than measuring
+# one after the other. MODE=alternate: one sidecar at a time, in rotating order, as bench.sh does.
 #
 # Environment (all optional):
-#   DURATION=10s CONNECTIONS=32 WRK_THREADS=1 WARMUP=3s ROUNDS=5
+#   MODE=paired|alternate   DURATION=10s CONNECTIONS=32 WRK_THREADS=1 WARMUP=3s ROUNDS=5
 #   PIN=split|none   WRK_CPUS / FIXTURE_CPUS / PROXY_CPUS override the layout
 #   SIDECAR_RUST_LOG=info   (access log on, written to a file, as in production)
 #   QUIET_MAX_WAIT=120 QUIET_THRESHOLD=0.10   wait (seconds) for other processes to use less than
@@ -41,6 +47,7 @@ QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
 QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
 DISTURBED="${DISTURBED:-0.10}"
 RETRIES="${RETRIES:-3}"
+MODE="${MODE:-paired}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 RESULTS_TSV="${RESULTS_TSV:-}"
@@ -225,69 +232,97 @@ children_cpu_secs() { # children_cpu_secs FILE: user+sys seconds of reaped child
 
 ROWS="$WORK/rows.tsv"; : >"$ROWS"
 ROW=""
-# measure_once KIND TARGET ROUND DURATION: one wrk run; sets ROW (a TSV line) and OTHER (cores used
-# by processes outside the benchmark during the run: busy CPU minus ours and wrk's).
+# measure_once KIND ROUND DURATION TARGET...: one wrk run against each TARGET, all at the same time;
+# sets ROWS_NEW (one TSV line per target) and OTHER (cores used by processes outside the benchmark
+# during the run: busy CPU minus ours and the wrks').
 measure_once() {
-  local kind="$1" t="$2" round="$3" dur="$4" out rc=0 served0 served1 px0 px1 ours0 ours1 busy0 busy1 kids0 kids1 pid
+  local kind="$1" round="$2" dur="$3"; shift 3
+  local t pid busy0 busy1 ours0 ours1 kids0 kids1 wrk_pids=() rc served1
+  local -A out served0 px0 px1
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
-  out="$WORK/wrk-$kind-$t-$round.txt"
   ((QUIET_MAX_WAIT > 0)) && wait_quiet
-  served0=$(fixture_served); px0=$(proc_ticks "${PID[$t]}")
+  for t in "$@"; do
+    out[$t]="$WORK/wrk-$kind-$t-$round.txt"
+    served0[$t]=$(fixture_served); px0[$t]=$(proc_ticks "${PID[$t]}")
+  done
   ours0=0; for pid in "${PIDS[@]}"; do ours0=$((ours0 + $(proc_ticks "$pid"))); done
-  # `times` must run in this shell (not in a $(...) subshell) to see the reaped wrk's CPU time.
+  # `times` must run in this shell (not in a $(...) subshell) to see the reaped wrks' CPU time.
   busy0=$(system_busy_ticks); times >"$WORK/times0"
-  (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency -s "$LUA" "${URL[$t]}") >"$out" 2>&1 || rc=$?
+  for t in "$@"; do
+    (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency -s "$LUA" "${URL[$t]}") >"${out[$t]}" 2>&1 &
+    wrk_pids+=($!)
+  done
+  rc=0; for pid in "${wrk_pids[@]}"; do wait "$pid" || rc=$?; done
   times >"$WORK/times1"; busy1=$(system_busy_ticks)
   ours1=0; for pid in "${PIDS[@]}"; do ours1=$((ours1 + $(proc_ticks "$pid"))); done
-  px1=$(proc_ticks "${PID[$t]}"); served1=$(fixture_served)
   kids0=$(children_cpu_secs "$WORK/times0"); kids1=$(children_cpu_secs "$WORK/times1")
-  # Keep the access log from filling the disk; keep any warning/error lines.
-  grep -E ' (WARN|ERROR) ' "$WORK/$t.log" >>"$WORK/sidecar-problems.log" || true
-  : >"$WORK/$t.log"
-  local line
-  line=$(grep '^BENCH_RESULT ' "$out" || true)
-  if ((rc != 0)) || [[ -z "$line" ]]; then
-    log "wrk failed against $t (exit $rc):"; cat "$out" >&2; FAILED=1; ROW=""; OTHER=0; return 0
-  fi
-  ROW=$(awk -v kind="$kind" -v t="$t" -v round="$round" -v px="$((px1 - px0))" -v tck="$CLK_TCK" \
-      -v served="$((served1 - served0))" -v busy="$((busy1 - busy0))" -v ours="$((ours1 - ours0))" \
-      -v kids="$(awk -v a="$kids0" -v b="$kids1" 'BEGIN { print b - a }')" '{
-      for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-      errs = v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"] + v["err_status"]
-      secs = v["duration_us"] / 1e6
-      other = (busy / tck - ours / tck - kids) / secs
-      if (other < 0) other = 0
-      printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.1f\t%s\t%.2f\n", kind, t, round, v["rps"], v["p50_us"],
-        v["p99_us"], v["requests"], errs, px / tck / secs, (v["requests"] > 0 ? px / tck * 1e6 / v["requests"] : 0),
-        (served >= v["requests"] ? "ok" : "MISSING"), other }' <<<"$line")
-  OTHER=$(cut -f12 <<<"$ROW")
-  local rps p50 p99 errs cores us fwd
-  IFS=$'\t' read -r _ _ _ rps p50 p99 _ errs cores us fwd _ <<<"$ROW"
-  log "$(printf '%-7s %-7s %-2s %8s req/s  p50 %6s us  p99 %6s us  errors %s  sidecar %s cores, %s us/req  forwarded %s  other load %s' \
-    "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$fwd" "$OTHER")"
-  if ((errs > 0)); then log "$t: $errs error(s) (non-2xx or socket)"; cat "$out" >&2; FAILED=1; fi
-  [[ "$fwd" == ok ]] || { log "$t: the backend saw fewer requests than wrk counted"; FAILED=1; }
+  for t in "$@"; do px1[$t]=$(proc_ticks "${PID[$t]}"); done
+  served1=$(fixture_served)
+  local served_total=$((served1 - ${served0[$1]})) requests_total=0 line secs=0
+  ROWS_NEW=""
+  for t in "$@"; do
+    # Keep the access log from filling the disk; keep any warning/error lines.
+    grep -E ' (WARN|ERROR) ' "$WORK/$t.log" >>"$WORK/sidecar-problems.log" || true
+    : >"$WORK/$t.log"
+    line=$(grep '^BENCH_RESULT ' "${out[$t]}" || true)
+    if ((rc != 0)) || [[ -z "$line" ]]; then
+      log "wrk failed against $t (exit $rc):"; cat "${out[$t]}" >&2; FAILED=1; ROWS_NEW=""; OTHER=0; return 0
+    fi
+    requests_total=$((requests_total + $(grep -o ' requests=[0-9]*' <<<"$line" | cut -d= -f2)))
+    secs=$(grep -o 'duration_us=[0-9]*' <<<"$line" | cut -d= -f2)
+  done
+  OTHER=$(awk -v busy="$((busy1 - busy0))" -v ours="$((ours1 - ours0))" -v tck="$CLK_TCK" -v a="$kids0" \
+    -v b="$kids1" -v us="$secs" 'BEGIN { o = (busy / tck - ours / tck - (b - a)) / (us / 1e6); if (o < 0) o = 0; printf "%.2f", o }')
+  for t in "$@"; do
+    line=$(grep '^BENCH_RESULT ' "${out[$t]}")
+    ROWS_NEW+=$(awk -v kind="$kind" -v t="$t" -v round="$round" -v px="$((px1[$t] - px0[$t]))" \
+        -v tck="$CLK_TCK" -v fwd="$( ((served_total >= requests_total)) && echo ok || echo MISSING)" -v other="$OTHER" '{
+        for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        errs = v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"] + v["err_status"]
+        secs = v["duration_us"] / 1e6
+        printf "%s\t%s\t%s\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.1f\t%s\t%s\n", kind, t, round, v["rps"], v["p50_us"],
+          v["p99_us"], v["requests"], errs, px / tck / secs, (v["requests"] > 0 ? px / tck * 1e6 / v["requests"] : 0),
+          fwd, other }' <<<"$line")$'\n'
+  done
+  local rps p50 p99 errs cores us fwd row
+  while IFS= read -r row; do
+    [[ -z "$row" ]] && continue
+    IFS=$'\t' read -r _ t _ rps p50 p99 _ errs cores us fwd _ <<<"$row"
+    log "$(printf '%-7s %-7s %-2s %8s req/s  p50 %6s us  p99 %6s us  errors %s  sidecar %s cores, %s us/req  forwarded %s  other load %s' \
+      "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$fwd" "$OTHER")"
+    if ((errs > 0)); then log "$t: $errs error(s) (non-2xx or socket)"; FAILED=1; fi
+    [[ "$fwd" == ok ]] || { log "$t: the backend saw fewer requests than wrk counted"; FAILED=1; }
+  done <<<"$ROWS_NEW"
 }
 
-# run_one KIND TARGET ROUND DURATION: a measured run, repeated (up to RETRIES times) while other
+# run_one KIND ROUND DURATION TARGET...: a measured run, repeated (up to RETRIES times) while other
 # processes used more than DISTURBED cores during it; the last attempt is kept either way.
 run_one() {
   local attempt
   for ((attempt = 1; attempt <= RETRIES; attempt++)); do
     measure_once "$@"
-    [[ -z "$ROW" ]] && return 0
+    [[ -z "$ROWS_NEW" ]] && return 0
     if [[ "$1" == warmup ]] || awk -v o="$OTHER" -v d="$DISTURBED" 'BEGIN { exit !(o <= d) }'; then break; fi
     ((attempt < RETRIES)) && log "disturbed ($OTHER cores used by other processes during the run): measuring again"
   done
-  printf '%s\n' "$ROW" >>"$ROWS"
+  printf '%s' "$ROWS_NEW" >>"$ROWS"
 }
 
-log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP), $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}"
-if [[ "$WARMUP" != 0 ]]; then for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 "$WARMUP"; done; fi
+case "$MODE" in
+  paired) log "mode paired: both sidecars loaded at the same time, sharing CPU ${PROXY_CPUS:-any} (each gets half of it; the throughput ratio is their cost ratio, and any disturbance hits both)" ;;
+  alternate) log "mode alternate: one sidecar at a time, in rotating order" ;;
+  *) die "MODE must be paired or alternate" ;;
+esac
+log "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION per sidecar (warm-up $WARMUP), $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}"
+if [[ "$WARMUP" != 0 ]]; then run_one warmup 0 "$WARMUP" "${TARGETS[@]}"; fi
 for ((r = 1; r <= ROUNDS; r++)); do
-  for ((k = 0; k < ${#TARGETS[@]}; k++)); do
-    run_one measure "${TARGETS[$(((k + r - 1) % ${#TARGETS[@]}))]}" "$r" "$DURATION"
-  done
+  if [[ "$MODE" == paired ]]; then
+    run_one measure "$r" "$DURATION" "${TARGETS[@]}"
+  else
+    for ((k = 0; k < ${#TARGETS[@]}; k++)); do
+      run_one measure "$r" "$DURATION" "${TARGETS[$(((k + r - 1) % ${#TARGETS[@]}))]}"
+    done
+  fi
 done
 [[ -n "$RESULTS_TSV" ]] && { printf 'kind\ttarget\tround\trps\tp50_us\tp99_us\trequests\terrors\tsidecar_cores\tsidecar_us_per_req\tforwarded\tother_load\n'; cat "$ROWS"; } >"$RESULTS_TSV"
 
@@ -341,7 +376,7 @@ echo "mcp-sidecar rate-limit benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commi
 echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}; sidecar --worker-threads 1, RUST_LOG=$SIDECAR_RUST_LOG"
 echo
-awk -F'\t' -v target="$TARGET_RATIO" '
+awk -F'\t' -v target="$TARGET_RATIO" -v mode="$MODE" '
   function median(list,    n, a, i, j, t) {
     n = split(list, a, " ")
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -370,7 +405,7 @@ awk -F'\t' -v target="$TARGET_RATIO" '
     pr = ""
     for (k = 1; (("rules3", k) in by_round) && (("none", k) in by_round); k++)
       pr = pr " " sprintf("%.3f", by_round["rules3", k] / by_round["none", k])
-    if (pr != "") printf "per-round ratios (runs adjacent in time):%s; their median %.3f\n", pr, median(pr)
+    if (pr != "") printf "per-round ratios (%s):%s; their median %.3f\n", mode == "paired" ? "simultaneous runs" : "runs adjacent in time", pr, median(pr)
     print ""
     print "sidecar us/req: CPU time of the sidecar process per answered request (its only core is"
     print "CPU 1); other load: cores used by processes outside the benchmark (above ~0.1: disturbed)."
