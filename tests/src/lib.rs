@@ -423,3 +423,20 @@ pub mod sdk {
         }
     }
 }
+
+/// POSTs an MCP body (with the headers MCP clients send) to `path` on the sidecar.
+pub async fn post(sidecar: &RunningSidecar, path: &str, body: String) -> reqwest::Response {
+    client()
+        .post(sidecar.url(path))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// How many `tools/call`s of `tool` reached the fixture.
+pub fn tool_calls(backend: &mcp_fixtures::FixtureServer, tool: &str) -> u64 {
+    backend.stats().by_tool.get(tool).copied().unwrap_or(0)
+}

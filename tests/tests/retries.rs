@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mcp_e2e_tests::{
-    ACCEPT_BOTH, RunningSidecar, call, client, config, metric_value, rpc, start, upstream,
+    RunningSidecar, call, config, metric_value, post, rpc, start, tool_calls, upstream,
 };
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use mcp_sidecar::config::{ToolConfig, UpstreamConfig};
@@ -33,27 +33,12 @@ fn tool(name: &str) -> ToolConfig {
     }
 }
 
-async fn post(sidecar: &RunningSidecar, path: &str, body: String) -> reqwest::Response {
-    client()
-        .post(sidecar.url(path))
-        .header("accept", ACCEPT_BOTH)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 fn fail_503(id: u64) -> String {
     call(id, "fail", json!({"mode": "http_status", "status": 503}))
 }
 
 fn echo(id: u64) -> String {
     call(id, "echo", json!({"text": "hi"}))
-}
-
-fn tool_calls(backend: &FixtureServer, tool: &str) -> u64 {
-    backend.stats().by_tool.get(tool).copied().unwrap_or(0)
 }
 
 /// Two mounts of one backend: `/plain` with default retry settings, `/idem` where `fail` and
