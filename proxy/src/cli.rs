@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError};
+use crate::log_writer::LogWriter;
 
 /// MCP sidecar reverse proxy.
 #[derive(Debug, Parser)]
@@ -13,13 +14,18 @@ pub struct Cli {
     /// Log format. The level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
     pub log_format: LogFormat,
+    /// Longest time a log line waits before it is written when stderr is a file or pipe (lines
+    /// are batched; warnings and errors go out at once; a terminal gets every line at once).
+    /// `0s` writes each line as it comes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s", global = true)]
+    pub log_flush_interval: std::time::Duration,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// One JSON object per line, for log shippers.
     Json,
@@ -104,16 +110,20 @@ impl RunArgs {
     }
 }
 
-/// Installs the global tracing subscriber.
-pub fn init_logging(format: LogFormat) {
+/// Installs the global tracing subscriber writing to stderr (see [`LogWriter`]); the returned
+/// writer is flushed by the caller before the process exits.
+pub fn init_logging(format: LogFormat, flush_interval: std::time::Duration) -> LogWriter {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour codes only for a terminal: in a log file they are noise and cost ~4% CPU per request.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let writer = LogWriter::stderr(flush_interval);
+    writer.flush_on_panic();
+    crate::log_writer::install_access_sink(writer.clone(), format);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer.clone());
     match format {
         LogFormat::Json => builder
             .json()
@@ -122,6 +132,7 @@ pub fn init_logging(format: LogFormat) {
             .init(),
         LogFormat::Pretty => builder.compact().init(),
     }
+    writer
 }
 
 /// Resolves on SIGINT or SIGTERM.

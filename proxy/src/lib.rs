@@ -12,8 +12,10 @@
 //! - [`limits`]: rate limits (governor, keyed) and overload protection (in-flight caps);
 //! - [`auth`]: authentication (API keys, JWT/JWKS), per-tool authorization, Host/Origin checks;
 //! - [`error`]: the one error type and its mapping to responses;
-//! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints.
+//! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints;
+//! - [`log_writer`], [`access_line`]: batched log output to stderr, the access-log line.
 
+pub mod access_line;
 pub mod admin;
 pub mod auth;
 pub mod body;
@@ -26,6 +28,7 @@ pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod limits;
+pub mod log_writer;
 pub mod mcp;
 pub mod metrics;
 pub mod observe;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging(cli.log_format);
+    let log = init_logging(cli.log_format, cli.log_flush_interval);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Command::Run(args) = &cli.command
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
+            log.flush();
             eprintln!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
@@ -62,12 +63,17 @@ fn main() -> ExitCode {
             Command::Check { .. } => Ok(()),
         }
     });
-    match result {
+    // Background tasks may still log while the runtime winds down; stop it first, then write
+    // out the last batch of lines.
+    drop(runtime);
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("mcp-sidecar: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    log.flush();
+    code
 }

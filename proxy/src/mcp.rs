@@ -116,6 +116,18 @@ struct Meta {
     progress_token: Option<Value>,
 }
 
+/// Why `text` is no envelope: not JSON at all (a parse error, -32700) or JSON of another shape
+/// (an invalid request, -32600), which JSON-RPC tells apart.
+fn envelope_error(text: &str, err: &serde_json::Error) -> ClassifyError {
+    if let Err(syntax) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return ClassifyError::Parse(syntax.to_string());
+    }
+    if !text.trim_start().starts_with('{') {
+        return ClassifyError::Invalid("a JSON-RPC message must be an object".into());
+    }
+    ClassifyError::Invalid(err.to_string())
+}
+
 /// Classifies a POST body.
 pub fn classify(bytes: &[u8]) -> Result<Classified, ClassifyError> {
     let text = std::str::from_utf8(bytes)
@@ -152,15 +164,8 @@ pub fn classify(bytes: &[u8]) -> Result<Classified, ClassifyError> {
 }
 
 fn classify_one(text: &str) -> Result<Message, ClassifyError> {
-    let value: &RawValue =
-        serde_json::from_str(text).map_err(|e| ClassifyError::Parse(e.to_string()))?;
-    if !value.get().trim_start().starts_with('{') {
-        return Err(ClassifyError::Invalid(
-            "a JSON-RPC message must be an object".into(),
-        ));
-    }
-    let env: Envelope<'_> =
-        serde_json::from_str(value.get()).map_err(|e| ClassifyError::Invalid(e.to_string()))?;
+    // One pass over the body on the hot path; only a body that fails is looked at again.
+    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| envelope_error(text, &e))?;
     if env.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
         return Err(ClassifyError::Invalid("`jsonrpc` must be \"2.0\"".into()));
     }

@@ -4,8 +4,11 @@
 //! Labels are bounded: `upstream` comes from config (plus `none` for unrouted requests), `method`
 //! is one of the HTTP methods MCP uses (others become `other`), `status` is an HTTP status code.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: sub-millisecond for the proxy's own work up to minutes for long
@@ -123,12 +126,6 @@ impl Metrics {
         })
     }
 
-    /// Pre-creates the per-upstream series so dashboards see zeros before the first request.
-    pub fn init_upstream(&self, name: &str) {
-        self.sse_streams_open.with_label_values(&[name]).set(0);
-        self.upstream_up.with_label_values(&[name]).set(0);
-    }
-
     /// The registry, for modules that own their metrics (auth, limits, breakers) to register into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -139,6 +136,94 @@ impl Metrics {
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)
+    }
+}
+
+/// One upstream's hot series, resolved once instead of hashing label values on every request.
+///
+/// The per-method series are created on first use, as `with_label_values` would, so `/metrics`
+/// shows no series for a method or status that never happened.
+#[derive(Debug)]
+pub struct UpstreamMetrics {
+    name: std::sync::Arc<str>,
+    metrics: Metrics,
+    /// `mcp_sidecar_upstream_duration_seconds{upstream}`.
+    pub upstream_duration: Histogram,
+    /// `mcp_sidecar_sse_streams_open{upstream}`.
+    pub sse_streams_open: IntGauge,
+    /// Per method (POST, GET, DELETE, OPTIONS): the request duration histogram and the request
+    /// counters of the two statuses nearly every MCP answer has (200, 202).
+    by_method: [MethodSeries; HOT_METHODS.len()],
+}
+
+/// The methods MCP clients use; others take the slow path.
+const HOT_METHODS: [http::Method; 4] = [
+    http::Method::POST,
+    http::Method::GET,
+    http::Method::DELETE,
+    http::Method::OPTIONS,
+];
+
+#[derive(Debug, Default)]
+struct MethodSeries {
+    duration: OnceLock<Histogram>,
+    ok: OnceLock<IntCounter>,
+    accepted: OnceLock<IntCounter>,
+}
+
+impl UpstreamMetrics {
+    /// Resolves `name`'s series in `metrics` and sets its gauges to 0 so they show from start.
+    pub fn new(metrics: &Metrics, name: std::sync::Arc<str>) -> Self {
+        metrics.upstream_up.with_label_values(&[&*name]).set(0);
+        let sse_streams_open = metrics.sse_streams_open.with_label_values(&[&*name]);
+        sse_streams_open.set(0);
+        Self {
+            upstream_duration: metrics.upstream_duration.with_label_values(&[&*name]),
+            sse_streams_open,
+            by_method: Default::default(),
+            metrics: metrics.clone(),
+            name,
+        }
+    }
+
+    /// Counts one answered request and its time to response headers.
+    pub fn record_request(&self, method: &http::Method, status: http::StatusCode, ttfb: f64) {
+        let label = method_label(method);
+        let Some(series) = HOT_METHODS
+            .iter()
+            .position(|m| m == method)
+            .map(|i| &self.by_method[i])
+        else {
+            self.requests(label, status).inc();
+            self.metrics
+                .request_duration
+                .with_label_values(&[&*self.name, label])
+                .observe(ttfb);
+            return;
+        };
+        let counter = match status.as_u16() {
+            200 => Some(&series.ok),
+            202 => Some(&series.accepted),
+            _ => None,
+        };
+        match counter {
+            Some(slot) => slot.get_or_init(|| self.requests(label, status)).inc(),
+            None => self.requests(label, status).inc(),
+        }
+        series
+            .duration
+            .get_or_init(|| {
+                self.metrics
+                    .request_duration
+                    .with_label_values(&[&*self.name, label])
+            })
+            .observe(ttfb);
+    }
+
+    fn requests(&self, method: &str, status: http::StatusCode) -> IntCounter {
+        self.metrics
+            .requests
+            .with_label_values(&[&*self.name, method, status.as_str()])
     }
 }
 
@@ -163,15 +248,38 @@ mod tests {
     #[test]
     fn render_contains_registered_series() {
         let m = Metrics::new().unwrap();
-        m.init_upstream("shield");
-        m.requests
-            .with_label_values(&["shield", "POST", "200"])
-            .inc();
+        let u = UpstreamMetrics::new(&m, "shield".into());
+        u.record_request(&http::Method::POST, http::StatusCode::OK, 0.001);
         let text = String::from_utf8(m.render().unwrap()).unwrap();
         assert!(text.contains(
             "mcp_sidecar_requests_total{method=\"POST\",status=\"200\",upstream=\"shield\"} 1"
         ));
         assert!(text.contains("mcp_sidecar_upstream_up{upstream=\"shield\"} 0"));
+        assert!(text.contains("mcp_sidecar_sse_streams_open{upstream=\"shield\"} 0"));
+    }
+
+    #[test]
+    fn cached_and_uncached_series_count_into_the_same_families() {
+        let m = Metrics::new().unwrap();
+        let u = UpstreamMetrics::new(&m, "u".into());
+        let post = http::Method::POST;
+        for status in [200, 202, 200, 404, 503] {
+            u.record_request(&post, http::StatusCode::from_u16(status).unwrap(), 0.002);
+        }
+        u.record_request(&http::Method::PUT, http::StatusCode::OK, 0.002);
+        let count = |labels: [&str; 3]| m.requests.with_label_values(&labels).get();
+        assert_eq!(count(["u", "POST", "200"]), 2);
+        assert_eq!(count(["u", "POST", "202"]), 1);
+        assert_eq!(count(["u", "POST", "404"]), 1);
+        assert_eq!(count(["u", "POST", "503"]), 1);
+        assert_eq!(count(["u", "PUT", "200"]), 1);
+        let durations = m.request_duration.with_label_values(&["u", "POST"]);
+        assert_eq!(durations.get_sample_count(), 5);
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        assert!(
+            !text.contains("method=\"GET\""),
+            "no series for a method that never happened"
+        );
     }
 
     #[test]

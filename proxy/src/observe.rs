@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
+use crate::access_line::AccessFields;
 use crate::body::{BoxError, StreamIdleTimeout};
 
 /// What the access log says about one request.
@@ -20,14 +21,14 @@ use crate::body::{BoxError, StreamIdleTimeout};
 pub struct AccessLog {
     /// HTTP method.
     pub method: http::Method,
-    /// Path without query.
-    pub path: String,
+    /// The request URI; only its path is logged.
+    pub uri: http::Uri,
     /// Status sent to the client.
     pub status: u16,
-    /// Upstream name, or `none`.
-    pub upstream: String,
+    /// Upstream name; `None` is logged as `none`.
+    pub upstream: Option<std::sync::Arc<str>>,
     /// Request id.
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     /// When the request arrived.
     pub start: Instant,
     /// Time to response headers.
@@ -39,22 +40,54 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    fn upstream(&self) -> &str {
+        self.upstream
+            .as_deref()
+            .unwrap_or(crate::metrics::NO_UPSTREAM)
+    }
+
+    fn request_id(&self) -> &str {
+        crate::headers::request_id_str(&self.request_id)
+    }
+
     fn emit(&self, bytes: u64, outcome: &str) {
-        tracing::info!(
-            target: "access",
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            upstream = %self.upstream,
-            request_id = %self.request_id,
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
-            ttfb_ms = self.ttfb.as_secs_f64() * 1000.0,
+        // `RUST_LOG` decides as for any event (`access=off`, `warn`, ...); the check is a cached
+        // per-callsite answer.
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        let fields = AccessFields {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            status: self.status,
+            upstream: self.upstream(),
+            request_id: self.request_id(),
+            duration: self.start.elapsed(),
+            ttfb: self.ttfb,
             bytes,
             outcome,
-            error = self.error.unwrap_or(""),
-            subject = self.subject.as_deref().unwrap_or(""),
-            "request"
-        );
+            error: self.error.unwrap_or(""),
+            subject: self.subject.as_deref().unwrap_or(""),
+        };
+        match crate::log_writer::access_sink() {
+            Some(sink) => sink.write(&fields),
+            // Embedded (tests, a host program with its own subscriber): a plain tracing event.
+            None => tracing::info!(
+                target: "access",
+                method = %fields.method,
+                path = %fields.path,
+                status = fields.status,
+                upstream = %fields.upstream,
+                request_id = %fields.request_id,
+                duration_ms = fields.duration.as_secs_f64() * 1000.0,
+                ttfb_ms = fields.ttfb.as_secs_f64() * 1000.0,
+                bytes,
+                outcome,
+                error = fields.error,
+                subject = fields.subject,
+                "request"
+            ),
+        }
     }
 }
 
@@ -168,18 +201,16 @@ where
                 };
                 if let Some(log) = this.log.take() {
                     if let Some(counter) = this.stream_errors {
-                        counter
-                            .with_label_values(&[log.upstream.as_str(), reason])
-                            .inc();
+                        counter.with_label_values(&[log.upstream(), reason]).inc();
                     }
                     if let Some(counter) = this.idle_timeouts
                         && reason == "idle_timeout"
                     {
                         counter
-                            .with_label_values(&[log.upstream.as_str(), "stream_idle"])
+                            .with_label_values(&[log.upstream(), "stream_idle"])
                             .inc();
                     }
-                    tracing::warn!(request_id = %log.request_id, error = %err, "response stream ended abnormally");
+                    tracing::warn!(request_id = %log.request_id(), error = %err, "response stream ended abnormally");
                     log.emit(*this.bytes, reason);
                 }
             }

@@ -83,11 +83,8 @@ impl Sidecar {
         let upstreams = config
             .upstream
             .iter()
-            .map(|u| Upstream::from_config(u).map(Arc::new))
+            .map(|u| Upstream::from_config(u, &metrics).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        for u in &upstreams {
-            metrics.init_upstream(&u.name);
-        }
         let readiness = Readiness::new(&upstreams);
         let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
         let limits = Arc::new(Limits::new(&config, metrics.registry())?);

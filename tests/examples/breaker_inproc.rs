@@ -36,7 +36,7 @@ fn main() -> Result<()> {
         let metrics = Metrics::new()?;
         // Never contacted: its circuit is held open.
         let config = UpstreamConfig::new("open", "http://127.0.0.1:9/mcp", None);
-        let upstreams = vec![Arc::new(Upstream::from_config(&config)?)];
+        let upstreams = vec![Arc::new(Upstream::from_config(&config, &metrics)?)];
         let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
         resilience
             .force("open", true)

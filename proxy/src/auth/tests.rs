@@ -88,7 +88,7 @@ tools = ["echo", "add"]
     )
     .await
     .unwrap();
-    let upstream = Arc::new(Upstream::from_config(&config.upstream[0]).unwrap());
+    let upstream = Arc::new(Upstream::from_config(&config.upstream[0], &metrics).unwrap());
     Env {
         auth,
         upstream,
@@ -328,7 +328,7 @@ async fn mixed_hmac_and_rsa_issuer_is_not_confused() {
     let config = Config::from_toml_with_env(&text, &|_| Some(HS_SECRET.into())).unwrap();
     let metrics = Metrics::new().unwrap();
     let auth = Auth::new(&config, &metrics).await.unwrap();
-    let upstream = Upstream::from_config(&config.upstream[0]).unwrap();
+    let upstream = Upstream::from_config(&config.upstream[0], &metrics).unwrap();
     let check = |token: String| {
         let mut h = HeaderMap::new();
         h.insert(

@@ -32,13 +32,15 @@ pin_project! {
         inner: B,
         keepalive: Option<Duration>,
         idle_timeout: Option<Duration>,
-        // Timers are created on first poll, not in `new`, so that time spent before the response is
-        // handed to hyper does not count, and so `new` works outside a runtime.
+        // Timers are armed the first time the upstream has nothing to give (the first `Pending`),
+        // not in `new`: time before the response is handed to hyper does not count, `new` works
+        // outside a runtime, and a body that is complete when polled (most JSON answers) never
+        // pays for a timer at all.
         #[pin]
         keepalive_timer: Option<Sleep>,
         #[pin]
         idle_timer: Option<Sleep>,
-        started: bool,
+        armed: bool,
         done: bool,
         tail: Tail,
     }
@@ -54,7 +56,7 @@ impl<B> SseBody<B> {
             idle_timeout,
             keepalive_timer: None,
             idle_timer: None,
-            started: false,
+            armed: false,
             done: false,
             tail: Tail::default(),
         }
@@ -77,24 +79,20 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        if !*this.started {
-            *this.started = true;
-            this.keepalive_timer.set(this.keepalive.map(sleep));
-            this.idle_timer.set(this.idle_timeout.map(sleep));
-        }
-
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let now = Instant::now();
-                if let (Some(timer), Some(period)) =
-                    (this.keepalive_timer.as_mut().as_pin_mut(), *this.keepalive)
-                {
-                    timer.reset(now + period);
-                }
-                if let (Some(timer), Some(period)) =
-                    (this.idle_timer.as_mut().as_pin_mut(), *this.idle_timeout)
-                {
-                    timer.reset(now + period);
+                if *this.armed {
+                    let now = Instant::now();
+                    if let (Some(timer), Some(period)) =
+                        (this.keepalive_timer.as_mut().as_pin_mut(), *this.keepalive)
+                    {
+                        timer.reset(now + period);
+                    }
+                    if let (Some(timer), Some(period)) =
+                        (this.idle_timer.as_mut().as_pin_mut(), *this.idle_timeout)
+                    {
+                        timer.reset(now + period);
+                    }
                 }
                 if let Some(data) = frame.data_ref() {
                     this.tail.push(data);
@@ -110,6 +108,13 @@ where
                 return Poll::Ready(None);
             }
             Poll::Pending => {}
+        }
+
+        if !*this.armed {
+            // The quiet period starts now: the last frame (if any) was just forwarded.
+            *this.armed = true;
+            this.keepalive_timer.set(this.keepalive.map(sleep));
+            this.idle_timer.set(this.idle_timeout.map(sleep));
         }
 
         if let (Some(timer), Some(period)) =

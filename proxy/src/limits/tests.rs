@@ -191,7 +191,11 @@ pub(super) fn setup(extra: &str) -> Fixture {
     let config = Config::from_toml_with_env(&text, &|_| None).unwrap();
     let registry = Registry::new();
     let limits = Arc::new(Limits::new(&config, &registry).unwrap());
-    let upstream = Upstream::from_config(&config.upstream[0]).unwrap();
+    let upstream = Upstream::from_config(
+        &config.upstream[0],
+        &crate::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
     Fixture {
         limits,
         upstream,

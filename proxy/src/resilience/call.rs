@@ -248,9 +248,9 @@ async fn attempt(
     };
     match result {
         Ok(Ok(response)) => {
-            metrics
+            upstream
+                .metrics
                 .upstream_duration
-                .with_label_values(&[&upstream.name])
                 .observe(started.elapsed().as_secs_f64());
             Ok(response)
         }

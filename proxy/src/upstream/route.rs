@@ -6,10 +6,14 @@
 
 use std::sync::Arc;
 
+use std::str::FromStr;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Uri};
 
 use crate::config::normalise_mount;
 use crate::config::{ConfigError, UpstreamConfig};
+use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::upstream::{UpstreamClient, build_client};
 
 /// One backend, ready to serve.
@@ -29,11 +33,16 @@ pub struct Upstream {
     pub client: UpstreamClient,
     /// The settings it was built from.
     pub config: UpstreamConfig,
+    /// Its request, duration and stream series, resolved once.
+    pub metrics: UpstreamMetrics,
+    /// Scheme and authority of every upstream request URI, parsed once.
+    scheme: Scheme,
+    uri_authority: Authority,
 }
 
 impl Upstream {
-    /// Builds an upstream from validated config.
-    pub fn from_config(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+    /// Builds an upstream from validated config; its series are created in `metrics`.
+    pub fn from_config(config: &UpstreamConfig, metrics: &Metrics) -> Result<Self, ConfigError> {
         let url = url::Url::parse(&config.url)
             .map_err(|e| ConfigError::invalid("upstream.url", e.to_string()))?;
         let host = url.host_str().unwrap_or_default();
@@ -41,10 +50,17 @@ impl Upstream {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         };
-        let authority = HeaderValue::from_str(&authority)
-            .map_err(|e| ConfigError::invalid("upstream.url", e.to_string()))?;
+        let invalid =
+            |e: &dyn std::fmt::Display| ConfigError::invalid("upstream.url", e.to_string());
+        let uri_authority = Authority::from_str(&authority).map_err(|e| invalid(&e))?;
+        let scheme = Scheme::from_str(url.scheme()).map_err(|e| invalid(&e))?;
+        let authority = HeaderValue::from_str(&authority).map_err(|e| invalid(&e))?;
+        let name: Arc<str> = Arc::from(config.name.as_str());
         Ok(Self {
-            name: Arc::from(config.name.as_str()),
+            metrics: UpstreamMetrics::new(metrics, name.clone()),
+            scheme,
+            uri_authority,
+            name,
             mount: config.mount_path(),
             base_path: normalise_mount(url.path()),
             client: build_client(config)?,
@@ -65,19 +81,27 @@ impl Upstream {
 
     /// The backend URI for a request path below the mount (`rest` from [`strip_mount`]).
     pub fn upstream_uri(&self, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let path = match (self.base_path.as_str(), rest) {
-            ("/", "") => "/".to_owned(),
-            ("/", rest) => rest.to_owned(),
-            (base, rest) => format!("{base}{rest}"),
+        // One allocation for the path; scheme and authority are shared, parsed at start.
+        let base = if self.base_path == "/" {
+            ""
+        } else {
+            self.base_path.as_str()
         };
-        let path_and_query = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
+        let mut path =
+            String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+        path.push_str(base);
+        path.push_str(rest);
+        if path.is_empty() {
+            path.push('/');
+        }
+        if let Some(q) = query {
+            path.push('?');
+            path.push_str(q);
+        }
         Uri::builder()
-            .scheme(self.url.scheme())
-            .authority(self.authority.as_bytes())
-            .path_and_query(path_and_query)
+            .scheme(self.scheme.clone())
+            .authority(self.uri_authority.clone())
+            .path_and_query(PathAndQuery::from_maybe_shared(bytes::Bytes::from(path))?)
             .build()
     }
 }
@@ -114,10 +138,30 @@ impl Router {
 /// True if `path` has a `.` or `..` segment (also percent-encoded). Such paths are refused rather
 /// than forwarded, because the backend may resolve them to a path outside the mount.
 pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase().replace("%2e", ".");
-        lower == "." || lower == ".."
-    })
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot also as `%2e` or `%2E` (checked without allocating: every request pays it).
+fn is_dot_segment(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    let (mut i, mut dots) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'.' {
+            i += 1;
+        } else if b[i] == b'%'
+            && b.get(i + 1) == Some(&b'2')
+            && b.get(i + 2).map(u8::to_ascii_lowercase) == Some(b'e')
+        {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 #[cfg(test)]
@@ -126,7 +170,7 @@ mod tests {
 
     fn upstream(url: &str, path: Option<&str>) -> Arc<Upstream> {
         let cfg = UpstreamConfig::new("u", url, path.map(str::to_owned));
-        Arc::new(Upstream::from_config(&cfg).unwrap())
+        Arc::new(Upstream::from_config(&cfg, &Metrics::new().unwrap()).unwrap())
     }
 
     #[tokio::test]
