@@ -245,7 +245,7 @@ impl Proxy {
             &mut cx.limits,
         )?;
         let uri = upstream
-            .upstream_uri(rest, req.uri().query())
+            .upstream_uri_for(req.uri(), rest)
             .map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
         let (mut parts, body) = req.into_parts();
 

@@ -105,19 +105,57 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>
     strip_hop_by_hop(headers);
     // The backend is addressed by its own name; a Python MCP server answers 421 to anything else.
     headers.insert(header::HOST, cx.upstream_authority.clone());
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {}", cx.client_ip),
-        _ => cx.client_ip.to_string(),
-    };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    // One lookup: the entry's `insert` also drops any further values of a repeated header.
+    match headers.entry(X_FORWARDED_FOR.clone()) {
+        header::Entry::Occupied(mut entry) => {
+            let prior = entry.get().to_str().ok().map(str::trim).unwrap_or_default();
+            let mut chain = Vec::with_capacity(prior.len() + 2 + 39);
+            if !prior.is_empty() {
+                chain.extend_from_slice(prior.as_bytes());
+                chain.extend_from_slice(b", ");
+            }
+            push_ip(&mut chain, cx.client_ip);
+            match HeaderValue::from_maybe_shared(bytes::Bytes::from(chain)) {
+                Ok(v) => {
+                    entry.insert(v);
+                }
+                Err(_) => {
+                    entry.remove();
+                }
+            }
+        }
+        header::Entry::Vacant(entry) => {
+            let mut ip = Vec::with_capacity(39);
+            push_ip(&mut ip, cx.client_ip);
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
+                entry.insert(v);
+            }
+        }
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(cx.client_proto),
     );
     headers.insert(X_REQUEST_ID.clone(), cx.request_id.clone());
+}
+
+/// Appends `ip` in its usual text form (IPv4 without the formatting machinery: every request
+/// writes one).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Is this a `text/event-stream` response?
@@ -208,6 +246,37 @@ mod tests {
         assert_eq!(h[&X_REQUEST_ID], "rid-1");
         assert_eq!(h[header::ACCEPT], "application/json, text/event-stream");
         assert_eq!(h["mcp-protocol-version"], "2025-06-18");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer_once_to_a_repeated_or_blank_chain() {
+        let auth = HeaderValue::from_static("b:1");
+        let rid = HeaderValue::from_static("r");
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.2"));
+        prepare_upstream_request(&mut h, &cx(&auth, &rid));
+        let all: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
+        assert_eq!(all, ["192.0.2.1, 10.1.2.3"]);
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("  "));
+        prepare_upstream_request(&mut h, &cx(&auth, &rid));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+    }
+
+    #[test]
+    fn client_addresses_are_written_in_their_usual_form() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+        ] {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), ip);
+        }
     }
 
     #[test]

@@ -181,7 +181,11 @@ fn classify_one(text: &str) -> Result<Message, ClassifyError> {
             let (tool, progress_token) = match env.params {
                 Some(p) => (
                     if method == "tools/call" {
-                        p.name.and_then(|n| n.as_str().map(str::to_owned))
+                        // Moved out of the parsed value, not copied.
+                        match p.name {
+                            Some(Value::String(name)) => Some(name),
+                            _ => None,
+                        }
                     } else {
                         None
                     },

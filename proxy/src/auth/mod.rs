@@ -26,7 +26,6 @@ pub mod origin;
 pub mod principal;
 pub mod prm;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +43,7 @@ use crate::error::ProxyError;
 use crate::mcp::{self, Classified, Kind};
 use crate::metrics::Metrics;
 use crate::server::StartError;
+use crate::upstream::ByName;
 use crate::upstream::Upstream;
 
 pub use principal::{Principal, Source};
@@ -102,7 +102,7 @@ pub struct Auth {
     origins: OriginPolicy,
     api_keys: ApiKeys,
     jwt: Option<JwtValidator>,
-    upstreams: HashMap<String, UpstreamAuth>,
+    upstreams: ByName<String, UpstreamAuth>,
     prm: Prm,
     claim_header_names: Vec<HeaderName>,
     metrics: Option<(AuthMetrics, Hot)>,
@@ -117,7 +117,7 @@ impl Auth {
             origins: OriginPolicy::new(Some(&["*".to_owned()]), None, None),
             api_keys: ApiKeys::default(),
             jwt: None,
-            upstreams: HashMap::new(),
+            upstreams: ByName::default(),
             prm: Prm::default(),
             claim_header_names: Vec::new(),
             metrics: None,
@@ -255,7 +255,7 @@ impl Auth {
             .authorization_servers
             .clone()
             .unwrap_or_else(|| auth.jwt.iter().map(|j| j.issuer.clone()).collect());
-        let mut upstreams = HashMap::new();
+        let mut upstreams = ByName::default();
         let mut resources = Vec::new();
         for up in &config.upstream {
             let rules = Rules::new(&up.auth.rules).map(Arc::new);

@@ -35,7 +35,6 @@ mod tests;
 #[cfg(test)]
 mod tests_caps;
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -59,6 +58,7 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::error::{ProxyError, retry_after_secs};
 use crate::forward::RequestContext;
+use crate::upstream::ByName;
 use crate::upstream::Upstream;
 use evaluate::header_value;
 use inflight::PerKeyStreams;
@@ -176,7 +176,7 @@ pub struct Limits {
     shed_retry_after: Duration,
     trusted: Vec<Cidr>,
     rules: Vec<Rule>,
-    upstreams: HashMap<Arc<str>, UpstreamLimits>,
+    upstreams: ByName<Arc<str>, UpstreamLimits>,
     hasher: RandomState,
     policy_cache: evaluate::PolicyCache,
     sweep_interval: Duration,

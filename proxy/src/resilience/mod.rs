@@ -29,7 +29,6 @@ mod call;
 mod machine;
 mod metrics;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,13 +48,14 @@ use crate::config::{UpstreamConfig, glob_match};
 use crate::error::ProxyError;
 use crate::mcp::{Classified, Kind, Message};
 use crate::metrics::Metrics;
+use crate::upstream::ByName;
 use crate::upstream::Upstream;
 
 /// Breakers, budgets and policies of every upstream; shared by the proxy, the health checks and
 /// the admin listener.
 #[derive(Debug)]
 pub struct Resilience {
-    upstreams: HashMap<Arc<str>, Arc<UpstreamPolicy>>,
+    upstreams: ByName<Arc<str>, Arc<UpstreamPolicy>>,
     /// Breakers in config order (upstream, then its tools), for the admin report.
     breakers: Vec<Arc<Breaker>>,
     metrics: ResilienceMetrics,
@@ -103,7 +103,7 @@ impl Resilience {
     pub fn new(upstreams: &[Arc<Upstream>], metrics: &Metrics) -> Result<Self, prometheus::Error> {
         let metrics = ResilienceMetrics::new(Some(metrics.registry()))?;
         let now = Instant::now();
-        let mut by_name = HashMap::new();
+        let mut by_name = ByName::default();
         let mut breakers = Vec::new();
         for upstream in upstreams {
             let policy = UpstreamPolicy::new(&upstream.name, &upstream.config, &metrics, now);

@@ -6,3 +6,8 @@ mod route;
 
 pub use client::{UpstreamClient, build_client};
 pub use route::{Router, Upstream, has_dot_segment};
+
+/// A map keyed by upstream name, looked up several times on every request (auth, limits,
+/// breakers). Names come from config, not from clients, so a fast hasher is safe here; SipHash
+/// was ~1k instructions per request across those lookups.
+pub type ByName<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -79,6 +79,24 @@ impl Upstream {
         (rest.is_empty() || rest.starts_with('/')).then_some(rest)
     }
 
+    /// The backend URI for a request whose path is below the mount (`rest` from [`strip_mount`]).
+    /// Where the mount and the backend path are the same (the usual sidecar set-up) the request's
+    /// own path and query are reused as they are, without a copy.
+    ///
+    /// [`strip_mount`]: Upstream::strip_mount
+    pub fn upstream_uri_for(&self, request: &Uri, rest: &str) -> Result<Uri, http::Error> {
+        if self.base_path == self.mount
+            && let Some(pq) = request.path_and_query()
+        {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.uri_authority.clone());
+            parts.path_and_query = Some(pq.clone());
+            return Ok(Uri::from_parts(parts)?);
+        }
+        self.upstream_uri(rest, request.query())
+    }
+
     /// The backend URI for a request path below the mount (`rest` from [`strip_mount`]).
     pub fn upstream_uri(&self, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         // One allocation for the path; scheme and authority are shared, parsed at start.
@@ -180,6 +198,27 @@ mod tests {
         assert_eq!(u.strip_mount("/mcpx"), None);
         let uri = u.upstream_uri("", Some("a=1")).unwrap();
         assert_eq!(uri.to_string(), "http://127.0.0.1:8000/mcp?a=1");
+    }
+
+    #[tokio::test]
+    async fn request_uri_maps_the_same_on_the_fast_and_the_general_path() {
+        for (url, mount, path) in [
+            ("http://127.0.0.1:8000/mcp", None, "/mcp?a=1"),
+            ("http://127.0.0.1:8000/mcp", None, "/mcp/x"),
+            ("http://h:1/", Some("/"), "/"),
+            ("http://h:1/", Some("/"), "/a/b?q"),
+            ("http://h:1/", Some("/legacy"), "/legacy/sse?s=1"),
+            ("http://h:1/mcp", Some("/"), "/x"),
+        ] {
+            let u = upstream(url, mount);
+            let request: Uri = path.parse().unwrap();
+            let rest = u.strip_mount(request.path()).unwrap();
+            assert_eq!(
+                u.upstream_uri_for(&request, rest).unwrap(),
+                u.upstream_uri(rest, request.query()).unwrap(),
+                "{url} mounted at {mount:?}, {path}"
+            );
+        }
     }
 
     #[tokio::test]
