@@ -371,7 +371,7 @@ impl Proxy {
     fn respond(
         &self,
         upstream: &Upstream,
-        response: Response<hyper::body::Incoming>,
+        response: Response<crate::upstream::PooledBody>,
         request_id: &HeaderValue,
         is_get: bool,
         upstream_uri: &http::Uri,

@@ -5,11 +5,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::upstream::PooledBody;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, Permit};
@@ -108,7 +108,7 @@ impl<'a> Call<'a> {
         parts: Parts,
         body: ProxyBody,
         replay: Option<Bytes>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<PooledBody>, ProxyError> {
         let max_retries = self.policy.map_or(0, |p| p.max_retries);
         let replay = (max_retries > 0)
             .then(|| replay.or_else(|| body.is_end_stream().then(Bytes::new)))
@@ -178,7 +178,7 @@ impl<'a> Call<'a> {
         }
     }
 
-    fn judge(&self, result: &Result<Response<Incoming>, ProxyError>) -> Option<Failure> {
+    fn judge(&self, result: &Result<Response<PooledBody>, ProxyError>) -> Option<Failure> {
         match result {
             Ok(resp) => self
                 .failure_statuses
@@ -195,7 +195,7 @@ impl<'a> Call<'a> {
     /// timeout never (the caller has already waited the whole timeout once).
     fn retry_reason(
         &self,
-        result: &Result<Response<Incoming>, ProxyError>,
+        result: &Result<Response<PooledBody>, ProxyError>,
         policy: &UpstreamPolicy,
     ) -> Option<Failure> {
         match result {
@@ -232,7 +232,7 @@ async fn attempt(
     resilience: Option<&ResilienceMetrics>,
     req: Request<ProxyBody>,
     timeout: Duration,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<PooledBody>, ProxyError> {
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, upstream.client.request(req)).await;
     let errors = |kind: &str| {

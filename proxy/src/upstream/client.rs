@@ -1,23 +1,26 @@
-//! The pooled HTTP client for one upstream (hyper-util's client over rustls for `https://`).
+//! The pooled HTTP client for one upstream: hyper-util's connector (TCP, connect timeout,
+//! rustls for `https://`) under the sidecar's own [`Pool`].
 //!
-//! HTTP/1.1 only towards backends: hyper-util's pool keeps a single HTTP/2 connection per host and
-//! does not open more at the stream limit, so long-lived SSE streams would starve other calls.
+//! HTTP/1.1 only towards backends: one HTTP/2 connection per backend (what general-purpose pools
+//! keep) would put every long-lived SSE stream and every call on one connection's stream limit
+//! and flow-control window.
 
 use std::sync::Arc;
 
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::ProxyBody;
+use super::pool::Pool;
 use crate::config::{ConfigError, UpstreamConfig};
 
 /// The client type used for every upstream.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+pub type UpstreamClient = Pool;
 
 /// Builds the pooled client for one upstream from its settings.
-pub fn build_client(config: &UpstreamConfig) -> Result<UpstreamClient, ConfigError> {
+pub fn build_client(
+    config: &UpstreamConfig,
+    target: http::Uri,
+) -> Result<UpstreamClient, ConfigError> {
     let mut http = HttpConnector::new();
     // Nagle's algorithm adds up to 40 ms to small JSON-RPC messages.
     http.set_nodelay(true);
@@ -29,13 +32,12 @@ pub fn build_client(config: &UpstreamConfig) -> Result<UpstreamClient, ConfigErr
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        // The idle timeout only fires with a timer; without one idle connections live forever.
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle)
-        .build(connector))
+    Ok(Pool::new(
+        connector,
+        target,
+        config.pool_max_idle,
+        config.pool_idle_timeout,
+    ))
 }
 
 fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigError> {

@@ -2,9 +2,11 @@
 //! backend's path, and the pooled HTTP client that reaches it.
 
 mod client;
+mod pool;
 mod route;
 
 pub use client::{UpstreamClient, build_client};
+pub use pool::{Pool, PoolError, PooledBody};
 pub use route::{Router, Upstream, has_dot_segment};
 
 /// A map keyed by upstream name, looked up several times on every request (auth, limits,

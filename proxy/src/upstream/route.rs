@@ -56,6 +56,13 @@ impl Upstream {
         let scheme = Scheme::from_str(url.scheme()).map_err(|e| invalid(&e))?;
         let authority = HeaderValue::from_str(&authority).map_err(|e| invalid(&e))?;
         let name: Arc<str> = Arc::from(config.name.as_str());
+        // What the pool dials: `scheme://host:port`.
+        let target = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(uri_authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| invalid(&e))?;
         Ok(Self {
             metrics: UpstreamMetrics::new(metrics, name.clone()),
             scheme,
@@ -63,7 +70,7 @@ impl Upstream {
             name,
             mount: config.mount_path(),
             base_path: normalise_mount(url.path()),
-            client: build_client(config)?,
+            client: build_client(config, target)?,
             url,
             authority,
             config: config.clone(),

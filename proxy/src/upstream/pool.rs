@@ -1,0 +1,306 @@
+//! The connection pool for one upstream: HTTP/1.1 connections over hyper's connection API,
+//! reused last-in first-out.
+//!
+//! hyper-util's general-purpose client keys its pool by scheme and authority in a SipHash map,
+//! races a new connection against an idle one for every checkout and spawns a task per request
+//! to put the connection back; that was ~9k instructions of the sidecar's ~60k per request
+//! (BENCHMARKS.md). A sidecar talks to one backend per upstream, so its pool is a stack of idle
+//! connections behind a mutex, as in Pingora's and linkerd's proxies:
+//!
+//! - checkout pops the most recently used connection that is still open and younger than the
+//!   idle timeout (LIFO keeps few connections warm), or connects a new one;
+//! - a request that a pooled connection could not even start (the backend closed it while
+//!   idle) is sent again on a new connection, as hyper-util does; nothing was sent, so this is
+//!   safe for any request;
+//! - the connection goes back when the response body has been read to its end; a body dropped
+//!   half-read closes its connection (its state is unknown);
+//! - at most `pool_max_idle` idle connections are kept; a sweeper closes expired ones.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::body::{BoxError, ProxyBody};
+
+/// Why an exchange with the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No connection could be made (refused, unreachable, timed out, TLS handshake failed).
+    /// Nothing was sent.
+    #[error("connect error")]
+    Connect(#[source] BoxError),
+    /// The connection failed while the request was sent or the response awaited.
+    #[error("upstream connection error")]
+    Request(#[source] hyper::Error),
+}
+
+impl PoolError {
+    /// Whether the request never reached the backend because no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
+    }
+}
+
+/// One upstream's pool. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.inner.lock().len())
+            .field("max_idle", &self.inner.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority` of the backend, what the connector dials.
+    target: Uri,
+    max_idle: usize,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // Entries are pushed and popped whole; a panic elsewhere cannot leave one half-written.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The freshest idle connection that can take a request now.
+    fn checkout(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        while let Some(entry) = idle.pop() {
+            if now.duration_since(entry.since) < self.idle_timeout && entry.sender.is_ready() {
+                return Some(entry.sender);
+            }
+            // Closed by the backend or expired: dropping the sender closes the connection.
+        }
+        None
+    }
+
+    fn put(&self, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() >= self.max_idle {
+            // Keep the freshest: the oldest is the likeliest to be closed by the backend.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Drops idle connections past the idle timeout (and closed ones).
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.lock().retain(|entry| {
+            now.duration_since(entry.since) < self.idle_timeout && !entry.sender.is_closed()
+        });
+    }
+}
+
+impl Pool {
+    /// A pool dialing `target` (`scheme://host:port`) with `connector`. Must be created inside a
+    /// Tokio runtime when `idle_timeout` is non-zero (the sweeper is a task).
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        target: Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            connector,
+            target,
+            max_idle,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+        });
+        if max_idle > 0
+            && !idle_timeout.is_zero()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(sweep_every(Arc::downgrade(&inner), idle_timeout));
+        }
+        Self { inner }
+    }
+
+    /// Idle connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Sends `req` (absolute URI; sent in origin form) on a pooled or new connection.
+    pub async fn request(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        if let Some(pq) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(pq);
+        }
+        loop {
+            let (mut sender, reused) = match self.inner.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let pool = Arc::downgrade(&self.inner);
+                    return Ok(response.map(|body| PooledBody::new(body, sender, pool)));
+                }
+                Err(mut err) => match err.take_message() {
+                    // The pooled connection closed before the request was written: nothing reached
+                    // the backend, so a fresh connection may carry it.
+                    Some(unsent) if reused => {
+                        tracing::debug!(error = %err.error(), "pooled connection was closed; retrying on a new one");
+                        req = unsent;
+                    }
+                    _ => return Err(PoolError::Request(err.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<ProxyBody>, PoolError> {
+        let io = self
+            .inner
+            .connector
+            .clone()
+            .oneshot(self.inner.target.clone())
+            .await
+            .map_err(PoolError::Connect)?;
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| PoolError::Connect(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        // The connection task must have started before the sender takes a request.
+        sender
+            .ready()
+            .await
+            .map_err(|e| PoolError::Connect(Box::new(e)))?;
+        Ok(sender)
+    }
+}
+
+async fn sweep_every(pool: Weak<Inner>, idle_timeout: Duration) {
+    // Half the timeout: an idle connection is closed at most 1.5x its timeout after last use.
+    let mut tick = tokio::time::interval(idle_timeout / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.sweep();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body that gives its connection back to the pool once read to its end.
+    pub struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        conn: Option<(http1::SendRequest<ProxyBody>, Weak<Inner>)>,
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("pooled", &self.conn.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, sender: http1::SendRequest<ProxyBody>, pool: Weak<Inner>) -> Self {
+        let mut body = Self {
+            inner,
+            conn: Some((sender, pool)),
+        };
+        // A response without a body (204, 304, HEAD, Content-Length: 0) is complete already.
+        if body.inner.is_end_stream() {
+            release(&mut body.conn);
+        }
+        body
+    }
+}
+
+/// Gives the connection back: at once if it is idle already, else once hyper has finished the
+/// exchange (it marks the connection idle on its own task, which may not have run yet).
+fn release(conn: &mut Option<(http1::SendRequest<ProxyBody>, Weak<Inner>)>) {
+    let Some((mut sender, pool)) = conn.take() else {
+        return;
+    };
+    let Some(inner) = pool.upgrade() else { return };
+    if sender.is_ready() {
+        inner.put(sender);
+        return;
+    }
+    if sender.is_closed() {
+        return;
+    }
+    tokio::spawn(async move {
+        if sender.ready().await.is_ok()
+            && let Some(inner) = pool.upgrade()
+        {
+            inner.put(sender);
+        }
+    });
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => release(this.conn),
+            Poll::Ready(None) => release(this.conn),
+            // An error leaves the connection unusable; dropping the sender closes it.
+            Poll::Ready(Some(Err(_))) => *this.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
