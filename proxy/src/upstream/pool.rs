@@ -304,3 +304,206 @@ impl Body for PooledBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+    use crate::body::full;
+
+    /// A keep-alive HTTP/1 backend that counts the connections it accepted; `/big` answers with
+    /// a body larger than one read, `/close` closes the connection after answering.
+    async fn backend() -> (Uri, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let mut response = match req.uri().path() {
+                            "/big" => Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20]))),
+                            _ => Response::new(Full::new(Bytes::from_static(b"ok"))),
+                        };
+                        if req.uri().path() == "/close" {
+                            response
+                                .headers_mut()
+                                .insert(http::header::CONNECTION, "close".parse().unwrap());
+                        }
+                        Ok::<_, Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (format!("http://{addr}/").parse().unwrap(), accepted)
+    }
+
+    fn pool(target: &Uri, max_idle: usize, idle_timeout: Duration) -> Pool {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Pool::new(connector, target.clone(), max_idle, idle_timeout)
+    }
+
+    fn get(target: &Uri, path: &str) -> Request<ProxyBody> {
+        let mut req = Request::new(full(Bytes::new()));
+        *req.uri_mut() = format!("{target}{}", path.trim_start_matches('/'))
+            .parse()
+            .unwrap();
+        req.headers_mut().insert(
+            http::header::HOST,
+            target.authority().unwrap().as_str().parse().unwrap(),
+        );
+        req
+    }
+
+    async fn read(pool: &Pool, target: &Uri, path: &str) -> Bytes {
+        let response = pool.request(get(target, path)).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (target, accepted) = backend().await;
+        let pool = pool(&target, 8, Duration::from_secs(30));
+        for _ in 0..5 {
+            assert_eq!(read(&pool, &target, "/").await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_and_keep_at_most_max_idle() {
+        let (target, accepted) = backend().await;
+        let pool = pool(&target, 2, Duration::from_secs(30));
+        // Hold four responses unread at once: each needs its own connection.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(pool.request(get(&target, "/")).await.unwrap());
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        for response in held {
+            response.into_body().collect().await.unwrap();
+        }
+        // Connections go back on their own task when hyper had not marked them idle yet.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_read_does_not_return_its_connection() {
+        let (target, accepted) = backend().await;
+        let pool = pool(&target, 8, Duration::from_secs(30));
+        let response = pool.request(get(&target, "/big")).await.unwrap();
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().is_some_and(|d| d.len() < 1 << 20));
+        drop(body);
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(read(&pool, &target, "/").await, "ok");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a new connection for the next request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_backend_closed_is_not_used_again() {
+        let (target, accepted) = backend().await;
+        let pool = pool(&target, 8, Duration::from_secs(30));
+        assert_eq!(read(&pool, &target, "/close").await, "ok");
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(read(&pool, &target, "/").await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_expire_after_the_idle_timeout() {
+        let (target, accepted) = backend().await;
+        let pool = pool(&target, 8, Duration::from_secs(10));
+        assert_eq!(read(&pool, &target, "/").await, "ok");
+        assert_eq!(pool.idle_count(), 1);
+        tokio::time::advance(Duration::from_secs(16)).await;
+        // The sweeper (every 5 s) has run by now.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle_count(), 0, "swept");
+        assert_eq!(read(&pool, &target, "/").await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_backend_is_a_connect_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(listener);
+        let pool = pool(&target, 8, Duration::from_secs(30));
+        let err = pool.request(get(&target, "/")).await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        assert!(
+            crate::forward::error_chain(&err).contains("onnect"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_closes_idle_connections_never_fails_a_request() {
+        // A backend that answers one request per connection and then closes it without saying
+        // so (no `Connection: close`), as a backend whose keep-alive timer fired does.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Dropped: closed.
+            }
+        });
+        let pool = pool(&target, 8, Duration::from_secs(30));
+        assert_eq!(read(&pool, &target, "/").await, "ok");
+        assert_eq!(read(&pool, &target, "/").await, "ok");
+        assert_eq!(read(&pool, &target, "/").await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+}
