@@ -27,6 +27,11 @@
 #   QUIET_THRESHOLD=0.10
 #   DISTURBED_THRESHOLD=0.15  a measured run during which other processes used more CPU than this
 #   RETRIES=3          (in cores) is discarded and repeated, at most RETRIES times per round
+#   CALLGRIND=1        also count the user-space instructions per request of HAProxy and the
+#                      sidecar under valgrind's callgrind (fresh processes, wrk -c4 for CG_SECS,
+#                      counted only while wrk runs): a figure other load on the machine cannot
+#                      move, unlike req/s. The kernel's share (the sockets) is left out.
+#   CG_SECS=10         seconds of load per proxy under callgrind
 #   SKIP_BUILD=1       use the existing target/release binaries
 #   KEEP_WORKDIR=1     keep the temporary directory (configs, logs, raw wrk output)
 #
@@ -60,6 +65,8 @@ QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
 DISTURBED_THRESHOLD="${DISTURBED_THRESHOLD:-0.15}"
 RETRIES="${RETRIES:-3}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
+CALLGRIND="${CALLGRIND:-0}"
+CG_SECS="${CG_SECS:-10}"
 
 LUA="$ROOT/scripts/bench/tools_call.lua"
 HAPROXY_TEMPLATE="$ROOT/scripts/bench/haproxy.cfg.in"
@@ -102,6 +109,7 @@ install_missing() {
   done
   command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+  [[ "$CALLGRIND" == 1 ]] && ! command -v callgrind_control >/dev/null 2>&1 && missing+=(valgrind)
   ((${#missing[@]} == 0)) && return 0
   local sudo=()
   if [[ $(id -u) -ne 0 ]]; then
@@ -385,6 +393,42 @@ if [[ -n "$RESULTS_TSV" ]]; then
   { echo "$TSV_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
 fi
 
+# Instructions per request under callgrind: a fresh proxy each, instrumented only while wrk runs
+# (after a warm-up), so start-up is not counted.
+declare -A IR_PER_REQ
+cg_count() { # cg_count NAME PORT CMD...: runs CMD under callgrind, loads PORT, sets IR_PER_REQ[NAME]
+  local name="$1" port="$2" pid reqs ir i; shift 2
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg-$name.out" "$@" \
+    >"$WORK/cg-$name.log" 2>&1 &
+  pid=$!; PIDS+=("$pid")
+  for ((i = 0; i < 300; i++)); do
+    post_ok "http://127.0.0.1:$port/mcp" && break
+    kill -0 "$pid" 2>/dev/null || die "$name under callgrind exited; see $WORK/cg-$name.log"
+    sleep 0.2
+  done
+  wrk -t1 -c4 -d3s -s "$LUA" "http://127.0.0.1:$port/mcp" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null
+  wrk -t1 -c4 -d"${CG_SECS}s" -s "$LUA" "http://127.0.0.1:$port/mcp" >"$WORK/cg-$name.wrk"
+  callgrind_control -i off "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  grep -q 'err_status=0 ' "$WORK/cg-$name.wrk" || { log "callgrind $name: non-2xx answers"; FAILED=1; }
+  reqs=$(grep -o 'requests=[0-9]*' "$WORK/cg-$name.wrk" | cut -d= -f2)
+  ir=$(callgrind_annotate "$WORK"/cg-"$name".out.* 2>/dev/null | awk '/PROGRAM TOTALS/ && !x { gsub(",", "", $1); print $1; x = 1 }')
+  [[ -n "$ir" && -n "$reqs" && "$reqs" -gt 0 ]] || die "callgrind $name: no totals"
+  IR_PER_REQ[$name]=$((ir / reqs))
+  log "callgrind $name: $reqs requests, $ir instructions, ${IR_PER_REQ[$name]} per request"
+}
+if [[ "$CALLGRIND" == 1 ]]; then
+  port=$(free_port)
+  sed -e "s/@LISTEN@/127.0.0.1:$port/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" \
+    "$HAPROXY_TEMPLATE" >"$WORK/haproxy-cg.cfg"
+  cg_count haproxy "$port" haproxy -db -f "$WORK/haproxy-cg.cfg"
+  port=$(free_port); admin=$(free_port)
+  RUST_LOG="$SIDECAR_RUST_LOG" cg_count sidecar "$port" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
+    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --worker-threads 1
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Report: per-target medians over the measured rounds, then the ratios of the medians.
 # ---------------------------------------------------------------------------------------------
@@ -433,6 +477,10 @@ awk -F'\t' -v rounds="$ROUNDS" '
     print "outside the benchmark during the run (cores); above ~0.1 the figures are disturbed."
     if (discarded) printf "%d disturbed run(s) were discarded and repeated (RESULTS_TSV keeps them).\n", discarded
   }' "$ROWS"
+if [[ "$CALLGRIND" == 1 ]]; then
+  printf "callgrind, user-space instructions per request: haproxy %d, sidecar %d (%.2fx)\n" \
+    "${IR_PER_REQ[haproxy]}" "${IR_PER_REQ[sidecar]}" "$(awk -v s="${IR_PER_REQ[sidecar]}" -v h="${IR_PER_REQ[haproxy]}" 'BEGIN { print s / h }')"
+fi
 echo
 
 if [[ -s "$WORK/sidecar-problems.log" ]]; then

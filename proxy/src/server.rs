@@ -170,7 +170,10 @@ impl Sidecar {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout);
+            .header_read_timeout(self.header_read_timeout)
+            // MCP messages are small: one flattened `write(2)` per answer is cheaper than a
+            // `writev(2)` of headers and body (bodies are still streamed as they come).
+            .writev(false);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
