@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::upstream::PooledBody;
+use crate::upstream::{PooledBody, Unsent};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -99,8 +99,10 @@ impl<'a> Call<'a> {
         self.timeout
     }
 
-    /// Sends the request, retrying where safe. `replay` is the POST body as read (the request is
-    /// rebuilt from it for a retry); a request whose body is neither that nor empty is sent once.
+    /// Sends the request, retrying where safe. A request that never left (no connection could be
+    /// made) comes back from the pool and is sent again as it is; one that may have reached the
+    /// backend is sent again only when idempotent, rebuilt from `replay` (the POST body as read)
+    /// or an empty body, so only those keep a copy of their headers.
     pub async fn send(
         mut self,
         upstream: &Upstream,
@@ -110,7 +112,7 @@ impl<'a> Call<'a> {
         replay: Option<Bytes>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let max_retries = self.policy.map_or(0, |p| p.max_retries);
-        let replay = (max_retries > 0)
+        let replay = (max_retries > 0 && self.idempotent)
             .then(|| replay.or_else(|| body.is_end_stream().then(Bytes::new)))
             .flatten()
             .map(|body| Replay {
@@ -126,7 +128,8 @@ impl<'a> Call<'a> {
         let mut req = Request::from_parts(parts, body);
         let mut retries = 0;
         loop {
-            let result = attempt(upstream, metrics, self.metrics, req, self.timeout).await;
+            let (result, unsent) =
+                attempt(upstream, metrics, self.metrics, req, self.timeout).await;
             let failure = self.judge(&result);
             if let (Some(f), Some(m)) = (failure, self.metrics) {
                 m.upstream_failures
@@ -140,11 +143,16 @@ impl<'a> Call<'a> {
                     Outcome::Success
                 });
             }
-            let (Some(policy), Some(replay), Some(m)) = (self.policy, &replay, self.metrics) else {
+            let (Some(policy), Some(m)) = (self.policy, self.metrics) else {
                 return result;
             };
             let Some(reason) = self.retry_reason(&result, policy) else {
                 return result;
+            };
+            let next = match (unsent, &replay) {
+                (Some(unsent), _) => unsent,
+                (None, Some(replay)) => replay.request(),
+                (None, None) => return result,
             };
             if retries >= max_retries {
                 return result;
@@ -174,7 +182,7 @@ impl<'a> Call<'a> {
                 reason = reason.label(),
                 "retrying upstream request"
             );
-            req = replay.request();
+            req = next;
         }
     }
 
@@ -225,16 +233,20 @@ fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// One exchange bounded by `timeout`; failures are mapped and counted.
+/// One exchange bounded by `timeout`; failures are mapped and counted. A request that never left
+/// comes back with the error.
 async fn attempt(
     upstream: &Upstream,
     metrics: &Metrics,
     resilience: Option<&ResilienceMetrics>,
     req: Request<ProxyBody>,
     timeout: Duration,
-) -> Result<Response<PooledBody>, ProxyError> {
+) -> (
+    Result<Response<PooledBody>, ProxyError>,
+    Option<Request<ProxyBody>>,
+) {
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout, upstream.client.request(req)).await;
+    let result = tokio::time::timeout(timeout, upstream.client.send(req)).await;
     let errors = |kind: &str| {
         metrics
             .upstream_errors
@@ -252,34 +264,38 @@ async fn attempt(
                 .metrics
                 .upstream_duration
                 .observe(started.elapsed().as_secs_f64());
-            Ok(response)
+            (Ok(response), None)
         }
-        Ok(Err(e)) => {
-            let detail = error_chain(&e);
-            if e.is_connect() {
+        Ok(Err(Unsent { error, request })) => {
+            let detail = error_chain(&error);
+            let mapped = if error.is_connect() {
                 errors("connect");
-                if is_timeout(&e) {
+                if is_timeout(&error) {
                     timeouts("connect");
                 }
-                Err(ProxyError::UpstreamUnreachable {
+                ProxyError::UpstreamUnreachable {
                     upstream: upstream.name.to_string(),
                     detail,
-                })
+                }
             } else {
                 errors("reset");
-                Err(ProxyError::UpstreamFailed {
+                ProxyError::UpstreamFailed {
                     upstream: upstream.name.to_string(),
                     detail,
-                })
-            }
+                }
+            };
+            (Err(mapped), request)
         }
         Err(_) => {
             errors("timeout");
             timeouts("response");
-            Err(ProxyError::UpstreamTimeout {
-                upstream: upstream.name.to_string(),
-                after: timeout,
-            })
+            (
+                Err(ProxyError::UpstreamTimeout {
+                    upstream: upstream.name.to_string(),
+                    after: timeout,
+                }),
+                None,
+            )
         }
     }
 }

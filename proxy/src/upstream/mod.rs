@@ -6,7 +6,7 @@ mod pool;
 mod route;
 
 pub use client::{UpstreamClient, build_client};
-pub use pool::{Pool, PoolError, PooledBody};
+pub use pool::{Pool, PoolError, PooledBody, Unsent};
 pub use route::{Router, Upstream, has_dot_segment};
 
 /// A map keyed by upstream name, looked up several times on every request (auth, limits,

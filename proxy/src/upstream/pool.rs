@@ -52,6 +52,15 @@ impl PoolError {
     }
 }
 
+/// A failed [`Pool::send`]: the error, and the request when it never left (connect errors).
+#[derive(Debug)]
+pub struct Unsent {
+    /// What went wrong.
+    pub error: PoolError,
+    /// The request as given, when no byte of it was sent.
+    pub request: Option<Request<ProxyBody>>,
+}
+
 /// One upstream's pool. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Pool {
@@ -157,15 +166,31 @@ impl Pool {
     /// Sends `req` (absolute URI; sent in origin form) on a pooled or new connection.
     pub async fn request(
         &self,
-        mut req: Request<ProxyBody>,
+        req: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        if let Some(pq) = req.uri().path_and_query().cloned() {
+        self.send(req).await.map_err(|unsent| unsent.error)
+    }
+
+    /// [`Pool::request`], and when no connection could be made, the request back untouched
+    /// (nothing was sent), so a caller can retry it without having kept a copy.
+    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<PooledBody>, Unsent> {
+        let absolute = req.uri().clone();
+        if let Some(pq) = absolute.path_and_query().cloned() {
             *req.uri_mut() = Uri::from(pq);
         }
         loop {
             let (mut sender, reused) = match self.inner.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                None => match self.connect().await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => {
+                        *req.uri_mut() = absolute;
+                        return Err(Unsent {
+                            error,
+                            request: Some(req),
+                        });
+                    }
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(response) => {
@@ -179,7 +204,12 @@ impl Pool {
                         tracing::debug!(error = %err.error(), "pooled connection was closed; retrying on a new one");
                         req = unsent;
                     }
-                    _ => return Err(PoolError::Request(err.into_error())),
+                    _ => {
+                        return Err(Unsent {
+                            error: PoolError::Request(err.into_error()),
+                            request: None,
+                        });
+                    }
                 },
             }
         }
