@@ -330,6 +330,7 @@ impl Proxy {
             is_get,
             &upstream_uri,
             idle_timeout,
+            &mut cx.limits,
         );
         // `tools/list` answers show only the tools the caller may call.
         let response = self.auth.filter_response(
@@ -339,8 +340,7 @@ impl Proxy {
             sse,
             response,
         );
-        // The permits ride on the body: a streamed response holds its slots until it ends.
-        Ok((cx.limits.attach(response), sse))
+        Ok((response, sse))
     }
 
     /// Reads a POST body whole, refusing more than `max_body_bytes` (413) before reading it when
@@ -376,10 +376,13 @@ impl Proxy {
         is_get: bool,
         upstream_uri: &http::Uri,
         idle_timeout: std::time::Duration,
+        held: &mut limits::Held,
     ) -> (Response<ProxyBody>, bool) {
         let (mut parts, body) = response.into_parts();
         let sse = headers::is_event_stream(&parts.headers) && parts.status == StatusCode::OK;
         headers::prepare_downstream_response(&mut parts.headers, request_id, sse);
+        // The permits ride on the body: a streamed response holds its slots until it ends.
+        let permits = held.take_for(&mut parts.headers);
         let config = &upstream.config;
         let keepalive = (sse && !config.sse_keepalive.is_zero()).then_some(config.sse_keepalive);
         let body = body.map_err(BoxError::from);
@@ -391,15 +394,28 @@ impl Proxy {
             .map(|url| EndpointRewrite::new(url, &upstream.base_path, &upstream.mount));
         // Every answer gets the idle timeout (a JSON body can stall mid-way too); one box each.
         let body: ProxyBody = match rewrite {
-            Some(rewrite) => SseBody::new(
-                EndpointRewriteBody::new(body, rewrite),
-                keepalive,
-                Some(idle_timeout),
-            )
-            .boxed_unsync(),
-            None => SseBody::new(body, keepalive, Some(idle_timeout)).boxed_unsync(),
+            Some(rewrite) => hold(
+                SseBody::new(
+                    EndpointRewriteBody::new(body, rewrite),
+                    keepalive,
+                    Some(idle_timeout),
+                ),
+                permits,
+            ),
+            None => hold(SseBody::new(body, keepalive, Some(idle_timeout)), permits),
         };
         (Response::from_parts(parts, body), sse)
+    }
+}
+
+/// `body`, holding `permits` until it ends, boxed once.
+fn hold<B>(body: B, permits: Option<limits::Permits>) -> ProxyBody
+where
+    B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    match permits {
+        Some(permits) => limits::HeldBody::new(body, permits).boxed_unsync(),
+        None => body.boxed_unsync(),
     }
 }
 

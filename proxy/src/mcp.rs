@@ -84,11 +84,13 @@ pub enum ClassifyError {
 struct Envelope<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     jsonrpc: Option<&'a RawValue>,
-    #[serde(default, deserialize_with = "present")]
-    method: Option<Value>,
+    // Borrowed: the text is copied once into the message, without a `Value` in between.
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     id: Option<Value>,
-    params: Option<Params>,
+    #[serde(borrow)]
+    params: Option<Params<'a>>,
     #[serde(borrow, default, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
@@ -104,8 +106,9 @@ where
 }
 
 #[derive(Deserialize)]
-struct Params {
-    name: Option<Value>,
+struct Params<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
     #[serde(rename = "_meta")]
     meta: Option<Meta>,
 }
@@ -114,6 +117,17 @@ struct Params {
 struct Meta {
     #[serde(rename = "progressToken")]
     progress_token: Option<Value>,
+}
+
+/// The text of a JSON string value, `None` for any other JSON type.
+fn json_string(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        // Valid JSON (the parser checked it) without escapes: the text between the quotes is it.
+        return Some(inner.to_owned());
+    }
+    serde_json::from_str(text).ok()
 }
 
 /// Why `text` is no envelope: not JSON at all (a parse error, -32700) or JSON of another shape
@@ -176,16 +190,12 @@ fn classify_one(text: &str) -> Result<Message, ClassifyError> {
             "`id` must be a string or a number".into(),
         ));
     }
-    match (env.method, env.id) {
-        (Some(Value::String(method)), id) => {
+    match (env.method.map(json_string), env.id) {
+        (Some(Some(method)), id) => {
             let (tool, progress_token) = match env.params {
                 Some(p) => (
                     if method == "tools/call" {
-                        // Moved out of the parsed value, not copied.
-                        match p.name {
-                            Some(Value::String(name)) => Some(name),
-                            _ => None,
-                        }
+                        p.name.and_then(json_string)
                     } else {
                         None
                     },
@@ -311,7 +321,30 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn escaped_method_and_tool_names_are_decoded() {
+        let c = classify(
+            br#"{"jsonrpc":"2.0","id":"a","method":"tools\/call","params":{"name":"cr\u0061wl"}}"#,
+        )
+        .unwrap();
+        let m = c.single().unwrap();
+        assert_eq!(m.method.as_deref(), Some("tools/call"));
+        assert_eq!(m.tool.as_deref(), Some("crawl"));
+        let err = classify(br#"{"jsonrpc":"2.0","id":1,"method":7}"#).unwrap_err();
+        assert_eq!(
+            err,
+            ClassifyError::Invalid("`method` must be a string".into())
+        );
+    }
+
     proptest! {
+        #[test]
+        fn json_strings_decode_as_serde_json_does(text in "\\PC*") {
+            let encoded = serde_json::to_string(&text).unwrap();
+            let raw: &RawValue = serde_json::from_str(&encoded).unwrap();
+            prop_assert_eq!(json_string(raw), Some(text));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = classify(&bytes);

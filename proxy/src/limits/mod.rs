@@ -118,15 +118,21 @@ impl Held {
     /// Adds the `RateLimit` fields of an admitted request and moves the permits into the body,
     /// so they are given back when the response ends.
     pub fn attach(&mut self, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+        match self.take_for(response.headers_mut()) {
+            Some(permits) => response.map(|body| HeldBody::new(body, permits).boxed_unsync()),
+            None => response,
+        }
+    }
+
+    /// [`Held::attach`] in two halves, for a caller that wraps the body itself (and so boxes it
+    /// once): adds the `RateLimit` fields to `headers` and hands over the permits, if any.
+    pub fn take_for(&mut self, headers: &mut http::HeaderMap) -> Option<Permits> {
         let held = std::mem::take(self);
         if let Some((policy, state)) = held.headers {
-            response.headers_mut().append(&RATELIMIT_POLICY, policy);
-            response.headers_mut().append(&RATELIMIT, state);
+            headers.append(&RATELIMIT_POLICY, policy);
+            headers.append(&RATELIMIT, state);
         }
-        if held.permits.is_empty() {
-            return response;
-        }
-        response.map(|body| HeldBody::new(body, held.permits).boxed_unsync())
+        (!held.permits.is_empty()).then_some(held.permits)
     }
 }
 
