@@ -146,7 +146,10 @@ impl LogWriter {
         let writer = self.clone();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            writer.flush();
+            // `try_lock`: a panic on a thread that holds the lock must not deadlock here.
+            if let Ok(mut state) = writer.shared.state.try_lock() {
+                state.flush();
+            }
             previous(info);
         }));
     }
