@@ -317,8 +317,8 @@ impl Proxy {
         // The client's credential stays here; the backend gets its own and the claim headers.
         self.auth
             .prepare_upstream_headers(&upstream, cx.principal.as_deref(), &mut parts.headers);
-        // Kept for the legacy endpoint rewrite (a cheap clone: the URI's bytes are shared).
-        let upstream_uri = parts.uri.clone();
+        // A GET's URI is kept for the legacy endpoint rewrite (a cheap clone: shared bytes).
+        let get_uri = is_get.then(|| parts.uri.clone());
         let idle_timeout = call.stream_idle_timeout();
         let response = call
             .send(&upstream, &self.metrics, parts, body, replay)
@@ -327,8 +327,7 @@ impl Proxy {
             &upstream,
             response,
             request_id,
-            is_get,
-            &upstream_uri,
+            get_uri.as_ref(),
             idle_timeout,
             &mut cx.limits,
         );
@@ -373,8 +372,7 @@ impl Proxy {
         upstream: &Upstream,
         response: Response<crate::upstream::PooledBody>,
         request_id: &HeaderValue,
-        is_get: bool,
-        upstream_uri: &http::Uri,
+        get_uri: Option<&http::Uri>,
         idle_timeout: std::time::Duration,
         held: &mut limits::Held,
     ) -> (Response<ProxyBody>, bool) {
@@ -388,9 +386,9 @@ impl Proxy {
         let body = body.map_err(BoxError::from);
         // A legacy HTTP+SSE backend announces its POST URL in its own path space; the client must
         // be sent back through our mount instead.
-        let rewrite = (sse && is_get && upstream.base_path != upstream.mount)
-            .then(|| url::Url::parse(&upstream_uri.to_string()).ok())
-            .flatten()
+        let rewrite = get_uri
+            .filter(|_| sse && upstream.base_path != upstream.mount)
+            .and_then(|uri| url::Url::parse(&uri.to_string()).ok())
             .map(|url| EndpointRewrite::new(url, &upstream.base_path, &upstream.mount));
         // Every answer gets the idle timeout (a JSON body can stall mid-way too); one box each.
         let body: ProxyBody = match rewrite {

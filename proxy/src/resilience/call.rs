@@ -5,7 +5,6 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::upstream::{PooledBody, Unsent};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -19,7 +18,7 @@ use crate::body::{ProxyBody, full};
 use crate::error::ProxyError;
 use crate::forward::error_chain;
 use crate::metrics::Metrics;
-use crate::upstream::Upstream;
+use crate::upstream::{PooledBody, Unsent, Upstream};
 
 /// An admitted request: its breaker permit and the policy that applies to it.
 #[derive(Debug)]
