@@ -51,6 +51,9 @@ fn main() -> ExitCode {
                     admin = %sidecar.admin_addr()?,
                     "mcp-sidecar listening"
                 );
+                // Whoever waits for this line (a supervisor, a test) gets it now, not a flush
+                // interval later.
+                log.flush();
                 sidecar.serve(shutdown_signal()).await;
                 Ok(())
             }
