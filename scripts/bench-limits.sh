@@ -339,35 +339,16 @@ rejected=$(metric_sum rules3 'mcp_sidecar_rate_limit_rejected_total')
 [[ "$rejected" == 0 ]] || { log "the rules rejected $rejected requests (they must never refuse here)"; FAILED=1; }
 log "rules3: $answered requests answered 200, each admitted by all ${#RULES[@]} rules; $rejected rejected"
 
-# Instructions per request under callgrind: a fresh sidecar per target, instrumented only while
-# wrk runs (after a warm-up), so start-up and warm-up are not counted.
+# Instructions per request under callgrind (scripts/bench/callgrind.sh): a fresh sidecar per
+# target.
+# shellcheck source=bench/callgrind.sh
+source "$ROOT/scripts/bench/callgrind.sh"
 declare -A IR_PER_REQ
 if [[ "$CALLGRIND" == 1 ]]; then
   for t in "${TARGETS[@]}"; do
     port=$(free_port); admin=$(free_port); cfg="$WORK/cg-$t.toml"
     write_config "$t" "$port" "$admin" "$cfg"
-    RUST_LOG="$SIDECAR_RUST_LOG" valgrind --tool=callgrind --instr-atstart=no \
-      --callgrind-out-file="$WORK/cg-$t.out" "$SIDECAR_BIN" run --config "$cfg" --worker-threads 1 \
-      >>"$WORK/cg-$t.log" 2>&1 &
-    cg_pid=$!; PIDS+=("$cg_pid")
-    for ((i = 0; i < 600; i++)); do
-      [[ "$(post_code "http://127.0.0.1:$port/mcp")" == 200 ]] && break
-      kill -0 "$cg_pid" 2>/dev/null || die "sidecar under callgrind exited; see $WORK/cg-$t.log"
-      sleep 0.2
-    done
-    wrk -t1 -c4 -d3s -s "$LUA" "http://127.0.0.1:$port/mcp" >/dev/null
-    callgrind_control -i on "$cg_pid" >/dev/null
-    wrk -t1 -c4 -d"${CG_SECS}s" -s "$LUA" "http://127.0.0.1:$port/mcp" >"$WORK/cg-$t.wrk"
-    callgrind_control -i off "$cg_pid" >/dev/null
-    callgrind_control -d "$cg_pid" >/dev/null
-    kill -TERM "$cg_pid"; wait "$cg_pid" 2>/dev/null || true
-    : >"$WORK/cg-$t.log"
-    reqs=$(grep -o 'requests=[0-9]*' "$WORK/cg-$t.wrk" | cut -d= -f2)
-    grep -q 'err_status=0 ' "$WORK/cg-$t.wrk" || { log "callgrind $t: non-2xx answers"; FAILED=1; }
-    ir=$(callgrind_annotate "$WORK/cg-$t.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !x { gsub(",", "", $1); print $1; x = 1 }')
-    [[ -n "$ir" && -n "$reqs" && "$reqs" -gt 0 ]] || die "callgrind $t: no totals"
-    IR_PER_REQ[$t]=$((ir / reqs))
-    log "callgrind $t: $reqs requests, $ir instructions, ${IR_PER_REQ[$t]} per request"
+    RUST_LOG="$SIDECAR_RUST_LOG" cg_count "$t" "$port" "$SIDECAR_BIN" run --config "$cfg" --worker-threads 1
   done
 fi
 

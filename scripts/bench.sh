@@ -393,32 +393,10 @@ if [[ -n "$RESULTS_TSV" ]]; then
   { echo "$TSV_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
 fi
 
-# Instructions per request under callgrind: a fresh proxy each, instrumented only while wrk runs
-# (after a warm-up), so start-up is not counted.
+# Instructions per request under callgrind (scripts/bench/callgrind.sh): a fresh proxy each.
+# shellcheck source=bench/callgrind.sh
+source "$ROOT/scripts/bench/callgrind.sh"
 declare -A IR_PER_REQ
-cg_count() { # cg_count NAME PORT CMD...: runs CMD under callgrind, loads PORT, sets IR_PER_REQ[NAME]
-  local name="$1" port="$2" pid reqs ir i; shift 2
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg-$name.out" "$@" \
-    >"$WORK/cg-$name.log" 2>&1 &
-  pid=$!; PIDS+=("$pid")
-  for ((i = 0; i < 300; i++)); do
-    post_ok "http://127.0.0.1:$port/mcp" && break
-    kill -0 "$pid" 2>/dev/null || die "$name under callgrind exited; see $WORK/cg-$name.log"
-    sleep 0.2
-  done
-  wrk -t1 -c4 -d3s -s "$LUA" "http://127.0.0.1:$port/mcp" >/dev/null
-  callgrind_control -i on "$pid" >/dev/null
-  wrk -t1 -c4 -d"${CG_SECS}s" -s "$LUA" "http://127.0.0.1:$port/mcp" >"$WORK/cg-$name.wrk"
-  callgrind_control -i off "$pid" >/dev/null
-  callgrind_control -d "$pid" >/dev/null
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  grep -q 'err_status=0 ' "$WORK/cg-$name.wrk" || { log "callgrind $name: non-2xx answers"; FAILED=1; }
-  reqs=$(grep -o 'requests=[0-9]*' "$WORK/cg-$name.wrk" | cut -d= -f2)
-  ir=$(callgrind_annotate "$WORK"/cg-"$name".out.* 2>/dev/null | awk '/PROGRAM TOTALS/ && !x { gsub(",", "", $1); print $1; x = 1 }')
-  [[ -n "$ir" && -n "$reqs" && "$reqs" -gt 0 ]] || die "callgrind $name: no totals"
-  IR_PER_REQ[$name]=$((ir / reqs))
-  log "callgrind $name: $reqs requests, $ir instructions, ${IR_PER_REQ[$name]} per request"
-}
 if [[ "$CALLGRIND" == 1 ]]; then
   port=$(free_port)
   sed -e "s/@LISTEN@/127.0.0.1:$port/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" \

@@ -154,7 +154,12 @@ impl Proxy {
             Some(u) => u
                 .metrics
                 .record_request(&method, status, ttfb.as_secs_f64()),
-            None => self.record_unrouted(&method, status, ttfb.as_secs_f64()),
+            None => self.metrics.record_request(
+                metrics::NO_UPSTREAM,
+                &method,
+                status,
+                ttfb.as_secs_f64(),
+            ),
         }
         // Only a routed request can have become a stream.
         let gauge = cx
@@ -183,19 +188,6 @@ impl Proxy {
                 .with_idle_timeouts(idle_timeouts)
                 .boxed_unsync()
         })
-    }
-
-    /// Counts a request no upstream took (no route, bad path) under `upstream="none"`.
-    fn record_unrouted(&self, method: &Method, status: StatusCode, ttfb: f64) {
-        let method = metrics::method_label(method);
-        self.metrics
-            .requests
-            .with_label_values(&[metrics::NO_UPSTREAM, method, status.as_str()])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[metrics::NO_UPSTREAM, method])
-            .observe(ttfb);
     }
 
     /// The phases between routing and the upstream call, in order. Each returns early with the

@@ -126,6 +126,25 @@ impl Metrics {
         })
     }
 
+    /// Counts one answered request and its time to response headers, looking the series up by
+    /// label (the path for unrouted requests and uncommon methods or statuses; routed requests
+    /// use their [`UpstreamMetrics`]).
+    pub fn record_request(
+        &self,
+        upstream: &str,
+        method: &http::Method,
+        status: http::StatusCode,
+        ttfb: f64,
+    ) {
+        let method = method_label(method);
+        self.requests
+            .with_label_values(&[upstream, method, status.as_str()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[upstream, method])
+            .observe(ttfb);
+    }
+
     /// The registry, for modules that own their metrics (auth, limits, breakers) to register into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -194,11 +213,8 @@ impl UpstreamMetrics {
             .position(|m| m == method)
             .map(|i| &self.by_method[i])
         else {
-            self.requests(label, status).inc();
             self.metrics
-                .request_duration
-                .with_label_values(&[&*self.name, label])
-                .observe(ttfb);
+                .record_request(&self.name, method, status, ttfb);
             return;
         };
         let counter = match status.as_u16() {
