@@ -64,7 +64,8 @@ pub struct RunArgs {
     /// Admin listener address; overrides the file.
     #[arg(long)]
     pub admin: Option<String>,
-    /// Tokio worker threads (default: one per core).
+    /// Worker threads (default: one per core). 1 runs everything on one thread (a
+    /// single-threaded event loop, like HAProxy's `nbthread 1`).
     #[arg(long)]
     pub worker_threads: Option<usize>,
 }

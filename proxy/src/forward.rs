@@ -124,10 +124,10 @@ impl Proxy {
         // tenth of the sidecar's CPU per request. Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
         let mut cx = RequestContext::default();
-        let result = self
-            .dispatch(req, &request_id, conn, &mut cx)
-            .instrument(span)
-            .await;
+        let result = await_in_place!(
+            self.dispatch(req, &request_id, conn, &mut cx)
+                .instrument(span)
+        );
         let (mut response, sse, error) = match result {
             Ok((response, sse)) => (response, sse, None),
             Err(err) => {
@@ -242,18 +242,19 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
 
         // Authentication before the body is read: unauthenticated clients cannot make us buffer.
-        let body = match self
-            .auth
-            .authenticate(&upstream, &parts.method, &parts.headers)
-            .await
-        {
+        let body = match await_in_place!(self.auth.authenticate(
+            &upstream,
+            &parts.method,
+            &parts.headers
+        )) {
             Ok(principal) => {
                 cx.principal = principal;
                 body
             }
             Err(err) => {
                 if parts.method == Method::POST {
-                    cx.classified = crate::auth::peek_classified(&parts.headers, body).await;
+                    cx.classified =
+                        await_in_place!(crate::auth::peek_classified(&parts.headers, body));
                 }
                 return Err(err);
             }
@@ -263,7 +264,7 @@ impl Proxy {
         // POST carries. The body is read once, bounded, and forwarded byte for byte.
         let mut replay = None;
         let body = if parts.method == Method::POST {
-            let bytes = self.read_body(&parts.headers, body).await?;
+            let bytes = await_in_place!(self.read_body(&parts.headers, body))?;
             cx.classified = Some(mcp::classify(&bytes)?);
             replay = Some(bytes.clone());
             full(bytes)
@@ -312,9 +313,7 @@ impl Proxy {
         // A GET's URI is kept for the legacy endpoint rewrite (a cheap clone: shared bytes).
         let get_uri = is_get.then(|| parts.uri.clone());
         let idle_timeout = call.stream_idle_timeout();
-        let response = call
-            .send(&upstream, &self.metrics, parts, body, replay)
-            .await?;
+        let response = await_in_place!(call.send(&upstream, &self.metrics, parts, body, replay))?;
         let (response, sse) = self.respond(
             &upstream,
             response,

@@ -26,13 +26,25 @@ fn main() -> ExitCode {
         };
     }
     let log = init_logging(cli.log_format, cli.log_flush_interval);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let worker_threads = match &cli.command {
+        Command::Run(args) => args.worker_threads,
+        _ => None,
+    };
+    // One worker asked for: a current-thread runtime, where every task (accept loop, client
+    // connections, upstream connections) runs on one thread with no cross-thread hand-off: the
+    // same shape as a single-threaded event loop (HAProxy `nbthread 1`, nginx one worker), and
+    // cheaper per wake-up than a multi-thread scheduler with one worker, which still parks and
+    // unparks through a condvar and keeps the main thread apart from the worker.
+    let mut runtime = match worker_threads {
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Command::Run(args) = &cli.command
-        && let Some(n) = args.worker_threads
-    {
-        runtime.worker_threads(n.max(1));
-    }
     let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {

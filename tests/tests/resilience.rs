@@ -462,6 +462,10 @@ async fn a_passing_health_check_closes_a_half_open_circuit_sooner() {
     let mut u = breaking(backend.mcp_url());
     u.health_interval = Duration::from_secs(5);
     u.health_check.kind = HealthCheckKind::McpPing;
+    // Half-way between two checks: the trip happens at a check tick or just after it (the
+    // paused clock only moves to the next timer), so an open period of a whole number of
+    // intervals could end exactly at a check and let two checks into the 66 s below.
+    u.breaker.open_duration = Duration::from_millis(62_500);
     let sidecar = start(config(vec![u])).await;
     let ready = sidecar.wait_readyz(200).await;
     assert_eq!(ready["upstreams"]["u"]["check"], "mcp_ping");

@@ -173,7 +173,9 @@ impl JwtValidator {
         if let Some(p) = self.cache.get(digest, now) {
             return Ok((p, CacheResult::Hit));
         }
-        let (principal, valid_until) = self.verify(token, now).await?;
+        // Boxed: verification (and a possible JWKS fetch) is the rare, slow path; inline, its
+        // state would sit in every request's future, which is moved and copied on every request.
+        let (principal, valid_until) = Box::pin(self.verify(token, now)).await?;
         let principal = Arc::new(principal);
         let until = valid_until.min(now.saturating_add(self.cache_ttl));
         self.cache.insert(*digest, principal.clone(), until, now);

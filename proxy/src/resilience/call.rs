@@ -128,7 +128,7 @@ impl<'a> Call<'a> {
         let mut retries = 0;
         loop {
             let (result, unsent) =
-                attempt(upstream, metrics, self.metrics, req, self.timeout).await;
+                await_in_place!(attempt(upstream, metrics, self.metrics, req, self.timeout));
             let failure = self.judge(&result);
             if let (Some(f), Some(m)) = (failure, self.metrics) {
                 m.upstream_failures
@@ -245,7 +245,7 @@ async fn attempt(
     Option<Request<ProxyBody>>,
 ) {
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout, upstream.client.send(req)).await;
+    let result = await_in_place!(tokio::time::timeout(timeout, upstream.client.send(req)));
     let errors = |kind: &str| {
         metrics
             .upstream_errors

@@ -2,6 +2,7 @@
 //! backend's path, and the pooled HTTP client that reaches it.
 
 mod client;
+pub mod h1;
 mod pool;
 mod route;
 

@@ -1,5 +1,5 @@
-//! The connection pool for one upstream: HTTP/1.1 connections over hyper's connection API,
-//! reused last-in first-out.
+//! The connection pool for one upstream: keep-alive HTTP/1.1 connections ([`h1`]), reused
+//! last-in first-out.
 //!
 //! hyper-util's general-purpose client keys its pool by scheme and authority in a SipHash map,
 //! races a new connection against an idle one for every checkout and spawns a task per request
@@ -8,12 +8,12 @@
 //! connections behind a mutex, as in Pingora's and linkerd's proxies:
 //!
 //! - checkout pops the most recently used connection that is still open and younger than the
-//!   idle timeout (LIFO keeps few connections warm), or connects a new one;
-//! - a request that a pooled connection could not even start (the backend closed it while
-//!   idle) is sent again on a new connection, as hyper-util does; nothing was sent, so this is
-//!   safe for any request;
-//! - the connection goes back when the response body has been read to its end; a body dropped
-//!   half-read closes its connection (its state is unknown);
+//!   idle timeout (LIFO keeps few connections warm), or connects a new one; an idle connection
+//!   the backend closed (or wrote to unasked) is dropped at checkout, without a system call
+//!   when it is alive;
+//! - the connection goes back when the response body has been read to its end and the response
+//!   allows reuse; a body dropped half-read, an error, a cancelled request or
+//!   `Connection: close` closes it (its state is unknown or it is finished);
 //! - at most `pool_max_idle` idle connections are kept; a sweeper closes expired ones.
 
 use std::pin::Pin;
@@ -22,15 +22,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::h1::body::Decoder;
+use super::h1::{ClientError, Conn};
 use crate::body::{BoxError, ProxyBody};
 
 /// Why an exchange with the upstream failed.
@@ -42,7 +43,7 @@ pub enum PoolError {
     Connect(#[source] BoxError),
     /// The connection failed while the request was sent or the response awaited.
     #[error("upstream connection error")]
-    Request(#[source] hyper::Error),
+    Request(#[source] ClientError),
 }
 
 impl PoolError {
@@ -80,13 +81,17 @@ struct Inner {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority` of the backend, what the connector dials.
     target: Uri,
+    /// Its authority, the `Host` of a request that has none.
+    host: HeaderValue,
     max_idle: usize,
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
 }
 
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    // Boxed: a TLS connection's state is large, and connections move in and out of the stack
+    // and the response body on every request.
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -97,20 +102,20 @@ impl Inner {
     }
 
     /// The freshest idle connection that can take a request now.
-    fn checkout(&self) -> Option<http1::SendRequest<ProxyBody>> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let now = Instant::now();
         let mut idle = self.lock();
-        while let Some(entry) = idle.pop() {
-            if now.duration_since(entry.since) < self.idle_timeout && entry.sender.is_ready() {
-                return Some(entry.sender);
+        while let Some(mut entry) = idle.pop() {
+            if now.duration_since(entry.since) < self.idle_timeout && entry.conn.is_reusable() {
+                return Some(entry.conn);
             }
-            // Closed by the backend or expired: dropping the sender closes the connection.
+            // Closed by the backend or expired: dropping it closes the socket.
         }
         None
     }
 
-    fn put(&self, sender: http1::SendRequest<ProxyBody>) {
-        if sender.is_closed() || self.max_idle == 0 {
+    fn put(&self, conn: Box<Conn>) {
+        if self.max_idle == 0 {
             return;
         }
         let mut idle = self.lock();
@@ -119,7 +124,7 @@ impl Inner {
             idle.remove(0);
         }
         idle.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     }
@@ -127,8 +132,8 @@ impl Inner {
     /// Drops idle connections past the idle timeout (and closed ones).
     fn sweep(&self) {
         let now = Instant::now();
-        self.lock().retain(|entry| {
-            now.duration_since(entry.since) < self.idle_timeout && !entry.sender.is_closed()
+        self.lock().retain_mut(|entry| {
+            now.duration_since(entry.since) < self.idle_timeout && entry.conn.is_reusable()
         });
     }
 }
@@ -142,9 +147,14 @@ impl Pool {
         max_idle: usize,
         idle_timeout: Duration,
     ) -> Self {
+        let host = target
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         let inner = Arc::new(Inner {
             connector,
             target,
+            host,
             max_idle,
             idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -173,49 +183,43 @@ impl Pool {
 
     /// [`Pool::request`], and when no connection could be made, the request back untouched
     /// (nothing was sent), so a caller can retry it without having kept a copy.
-    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<PooledBody>, Unsent> {
-        let absolute = req.uri().clone();
-        if let Some(pq) = absolute.path_and_query().cloned() {
-            *req.uri_mut() = Uri::from(pq);
-        }
-        loop {
-            let (mut sender, reused) = match self.inner.checkout() {
-                Some(sender) => (sender, true),
-                None => match self.connect().await {
-                    Ok(sender) => (sender, false),
-                    Err(error) => {
-                        *req.uri_mut() = absolute;
-                        return Err(Unsent {
-                            error,
-                            request: Some(req),
-                        });
-                    }
-                },
-            };
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    let pool = Arc::downgrade(&self.inner);
-                    return Ok(response.map(|body| PooledBody::new(body, sender, pool)));
+    ///
+    /// The exchange runs in the caller's future: dropping it (a timeout, a client that went
+    /// away) closes the connection and so cancels the request at the backend.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<PooledBody>, Unsent> {
+        let mut conn = match self.inner.checkout() {
+            Some(conn) => conn,
+            // Boxed: connecting is the rare path, and its state (connector, TLS handshake)
+            // would otherwise sit in every request's future.
+            None => match Box::pin(self.connect()).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    return Err(Unsent {
+                        error,
+                        request: Some(req),
+                    });
                 }
-                Err(mut err) => match err.take_message() {
-                    // The pooled connection closed before the request was written: nothing reached
-                    // the backend, so a fresh connection may carry it.
-                    Some(unsent) if reused => {
-                        tracing::debug!(error = %err.error(), "pooled connection was closed; retrying on a new one");
-                        req = unsent;
-                    }
-                    _ => {
-                        return Err(Unsent {
-                            error: PoolError::Request(err.into_error()),
-                            request: None,
-                        });
-                    }
-                },
-            }
-        }
+            },
+        };
+        let (parts, body) = req.into_parts();
+        let failed = |e| Unsent {
+            error: PoolError::Request(e),
+            request: None,
+        };
+        conn.write_request(&parts, body, &self.inner.host)
+            .await
+            .map_err(failed)?;
+        let head = conn.read_head(&parts.method).await.map_err(failed)?;
+        let body = PooledBody::new(
+            conn,
+            Decoder::new(head.framing),
+            head.keep_alive,
+            &self.inner,
+        );
+        Ok(Response::from_parts(head.parts, body))
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<ProxyBody>, PoolError> {
+    async fn connect(&self) -> Result<Box<Conn>, PoolError> {
         let io = self
             .inner
             .connector
@@ -223,23 +227,7 @@ impl Pool {
             .oneshot(self.inner.target.clone())
             .await
             .map_err(PoolError::Connect)?;
-        let (mut sender, connection) = http1::Builder::new()
-            // Small requests: one flattened write instead of a `writev` of headers and body.
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(|e| PoolError::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        // The connection task must have started before the sender takes a request.
-        sender
-            .ready()
-            .await
-            .map_err(|e| PoolError::Connect(Box::new(e)))?;
-        Ok(sender)
+        Ok(Box::new(Conn::new(TokioIo::new(io))))
     }
 }
 
@@ -254,86 +242,83 @@ async fn sweep_every(pool: Weak<Inner>, idle_timeout: Duration) {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body that gives its connection back to the pool once read to its end.
-    pub struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        conn: Option<(http1::SendRequest<ProxyBody>, Weak<Inner>)>,
-    }
+/// An upstream response body, read off its connection; the connection goes back to the pool
+/// once the body has been read to its end (and the response allowed reuse).
+pub struct PooledBody {
+    conn: Option<Box<Conn>>,
+    decoder: Decoder,
+    keep_alive: bool,
+    pool: Weak<Inner>,
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledBody")
-            .field("pooled", &self.conn.is_some())
+            .field("decoder", &self.decoder)
+            .field("keep_alive", &self.keep_alive)
             .finish_non_exhaustive()
     }
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, sender: http1::SendRequest<ProxyBody>, pool: Weak<Inner>) -> Self {
+    fn new(conn: Box<Conn>, decoder: Decoder, keep_alive: bool, pool: &Arc<Inner>) -> Self {
         let mut body = Self {
-            inner,
-            conn: Some((sender, pool)),
+            conn: Some(conn),
+            decoder,
+            keep_alive,
+            pool: Arc::downgrade(pool),
         };
         // A response without a body (204, 304, HEAD, Content-Length: 0) is complete already.
-        if body.inner.is_end_stream() {
-            release(&mut body.conn);
-        }
+        body.release_if_done();
         body
     }
-}
 
-/// Gives the connection back: at once if it is idle already, else once hyper has finished the
-/// exchange (it marks the connection idle on its own task, which may not have run yet).
-fn release(conn: &mut Option<(http1::SendRequest<ProxyBody>, Weak<Inner>)>) {
-    let Some((mut sender, pool)) = conn.take() else {
-        return;
-    };
-    let Some(inner) = pool.upgrade() else { return };
-    if sender.is_ready() {
-        inner.put(sender);
-        return;
-    }
-    if sender.is_closed() {
-        return;
-    }
-    tokio::spawn(async move {
-        if sender.ready().await.is_ok()
-            && let Some(inner) = pool.upgrade()
-        {
-            inner.put(sender);
+    /// Gives the connection back once the body is complete; bytes past the end of the response
+    /// (a backend that sent more than it framed) make it unusable.
+    fn release_if_done(&mut self) {
+        if !self.decoder.is_done() {
+            return;
         }
-    });
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if self.keep_alive
+            && conn.read_buf_is_empty()
+            && let Some(pool) = self.pool.upgrade()
+        {
+            pool.put(conn);
+        }
+    }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientError>>> {
+        let this = self.get_mut();
+        let Some(conn) = this.conn.as_deref_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = this.decoder.poll_frame(conn, cx);
         match &polled {
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => release(this.conn),
-            Poll::Ready(None) => release(this.conn),
-            // An error leaves the connection unusable; dropping the sender closes it.
-            Poll::Ready(Some(Err(_))) => *this.conn = None,
-            _ => {}
+            // An error leaves the connection unusable; dropping it closes it.
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Ready(_) => this.release_if_done(),
+            Poll::Pending => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.decoder.size_hint()
     }
 }
 
@@ -343,7 +328,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
+    use hyper::body::Incoming;
 
     use super::*;
     use crate::body::full;
@@ -440,11 +425,7 @@ mod tests {
         for response in held {
             response.into_body().collect().await.unwrap();
         }
-        // Connections go back on their own task when hyper had not marked them idle yet.
-        for _ in 0..100 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(pool.idle_count(), 2);
+        assert_eq!(pool.idle_count(), 2, "back as soon as each body was read");
     }
 
     #[tokio::test]

@@ -1,0 +1,333 @@
+//! Reading a backend's HTTP/1.1 response out of the connection's read buffer: the head (parsed
+//! by httparse, hyper's own parser), how its body is framed (RFC 9112 §6.3), whether the
+//! connection may be reused, and the chunked transfer coding. Pure functions over a `BytesMut`,
+//! so every edge case is tested without sockets.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+use super::ClientError;
+
+/// Largest response head (status line and headers) accepted. nginx answers 502 "upstream sent
+/// too big header" past its 4-8 KiB buffer; 64 KiB leaves room for any sane backend (large
+/// cookies, long CSP headers) while bounding what one connection can make the sidecar hold.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header fields accepted in one response head or trailer block (hyper's default is 100).
+pub const MAX_HEADERS: usize = 128;
+
+/// Longest chunk-size line (size, extensions, CRLF). Sizes are at most 16 hex digits; the rest
+/// is room for chunk extensions, which nobody sends in practice and which are ignored.
+pub const MAX_CHUNK_LINE: usize = 4096;
+
+/// How the body of a response is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (1xx, 204, 304, an answer to HEAD, `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the backend closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    /// Status, version and headers, as handed on to the client side.
+    pub parts: http::response::Parts,
+    /// How the body that follows is delimited.
+    pub framing: Framing,
+    /// Whether the connection can carry another request once the body is read.
+    pub keep_alive: bool,
+}
+
+/// Parses one response head from the front of `buf`, consuming it. Interim 1xx responses (100
+/// Continue, 103 Early Hints) are skipped. `Ok(None)`: the head is not complete yet.
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ClientError> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                return Err(ClientError::HeadTooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ClientError::Malformed(format!(
+                    "more than {MAX_HEADERS} header fields"
+                )));
+            }
+            Err(e) => return Err(ClientError::Malformed(format!("response head: {e}"))),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(ClientError::HeadTooLarge);
+        }
+        let code = response.code.unwrap_or_default();
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| ClientError::Malformed(format!("status code {code}")))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // The sidecar strips `Upgrade` from requests, so a 101 is a backend bug.
+            return Err(ClientError::Malformed(
+                "101 Switching Protocols to a request that asked for no upgrade".into(),
+            ));
+        }
+        if status.is_informational() {
+            buf.advance(len);
+            continue;
+        }
+        let version = if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let map = header_map(response.headers)?;
+        buf.advance(len);
+        let (framing, keep_alive) = framing(status, version, &map, head_request)?;
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = map;
+        return Ok(Some(Head {
+            parts,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ClientError> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ClientError::Malformed(format!("header name `{}`", h.name)))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| ClientError::Malformed(format!("value of header `{}`", h.name)))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// RFC 9112 §6.3, in its order: no body for 1xx/204/304 and HEAD; Transfer-Encoding over
+/// Content-Length (and then no reuse: the two disagreeing is how responses are smuggled); a
+/// Content-Length must be one valid number (repeated identical values are allowed); otherwise
+/// the body runs to the end of the connection.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+    head_request: bool,
+) -> Result<(Framing, bool), ClientError> {
+    let mut keep_alive = version == Version::HTTP_11;
+    for value in headers.get_all(CONNECTION) {
+        for token in value.to_str().unwrap_or_default().split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("close") {
+                keep_alive = false;
+            } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
+                keep_alive = true;
+            }
+        }
+    }
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, keep_alive));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty())
+            .unwrap_or_default();
+        if version == Version::HTTP_11 && last.eq_ignore_ascii_case("chunked") {
+            let reuse = keep_alive && !headers.contains_key(CONTENT_LENGTH);
+            return Ok((Framing::Chunked, reuse));
+        }
+        // Not chunked last (or HTTP/1.0): the body ends when the connection does.
+        return Ok((Framing::Close, false));
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            let n = parse_decimal(part).ok_or_else(|| {
+                ClientError::Malformed(format!(
+                    "Content-Length `{}`",
+                    String::from_utf8_lossy(value.as_bytes())
+                ))
+            })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ClientError::Malformed(
+                    "Content-Length values disagree".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Empty, keep_alive),
+        Some(n) => (Framing::Length(n), keep_alive),
+        None => (Framing::Close, false),
+    })
+}
+
+/// Digits only (no sign, no spaces), at most 19 of them, so the value fits a u64.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// What the chunked decoder found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes (part of a chunk, as much as the buffer held).
+    Data(Bytes),
+    /// The trailer fields after the last chunk; the body is complete.
+    Trailers(HeaderMap),
+    /// The body is complete (no trailers).
+    Done,
+    /// More bytes are needed.
+    NeedMore,
+}
+
+/// The chunked transfer coding (RFC 9112 §7.1), decoded incrementally so chunk data is handed
+/// on as soon as it arrives (an SSE event is never held back waiting for the rest of its chunk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk: this many data bytes to go.
+    Data(u64),
+    /// After a chunk's data: expecting its CRLF.
+    DataEnd,
+    /// After the last chunk: expecting trailer fields and the final CRLF.
+    Trailers,
+    /// The body is complete.
+    Done,
+}
+
+impl Chunked {
+    /// Decodes from the front of `buf` as far as it can, consuming what it used.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ClientError> {
+        loop {
+            match self {
+                Self::Size => {
+                    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+                        if buf.len() >= MAX_CHUNK_LINE {
+                            return Err(ClientError::Malformed("chunk size line too long".into()));
+                        }
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if end >= MAX_CHUNK_LINE {
+                        return Err(ClientError::Malformed("chunk size line too long".into()));
+                    }
+                    let size = chunk_size(&buf[..end])?;
+                    buf.advance(end + 1);
+                    *self = if size == 0 {
+                        Self::Trailers
+                    } else {
+                        Self::Data(size)
+                    };
+                }
+                Self::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    *left -= take as u64;
+                    if *left == 0 {
+                        *self = Self::DataEnd;
+                    }
+                    return Ok(Decoded::Data(data));
+                }
+                Self::DataEnd => match buf.first() {
+                    None => return Ok(Decoded::NeedMore),
+                    Some(b'\n') => {
+                        buf.advance(1);
+                        *self = Self::Size;
+                    }
+                    Some(b'\r') if buf.len() < 2 => return Ok(Decoded::NeedMore),
+                    Some(b'\r') if buf[1] == b'\n' => {
+                        buf.advance(2);
+                        *self = Self::Size;
+                    }
+                    Some(_) => {
+                        return Err(ClientError::Malformed(
+                            "chunk data longer than its size".into(),
+                        ));
+                    }
+                },
+                Self::Trailers => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(buf, &mut headers) {
+                        Ok(httparse::Status::Complete((len, fields))) => {
+                            let map = if fields.is_empty() {
+                                None
+                            } else {
+                                Some(header_map(fields)?)
+                            };
+                            buf.advance(len);
+                            *self = Self::Done;
+                            return Ok(map.map_or(Decoded::Done, Decoded::Trailers));
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                            return Err(ClientError::HeadTooLarge);
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+                        Err(e) => {
+                            return Err(ClientError::Malformed(format!("chunked trailers: {e}")));
+                        }
+                    }
+                }
+                Self::Done => return Ok(Decoded::Done),
+            }
+        }
+    }
+}
+
+/// The size in a chunk-size line (`1a;ext=1\r`): hex digits up to `;`, optional whitespace.
+fn chunk_size(line: &[u8]) -> Result<u64, ClientError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 16 {
+        return Err(ClientError::Malformed(format!(
+            "chunk size `{}`",
+            String::from_utf8_lossy(digits)
+        )));
+    }
+    let mut size = 0u64;
+    for d in digits {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => {
+                return Err(ClientError::Malformed(format!(
+                    "chunk size `{}`",
+                    String::from_utf8_lossy(digits)
+                )));
+            }
+        };
+        size = (size << 4) | u64::from(v);
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;
