@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
+use crate::body::BoxError;
 use crate::config::{Config, ConfigError};
 use crate::forward::{ConnInfo, Proxy};
 use crate::health::{self, Readiness};
@@ -166,15 +167,7 @@ impl Sidecar {
                 .serve(self.admin_listener, background.clone()),
         );
 
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            // MCP messages are small: one flattened `write(2)` per answer is cheaper than a
-            // `writev(2)` of headers and body (bodies are still streamed as they come).
-            .writev(false);
-        builder.http2().timer(TokioTimer::new());
+        let protocols = Protocols::new(self.header_read_timeout);
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
         let listener = self.listener;
@@ -199,7 +192,7 @@ impl Sidecar {
                 remote,
                 self.tls.clone(),
                 self.header_read_timeout,
-                builder.clone(),
+                protocols.clone(),
                 self.proxy.clone(),
                 graceful.watcher(),
             ));
@@ -220,12 +213,63 @@ impl Sidecar {
     }
 }
 
+/// The connection builders, configured once. Plain connections that start like HTTP/1 and TLS
+/// connections that chose `http/1.1` go straight to hyper's HTTP/1 server; ALPN `h2` to its
+/// HTTP/2 server; only a plain connection that may be HTTP/2 with prior knowledge (h2c) goes
+/// through hyper-util's sniffing builder, which replays what it read on every read.
+#[derive(Clone)]
+struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    sniffing: Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(header_read_timeout: Duration) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            // MCP messages are small: one flattened `write(2)` per answer is cheaper than a
+            // `writev(2)` of headers and body (bodies are still streamed as they come).
+            .writev(false);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new());
+        let mut sniffing = Builder::new(TokioExecutor::new());
+        sniffing
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .writev(false);
+        sniffing.http2().timer(TokioTimer::new());
+        Self {
+            http1,
+            http2,
+            sniffing,
+        }
+    }
+}
+
+/// HTTP/2 with prior knowledge opens with this; an HTTP/1 request opens with its method.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// Whether a plain connection can only be HTTP/1: its first bytes (peeked, not consumed) are not
+/// the start of the HTTP/2 preface. `None`: the client sent nothing in time or closed.
+async fn plain_is_http1(stream: &TcpStream, timeout: Duration) -> Option<bool> {
+    let mut first = [0u8; 4];
+    let n = tokio::time::timeout(timeout, stream.peek(&mut first))
+        .await
+        .ok()?
+        .ok()?;
+    (n > 0).then(|| !H2_PREFACE_START.starts_with(&first[..n]))
+}
+
 async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
-    builder: Builder<TokioExecutor>,
+    protocols: Protocols,
     proxy: Arc<Proxy>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
@@ -237,16 +281,31 @@ async fn serve_connection(
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.serve(req, conn).await) }
     });
-    let result = match tls {
-        None => {
-            watcher
+    let result: Result<(), BoxError> = match tls {
+        None => match plain_is_http1(&stream, handshake_timeout).await {
+            None => {
+                tracing::debug!(%remote, "connection closed or silent before a request");
+                return;
+            }
+            Some(true) => watcher
                 .watch(
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned(),
+                    protocols
+                        .http1
+                        .serve_connection(TokioIo::new(stream), service),
                 )
                 .await
-        }
+                .map_err(Into::into),
+            Some(false) => {
+                watcher
+                    .watch(
+                        protocols
+                            .sniffing
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned(),
+                    )
+                    .await
+            }
+        },
         Some(acceptor) => {
             let tls_stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -260,13 +319,20 @@ async fn serve_connection(
                         return;
                     }
                 };
-            watcher
-                .watch(
-                    builder
-                        .serve_connection(TokioIo::new(tls_stream), service)
-                        .into_owned(),
-                )
-                .await
+            // The protocol was chosen during the handshake: no sniffing needed.
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(tls_stream);
+            if h2 {
+                watcher
+                    .watch(protocols.http2.serve_connection(io, service))
+                    .await
+                    .map_err(Into::into)
+            } else {
+                watcher
+                    .watch(protocols.http1.serve_connection(io, service))
+                    .await
+                    .map_err(Into::into)
+            }
         }
     };
     if let Err(e) = result {

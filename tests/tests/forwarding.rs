@@ -371,3 +371,61 @@ async fn body_over_the_limit_is_413_with_its_id_unknown() {
     assert_eq!(resp.status(), 413);
     assert!(backend.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_plain_listener_speaks_http1_and_http2_with_prior_knowledge() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mcp"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (client, version) in [
+        (client(), reqwest::Version::HTTP_11),
+        (h2c, reqwest::Version::HTTP_2),
+    ] {
+        let resp = client
+            .post(sidecar.url("/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .body(mcp_e2e_tests::rpc(1, "ping", json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), version);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "{}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_sends_nothing_or_half_a_head_is_closed_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = MockServer::start().await;
+    let mut c = config(vec![upstream(format!("{}/mcp", backend.uri()), None)]);
+    c.listen.header_read_timeout = std::time::Duration::from_secs(3);
+    let sidecar = start(c).await;
+    for sent in [&b""[..], b"POST /mcp HTTP/1.1\r\nhost: x\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let opened = tokio::time::Instant::now();
+        let mut buf = [0u8; 256];
+        // Whatever hyper says before closing (nothing, or a 408), the connection ends.
+        while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+        let waited = opened.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_secs(3)
+                && waited < std::time::Duration::from_secs(4),
+            "{sent:?}: closed after {waited:?}"
+        );
+    }
+}

@@ -100,8 +100,13 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     }
 }
 
+/// Room for the fields the sidecar adds to a response (`X-Request-Id`, SSE's
+/// `X-Accel-Buffering` and `Cache-Control`, rate-limit fields), so adding them never regrows the
+/// map.
+const ADDED_HEADERS: usize = 6;
+
 fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ClientError> {
-    let mut map = HeaderMap::with_capacity(headers.len());
+    let mut map = HeaderMap::with_capacity(headers.len() + ADDED_HEADERS);
     for h in headers {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| ClientError::Malformed(format!("header name `{}`", h.name)))?;
