@@ -3,6 +3,8 @@
 //! connection may be reused, and the chunked transfer coding. Pure functions over a `BytesMut`,
 //! so every edge case is tested without sockets.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
@@ -47,11 +49,20 @@ pub struct Head {
 
 /// Parses one response head from the front of `buf`, consuming it. Interim 1xx responses (100
 /// Continue, 103 Early Hints) are skipped. `Ok(None)`: the head is not complete yet.
+///
+/// Header values are slices of the read buffer (as hyper's own parser does), not copies: a
+/// response's fields cost no allocation each.
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ClientError> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let len = match response.parse(buf) {
+        // Uninitialised: zeroing 128 header slots per response was a 4 KiB memset.
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
                 return Err(ClientError::HeadTooLarge);
@@ -85,8 +96,40 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         } else {
             Version::HTTP_11
         };
-        let map = header_map(response.headers)?;
-        buf.advance(len);
+        // Where each field sits in the head, so the values can be cut from it once it is frozen
+        // (the parser's slices borrow the buffer that `split_to` needs).
+        let base = buf.as_ptr() as usize;
+        let fields = response.headers.len();
+        let mut few = [Span::default(); FEW_HEADERS];
+        let mut many = Vec::new();
+        let spans = if fields <= FEW_HEADERS {
+            &mut few[..fields]
+        } else {
+            many.resize(fields, Span::default());
+            &mut many[..]
+        };
+        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
+            *span = Span(
+                h.name.as_ptr() as usize - base,
+                h.name.len(),
+                h.value.as_ptr() as usize - base,
+                h.value.len(),
+            );
+        }
+        let head = buf.split_to(len).freeze();
+        let mut map = HeaderMap::with_capacity(fields + ADDED_HEADERS);
+        for &Span(name_at, name_len, value_at, value_len) in spans.iter() {
+            let raw_name = &head[name_at..name_at + name_len];
+            let name = HeaderName::from_bytes(raw_name).map_err(|_| {
+                ClientError::Malformed(format!(
+                    "header name `{}`",
+                    String::from_utf8_lossy(raw_name)
+                ))
+            })?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+                .map_err(|_| ClientError::Malformed(format!("value of header `{name}`")))?;
+            map.append(name, value);
+        }
         let (framing, keep_alive) = framing(status, version, &map, head_request)?;
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
@@ -100,13 +143,21 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     }
 }
 
+/// Where a field's name and value sit in the head: offset and length of each.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span(usize, usize, usize, usize);
+
+/// Fields whose positions are kept on the stack; a head with more spills to the heap.
+const FEW_HEADERS: usize = 32;
+
 /// Room for the fields the sidecar adds to a response (`X-Request-Id`, SSE's
 /// `X-Accel-Buffering` and `Cache-Control`, rate-limit fields), so adding them never regrows the
 /// map.
 const ADDED_HEADERS: usize = 6;
 
+/// Trailer fields (rare: copied rather than sliced).
 fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ClientError> {
-    let mut map = HeaderMap::with_capacity(headers.len() + ADDED_HEADERS);
+    let mut map = HeaderMap::with_capacity(headers.len());
     for h in headers {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| ClientError::Malformed(format!("header name `{}`", h.name)))?;
