@@ -38,10 +38,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names (cheap comparisons of standard headers)
     // instead of ten hashed removals, on both legs of every request.
-    if !headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || name == header::UPGRADE)
-    {
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -58,6 +55,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
+}
+
+/// Whether `name` is one of the fixed hop-by-hop headers (or `Upgrade`). Their names are 2, 7,
+/// 10 or 16-19 bytes long, so the length turns most names away before any comparison.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19)
+        && (HOP_BY_HOP.contains(name) || name == header::UPGRADE)
 }
 
 /// Returns the client's request id if it is safe to propagate (1..=128 visible ASCII characters).
@@ -199,6 +203,23 @@ mod tests {
             client_ip: "10.1.2.3".parse().unwrap(),
             client_proto: "https",
             request_id: rid,
+        }
+    }
+
+    #[test]
+    fn the_length_filter_lets_every_hop_by_hop_name_through() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            "content-type",
+            "accept",
+            "host",
+            "mcp-session-id",
+            "user-agent",
+            "tee",
+        ] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
         }
     }
 
