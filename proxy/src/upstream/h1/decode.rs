@@ -131,6 +131,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             map.append(name, value);
         }
         let (framing, keep_alive) = framing(status, version, &map, head_request)?;
+        if map.contains_key(TRANSFER_ENCODING) {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must not
+            // pass the overridden length on (the next hop could frame by it: request smuggling).
+            map.remove(CONTENT_LENGTH);
+        }
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;

@@ -90,6 +90,22 @@ fn chunked_wins_over_content_length_and_the_connection_is_not_reused() {
 }
 
 #[test]
+fn an_overridden_content_length_is_not_passed_on() {
+    let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.framing, Framing::Chunked);
+    assert!(!h.parts.headers.contains_key("content-length"));
+    let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        h.parts.headers["content-length"], "3",
+        "a lone length stays"
+    );
+}
+
+#[test]
 fn without_length_the_body_runs_to_the_close() {
     assert_eq!(
         framing_of("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"),
