@@ -263,3 +263,69 @@ async fn an_idle_connection_is_reusable_until_the_backend_closes_or_writes() {
     }
     panic!("unasked bytes did not make the connection unusable");
 }
+
+#[tokio::test]
+async fn large_body_frames_go_out_whole_in_both_framings() {
+    let big = Bytes::from(vec![b'z'; INLINE_BODY_BYTES * 3]);
+    for chunked in [false, true] {
+        let (seen_tx, seen_rx) = oneshot::channel::<Vec<u8>>();
+        let expect_len = big.len();
+        let addr = backend(move |mut s| async move {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+                let done = if chunked {
+                    got.ends_with(b"0\r\n\r\n")
+                } else {
+                    got.len() >= expect_len
+                        && got
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .is_some_and(|end| got.len() - end - 4 >= expect_len)
+                };
+                if done {
+                    break;
+                }
+            }
+            let _ = seen_tx.send(got);
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+        })
+        .await;
+        let body = if chunked {
+            // Unknown length: two frames from a stream, the first larger than the inline limit.
+            let frames = vec![
+                Ok::<_, BoxError>(http_body::Frame::data(big.clone())),
+                Ok(http_body::Frame::data(Bytes::from_static(b"tail"))),
+            ];
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+        } else {
+            full(big.clone())
+        };
+        let mut c = conn(addr).await;
+        c.write_request(&post(), body, &host()).await.unwrap();
+        assert_eq!(c.read_head(&Method::POST).await.unwrap().parts.status, 204);
+        let raw = seen_rx.await.unwrap();
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut rest = bytes::BytesMut::from(&raw[end..]);
+        let sent = if chunked {
+            let mut decoder = decode::Chunked::Size;
+            let mut out = Vec::new();
+            while let decode::Decoded::Data(d) = decoder.decode(&mut rest).unwrap() {
+                out.extend_from_slice(&d);
+            }
+            let mut want = big.to_vec();
+            want.extend_from_slice(b"tail");
+            assert_eq!(out, want);
+            out.len()
+        } else {
+            assert_eq!(&rest[..], &big[..]);
+            rest.len()
+        };
+        assert!(sent >= big.len(), "chunked={chunked}");
+    }
+}

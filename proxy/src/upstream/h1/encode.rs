@@ -88,8 +88,15 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
         // A zero-size chunk would end the body early.
         return;
     }
+    encode_chunk_size(out, data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the size line of a chunk of `len` (non-zero) bytes; its data and CRLF follow.
+pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
     let mut hex = [0u8; 16];
-    let mut n = data.len();
+    let mut n = len;
     let mut i = hex.len();
     while n > 0 || i == hex.len() {
         i -= 1;
@@ -97,8 +104,6 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
         n >>= 4;
     }
     out.extend_from_slice(&hex[i..]);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -49,6 +49,10 @@ pub type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
 /// MCP answer's head and body in one read.
 const READ_BUF_BYTES: usize = 8 * 1024;
 
+/// Body data up to this size is copied behind the head so both leave in one `write(2)` (an MCP
+/// message is a few hundred bytes); larger data is written where it is, with no copy.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
+
 /// Why an exchange on a connection failed. Any of these leaves the connection unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -149,9 +153,22 @@ impl Conn {
                 continue;
             };
             sent += data.len() as u64;
-            match framing {
-                BodyFraming::Chunked => encode::encode_chunk(&mut self.write_buf, &data),
-                _ => self.write_buf.extend_from_slice(&data),
+            let chunked = framing == BodyFraming::Chunked;
+            if data.len() > INLINE_BODY_BYTES {
+                // Large: written from where it is, after what is buffered, not copied behind
+                // the head (the buffer stays small for the connection's life).
+                if chunked {
+                    encode::encode_chunk_size(&mut self.write_buf, data.len());
+                }
+                self.flush_write_buf().await?;
+                self.io.write_all(&data).await.map_err(ClientError::Write)?;
+                if chunked {
+                    self.write_buf.extend_from_slice(b"\r\n");
+                }
+            } else if chunked {
+                encode::encode_chunk(&mut self.write_buf, &data);
+            } else {
+                self.write_buf.extend_from_slice(&data);
             }
             if !body.is_end_stream() {
                 // More is to come, maybe later: what there is goes out now (streamed, not
