@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::body::Decoder;
+use super::decode::Head;
 use super::*;
 use crate::body::full;
 
@@ -74,6 +75,23 @@ async fn collect(conn: &mut Conn, decoder: &mut Decoder) -> Result<Vec<u8>, Clie
         }
     }
     Ok(out)
+}
+
+/// Sends an empty POST to a backend that answers every request with `answer` and closes; the
+/// head and a decoder for its body.
+async fn exchange(answer: &'static [u8]) -> (Conn, Head, Decoder) {
+    let addr = backend(move |mut s| async move {
+        read_request(&mut s, 0).await;
+        s.write_all(answer).await.unwrap();
+    })
+    .await;
+    let mut c = conn(addr).await;
+    c.write_request(&post(), full(Bytes::new()), &host())
+        .await
+        .unwrap();
+    let head = c.read_head(&Method::POST).await.unwrap();
+    let decoder = Decoder::new(head.framing);
+    (c, head, decoder)
 }
 
 #[tokio::test]
@@ -184,20 +202,8 @@ async fn chunked_data_arrives_before_the_backend_finishes_the_body() {
 
 #[tokio::test]
 async fn a_body_without_length_runs_to_the_close() {
-    let addr = backend(|mut s| async move {
-        read_request(&mut s, 0).await;
-        s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
-            .await
-            .unwrap();
-    })
-    .await;
-    let mut c = conn(addr).await;
-    c.write_request(&post(), full(Bytes::new()), &host())
-        .await
-        .unwrap();
-    let head = c.read_head(&Method::POST).await.unwrap();
+    let (mut c, head, mut decoder) = exchange(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
     assert!(!head.keep_alive);
-    let mut decoder = Decoder::new(head.framing);
     assert_eq!(
         collect(&mut c, &mut decoder).await.unwrap(),
         b"until the end"
@@ -206,19 +212,8 @@ async fn a_body_without_length_runs_to_the_close() {
 
 #[tokio::test]
 async fn a_backend_that_closes_early_is_an_error_not_a_short_body() {
-    let addr = backend(|mut s| async move {
-        read_request(&mut s, 0).await;
-        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
-            .await
-            .unwrap();
-    })
-    .await;
-    let mut c = conn(addr).await;
-    c.write_request(&post(), full(Bytes::new()), &host())
-        .await
-        .unwrap();
-    let head = c.read_head(&Method::POST).await.unwrap();
-    let mut decoder = Decoder::new(head.framing);
+    let (mut c, _, mut decoder) =
+        exchange(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this").await;
     assert!(matches!(
         collect(&mut c, &mut decoder).await,
         Err(ClientError::Incomplete)
