@@ -359,3 +359,56 @@ async fn client_disconnect_closes_the_upstream_sse_stream() {
     }
     assert!(closed, "SSE gauge did not return to 0");
 }
+
+/// The client leg on a multi-threaded runtime: connections are checked out, driven and given back
+/// by requests on any worker, with JSON and SSE answers mixed and many at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_json_and_sse_calls_on_a_multi_threaded_runtime_all_arrive_intact() {
+    let json_backend = fixture(ResponseMode::Json).await;
+    let sse_backend = fixture(ResponseMode::Sse).await;
+    let sidecar = start(config(vec![
+        UpstreamConfig::new("json", json_backend.mcp_url(), Some("/json".into())),
+        UpstreamConfig::new("sse", sse_backend.mcp_url(), Some("/sse".into())),
+    ]))
+    .await;
+    let http = client();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        let http = http.clone();
+        let (path, sse) = if i % 2 == 0 {
+            ("/json", false)
+        } else {
+            ("/sse", true)
+        };
+        let url = sidecar.url(path);
+        calls.spawn(async move {
+            let text = format!("call {i}");
+            let resp = http
+                .post(url)
+                .header("accept", ACCEPT_BOTH)
+                .header("content-type", "application/json")
+                .body(call(i, "echo", json!({ "text": text })))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.text().await.unwrap();
+            let answer: serde_json::Value = if sse {
+                let data = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .unwrap_or_else(|| panic!("no event in {body:?}"));
+                serde_json::from_str(data.trim()).unwrap()
+            } else {
+                serde_json::from_str(&body).unwrap()
+            };
+            assert_eq!(answer["id"], i);
+            assert_eq!(answer["result"]["content"][0]["text"], text);
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(json_backend.stats().by_tool["echo"], 100);
+    assert_eq!(sse_backend.stats().by_tool["echo"], 100);
+}
