@@ -126,6 +126,11 @@ fn every_subcommand_has_help() {
 /// one `tools/call` (with a bearer credential), SIGTERMs it, checks exit code 0, and returns the
 /// log lines it wrote after the `listening` line.
 fn run_one_call(rust_log: &str) -> Vec<String> {
+    run_one_call_with(rust_log, &[])
+}
+
+/// [`run_one_call`] with more `run` arguments.
+fn run_one_call_with(rust_log: &str, extra: &[&str]) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let backend = rt
         .block_on(mcp_fixtures::FixtureServer::start(
@@ -144,6 +149,7 @@ fn run_one_call(rust_log: &str) -> Vec<String> {
             &backend.mcp_url(),
         ])
         .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", rust_log)
         .stderr(Stdio::piped())
         .spawn()
@@ -207,6 +213,17 @@ fn run_quick_start_serves_and_exits_zero_on_sigterm() {
         !rest.iter().any(|l| l.contains("secret-token-xyz")),
         "credential leaked into logs"
     );
+}
+
+#[test]
+fn one_worker_thread_serves_on_a_single_threaded_runtime_and_exits_zero() {
+    let rest = run_one_call_with("info", &["--worker-threads", "1"]);
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("\"target\":\"access\"") && l.contains("\"status\":200")),
+        "{rest:?}"
+    );
+    assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
 }
 
 #[test]

@@ -429,3 +429,40 @@ async fn a_client_that_sends_nothing_or_half_a_head_is_closed_after_the_header_r
         );
     }
 }
+
+#[tokio::test]
+async fn a_backend_that_answers_garbage_is_a_502_that_says_so() {
+    // Answers every request with something that is not HTTP, and keeps accepting (the
+    // reachability check connects too).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).await.unwrap_or(0) > 0 {
+                    let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    let sidecar = start(config(vec![upstream(format!("http://{addr}/mcp"), None)])).await;
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("content-type", "application/json")
+        .body(mcp_e2e_tests::call(7, "echo", json!({"text": "x"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["error"]["data"]["reason"], "upstream_failed");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("invalid response from the backend"),
+        "{message}"
+    );
+}

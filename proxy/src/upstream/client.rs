@@ -1,5 +1,6 @@
 //! The pooled HTTP client for one upstream: hyper-util's connector (TCP, connect timeout,
-//! rustls for `https://`) under the sidecar's own [`Pool`].
+//! rustls for `https://`) under the sidecar's own [`Pool`], which speaks HTTP/1.1 on the
+//! connections itself (`upstream::h1`).
 //!
 //! HTTP/1.1 only towards backends: one HTTP/2 connection per backend (what general-purpose pools
 //! keep) would put every long-lived SSE stream and every call on one connection's stream limit
