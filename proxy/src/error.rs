@@ -38,6 +38,17 @@ pub enum ProxyError {
         /// The configured limit.
         limit: usize,
     },
+    /// The request head (request line and header fields) is larger than the sidecar accepts.
+    #[error("request head exceeds {limit} {what}")]
+    RequestHeadTooLarge {
+        /// The limit that was crossed.
+        limit: usize,
+        /// What it counts: `bytes` or `header fields`.
+        what: &'static str,
+    },
+    /// The request carries an `Expect` the sidecar cannot meet (only `100-continue` exists).
+    #[error("unsupported expectation `Expect: {0}`; only `100-continue` is defined")]
+    ExpectationFailed(String),
     /// The POST body is not a JSON-RPC message.
     #[error("{0}")]
     NotJsonRpc(#[from] crate::mcp::ClassifyError),
@@ -150,6 +161,10 @@ pub mod codes {
     pub const BAD_REQUEST: i64 = -32006;
     /// POST body over the limit.
     pub const PAYLOAD_TOO_LARGE: i64 = -32007;
+    /// Request head over the limit (431).
+    pub const REQUEST_HEAD_TOO_LARGE: i64 = -32008;
+    /// An `Expect` other than `100-continue` (417).
+    pub const EXPECTATION_FAILED: i64 = -32009;
     /// No valid credential (401).
     pub const UNAUTHORIZED: i64 = -32010;
     /// Not allowed by the authorization rules (403).
@@ -178,6 +193,8 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) | Self::NotJsonRpc(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestHeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::ExpectationFailed(_) => StatusCode::EXPECTATION_FAILED,
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -198,6 +215,8 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadRequest(_) => "bad_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestHeadTooLarge { .. } => "request_head_too_large",
+            Self::ExpectationFailed(_) => "expectation_failed",
             Self::NotJsonRpc(ClassifyError::Parse(_)) => "parse_error",
             Self::NotJsonRpc(ClassifyError::Invalid(_)) => "invalid_request",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -220,6 +239,8 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => codes::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => codes::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => codes::PAYLOAD_TOO_LARGE,
+            Self::RequestHeadTooLarge { .. } => codes::REQUEST_HEAD_TOO_LARGE,
+            Self::ExpectationFailed(_) => codes::EXPECTATION_FAILED,
             Self::NotJsonRpc(ClassifyError::Parse(_)) => codes::PARSE_ERROR,
             Self::NotJsonRpc(ClassifyError::Invalid(_)) => codes::INVALID_REQUEST,
             Self::UpstreamUnreachable { .. } => codes::UPSTREAM_UNREACHABLE,

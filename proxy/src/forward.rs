@@ -190,6 +190,22 @@ impl Proxy {
         })
     }
 
+    /// The answer to a request the server could not read (a malformed or oversized head, an
+    /// unmet `Expect`), counted like every error answer. Its request id is new: the head that
+    /// would carry the client's was not read.
+    pub fn refuse(&self, err: &ProxyError) -> Response<ProxyBody> {
+        self.metrics
+            .proxy_errors
+            .with_label_values(&[err.reason()])
+            .inc();
+        let request_id = headers::request_id(&http::HeaderMap::new());
+        let mut response = err.to_response(None, headers::request_id_str(&request_id));
+        response
+            .headers_mut()
+            .insert(headers::X_REQUEST_ID.clone(), request_id);
+        response
+    }
+
     /// The phases between routing and the upstream call, in order. Each returns early with the
     /// [`ProxyError`] that ends the request.
     async fn dispatch<B>(

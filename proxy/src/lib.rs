@@ -4,7 +4,8 @@
 //!
 //! Where things live:
 //! - [`config`]: the TOML file, defaults and validation;
-//! - [`server`]: listeners, TLS, connection lifecycle and graceful shutdown;
+//! - [`server`]: listeners, TLS, connection lifecycle and graceful shutdown; [`downstream`]:
+//!   the HTTP/1 server leg (HTTP/2 is hyper's);
 //! - [`forward`]: the request path, phase by phase;
 //! - [`headers`], [`body`]: header hygiene and the streaming body wrappers (SSE);
 //! - [`upstream`]: mount paths and pooled clients; [`health`]: readiness;
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod downstream;
 pub mod error;
 pub mod forward;
 pub mod headers;

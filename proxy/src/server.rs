@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Admin;
 use crate::body::BoxError;
 use crate::config::{Config, ConfigError};
+use crate::downstream::{self, drain, drain::Drain};
 use crate::forward::{ConnInfo, Proxy};
 use crate::health::{self, Readiness};
 use crate::limits::Limits;
@@ -168,7 +169,10 @@ impl Sidecar {
         );
 
         let protocols = Protocols::new(self.header_read_timeout);
+        // HTTP/2 connections are hyper's and drain through its graceful shutdown; HTTP/1 ones
+        // are the sidecar's own and drain through `downstream::drain`.
         let graceful = GracefulShutdown::new();
+        let drain = Drain::new();
         let mut connections = JoinSet::new();
         let listener = self.listener;
         tokio::pin!(shutdown);
@@ -194,7 +198,10 @@ impl Sidecar {
                 self.header_read_timeout,
                 protocols.clone(),
                 self.proxy.clone(),
-                graceful.watcher(),
+                Watchers {
+                    hyper: graceful.watcher(),
+                    h1: drain.watch(),
+                },
             ));
         }
 
@@ -202,7 +209,9 @@ impl Sidecar {
         readiness.begin_shutdown();
         drop(listener);
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("all connections drained"),
+            _ = async { tokio::join!(graceful.shutdown(), drain.drain()) } => {
+                tracing::info!("all connections drained");
+            }
             _ = tokio::time::sleep(self.grace_period) => {
                 tracing::warn!(open = connections.len(), "grace period over; closing remaining connections");
             }
@@ -213,26 +222,19 @@ impl Sidecar {
     }
 }
 
-/// The connection builders, configured once. Plain connections that start like HTTP/1 and TLS
-/// connections that chose `http/1.1` go straight to hyper's HTTP/1 server; ALPN `h2` to its
-/// HTTP/2 server; only a plain connection that may be HTTP/2 with prior knowledge (h2c) goes
-/// through hyper-util's sniffing builder, which replays what it read on every read.
+/// hyper's connection builders, configured once. Plain connections that start like HTTP/1 and
+/// TLS connections that chose `http/1.1` (or nothing) go to the sidecar's own HTTP/1 server
+/// ([`downstream`]); ALPN `h2` to hyper's HTTP/2 server; only a plain connection that may be
+/// HTTP/2 with prior knowledge (h2c) goes through hyper-util's sniffing builder, which replays
+/// what it read on every read.
 #[derive(Clone)]
 struct Protocols {
-    http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     sniffing: Builder<TokioExecutor>,
 }
 
 impl Protocols {
     fn new(header_read_timeout: Duration) -> Self {
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            // MCP messages are small: one flattened `write(2)` per answer is cheaper than a
-            // `writev(2)` of headers and body (bodies are still streamed as they come).
-            .writev(false);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2.timer(TokioTimer::new());
         let mut sniffing = Builder::new(TokioExecutor::new());
@@ -242,12 +244,15 @@ impl Protocols {
             .header_read_timeout(header_read_timeout)
             .writev(false);
         sniffing.http2().timer(TokioTimer::new());
-        Self {
-            http1,
-            http2,
-            sniffing,
-        }
+        Self { http2, sniffing }
     }
+}
+
+/// What tells a connection that shutdown began, and waits for it to end: hyper's for its HTTP/2
+/// connections, the sidecar's own for HTTP/1.
+struct Watchers {
+    hyper: hyper_util::server::graceful::Watcher,
+    h1: drain::Watch,
 }
 
 /// HTTP/2 with prior knowledge opens with this; an HTTP/1 request opens with its method.
@@ -271,36 +276,38 @@ async fn serve_connection(
     handshake_timeout: Duration,
     protocols: Protocols,
     proxy: Arc<Proxy>,
-    watcher: hyper_util::server::graceful::Watcher,
+    watchers: Watchers,
 ) {
+    let Watchers {
+        hyper: watcher,
+        h1: drain,
+    } = watchers;
     let conn = ConnInfo {
         remote,
         tls: tls.is_some(),
     };
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.serve(req, conn).await) }
-    });
+    let hyper_service = |proxy: Arc<Proxy>| {
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.serve(req, conn).await) }
+        })
+    };
     let result: Result<(), BoxError> = match tls {
         None => match plain_is_http1(&stream, handshake_timeout).await {
             None => {
                 tracing::debug!(%remote, "connection closed or silent before a request");
                 return;
             }
-            Some(true) => watcher
-                .watch(
-                    protocols
-                        .http1
-                        .serve_connection(TokioIo::new(stream), service),
-                )
-                .await
-                .map_err(Into::into),
+            Some(true) => {
+                downstream::serve(stream, proxy, conn, handshake_timeout, drain).await;
+                Ok(())
+            }
             Some(false) => {
                 watcher
                     .watch(
                         protocols
                             .sniffing
-                            .serve_connection(TokioIo::new(stream), service)
+                            .serve_connection(TokioIo::new(stream), hyper_service(proxy))
                             .into_owned(),
                     )
                     .await
@@ -320,18 +327,15 @@ async fn serve_connection(
                     }
                 };
             // The protocol was chosen during the handshake: no sniffing needed.
-            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = TokioIo::new(tls_stream);
-            if h2 {
+            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let io = TokioIo::new(tls_stream);
                 watcher
-                    .watch(protocols.http2.serve_connection(io, service))
+                    .watch(protocols.http2.serve_connection(io, hyper_service(proxy)))
                     .await
                     .map_err(Into::into)
             } else {
-                watcher
-                    .watch(protocols.http1.serve_connection(io, service))
-                    .await
-                    .map_err(Into::into)
+                downstream::serve(tls_stream, proxy, conn, handshake_timeout, drain).await;
+                Ok(())
             }
         }
     };

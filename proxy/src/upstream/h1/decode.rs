@@ -238,8 +238,9 @@ fn framing(
     })
 }
 
-/// Digits only (no sign, no spaces), at most 19 of them, so the value fits a u64.
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+/// Digits only (no sign, no spaces), at most 19 of them, so the value fits a u64 (a
+/// `Content-Length`, in responses and in requests).
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

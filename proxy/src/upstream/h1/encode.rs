@@ -75,7 +75,8 @@ pub fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+/// Appends one `name: value` field line.
+pub(crate) fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

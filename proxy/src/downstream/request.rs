@@ -1,0 +1,252 @@
+//! Reading a client's HTTP/1.x request head out of the connection's read buffer: the request
+//! line and fields (parsed by httparse, hyper's own parser), how the body is framed (RFC 9112
+//! §6), whether the connection may carry another request, and `Expect`. Pure functions over a
+//! `BytesMut`, so every edge case is tested without sockets.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+
+use crate::error::ProxyError;
+use crate::upstream::h1::decode::parse_decimal;
+
+/// Largest request head (request line and fields) accepted: 431 above. Envoy's default is
+/// 60 KiB and nginx's largest is 4 × 8 KiB; 64 KiB leaves room for long cookies and tokens while
+/// bounding what one connection can make the sidecar hold before it has a request.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header fields in one request head: 431 above (hyper's and Envoy's default).
+pub const MAX_REQUEST_HEADERS: usize = 100;
+
+/// Fields whose positions are kept on the stack; a head with more spills to the heap.
+const FEW_HEADERS: usize = 24;
+
+/// Room for the fields the sidecar adds before forwarding (`X-Forwarded-For`/`-Proto`,
+/// `X-Request-Id`, claim headers), so adding them never regrows the map.
+const ADDED_HEADERS: usize = 4;
+
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: neither `Content-Length` nor `Transfer-Encoding` (or `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Method, target, version and fields, as handed to the proxy.
+    pub parts: http::request::Parts,
+    /// How the body that follows is delimited.
+    pub framing: BodyFraming,
+    /// Whether the client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+}
+
+/// Why a head cannot be read. Each answer closes the connection (the framing of whatever
+/// follows is unknown).
+pub type HeadError = ProxyError;
+
+/// Parses one request head from the front of `buf`, consuming it. `Ok(None)`: not complete yet.
+/// Empty lines before the request line are skipped (RFC 9112 §2.2).
+///
+/// Field values and the target are slices of the read buffer, not copies.
+pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
+    // Uninitialised: zeroing 100 header slots per request would be a 3 KiB memset.
+    let mut headers =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut request,
+        buf,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST_HEAD_BYTES => {
+            return Err(too_large_bytes());
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ProxyError::RequestHeadTooLarge {
+                limit: MAX_REQUEST_HEADERS,
+                what: "header fields",
+            });
+        }
+        Err(e) => {
+            return Err(ProxyError::BadRequest(format!(
+                "malformed request head: {e}"
+            )));
+        }
+    };
+    if len > MAX_REQUEST_HEAD_BYTES {
+        return Err(too_large_bytes());
+    }
+    let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
+        .map_err(|_| ProxyError::BadRequest("invalid method".into()))?;
+    let version = if request.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Where the target and each field sit, so they can be cut from the frozen head (the
+    // parser's slices borrow the buffer that `split_to` needs).
+    let base = buf.as_ptr() as usize;
+    let path = request.path.unwrap_or_default();
+    let target = (path.as_ptr() as usize - base, path.len());
+    let fields = request.headers.len();
+    let mut few = [Span::default(); FEW_HEADERS];
+    let mut many = Vec::new();
+    let spans = if fields <= FEW_HEADERS {
+        &mut few[..fields]
+    } else {
+        many.resize(fields, Span::default());
+        &mut many[..]
+    };
+    for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
+        *span = Span(
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+        .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
+    let headers = header_map(&head, spans)?;
+    let framing = body_framing(version, &headers)?;
+    let keep_alive = keep_alive(version, &headers);
+    let expect_continue = match headers.get(EXPECT) {
+        None => false,
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
+            version == Version::HTTP_11
+        }
+        Some(v) => {
+            return Err(ProxyError::ExpectationFailed(
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
+        }
+    };
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(RequestHead {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+fn too_large_bytes() -> ProxyError {
+    ProxyError::RequestHeadTooLarge {
+        limit: MAX_REQUEST_HEAD_BYTES,
+        what: "bytes",
+    }
+}
+
+/// Where a field's name and value sit in the head: offset and length of each.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span(usize, usize, usize, usize);
+
+fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
+    let mut map = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
+    for &Span(name_at, name_len, value_at, value_len) in spans {
+        let raw_name = &head[name_at..name_at + name_len];
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| {
+            ProxyError::BadRequest(format!(
+                "invalid header name `{}`",
+                String::from_utf8_lossy(raw_name)
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| ProxyError::BadRequest(format!("invalid value of header `{name}`")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// RFC 9112 §6.3 for requests: `Transfer-Encoding` must end in `chunked` (else the length
+/// cannot be known: 400); with `Content-Length` beside it the request is refused, since two
+/// framings that may disagree are how requests are smuggled past a proxy; a `Content-Length`
+/// must be one valid number (repeated identical values are allowed); neither means no body.
+fn body_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming, HeadError> {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding in an HTTP/1.0 request".into(),
+            ));
+        }
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(ProxyError::BadRequest(
+                "both Transfer-Encoding and Content-Length".into(),
+            ));
+        }
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty())
+            .unwrap_or_default();
+        if !last.eq_ignore_ascii_case("chunked") {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding does not end in `chunked`".into(),
+            ));
+        }
+        return Ok(BodyFraming::Chunked);
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
+                ProxyError::BadRequest(format!(
+                    "invalid Content-Length `{}`",
+                    String::from_utf8_lossy(value.as_bytes())
+                ))
+            })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ProxyError::BadRequest(
+                    "Content-Length values disagree".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        None | Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+    })
+}
+
+/// HTTP/1.1 stays open unless the client says `close`; HTTP/1.0 only when it says `keep-alive`.
+fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut keep_alive = version == Version::HTTP_11;
+    for value in headers.get_all(CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                return false;
+            }
+            if token.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive = true;
+            }
+        }
+    }
+    keep_alive
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;
