@@ -6,11 +6,10 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
 use crate::error::ProxyError;
-use crate::upstream::h1::decode::parse_decimal;
+use crate::upstream::h1::decode::FramingFields;
 
 /// Largest request head (request line and fields) accepted: 431 above. Envoy's default is
 /// 60 KiB and nginx's largest is 4 × 8 KiB; 64 KiB leaves room for long cookies and tokens while
@@ -101,6 +100,11 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
     let base = buf.as_ptr() as usize;
     let path = request.path.unwrap_or_default();
     let target = (path.as_ptr() as usize - base, path.len());
+    let Scan {
+        framing,
+        keep_alive,
+        expect_continue,
+    } = scan(version, request.headers)?;
     let fields = request.headers.len();
     let mut few = [Span::default(); FEW_HEADERS];
     let mut many = Vec::new();
@@ -122,19 +126,6 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
     let headers = header_map(&head, spans)?;
-    let framing = body_framing(version, &headers)?;
-    let keep_alive = keep_alive(version, &headers);
-    let expect_continue = match headers.get(EXPECT) {
-        None => false,
-        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
-            version == Version::HTTP_11
-        }
-        Some(v) => {
-            return Err(ProxyError::ExpectationFailed(
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            ));
-        }
-    };
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -176,75 +167,65 @@ fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
     Ok(map)
 }
 
-/// RFC 9112 §6.3 for requests: `Transfer-Encoding` must end in `chunked` (else the length
-/// cannot be known: 400); with `Content-Length` beside it the request is refused, since two
-/// framings that may disagree are how requests are smuggled past a proxy; a `Content-Length`
-/// must be one valid number (repeated identical values are allowed); neither means no body.
-fn body_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming, HeadError> {
-    if headers.contains_key(TRANSFER_ENCODING) {
-        if version == Version::HTTP_10 {
+/// What the framing fields of a request say.
+struct Scan {
+    framing: BodyFraming,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Reads `Content-Length`, `Transfer-Encoding`, `Connection` and `Expect` from the parsed
+/// fields, before the header map is built (one pass, no map lookups).
+///
+/// RFC 9112 §6.3 for requests: `Transfer-Encoding` must end in `chunked` (else the length cannot
+/// be known: 400); with `Content-Length` beside it the request is refused, since two framings
+/// that may disagree are how requests are smuggled past a proxy; a `Content-Length` must be one
+/// valid number (repeated identical values are allowed); neither means no body. HTTP/1.1 stays
+/// open unless the client says `close`, HTTP/1.0 only when it says `keep-alive`.
+fn scan(version: Version, fields: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
+    let FramingFields {
+        keep_alive,
+        chunked_last,
+        length,
+        expect,
+    } = FramingFields::scan(version, fields);
+    let length = length.transpose().map_err(ProxyError::BadRequest)?;
+    let framing = match (chunked_last, length) {
+        (Some(_), _) if version == Version::HTTP_10 => {
             return Err(ProxyError::BadRequest(
                 "Transfer-Encoding in an HTTP/1.0 request".into(),
             ));
         }
-        if headers.contains_key(CONTENT_LENGTH) {
+        (Some(_), Some(_)) => {
             return Err(ProxyError::BadRequest(
                 "both Transfer-Encoding and Content-Length".into(),
             ));
         }
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .unwrap_or_default();
-        if !last.eq_ignore_ascii_case("chunked") {
+        (Some(false), None) => {
             return Err(ProxyError::BadRequest(
                 "Transfer-Encoding does not end in `chunked`".into(),
             ));
         }
-        return Ok(BodyFraming::Chunked);
-    }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
-                ProxyError::BadRequest(format!(
-                    "invalid Content-Length `{}`",
-                    String::from_utf8_lossy(value.as_bytes())
-                ))
-            })?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ProxyError::BadRequest(
-                    "Content-Length values disagree".into(),
-                ));
-            }
-            length = Some(n);
+        (Some(true), None) => BodyFraming::Chunked,
+        (None, None | Some(0)) => BodyFraming::Empty,
+        (None, Some(n)) => BodyFraming::Length(n),
+    };
+    let expect_continue = match expect {
+        None => false,
+        Some(v) if v.trim_ascii().eq_ignore_ascii_case(b"100-continue") => {
+            version == Version::HTTP_11
         }
-    }
-    Ok(match length {
-        None | Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
+        Some(v) => {
+            return Err(ProxyError::ExpectationFailed(
+                String::from_utf8_lossy(v).into_owned(),
+            ));
+        }
+    };
+    Ok(Scan {
+        framing,
+        keep_alive,
+        expect_continue,
     })
-}
-
-/// HTTP/1.1 stays open unless the client says `close`; HTTP/1.0 only when it says `keep-alive`.
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut keep_alive = version == Version::HTTP_11;
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                return false;
-            }
-            if token.eq_ignore_ascii_case(b"keep-alive") {
-                keep_alive = true;
-            }
-        }
-    }
-    keep_alive
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         } else {
             Version::HTTP_11
         };
+        let (framing, keep_alive, drop_length) =
+            framing(status, version, response.headers, head_request)?;
         // Where each field sits in the head, so the values can be cut from it once it is frozen
         // (the parser's slices borrow the buffer that `split_to` needs).
         let base = buf.as_ptr() as usize;
@@ -130,8 +132,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                 .map_err(|_| ClientError::Malformed(format!("value of header `{name}`")))?;
             map.append(name, value);
         }
-        let (framing, keep_alive) = framing(status, version, &map, head_request)?;
-        if map.contains_key(TRANSFER_ENCODING) {
+        if drop_length {
             // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must not
             // pass the overridden length on (the next hop could frame by it: request smuggling).
             map.remove(CONTENT_LENGTH);
@@ -176,66 +177,126 @@ fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ClientError
 /// RFC 9112 §6.3, in its order: no body for 1xx/204/304 and HEAD; Transfer-Encoding over
 /// Content-Length (and then no reuse: the two disagreeing is how responses are smuggled); a
 /// Content-Length must be one valid number (repeated identical values are allowed); otherwise
-/// the body runs to the end of the connection.
+/// the body runs to the end of the connection. Read from the parsed fields in one pass, before
+/// the header map is built. Returns the framing, whether the connection can be reused, and
+/// whether a `Content-Length` beside `Transfer-Encoding` must be dropped.
 fn framing(
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    fields: &[httparse::Header<'_>],
     head_request: bool,
-) -> Result<(Framing, bool), ClientError> {
-    let mut keep_alive = version == Version::HTTP_11;
-    for value in headers.get_all(CONNECTION) {
-        for token in value.to_str().unwrap_or_default().split(',') {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
-                keep_alive = true;
-            }
-        }
-    }
+) -> Result<(Framing, bool, bool), ClientError> {
+    let FramingFields {
+        keep_alive,
+        chunked_last,
+        length,
+        ..
+    } = FramingFields::scan(version, fields);
+    let drop_length = chunked_last.is_some() && length.is_some();
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((Framing::Empty, keep_alive));
+        return Ok((Framing::Empty, keep_alive, drop_length));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .unwrap_or_default();
-        if version == Version::HTTP_11 && last.eq_ignore_ascii_case("chunked") {
-            let reuse = keep_alive && !headers.contains_key(CONTENT_LENGTH);
-            return Ok((Framing::Chunked, reuse));
+    match chunked_last {
+        // Transfer-Encoding wins; reuse only without a Content-Length beside it.
+        Some(true) if version == Version::HTTP_11 => {
+            return Ok((
+                Framing::Chunked,
+                keep_alive && length.is_none(),
+                drop_length,
+            ));
         }
         // Not chunked last (or HTTP/1.0): the body ends when the connection does.
-        return Ok((Framing::Close, false));
+        Some(_) => return Ok((Framing::Close, false, drop_length)),
+        None => {}
     }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            let n = parse_decimal(part).ok_or_else(|| {
-                ClientError::Malformed(format!(
-                    "Content-Length `{}`",
-                    String::from_utf8_lossy(value.as_bytes())
-                ))
-            })?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ClientError::Malformed(
-                    "Content-Length values disagree".into(),
-                ));
+    Ok(match length.transpose().map_err(ClientError::Malformed)? {
+        Some(0) => (Framing::Empty, keep_alive, false),
+        Some(n) => (Framing::Length(n), keep_alive, false),
+        None => (Framing::Close, false, false),
+    })
+}
+
+/// The fields that decide how an HTTP/1.x message is framed and whether its connection stays
+/// open, read from the parsed fields in one pass (no header-map lookups): the same rules for
+/// requests and responses.
+#[derive(Debug)]
+pub(crate) struct FramingFields<'a> {
+    /// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    pub keep_alive: bool,
+    /// `Some(true)` when the last transfer coding named is `chunked`; `None`: no
+    /// `Transfer-Encoding` at all.
+    pub chunked_last: Option<bool>,
+    /// The `Content-Length` (repeated identical values allowed), or why it is invalid.
+    pub length: Option<Result<u64, String>>,
+    /// The first `Expect` value.
+    pub expect: Option<&'a [u8]>,
+}
+
+impl<'a> FramingFields<'a> {
+    /// Scans `fields` of a message of `version`.
+    pub(crate) fn scan(version: Version, fields: &[httparse::Header<'a>]) -> Self {
+        let mut keep_alive = version == Version::HTTP_11;
+        let mut close = false;
+        let mut chunked_last: Option<bool> = None;
+        let mut length: Option<Result<u64, String>> = None;
+        let mut expect = None;
+        for field in fields {
+            let name = field.name.as_bytes();
+            let value: &'a [u8] = field.value;
+            let tokens = || {
+                value
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !t.is_empty())
+            };
+            match name.len() {
+                10 if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) => {
+                    for token in tokens() {
+                        close |= token.eq_ignore_ascii_case(b"close");
+                        keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    }
+                }
+                17 if name.eq_ignore_ascii_case(TRANSFER_ENCODING.as_str().as_bytes()) => {
+                    let last = tokens()
+                        .next_back()
+                        .map(|t| t.eq_ignore_ascii_case(b"chunked"));
+                    chunked_last = last.or(chunked_last).or(Some(false));
+                }
+                14 if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) => {
+                    // An earlier invalid value stays the answer.
+                    length = Some(content_length(value, length));
+                }
+                6 if expect.is_none() && name.eq_ignore_ascii_case(b"expect") => {
+                    expect = Some(value);
+                }
+                _ => {}
             }
-            length = Some(n);
+        }
+        Self {
+            keep_alive: keep_alive && !close,
+            chunked_last,
+            length,
+            expect,
         }
     }
-    Ok(match length {
-        Some(0) => (Framing::Empty, keep_alive),
-        Some(n) => (Framing::Length(n), keep_alive),
-        None => (Framing::Close, false),
-    })
+}
+
+/// One `Content-Length` field (`n` or `n, n`) given the length seen so far.
+fn content_length(value: &[u8], seen: Option<Result<u64, String>>) -> Result<u64, String> {
+    let mut length = seen.transpose()?;
+    for part in value.split(|b| *b == b',') {
+        let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
+            format!(
+                "invalid Content-Length `{}`",
+                String::from_utf8_lossy(value)
+            )
+        })?;
+        if length.is_some_and(|l| l != n) {
+            return Err("Content-Length values disagree".into());
+        }
+        length = Some(n);
+    }
+    length.ok_or_else(|| "empty Content-Length".into())
 }
 
 /// Digits only (no sign, no spaces), at most 19 of them, so the value fits a u64 (a
