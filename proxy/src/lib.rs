@@ -45,6 +45,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod health;
+pub mod lazy_timer;
 pub mod limits;
 pub mod log_writer;
 pub mod mcp;

@@ -42,12 +42,13 @@ use bytes::BytesMut;
 use http::{Method, Request, Response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::forward::{ConnInfo, Proxy};
+use crate::lazy_timer::LazyTimer;
 use crate::upstream::h1::encode::{LAST_CHUNK, encode_chunk, encode_chunk_size};
 use body::{BodyDecoder, Continue, READ_BUF_BYTES, RequestBody, Shared, Transport, lock};
 use request::{RequestHead, parse_request_head};
@@ -96,7 +97,7 @@ pub async fn serve<IO>(
         })),
         write_buf: Vec::with_capacity(1024),
         header_read_timeout,
-        timer: Box::pin(tokio::time::sleep(header_read_timeout)),
+        timer: LazyTimer::new(),
         signaled: Box::pin(watch.signaled()),
         watch,
     };
@@ -117,9 +118,9 @@ struct Connection<IO> {
     shared: Shared<IO>,
     write_buf: Vec<u8>,
     header_read_timeout: Duration,
-    /// The header-read deadline's timer, made once per connection and moved only when it fires
-    /// early: setting a deadline per request is then a clock read, not a timer-wheel update.
-    timer: Pin<Box<Sleep>>,
+    /// The header-read deadline's timer: setting a deadline per request is a clock read, not a
+    /// timer-wheel update.
+    timer: LazyTimer,
     signaled: Pin<Box<WaitForCancellationFutureOwned>>,
     watch: drain::Watch,
 }
@@ -230,17 +231,11 @@ where
             {
                 return Poll::Ready(Ok(None));
             }
-            loop {
-                match timer.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) if Instant::now() >= deadline => {
-                        tracing::debug!("header read timeout: closing the connection");
-                        return Poll::Ready(Ok(None));
-                    }
-                    // Fired for an earlier request's deadline: set to this one's.
-                    Poll::Ready(()) => timer.as_mut().reset(deadline),
-                }
+            if timer.poll_expired(deadline, cx).is_ready() {
+                tracing::debug!("header read timeout: closing the connection");
+                return Poll::Ready(Ok(None));
             }
+            Poll::Pending
         })
         .await
     }

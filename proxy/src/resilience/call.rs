@@ -18,7 +18,7 @@ use crate::body::{ProxyBody, full};
 use crate::error::ProxyError;
 use crate::forward::error_chain;
 use crate::metrics::Metrics;
-use crate::upstream::{PooledBody, Unsent, Upstream};
+use crate::upstream::{PoolError, PooledBody, Unsent, Upstream};
 
 /// An admitted request: its breaker permit and the policy that applies to it.
 #[derive(Debug)]
@@ -244,8 +244,9 @@ async fn attempt(
     Result<Response<PooledBody>, ProxyError>,
     Option<Request<ProxyBody>>,
 ) {
-    let started = Instant::now();
-    let result = await_in_place!(tokio::time::timeout(timeout, upstream.client.send(req)));
+    // tokio's clock: the deadline and the duration both follow a paused test clock.
+    let started = tokio::time::Instant::now();
+    let result = await_in_place!(upstream.client.send(req, started + timeout));
     let errors = |kind: &str| {
         metrics
             .upstream_errors
@@ -258,14 +259,28 @@ async fn attempt(
         }
     };
     match result {
-        Ok(Ok(response)) => {
+        Ok(response) => {
             upstream
                 .metrics
                 .upstream_duration
                 .observe(started.elapsed().as_secs_f64());
             (Ok(response), None)
         }
-        Ok(Err(Unsent { error, request })) => {
+        Err(Unsent {
+            error: PoolError::Timeout,
+            ..
+        }) => {
+            errors("timeout");
+            timeouts("response");
+            (
+                Err(ProxyError::UpstreamTimeout {
+                    upstream: upstream.name.to_string(),
+                    after: timeout,
+                }),
+                None,
+            )
+        }
+        Err(Unsent { error, request }) => {
             let detail = error_chain(&error);
             let mapped = if error.is_connect() {
                 errors("connect");
@@ -284,17 +299,6 @@ async fn attempt(
                 }
             };
             (Err(mapped), request)
-        }
-        Err(_) => {
-            errors("timeout");
-            timeouts("response");
-            (
-                Err(ProxyError::UpstreamTimeout {
-                    upstream: upstream.name.to_string(),
-                    after: timeout,
-                }),
-                None,
-            )
         }
     }
 }

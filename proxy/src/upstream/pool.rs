@@ -44,6 +44,9 @@ pub enum PoolError {
     /// The connection failed while the request was sent or the response awaited.
     #[error("upstream connection error")]
     Request(#[source] ClientError),
+    /// The deadline passed before the response head arrived.
+    #[error("no response before the deadline")]
+    Timeout,
 }
 
 impl PoolError {
@@ -178,38 +181,61 @@ impl Pool {
         &self,
         req: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        self.send(req).await.map_err(|unsent| unsent.error)
+        let deadline = tokio::time::Instant::now() + REQUEST_DEADLINE;
+        self.send(req, deadline)
+            .await
+            .map_err(|unsent| unsent.error)
     }
 
     /// [`Pool::request`], and when no connection could be made, the request back untouched
     /// (nothing was sent), so a caller can retry it without having kept a copy.
     ///
-    /// The exchange runs in the caller's future: dropping it (a timeout, a client that went
-    /// away) closes the connection and so cancels the request at the backend.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<PooledBody>, Unsent> {
+    /// The exchange runs in the caller's future: dropping it (a client that went away) closes
+    /// the connection and so cancels the request at the backend, as does `deadline` passing
+    /// before the response head ([`PoolError::Timeout`]). The deadline is kept by the
+    /// connection's own [`LazyTimer`], not a timer per request.
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<PooledBody>, Unsent> {
+        let timed_out = || Unsent {
+            error: PoolError::Timeout,
+            request: None,
+        };
         let mut conn = match self.inner.checkout() {
             Some(conn) => conn,
             // Boxed: connecting is the rare path, and its state (connector, TLS handshake)
             // would otherwise sit in every request's future.
-            None => match Box::pin(self.connect()).await {
-                Ok(conn) => conn,
-                Err(error) => {
+            None => match tokio::time::timeout_at(deadline, Box::pin(self.connect())).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(error)) => {
                     return Err(Unsent {
                         error,
                         request: Some(req),
                     });
                 }
+                Err(_) => return Err(timed_out()),
             },
         };
         let (parts, body) = req.into_parts();
-        let failed = |e| Unsent {
-            error: PoolError::Request(e),
-            request: None,
+        let mut timer = std::mem::take(&mut conn.timer);
+        let exchange = async {
+            conn.write_request(&parts, body, &self.inner.host).await?;
+            conn.read_head(&parts.method).await
         };
-        conn.write_request(&parts, body, &self.inner.host)
-            .await
-            .map_err(failed)?;
-        let head = conn.read_head(&parts.method).await.map_err(failed)?;
+        let outcome = timer.run_until(deadline, exchange).await;
+        conn.timer = timer;
+        let head = match outcome {
+            Some(Ok(head)) => head,
+            Some(Err(e)) => {
+                return Err(Unsent {
+                    error: PoolError::Request(e),
+                    request: None,
+                });
+            }
+            None => return Err(timed_out()),
+        };
         let body = PooledBody::new(
             conn,
             Decoder::new(head.framing),
@@ -230,6 +256,9 @@ impl Pool {
         Ok(Box::new(Conn::new(TokioIo::new(io))))
     }
 }
+
+/// Deadline of a [`Pool::request`] (callers that want another bound wrap it in theirs).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(300);
 
 async fn sweep_every(pool: Weak<Inner>, idle_timeout: Duration) {
     // Half the timeout: an idle connection is closed at most 1.5x its timeout after last use.

@@ -39,6 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
+use crate::lazy_timer::LazyTimer;
 use decode::Head;
 use encode::BodyFraming;
 
@@ -88,6 +89,9 @@ pub struct Conn {
     io: Io,
     read_buf: BytesMut,
     write_buf: Vec<u8>,
+    /// The response deadline of the request in flight, kept across requests (see
+    /// [`LazyTimer`]).
+    pub timer: LazyTimer,
 }
 
 impl std::fmt::Debug for Conn {
@@ -105,6 +109,7 @@ impl Conn {
             io,
             read_buf: BytesMut::with_capacity(READ_BUF_BYTES),
             write_buf: Vec::with_capacity(1024),
+            timer: LazyTimer::new(),
         }
     }
 
