@@ -52,14 +52,16 @@ pub fn encode_head(
         _ => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(HOST) {
-        header(out, HOST.as_str(), default_host.as_bytes());
-    }
+    let mut has_host = false;
     for (name, value) in headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
+        has_host |= name == HOST;
         header(out, name.as_str(), value.as_bytes());
+    }
+    if !has_host {
+        header(out, HOST.as_str(), default_host.as_bytes());
     }
     match framing {
         BodyFraming::None => {}
