@@ -333,7 +333,6 @@ impl Proxy {
         let (response, sse) = self.respond(
             &upstream,
             response,
-            request_id,
             get_uri.as_ref(),
             idle_timeout,
             &mut cx.limits,
@@ -378,14 +377,13 @@ impl Proxy {
         &self,
         upstream: &Upstream,
         response: Response<crate::upstream::PooledBody>,
-        request_id: &HeaderValue,
         get_uri: Option<&http::Uri>,
         idle_timeout: std::time::Duration,
         held: &mut limits::Held,
     ) -> (Response<ProxyBody>, bool) {
         let (mut parts, body) = response.into_parts();
         let sse = headers::is_event_stream(&parts.headers) && parts.status == StatusCode::OK;
-        headers::prepare_downstream_response(&mut parts.headers, request_id, sse);
+        headers::prepare_downstream_response(&mut parts.headers, sse);
         // The permits ride on the body: a streamed response holds its slots until it ends.
         let permits = held.take_for(&mut parts.headers);
         let config = &upstream.config;

@@ -174,10 +174,10 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Rewrites an upstream response's headers for the client, in place.
-pub fn prepare_downstream_response(headers: &mut HeaderMap, request_id: &HeaderValue, sse: bool) {
+/// Rewrites an upstream response's headers for the client, in place. (`X-Request-Id` is set by
+/// the proxy on every answer, this one included.)
+pub fn prepare_downstream_response(headers: &mut HeaderMap, sse: bool) {
     strip_hop_by_hop(headers);
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     if sse {
         // Every intermediary between us and the client must pass events as they come.
         headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
@@ -312,7 +312,7 @@ mod tests {
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
         assert!(is_event_stream(&h));
-        prepare_downstream_response(&mut h, &HeaderValue::from_static("r"), true);
+        prepare_downstream_response(&mut h, true);
         assert_eq!(h[&X_ACCEL_BUFFERING], "no");
         assert_eq!(h[header::CACHE_CONTROL], "no-cache");
         assert!(!h.contains_key(header::CONTENT_LENGTH));

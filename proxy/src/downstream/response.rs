@@ -114,7 +114,11 @@ pub fn encode_response_head(
         _ => None,
     };
     if let Some(n) = length {
-        header(out, "content-length", itoa::Buffer::new().format(n).as_bytes());
+        header(
+            out,
+            "content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
     }
     if framing == ResponseFraming::Chunked {
         header(out, "transfer-encoding", b"chunked");
