@@ -37,12 +37,26 @@ use crate::upstream::has_dot_segment;
 use crate::upstream::{Router, Upstream};
 
 /// What the sidecar knows about the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub remote: SocketAddr,
     /// Whether the client connected with TLS.
     pub tls: bool,
+    /// The client's IP as an `X-Forwarded-For` element, formatted once per connection rather
+    /// than once per request (clones share it).
+    pub forwarded_for: HeaderValue,
+}
+
+impl ConnInfo {
+    /// The connection from `remote`, with or without TLS.
+    pub fn new(remote: SocketAddr, tls: bool) -> Self {
+        Self {
+            remote,
+            tls,
+            forwarded_for: headers::ip_value(remote.ip()),
+        }
+    }
 }
 
 /// The proxy: routing table, metrics and per-request settings. Shared by every connection.
@@ -318,7 +332,7 @@ impl Proxy {
             &mut parts.headers,
             &ForwardContext {
                 upstream_authority: &upstream.authority,
-                client_ip: conn.remote.ip(),
+                client_ip: &conn.forwarded_for,
                 client_proto: if conn.tls { "https" } else { "http" },
                 request_id,
             },

@@ -96,8 +96,8 @@ pub fn request_id_str(id: &HeaderValue) -> &str {
 pub struct ForwardContext<'a> {
     /// `host[:port]` of the upstream, for `Host`.
     pub upstream_authority: &'a HeaderValue,
-    /// The client's address as the sidecar saw it.
-    pub client_ip: IpAddr,
+    /// The client's address as the sidecar saw it, as header text ([`ip_value`]).
+    pub client_ip: &'a HeaderValue,
     /// `http` or `https`: how the client reached the sidecar.
     pub client_proto: &'static str,
     /// The request id.
@@ -115,12 +115,13 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>
     match headers.entry(X_FORWARDED_FOR.clone()) {
         header::Entry::Occupied(mut entry) => {
             let prior = entry.get().to_str().ok().map(str::trim).unwrap_or_default();
-            let mut chain = Vec::with_capacity(prior.len() + 2 + 39);
+            let ip = cx.client_ip.as_bytes();
+            let mut chain = Vec::with_capacity(prior.len() + 2 + ip.len());
             if !prior.is_empty() {
                 chain.extend_from_slice(prior.as_bytes());
                 chain.extend_from_slice(b", ");
             }
-            push_ip(&mut chain, cx.client_ip);
+            chain.extend_from_slice(ip);
             match HeaderValue::from_maybe_shared(bytes::Bytes::from(chain)) {
                 Ok(v) => {
                     entry.insert(v);
@@ -131,11 +132,7 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>
             }
         }
         header::Entry::Vacant(entry) => {
-            let mut ip = Vec::with_capacity(39);
-            push_ip(&mut ip, cx.client_ip);
-            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
-                entry.insert(v);
-            }
+            entry.insert(cx.client_ip.clone());
         }
     }
     headers.insert(
@@ -145,8 +142,19 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>
     headers.insert(X_REQUEST_ID.clone(), cx.request_id.clone());
 }
 
-/// Appends `ip` in its usual text form (IPv4 without the formatting machinery: every request
-/// writes one).
+/// `ip` in its usual text form, as a header value whose clones share one buffer.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut text = Vec::with_capacity(39);
+    push_ip(&mut text, ip);
+    // An IP's text is always a valid header value.
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    // Promote the buffer to a shared one now, so every later clone is a reference count.
+    drop(value.clone());
+    value
+}
+
+/// Appends `ip` in its usual text form (IPv4 without the formatting machinery).
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
@@ -198,10 +206,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    static CLIENT_IP: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+
+    #[test]
+    fn ip_values_are_the_usual_text_forms() {
+        assert_eq!(ip_value("10.1.2.3".parse().unwrap()), "10.1.2.3");
+        assert_eq!(ip_value("::1".parse().unwrap()), "::1");
+        assert_eq!(ip_value("2001:db8::7".parse().unwrap()), "2001:db8::7");
+    }
+
     fn cx<'a>(auth: &'a HeaderValue, rid: &'a HeaderValue) -> ForwardContext<'a> {
         ForwardContext {
             upstream_authority: auth,
-            client_ip: "10.1.2.3".parse().unwrap(),
+            client_ip: CLIENT_IP.get_or_init(|| ip_value("10.1.2.3".parse().unwrap())),
             client_proto: "https",
             request_id: rid,
         }

@@ -282,13 +282,11 @@ async fn serve_connection(
         hyper: watcher,
         h1: drain,
     } = watchers;
-    let conn = ConnInfo {
-        remote,
-        tls: tls.is_some(),
-    };
-    let hyper_service = |proxy: Arc<Proxy>| {
+    let conn = ConnInfo::new(remote, tls.is_some());
+    let hyper_service = |proxy: Arc<Proxy>, conn: ConnInfo| {
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
+            let conn = conn.clone();
             async move { Ok::<_, Infallible>(proxy.serve(req, conn).await) }
         })
     };
@@ -307,7 +305,7 @@ async fn serve_connection(
                     .watch(
                         protocols
                             .sniffing
-                            .serve_connection(TokioIo::new(stream), hyper_service(proxy))
+                            .serve_connection(TokioIo::new(stream), hyper_service(proxy, conn))
                             .into_owned(),
                     )
                     .await
@@ -330,7 +328,11 @@ async fn serve_connection(
             if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let io = TokioIo::new(tls_stream);
                 watcher
-                    .watch(protocols.http2.serve_connection(io, hyper_service(proxy)))
+                    .watch(
+                        protocols
+                            .http2
+                            .serve_connection(io, hyper_service(proxy, conn)),
+                    )
                     .await
                     .map_err(Into::into)
             } else {

@@ -42,10 +42,7 @@ fn main() -> Result<()> {
             .force("open", true)
             .context("breaker `open` exists")?;
         let proxy = Proxy::new(Router::new(upstreams), metrics, 4 << 20).with_resilience(resilience);
-        let conn = ConnInfo {
-            remote: SocketAddr::from(([127, 0, 0, 1], 40000)),
-            tls: false,
-        };
+        let conn = ConnInfo::new(SocketAddr::from(([127, 0, 0, 1], 40000)), false);
         println!(
             "in-process Proxy::serve, {iterations} calls per case, one thread, no sockets, no log output (µs)"
         );
@@ -65,7 +62,7 @@ fn main() -> Result<()> {
                     .header(http::header::ACCEPT, "application/json, text/event-stream")
                     .body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
                 let started = Instant::now();
-                let resp = proxy.serve(req, conn).await;
+                let resp = proxy.serve(req, conn.clone()).await;
                 let got = resp.status().as_u16();
                 resp.into_body()
                     .collect()

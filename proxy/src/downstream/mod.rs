@@ -101,7 +101,7 @@ pub async fn serve<IO>(
         signaled: Box::pin(watch.signaled()),
         watch,
     };
-    conn.run(&proxy, info).await;
+    conn.run(&proxy, &info).await;
 }
 
 /// Why a connection stops.
@@ -129,7 +129,7 @@ impl<IO> Connection<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn run(&mut self, proxy: &Proxy, info: ConnInfo) {
+    async fn run(&mut self, proxy: &Proxy, info: &ConnInfo) {
         loop {
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
@@ -165,7 +165,7 @@ where
             };
             let request = Request::from_parts(parts, body);
             let response = {
-                let serving = pin!(proxy.serve(request, info));
+                let serving = pin!(proxy.serve(request, info.clone()));
                 match self.until_client_gone(serving).await {
                     Some(response) => response,
                     None => {
