@@ -3,7 +3,7 @@
 #   (1) directly, (2) through HAProxy (1 thread), (3) through mcp-sidecar (--worker-threads 1),
 # loaded by wrk with the same MCP `tools/call` (echo) POST, connection count and duration.
 #
-# One run does everything: installs wrk/haproxy/curl via apt if missing, builds the release
+# One run does everything: installs wrk/haproxy/curl via apt if missing, builds the production
 # binaries, picks free loopback ports, starts the three servers, polls readiness, warms each
 # target up, runs ROUNDS interleaved rounds, prints a table (medians) and the ratios, and cleans
 # every process it started up on exit. Exits non-zero if any measured or warm-up run saw a non-2xx
@@ -32,7 +32,9 @@
 #                      counted only while wrk runs): a figure other load on the machine cannot
 #                      move, unlike req/s. The kernel's share (the sockets) is left out.
 #   CG_SECS=10         seconds of load per proxy under callgrind
-#   SKIP_BUILD=1       use the existing target/release binaries
+#   PROFILE=production cargo profile of the binaries (`production`: fat LTO, what to deploy;
+#                      `release` measures the quicker-to-build profile)
+#   SKIP_BUILD=1       use the existing target/$PROFILE binaries
 #   KEEP_WORKDIR=1     keep the temporary directory (configs, logs, raw wrk output)
 #
 # CPU pinning (PIN=split, the default, on a machine with >= 2 CPUs):
@@ -60,6 +62,7 @@ PIN="${PIN:-split}"
 SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
 RESULTS_TSV="${RESULTS_TSV:-}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+PROFILE="${PROFILE:-production}"
 QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
 QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
 DISTURBED_THRESHOLD="${DISTURBED_THRESHOLD:-0.15}"
@@ -71,8 +74,8 @@ CG_SECS="${CG_SECS:-10}"
 LUA="$ROOT/scripts/bench/tools_call.lua"
 HAPROXY_TEMPLATE="$ROOT/scripts/bench/haproxy.cfg.in"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
-SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
+FIXTURE_BIN="$TARGET_DIR/$PROFILE/mcp-fixture"
+SIDECAR_BIN="$TARGET_DIR/$PROFILE/mcp-sidecar"
 BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
 TARGETS=(direct haproxy sidecar)
 
@@ -123,10 +126,10 @@ install_missing() {
 install_missing
 
 if [[ "$SKIP_BUILD" != 1 ]]; then
-  log "building release binaries"
-  cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
+  log "building $PROFILE binaries"
+  cargo build --profile "$PROFILE" --quiet -p mcp-fixtures -p mcp-sidecar --bins
 fi
-[[ -x "$FIXTURE_BIN" && -x "$SIDECAR_BIN" ]] || die "release binaries missing (run without SKIP_BUILD=1)"
+[[ -x "$FIXTURE_BIN" && -x "$SIDECAR_BIN" ]] || die "$PROFILE binaries missing (run without SKIP_BUILD=1)"
 
 # ---------------------------------------------------------------------------------------------
 # Pinning
@@ -416,7 +419,7 @@ if REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
 else
   REV="? (not a git checkout)"
 fi
-echo "mcp-sidecar benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $REV"
+echo "mcp-sidecar benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $REV, cargo profile $PROFILE"
 echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}; sidecar RUST_LOG=$SIDECAR_RUST_LOG"
 echo "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
