@@ -66,6 +66,18 @@ impl RunningSidecar {
     }
 }
 
+/// The fixture MCP server answering in JSON, stateless (no session needed): the plain backend
+/// most tests put behind the sidecar.
+pub async fn json_fixture() -> mcp_fixtures::FixtureServer {
+    mcp_fixtures::FixtureServer::start(mcp_fixtures::FixtureConfig {
+        response_mode: mcp_fixtures::ResponseMode::Json,
+        stateless: true,
+        ..mcp_fixtures::FixtureConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// A config on ephemeral loopback ports with these upstreams.
 pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
     Config {

@@ -6,19 +6,13 @@
 use std::time::Duration;
 
 use mcp_e2e_tests::{call, config, start, upstream};
-use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+use mcp_fixtures::FixtureServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn fixture() -> FixtureServer {
-    FixtureServer::start(FixtureConfig {
-        response_mode: ResponseMode::Json,
-        stateless: true,
-        ..FixtureConfig::default()
-    })
-    .await
-    .unwrap()
+    mcp_e2e_tests::json_fixture().await
 }
 
 /// A POST of `body` to `/mcp` with a length, as MCP clients send it.

@@ -9,19 +9,13 @@ use mcp_e2e_tests::{
     ACCEPT_BOTH, RunningSidecar, call, client, config, eventually, metric_value, post, rpc, start,
     tool_calls, upstream,
 };
-use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+use mcp_fixtures::FixtureServer;
 use mcp_sidecar::config::{HealthCheckKind, ToolConfig, UpstreamConfig};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 
 async fn fixture() -> FixtureServer {
-    FixtureServer::start(FixtureConfig {
-        response_mode: ResponseMode::Json,
-        stateless: true,
-        ..FixtureConfig::default()
-    })
-    .await
-    .unwrap()
+    mcp_e2e_tests::json_fixture().await
 }
 
 /// An upstream whose breaker trips after 3 consecutive failures, without retries, so each test

@@ -8,19 +8,13 @@ use std::time::Duration;
 use mcp_e2e_tests::{
     RunningSidecar, call, config, metric_value, post, rpc, start, tool_calls, upstream,
 };
-use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+use mcp_fixtures::FixtureServer;
 use mcp_sidecar::config::{ToolConfig, UpstreamConfig};
 use serde_json::json;
 use tokio::time::sleep;
 
 async fn fixture() -> FixtureServer {
-    FixtureServer::start(FixtureConfig {
-        response_mode: ResponseMode::Json,
-        stateless: true,
-        ..FixtureConfig::default()
-    })
-    .await
-    .unwrap()
+    mcp_e2e_tests::json_fixture().await
 }
 
 fn tool(name: &str) -> ToolConfig {

@@ -5,11 +5,11 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use bytes::BytesMut;
+use http::{Method, Uri, Version};
 
 use crate::error::ProxyError;
-use crate::upstream::h1::decode::FramingFields;
+use crate::upstream::h1::decode::{FieldSpans, FramingFields};
 
 /// Largest request head (request line and fields) accepted: 431 above. Envoy's default is
 /// 60 KiB and nginx's largest is 4 × 8 KiB; 64 KiB leaves room for long cookies and tokens while
@@ -18,9 +18,6 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 
 /// Most header fields in one request head: 431 above (hyper's and Envoy's default).
 pub const MAX_REQUEST_HEADERS: usize = 100;
-
-/// Fields whose positions are kept on the stack; a head with more spills to the heap.
-const FEW_HEADERS: usize = 24;
 
 /// Room for the fields the sidecar adds before forwarding (`X-Forwarded-For`/`-Proto`,
 /// `X-Request-Id`, claim headers), so adding them never regrows the map.
@@ -105,27 +102,13 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
         keep_alive,
         expect_continue,
     } = scan(version, request.headers)?;
-    let fields = request.headers.len();
-    let mut few = [Span::default(); FEW_HEADERS];
-    let mut many = Vec::new();
-    let spans = if fields <= FEW_HEADERS {
-        &mut few[..fields]
-    } else {
-        many.resize(fields, Span::default());
-        &mut many[..]
-    };
-    for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
-        *span = Span(
-            h.name.as_ptr() as usize - base,
-            h.name.len(),
-            h.value.as_ptr() as usize - base,
-            h.value.len(),
-        );
-    }
+    let spans = FieldSpans::new(base, request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
-    let headers = header_map(&head, spans)?;
+    let headers = spans
+        .header_map(&head, ADDED_HEADERS)
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -144,27 +127,6 @@ fn too_large_bytes() -> ProxyError {
         limit: MAX_REQUEST_HEAD_BYTES,
         what: "bytes",
     }
-}
-
-/// Where a field's name and value sit in the head: offset and length of each.
-#[derive(Debug, Clone, Copy, Default)]
-struct Span(usize, usize, usize, usize);
-
-fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
-    let mut map = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
-    for &Span(name_at, name_len, value_at, value_len) in spans {
-        let raw_name = &head[name_at..name_at + name_len];
-        let name = HeaderName::from_bytes(raw_name).map_err(|_| {
-            ProxyError::BadRequest(format!(
-                "invalid header name `{}`",
-                String::from_utf8_lossy(raw_name)
-            ))
-        })?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| ProxyError::BadRequest(format!("invalid value of header `{name}`")))?;
-        map.append(name, value);
-    }
-    Ok(map)
 }
 
 /// What the framing fields of a request say.

@@ -98,40 +98,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         };
         let (framing, keep_alive, drop_length) =
             framing(status, version, response.headers, head_request)?;
-        // Where each field sits in the head, so the values can be cut from it once it is frozen
-        // (the parser's slices borrow the buffer that `split_to` needs).
-        let base = buf.as_ptr() as usize;
-        let fields = response.headers.len();
-        let mut few = [Span::default(); FEW_HEADERS];
-        let mut many = Vec::new();
-        let spans = if fields <= FEW_HEADERS {
-            &mut few[..fields]
-        } else {
-            many.resize(fields, Span::default());
-            &mut many[..]
-        };
-        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-            *span = Span(
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
-            );
-        }
+        let spans = FieldSpans::new(buf.as_ptr() as usize, response.headers);
         let head = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(fields + ADDED_HEADERS);
-        for &Span(name_at, name_len, value_at, value_len) in spans.iter() {
-            let raw_name = &head[name_at..name_at + name_len];
-            let name = HeaderName::from_bytes(raw_name).map_err(|_| {
-                ClientError::Malformed(format!(
-                    "header name `{}`",
-                    String::from_utf8_lossy(raw_name)
-                ))
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-                .map_err(|_| ClientError::Malformed(format!("value of header `{name}`")))?;
-            map.append(name, value);
-        }
+        let mut map = spans
+            .header_map(&head, ADDED_HEADERS)
+            .map_err(|e| ClientError::Malformed(e.to_string()))?;
         if drop_length {
             // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must not
             // pass the overridden length on (the next hop could frame by it: request smuggling).
@@ -155,6 +126,75 @@ struct Span(usize, usize, usize, usize);
 
 /// Fields whose positions are kept on the stack; a head with more spills to the heap.
 const FEW_HEADERS: usize = 32;
+
+/// Where each parsed field of a head sits, so that once the head is cut from the read buffer
+/// and frozen, the header map can be built with values that are slices of it (no copy). The
+/// parser's own slices borrow the buffer that the cut needs, hence offsets. Requests and
+/// responses alike.
+pub(crate) struct FieldSpans {
+    few: [Span; FEW_HEADERS],
+    many: Vec<Span>,
+    len: usize,
+}
+
+/// A field the header map refuses.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FieldError {
+    /// Not a valid field name.
+    #[error("invalid header name `{0}`")]
+    Name(String),
+    /// Not a valid field value.
+    #[error("invalid value of header `{0}`")]
+    Value(HeaderName),
+}
+
+impl FieldSpans {
+    /// The positions of `fields`, parsed from a buffer that starts at address `base`.
+    pub(crate) fn new(base: usize, fields: &[httparse::Header<'_>]) -> Self {
+        let mut spans = Self {
+            few: [Span::default(); FEW_HEADERS],
+            many: Vec::new(),
+            len: fields.len(),
+        };
+        if fields.len() > FEW_HEADERS {
+            spans.many.resize(fields.len(), Span::default());
+        }
+        let slots = if fields.len() <= FEW_HEADERS {
+            &mut spans.few[..fields.len()]
+        } else {
+            &mut spans.many[..]
+        };
+        for (slot, h) in slots.iter_mut().zip(fields) {
+            *slot = Span(
+                h.name.as_ptr() as usize - base,
+                h.name.len(),
+                h.value.as_ptr() as usize - base,
+                h.value.len(),
+            );
+        }
+        spans
+    }
+
+    /// The header map of `head` (the frozen bytes the fields were parsed from), sized for
+    /// `room` more fields.
+    pub(crate) fn header_map(&self, head: &Bytes, room: usize) -> Result<HeaderMap, FieldError> {
+        let spans = if self.len <= FEW_HEADERS {
+            &self.few[..self.len]
+        } else {
+            &self.many[..]
+        };
+        let mut map = HeaderMap::with_capacity(spans.len() + room);
+        for &Span(name_at, name_len, value_at, value_len) in spans {
+            let raw_name = &head[name_at..name_at + name_len];
+            let name = HeaderName::from_bytes(raw_name)
+                .map_err(|_| FieldError::Name(String::from_utf8_lossy(raw_name).into_owned()))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+                .map_err(|_| FieldError::Value(name.clone()))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
 
 /// Room for the fields the sidecar adds to a response (`X-Request-Id`, SSE's
 /// `X-Accel-Buffering` and `Cache-Control`, rate-limit fields), so adding them never regrows the
