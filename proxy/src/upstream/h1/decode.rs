@@ -120,12 +120,14 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     }
 }
 
-/// Where a field's name and value sit in the head: offset and length of each.
+/// Where a field's name and value sit in the head: offset and length of each (a head is at most
+/// 64 KiB, so 32 bits each keep the array small).
 #[derive(Debug, Clone, Copy, Default)]
-struct Span(usize, usize, usize, usize);
+struct Span(u32, u32, u32, u32);
 
-/// Fields whose positions are kept on the stack; a head with more spills to the heap.
-const FEW_HEADERS: usize = 32;
+/// Fields whose positions are kept on the stack (256 bytes); a head with more spills to the
+/// heap. MCP messages carry well under this.
+const FEW_HEADERS: usize = 16;
 
 /// Where each parsed field of a head sits, so that once the head is cut from the read buffer
 /// and frozen, the header map can be built with values that are slices of it (no copy). The
@@ -149,7 +151,9 @@ pub(crate) enum FieldError {
 }
 
 impl FieldSpans {
-    /// The positions of `fields`, parsed from a buffer that starts at address `base`.
+    /// The positions of `fields`, parsed from a buffer that starts at address `base` (the head
+    /// they belong to is at most [`MAX_HEAD_BYTES`] long, which the callers check first).
+    #[inline]
     pub(crate) fn new(base: usize, fields: &[httparse::Header<'_>]) -> Self {
         let mut spans = Self {
             few: [Span::default(); FEW_HEADERS],
@@ -164,12 +168,13 @@ impl FieldSpans {
         } else {
             &mut spans.many[..]
         };
+        let at = |p: *const u8| (p as usize - base) as u32;
         for (slot, h) in slots.iter_mut().zip(fields) {
             *slot = Span(
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
+                at(h.name.as_ptr()),
+                h.name.len() as u32,
+                at(h.value.as_ptr()),
+                h.value.len() as u32,
             );
         }
         spans
@@ -185,6 +190,8 @@ impl FieldSpans {
         };
         let mut map = HeaderMap::with_capacity(spans.len() + room);
         for &Span(name_at, name_len, value_at, value_len) in spans {
+            let (name_at, name_len) = (name_at as usize, name_len as usize);
+            let (value_at, value_len) = (value_at as usize, value_len as usize);
             let raw_name = &head[name_at..name_at + name_len];
             let name = HeaderName::from_bytes(raw_name)
                 .map_err(|_| FieldError::Name(String::from_utf8_lossy(raw_name).into_owned()))?;
