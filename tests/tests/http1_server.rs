@@ -187,6 +187,28 @@ async fn a_body_left_unread_is_drained_and_the_connection_reused() {
 }
 
 #[tokio::test]
+async fn an_unread_body_over_the_drain_limit_closes_the_connection_after_the_answer() {
+    let backend = fixture().await;
+    let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    // 2 MiB announced, a little sent: draining it would cost more than a new connection.
+    let length = 2 * mcp_sidecar::downstream::MAX_DRAIN_BYTES;
+    s.write_all(
+        format!(
+            "POST /elsewhere HTTP/1.1\r\nhost: localhost\r\ncontent-length: {length}\r\n\r\nxxxx"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (status, fields, _) = read_answer(&mut s, &mut buf).await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(field(&fields, "connection"), Some("close"));
+    assert!(closes_within(&mut s, Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
 async fn a_client_still_waiting_for_100_continue_gets_the_refusal_and_a_close() {
     let backend = fixture().await;
     let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::request::BodyFraming;
 use super::response::CONTINUE;
-use crate::upstream::h1::decode::{Chunked, Decoded};
+use crate::upstream::h1::decode::{Chunked, Decoded, take_length};
 
 /// Read buffer added when the one in use is nearly full: enough for a request head and an MCP
 /// message in one read.
@@ -113,6 +113,8 @@ enum Kind<IO> {
     /// The rest is on the connection.
     Stream {
         shared: Shared<IO>,
+        /// Bytes left when known (a length, or 0 once done), copied from the decoder after each
+        /// poll so `is_end_stream` and `size_hint` answer without taking the lock.
         exact: Option<u64>,
     },
 }
@@ -232,12 +234,7 @@ fn poll_stream<IO: AsyncRead + AsyncWrite + Unpin>(
             BodyDecoder::Done => return Poll::Ready(None),
             BodyDecoder::Failed => return Poll::Ready(Some(Err(BodyError::Failed))),
             BodyDecoder::Length(left) => {
-                if !t.read_buf.is_empty() {
-                    let take = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(t.read_buf.len());
-                    let data = t.read_buf.split_to(take).freeze();
-                    *left -= take as u64;
+                if let Some(data) = take_length(left, &mut t.read_buf) {
                     if *left == 0 {
                         t.decoder = BodyDecoder::Done;
                     }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use super::decode::{Chunked, Decoded, Framing};
+use super::decode::{Chunked, Decoded, Framing, take_length};
 use super::{ClientError, Conn};
 
 /// Where a response body stands.
@@ -58,12 +58,7 @@ impl Decoder {
             match self {
                 Self::Done => return Poll::Ready(None),
                 Self::Length(left) => {
-                    if !conn.read_buf.is_empty() {
-                        let take = usize::try_from(*left)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.read_buf.len());
-                        let data = conn.read_buf.split_to(take).freeze();
-                        *left -= take as u64;
+                    if let Some(data) = take_length(left, &mut conn.read_buf) {
                         if *left == 0 {
                             *self = Self::Done;
                         }

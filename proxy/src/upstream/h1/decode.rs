@@ -357,6 +357,17 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// The part of a length-delimited body that `buf` holds (at most `left` bytes), cut from it;
+/// `None` when `buf` is empty. `left` counts down. Request and response bodies alike.
+pub(crate) fn take_length(left: &mut u64, buf: &mut BytesMut) -> Option<Bytes> {
+    if buf.is_empty() || *left == 0 {
+        return None;
+    }
+    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+    *left -= take as u64;
+    Some(buf.split_to(take).freeze())
+}
+
 /// What the chunked decoder found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
