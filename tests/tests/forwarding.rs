@@ -449,13 +449,12 @@ async fn a_backend_that_answers_garbage_is_a_502_that_says_so() {
         }
     });
     let sidecar = start(config(vec![upstream(format!("http://{addr}/mcp"), None)])).await;
-    let resp = client()
-        .post(sidecar.url("/mcp"))
-        .header("content-type", "application/json")
-        .body(mcp_e2e_tests::call(7, "echo", json!({"text": "x"})))
-        .send()
-        .await
-        .unwrap();
+    let resp = mcp_e2e_tests::post(
+        &sidecar,
+        "/mcp",
+        mcp_e2e_tests::call(7, "echo", json!({"text": "x"})),
+    )
+    .await;
     assert_eq!(resp.status(), 502);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["id"], 7);
