@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Throughput/latency benchmark: the mock MCP server (mcp-fixture) served
-#   (1) directly, (2) through HAProxy (1 thread), (3) through mcp-sidecar (--worker-threads 1),
+#   (1) directly, (2) through HAProxy (1 thread), (3) through HAProxy doing the sidecar's header
+#   work (`haproxy-eq`: X-Forwarded-For/-Proto added, an X-Request-Id generated and returned),
+#   (4) through mcp-sidecar (--worker-threads 1),
 # loaded by wrk with the same MCP `tools/call` (echo) POST, connection count and duration.
 #
 # One run does everything: installs wrk/haproxy/curl via apt if missing, builds the production
 # binaries, picks free loopback ports, starts the three servers, polls readiness, warms each
-# target up, runs ROUNDS interleaved rounds, prints a table (medians) and the ratios, and cleans
+# target up, runs ROUNDS interleaved rounds, prints a table (medians), the ratios of the medians
+# and the median of the per-round ratios (the targets of one round run back to back, so the
+# machine's drift between minutes mostly cancels in them), and cleans
 # every process it started up on exit. Exits non-zero if any measured or warm-up run saw a non-2xx
 # answer (wrk counts status >= 400), a socket error (connect/read/write/timeout), a wrk failure,
 # or a proxy that answered requests without forwarding them (checked against the fixture's /stats).
@@ -13,6 +17,7 @@
 # Environment (all optional):
 #   DURATION=10s       wrk duration of each measured run
 #   CONNECTIONS=32     wrk connections (-c), the same for every target
+#   HAPROXY_EQ=1       also measure the `haproxy-eq` target (0 skips it)
 #   WRK_THREADS=1      wrk threads (-t)
 #   WARMUP=3s          warm-up run per target before the measured rounds (0 to skip)
 #   ROUNDS=3           measured rounds; each round runs every target once, in a rotating order,
@@ -73,11 +78,13 @@ CG_SECS="${CG_SECS:-10}"
 
 LUA="$ROOT/scripts/bench/tools_call.lua"
 HAPROXY_TEMPLATE="$ROOT/scripts/bench/haproxy.cfg.in"
+HAPROXY_EQ_TEMPLATE="$ROOT/scripts/bench/haproxy-eq.cfg.in"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/$PROFILE/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/$PROFILE/mcp-sidecar"
 BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
-TARGETS=(direct haproxy sidecar)
+HAPROXY_EQ="${HAPROXY_EQ:-1}"
+if [[ "$HAPROXY_EQ" == 1 ]]; then TARGETS=(direct haproxy haproxy-eq sidecar); else TARGETS=(direct haproxy sidecar); fi
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -224,14 +231,20 @@ wait_ready() {
 
 FIXTURE_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
+HAPROXY_EQ_PORT=$(free_port)
 SIDECAR_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 FIXTURE_URL="http://127.0.0.1:$FIXTURE_PORT/mcp"
 HAPROXY_URL="http://127.0.0.1:$HAPROXY_PORT/mcp"
+HAPROXY_EQ_URL="http://127.0.0.1:$HAPROXY_EQ_PORT/mcp"
 SIDECAR_URL="http://127.0.0.1:$SIDECAR_PORT/mcp"
 
 log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any})"
-RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
+# One tokio worker per CPU the fixture may use: more workers than CPUs only add context switches
+# on the load core (and how many depends on the proxy's timing, which would blur the comparison).
+fixture_workers=$(nproc)
+if [[ -n "$FIXTURE_CPUS" ]]; then fixture_workers=$(taskset -c "$FIXTURE_CPUS" nproc); fi
+RUST_LOG=warn TOKIO_WORKER_THREADS="$fixture_workers" pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
   >"$WORK/fixture.log" 2>&1 &
 FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
 wait_ready fixture "$FIXTURE_PID" post_ok "$FIXTURE_URL"
@@ -243,6 +256,16 @@ log "haproxy on :$HAPROXY_PORT (cpus ${PROXY_CPUS:-any})"
 pinned "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
 wait_ready haproxy "$HAPROXY_PID" post_ok "$HAPROXY_URL"
+HAPROXY_EQ_PID=""
+if [[ "$HAPROXY_EQ" == 1 ]]; then
+  sed -e "s/@LISTEN@/127.0.0.1:$HAPROXY_EQ_PORT/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" \
+    "$HAPROXY_EQ_TEMPLATE" >"$WORK/haproxy-eq.cfg"
+  haproxy -c -q -f "$WORK/haproxy-eq.cfg" || die "invalid haproxy config ($WORK/haproxy-eq.cfg)"
+  log "haproxy-eq on :$HAPROXY_EQ_PORT (cpus ${PROXY_CPUS:-any})"
+  pinned "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy-eq.cfg" >"$WORK/haproxy-eq.log" 2>&1 &
+  HAPROXY_EQ_PID=$!; PIDS+=("$HAPROXY_EQ_PID")
+  wait_ready haproxy-eq "$HAPROXY_EQ_PID" post_ok "$HAPROXY_EQ_URL"
+fi
 
 log "sidecar on :$SIDECAR_PORT, admin :$ADMIN_PORT (cpus ${PROXY_CPUS:-any}, RUST_LOG=$SIDECAR_RUST_LOG)"
 # O_APPEND so the log can be truncated between runs without a sparse, ever-growing file.
@@ -308,6 +331,7 @@ run_one() {
   case "$target" in
     direct) url="$FIXTURE_URL" ;;
     haproxy) url="$HAPROXY_URL"; proxy_pid="$HAPROXY_PID" ;;
+    haproxy-eq) url="$HAPROXY_EQ_URL"; proxy_pid="$HAPROXY_EQ_PID" ;;
     sidecar) url="$SIDECAR_URL"; proxy_pid="$SIDECAR_PID" ;;
   esac
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
@@ -432,18 +456,19 @@ awk -F'\t' -v rounds="$ROUNDS" '
   }
   $1 == "discarded" { discarded++ }
   $1 == "measure" {
+    byround[$2, $3] = $4
     rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
     err[$2] += $8; other[$2] = other[$2] " " $13
     if ($9 != "-") { pc[$2] = pc[$2] " " $9; pu[$2] = pu[$2] " " $10 }
   }
   END {
-    printf "%-8s %10s %9s %9s %11s %12s %7s %11s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "errors", "other load", "req/s per round"
-    n = split("direct haproxy sidecar", T, " ")
+    printf "%-10s %10s %9s %9s %11s %12s %7s %11s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "errors", "other load", "req/s per round"
+    n = split("direct haproxy haproxy-eq sidecar", T, " ")
     for (i = 1; i <= n; i++) {
       t = T[i]; if (!(t in rps)) continue
       R[t] = median(rps[t]); P50[t] = median(p50[t]); P99[t] = median(p99[t])
       U[t] = t in pu ? median(pu[t]) : ""
-      printf "%-8s %10.0f %9.3f %9.3f %11s %12s %7d %11.2f  %s\n", t, R[t], P50[t] / 1000, P99[t] / 1000,
+      printf "%-10s %10.0f %9.3f %9.3f %11s %12s %7d %11.2f  %s\n", t, R[t], P50[t] / 1000, P99[t] / 1000,
         t in pc ? sprintf("%.2f", median(pc[t])) : "-", t in pu ? sprintf("%.1f", U[t]) : "-", err[t], median(other[t]), rps[t]
     }
     print ""
@@ -451,7 +476,21 @@ awk -F'\t' -v rounds="$ROUNDS" '
     printf "  sidecar / direct         %7.3f %7.2f %7.2f\n", R["sidecar"] / R["direct"], P50["sidecar"] / P50["direct"], P99["sidecar"] / P99["direct"]
     printf "  haproxy / direct         %7.3f %7.2f %7.2f\n", R["haproxy"] / R["direct"], P50["haproxy"] / P50["direct"], P99["haproxy"] / P99["direct"]
     printf "  sidecar / haproxy        %7.3f %7.2f %7.2f\n", R["sidecar"] / R["haproxy"], P50["sidecar"] / P50["haproxy"], P99["sidecar"] / P99["haproxy"]
+    if ("haproxy-eq" in R)
+      printf "  sidecar / haproxy-eq     %7.3f %7.2f %7.2f\n", R["sidecar"] / R["haproxy-eq"], P50["sidecar"] / P50["haproxy-eq"], P99["sidecar"] / P99["haproxy-eq"]
     if (U["haproxy"] > 0) printf "  proxy CPU per request, sidecar / haproxy: %.2f\n", U["sidecar"] / U["haproxy"]
+    print ""
+    print "req/s, median of the per-round ratios (rounds where both ran)"
+    split("haproxy haproxy-eq", B, " ")
+    for (b = 1; b <= 2; b++) {
+      list = ""; wins = 0; m = 0
+      for (r = 1; r <= rounds; r++)
+        if ((B[b], r) in byround && ("sidecar", r) in byround && byround[B[b], r] > 0) {
+          q = byround["sidecar", r] / byround[B[b], r]; list = list " " sprintf("%.3f", q); m++
+          if (q >= 1) wins++
+        }
+      if (m) printf "  sidecar / %-13s %7.3f   (sidecar ahead in %d of %d rounds:%s)\n", B[b], median(list), wins, m, list
+    }
     print ""
     print "req/s, p50, p99: medians over the rounds. proxy cores: CPU the proxy process used (1.00 = one"
     print "core busy); proxy us/req: its CPU time per answered request. other load: CPU used by processes"
