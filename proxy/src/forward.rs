@@ -331,7 +331,6 @@ impl Proxy {
         headers::prepare_upstream_request(
             &mut parts.headers,
             &ForwardContext {
-                upstream_authority: &upstream.authority,
                 client_ip: &conn.forwarded_for,
                 client_proto: if conn.tls { "https" } else { "http" },
                 request_id,

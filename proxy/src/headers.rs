@@ -94,8 +94,6 @@ pub fn request_id_str(id: &HeaderValue) -> &str {
 /// Everything the upstream request's headers depend on besides the client's headers.
 #[derive(Debug)]
 pub struct ForwardContext<'a> {
-    /// `host[:port]` of the upstream, for `Host`.
-    pub upstream_authority: &'a HeaderValue,
     /// The client's address as the sidecar saw it, as header text ([`ip_value`]).
     pub client_ip: &'a HeaderValue,
     /// `http` or `https`: how the client reached the sidecar.
@@ -105,12 +103,14 @@ pub struct ForwardContext<'a> {
 }
 
 /// Rewrites a client's request headers into the upstream request's headers, in place.
+///
+/// `Host` is left alone: the client leg's encoder always writes the backend's own authority
+/// (a Python MCP server answers 421 to any other) and never the client's, so it costs no map
+/// insert here ([`crate::upstream::h1::encode::encode_head`]).
 pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>) {
     strip_hop_by_hop(headers);
-    // hyper sizes the map for the client's fields; one growth for ours instead of several.
-    headers.reserve(4);
-    // The backend is addressed by its own name; a Python MCP server answers 421 to anything else.
-    headers.insert(header::HOST, cx.upstream_authority.clone());
+    // The parser sizes the map for the client's fields; one growth for ours instead of several.
+    headers.reserve(3);
     // One lookup: the entry's `insert` also drops any further values of a repeated header.
     match headers.entry(X_FORWARDED_FOR.clone()) {
         header::Entry::Occupied(mut entry) => {
@@ -215,9 +215,8 @@ mod tests {
         assert_eq!(ip_value("2001:db8::7".parse().unwrap()), "2001:db8::7");
     }
 
-    fn cx<'a>(auth: &'a HeaderValue, rid: &'a HeaderValue) -> ForwardContext<'a> {
+    fn cx(rid: &HeaderValue) -> ForwardContext<'_> {
         ForwardContext {
-            upstream_authority: auth,
             client_ip: CLIENT_IP.get_or_init(|| ip_value("10.1.2.3".parse().unwrap())),
             client_proto: "https",
             request_id: rid,
@@ -263,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_request_gets_host_forwarding_and_request_id() {
+    fn upstream_request_gets_forwarding_fields_and_request_id() {
         let mut h = HeaderMap::new();
         h.insert(
             header::HOST,
@@ -278,10 +277,10 @@ mod tests {
             "mcp-protocol-version",
             HeaderValue::from_static("2025-06-18"),
         );
-        let auth = HeaderValue::from_static("127.0.0.1:8000");
         let rid = HeaderValue::from_static("rid-1");
-        prepare_upstream_request(&mut h, &cx(&auth, &rid));
-        assert_eq!(h[header::HOST], "127.0.0.1:8000");
+        prepare_upstream_request(&mut h, &cx(&rid));
+        // Not rewritten here: the encoder writes the backend's authority instead (encode.rs).
+        assert_eq!(h[header::HOST], "sidecar.example:8080");
         assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.1, 10.1.2.3");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_REQUEST_ID], "rid-1");
@@ -291,17 +290,16 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_the_peer_once_to_a_repeated_or_blank_chain() {
-        let auth = HeaderValue::from_static("b:1");
         let rid = HeaderValue::from_static("r");
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.2"));
-        prepare_upstream_request(&mut h, &cx(&auth, &rid));
+        prepare_upstream_request(&mut h, &cx(&rid));
         let all: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
         assert_eq!(all, ["192.0.2.1, 10.1.2.3"]);
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("  "));
-        prepare_upstream_request(&mut h, &cx(&auth, &rid));
+        prepare_upstream_request(&mut h, &cx(&rid));
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
     }
 

@@ -84,7 +84,7 @@ struct Inner {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority` of the backend, what the connector dials.
     target: Uri,
-    /// Its authority, the `Host` of a request that has none.
+    /// Its authority: the `Host` of every request sent on its connections.
     host: HeaderValue,
     max_idle: usize,
     idle_timeout: Duration,

@@ -35,15 +35,16 @@ impl BodyFraming {
     }
 }
 
-/// Appends the request line and headers to `out`. `default_host` is sent when the request has
-/// no `Host` (the request path always sets it; this keeps the client usable on its own).
+/// Appends the request line and headers to `out`. `host` (the backend's authority) is the
+/// request's `Host`, whatever the map holds: the backend is addressed by its own name, and a
+/// client's `Host` (or a repeated one) never goes through.
 pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     framing: BodyFraming,
-    default_host: &HeaderValue,
+    host: &HeaderValue,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -52,16 +53,12 @@ pub fn encode_head(
         _ => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut has_host = false;
+    header(out, HOST.as_str(), host.as_bytes());
     for (name, value) in headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == HOST {
             continue;
         }
-        has_host |= name == HOST;
         header(out, name.as_str(), value.as_bytes());
-    }
-    if !has_host {
-        header(out, HOST.as_str(), default_host.as_bytes());
     }
     match framing {
         BodyFraming::None => {}
@@ -153,6 +150,24 @@ mod tests {
         assert_eq!(
             head,
             "POST /mcp?x=1 HTTP/1.1\r\nhost: backend:8000\r\naccept: a\r\naccept: b\r\ncontent-length: 12\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_clients_host_is_replaced_by_the_backends() {
+        let head = encode(
+            Method::POST,
+            "/mcp",
+            &[
+                ("accept", "a"),
+                ("host", "sidecar.example:8080"),
+                ("host", "evil.example"),
+            ],
+            BodyFraming::Length(0),
+        );
+        assert_eq!(
+            head,
+            "POST /mcp HTTP/1.1\r\nhost: backend:8000\r\naccept: a\r\ncontent-length: 0\r\n\r\n"
         );
     }
 

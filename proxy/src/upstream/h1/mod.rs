@@ -134,7 +134,7 @@ impl Conn {
         &mut self,
         head: &Parts,
         mut body: ProxyBody,
-        default_host: &HeaderValue,
+        host: &HeaderValue,
     ) -> Result<(), ClientError> {
         let framing =
             BodyFraming::choose(&head.method, body.is_end_stream(), body.size_hint().exact());
@@ -145,7 +145,7 @@ impl Conn {
             &head.uri,
             &head.headers,
             framing,
-            default_host,
+            host,
         );
         let mut sent = 0u64;
         while !body.is_end_stream() {
