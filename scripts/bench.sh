@@ -78,7 +78,7 @@ CG_SECS="${CG_SECS:-10}"
 
 LUA="$ROOT/scripts/bench/tools_call.lua"
 HAPROXY_TEMPLATE="$ROOT/scripts/bench/haproxy.cfg.in"
-HAPROXY_EQ_TEMPLATE="$ROOT/scripts/bench/haproxy-eq.cfg.in"
+HAPROXY_EQ_FRONTEND="$ROOT/scripts/bench/haproxy-eq.frontend"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/$PROFILE/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/$PROFILE/mcp-sidecar"
@@ -249,22 +249,30 @@ RUST_LOG=warn TOKIO_WORKER_THREADS="$fixture_workers" pinned "$FIXTURE_CPUS" "$F
 FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
 wait_ready fixture "$FIXTURE_PID" post_ok "$FIXTURE_URL"
 
-sed -e "s/@LISTEN@/127.0.0.1:$HAPROXY_PORT/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" \
-  "$HAPROXY_TEMPLATE" >"$WORK/haproxy.cfg"
-haproxy -c -q -f "$WORK/haproxy.cfg" || die "invalid haproxy config ($WORK/haproxy.cfg)"
-log "haproxy on :$HAPROXY_PORT (cpus ${PROXY_CPUS:-any})"
-pinned "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
-HAPROXY_PID=$!; PIDS+=("$HAPROXY_PID")
-wait_ready haproxy "$HAPROXY_PID" post_ok "$HAPROXY_URL"
+# haproxy_config OUT PORT [FRONTEND_EXTRA]: writes and checks a config listening on PORT in
+# front of the fixture; FRONTEND_EXTRA, a file of frontend directives, goes into the frontend.
+haproxy_config() {
+  local out="$1" port="$2" extra="${3:-}" fill=(-e "/^@FRONTEND_EXTRA@$/d")
+  [[ -n "$extra" ]] && fill=(-e "/^@FRONTEND_EXTRA@$/{r $extra" -e "d" -e "}")
+  sed -e "s/@LISTEN@/127.0.0.1:$port/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" "${fill[@]}" \
+    "$HAPROXY_TEMPLATE" >"$out"
+  haproxy -c -q -f "$out" || die "invalid haproxy config ($out)"
+}
+# start_haproxy NAME PORT URL [FRONTEND_EXTRA]: runs one on the proxy CPUs; its pid in STARTED_PID.
+start_haproxy() {
+  local name="$1" port="$2" url="$3"
+  haproxy_config "$WORK/$name.cfg" "$port" "${4:-}"
+  log "$name on :$port (cpus ${PROXY_CPUS:-any})"
+  pinned "$PROXY_CPUS" haproxy -db -f "$WORK/$name.cfg" >"$WORK/$name.log" 2>&1 &
+  STARTED_PID=$!; PIDS+=("$STARTED_PID")
+  wait_ready "$name" "$STARTED_PID" post_ok "$url"
+}
+start_haproxy haproxy "$HAPROXY_PORT" "$HAPROXY_URL"
+HAPROXY_PID=$STARTED_PID
 HAPROXY_EQ_PID=""
 if [[ "$HAPROXY_EQ" == 1 ]]; then
-  sed -e "s/@LISTEN@/127.0.0.1:$HAPROXY_EQ_PORT/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" \
-    "$HAPROXY_EQ_TEMPLATE" >"$WORK/haproxy-eq.cfg"
-  haproxy -c -q -f "$WORK/haproxy-eq.cfg" || die "invalid haproxy config ($WORK/haproxy-eq.cfg)"
-  log "haproxy-eq on :$HAPROXY_EQ_PORT (cpus ${PROXY_CPUS:-any})"
-  pinned "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy-eq.cfg" >"$WORK/haproxy-eq.log" 2>&1 &
-  HAPROXY_EQ_PID=$!; PIDS+=("$HAPROXY_EQ_PID")
-  wait_ready haproxy-eq "$HAPROXY_EQ_PID" post_ok "$HAPROXY_EQ_URL"
+  start_haproxy haproxy-eq "$HAPROXY_EQ_PORT" "$HAPROXY_EQ_URL" "$HAPROXY_EQ_FRONTEND"
+  HAPROXY_EQ_PID=$STARTED_PID
 fi
 
 log "sidecar on :$SIDECAR_PORT, admin :$ADMIN_PORT (cpus ${PROXY_CPUS:-any}, RUST_LOG=$SIDECAR_RUST_LOG)"
@@ -426,8 +434,7 @@ source "$ROOT/scripts/bench/callgrind.sh"
 declare -A IR_PER_REQ
 if [[ "$CALLGRIND" == 1 ]]; then
   port=$(free_port)
-  sed -e "s/@LISTEN@/127.0.0.1:$port/" -e "s/@BACKEND@/127.0.0.1:$FIXTURE_PORT/" \
-    "$HAPROXY_TEMPLATE" >"$WORK/haproxy-cg.cfg"
+  haproxy_config "$WORK/haproxy-cg.cfg" "$port"
   cg_count haproxy "$port" haproxy -db -f "$WORK/haproxy-cg.cfg"
   port=$(free_port); admin=$(free_port)
   RUST_LOG="$SIDECAR_RUST_LOG" cg_count sidecar "$port" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
