@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Throughput/latency benchmark: the mock MCP server (mcp-fixture) served
-#   (1) directly, (2) through HAProxy (1 thread), (3) through HAProxy doing the sidecar's header
-#   work (`haproxy-eq`: X-Forwarded-For/-Proto added, an X-Request-Id generated and returned),
-#   (4) through mcp-sidecar (--worker-threads 1),
-# loaded by wrk with the same MCP `tools/call` (echo) POST, connection count and duration.
+#   direct          directly;
+#   haproxy         through HAProxy (1 thread) forwarding as it is, no logging;
+#   haproxy-eq      through HAProxy (1 thread) doing what the sidecar does by default: the
+#                   X-Forwarded-For/-Proto fields added, an X-Request-Id generated and returned,
+#                   one access-log line per request (`log stdout`, to a file);
+#   sidecar         through mcp-sidecar (--worker-threads 1), default config (access log on);
+#   sidecar-nolog   the same with the access log off (RUST_LOG=warn): HAProxy's default;
+# loaded by wrk with the same MCP `tools/call` (echo) POST, connection count and duration. The
+# pairs that do the same work are sidecar-nolog / haproxy and sidecar / haproxy-eq; the report
+# gives those ratios and, for reference, sidecar / haproxy (the default sidecar logs, HAProxy
+# does not).
 #
 # One run does everything: installs wrk/haproxy/curl via apt if missing, builds the production
 # binaries, picks free loopback ports, starts the three servers, polls readiness, warms each
@@ -17,15 +24,16 @@
 # Environment (all optional):
 #   DURATION=10s       wrk duration of each measured run
 #   CONNECTIONS=32     wrk connections (-c), the same for every target
-#   HAPROXY_EQ=1       also measure the `haproxy-eq` target (0 skips it)
+#   TARGETS="direct haproxy haproxy-eq sidecar sidecar-nolog"   the targets to measure (a
+#                      subset skips the others; the ratios of pairs left out are not printed)
 #   WRK_THREADS=1      wrk threads (-t)
 #   WARMUP=3s          warm-up run per target before the measured rounds (0 to skip)
 #   ROUNDS=3           measured rounds; each round runs every target once, in a rotating order,
 #                      and the table shows the per-target median (one noisy run cannot carry it)
 #   PIN=split          CPU pinning layout, see below; PIN=none runs everything unpinned
 #   WRK_CPUS / FIXTURE_CPUS / PROXY_CPUS   taskset CPU lists overriding the layout's defaults
-#   SIDECAR_RUST_LOG=info   RUST_LOG for the sidecar (info = its default, one access-log line per
-#                      request, written to a file); e.g. `warn` measures it without access logs
+#   SIDECAR_RUST_LOG=info   RUST_LOG for the `sidecar` target (info = its default, one access-log
+#                      line per request, written to a file); `sidecar-nolog` always runs with warn
 #   RESULTS_TSV=path   also write every run (warm-ups included) as TSV to this file
 #   QUIET_MAX_WAIT=120 before each run, wait up to this many seconds for the machine to be quiet
 #                      (other processes using < QUIET_THRESHOLD cores over 1 s); 0 disables
@@ -83,8 +91,8 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/$PROFILE/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/$PROFILE/mcp-sidecar"
 BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
-HAPROXY_EQ="${HAPROXY_EQ:-1}"
-if [[ "$HAPROXY_EQ" == 1 ]]; then TARGETS=(direct haproxy haproxy-eq sidecar); else TARGETS=(direct haproxy sidecar); fi
+ALL_TARGETS="direct haproxy haproxy-eq sidecar sidecar-nolog"
+read -ra TARGETS <<<"${TARGETS:-$ALL_TARGETS}"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -108,6 +116,11 @@ duration_secs() {
   || die "DURATION must look like 10s, 2m or 1h"
 [[ "$WARMUP" == 0 || "$(duration_secs "$WARMUP")" =~ ^[0-9]+$ ]] || die "WARMUP must look like 3s or 0"
 (( CONNECTIONS >= WRK_THREADS )) || die "CONNECTIONS must be >= WRK_THREADS (wrk needs a connection per thread)"
+((${#TARGETS[@]} > 0)) || die "TARGETS is empty (choose from: $ALL_TARGETS)"
+for t in "${TARGETS[@]}"; do
+  [[ " $ALL_TARGETS " == *" $t "* ]] || die "unknown target '$t' in TARGETS (choose from: $ALL_TARGETS)"
+done
+measured() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------------------------
 # Tools
@@ -234,10 +247,13 @@ HAPROXY_PORT=$(free_port)
 HAPROXY_EQ_PORT=$(free_port)
 SIDECAR_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
+SIDECAR_NOLOG_PORT=$(free_port)
+NOLOG_ADMIN_PORT=$(free_port)
 FIXTURE_URL="http://127.0.0.1:$FIXTURE_PORT/mcp"
 HAPROXY_URL="http://127.0.0.1:$HAPROXY_PORT/mcp"
 HAPROXY_EQ_URL="http://127.0.0.1:$HAPROXY_EQ_PORT/mcp"
 SIDECAR_URL="http://127.0.0.1:$SIDECAR_PORT/mcp"
+SIDECAR_NOLOG_URL="http://127.0.0.1:$SIDECAR_NOLOG_PORT/mcp"
 
 log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any})"
 # One tokio worker per CPU the fixture may use: more workers than CPUs only add context switches
@@ -263,26 +279,41 @@ start_haproxy() {
   local name="$1" port="$2" url="$3"
   haproxy_config "$WORK/$name.cfg" "$port" "${4:-}"
   log "$name on :$port (cpus ${PROXY_CPUS:-any})"
-  pinned "$PROXY_CPUS" haproxy -db -f "$WORK/$name.cfg" >"$WORK/$name.log" 2>&1 &
+  # O_APPEND (haproxy-eq's access log goes to stdout): truncated between runs like the sidecar's.
+  pinned "$PROXY_CPUS" haproxy -db -f "$WORK/$name.cfg" >>"$WORK/$name.log" 2>&1 &
   STARTED_PID=$!; PIDS+=("$STARTED_PID")
   wait_ready "$name" "$STARTED_PID" post_ok "$url"
 }
-start_haproxy haproxy "$HAPROXY_PORT" "$HAPROXY_URL"
-HAPROXY_PID=$STARTED_PID
-HAPROXY_EQ_PID=""
-if [[ "$HAPROXY_EQ" == 1 ]]; then
+HAPROXY_PID=""; HAPROXY_EQ_PID=""; SIDECAR_PID=""; SIDECAR_NOLOG_PID=""
+if measured haproxy; then
+  start_haproxy haproxy "$HAPROXY_PORT" "$HAPROXY_URL"
+  HAPROXY_PID=$STARTED_PID
+fi
+if measured haproxy-eq; then
   start_haproxy haproxy-eq "$HAPROXY_EQ_PORT" "$HAPROXY_EQ_URL" "$HAPROXY_EQ_FRONTEND"
   HAPROXY_EQ_PID=$STARTED_PID
 fi
 
-log "sidecar on :$SIDECAR_PORT, admin :$ADMIN_PORT (cpus ${PROXY_CPUS:-any}, RUST_LOG=$SIDECAR_RUST_LOG)"
-# O_APPEND so the log can be truncated between runs without a sparse, ever-growing file.
-RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
-  --listen "127.0.0.1:$SIDECAR_PORT" --admin "127.0.0.1:$ADMIN_PORT" --worker-threads 1 \
-  >>"$WORK/sidecar.log" 2>&1 &
-SIDECAR_PID=$!; PIDS+=("$SIDECAR_PID")
-sidecar_ready() { get_ok "http://127.0.0.1:$ADMIN_PORT/readyz" && post_ok "$SIDECAR_URL"; }
-wait_ready sidecar "$SIDECAR_PID" sidecar_ready
+# start_sidecar NAME PORT ADMIN_PORT RUST_LOG: one on the proxy CPUs; its pid in STARTED_PID.
+start_sidecar() {
+  local name="$1" port="$2" admin="$3" rust_log="$4"
+  log "$name on :$port, admin :$admin (cpus ${PROXY_CPUS:-any}, RUST_LOG=$rust_log)"
+  # O_APPEND so the log can be truncated between runs without a sparse, ever-growing file.
+  RUST_LOG="$rust_log" pinned "$PROXY_CPUS" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
+    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --worker-threads 1 \
+    >>"$WORK/$name.log" 2>&1 &
+  STARTED_PID=$!; PIDS+=("$STARTED_PID")
+  sidecar_ready() { get_ok "http://127.0.0.1:$admin/readyz" && post_ok "http://127.0.0.1:$port/mcp"; }
+  wait_ready "$name" "$STARTED_PID" sidecar_ready
+}
+if measured sidecar; then
+  start_sidecar sidecar "$SIDECAR_PORT" "$ADMIN_PORT" "$SIDECAR_RUST_LOG"
+  SIDECAR_PID=$STARTED_PID
+fi
+if measured sidecar-nolog; then
+  start_sidecar sidecar-nolog "$SIDECAR_NOLOG_PORT" "$NOLOG_ADMIN_PORT" warn
+  SIDECAR_NOLOG_PID=$STARTED_PID
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Measurement
@@ -341,6 +372,7 @@ run_one() {
     haproxy) url="$HAPROXY_URL"; proxy_pid="$HAPROXY_PID" ;;
     haproxy-eq) url="$HAPROXY_EQ_URL"; proxy_pid="$HAPROXY_EQ_PID" ;;
     sidecar) url="$SIDECAR_URL"; proxy_pid="$SIDECAR_PID" ;;
+    sidecar-nolog) url="$SIDECAR_NOLOG_URL"; proxy_pid="$SIDECAR_NOLOG_PID" ;;
   esac
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
   out="$WORK/wrk-$kind-$target-$round.txt"
@@ -356,11 +388,13 @@ run_one() {
   fx1=$(proc_ticks "$FIXTURE_PID")
   [[ -n "$proxy_pid" ]] && px1=$(proc_ticks "$proxy_pid")
   served1=$(fixture_served)
-  if [[ "$target" == sidecar ]]; then
-    # Keep the access log from filling the disk; keep any warning/error lines.
-    grep -E ' (WARN|ERROR) ' "$WORK/sidecar.log" >>"$WORK/sidecar-problems.log" || true
-    : >"$WORK/sidecar.log"
-  fi
+  case "$target" in
+    sidecar | sidecar-nolog)
+      # Keep the access log from filling the disk; keep any warning/error lines.
+      grep -E ' (WARN|ERROR) ' "$WORK/$target.log" >>"$WORK/sidecar-problems.log" || true
+      : >"$WORK/$target.log" ;;
+    haproxy-eq) : >"$WORK/$target.log" ;;
+  esac
   local line
   line=$(grep '^BENCH_RESULT ' "$out" || true)
   if ((rc != 0)) || [[ -z "$line" ]]; then
@@ -432,13 +466,25 @@ fi
 # shellcheck source=bench/callgrind.sh
 source "$ROOT/scripts/bench/callgrind.sh"
 declare -A IR_PER_REQ
+# The four proxy configurations, whichever of them TARGETS has.
 if [[ "$CALLGRIND" == 1 ]]; then
-  port=$(free_port)
-  haproxy_config "$WORK/haproxy-cg.cfg" "$port"
-  cg_count haproxy "$port" haproxy -db -f "$WORK/haproxy-cg.cfg"
-  port=$(free_port); admin=$(free_port)
-  RUST_LOG="$SIDECAR_RUST_LOG" cg_count sidecar "$port" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
-    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --worker-threads 1
+  if measured haproxy; then
+    port=$(free_port)
+    haproxy_config "$WORK/haproxy-cg.cfg" "$port"
+    cg_count haproxy "$port" haproxy -db -f "$WORK/haproxy-cg.cfg"
+  fi
+  if measured haproxy-eq; then
+    port=$(free_port)
+    haproxy_config "$WORK/haproxy-eq-cg.cfg" "$port" "$HAPROXY_EQ_FRONTEND"
+    cg_count haproxy-eq "$port" haproxy -db -f "$WORK/haproxy-eq-cg.cfg"
+  fi
+  for name in sidecar sidecar-nolog; do
+    measured "$name" || continue
+    rust_log="$SIDECAR_RUST_LOG"; [[ "$name" == sidecar-nolog ]] && rust_log=warn
+    port=$(free_port); admin=$(free_port)
+    RUST_LOG="$rust_log" cg_count "$name" "$port" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
+      --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --worker-threads 1
+  done
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -469,34 +515,38 @@ awk -F'\t' -v rounds="$ROUNDS" '
     if ($9 != "-") { pc[$2] = pc[$2] " " $9; pu[$2] = pu[$2] " " $10 }
   }
   END {
-    printf "%-10s %10s %9s %9s %11s %12s %7s %11s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "errors", "other load", "req/s per round"
-    n = split("direct haproxy haproxy-eq sidecar", T, " ")
+    printf "%-13s %10s %9s %9s %11s %12s %7s %11s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "errors", "other load", "req/s per round"
+    n = split("direct haproxy haproxy-eq sidecar sidecar-nolog", T, " ")
     for (i = 1; i <= n; i++) {
       t = T[i]; if (!(t in rps)) continue
       R[t] = median(rps[t]); P50[t] = median(p50[t]); P99[t] = median(p99[t])
       U[t] = t in pu ? median(pu[t]) : ""
-      printf "%-10s %10.0f %9.3f %9.3f %11s %12s %7d %11.2f  %s\n", t, R[t], P50[t] / 1000, P99[t] / 1000,
+      printf "%-13s %10.0f %9.3f %9.3f %11s %12s %7d %11.2f  %s\n", t, R[t], P50[t] / 1000, P99[t] / 1000,
         t in pc ? sprintf("%.2f", median(pc[t])) : "-", t in pu ? sprintf("%.1f", U[t]) : "-", err[t], median(other[t]), rps[t]
     }
+    # The pairs: the same work first, then the default sidecar against the plain HAProxy.
+    np = split("sidecar-nolog|haproxy|neither logs; the sidecar still adds its headers;sidecar|haproxy-eq|the same work: headers added, an access-log line each;sidecar|haproxy|for reference: the sidecar logs and adds headers, HAProxy neither", P, ";")
     print ""
-    print "ratios of medians            req/s     p50     p99"
-    printf "  sidecar / direct         %7.3f %7.2f %7.2f\n", R["sidecar"] / R["direct"], P50["sidecar"] / P50["direct"], P99["sidecar"] / P99["direct"]
-    printf "  haproxy / direct         %7.3f %7.2f %7.2f\n", R["haproxy"] / R["direct"], P50["haproxy"] / P50["direct"], P99["haproxy"] / P99["direct"]
-    printf "  sidecar / haproxy        %7.3f %7.2f %7.2f\n", R["sidecar"] / R["haproxy"], P50["sidecar"] / P50["haproxy"], P99["sidecar"] / P99["haproxy"]
-    if ("haproxy-eq" in R)
-      printf "  sidecar / haproxy-eq     %7.3f %7.2f %7.2f\n", R["sidecar"] / R["haproxy-eq"], P50["sidecar"] / P50["haproxy-eq"], P99["sidecar"] / P99["haproxy-eq"]
-    if (U["haproxy"] > 0) printf "  proxy CPU per request, sidecar / haproxy: %.2f\n", U["sidecar"] / U["haproxy"]
+    print "ratios of medians                  req/s     p50     p99  proxy CPU/req   (what both do)"
+    for (i = 1; i <= np; i++) {
+      split(P[i], q, "|"); a = q[1]; b = q[2]
+      if (!(a in R) || !(b in R) || R[b] == 0) continue
+      printf "  %-13s / %-13s %7.3f %7.2f %7.2f %14s   (%s)\n", a, b, R[a] / R[b], P50[a] / P50[b], P99[a] / P99[b],
+        (U[a] > 0 && U[b] > 0) ? sprintf("%.3f", U[a] / U[b]) : "-", q[3]
+    }
+    if ("direct" in R && R["direct"] > 0)
+      for (i = 2; i <= n; i++) if (T[i] in R) printf "  %-13s / direct        %7.3f %7.2f %7.2f\n", T[i], R[T[i]] / R["direct"], P50[T[i]] / P50["direct"], P99[T[i]] / P99["direct"]
     print ""
     print "req/s, median of the per-round ratios (rounds where both ran)"
-    split("haproxy haproxy-eq", B, " ")
-    for (b = 1; b <= 2; b++) {
+    for (i = 1; i <= np; i++) {
+      split(P[i], q, "|"); a = q[1]; b = q[2]
       list = ""; wins = 0; m = 0
       for (r = 1; r <= rounds; r++)
-        if ((B[b], r) in byround && ("sidecar", r) in byround && byround[B[b], r] > 0) {
-          q = byround["sidecar", r] / byround[B[b], r]; list = list " " sprintf("%.3f", q); m++
-          if (q >= 1) wins++
+        if ((b, r) in byround && (a, r) in byround && byround[b, r] > 0) {
+          x = byround[a, r] / byround[b, r]; list = list " " sprintf("%.3f", x); m++
+          if (x >= 1) wins++
         }
-      if (m) printf "  sidecar / %-13s %7.3f   (sidecar ahead in %d of %d rounds:%s)\n", B[b], median(list), wins, m, list
+      if (m) printf "  %-13s / %-13s %7.3f   (%s ahead in %d of %d rounds:%s)\n", a, b, median(list), a, wins, m, list
     }
     print ""
     print "req/s, p50, p99: medians over the rounds. proxy cores: CPU the proxy process used (1.00 = one"
@@ -505,8 +555,16 @@ awk -F'\t' -v rounds="$ROUNDS" '
     if (discarded) printf "%d disturbed run(s) were discarded and repeated (RESULTS_TSV keeps them).\n", discarded
   }' "$ROWS"
 if [[ "$CALLGRIND" == 1 ]]; then
-  printf "callgrind, user-space instructions per request: haproxy %d, sidecar %d (%.2fx)\n" \
-    "${IR_PER_REQ[haproxy]}" "${IR_PER_REQ[sidecar]}" "$(awk -v s="${IR_PER_REQ[sidecar]}" -v h="${IR_PER_REQ[haproxy]}" 'BEGIN { print s / h }')"
+  line="callgrind, user-space instructions per request:"
+  for name in haproxy haproxy-eq sidecar sidecar-nolog; do
+    [[ -n "${IR_PER_REQ[$name]:-}" ]] && line+=" $name ${IR_PER_REQ[$name]},"
+  done
+  echo "${line%,}"
+  for pair in sidecar-nolog:haproxy sidecar:haproxy-eq sidecar:haproxy; do
+    a=${pair%%:*}; b=${pair##*:}
+    [[ -n "${IR_PER_REQ[$a]:-}" && -n "${IR_PER_REQ[$b]:-}" ]] || continue
+    awk -v a="$a" -v b="$b" -v x="${IR_PER_REQ[$a]}" -v y="${IR_PER_REQ[$b]}" 'BEGIN { printf "  %s / %s: %.2fx\n", a, b, x / y }'
+  done
 fi
 echo
 

@@ -26,7 +26,6 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -253,7 +252,7 @@ impl Pool {
             .oneshot(self.inner.target.clone())
             .await
             .map_err(PoolError::Connect)?;
-        Ok(Box::new(Conn::new(TokioIo::new(io))))
+        Ok(Box::new(Conn::new(io.into())))
     }
 }
 
@@ -361,6 +360,7 @@ mod tests {
 
     use super::*;
     use crate::body::full;
+    use hyper_util::rt::TokioIo;
 
     /// A keep-alive HTTP/1 backend that counts the connections it accepted; `/big` answers with
     /// a body larger than one read, `/close` closes the connection after answering.

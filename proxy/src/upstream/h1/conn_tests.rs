@@ -3,8 +3,6 @@
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::BodyExt;
-use hyper_rustls::MaybeHttpsStream;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -31,7 +29,7 @@ where
 
 async fn conn(addr: std::net::SocketAddr) -> Conn {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    Conn::new(TokioIo::new(MaybeHttpsStream::Http(TokioIo::new(tcp))))
+    Conn::new(tcp.into())
 }
 
 /// Reads one request head (and `body_len` more bytes) off `stream`.

@@ -24,6 +24,7 @@
 pub mod body;
 pub mod decode;
 pub mod encode;
+pub mod io;
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -33,18 +34,14 @@ use http::request::Parts;
 use http::{HeaderValue, Method};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper_rustls::MaybeHttpsStream;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::lazy_timer::LazyTimer;
 use decode::Head;
 use encode::BodyFraming;
 
-/// The byte stream to a backend: TCP, or TLS over TCP, as the connector made it.
-pub type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
+pub use io::Io;
 
 /// Read buffer added when the one in use is full: hyper's initial buffer size, enough for an
 /// MCP answer's head and body in one read.
