@@ -12,7 +12,9 @@
 //!            -> response headers back; SSE passthrough (keepalive, idle timeout, endpoint rewrite)
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,7 +22,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::auth::{Auth, Principal};
 use crate::body::{
@@ -138,10 +139,17 @@ impl Proxy {
         // tenth of the sidecar's CPU per request. Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
         let mut cx = RequestContext::default();
-        let result = await_in_place!(
-            self.dispatch(req, &request_id, conn, &mut cx)
-                .instrument(span)
-        );
+        // The span is entered around each poll of the phases, pinned where they are built:
+        // `.instrument(span)` would move the whole dispatch future (~4 KiB) into its wrapper
+        // once per request, into memory the connection's last request left cold.
+        let result = {
+            let mut dispatch = pin!(self.dispatch(req, &request_id, conn, &mut cx));
+            std::future::poll_fn(|task| {
+                let _entered = span.enter();
+                dispatch.as_mut().poll(task)
+            })
+            .await
+        };
         let (mut response, sse, error) = match result {
             Ok((response, sse)) => (response, sse, None),
             Err(err) => {
