@@ -63,6 +63,14 @@
 # processes across two cores differently on each run and the spread between runs grows.
 set -euo pipefail
 
+# No arguments: everything is set through the environment (above). --help prints that header.
+if (($# > 0)); then
+  case "$1" in
+    -h | --help) sed -n '2,/^set -euo pipefail$/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh takes no arguments (got '$1'); it is configured by environment variables, see --help" >&2; exit 2 ;;
+  esac
+fi
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
