@@ -314,12 +314,14 @@ start_sidecar() {
   sidecar_ready() { get_ok "http://127.0.0.1:$admin/readyz" && post_ok "http://127.0.0.1:$port/mcp"; }
   wait_ready "$name" "$STARTED_PID" sidecar_ready
 }
+# rust_log_of NAME: the sidecar target's RUST_LOG (`sidecar-nolog`: no access log).
+rust_log_of() { if [[ "$1" == sidecar-nolog ]]; then echo warn; else echo "$SIDECAR_RUST_LOG"; fi; }
 if measured sidecar; then
-  start_sidecar sidecar "$SIDECAR_PORT" "$ADMIN_PORT" "$SIDECAR_RUST_LOG"
+  start_sidecar sidecar "$SIDECAR_PORT" "$ADMIN_PORT" "$(rust_log_of sidecar)"
   SIDECAR_PID=$STARTED_PID
 fi
 if measured sidecar-nolog; then
-  start_sidecar sidecar-nolog "$SIDECAR_NOLOG_PORT" "$NOLOG_ADMIN_PORT" warn
+  start_sidecar sidecar-nolog "$SIDECAR_NOLOG_PORT" "$NOLOG_ADMIN_PORT" "$(rust_log_of sidecar-nolog)"
   SIDECAR_NOLOG_PID=$STARTED_PID
 fi
 
@@ -488,9 +490,8 @@ if [[ "$CALLGRIND" == 1 ]]; then
   fi
   for name in sidecar sidecar-nolog; do
     measured "$name" || continue
-    rust_log="$SIDECAR_RUST_LOG"; [[ "$name" == sidecar-nolog ]] && rust_log=warn
     port=$(free_port); admin=$(free_port)
-    RUST_LOG="$rust_log" cg_count "$name" "$port" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
+    RUST_LOG="$(rust_log_of "$name")" cg_count "$name" "$port" "$SIDECAR_BIN" run --upstream "$FIXTURE_URL" \
       --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --worker-threads 1
   done
 fi
@@ -532,8 +533,8 @@ awk -F'\t' -v rounds="$ROUNDS" '
       printf "%-13s %10.0f %9.3f %9.3f %11s %12s %7d %11.2f  %s\n", t, R[t], P50[t] / 1000, P99[t] / 1000,
         t in pc ? sprintf("%.2f", median(pc[t])) : "-", t in pu ? sprintf("%.1f", U[t]) : "-", err[t], median(other[t]), rps[t]
     }
-    # The pairs: the same work first, then the default sidecar against the plain HAProxy.
-    np = split("sidecar-nolog|haproxy|neither logs; the sidecar still adds its headers;sidecar|haproxy-eq|the same work: headers added, an access-log line each;sidecar|haproxy|for reference: the sidecar logs and adds headers, HAProxy neither", P, ";")
+    # The pairs, `a|b|what both do`, separated by `;` (so no `;` inside a description).
+    np = split("sidecar-nolog|haproxy|neither logs, the sidecar still adds its headers;sidecar|haproxy-eq|the same work: headers added, an access-log line each;sidecar|haproxy|for reference: the sidecar logs and adds headers, HAProxy neither", P, ";")
     print ""
     print "ratios of medians                  req/s     p50     p99  proxy CPU/req   (what both do)"
     for (i = 1; i <= np; i++) {

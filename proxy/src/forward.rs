@@ -12,7 +12,6 @@
 //!            -> response headers back; SSE passthrough (keepalive, idle timeout, endpoint rewrite)
 //! ```
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -143,12 +142,8 @@ impl Proxy {
         // `.instrument(span)` would move the whole dispatch future (~4 KiB) into its wrapper
         // once per request, into memory the connection's last request left cold.
         let result = {
-            let mut dispatch = pin!(self.dispatch(req, &request_id, conn, &mut cx));
-            std::future::poll_fn(|task| {
-                let _entered = span.enter();
-                dispatch.as_mut().poll(task)
-            })
-            .await
+            let dispatch = pin!(self.dispatch(req, &request_id, conn, &mut cx));
+            polled_in(&span, dispatch).await
         };
         let (mut response, sse, error) = match result {
             Ok((response, sse)) => (response, sse, None),
@@ -432,6 +427,16 @@ impl Proxy {
     }
 }
 
+/// Awaits `fut` with `span` entered around each poll: `Instrument::instrument` without moving
+/// the future into a wrapper (it stays pinned where the caller built it).
+async fn polled_in<F: Future>(span: &tracing::Span, mut fut: std::pin::Pin<&mut F>) -> F::Output {
+    std::future::poll_fn(|task| {
+        let _entered = span.enter();
+        fut.as_mut().poll(task)
+    })
+    .await
+}
+
 /// `body`, holding `permits` until it ends, boxed once.
 fn hold<B>(body: B, permits: Option<limits::Permits>) -> ProxyBody
 where
@@ -456,4 +461,46 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    use super::*;
+
+    /// Records, for every event, the name of the span it was emitted in.
+    struct SpanOfEvents(Arc<Mutex<Vec<Option<&'static str>>>>);
+
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S>
+        for SpanOfEvents
+    {
+        fn on_event(&self, event: &tracing::Event<'_>, cx: Context<'_, S>) {
+            let span = cx.event_span(event).map(|s| s.name());
+            self.0.lock().unwrap().push(span);
+        }
+    }
+
+    #[tokio::test]
+    async fn events_of_the_phases_are_in_the_request_span_across_awaits() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(SpanOfEvents(seen.clone()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let span = tracing::debug_span!("request");
+        let fut = pin!(async {
+            tracing::info!("before");
+            tokio::task::yield_now().await;
+            tracing::info!("after");
+            7
+        });
+        assert_eq!(polled_in(&span, fut).await, 7);
+        tracing::info!("outside");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Some("request"), Some("request"), None]
+        );
+    }
 }
