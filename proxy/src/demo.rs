@@ -48,6 +48,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
         limits: crate::config::LimitsConfig::default(),
         rate_limit: Vec::new(),
         auth: crate::config::AuthConfig::default(),
+        cors: crate::config::CorsConfig::default(),
     };
     if let Some(demo_auth) = &demo_auth {
         config.auth = demo_auth.config.clone();

@@ -3,7 +3,10 @@
 //!
 //! ```text
 //! serve:     request id + span + metrics + access log   (outermost; every error becomes a response)
-//! dispatch:  path sanity -> route to upstream -> method check -> global in-flight cap (503)
+//! dispatch:  path sanity -> route to upstream -> method check -> Host/Origin check (421/403)
+//!            -> CORS: a preflight is answered here (never forwarded); an allowed Origin's
+//!               headers go on whatever answer follows, errors included (see crate::cors)
+//!            -> global in-flight cap (503) -> authentication before the body (401)
 //!            -> POST: read the body once (bounded, 413 above) and classify it (kind, method, tool, id)
 //!            -> rate limits on requests, stream caps on GET (429); upstream in-flight cap (503)
 //!            -> circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
@@ -26,6 +29,7 @@ use crate::auth::{Auth, Principal};
 use crate::body::{
     BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody, full, read_prefix,
 };
+use crate::cors::{self, Cors};
 use crate::error::ProxyError;
 use crate::headers::{self, ForwardContext};
 use crate::limits::{self, Limits};
@@ -68,6 +72,7 @@ pub struct Proxy {
     auth: Arc<Auth>,
     resilience: Option<Arc<Resilience>>,
     limits: Option<Arc<Limits>>,
+    cors: Option<Cors>,
 }
 
 /// What the phases learned about a request so far; later phases and error answers read it.
@@ -81,6 +86,8 @@ pub struct RequestContext {
     pub principal: Option<Arc<Principal>>,
     /// Permits and rate-limit headers held from the limits phases.
     pub limits: limits::Held,
+    /// What the answer to a request with an `Origin` gets from the CORS policy.
+    pub cors: Option<cors::Grant>,
 }
 
 impl Proxy {
@@ -93,6 +100,7 @@ impl Proxy {
             auth: Arc::new(Auth::disabled()),
             resilience: None,
             limits: None,
+            cors: None,
         }
     }
 
@@ -117,6 +125,13 @@ impl Proxy {
     /// Adds authentication, authorization and Host/Origin checks (without: none).
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// Sets the CORS policy (`None`, the default: the sidecar does no CORS, and a preflight is
+    /// an ordinary `OPTIONS` request).
+    pub fn with_cors(mut self, cors: Option<Cors>) -> Self {
+        self.cors = cors;
         self
     }
 
@@ -165,6 +180,12 @@ impl Proxy {
         response
             .headers_mut()
             .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+        // Only requests with an allowed `Origin` have a grant: others pay one `Option` check.
+        if let Some(grant) = cx.cors.take()
+            && let Some(cors) = &self.cors
+        {
+            cors.apply(grant, response.headers_mut());
+        }
         let status = response.status();
         let ttfb = start.elapsed();
         match &cx.upstream {
@@ -261,7 +282,17 @@ impl Proxy {
             });
         }
         // DNS-rebinding protection before anything else is spent on the request.
-        self.auth.check_host_origin(req.headers(), req.uri())?;
+        let origin = self.auth.check_host_origin(req.headers(), req.uri())?;
+        // CORS preflights are answered here: they carry no credential by design, so forwarding
+        // them would hand unauthenticated requests to a protected backend.
+        if let Some(origin) = origin
+            && let Some(cors) = &self.cors
+        {
+            match cors.on_request(req.method(), req.headers(), origin) {
+                cors::Phase::Preflight(answer) => return Ok((answer, false)),
+                cors::Phase::Actual(grant) => cx.cors = Some(grant),
+            }
+        }
         // Load shedding right after routing: refusing before the body is read costs nothing.
         limits::shed(
             self.limits.as_deref(),
@@ -275,11 +306,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
 
         // Authentication before the body is read: unauthenticated clients cannot make us buffer.
-        let body = match await_in_place!(self.auth.authenticate(
-            &upstream,
-            &parts.method,
-            &parts.headers
-        )) {
+        let body = match await_in_place!(self.auth.authenticate(&upstream, &parts.headers)) {
             Ok(principal) => {
                 cx.principal = principal;
                 body

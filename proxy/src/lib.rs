@@ -12,6 +12,7 @@
 //! - [`resilience`]: circuit breakers, per-tool timeouts and retries around the upstream call;
 //! - [`limits`]: rate limits (governor, keyed) and overload protection (in-flight caps);
 //! - [`auth`]: authentication (API keys, JWT/JWKS), per-tool authorization, Host/Origin checks;
+//! - [`cors`]: the CORS policy (preflights answered here, CORS headers on answers);
 //! - [`error`]: the one error type and its mapping to responses;
 //! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints;
 //! - [`log_writer`], [`access_line`]: batched log output to stderr, the access-log line.
@@ -38,6 +39,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cors;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod downstream;

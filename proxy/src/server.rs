@@ -114,6 +114,7 @@ impl Sidecar {
                     source,
                 })?;
         let auth = Arc::new(crate::auth::Auth::new(&config, &metrics).await?);
+        let cors = crate::cors::Cors::new(&config.cors, Some(metrics.registry()))?;
         let proxy = Proxy::new(
             Router::new(upstreams.clone()),
             metrics.clone(),
@@ -121,7 +122,8 @@ impl Sidecar {
         )
         .with_resilience(resilience.clone())
         .with_limits(limits)
-        .with_auth(auth);
+        .with_auth(auth)
+        .with_cors(cors);
         Ok(Self {
             proxy: Arc::new(proxy),
             admin: Admin {

@@ -93,6 +93,7 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         limits: mcp_sidecar::config::LimitsConfig::default(),
         rate_limit: Vec::new(),
         auth: mcp_sidecar::config::AuthConfig::default(),
+        cors: mcp_sidecar::config::CorsConfig::default(),
     }
 }
 

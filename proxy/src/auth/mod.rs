@@ -5,6 +5,8 @@
 //! The request path calls, in this order (see [`crate::forward`]):
 //! 1. [`Auth::metadata`]: protected resource metadata (RFC 9728), before routing;
 //! 2. [`Auth::check_host_origin`]: Host/Origin allow-lists, before any body is read;
+//!    then [`crate::cors`] answers CORS preflights itself (they carry no credential; never
+//!    forwarded);
 //! 3. [`Auth::authenticate`]: 401 without a valid credential, still before the body is read;
 //! 4. [`Auth::authorize`]: after classification, message by message (batches too);
 //! 5. [`Auth::prepare_upstream_headers`]: in the header phase;
@@ -340,7 +342,12 @@ impl Auth {
     }
 
     /// Phase 2 (after routing, before the body): `Host` (421) and `Origin` (403) allow-lists.
-    pub fn check_host_origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), ProxyError> {
+    /// Returns the request's `Origin` when it has one (it passed), for the CORS phase.
+    pub fn check_host_origin<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        uri: &Uri,
+    ) -> Result<Option<&'h HeaderValue>, ProxyError> {
         let host = match headers.get(header::HOST) {
             Some(v) => Some(v.to_str().map_err(|_| ProxyError::HostNotAllowed {
                 host: String::from_utf8_lossy(v.as_bytes()).into_owned(),
@@ -352,7 +359,8 @@ impl Auth {
         {
             return Err(ProxyError::HostNotAllowed { host: h.to_owned() });
         }
-        if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = headers.get(header::ORIGIN);
+        if let Some(origin) = origin {
             let text = origin.to_str().unwrap_or_default();
             if text.is_empty() || !self.origins.allows(text, host) {
                 return Err(ProxyError::OriginNotAllowed {
@@ -360,7 +368,7 @@ impl Auth {
                 });
             }
         }
-        Ok(())
+        Ok(origin)
     }
 
     fn unauthorized(
@@ -387,12 +395,13 @@ impl Auth {
         }
     }
 
-    /// Phase 3 (before the body): the caller's principal; `None` for public upstreams, CORS
-    /// preflights and when no authenticator is configured.
+    /// Phase 3 (before the body): the caller's principal; `None` for public upstreams and when
+    /// no authenticator is configured. Every method needs a credential on a protected upstream,
+    /// `OPTIONS` too: CORS preflights never get here ([`crate::cors`] answers them), and with
+    /// `cors.enabled = false` a preflight is an ordinary request.
     pub async fn authenticate(
         &self,
         upstream: &Upstream,
-        method: &Method,
         headers: &HeaderMap,
     ) -> Result<Option<Arc<Principal>>, ProxyError> {
         if !self.enabled {
@@ -401,13 +410,6 @@ impl Auth {
         let Some(ua) = self.upstreams.get(&*upstream.name).filter(|u| u.protected) else {
             return Ok(None);
         };
-        // Browsers send CORS preflights without credentials; the actual request is checked.
-        if method == Method::OPTIONS
-            && headers.contains_key(header::ORIGIN)
-            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        {
-            return Ok(None);
-        }
         let mut bearer = headers.get_all(header::AUTHORIZATION).iter();
         let mut api_key = headers.get_all(&X_API_KEY).iter();
         let (value, is_bearer) = match (bearer.next(), api_key.next()) {

@@ -121,9 +121,7 @@ impl Env {
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
         );
-        self.auth
-            .authenticate(&self.upstream, &Method::POST, &h)
-            .await
+        self.auth.authenticate(&self.upstream, &h).await
     }
 
     async fn outcome(&self, token: &str) -> &'static str {
@@ -349,9 +347,7 @@ async fn mixed_hmac_and_rsa_issuer_is_not_confused() {
             &jsonwebtoken::EncodingKey::from_secret(secret),
         )
         .unwrap();
-        let result = auth
-            .authenticate(&upstream, &Method::POST, &check(forged))
-            .await;
+        let result = auth.authenticate(&upstream, &check(forged)).await;
         assert!(
             matches!(
                 result,
@@ -365,17 +361,9 @@ async fn mixed_hmac_and_rsa_issuer_is_not_confused() {
     }
     // Both legitimate kinds pass.
     let hs = token::mint_hmac(Algorithm::HS256, HS_SECRET.as_bytes(), &claims("crawl")).unwrap();
-    assert!(
-        auth.authenticate(&upstream, &Method::POST, &check(hs))
-            .await
-            .is_ok()
-    );
+    assert!(auth.authenticate(&upstream, &check(hs)).await.is_ok());
     let rs = RSA_2048.mint(&claims("crawl")).unwrap();
-    assert!(
-        auth.authenticate(&upstream, &Method::POST, &check(rs))
-            .await
-            .is_ok()
-    );
+    assert!(auth.authenticate(&upstream, &check(rs)).await.is_ok());
 }
 
 #[tokio::test]
@@ -385,7 +373,7 @@ async fn challenges_name_the_metadata_and_the_error() {
         challenge, outcome, ..
     }) = env
         .auth
-        .authenticate(&env.upstream, &Method::GET, &HeaderMap::new())
+        .authenticate(&env.upstream, &HeaderMap::new())
         .await
     else {
         panic!("no token must be refused")
@@ -411,15 +399,14 @@ async fn challenges_name_the_metadata_and_the_error() {
         HeaderValue::from_static("Basic YTpi"),
     );
     assert!(matches!(
-        env.auth
-            .authenticate(&env.upstream, &Method::POST, &h)
-            .await,
+        env.auth.authenticate(&env.upstream, &h).await,
         Err(ProxyError::Unauthorized {
             outcome: "malformed",
             ..
         })
     ));
-    // CORS preflights carry no credential and are let through (the real request is checked).
+    // A request dressed as a CORS preflight needs a credential too: the sidecar answers real
+    // preflights itself (crate::cors) before this phase, so none is ever let through here.
     let mut h = HeaderMap::new();
     h.insert(
         header::ORIGIN,
@@ -429,13 +416,13 @@ async fn challenges_name_the_metadata_and_the_error() {
         header::ACCESS_CONTROL_REQUEST_METHOD,
         HeaderValue::from_static("POST"),
     );
-    assert!(
-        env.auth
-            .authenticate(&env.upstream, &Method::OPTIONS, &h)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(matches!(
+        env.auth.authenticate(&env.upstream, &h).await,
+        Err(ProxyError::Unauthorized {
+            outcome: "missing",
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -447,7 +434,7 @@ async fn api_keys_as_bearer_or_header() {
     h.insert(&X_API_KEY, HeaderValue::from_static(API_KEY));
     assert!(
         env.auth
-            .authenticate(&env.upstream, &Method::POST, &h)
+            .authenticate(&env.upstream, &h)
             .await
             .unwrap()
             .is_some()
@@ -457,9 +444,7 @@ async fn api_keys_as_bearer_or_header() {
         HeaderValue::from_static("ci-key-0123456789abcdeX"),
     );
     assert!(matches!(
-        env.auth
-            .authenticate(&env.upstream, &Method::POST, &h)
-            .await,
+        env.auth.authenticate(&env.upstream, &h).await,
         Err(ProxyError::Unauthorized {
             outcome: "unknown_api_key",
             ..
@@ -468,9 +453,7 @@ async fn api_keys_as_bearer_or_header() {
     h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
     assert!(
         matches!(
-            env.auth
-                .authenticate(&env.upstream, &Method::POST, &h)
-                .await,
+            env.auth.authenticate(&env.upstream, &h).await,
             Err(ProxyError::Unauthorized {
                 outcome: "malformed",
                 ..
@@ -633,7 +616,7 @@ proptest! {
                 Ok(v) => { h.insert(header::AUTHORIZATION, v); }
                 Err(_) => return None,
             }
-            Some(env.auth.authenticate(&env.upstream, &Method::POST, &h).await)
+            Some(env.auth.authenticate(&env.upstream, &h).await)
         });
         if let Some(result) = result {
             prop_assert!(result.is_err(), "random token authenticated");
@@ -674,11 +657,7 @@ async fn hot_path_cost() {
                     env.auth
                         .check_host_origin(&h, &http::Uri::from_static("/mcp"))
                         .unwrap();
-                    let p = env
-                        .auth
-                        .authenticate(&env.upstream, &Method::POST, &h)
-                        .await
-                        .unwrap();
+                    let p = env.auth.authenticate(&env.upstream, &h).await.unwrap();
                     env.auth
                         .authorize(&env.upstream, p.as_ref(), Some(body))
                         .unwrap();
@@ -711,10 +690,7 @@ async fn hot_path_cost() {
                 .collect();
             let start = std::time::Instant::now();
             for h in &headers {
-                env.auth
-                    .authenticate(&env.upstream, &Method::POST, h)
-                    .await
-                    .unwrap();
+                env.auth.authenticate(&env.upstream, h).await.unwrap();
             }
             start.elapsed() / n
         };

@@ -392,7 +392,7 @@ fn header_name(field: &str, name: &str) -> Result<http::HeaderName, ConfigError>
     Ok(parsed)
 }
 
-fn host_or_origin_patterns(field: &str, list: &[String]) -> Result<(), ConfigError> {
+pub(super) fn host_or_origin_patterns(field: &str, list: &[String]) -> Result<(), ConfigError> {
     for (i, p) in list.iter().enumerate() {
         if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ConfigError::invalid(

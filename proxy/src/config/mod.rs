@@ -7,6 +7,7 @@
 //!    [`validate`](Config::validate) what types alone cannot express.
 
 pub mod auth;
+pub mod cors;
 mod env;
 mod limits;
 pub mod resilience;
@@ -22,6 +23,7 @@ pub use auth::{
     ApiKeyConfig, AuthConfig, CredentialConfig, JwtIssuerConfig, RuleConfig, Secret,
     UpstreamAuthConfig,
 };
+pub use cors::{CorsConfig, DEFAULT_CORS_MAX_AGE};
 pub use env::resolve_env;
 pub use limits::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS,
@@ -95,6 +97,9 @@ pub struct Config {
     /// Rate-limit rules over every upstream (`[[rate_limit]]`).
     #[serde(default)]
     pub rate_limit: Vec<RateLimitRule>,
+    /// The CORS policy: preflights answered here, CORS headers on answers (`[cors]`).
+    #[serde(default)]
+    pub cors: CorsConfig,
 }
 
 /// `[listen]`
@@ -374,6 +379,7 @@ impl Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             rate_limit: Vec::new(),
+            cors: CorsConfig::default(),
         };
         config.validate()?;
         Ok(config)

@@ -91,6 +91,7 @@ impl Config {
         }
         super::limits::validate(self)?;
         self.validate_auth()?;
+        self.cors.validate()?;
         Ok(())
     }
 }

@@ -254,8 +254,9 @@ fn called_tool(classified: Option<&Classified>) -> Option<&str> {
 
 /// Breaker admission and policy for one request. `Err` is the 503 of an open circuit.
 ///
-/// Notifications, client responses and CORS preflights are exempt: they are never refused and
-/// never counted (a notification such as `notifications/cancelled` must always reach the backend).
+/// Notifications, client responses and `OPTIONS` are exempt: they are never refused and never
+/// counted (a notification such as `notifications/cancelled` must always reach the backend). CORS
+/// preflights never get here: the sidecar answers them ([`crate::cors`]).
 pub fn admit<'a>(
     resilience: Option<&'a Resilience>,
     upstream: &Upstream,
