@@ -251,3 +251,45 @@ async fn cross_origin_429_exposes_retry_after_and_the_ratelimit_fields() {
         assert!(exposed.contains(name), "{name} in {exposed}");
     }
 }
+
+/// The sidecar's policy is authoritative for browsers: a backend that grants every origin
+/// (credentials included) does not widen it; requests without `Origin` are not touched.
+#[tokio::test]
+async fn backend_cors_headers_are_replaced_on_answers_to_an_origin() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("access-control-allow-origin", "*")
+                .insert_header("access-control-allow-credentials", "true")
+                .insert_header("access-control-expose-headers", "x-secret")
+                .set_body_string("{}"),
+        )
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/mcp", backend.uri()),
+        None,
+    )]))
+    .await;
+    let send = |origin: Option<&str>| {
+        let mut req = client()
+            .post(sidecar.url("/mcp"))
+            .header("content-type", "application/json")
+            .body(initialize(1));
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+    let resp = send(Some(ORIGIN)).await.unwrap();
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], ORIGIN);
+    assert!(!h.contains_key("access-control-allow-credentials"));
+    let exposed = h["access-control-expose-headers"].to_str().unwrap();
+    assert!(!exposed.contains("x-secret"), "{exposed}");
+    let resp = send(None).await.unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+}
