@@ -193,10 +193,9 @@ impl Cors {
             Grant::Allowed(_) if !self.headers_allowed(headers) => Outcome::HeadersNotAllowed,
             Grant::Allowed(_) => Outcome::Allowed,
         };
-        if let Some(counters) = &self.preflights
-            && let Some(i) = Outcome::ALL.iter().position(|o| *o == outcome)
-        {
-            counters[i].inc();
+        if let Some(counters) = &self.preflights {
+            // `ALL` lists the variants in declaration order, so the discriminant is the index.
+            counters[outcome as usize].inc();
         }
         let mut response = Response::new(empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
