@@ -65,7 +65,7 @@ pub enum Phase {
     Actual(Grant),
 }
 
-/// Why a preflight got no grants (the metric's outcome label).
+/// How a preflight was answered (the metric's outcome label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Allowed,
