@@ -146,7 +146,10 @@ consecutive_failures = 2
     }
     let refused = refused.expect("the descriptor table never filled");
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(refused.contains("\"reason\":\"local_resources\""), "{refused}");
+    assert!(
+        refused.contains("\"reason\":\"local_resources\""),
+        "{refused}"
+    );
     assert!(refused.contains("\"resource\":\"emfile\""), "{refused}");
     assert!(
         refused.to_ascii_lowercase().contains("retry-after: 1\r\n"),
