@@ -475,7 +475,7 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 #[path = "forward_failure_tests.rs"]
 mod failure_tests;
 
