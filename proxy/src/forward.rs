@@ -475,7 +475,8 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 #[path = "forward_failure_tests.rs"]
 mod failure_tests;
 

@@ -302,7 +302,8 @@ async fn active_check(upstream: &Upstream) -> Result<(), Failed> {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use crate::config::UpstreamConfig;
