@@ -287,25 +287,20 @@ async fn attempt(
                 None,
             )
         }
-        Err(Unsent { error, .. })
-            if let Some(kind) = error
-                .is_connect()
-                .then(|| LocalResource::find(&error))
-                .flatten() =>
-        {
-            metrics
-                .local_resource_errors
-                .with_label_values(&[kind.label(), metrics::OP_CONNECT])
-                .inc();
-            (
-                Err(ProxyError::LocalResourceExhausted {
-                    upstream: upstream.name.to_string(),
-                    kind,
-                }),
-                None,
-            )
-        }
         Err(Unsent { error, request }) => {
+            // The sidecar's own shortage first: it is not the backend's connect error.
+            let local = error.is_connect().then(|| LocalResource::find(&error));
+            if let Some(kind) = local.flatten() {
+                metrics
+                    .local_resource_errors
+                    .with_label_values(&[kind.label(), metrics::OP_CONNECT])
+                    .inc();
+                let upstream = upstream.name.to_string();
+                return (
+                    Err(ProxyError::LocalResourceExhausted { upstream, kind }),
+                    None,
+                );
+            }
             let detail = error_chain(&error);
             let mapped = if error.is_connect() {
                 errors("connect");
