@@ -122,13 +122,14 @@ impl Admin {
     /// Serves admin requests on `listener` until `cancel` fires.
     pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) {
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let accept_errors = crate::local_resources::AcceptErrors::new("admin", &self.metrics);
         loop {
             let (stream, _) = tokio::select! {
                 _ = cancel.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
+                        accept_errors.record(&e);
                         tokio::time::sleep(crate::server::ACCEPT_ERROR_BACKOFF).await;
                         continue;
                     }

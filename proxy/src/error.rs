@@ -12,6 +12,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::body::{ProxyBody, full};
+use crate::local_resources::{LOCAL_RESOURCES_RETRY_AFTER, LocalResource};
 use crate::mcp::ClassifyError;
 
 /// What the sidecar could not do, and why.
@@ -134,6 +135,19 @@ pub enum ProxyError {
         /// `Retry-After` (`limits.shed_retry_after`).
         retry_after: Duration,
     },
+    /// The sidecar itself ran out of descriptors, buffers or ports reaching the upstream (503):
+    /// not a backend failure, so no breaker or retry counts it.
+    #[error(
+        "the sidecar is out of local resources reaching upstream `{upstream}`: {}; retry in {} s",
+        kind.describe(),
+        retry_after_secs(LOCAL_RESOURCES_RETRY_AFTER)
+    )]
+    LocalResourceExhausted {
+        /// Upstream name.
+        upstream: String,
+        /// What ran out.
+        kind: LocalResource,
+    },
 }
 
 /// Names the open circuit (`upstream` or `upstream/tool-glob`) on a fast-failed answer.
@@ -179,6 +193,8 @@ pub mod codes {
     pub const RATE_LIMITED: i64 = -32014;
     /// Load shed at a concurrency cap (503).
     pub const OVERLOADED: i64 = -32015;
+    /// The sidecar ran out of descriptors, buffers or ports (503).
+    pub const LOCAL_RESOURCES: i64 = -32019;
     /// JSON-RPC's own code for a body that is not JSON.
     pub const PARSE_ERROR: i64 = -32700;
     /// JSON-RPC's own code for JSON that is not a JSON-RPC message.
@@ -204,7 +220,9 @@ impl ProxyError {
             Self::HostNotAllowed { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::LocalResourceExhausted { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -229,6 +247,7 @@ impl ProxyError {
             Self::CircuitOpen { .. } => "circuit_open",
             Self::RateLimited(_) => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
+            Self::LocalResourceExhausted { .. } => "local_resources",
         }
     }
 
@@ -253,6 +272,7 @@ impl ProxyError {
             Self::CircuitOpen { .. } => codes::CIRCUIT_OPEN,
             Self::RateLimited(_) => codes::RATE_LIMITED,
             Self::Overloaded { .. } => codes::OVERLOADED,
+            Self::LocalResourceExhausted { .. } => codes::LOCAL_RESOURCES,
         }
     }
 
@@ -262,7 +282,8 @@ impl ProxyError {
             | Self::UpstreamTimeout { upstream, .. }
             | Self::UpstreamFailed { upstream, .. }
             | Self::CircuitOpen { upstream, .. }
-            | Self::Overloaded { upstream, .. } => Some(upstream),
+            | Self::Overloaded { upstream, .. }
+            | Self::LocalResourceExhausted { upstream, .. } => Some(upstream),
             _ => None,
         }
     }
@@ -283,6 +304,10 @@ impl ProxyError {
             } => {
                 data["retry_after"] = retry_after_secs(*retry_after).into();
                 data["cap"] = Value::String((*scope).to_owned());
+            }
+            Self::LocalResourceExhausted { kind, .. } => {
+                data["retry_after"] = retry_after_secs(LOCAL_RESOURCES_RETRY_AFTER).into();
+                data["resource"] = Value::String(kind.label().to_owned());
             }
             _ => {}
         }
@@ -327,6 +352,12 @@ impl ProxyError {
             }
             Self::Overloaded { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
+            }
+            Self::LocalResourceExhausted { .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    retry_after_secs(LOCAL_RESOURCES_RETRY_AFTER).into(),
+                );
             }
             _ => {}
         }
@@ -390,6 +421,27 @@ mod tests {
         assert_eq!(v["error"]["data"]["upstream"], "search");
     }
 
+    #[tokio::test]
+    async fn local_resources_is_503_with_retry_after_and_the_resource() {
+        let err = ProxyError::LocalResourceExhausted {
+            upstream: "search".into(),
+            kind: LocalResource::Emfile,
+        };
+        let resp = err.to_response(Some(&json!(3)), "rid");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert!(resp.headers().get(X_CIRCUIT_OPEN).is_none());
+        let v = body_json(resp).await;
+        assert_eq!(v["error"]["code"], codes::LOCAL_RESOURCES);
+        assert_eq!(v["error"]["data"]["reason"], "local_resources");
+        assert_eq!(v["error"]["data"]["resource"], "emfile");
+        assert_eq!(v["error"]["data"]["upstream"], "search");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("EMFILE"),
+            "{v}"
+        );
+    }
+
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
@@ -440,6 +492,10 @@ mod tests {
                 upstream: "u".into(),
                 limit: 1,
                 retry_after: Duration::from_secs(1),
+            },
+            ProxyError::LocalResourceExhausted {
+                upstream: "u".into(),
+                kind: LocalResource::Enfile,
             },
         ];
         for e in all {

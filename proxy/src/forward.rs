@@ -36,6 +36,7 @@ use crate::limits::{self, Limits};
 use crate::mcp::{self, Classified};
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
+use crate::rate_limited_log::FloodLogs;
 use crate::resilience::{self, Resilience};
 use crate::upstream::has_dot_segment;
 use crate::upstream::{Router, Upstream};
@@ -73,6 +74,9 @@ pub struct Proxy {
     resilience: Option<Arc<Resilience>>,
     limits: Option<Arc<Limits>>,
     cors: Option<Cors>,
+    /// One warning per interval for the failures that come in floods (open circuit, shed,
+    /// descriptors exhausted); every other failure is logged each time.
+    flood_logs: FloodLogs,
 }
 
 /// What the phases learned about a request so far; later phases and error answers read it.
@@ -101,6 +105,7 @@ impl Proxy {
             resilience: None,
             limits: None,
             cors: None,
+            flood_logs: FloodLogs::default(),
         }
     }
 
@@ -168,7 +173,14 @@ impl Proxy {
                     .with_label_values(&[err.reason()])
                     .inc();
                 if err.status().is_server_error() {
-                    tracing::warn!(request_id = %rid, error = %err, "request failed");
+                    match self.flood_logs.limiter(&err).map(|l| l.admit(start)) {
+                        None => tracing::warn!(request_id = %rid, error = %err, "request failed"),
+                        // `suppressed`: lines like it left out since the last one written.
+                        Some(Some(suppressed)) => {
+                            tracing::warn!(request_id = %rid, error = %err, suppressed, "request failed")
+                        }
+                        Some(None) => {}
+                    }
                 } else {
                     tracing::debug!(request_id = %rid, error = %err, "request refused");
                 }
@@ -489,6 +501,11 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[cfg(unix)]
+#[path = "forward_failure_tests.rs"]
+mod failure_tests;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,10 @@
 //!
 //! The sidecar is ready when it is not shutting down and every upstream passed its last check.
 //! Before the first check completes an upstream is `unknown`, which counts as not ready.
+//!
+//! A check that could not be made because the sidecar itself is out of descriptors, buffers or
+//! ports (`crate::local_resources`) says nothing about the backend: it is counted as such and
+//! changes neither the upstream's state nor its health metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -20,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
 use crate::config::HealthCheckKind;
-use crate::metrics::Metrics;
+use crate::local_resources::LocalResource;
+use crate::metrics::{self, Metrics};
 use crate::resilience::Resilience;
 use crate::upstream::Upstream;
 
@@ -162,6 +167,22 @@ pub fn spawn_checks(
                         active_check(&upstream).await
                     }
                 };
+                let result = match result {
+                    Err(Failed::Local(resource)) => {
+                        metrics
+                            .local_resource_errors
+                            .with_label_values(&[resource.label(), metrics::OP_CONNECT])
+                            .inc();
+                        // At most one line per interval per upstream already.
+                        tracing::warn!(
+                            upstream = %upstream.name,
+                            "health check not made: {}", resource.describe()
+                        );
+                        continue;
+                    }
+                    Err(Failed::Backend(e)) => Err(e),
+                    Ok(()) => Ok(()),
+                };
                 metrics
                     .upstream_up
                     .with_label_values(&[&upstream.name])
@@ -182,8 +203,23 @@ pub fn spawn_checks(
     }
 }
 
+/// Why a check failed.
+#[derive(Debug)]
+enum Failed {
+    /// The backend failed it (the message for `/readyz`).
+    Backend(String),
+    /// The sidecar could not make it: out of descriptors, buffers or ports.
+    Local(LocalResource),
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Self {
+        Self::Backend(message)
+    }
+}
+
 /// One check: can a TCP connection be opened to the upstream within its connect timeout?
-async fn check(upstream: &Upstream) -> Result<(), String> {
+async fn check(upstream: &Upstream) -> Result<(), Failed> {
     let host = upstream
         .url
         .host_str()
@@ -194,16 +230,19 @@ async fn check(upstream: &Upstream) -> Result<(), String> {
     let timeout: Duration = upstream.config.connect_timeout;
     match tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port))).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("connect {host}:{port}: {e}")),
-        Err(_) => Err(format!(
+        Ok(Err(e)) => Err(match LocalResource::of_io(&e) {
+            Some(resource) => Failed::Local(resource),
+            None => Failed::Backend(format!("connect {host}:{port}: {e}")),
+        }),
+        Err(_) => Err(Failed::Backend(format!(
             "connect {host}:{port}: timed out after {timeout:?}"
-        )),
+        ))),
     }
 }
 
 /// One `mcp_ping` or `http` check through the upstream's pooled client, bounded by
 /// `health_check.timeout`.
-async fn active_check(upstream: &Upstream) -> Result<(), String> {
+async fn active_check(upstream: &Upstream) -> Result<(), Failed> {
     let hc = &upstream.config.health_check;
     let (method, uri, body, what): (_, Uri, ProxyBody, _) = match hc.kind {
         HealthCheckKind::Http => {
@@ -242,8 +281,13 @@ async fn active_check(upstream: &Upstream) -> Result<(), String> {
     }
     let status = match tokio::time::timeout(hc.timeout, upstream.client.request(req)).await {
         Ok(Ok(resp)) => resp.status(),
-        Ok(Err(e)) => return Err(format!("{what}: {}", crate::forward::error_chain(&e))),
-        Err(_) => return Err(format!("{what}: no answer within {:?}", hc.timeout)),
+        Ok(Err(e)) => {
+            if let Some(resource) = e.is_connect().then(|| LocalResource::find(&e)).flatten() {
+                return Err(Failed::Local(resource));
+            }
+            return Err(format!("{what}: {}", crate::forward::error_chain(&e)).into());
+        }
+        Err(_) => return Err(format!("{what}: no answer within {:?}", hc.timeout).into()),
     };
     // A server that requires a session answers a session-less ping with 400 or 404: it is up and
     // parsing requests. Only 5xx means it cannot serve.
@@ -254,6 +298,61 @@ async fn active_check(upstream: &Upstream) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{what}: status {status}"))
+        Err(format!("{what}: status {status}").into())
+    }
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+    use crate::upstream::Pool;
+
+    fn upstream(errno: i32, metrics: &Metrics) -> Arc<Upstream> {
+        let mut config = UpstreamConfig::new("u", "http://127.0.0.1:9/mcp", None);
+        config.health_check.kind = HealthCheckKind::McpPing;
+        let mut upstream = Upstream::from_config(&config, metrics).unwrap();
+        upstream.client = Pool::failing("http://127.0.0.1:9/".parse().unwrap(), errno);
+        Arc::new(upstream)
+    }
+
+    async fn run_one_check(errno: i32) -> (Arc<Readiness>, Metrics) {
+        let metrics = Metrics::new().unwrap();
+        let upstreams = [upstream(errno, &metrics)];
+        let readiness = Readiness::new(&upstreams);
+        let cancel = CancellationToken::new();
+        spawn_checks(
+            readiness.clone(),
+            &upstreams,
+            metrics.clone(),
+            None,
+            cancel.clone(),
+        );
+        // The first tick is at once; the check fails at once.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        cancel.cancel();
+        (readiness, metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_the_sidecar_could_not_make_leaves_the_upstream_as_it_was() {
+        let emfile = LocalResource::Emfile.to_io_error().raw_os_error().unwrap();
+        let (readiness, metrics) = run_one_check(emfile).await;
+        assert_eq!(readiness.report()["upstreams"]["u"]["state"], "unknown");
+        let counted = metrics
+            .local_resource_errors
+            .with_label_values(&["emfile", metrics::OP_CONNECT])
+            .get();
+        assert_eq!(counted, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_check_marks_the_upstream_down() {
+        let refused = rustix::io::Errno::CONNREFUSED.raw_os_error();
+        let (readiness, _) = run_one_check(refused).await;
+        assert_eq!(readiness.report()["upstreams"]["u"]["state"], "down");
     }
 }

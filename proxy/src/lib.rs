@@ -14,8 +14,11 @@
 //! - [`auth`]: authentication (API keys, JWT/JWKS), per-tool authorization, Host/Origin checks;
 //! - [`cors`]: the CORS policy (preflights answered here, CORS headers on answers);
 //! - [`error`]: the one error type and its mapping to responses;
+//! - [`local_resources`], [`fd_budget`]: running out of descriptors is not a backend outage;
+//!   the descriptor limit raised and checked against the caps at start;
 //! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints;
-//! - [`log_writer`], [`access_line`]: batched log output to stderr, the access-log line.
+//! - [`log_writer`], [`access_line`]: batched log output to stderr, the access-log line;
+//!   [`rate_limited_log`]: one line per interval for failures that come in floods.
 
 /// Awaits a future where it is built, without a second copy of it in the caller's state.
 ///
@@ -44,15 +47,18 @@ pub mod cors;
 pub mod demo;
 pub mod downstream;
 pub mod error;
+pub mod fd_budget;
 pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod lazy_timer;
 pub mod limits;
+pub mod local_resources;
 pub mod log_writer;
 pub mod mcp;
 pub mod metrics;
 pub mod observe;
+pub mod rate_limited_log;
 pub mod resilience;
 pub mod server;
 pub mod tls;

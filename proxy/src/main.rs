@@ -64,6 +64,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => {
                 let config = args.config()?;
+                // Before binding: the listeners and pools live under the raised limit.
+                mcp_sidecar::fd_budget::apply(&config);
                 let sidecar = Sidecar::bind(config).await?;
                 tracing::info!(
                     listen = %sidecar.local_addr()?,

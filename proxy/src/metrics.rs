@@ -41,7 +41,15 @@ pub struct Metrics {
     pub stream_errors: IntCounterVec,
     /// `mcp_sidecar_upstream_up{upstream}`: 1 if the last reachability check succeeded.
     pub upstream_up: IntGaugeVec,
+    /// `mcp_sidecar_local_resource_errors_total{kind,op}`: system calls that failed because the
+    /// sidecar ran out of descriptors, buffers or ports (`crate::local_resources`).
+    pub local_resource_errors: IntCounterVec,
 }
+
+/// `op` label of [`Metrics::local_resource_errors`]: opening a connection to a backend.
+pub const OP_CONNECT: &str = "connect";
+/// `op` label of [`Metrics::local_resource_errors`]: accepting a client connection.
+pub const OP_ACCEPT: &str = "accept";
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -105,6 +113,20 @@ impl Metrics {
             ),
             &["upstream"],
         )?;
+        let local_resource_errors = IntCounterVec::new(
+            Opts::new(
+                "mcp_sidecar_local_resource_errors_total",
+                "System calls failed for want of local resources (descriptors, buffers, ports), \
+                 by errno kind and operation; never counted as backend failures.",
+            ),
+            &["kind", "op"],
+        )?;
+        // Every series from start, so an alert on its rate sees 0 before the first failure.
+        for kind in crate::local_resources::LocalResource::ALL {
+            for op in [OP_CONNECT, OP_ACCEPT] {
+                local_resource_errors.with_label_values(&[kind.label(), op]);
+            }
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -113,6 +135,7 @@ impl Metrics {
         registry.register(Box::new(proxy_errors.clone()))?;
         registry.register(Box::new(stream_errors.clone()))?;
         registry.register(Box::new(upstream_up.clone()))?;
+        registry.register(Box::new(local_resource_errors.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -123,6 +146,7 @@ impl Metrics {
             proxy_errors,
             stream_errors,
             upstream_up,
+            local_resource_errors,
         })
     }
 

@@ -27,6 +27,7 @@ use crate::downstream::{self, drain, drain::Drain};
 use crate::forward::{ConnInfo, Proxy};
 use crate::health::{self, Readiness};
 use crate::limits::Limits;
+use crate::local_resources::AcceptErrors;
 use crate::metrics::Metrics;
 use crate::resilience::Resilience;
 use crate::upstream::{Router, Upstream};
@@ -177,6 +178,7 @@ impl Sidecar {
         let drain = Drain::new();
         let mut connections = JoinSet::new();
         let listener = self.listener;
+        let accept_errors = AcceptErrors::new("listen", &self.admin.metrics);
         tokio::pin!(shutdown);
         loop {
             let (stream, remote) = tokio::select! {
@@ -184,7 +186,7 @@ impl Sidecar {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
+                        accept_errors.record(&e);
                         tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                         continue;
                     }

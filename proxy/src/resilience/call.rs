@@ -17,7 +17,8 @@ use super::{ResilienceMetrics, UpstreamPolicy};
 use crate::body::{ProxyBody, full};
 use crate::error::ProxyError;
 use crate::forward::error_chain;
-use crate::metrics::Metrics;
+use crate::local_resources::LocalResource;
+use crate::metrics::{self, Metrics};
 use crate::upstream::{PoolError, PooledBody, Unsent, Upstream};
 
 /// An admitted request: its breaker permit and the policy that applies to it.
@@ -129,6 +130,12 @@ impl<'a> Call<'a> {
         loop {
             let (result, unsent) =
                 await_in_place!(attempt(upstream, metrics, self.metrics, req, self.timeout));
+            if let Err(ProxyError::LocalResourceExhausted { .. }) = &result {
+                // The sidecar's own shortage says nothing about the backend: the permit goes
+                // back without an outcome, and a retry now would only meet the same shortage.
+                drop(self.permit.take());
+                return result;
+            }
             let failure = self.judge(&result);
             if let (Some(f), Some(m)) = (failure, self.metrics) {
                 m.upstream_failures
@@ -281,6 +288,19 @@ async fn attempt(
             )
         }
         Err(Unsent { error, request }) => {
+            // The sidecar's own shortage first: it is not the backend's connect error.
+            let local = error.is_connect().then(|| LocalResource::find(&error));
+            if let Some(kind) = local.flatten() {
+                metrics
+                    .local_resource_errors
+                    .with_label_values(&[kind.label(), metrics::OP_CONNECT])
+                    .inc();
+                let upstream = upstream.name.to_string();
+                return (
+                    Err(ProxyError::LocalResourceExhausted { upstream, kind }),
+                    None,
+                );
+            }
             let detail = error_chain(&error);
             let mapped = if error.is_connect() {
                 errors("connect");

@@ -14,7 +14,8 @@
 //!         -> pooled client, bounded by the (per-tool) response timeout
 //!         -> judge: connect error / reset / timeout / failure status = failure, else success;
 //!            the breaker records it at response headers (a streamed body that breaks later is
-//!            not a breaker failure)
+//!            not a breaker failure); the sidecar's own shortage (EMFILE, ENOBUFS... on
+//!            connect: `503 local_resources`) is neither: no outcome, no retry
 //!         -> retry? connect errors always (nothing was sent); resets and retry statuses only when
 //!            idempotent; never timeouts; at most `max_retries`, within the budget, after a
 //!            jittered backoff, and only if the breaker admits the retry

@@ -80,7 +80,7 @@ impl std::fmt::Debug for Pool {
 }
 
 struct Inner {
-    connector: HttpsConnector<HttpConnector>,
+    connector: Connector,
     /// `scheme://authority` of the backend, what the connector dials.
     target: Uri,
     /// Its authority: the `Host` of every request sent on its connections.
@@ -88,6 +88,15 @@ struct Inner {
     max_idle: usize,
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
+}
+
+/// How new connections are made.
+enum Connector {
+    /// TCP (and TLS for `https://`): hyper-util's connector under hyper-rustls.
+    Network(HttpsConnector<HttpConnector>),
+    /// Tests: every connect fails with this errno, as `socket()` or `connect()` would.
+    #[cfg(test)]
+    Failing(i32),
 }
 
 struct Idle {
@@ -145,6 +154,26 @@ impl Pool {
     /// Tokio runtime when `idle_timeout` is non-zero (the sweeper is a task).
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
+        target: Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self::with_connector(
+            Connector::Network(connector),
+            target,
+            max_idle,
+            idle_timeout,
+        )
+    }
+
+    /// A pool whose every connect fails with `errno` (nothing is dialled).
+    #[cfg(test)]
+    pub(crate) fn failing(target: Uri, errno: i32) -> Self {
+        Self::with_connector(Connector::Failing(errno), target, 0, Duration::ZERO)
+    }
+
+    fn with_connector(
+        connector: Connector,
         target: Uri,
         max_idle: usize,
         idle_timeout: Duration,
@@ -245,10 +274,15 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Box<Conn>, PoolError> {
-        let io = self
-            .inner
-            .connector
-            .clone()
+        let connector = match &self.inner.connector {
+            Connector::Network(connector) => connector.clone(),
+            #[cfg(test)]
+            Connector::Failing(errno) => {
+                let error = std::io::Error::from_raw_os_error(*errno);
+                return Err(PoolError::Connect(Box::new(error)));
+            }
+        };
+        let io = connector
             .oneshot(self.inner.target.clone())
             .await
             .map_err(PoolError::Connect)?;
