@@ -545,6 +545,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_an_open_ended_200_to_a_stream_request_has_no_idle_timeout() {
+        let silence = |awaits| Silence {
+            awaits,
+            idle_timeout: std::time::Duration::from_secs(1),
+        };
+        let ok = StatusCode::OK;
+        assert!(silence(Awaits::GetStream).is_normal(true, false, ok));
+        assert!(silence(Awaits::Subscription).is_normal(true, false, ok));
+        // A listen stream that is not SSE (chunked JSON) is standing too.
+        assert!(silence(Awaits::Subscription).is_normal(false, false, ok));
+        assert!(!silence(Awaits::Answer).is_normal(true, false, ok));
+        // A GET answered without SSE, a length-delimited answer, an error: answers.
+        assert!(!silence(Awaits::GetStream).is_normal(false, false, ok));
+        assert!(!silence(Awaits::GetStream).is_normal(true, true, ok));
+        assert!(!silence(Awaits::Subscription).is_normal(false, false, StatusCode::BAD_GATEWAY));
+    }
+
     #[tokio::test]
     async fn events_of_the_phases_are_in_the_request_span_across_awaits() {
         let seen = Arc::new(Mutex::new(Vec::new()));
