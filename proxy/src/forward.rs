@@ -12,7 +12,8 @@
 //!            -> circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
 //!            -> upstream request headers (hop-by-hop, Host, X-Forwarded-*, X-Request-Id)
 //!            -> pooled client with (per-tool) response timeout; outcome to the breaker; safe retries
-//!            -> response headers back; SSE passthrough (keepalive, idle timeout, endpoint rewrite)
+//!            -> response headers back; SSE passthrough (keepalive, endpoint rewrite); idle timeout
+//!               on answers the client waits for, none on standing streams (GET SSE, listen)
 //! ```
 
 use std::net::SocketAddr;
@@ -383,13 +384,27 @@ impl Proxy {
             .prepare_upstream_headers(&upstream, cx.principal.as_deref(), &mut parts.headers);
         // A GET's URI is kept for the legacy endpoint rewrite (a cheap clone: shared bytes).
         let get_uri = is_get.then(|| parts.uri.clone());
+        let awaits = if is_get {
+            Awaits::GetStream
+        } else if cx
+            .classified
+            .as_ref()
+            .is_some_and(Classified::opens_subscription)
+        {
+            Awaits::Subscription
+        } else {
+            Awaits::Answer
+        };
         let idle_timeout = call.stream_idle_timeout();
         let response = await_in_place!(call.send(&upstream, &self.metrics, parts, body, replay))?;
         let (response, sse) = self.respond(
             &upstream,
             response,
             get_uri.as_ref(),
-            idle_timeout,
+            Silence {
+                awaits,
+                idle_timeout,
+            },
             &mut cx.limits,
         );
         // `tools/list` answers show only the tools the caller may call.
@@ -433,7 +448,7 @@ impl Proxy {
         upstream: &Upstream,
         response: Response<crate::upstream::PooledBody>,
         get_uri: Option<&http::Uri>,
-        idle_timeout: std::time::Duration,
+        silence: Silence,
         held: &mut limits::Held,
     ) -> (Response<ProxyBody>, bool) {
         let (mut parts, body) = response.into_parts();
@@ -442,7 +457,13 @@ impl Proxy {
         // The permits ride on the body: a streamed response holds its slots until it ends.
         let permits = held.take_for(&mut parts.headers);
         let config = &upstream.config;
-        let keepalive = (sse && !config.sse_keepalive.is_zero()).then_some(config.sse_keepalive);
+        // A length-delimited answer is finite: it goes out with the backend's framing, byte for
+        // byte (no keepalive comments), and keeps the idle timeout like any answer.
+        let finite = body.size_hint().exact().is_some();
+        let keepalive =
+            (sse && !finite && !config.sse_keepalive.is_zero()).then_some(config.sse_keepalive);
+        let idle_timeout =
+            (!silence.is_normal(sse, finite, parts.status)).then_some(silence.idle_timeout);
         let body = body.map_err(BoxError::from);
         // A legacy HTTP+SSE backend announces its POST URL in its own path space; the client must
         // be sent back through our mount instead.
@@ -450,19 +471,59 @@ impl Proxy {
             .filter(|_| sse && upstream.base_path != upstream.mount)
             .and_then(|uri| url::Url::parse(&uri.to_string()).ok())
             .map(|url| EndpointRewrite::new(url, &upstream.base_path, &upstream.mount));
-        // Every answer gets the idle timeout (a JSON body can stall mid-way too); one box each.
+        // One box each; the rewrite changes the length, so that stream is re-framed (chunked).
         let body: ProxyBody = match rewrite {
-            Some(rewrite) => hold(
-                SseBody::new(
-                    EndpointRewriteBody::new(body, rewrite),
-                    keepalive,
-                    Some(idle_timeout),
-                ),
-                permits,
-            ),
-            None => hold(SseBody::new(body, keepalive, Some(idle_timeout)), permits),
+            Some(rewrite) => {
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                hold(
+                    SseBody::new(
+                        EndpointRewriteBody::new(body, rewrite),
+                        keepalive,
+                        idle_timeout,
+                    ),
+                    permits,
+                )
+            }
+            None => hold(SseBody::new(body, keepalive, idle_timeout), permits),
         };
         (Response::from_parts(parts, body), sse)
+    }
+}
+
+/// What a request waits for, which decides what silence on its answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaits {
+    /// An answer the client is waiting on (a POST's result, a DELETE's status).
+    Answer,
+    /// A GET: its SSE answer is a standing stream (Streamable HTTP's standalone stream, the
+    /// legacy `GET /sse`), silent whenever the server has nothing to say.
+    GetStream,
+    /// `subscriptions/listen` (2026-07-28): its answer is a standing stream, SSE or not.
+    Subscription,
+}
+
+/// How long the backend may stay silent on an answer.
+#[derive(Debug, Clone, Copy)]
+struct Silence {
+    awaits: Awaits,
+    /// `stream_idle_timeout` of the upstream (or the tool).
+    idle_timeout: std::time::Duration,
+}
+
+impl Silence {
+    /// Whether silence is normal on this answer, so no idle timeout applies: an open-ended 200
+    /// answer to a request that opens a standing stream. Such a stream lives as long as both
+    /// ends do (TCP keepalive and write failures find a dead peer); every other answer, a
+    /// length-delimited one included, is cut after `idle_timeout` of backend silence.
+    fn is_normal(&self, sse: bool, finite: bool, status: StatusCode) -> bool {
+        if finite || status != StatusCode::OK {
+            return false;
+        }
+        match self.awaits {
+            Awaits::Answer => false,
+            Awaits::GetStream => sse,
+            Awaits::Subscription => true,
+        }
     }
 }
 
@@ -526,6 +587,24 @@ mod tests {
             let span = cx.event_span(event).map(|s| s.name());
             self.0.lock().unwrap().push(span);
         }
+    }
+
+    #[test]
+    fn only_an_open_ended_200_to_a_stream_request_has_no_idle_timeout() {
+        let silence = |awaits| Silence {
+            awaits,
+            idle_timeout: std::time::Duration::from_secs(1),
+        };
+        let ok = StatusCode::OK;
+        assert!(silence(Awaits::GetStream).is_normal(true, false, ok));
+        assert!(silence(Awaits::Subscription).is_normal(true, false, ok));
+        // A listen stream that is not SSE (chunked JSON) is standing too.
+        assert!(silence(Awaits::Subscription).is_normal(false, false, ok));
+        assert!(!silence(Awaits::Answer).is_normal(true, false, ok));
+        // A GET answered without SSE, a length-delimited answer, an error: answers.
+        assert!(!silence(Awaits::GetStream).is_normal(false, false, ok));
+        assert!(!silence(Awaits::GetStream).is_normal(true, true, ok));
+        assert!(!silence(Awaits::Subscription).is_normal(false, false, StatusCode::BAD_GATEWAY));
     }
 
     #[tokio::test]

@@ -196,8 +196,8 @@ pub fn prepare_downstream_response(headers: &mut HeaderMap, sse: bool) {
         if cacheable {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
-        // The stream is re-framed by us (keepalives may be added): a length would be wrong.
-        headers.remove(header::CONTENT_LENGTH);
+        // A `Content-Length` stays: a length-delimited stream is finite and goes out as the
+        // backend framed it (the body wrappers that change bytes remove the length themselves).
     }
 }
 
@@ -330,7 +330,7 @@ mod tests {
         prepare_downstream_response(&mut h, true);
         assert_eq!(h[&X_ACCEL_BUFFERING], "no");
         assert_eq!(h[header::CACHE_CONTROL], "no-cache");
-        assert!(!h.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(h[header::CONTENT_LENGTH], "10");
     }
 
     #[test]

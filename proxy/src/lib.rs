@@ -5,7 +5,7 @@
 //! Where things live:
 //! - [`config`]: the TOML file, defaults and validation;
 //! - [`server`]: listeners, TLS, connection lifecycle and graceful shutdown; [`downstream`]:
-//!   the HTTP/1 server leg (HTTP/2 is hyper's);
+//!   the HTTP/1 server leg (HTTP/2 is hyper's); [`tcp_keepalive`]: dead-peer detection;
 //! - [`forward`]: the request path, phase by phase;
 //! - [`headers`], [`body`]: header hygiene and the streaming body wrappers (SSE);
 //! - [`upstream`]: mount paths and pooled clients; [`health`]: readiness;
@@ -61,6 +61,7 @@ pub mod observe;
 pub mod rate_limited_log;
 pub mod resilience;
 pub mod server;
+pub mod tcp_keepalive;
 pub mod tls;
 pub mod upstream;
 

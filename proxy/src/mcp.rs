@@ -64,7 +64,19 @@ impl Classified {
     pub fn has_request(&self) -> bool {
         self.messages.iter().any(|m| m.kind == Kind::Request)
     }
+
+    /// Whether the body is a single `subscriptions/listen` request (2026-07-28), whose answer is
+    /// a standing stream of notifications rather than an answer the client waits for.
+    pub fn opens_subscription(&self) -> bool {
+        self.single().is_some_and(|m| {
+            m.kind == Kind::Request && m.method.as_deref() == Some(SUBSCRIPTIONS_LISTEN)
+        })
+    }
 }
+
+/// The 2026-07-28 request that opens a long-lived notification stream (it replaced the
+/// standalone GET stream of earlier revisions).
+pub const SUBSCRIPTIONS_LISTEN: &str = "subscriptions/listen";
 
 /// Why a body is not a JSON-RPC message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -264,6 +276,30 @@ mod tests {
         let r = classify(br#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).unwrap();
         assert_eq!(r.single().unwrap().kind, Kind::Response);
         assert!(!r.has_request());
+    }
+
+    #[test]
+    fn only_a_single_listen_request_opens_a_subscription() {
+        let listen = rpc_body("subscriptions/listen", true);
+        assert!(classify(listen.as_bytes()).unwrap().opens_subscription());
+        for other in [
+            rpc_body("tools/call", true),
+            rpc_body("subscriptions/listen", false),
+            format!("[{listen}]"),
+        ] {
+            assert!(
+                !classify(other.as_bytes()).unwrap().opens_subscription(),
+                "{other}"
+            );
+        }
+    }
+
+    fn rpc_body(method: &str, request: bool) -> String {
+        let mut v = json!({"jsonrpc":"2.0","method":method,"params":{}});
+        if request {
+            v["id"] = json!(1);
+        }
+        v.to_string()
     }
 
     #[test]

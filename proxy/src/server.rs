@@ -195,6 +195,10 @@ impl Sidecar {
             // Reap finished connection tasks so the set stays as large as the open connections.
             while connections.try_join_next().is_some() {}
             let _ = stream.set_nodelay(true);
+            // Standing streams have no idle timeout: a client that vanished is found by probes.
+            if let Err(e) = crate::tcp_keepalive::enable(&stream) {
+                tracing::debug!(%remote, error = %e, "cannot enable TCP keepalive");
+            }
             connections.spawn(serve_connection(
                 stream,
                 remote,

@@ -508,3 +508,57 @@ async fn foreign_hosts_are_421_and_foreign_origins_403() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(s.backend.stats().by_tool.get("echo"), Some(&1));
 }
+
+/// Filtering changes an answer's length: a `tools/list` SSE answer the backend framed by
+/// `Content-Length` goes out re-framed (chunked), whole, not cut at the backend's length.
+#[tokio::test]
+async fn a_filtered_sse_answer_with_a_content_length_is_rechunked() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let tools: Vec<Value> = ["echo", "add", "secret"]
+        .iter()
+        .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+        .collect();
+    let answer = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": tools}});
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mcp"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(format!("data: {answer}\n\n"), "text/event-stream"),
+        )
+        .mount(&backend)
+        .await;
+    let mut protected = upstream(format!("{}/mcp", backend.uri()), None);
+    protected.auth.rules = rules();
+    let mut c = config(vec![protected]);
+    c.auth = AuthConfig {
+        public_url: Some("https://mcp.example.test".into()),
+        api_keys: vec![ApiKeyConfig {
+            id: "ci".into(),
+            key: Secret(API_KEY.into()),
+            scopes: vec!["tools:read".into()],
+        }],
+        ..AuthConfig::default()
+    };
+    let sidecar = start(c).await;
+    let body = rpc(3, "tools/list", json!({}));
+    let raw = raw_http(
+        sidecar.addr,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nhost: {}\r\nx-api-key: {API_KEY}\r\naccept: {ACCEPT_BOTH}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            sidecar.addr,
+            body.len()
+        ),
+    )
+    .await;
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{raw}");
+    assert!(head.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(!head.contains("content-length"), "{raw}");
+    assert!(rest.ends_with("0\r\n\r\n"), "{raw}");
+    let data = rest.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(tool_names(&v), vec!["echo", "add"]);
+}

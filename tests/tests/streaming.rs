@@ -1,5 +1,6 @@
 //! SSE passthrough through the real sidecar and the fixture MCP server: no buffering, keepalive
-//! comments, idle timeout, legacy endpoint rewrite, cancellation on client disconnect.
+//! comments, idle timeout on answers, legacy endpoint rewrite, cancellation on client disconnect,
+//! the backend's framing kept. Standing streams (no idle timeout) are in standing_streams.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -124,16 +125,21 @@ async fn progress_notifications_arrive_spread_over_time() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_sse_stream_gets_keepalive_comments_and_idle_timeout_ends_it() {
-    let backend = fixture(ResponseMode::Json).await;
+async fn silent_sse_answer_gets_keepalive_comments_and_idle_timeout_ends_it() {
+    let backend = fixture(ResponseMode::Sse).await;
     let mut up = upstream(backend.mcp_url(), None);
     up.sse_keepalive = Duration::from_secs(15);
     up.stream_idle_timeout = Duration::from_secs(50);
     let sidecar = start(config(vec![up])).await;
     let start_at = Instant::now();
+    // A call whose one progress step comes after ten minutes: the answer goes silent.
+    let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{
+        "name":"progress","arguments":{"steps":1,"interval_ms":600_000},"_meta":{"progressToken":"t"}}});
     let resp = client()
-        .get(sidecar.url("/mcp"))
-        .header("accept", "text/event-stream")
+        .post(sidecar.url("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(body.to_string())
         .send()
         .await
         .unwrap();
@@ -151,10 +157,7 @@ async fn idle_sse_stream_gets_keepalive_comments_and_idle_timeout_ends_it() {
     let end = events.next().await;
     assert!(matches!(end, Err(_) | Ok(None)), "{end:?}");
     assert!(start_at.elapsed() >= Duration::from_secs(50));
-    eventually("fixture stream closed", || {
-        backend.stats().get_streams_open == 0
-    })
-    .await;
+    eventually("fixture call cancelled", || backend.stats().in_flight == 0).await;
     let metrics = sidecar.metrics().await;
     assert!(
         metrics
@@ -411,4 +414,102 @@ async fn concurrent_json_and_sse_calls_on_a_multi_threaded_runtime_all_arrive_in
     }
     assert_eq!(json_backend.stats().by_tool["echo"], 100);
     assert_eq!(sse_backend.stats().by_tool["echo"], 100);
+}
+
+/// Issue 14, finding 8: an SSE answer the backend framed by `Content-Length` is finite; it goes
+/// out with the same length (no keepalive comments, no re-chunking), in HTTP/1.1 and HTTP/2.
+#[tokio::test]
+async fn an_sse_answer_with_a_content_length_keeps_its_length() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mcp"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(event, "text/event-stream"))
+        .mount(&backend)
+        .await;
+    let mut up = upstream(format!("{}/mcp", backend.uri()), None);
+    // A keepalive due at once would be injected into a re-framed stream at the first pause.
+    up.sse_keepalive = Duration::from_millis(1);
+    let sidecar = start(config(vec![up])).await;
+    let body = mcp_e2e_tests::rpc(1, "ping", json!({}));
+    let raw = mcp_e2e_tests::raw_http(
+        sidecar.addr,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nhost: {}\r\naccept: {ACCEPT_BOTH}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            sidecar.addr,
+            body.len()
+        ),
+    )
+    .await;
+    let (head, answer) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{raw}");
+    assert!(head.contains("content-type: text/event-stream"), "{raw}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}\r\n", event.len())),
+        "{raw}"
+    );
+    assert!(!head.contains("transfer-encoding"), "{raw}");
+    assert_eq!(answer, event);
+
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2c
+        .post(sidecar.url("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        resp.headers()["content-length"],
+        event.len().to_string().as_str()
+    );
+    assert_eq!(resp.text().await.unwrap(), event);
+}
+
+/// The legacy endpoint rewrite changes the stream's length: a length-delimited legacy stream is
+/// re-framed (chunked) and arrives whole with the rewritten endpoint, not cut at the old length.
+#[tokio::test]
+async fn a_length_delimited_legacy_stream_is_rechunked_by_the_endpoint_rewrite() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let backend = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/sse"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "event: endpoint\ndata: /messages?sessionId=s1\n\n",
+            "text/event-stream",
+        ))
+        .mount(&backend)
+        .await;
+    let sidecar = start(config(vec![upstream(
+        format!("{}/", backend.uri()),
+        Some("/legacy"),
+    )]))
+    .await;
+    let raw = mcp_e2e_tests::raw_http(
+        sidecar.addr,
+        &format!(
+            "GET /legacy/sse HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\nconnection: close\r\n\r\n",
+            sidecar.addr
+        ),
+    )
+    .await;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{raw}");
+    assert!(head.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(!head.contains("content-length"), "{raw}");
+    assert!(
+        body.contains("event: endpoint\ndata: /legacy/messages?sessionId=s1\n\n"),
+        "{raw}"
+    );
+    assert!(body.ends_with("0\r\n\r\n"), "{raw}");
 }

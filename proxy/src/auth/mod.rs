@@ -624,7 +624,9 @@ impl Auth {
             principal: p.clone(),
         };
         let (mut parts, body) = response.into_parts();
+        // A filtered answer changes length: it is re-framed (chunked).
         let body = if sse {
+            parts.headers.remove(header::CONTENT_LENGTH);
             SseFilterBody::new(body, target, viewer).boxed_unsync()
         } else if is_json(&parts.headers) && matches!(target, Target::Ids(_)) {
             parts.headers.remove(header::CONTENT_LENGTH);

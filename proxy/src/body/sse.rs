@@ -5,7 +5,8 @@
 //! about a minute, so when upstream is quiet for `keepalive` the body injects an SSE comment. A comment
 //! may only be inserted where it cannot change the meaning of the stream, so the body tracks the last few
 //! bytes it forwarded (see [`Tail::keepalive`]). A separate `idle_timeout` ends streams whose upstream has
-//! gone silent for good; keepalives do not count as activity for it.
+//! gone silent for good; keepalives do not count as activity for it. The caller gives it only to
+//! answers a client waits for: a standing stream (GET SSE, `subscriptions/listen`) gets `None`.
 
 use std::future::Future;
 use std::pin::Pin;

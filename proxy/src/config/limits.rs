@@ -40,13 +40,14 @@ pub const MAX_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Requests in flight across the sidecar (standalone GET streams excluded); `0` = no cap.
+    /// Requests in flight across the sidecar (standing streams, GET and `subscriptions/listen`,
+    /// excluded); `0` = no cap.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Standalone SSE streams (GET) open across the sidecar; `0` = no cap.
+    /// Standing streams (GET, `subscriptions/listen`) open across the sidecar; `0` = no cap.
     #[serde(default = "default_max_streams")]
     pub max_streams: usize,
-    /// Standalone SSE streams (GET) open per principal; `0` = no cap.
+    /// Standing streams (GET, `subscriptions/listen`) open per principal; `0` = no cap.
     #[serde(default = "default_max_streams_per_principal")]
     pub max_streams_per_principal: usize,
     /// `Retry-After` of shed answers (whole seconds, rounded up).

@@ -52,8 +52,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time to the backend's response headers. Long enough for slow tool calls answered as plain JSON;
 /// tools that run longer should stream (SSE) or get their own timeout.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
-/// A streaming response (SSE) is cut when the backend sends nothing for this long. It is an idle
-/// timeout, reset by every frame, never a total deadline: long tool calls that stream live on.
+/// An answer (a streamed one included) is cut when the backend sends nothing for this long. It is
+/// an idle timeout, reset by every frame, never a total deadline: long tool calls that stream
+/// live on. Standing streams (GET SSE, `subscriptions/listen`) get none: silence is normal there.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Interval of `: keepalive` comments on an idle SSE stream. Load balancers cut idle connections
 /// after ~60 s (AWS ALB default) and nginx after 60 s; 15 s stays well inside both.
@@ -165,7 +166,8 @@ pub struct UpstreamConfig {
     /// Time to the backend's response headers. Default 120 s.
     #[serde(default = "default_response_timeout", with = "humantime_serde")]
     pub response_timeout: Duration,
-    /// A response body is cut when the backend sends nothing for this long. Default 300 s.
+    /// An answer's body is cut when the backend sends nothing for this long (standing streams,
+    /// GET SSE and `subscriptions/listen`, have no idle timeout). Default 300 s.
     #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
     /// Interval of `: keepalive` comments on idle SSE streams; `0s` turns them off. Default 15 s.

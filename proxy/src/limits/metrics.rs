@@ -21,7 +21,7 @@ pub struct LimitMetrics {
     pub in_flight: IntGauge,
     /// `mcp_sidecar_upstream_in_flight{upstream}`
     pub upstream_in_flight: IntGaugeVec,
-    /// `mcp_sidecar_standalone_streams_open`: standalone SSE streams (GET) open.
+    /// `mcp_sidecar_standalone_streams_open`: standing streams (GET, `subscriptions/listen`) open.
     pub streams_open: IntGauge,
     /// `mcp_sidecar_shed_total{upstream,cap}`: `cap` is `global`, `upstream` or `streams`.
     pub shed: IntCounterVec,
@@ -74,7 +74,7 @@ impl LimitMetrics {
             )?,
             streams_open: IntGauge::new(
                 "mcp_sidecar_standalone_streams_open",
-                "Standalone SSE streams (GET) open through the sidecar.",
+                "Standing streams (GET, subscriptions/listen) open through the sidecar.",
             )?,
             shed: IntCounterVec::new(
                 Opts::new(

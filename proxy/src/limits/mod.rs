@@ -5,7 +5,8 @@
 //!    own global cap, checked here too. DELETE is counted but never shed.
 //! 2. [`Limits::admit`], right after classification: the rate-limit rules, for JSON-RPC requests
 //!    only (notifications, client responses, DELETE are never limited); the per-principal cap on
-//!    standalone streams for GET.
+//!    standalone streams for GET. A `subscriptions/listen` request (a standing stream, known only
+//!    now) trades its in-flight slot for a slot under both stream caps.
 //! 3. [`Limits::reserve_upstream`], right before the upstream call: the upstream's in-flight cap.
 //!    Notifications, client responses and DELETE are counted but never shed there either.
 //!
@@ -296,6 +297,12 @@ impl Limits {
         let Some(classified) = &cx.classified else {
             return Ok(());
         };
+        if classified.opens_subscription() {
+            // A listen stream stands open like a GET stream (no idle timeout): it would hold a
+            // request slot for as long as it lives, so it trades that slot for a stream slot.
+            self.become_stream(upstream, &mut cx.limits)?;
+            self.admit_stream(&who, &mut cx.limits)?;
+        }
         let upstream_rules = self
             .upstreams
             .get(&upstream.name)
@@ -347,6 +354,19 @@ impl Limits {
             limit,
             retry_after: self.shed_retry_after,
         }
+    }
+
+    /// Moves a request admitted by [`Limits::shed`] from the global in-flight cap to the global
+    /// stream cap (a `subscriptions/listen` request, known only once its body is classified).
+    fn become_stream(&self, upstream: &Upstream, held: &mut Held) -> Result<(), ProxyError> {
+        held.permits.global = None;
+        held.stream = true;
+        held.permits.global = Some(
+            self.streams
+                .try_acquire()
+                .ok_or_else(|| self.overloaded(upstream, "streams"))?,
+        );
+        Ok(())
     }
 
     fn admit_stream(&self, who: &LimitKeyInput<'_>, held: &mut Held) -> Result<(), ProxyError> {

@@ -92,6 +92,29 @@ async fn standalone_streams_have_their_own_caps() {
     f.get("10.0.0.1").unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn listen_streams_count_against_the_stream_caps_not_the_in_flight_ones() {
+    let f = setup("max_in_flight = 1\nmax_streams = 3\nmax_streams_per_principal = 1\n");
+    let listen = json!({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": {}});
+    let _a = f.post("10.0.0.1", &listen).unwrap();
+    let _b = f.post("10.0.0.2", &listen).unwrap();
+    let r = rejection(f.post("10.0.0.1", &listen));
+    assert_eq!(&*r.rule, STREAMS_POLICY);
+    let _c = f.post("10.0.0.3", &listen).unwrap();
+    let Err(ProxyError::Overloaded { scope, .. }) = f.post("10.0.0.4", &listen) else {
+        panic!("global stream cap not enforced on listen streams");
+    };
+    assert_eq!(scope, "streams");
+    // Three open listen streams hold no request slot: a call still gets the only one.
+    let _request = f.post("10.0.0.1", &call(2, "echo")).unwrap();
+    assert_eq!(f.metric("mcp_sidecar_in_flight", &[]), 1.0);
+    assert_eq!(
+        f.metric("mcp_sidecar_upstream_in_flight", &[("upstream", "u")]),
+        1.0
+    );
+    assert_eq!(f.metric("mcp_sidecar_standalone_streams_open", &[]), 3.0);
+}
+
 #[tokio::test]
 async fn error_answers_carry_retry_after_and_ratelimit_fields() {
     let f = setup("[[rate_limit]]\nname = \"one\"\nkey = []\nrate = 1\nper = \"7s\"\n");

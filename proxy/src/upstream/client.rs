@@ -27,6 +27,8 @@ pub fn build_client(
     http.set_nodelay(true);
     http.set_connect_timeout(Some(config.connect_timeout));
     http.enforce_http(false);
+    // Standing streams have no idle timeout: a backend that vanished is found by probes.
+    crate::tcp_keepalive::configure(&mut http);
     let tls = tls_config(config)?;
     let connector = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
