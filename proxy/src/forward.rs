@@ -285,7 +285,9 @@ impl Proxy {
                 body
             }
             Err(err) => {
-                if parts.method == Method::POST {
+                // The 401 carries the JSON-RPC id when the body is already on its way; a client
+                // waiting for `100 Continue` has not sent it, and reading would invite the upload.
+                if parts.method == Method::POST && !expects_continue(&parts.headers) {
                     cx.classified =
                         await_in_place!(crate::auth::peek_classified(&parts.headers, body));
                 }
@@ -425,6 +427,16 @@ impl Proxy {
         };
         (Response::from_parts(parts, body), sse)
     }
+}
+
+/// Whether the client waits for `100 Continue` before sending the body (`Expect: 100-continue`;
+/// any other expectation was refused with the head). Reading such a body sends the `100`.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::EXPECT).is_some_and(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    })
 }
 
 /// Awaits `fut` with `span` entered around each poll: `Instrument::instrument` without moving

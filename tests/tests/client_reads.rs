@@ -1,0 +1,206 @@
+//! How the sidecar reads what a client sends, spoken to byte by byte: a request refused from its
+//! head never invites the upload (`Expect: 100-continue`), the protocol of a plain connection is
+//! decided on complete evidence whatever the TCP segmentation, and a request body that stalls or
+//! trickles is answered 408 and frees its slot. Time-dependent cases run on tokio's paused clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use mcp_e2e_tests::{RunningSidecar, call, start};
+use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+use mcp_sidecar::config::Config;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const API_KEY: &str = "client-reads-key-0123456789";
+
+async fn fixture() -> FixtureServer {
+    FixtureServer::start(FixtureConfig {
+        response_mode: ResponseMode::Json,
+        stateless: true,
+        ..FixtureConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A sidecar in front of `backend` at `/mcp`: `extra` goes before `[[upstream]]`.
+async fn sidecar(backend: &FixtureServer, extra: &str) -> RunningSidecar {
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n{extra}\n\
+         [[upstream]]\nname = \"u\"\nurl = \"{}\"\n",
+        backend.mcp_url()
+    );
+    let lookup = |name: &str| (name == "CLIENT_READS_KEY").then(|| API_KEY.to_owned());
+    start(Config::from_toml_with_env(&text, &lookup).unwrap()).await
+}
+
+/// A POST of `body` to `/mcp` with a length, as MCP clients send it.
+fn post(body: &str, extra: &str) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// One answer read off `stream`: status, lower-cased fields and the body by its
+/// `content-length`. `None` if the connection closes first.
+async fn read_answer(stream: &mut TcpStream) -> Option<(u16, Vec<(String, String)>, String)> {
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    buf.drain(..end + 4);
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
+    let fields: Vec<(String, String)> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap();
+            (k.to_ascii_lowercase(), v.to_owned())
+        })
+        .collect();
+    let length: usize = fields
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    while buf.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed inside a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8(buf.drain(..length).collect()).unwrap();
+    Some((status, fields, body))
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// True once the peer has closed (reads end of stream) within `within`.
+async fn closes_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut rest = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(within, async {
+            while stream.read(&mut rest).await.unwrap_or(0) > 0 {}
+        })
+        .await,
+        Ok(())
+    )
+}
+
+// --- Finding 4: a request refused from its head never gets `100 Continue` ---
+
+#[tokio::test]
+async fn an_unauthenticated_upload_waiting_for_100_continue_gets_401_and_no_continue() {
+    let backend = fixture().await;
+    let sidecar = sidecar(
+        &backend,
+        "[auth]\npublic_url = \"https://mcp.example.test\"\n\
+         [[auth.api_keys]]\nid = \"ci\"\nkey = \"${CLIENT_READS_KEY}\"\n",
+    )
+    .await;
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    let head = post("", "expect: 100-continue\r\n").replace(
+        "content-length: 0",
+        &format!("content-length: {}", call(1, "echo", json!({})).len()),
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 401", "refused before any 100 Continue");
+    assert_eq!(
+        backend.stats().http_requests_total,
+        0,
+        "nothing reached the backend"
+    );
+}
+
+/// Every refusal decided from the head: none of them may send `100 Continue` first.
+#[tokio::test]
+async fn refusals_decided_from_the_head_never_send_100_continue() {
+    let backend = fixture().await;
+    let sidecar = sidecar(
+        &backend,
+        "[auth]\npublic_url = \"https://mcp.example.test\"\nallowed_hosts = [\"localhost\"]\nallowed_origins = [\"http://localhost\"]\n\
+         [[auth.api_keys]]\nid = \"ci\"\nkey = \"${CLIENT_READS_KEY}\"\n",
+    )
+    .await;
+    let auth = format!("authorization: Bearer {API_KEY}\r\n");
+    let big = "content-length: 10000000\r\n";
+    let cases = [
+        // The control: an accepted request is invited to upload.
+        (
+            format!("POST /mcp HTTP/1.1\r\nhost: localhost\r\n{auth}content-length: 40\r\n"),
+            100,
+        ),
+        (
+            format!("POST /mcp HTTP/1.1\r\nhost: localhost\r\n{auth}{big}"),
+            413,
+        ),
+        (
+            format!("PUT /mcp HTTP/1.1\r\nhost: localhost\r\n{auth}{big}"),
+            405,
+        ),
+        (
+            format!("POST /nowhere HTTP/1.1\r\nhost: localhost\r\n{big}"),
+            404,
+        ),
+        (
+            format!("POST /mcp HTTP/1.1\r\nhost: evil.test\r\n{auth}{big}"),
+            421,
+        ),
+        (
+            format!(
+                "POST /mcp HTTP/1.1\r\nhost: localhost\r\norigin: http://evil.test\r\n{auth}{big}"
+            ),
+            403,
+        ),
+        (
+            format!("POST /mcp HTTP/1.1\r\nhost: localhost\r\n{big}"),
+            401,
+        ),
+        (
+            format!("POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 40\r\n"),
+            401,
+        ),
+    ];
+    for (head, status) in cases {
+        let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+        s.write_all(format!("{head}expect: 100-continue\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut first = [0u8; 12];
+        s.read_exact(&mut first).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&first),
+            format!("HTTP/1.1 {status}"),
+            "{head}"
+        );
+        if status != 100 {
+            assert!(
+                closes_within(&mut s, Duration::from_secs(5)).await,
+                "{head}"
+            );
+        }
+    }
+    assert_eq!(
+        backend.stats().http_requests_total,
+        0,
+        "nothing reached the backend"
+    );
+}
