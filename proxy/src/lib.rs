@@ -51,6 +51,7 @@ pub mod log_writer;
 pub mod mcp;
 pub mod metrics;
 pub mod observe;
+pub mod replay_io;
 pub mod resilience;
 pub mod server;
 pub mod tls;

@@ -25,10 +25,11 @@ async fn fixture() -> FixtureServer {
     .unwrap()
 }
 
-/// A sidecar in front of `backend` at `/mcp`: `extra` goes before `[[upstream]]`.
-async fn sidecar(backend: &FixtureServer, extra: &str) -> RunningSidecar {
+/// A sidecar in front of `backend` at `/mcp`: `listen` goes into `[listen]`, `extra` before
+/// `[[upstream]]`.
+async fn sidecar(backend: &FixtureServer, listen: &str, extra: &str) -> RunningSidecar {
     let text = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n{extra}\n\
+        "[listen]\naddr = \"127.0.0.1:0\"\n{listen}[admin]\naddr = \"127.0.0.1:0\"\n{extra}\n\
          [[upstream]]\nname = \"u\"\nurl = \"{}\"\n",
         backend.mcp_url()
     );
@@ -110,6 +111,7 @@ async fn an_unauthenticated_upload_waiting_for_100_continue_gets_401_and_no_cont
     let backend = fixture().await;
     let sidecar = sidecar(
         &backend,
+        "",
         "[auth]\npublic_url = \"https://mcp.example.test\"\n\
          [[auth.api_keys]]\nid = \"ci\"\nkey = \"${CLIENT_READS_KEY}\"\n",
     )
@@ -136,6 +138,7 @@ async fn refusals_decided_from_the_head_never_send_100_continue() {
     let backend = fixture().await;
     let sidecar = sidecar(
         &backend,
+        "",
         "[auth]\npublic_url = \"https://mcp.example.test\"\nallowed_hosts = [\"localhost\"]\nallowed_origins = [\"http://localhost\"]\n\
          [[auth.api_keys]]\nid = \"ci\"\nkey = \"${CLIENT_READS_KEY}\"\n",
     )
@@ -202,5 +205,148 @@ async fn refusals_decided_from_the_head_never_send_100_continue() {
         backend.stats().http_requests_total,
         0,
         "nothing reached the backend"
+    );
+}
+
+// --- Finding 5: the protocol of a plain connection does not depend on TCP segmentation ---
+
+/// The HTTP/2 prior-knowledge preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Sends `request` in two writes split at `at` (whole when `at` is 0), the second after the
+/// sidecar has read the first, and returns the status of the answer.
+async fn status_when_split(sidecar: &RunningSidecar, request: &str, at: usize) -> Option<u16> {
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    let (first, rest) = request.as_bytes().split_at(at);
+    if !first.is_empty() {
+        s.write_all(first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.write_all(rest).await.unwrap();
+    read_answer(&mut s).await.map(|(status, _, _)| status)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_request_bytes_get_the_same_answer_however_they_are_split() {
+    let backend = fixture().await;
+    let sidecar = sidecar(&backend, "", "").await;
+    let body = call(1, "echo", json!({"text": "x"}));
+    let requests = [
+        // Accepted, whichever parser reads it.
+        post(&body, ""),
+        // Refused by the sidecar's own HTTP/1 reader (417), which every HTTP/1 request must meet.
+        post(&body, "expect: something-else\r\n"),
+        // A request line that starts like the HTTP/2 preface but is HTTP/1.
+        format!("PRI /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n"),
+    ];
+    for request in &requests {
+        let whole = status_when_split(&sidecar, request, 0).await;
+        assert!(whole.is_some(), "{request}");
+        for at in 1..=4 {
+            assert_eq!(
+                status_when_split(&sidecar, request, at).await,
+                whole,
+                "split after {at} bytes: {request}"
+            );
+        }
+    }
+}
+
+/// Writes through to the socket, except that the first `skip` bytes are taken as already sent
+/// (the test wrote them itself, in pieces).
+struct SkipFirstWrites {
+    io: TcpStream,
+    skip: usize,
+}
+
+impl tokio::io::AsyncRead for SkipFirstWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SkipFirstWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len());
+            self.skip -= n;
+            return std::task::Poll::Ready(Ok(n));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_h2c_client_whose_preface_arrives_in_pieces_is_served_over_http2() {
+    use http_body_util::BodyExt;
+    let backend = fixture().await;
+    let sidecar = sidecar(&backend, "", "").await;
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    // The preface in three segments, each read by the sidecar before the next is sent.
+    for piece in [&H2_PREFACE[..1], &H2_PREFACE[1..3], &H2_PREFACE[3..16]] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let io = SkipFirstWrites { io: s, skip: 16 };
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post(sidecar.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(http_body_util::Full::new(bytes::Bytes::from(call(
+            7,
+            "echo",
+            json!({"text": "over h2c"}),
+        ))))
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("over h2c"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_h2_preface_then_silence_is_closed_at_the_header_read_timeout() {
+    let backend = fixture().await;
+    let sidecar = sidecar(&backend, "header_read_timeout = \"3s\"\n", "").await;
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    let from = tokio::time::Instant::now();
+    s.write_all(&H2_PREFACE[..16]).await.unwrap();
+    assert!(
+        closes_within(&mut s, Duration::from_secs(60)).await,
+        "closed"
+    );
+    let after = from.elapsed();
+    assert!(
+        after >= Duration::from_secs(3) && after < Duration::from_secs(4),
+        "closed after {after:?}"
     );
 }

@@ -50,7 +50,7 @@ use crate::error::ProxyError;
 use crate::forward::{ConnInfo, Proxy};
 use crate::lazy_timer::LazyTimer;
 use crate::upstream::h1::encode::{LAST_CHUNK, encode_chunk, encode_chunk_size};
-use body::{BodyDecoder, Continue, READ_BUF_BYTES, RequestBody, Shared, Transport, lock};
+use body::{BodyDecoder, Continue, RequestBody, Shared, Transport, lock};
 use request::{RequestHead, parse_request_head};
 use response::{Answering, BodyShape, ResponseFraming, encode_response_head};
 
@@ -77,9 +77,11 @@ const MAX_READ_AHEAD_BYTES: usize = 64 * 1024;
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves the requests of one HTTP/1 client connection until it closes, times out, fails or
-/// the drain ends it.
+/// the drain ends it. `read`: bytes already read from `io` (the start of the first request,
+/// read to choose the protocol).
 pub async fn serve<IO>(
     io: IO,
+    read: BytesMut,
     proxy: Arc<Proxy>,
     info: ConnInfo,
     header_read_timeout: Duration,
@@ -90,7 +92,7 @@ pub async fn serve<IO>(
     let mut conn = Connection {
         shared: Arc::new(Mutex::new(Transport {
             io,
-            read_buf: BytesMut::with_capacity(READ_BUF_BYTES),
+            read_buf: read,
             decoder: BodyDecoder::Done,
             expect: Continue::No,
             read_closed: false,
