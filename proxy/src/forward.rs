@@ -4,7 +4,8 @@
 //! ```text
 //! serve:     request id + span + metrics + access log   (outermost; every error becomes a response)
 //! dispatch:  path sanity -> route to upstream -> method check -> global in-flight cap (503)
-//!            -> POST: read the body once (bounded, 413 above) and classify it (kind, method, tool, id)
+//!            -> POST: read the body once (bounded, 413 above; 408 when it stalls or trickles) and
+//!               classify it (kind, method, tool, id)
 //!            -> rate limits on requests, stream caps on GET (429); upstream in-flight cap (503)
 //!            -> circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
 //!            -> upstream request headers (hop-by-hop, Host, X-Forwarded-*, X-Request-Id)
@@ -24,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::auth::{Auth, Principal};
 use crate::body::{
-    BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody, full, read_prefix,
+    BodyReadLimits, BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, ReadTimeoutBody,
+    SseBody, body_read_timeout, full, read_prefix,
 };
 use crate::error::ProxyError;
 use crate::headers::{self, ForwardContext};
@@ -65,6 +67,7 @@ pub struct Proxy {
     router: Router,
     metrics: Metrics,
     max_body_bytes: usize,
+    body_read: BodyReadLimits,
     auth: Arc<Auth>,
     resilience: Option<Arc<Resilience>>,
     limits: Option<Arc<Limits>>,
@@ -90,10 +93,17 @@ impl Proxy {
             router,
             metrics,
             max_body_bytes,
+            body_read: BodyReadLimits::default(),
             auth: Arc::new(Auth::disabled()),
             resilience: None,
             limits: None,
         }
+    }
+
+    /// Sets the request body read timeout and minimum rate (without: the defaults).
+    pub fn with_body_read_limits(mut self, limits: BodyReadLimits) -> Self {
+        self.body_read = limits;
+        self
     }
 
     /// Adds rate limits and overload protection (without: no caps, no rules).
@@ -273,6 +283,9 @@ impl Proxy {
             .upstream_uri_for(req.uri(), rest)
             .map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
         let (mut parts, body) = req.into_parts();
+        // Whoever reads the body from here (the 401 peek, classification, the upstream send)
+        // reads it under the body read timeout: a stalled body ends in 408, freeing its slots.
+        let body = ReadTimeoutBody::new(body, self.body_read);
 
         // Authentication before the body is read: unauthenticated clients cannot make us buffer.
         let body = match await_in_place!(self.auth.authenticate(
@@ -383,7 +396,10 @@ impl Proxy {
         }
         let (bytes, rest) = read_prefix(body, limit.saturating_add(1))
             .await
-            .map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
+            .map_err(|e| match body_read_timeout(e.as_ref()) {
+                Some(timeout) => ProxyError::RequestBodyTimeout(timeout),
+                None => ProxyError::BadRequest(format!("reading request body: {e}")),
+            })?;
         if rest.is_some() || bytes.len() > limit {
             return Err(ProxyError::PayloadTooLarge { limit });
         }

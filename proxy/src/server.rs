@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::body::BoxError;
+use crate::body::{BodyReadLimits, BoxError};
 use crate::config::{Config, ConfigError};
 use crate::downstream::body::READ_BUF_BYTES;
 use crate::downstream::{self, drain, drain::Drain};
@@ -122,6 +122,10 @@ impl Sidecar {
             metrics.clone(),
             config.listen.max_body_bytes,
         )
+        .with_body_read_limits(BodyReadLimits {
+            idle: config.listen.body_read_timeout,
+            min_rate: config.listen.body_min_rate,
+        })
         .with_resilience(resilience.clone())
         .with_limits(limits)
         .with_auth(auth);

@@ -48,7 +48,9 @@ fn post(body: &str, extra: &str) -> String {
 
 /// One answer read off `stream`: status, lower-cased fields and the body by its
 /// `content-length`. `None` if the connection closes first.
-async fn read_answer(stream: &mut TcpStream) -> Option<(u16, Vec<(String, String)>, String)> {
+async fn read_answer(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Option<(u16, Vec<(String, String)>, String)> {
     let mut buf = Vec::new();
     let end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -349,4 +351,177 @@ async fn a_partial_h2_preface_then_silence_is_closed_at_the_header_read_timeout(
         after >= Duration::from_secs(3) && after < Duration::from_secs(4),
         "closed after {after:?}"
     );
+}
+
+// --- Finding 3: a request body that stalls or trickles is answered 408 and frees its slot ---
+
+/// A sidecar with one in-flight slot and a 5 s body read timeout; `listen` adds to `[listen]`.
+async fn one_slot_sidecar(backend: &FixtureServer, listen: &str) -> RunningSidecar {
+    sidecar(
+        backend,
+        &format!("body_read_timeout = \"5s\"\n{listen}"),
+        "[limits]\nmax_in_flight = 1\n",
+    )
+    .await
+}
+
+/// A POST head announcing 46 body bytes, sent without them.
+const STALLED_HEAD: &str = "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+     accept: application/json, text/event-stream\r\ncontent-length: 46\r\n\r\n";
+
+async fn in_flight(sidecar: &RunningSidecar) -> Option<f64> {
+    mcp_e2e_tests::metric_value(&sidecar.metrics().await, "mcp_sidecar_in_flight")
+}
+
+async fn post_status(sidecar: &RunningSidecar) -> u16 {
+    let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
+    s.write_all(post(&call(9, "echo", json!({"text": "x"})), "").as_bytes())
+        .await
+        .unwrap();
+    read_answer(&mut s).await.unwrap().0
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_request_body_is_answered_408_and_frees_its_in_flight_slot() {
+    let backend = fixture().await;
+    let sidecar = one_slot_sidecar(&backend, "").await;
+    let mut stalled = TcpStream::connect(sidecar.addr).await.unwrap();
+    let from = tokio::time::Instant::now();
+    stalled.write_all(STALLED_HEAD.as_bytes()).await.unwrap();
+    for _ in 0..50 {
+        if in_flight(&sidecar).await == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        post_status(&sidecar).await,
+        503,
+        "the stalled body holds the slot"
+    );
+    let (status, fields, body) =
+        tokio::time::timeout(Duration::from_secs(120), read_answer(&mut stalled))
+            .await
+            .expect("the stalled request is answered")
+            .expect("an answer, not a bare close");
+    let after = from.elapsed();
+    assert_eq!(status, 408, "{body}");
+    assert!(
+        after >= Duration::from_secs(5) && after < Duration::from_secs(6),
+        "answered after {after:?}"
+    );
+    assert_eq!(field(&fields, "connection"), Some("close"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["data"]["reason"], "request_body_timeout");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("listen.body_read_timeout"),
+        "{body}"
+    );
+    assert!(closes_within(&mut stalled, Duration::from_secs(5)).await);
+    assert_eq!(in_flight(&sidecar).await, Some(0.0), "the slot is free");
+    assert_eq!(post_status(&sidecar).await, 200);
+    assert_eq!(
+        backend.stats().http_requests_total,
+        1,
+        "only the good request"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trickled_request_body_is_cut_by_the_minimum_rate() {
+    let backend = fixture().await;
+    // 5 s of grace plus one second per byte: a byte every 4 s, each inside the idle timeout,
+    // earns one second, so the allowance ends at 6 s, before the second byte.
+    let sidecar = one_slot_sidecar(&backend, "body_min_rate = 1\n").await;
+    let s = TcpStream::connect(sidecar.addr).await.unwrap();
+    let from = tokio::time::Instant::now();
+    let (mut read, mut write) = s.into_split();
+    write.write_all(STALLED_HEAD.as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..46 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(300), read_answer(&mut read))
+        .await
+        .expect("answered before the body could end")
+        .expect("an answer");
+    let after = from.elapsed();
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("listen.body_min_rate"), "{body}");
+    assert!(after == Duration::from_secs(6), "cut after {after:?}");
+    trickle.abort();
+    assert_eq!(post_status(&sidecar).await, 200, "the slot is free");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_http2_request_body_is_answered_408() {
+    let backend = fixture().await;
+    let sidecar = one_slot_sidecar(&backend, "").await;
+    let s = TcpStream::connect(sidecar.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // A body that never sends a byte (the sender is kept, so it never ends either).
+    let (_tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(1);
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let request = http::Request::post(sidecar.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(120), send.send_request(request))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert_eq!(post_status(&sidecar).await, 200, "the slot is free");
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_waits_for_a_stalled_body_no_longer_than_the_body_read_timeout() {
+    let backend = fixture().await;
+    let mut sidecar = one_slot_sidecar(&backend, "").await;
+    let mut stalled = TcpStream::connect(sidecar.addr).await.unwrap();
+    stalled.write_all(STALLED_HEAD.as_bytes()).await.unwrap();
+    for _ in 0..50 {
+        if in_flight(&sidecar).await == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let from = tokio::time::Instant::now();
+    sidecar.begin_shutdown();
+    tokio::time::timeout(Duration::from_secs(20), &mut sidecar.task)
+        .await
+        .expect("serve returns before the 30 s grace period")
+        .unwrap();
+    // 408 at 5 s, then up to 2 s lingering (reading what the client may still send) before
+    // the close, so the answer is not lost to a reset.
+    assert!(
+        from.elapsed() <= Duration::from_secs(7),
+        "{:?}",
+        from.elapsed()
+    );
+    let (status, fields, _) = read_answer(&mut stalled).await.unwrap();
+    assert_eq!(status, 408);
+    assert_eq!(field(&fields, "connection"), Some("close"));
+}
+
+/// A stream of what `rx` receives.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

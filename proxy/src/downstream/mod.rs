@@ -176,8 +176,12 @@ where
                     }
                 }
             };
+            // A 408 ends the connection (RFC 9110 §15.5.9): the body it gave up on is still
+            // on the wire, unread.
             let answering = Answering {
-                keep_alive: answering.keep_alive && self.can_reuse(),
+                keep_alive: answering.keep_alive
+                    && response.status() != http::StatusCode::REQUEST_TIMEOUT
+                    && self.can_reuse(),
                 ..answering
             };
             match self.respond(response, answering).await {
