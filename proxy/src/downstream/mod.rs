@@ -13,7 +13,10 @@
 //!   request with both, or with a `Transfer-Encoding` that is not chunked, refused (400);
 //! - keep-alive (HTTP/1.1 unless `close`, HTTP/1.0 with `keep-alive`) and pipelining (requests
 //!   answered in order);
-//! - `Expect: 100-continue` answered when the body is first read;
+//! - `Expect: 100-continue` answered when the body is first read (never for a request refused
+//!   from its head);
+//! - a 408 (the proxy's request body read timeout) closes the connection: the rest of that body
+//!   is still on the wire;
 //! - `listen.header_read_timeout` from the moment the server waits for a head, so a silent or
 //!   slow client and an idle keep-alive connection are closed after it;
 //! - responses framed by their length, else chunked (HTTP/1.0: until close), written as soon
