@@ -180,7 +180,7 @@ async fn refusals_decided_from_the_head_never_send_100_continue() {
             401,
         ),
         (
-            format!("POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 40\r\n"),
+            "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 40\r\n".to_owned(),
             401,
         ),
     ];
@@ -239,7 +239,7 @@ async fn the_same_request_bytes_get_the_same_answer_however_they_are_split() {
         // Refused by the sidecar's own HTTP/1 reader (417), which every HTTP/1 request must meet.
         post(&body, "expect: something-else\r\n"),
         // A request line that starts like the HTTP/2 preface but is HTTP/1.
-        format!("PRI /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n"),
+        "PRI /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n".to_owned(),
     ];
     for request in &requests {
         let whole = status_when_split(&sidecar, request, 0).await;
