@@ -286,7 +286,7 @@ async fn read_protocol(
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
@@ -308,7 +308,6 @@ async fn serve_connection(
     };
     let result: Result<(), BoxError> = match tls {
         None => {
-            let mut stream = stream;
             // What is read here is the start of the first request (or the preface), handed
             // to whichever leg serves the connection.
             let mut read = BytesMut::with_capacity(READ_BUF_BYTES);
