@@ -39,6 +39,10 @@ pub enum ProxyError {
         /// The configured limit.
         limit: usize,
     },
+    /// The request body stopped arriving, or arrived too slowly (`listen.body_read_timeout`,
+    /// `listen.body_min_rate`): 408, and the connection is closed after the answer.
+    #[error("{0}")]
+    RequestBodyTimeout(crate::body::BodyReadTimeout),
     /// The request head (request line and header fields) is larger than the sidecar accepts.
     #[error("request head exceeds {limit} {what}")]
     RequestHeadTooLarge {
@@ -187,6 +191,8 @@ pub mod codes {
     pub const ORIGIN_NOT_ALLOWED: i64 = -32012;
     /// Host not allowed (421).
     pub const HOST_NOT_ALLOWED: i64 = -32013;
+    /// The request body timed out (408).
+    pub const REQUEST_BODY_TIMEOUT: i64 = -32017;
     /// Circuit open: failed fast without reaching the upstream.
     pub const CIRCUIT_OPEN: i64 = -32016;
     /// A rate limit refused the request (429).
@@ -209,6 +215,7 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) | Self::NotJsonRpc(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RequestHeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::ExpectationFailed(_) => StatusCode::EXPECTATION_FAILED,
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
@@ -233,6 +240,7 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadRequest(_) => "bad_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestBodyTimeout(_) => "request_body_timeout",
             Self::RequestHeadTooLarge { .. } => "request_head_too_large",
             Self::ExpectationFailed(_) => "expectation_failed",
             Self::NotJsonRpc(ClassifyError::Parse(_)) => "parse_error",
@@ -258,6 +266,7 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => codes::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => codes::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => codes::PAYLOAD_TOO_LARGE,
+            Self::RequestBodyTimeout(_) => codes::REQUEST_BODY_TIMEOUT,
             Self::RequestHeadTooLarge { .. } => codes::REQUEST_HEAD_TOO_LARGE,
             Self::ExpectationFailed(_) => codes::EXPECTATION_FAILED,
             Self::NotJsonRpc(ClassifyError::Parse(_)) => codes::PARSE_ERROR,
@@ -442,6 +451,26 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_request_body_timeout_is_408_naming_the_setting() {
+        let err = ProxyError::RequestBodyTimeout(crate::body::BodyReadTimeout {
+            rule: crate::body::BodyReadRule::MinRate,
+            limits: crate::body::BodyReadLimits {
+                idle: Duration::from_secs(30),
+                min_rate: 8192,
+            },
+            received: 12,
+        });
+        let resp = err.to_response(None, "rid");
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        let v = body_json(resp).await;
+        assert_eq!(v["id"], Value::Null);
+        assert_eq!(v["error"]["code"], codes::REQUEST_BODY_TIMEOUT);
+        assert_eq!(v["error"]["data"]["reason"], "request_body_timeout");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("listen.body_min_rate"), "{message}");
+    }
+
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
@@ -470,6 +499,11 @@ mod tests {
             },
             ProxyError::BadRequest("x".into()),
             ProxyError::PayloadTooLarge { limit: 1 },
+            ProxyError::RequestBodyTimeout(crate::body::BodyReadTimeout {
+                rule: crate::body::BodyReadRule::Idle,
+                limits: crate::body::BodyReadLimits::default(),
+                received: 0,
+            }),
             ProxyError::UpstreamUnreachable {
                 upstream: "u".into(),
                 detail: "d".into(),

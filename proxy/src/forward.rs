@@ -7,7 +7,8 @@
 //!            -> CORS: a preflight is answered here (never forwarded); an allowed Origin's
 //!               headers go on whatever answer follows, errors included (see crate::cors)
 //!            -> global in-flight cap (503) -> authentication before the body (401)
-//!            -> POST: read the body once (bounded, 413 above) and classify it (kind, method, tool, id)
+//!            -> POST: read the body once (bounded, 413 above; 408 when it stalls or
+//!               trickles) and classify it (kind, method, tool, id)
 //!            -> rate limits on requests, stream caps on GET (429); upstream in-flight cap (503)
 //!            -> circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
 //!            -> upstream request headers (hop-by-hop, Host, X-Forwarded-*, X-Request-Id)
@@ -28,7 +29,8 @@ use tokio::time::Instant;
 
 use crate::auth::{Auth, Principal};
 use crate::body::{
-    BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody, full, read_prefix,
+    BodyReadLimits, BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, ReadTimeoutBody,
+    SseBody, body_read_timeout, full, read_prefix,
 };
 use crate::cors::{self, Cors};
 use crate::error::ProxyError;
@@ -71,6 +73,7 @@ pub struct Proxy {
     router: Router,
     metrics: Metrics,
     max_body_bytes: usize,
+    body_read: BodyReadLimits,
     auth: Arc<Auth>,
     resilience: Option<Arc<Resilience>>,
     limits: Option<Arc<Limits>>,
@@ -102,12 +105,19 @@ impl Proxy {
             router,
             metrics,
             max_body_bytes,
+            body_read: BodyReadLimits::default(),
             auth: Arc::new(Auth::disabled()),
             resilience: None,
             limits: None,
             cors: None,
             flood_logs: FloodLogs::default(),
         }
+    }
+
+    /// Sets the request body read timeout and minimum rate (without: the defaults).
+    pub fn with_body_read_limits(mut self, limits: BodyReadLimits) -> Self {
+        self.body_read = limits;
+        self
     }
 
     /// Adds rate limits and overload protection (without: no caps, no rules).
@@ -317,6 +327,9 @@ impl Proxy {
             .upstream_uri_for(req.uri(), rest)
             .map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
         let (mut parts, body) = req.into_parts();
+        // Whoever reads the body from here (the 401 peek, classification, the upstream send)
+        // reads it under the body read timeout: a stalled body ends in 408, freeing its slots.
+        let body = ReadTimeoutBody::new(body, self.body_read);
 
         // Authentication before the body is read: unauthenticated clients cannot make us buffer.
         let body = match await_in_place!(self.auth.authenticate(&upstream, &parts.headers)) {
@@ -325,7 +338,9 @@ impl Proxy {
                 body
             }
             Err(err) => {
-                if parts.method == Method::POST {
+                // The 401 carries the JSON-RPC id when the body is already on its way; a client
+                // waiting for `100 Continue` has not sent it, and reading would invite the upload.
+                if parts.method == Method::POST && !expects_continue(&parts.headers) {
                     cx.classified =
                         await_in_place!(crate::auth::peek_classified(&parts.headers, body));
                 }
@@ -435,7 +450,10 @@ impl Proxy {
         }
         let (bytes, rest) = read_prefix(body, limit.saturating_add(1))
             .await
-            .map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
+            .map_err(|e| match body_read_timeout(e.as_ref()) {
+                Some(timeout) => ProxyError::RequestBodyTimeout(timeout),
+                None => ProxyError::BadRequest(format!("reading request body: {e}")),
+            })?;
         if rest.is_some() || bytes.len() > limit {
             return Err(ProxyError::PayloadTooLarge { limit });
         }
@@ -525,6 +543,16 @@ impl Silence {
             Awaits::Subscription => true,
         }
     }
+}
+
+/// Whether the client waits for `100 Continue` before sending the body (`Expect: 100-continue`;
+/// any other expectation was refused with the head). Reading such a body sends the `100`.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::EXPECT).is_some_and(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    })
 }
 
 /// Awaits `fut` with `span` entered around each poll: `Instrument::instrument` without moving

@@ -59,6 +59,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod rate_limited_log;
+pub mod replay_io;
 pub mod resilience;
 pub mod server;
 pub mod tcp_keepalive;

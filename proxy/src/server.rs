@@ -10,25 +10,28 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::body::BoxError;
+use crate::body::{BodyReadLimits, BoxError};
 use crate::config::{Config, ConfigError};
+use crate::downstream::body::READ_BUF_BYTES;
 use crate::downstream::{self, drain, drain::Drain};
 use crate::forward::{ConnInfo, Proxy};
 use crate::health::{self, Readiness};
 use crate::limits::Limits;
 use crate::local_resources::AcceptErrors;
 use crate::metrics::Metrics;
+use crate::replay_io::ReplayIo;
 use crate::resilience::Resilience;
 use crate::upstream::{Router, Upstream};
 
@@ -121,6 +124,10 @@ impl Sidecar {
             metrics.clone(),
             config.listen.max_body_bytes,
         )
+        .with_body_read_limits(BodyReadLimits {
+            idle: config.listen.body_read_timeout,
+            min_rate: config.listen.body_min_rate,
+        })
         .with_resilience(resilience.clone())
         .with_limits(limits)
         .with_auth(auth)
@@ -171,7 +178,7 @@ impl Sidecar {
                 .serve(self.admin_listener, background.clone()),
         );
 
-        let protocols = Protocols::new(self.header_read_timeout);
+        let protocols = Protocols::new();
         // HTTP/2 connections are hyper's and drain through its graceful shutdown; HTTP/1 ones
         // are the sidecar's own and drain through `downstream::drain`.
         let graceful = GracefulShutdown::new();
@@ -230,29 +237,19 @@ impl Sidecar {
     }
 }
 
-/// hyper's connection builders, configured once. Plain connections that start like HTTP/1 and
-/// TLS connections that chose `http/1.1` (or nothing) go to the sidecar's own HTTP/1 server
-/// ([`downstream`]); ALPN `h2` to hyper's HTTP/2 server; only a plain connection that may be
-/// HTTP/2 with prior knowledge (h2c) goes through hyper-util's sniffing builder, which replays
-/// what it read on every read.
+/// hyper's HTTP/2 server, configured once. Plain connections that open with the h2c preface
+/// and TLS connections that chose `h2` by ALPN are served by it; every other connection by the
+/// sidecar's own HTTP/1 server ([`downstream`]).
 #[derive(Clone)]
 struct Protocols {
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    sniffing: Builder<TokioExecutor>,
 }
 
 impl Protocols {
-    fn new(header_read_timeout: Duration) -> Self {
+    fn new() -> Self {
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2.timer(TokioTimer::new());
-        let mut sniffing = Builder::new(TokioExecutor::new());
-        sniffing
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .writev(false);
-        sniffing.http2().timer(TokioTimer::new());
-        Self { http2, sniffing }
+        Self { http2 }
     }
 }
 
@@ -263,22 +260,41 @@ struct Watchers {
     h1: drain::Watch,
 }
 
-/// HTTP/2 with prior knowledge opens with this; an HTTP/1 request opens with its method.
-const H2_PREFACE_START: &[u8] = b"PRI ";
+/// HTTP/2 with prior knowledge (h2c) opens with this preface (RFC 9113 §3.4); no HTTP/1
+/// request does (a `PRI` request line has an origin-form target, not `*` with `HTTP/2.0`).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether a plain connection can only be HTTP/1: its first bytes (peeked, not consumed) are not
-/// the start of the HTTP/2 preface. `None`: the client sent nothing in time or closed.
-async fn plain_is_http1(stream: &TcpStream, timeout: Duration) -> Option<bool> {
-    let mut first = [0u8; 4];
-    let n = tokio::time::timeout(timeout, stream.peek(&mut first))
-        .await
-        .ok()?
-        .ok()?;
-    (n > 0).then(|| !H2_PREFACE_START.starts_with(&first[..n]))
+/// The protocol a plain connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plain {
+    Http1,
+    Http2,
+}
+
+/// Reads the start of a plain connection into `read` until it settles the protocol: HTTP/1 as
+/// soon as a byte differs from the h2c preface, HTTP/2 once the whole preface is there. On
+/// complete evidence, never on the first segment alone: the same bytes get the same parser
+/// however TCP split them. `None`: the client closed first.
+async fn read_protocol(
+    stream: &mut TcpStream,
+    read: &mut BytesMut,
+) -> std::io::Result<Option<Plain>> {
+    loop {
+        let seen = read.len().min(H2_PREFACE.len());
+        if read[..seen] != H2_PREFACE[..seen] {
+            return Ok(Some(Plain::Http1));
+        }
+        if seen == H2_PREFACE.len() {
+            return Ok(Some(Plain::Http2));
+        }
+        if stream.read_buf(read).await? == 0 {
+            return Ok(None);
+        }
+    }
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
@@ -299,26 +315,39 @@ async fn serve_connection(
         })
     };
     let result: Result<(), BoxError> = match tls {
-        None => match plain_is_http1(&stream, handshake_timeout).await {
-            None => {
-                tracing::debug!(%remote, "connection closed or silent before a request");
-                return;
+        None => {
+            // What is read here is the start of the first request (or the preface), handed
+            // to whichever leg serves the connection.
+            let mut read = BytesMut::with_capacity(READ_BUF_BYTES);
+            let protocol =
+                tokio::time::timeout(handshake_timeout, read_protocol(&mut stream, &mut read))
+                    .await;
+            match protocol {
+                Ok(Ok(Some(Plain::Http1))) => {
+                    downstream::serve(stream, read, proxy, conn, handshake_timeout, drain).await;
+                    Ok(())
+                }
+                Ok(Ok(Some(Plain::Http2))) => {
+                    let io = TokioIo::new(ReplayIo::new(read.freeze(), stream));
+                    watcher
+                        .watch(
+                            protocols
+                                .http2
+                                .serve_connection(io, hyper_service(proxy, conn)),
+                        )
+                        .await
+                        .map_err(Into::into)
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    tracing::debug!(%remote, "connection closed before a request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, read = read.len(), "no request within the header read timeout: closing");
+                    return;
+                }
             }
-            Some(true) => {
-                downstream::serve(stream, proxy, conn, handshake_timeout, drain).await;
-                Ok(())
-            }
-            Some(false) => {
-                watcher
-                    .watch(
-                        protocols
-                            .sniffing
-                            .serve_connection(TokioIo::new(stream), hyper_service(proxy, conn))
-                            .into_owned(),
-                    )
-                    .await
-            }
-        },
+        }
         Some(acceptor) => {
             let tls_stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -344,7 +373,8 @@ async fn serve_connection(
                     .await
                     .map_err(Into::into)
             } else {
-                downstream::serve(tls_stream, proxy, conn, handshake_timeout, drain).await;
+                let read = BytesMut::new();
+                downstream::serve(tls_stream, read, proxy, conn, handshake_timeout, drain).await;
                 Ok(())
             }
         }

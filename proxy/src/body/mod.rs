@@ -6,6 +6,7 @@
 //!
 //! - [`read_prefix`]: read a request body up to a limit (to classify the JSON-RPC message) without
 //!   reading past the frame that crosses it.
+//! - [`ReadTimeoutBody`]: the request body read timeout (idle and minimum rate), 408 on expiry.
 //! - [`SseBody`]: passthrough for `text/event-stream` responses with keepalive comments and an idle timeout.
 //! - [`EndpointRewrite`] / [`EndpointRewriteBody`]: rewrite the legacy HTTP+SSE `endpoint` event so the
 //!   client posts to the sidecar's mount path instead of the backend's.
@@ -18,12 +19,16 @@ use http_body_util::{BodyExt, Empty, Full};
 mod endpoint;
 pub(crate) mod event_scan;
 mod prefixed;
+mod read_timeout;
 mod sse;
 #[cfg(test)]
 mod test_util;
 
 pub use endpoint::{EndpointRewrite, EndpointRewriteBody};
 pub use prefixed::read_prefix;
+pub use read_timeout::{
+    BodyReadLimits, BodyReadRule, BodyReadTimeout, ReadTimeoutBody, body_read_timeout,
+};
 pub use sse::SseBody;
 
 /// Error type of every body the proxy hands to hyper.

@@ -46,6 +46,17 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// Time allowed to read a request's headers: stops slowloris clients from holding connections.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the next bytes of a request body (408 after): nginx's `client_body_timeout`,
+/// halved. nginx's 60 s is sized for people uploading over any link; an MCP body is one JSON
+/// message a program writes at once, and every second a stalled body holds an in-flight slot. 30 s
+/// still covers a client paused by a GC or a congested link, and is 3x the header timeout.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Slowest average rate, bytes/s, a request body may arrive at beyond `body_read_timeout` (the body
+/// gets that timeout plus one second per this many bytes; Apache mod_reqtimeout's `MinRate`, whose
+/// example is 500). 8 KiB/s is 64 kbit/s, below any link a program calling tools runs on, so no real
+/// client meets it; a trickle that keeps inside the idle timeout is cut within seconds of it, and
+/// even a largest (4 MiB) body can hold a slot for at most ~9 minutes.
+pub const DEFAULT_BODY_MIN_RATE: u64 = 8 * 1024;
 /// TCP connect timeout to a backend. A sidecar's backend is next door; if it has not accepted a
 /// connection in 5 s it is not going to, and the caller should get a 502 rather than wait.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,6 +130,13 @@ pub struct ListenConfig {
     /// Largest POST body accepted; larger ones get 413. Default 4 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Longest wait for the next request body bytes (408 after). Default 30 s.
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Slowest average request body rate in bytes/s beyond `body_read_timeout` (408 below);
+    /// 0 turns the rule off. Default 8 KiB/s.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
 }
 
 /// `[listen.tls]`
@@ -223,6 +241,12 @@ fn default_header_read_timeout() -> Duration {
 fn default_max_body_bytes() -> usize {
     DEFAULT_MAX_BODY_BYTES
 }
+fn default_body_read_timeout() -> Duration {
+    DEFAULT_BODY_READ_TIMEOUT
+}
+fn default_body_min_rate() -> u64 {
+    DEFAULT_BODY_MIN_RATE
+}
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
 }
@@ -252,6 +276,8 @@ impl Default for ListenConfig {
             tls: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
         }
     }
 }

@@ -52,6 +52,7 @@ impl Config {
             "listen.header_read_timeout",
             self.listen.header_read_timeout,
         )?;
+        nonzero("listen.body_read_timeout", self.listen.body_read_timeout)?;
         if self.listen.max_body_bytes == 0 {
             return Err(ConfigError::invalid(
                 "listen.max_body_bytes",
@@ -233,6 +234,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.upstream[0].response_timeout, Duration::from_secs(600));
         assert!(c.upstream[0].sse_keepalive.is_zero());
+    }
+
+    #[test]
+    fn body_read_limits_default_and_validate() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.listen.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(c.listen.body_min_rate, DEFAULT_BODY_MIN_RATE);
+        let c = load(&format!(
+            "[listen]\nbody_read_timeout = \"5s\"\nbody_min_rate = 0\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.listen.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.listen.body_min_rate, 0, "0 turns the rate rule off");
+        let err = load(&format!("[listen]\nbody_read_timeout = \"0s\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("listen.body_read_timeout:"), "{err}");
+        let err = load(&format!("[listen]\nbody_min_rate = -1\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("body_min_rate"), "{err}");
     }
 
     #[test]

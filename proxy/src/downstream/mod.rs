@@ -13,7 +13,10 @@
 //!   request with both, or with a `Transfer-Encoding` that is not chunked, refused (400);
 //! - keep-alive (HTTP/1.1 unless `close`, HTTP/1.0 with `keep-alive`) and pipelining (requests
 //!   answered in order);
-//! - `Expect: 100-continue` answered when the body is first read;
+//! - `Expect: 100-continue` answered when the body is first read (never for a request refused
+//!   from its head);
+//! - a 408 (the proxy's request body read timeout) closes the connection: the rest of that body
+//!   is still on the wire;
 //! - `listen.header_read_timeout` from the moment the server waits for a head, so a silent or
 //!   slow client and an idle keep-alive connection are closed after it;
 //! - responses framed by their length, else chunked (HTTP/1.0: until close), written as soon
@@ -50,7 +53,7 @@ use crate::error::ProxyError;
 use crate::forward::{ConnInfo, Proxy};
 use crate::lazy_timer::LazyTimer;
 use crate::upstream::h1::encode::{LAST_CHUNK, encode_chunk, encode_chunk_size};
-use body::{BodyDecoder, Continue, READ_BUF_BYTES, RequestBody, Shared, Transport, lock};
+use body::{BodyDecoder, Continue, RequestBody, Shared, Transport, lock};
 use request::{RequestHead, parse_request_head};
 use response::{Answering, BodyShape, ResponseFraming, encode_response_head};
 
@@ -77,9 +80,11 @@ const MAX_READ_AHEAD_BYTES: usize = 64 * 1024;
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves the requests of one HTTP/1 client connection until it closes, times out, fails or
-/// the drain ends it.
+/// the drain ends it. `read`: bytes already read from `io` (the start of the first request,
+/// read to choose the protocol).
 pub async fn serve<IO>(
     io: IO,
+    read: BytesMut,
     proxy: Arc<Proxy>,
     info: ConnInfo,
     header_read_timeout: Duration,
@@ -90,7 +95,7 @@ pub async fn serve<IO>(
     let mut conn = Connection {
         shared: Arc::new(Mutex::new(Transport {
             io,
-            read_buf: BytesMut::with_capacity(READ_BUF_BYTES),
+            read_buf: read,
             decoder: BodyDecoder::Done,
             expect: Continue::No,
             read_closed: false,
@@ -174,8 +179,12 @@ where
                     }
                 }
             };
+            // A 408 ends the connection (RFC 9110 §15.5.9): the body it gave up on is still
+            // on the wire, unread.
             let answering = Answering {
-                keep_alive: answering.keep_alive && self.can_reuse(),
+                keep_alive: answering.keep_alive
+                    && response.status() != http::StatusCode::REQUEST_TIMEOUT
+                    && self.can_reuse(),
                 ..answering
             };
             match self.respond(response, answering).await {
