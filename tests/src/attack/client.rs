@@ -12,7 +12,7 @@ use tokio::time::Instant;
 pub const SEGMENT_PAUSE: Duration = Duration::from_millis(60);
 
 /// Longest a row waits for the answers it expects (and for a close it expects).
-pub const READ_DEADLINE: Duration = Duration::from_secs(3);
+pub const READ_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How long a row keeps listening after its expected answers for anything more (a smuggled
 /// request's answer, a close).

@@ -154,6 +154,14 @@ impl Row {
         self
     }
 
+    /// Sends the bytes as two segments, cut after `at` bytes.
+    pub fn split_after(mut self, at: usize) -> Self {
+        let all = self.send.concat();
+        let (a, b) = all.split_at(at.min(all.len()));
+        self.send = vec![a.to_vec(), b.to_vec()];
+        self
+    }
+
     pub fn finding(mut self, n: u8) -> Self {
         self.finding = Some(n);
         self
