@@ -12,7 +12,7 @@
 #
 # Usage: scripts/edge-compare.sh [ROW_SUBSTRING]
 # Environment: KEEP_WORKDIR=1 keeps the configs and logs; INSTALL=1 installs the packages with
-# apt-get when missing.
+# apt-get when missing; EDGE_SHOW_BYTES=1 prints the bytes each backend received under each row.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

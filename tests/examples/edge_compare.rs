@@ -14,13 +14,14 @@
 //! through), `B?` bytes it could not frame as a request. The sidecar's cell ends in `ok` or
 //! `FAIL` against the table's expectation. Both other proxies are configured like the sidecar
 //! (see the script): `/mcp` needs `Authorization: Bearer <key>` (401 otherwise), `/public` does
-//! not, bodies are limited to 4 MiB.
+//! not, bodies are limited to 4 MiB. `EDGE_SHOW_BYTES=1` also prints, under each row, the bytes
+//! every backend received.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use mcp_e2e_tests::attack::{Lane, Row, rows};
+use mcp_e2e_tests::attack::{Lane, Row, escape, rows};
 use mcp_fixtures::RawBackend;
 
 /// A proxy to compare: where it listens and the backend it forwards to.
@@ -51,9 +52,9 @@ async fn other(name: &'static str, proxy_var: &str, backend_var: &str) -> Result
     }))
 }
 
-/// One cell: the client's view and the backend's, and whether the row's expectation (the
-/// sidecar's) holds.
-async fn cell(row: &Row, proxy: SocketAddr, backend: &RawBackend) -> (String, bool) {
+/// One cell: the client's view and the backend's, whether the row's expectation (the
+/// sidecar's) holds, and the bytes the backend received.
+async fn cell(row: &Row, proxy: SocketAddr, backend: &RawBackend) -> (String, bool, Vec<u8>) {
     backend.reset();
     if let Some(answer) = row.backend_answer {
         backend.set_answer(answer);
@@ -80,12 +81,17 @@ async fn cell(row: &Row, proxy: SocketAddr, backend: &RawBackend) -> (String, bo
     }
     let close = if outcome.closed { "closed" } else { "open" };
     let holds = row.check(&outcome, &received, backend.addr()).is_empty();
-    (format!("{} {close} {seen}", statuses.join(",")), holds)
+    (
+        format!("{} {close} {seen}", statuses.join(",")),
+        holds,
+        received,
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let filter = std::env::args().nth(1).unwrap_or_default();
+    let show_bytes = std::env::var_os("EDGE_SHOW_BYTES").is_some();
     let others: Vec<Other> = [
         other("haproxy", "EDGE_HAPROXY", "EDGE_HAPROXY_BACKEND").await?,
         other("nginx", "EDGE_NGINX", "EDGE_NGINX_BACKEND").await?,
@@ -107,7 +113,7 @@ async fn main() -> Result<()> {
         let sidecar = cell(&row, lane.sidecar.addr, &lane.backend);
         let cells =
             futures_util::future::join_all(others.iter().map(|o| cell(&row, o.proxy, &o.backend)));
-        let ((sidecar, ok), cells) = tokio::join!(sidecar, cells);
+        let ((sidecar, ok, sidecar_bytes), cells) = tokio::join!(sidecar, cells);
         if ok {
             passed += 1;
         }
@@ -121,10 +127,17 @@ async fn main() -> Result<()> {
             row.expected_summary(),
             format!("{sidecar} {}", if ok { "ok" } else { "FAIL" })
         );
-        for (text, _) in &cells {
+        for (text, _, _) in &cells {
             line.push_str(&format!(" | {text:<18}"));
         }
         println!("{line} |");
+        if show_bytes {
+            let all = std::iter::once(("sidecar", &sidecar_bytes))
+                .chain(others.iter().zip(&cells).map(|(o, (_, _, b))| (o.name, b)));
+            for (name, bytes) in all.filter(|(_, b)| !b.is_empty()) {
+                println!("    {name:<8} backend got: {}", escape(bytes));
+            }
+        }
     }
     println!("\nsidecar: {passed} of {total} rows as the table expects");
     Ok(())
