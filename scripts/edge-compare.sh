@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Replays the attack table of issue 14 (tests/src/attack/rows.rs, the rows tests/tests/attacks.rs
+# Replays the attack table of issue 14 (tests/src/attack/rows/, the rows tests/tests/attacks.rs
 # asserts) through the sidecar, HAProxy and nginx, each in front of its own byte-capturing
 # backend, and prints one line per row: what the table expects of the sidecar, and what each proxy
 # answered and let through to its backend (see tests/examples/edge_compare.rs for how to read a
