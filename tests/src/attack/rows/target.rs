@@ -167,6 +167,10 @@ pub(super) fn hosts() -> Vec<Row> {
     ]
 }
 
+/// A `tools/call` body (not idempotent unless configured so).
+const CALL: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+
 /// HTTP/1.0 answer framed as chunked (faulty per RFC 9112 §6.1).
 const HTTP10_CHUNKED: &[u8] = b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\
 transfer-encoding: chunked\r\n\r\n24\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n0\r\n\r\n";
@@ -251,11 +255,16 @@ pub(super) fn findings() -> Vec<Row> {
             .segments(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"])
             .http2()
             .finding(5),
-        Row::new("http10_answer_framed_as_chunked_is_502", request.clone())
-            .backend_answers(HTTP10_CHUNKED)
-            .status(502)
-            .forwards(forwarded("/public", PING))
-            .finding(6),
+        // A `tools/call`, which is never retried: the backend gets it exactly once whatever the
+        // sidecar makes of the faulty answer (a `ping` may be retried).
+        Row::new(
+            "http10_answer_framed_as_chunked_is_502",
+            post("/public", "", CALL),
+        )
+        .backend_answers(HTTP10_CHUNKED)
+        .status(502)
+        .forwards(forwarded("/public", CALL))
+        .finding(6),
         Row::new("sse_answer_with_a_length_keeps_its_length", request)
             .backend_answers(SSE_WITH_LENGTH)
             .head_has("content-length: 62")
