@@ -10,6 +10,8 @@ use mcp_sidecar::config::{AdminConfig, Config, ListenConfig, ShutdownConfig, Ups
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod attack;
+
 /// A sidecar running on the test's runtime.
 #[derive(Debug)]
 pub struct RunningSidecar {
