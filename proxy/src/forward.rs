@@ -33,7 +33,7 @@ use crate::mcp::{self, Classified};
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::resilience::{self, Resilience};
-use crate::upstream::has_dot_segment;
+use crate::upstream::check_path;
 use crate::upstream::{Router, Upstream};
 
 /// What the sidecar knows about the connection a request came in on.
@@ -236,11 +236,13 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        // Path sanity first: a dot segment could resolve outside the mount at the backend.
+        // The path rule first: a path the backend could resolve differently (`..\`, `%2e%2e`,
+        // `%2f`) could land outside the mount that routing and authentication were decided for.
         let path = req.uri().path();
-        if has_dot_segment(path) {
+        if let Err(why) = check_path(path) {
             return Err(ProxyError::BadRequest(format!(
-                "path `{path}` has a `.` or `..` segment"
+                "path `{}` refused: {why}",
+                path.escape_default()
             )));
         }
         // Protected resource metadata is the sidecar's own document; clients fetch it tokenless.
