@@ -26,6 +26,7 @@ use crate::auth::{Auth, Principal};
 use crate::body::{
     BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody, full, read_prefix,
 };
+use crate::downstream::body::BodyError;
 use crate::error::ProxyError;
 use crate::headers::{self, ForwardContext};
 use crate::limits::{self, Limits};
@@ -207,6 +208,11 @@ impl Proxy {
         })
     }
 
+    /// `listen.max_body_bytes`, which the HTTP/1 server leg also enforces on chunk sizes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
     /// The answer to a request the server could not read (a malformed or oversized head, an
     /// unmet `Expect`), counted like every error answer. Its request id is new: the head that
     /// would carry the client's was not read.
@@ -383,7 +389,14 @@ impl Proxy {
         }
         let (bytes, rest) = read_prefix(body, limit.saturating_add(1))
             .await
-            .map_err(|e| ProxyError::BadRequest(format!("reading request body: {e}")))?;
+            .map_err(|e| {
+                // The server leg refuses a chunk size past the limit before its data arrives.
+                if let Some(BodyError::TooLarge { .. }) = e.downcast_ref::<BodyError>() {
+                    ProxyError::PayloadTooLarge { limit }
+                } else {
+                    ProxyError::BadRequest(format!("reading request body: {e}"))
+                }
+            })?;
         if rest.is_some() || bytes.len() > limit {
             return Err(ProxyError::PayloadTooLarge { limit });
         }

@@ -28,6 +28,7 @@
 //!   request, answers with `Connection: close` and closes.
 
 pub mod body;
+pub mod chunked;
 pub mod drain;
 pub mod request;
 pub mod response;
@@ -94,6 +95,7 @@ pub async fn serve<IO>(
             decoder: BodyDecoder::Done,
             expect: Continue::No,
             read_closed: false,
+            max_body_bytes: proxy.max_body_bytes() as u64,
         })),
         write_buf: Vec::with_capacity(1024),
         header_read_timeout,
