@@ -71,6 +71,12 @@ pub struct RequestChunked {
     announced: u64,
     /// Extension bytes seen so far.
     extension_bytes: usize,
+    /// Bytes at the front of the buffer already searched for the end of the current size line
+    /// or trailer section, so a line arriving a byte at a time is scanned once, not once per
+    /// byte (quadratic in the line length otherwise).
+    scanned: usize,
+    /// Trailer fields counted in the scanned part.
+    trailer_fields: usize,
 }
 
 impl RequestChunked {
@@ -81,6 +87,8 @@ impl RequestChunked {
             limit,
             announced: 0,
             extension_bytes: 0,
+            scanned: 0,
+            trailer_fields: 0,
         }
     }
 
@@ -94,13 +102,21 @@ impl RequestChunked {
         loop {
             match self.state {
                 State::Size => {
-                    let Some(end) = buf.iter().take(MAX_CHUNK_LINE).position(|b| *b == b'\n')
+                    let from = self.scanned;
+                    let Some(end) = buf
+                        .iter()
+                        .take(MAX_CHUNK_LINE)
+                        .skip(from)
+                        .position(|b| *b == b'\n')
+                        .map(|at| from + at)
                     else {
                         if buf.len() >= MAX_CHUNK_LINE {
                             return Err(ChunkError::Malformed("chunk size line too long"));
                         }
+                        self.scanned = buf.len();
                         return Ok(Decoded::NeedMore);
                     };
+                    self.scanned = 0;
                     let (size, extension) = chunk_size_line(&buf[..end])?;
                     self.extension_bytes += extension;
                     if self.extension_bytes > MAX_CHUNK_EXTENSION_BYTES {
@@ -144,7 +160,9 @@ impl RequestChunked {
                     }
                 },
                 State::Trailers => {
-                    let Some((len, fields)) = trailer_section(buf)? else {
+                    let Some((len, fields)) =
+                        trailer_section(buf, &mut self.scanned, &mut self.trailer_fields)?
+                    else {
                         return Ok(Decoded::NeedMore);
                     };
                     let map = if fields == 0 {
@@ -273,18 +291,21 @@ fn skip_quoted_string(s: &[u8]) -> Option<&[u8]> {
 
 /// The length of the complete trailer section at the front of `buf` (its final empty line
 /// included) and its number of fields; `None`: not complete yet. Every line must end in CRLF
-/// with no other CR in it.
-fn trailer_section(buf: &[u8]) -> Result<Option<(usize, usize)>, ChunkError> {
-    let mut start = 0;
-    let mut fields = 0;
+/// with no other CR in it. `start` and `fields` carry the complete lines already checked from
+/// one call to the next.
+fn trailer_section(
+    buf: &[u8],
+    start: &mut usize,
+    fields: &mut usize,
+) -> Result<Option<(usize, usize)>, ChunkError> {
     loop {
-        let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') else {
+        let Some(nl) = buf[*start..].iter().position(|b| *b == b'\n') else {
             if buf.len() > MAX_TRAILER_BYTES {
                 return Err(ChunkError::Malformed("trailer section too large"));
             }
             return Ok(None);
         };
-        let line = &buf[start..start + nl];
+        let line = &buf[*start..*start + nl];
         let Some(line) = line.strip_suffix(b"\r") else {
             return Err(ChunkError::Malformed(
                 "trailer line ends in a bare LF, not CRLF",
@@ -293,15 +314,15 @@ fn trailer_section(buf: &[u8]) -> Result<Option<(usize, usize)>, ChunkError> {
         if line.contains(&b'\r') {
             return Err(ChunkError::Malformed("stray CR in a trailer field"));
         }
-        start += nl + 1;
-        if start > MAX_TRAILER_BYTES {
+        *start += nl + 1;
+        if *start > MAX_TRAILER_BYTES {
             return Err(ChunkError::Malformed("trailer section too large"));
         }
         if line.is_empty() {
-            return Ok(Some((start, fields)));
+            return Ok(Some((*start, *fields)));
         }
-        fields += 1;
-        if fields > MAX_REQUEST_HEADERS {
+        *fields += 1;
+        if *fields > MAX_REQUEST_HEADERS {
             return Err(ChunkError::Malformed("too many trailer fields"));
         }
     }

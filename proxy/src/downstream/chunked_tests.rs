@@ -207,3 +207,33 @@ fn chunk_size_beyond_the_body_limit_is_refused_at_once() {
     assert_eq!(decoder.decode(&mut buf), Ok(Decoded::Done));
     assert!(decoder.is_done());
 }
+
+#[test]
+fn lines_split_across_reads_resume_where_they_stopped() {
+    // The decoder remembers how far it searched a size line or the trailers: byte-by-byte
+    // arrival decodes the same as one read.
+    let input = b"5;a=\"b\"\r\nhello\r\n0\r\nx: 1\r\ny: 2\r\n\r\n";
+    for step in 1..input.len() {
+        let (data, trailers) = dechunk(input, step).unwrap();
+        assert_eq!(data, b"hello", "step {step}");
+        let trailers = trailers.unwrap();
+        assert_eq!(
+            (&trailers["x"], &trailers["y"]),
+            (&"1".parse().unwrap(), &"2".parse().unwrap())
+        );
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let mut decoder = RequestChunked::new(LIMIT);
+        let mut buf = BytesMut::from(&bytes[..]);
+        for _ in 0..bytes.len() + 2 {
+            match decoder.decode(&mut buf) {
+                Ok(Decoded::Data(_)) => {}
+                _ => break,
+            }
+        }
+    }
+}
