@@ -1,7 +1,8 @@
 //! Request framing through the real sidecar, byte by byte: what the server leg refuses that a
 //! lenient parser would have framed (and forwarded) differently. Each refusal names the problem,
 //! closes the connection, and never reaches the backend. Every read is bounded: before these
-//! rules, a chunk size of 2^64 - 1 left the request waiting for its data.
+//! rules, a chunk size of 2^64 - 1 left the request waiting for its data. And the one framing
+//! rule of the client leg that changed: an HTTP/1.0 response with `Transfer-Encoding` is a 502.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -145,4 +146,34 @@ async fn lenient_request_framing_is_refused_and_never_reaches_the_backend() {
     .await
     .unwrap();
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn an_http_1_0_response_with_transfer_encoding_is_a_502_not_relayed() {
+    // RFC 9112 §6.1: faulty framing. Before, the body was relayed raw, read to the close.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).await.unwrap_or(0) > 0 {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\
+                              transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    let sidecar = start(config(vec![upstream(format!("http://{addr}/mcp"), None)])).await;
+    let resp = mcp_e2e_tests::post(&sidecar, "/mcp", call(7, "echo", json!({"text": "x"}))).await;
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["data"]["reason"], "upstream_failed");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("HTTP/1.0"), "{message}");
 }
