@@ -51,6 +51,13 @@ pub enum ProxyError {
         /// What it counts: `bytes` or `header fields`.
         what: &'static str,
     },
+    /// The request's `Transfer-Encoding` names a coding other than `chunked` (501, RFC 9112
+    /// §6.1): the sidecar decodes none, and forwarding it undecoded would leave the backend to
+    /// frame the body by a coding the sidecar did not check.
+    #[error(
+        "transfer coding `{0}` is not implemented; request bodies must be `Transfer-Encoding: chunked` or have a `Content-Length`"
+    )]
+    UnsupportedTransferCoding(String),
     /// The request carries an `Expect` the sidecar cannot meet (only `100-continue` exists).
     #[error("unsupported expectation `Expect: {0}`; only `100-continue` is defined")]
     ExpectationFailed(String),
@@ -183,6 +190,8 @@ pub mod codes {
     pub const REQUEST_HEAD_TOO_LARGE: i64 = -32008;
     /// An `Expect` other than `100-continue` (417).
     pub const EXPECTATION_FAILED: i64 = -32009;
+    /// A transfer coding other than `chunked` (501).
+    pub const UNSUPPORTED_TRANSFER_CODING: i64 = -32018;
     /// No valid credential (401).
     pub const UNAUTHORIZED: i64 = -32010;
     /// Not allowed by the authorization rules (403).
@@ -218,6 +227,7 @@ impl ProxyError {
             Self::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RequestHeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::ExpectationFailed(_) => StatusCode::EXPECTATION_FAILED,
+            Self::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -243,6 +253,7 @@ impl ProxyError {
             Self::RequestBodyTimeout(_) => "request_body_timeout",
             Self::RequestHeadTooLarge { .. } => "request_head_too_large",
             Self::ExpectationFailed(_) => "expectation_failed",
+            Self::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Self::NotJsonRpc(ClassifyError::Parse(_)) => "parse_error",
             Self::NotJsonRpc(ClassifyError::Invalid(_)) => "invalid_request",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -269,6 +280,7 @@ impl ProxyError {
             Self::RequestBodyTimeout(_) => codes::REQUEST_BODY_TIMEOUT,
             Self::RequestHeadTooLarge { .. } => codes::REQUEST_HEAD_TOO_LARGE,
             Self::ExpectationFailed(_) => codes::EXPECTATION_FAILED,
+            Self::UnsupportedTransferCoding(_) => codes::UNSUPPORTED_TRANSFER_CODING,
             Self::NotJsonRpc(ClassifyError::Parse(_)) => codes::PARSE_ERROR,
             Self::NotJsonRpc(ClassifyError::Invalid(_)) => codes::INVALID_REQUEST,
             Self::UpstreamUnreachable { .. } => codes::UPSTREAM_UNREACHABLE,
@@ -504,6 +516,7 @@ mod tests {
                 limits: crate::body::BodyReadLimits::default(),
                 received: 0,
             }),
+            ProxyError::UnsupportedTransferCoding("gzip".into()),
             ProxyError::UpstreamUnreachable {
                 upstream: "u".into(),
                 detail: "d".into(),

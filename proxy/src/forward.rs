@@ -33,6 +33,7 @@ use crate::body::{
     SseBody, body_read_timeout, full, read_prefix,
 };
 use crate::cors::{self, Cors};
+use crate::downstream::body::BodyError;
 use crate::error::ProxyError;
 use crate::headers::{self, ForwardContext};
 use crate::limits::{self, Limits};
@@ -41,7 +42,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::rate_limited_log::FloodLogs;
 use crate::resilience::{self, Resilience};
-use crate::upstream::has_dot_segment;
+use crate::upstream::check_path;
 use crate::upstream::{Router, Upstream};
 
 /// What the sidecar knows about the connection a request came in on.
@@ -251,6 +252,11 @@ impl Proxy {
         })
     }
 
+    /// `listen.max_body_bytes`, which the HTTP/1 server leg also enforces on chunk sizes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
     /// The answer to a request the server could not read (a malformed or oversized head, an
     /// unmet `Expect`), counted like every error answer. Its request id is new: the head that
     /// would carry the client's was not read.
@@ -280,11 +286,13 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        // Path sanity first: a dot segment could resolve outside the mount at the backend.
+        // The path rule first: a path the backend could resolve differently (`..\`, `%2e%2e`,
+        // `%2f`) could land outside the mount that routing and authentication were decided for.
         let path = req.uri().path();
-        if has_dot_segment(path) {
+        if let Err(why) = check_path(path) {
             return Err(ProxyError::BadRequest(format!(
-                "path `{path}` has a `.` or `..` segment"
+                "path `{}` refused: {why}",
+                path.escape_default()
             )));
         }
         // Protected resource metadata is the sidecar's own document; clients fetch it tokenless.
@@ -450,9 +458,16 @@ impl Proxy {
         }
         let (bytes, rest) = read_prefix(body, limit.saturating_add(1))
             .await
-            .map_err(|e| match body_read_timeout(e.as_ref()) {
-                Some(timeout) => ProxyError::RequestBodyTimeout(timeout),
-                None => ProxyError::BadRequest(format!("reading request body: {e}")),
+            .map_err(|e| {
+                if let Some(timeout) = body_read_timeout(e.as_ref()) {
+                    return ProxyError::RequestBodyTimeout(timeout);
+                }
+                // The server leg refuses a chunk size past the limit before its data arrives.
+                if let Some(BodyError::TooLarge { .. }) = e.downcast_ref::<BodyError>() {
+                    ProxyError::PayloadTooLarge { limit }
+                } else {
+                    ProxyError::BadRequest(format!("reading request body: {e}"))
+                }
             })?;
         if rest.is_some() || bytes.len() > limit {
             return Err(ProxyError::PayloadTooLarge { limit });

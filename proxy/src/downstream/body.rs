@@ -18,9 +18,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::chunked::{ChunkError, RequestChunked};
 use super::request::BodyFraming;
 use super::response::CONTINUE;
-use crate::upstream::h1::decode::{Chunked, Decoded, take_length};
+use crate::upstream::h1::decode::{Decoded, take_length};
 
 /// Read buffer added when the one in use is nearly full: enough for a request head and an MCP
 /// message in one read.
@@ -37,7 +38,13 @@ pub enum BodyError {
     Io(#[source] std::io::Error),
     /// The chunked coding is invalid.
     #[error("invalid chunked request body: {0}")]
-    Chunked(String),
+    Chunked(&'static str),
+    /// The chunk sizes announce more than `listen.max_body_bytes` (refused before the data).
+    #[error("the request body exceeds the {limit}-byte limit (listen.max_body_bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
     /// An earlier error ended the body.
     #[error("the request body already failed")]
     Failed,
@@ -48,8 +55,8 @@ pub enum BodyError {
 pub enum BodyDecoder {
     /// This many bytes to go.
     Length(u64),
-    /// Chunked, in this state.
-    Chunked(Chunked),
+    /// Chunked, in this state (the request side's strict decoder).
+    Chunked(RequestChunked),
     /// Read to its end (or there was none).
     Done,
     /// Failed: the connection cannot carry another request.
@@ -80,6 +87,8 @@ pub struct Transport<IO> {
     pub expect: Continue,
     /// The client closed its side (or the socket failed).
     pub read_closed: bool,
+    /// `listen.max_body_bytes`: a chunked body announcing more is refused at its size line.
+    pub max_body_bytes: u64,
 }
 
 impl<IO> Transport<IO> {
@@ -149,7 +158,8 @@ impl<IO> RequestBody<IO> {
                 }
             }
             BodyFraming::Chunked => {
-                transport.decoder = BodyDecoder::Chunked(Chunked::Size);
+                transport.decoder =
+                    BodyDecoder::Chunked(RequestChunked::new(transport.max_body_bytes));
                 Self::ask_to_continue(transport, expect_continue);
                 Kind::Stream {
                     shared: shared.clone(),
@@ -254,7 +264,11 @@ fn poll_stream<IO: AsyncRead + AsyncWrite + Unpin>(
                 Ok(Decoded::NeedMore) => {}
                 Err(e) => {
                     t.decoder = BodyDecoder::Failed;
-                    return Poll::Ready(Some(Err(BodyError::Chunked(e.to_string()))));
+                    let e = match e {
+                        ChunkError::Malformed(why) => BodyError::Chunked(why),
+                        ChunkError::TooLarge { limit } => BodyError::TooLarge { limit },
+                    };
+                    return Poll::Ready(Some(Err(e)));
                 }
             },
         }

@@ -10,7 +10,9 @@
 //!
 //! - request heads parsed by httparse with limits (431 above [`request::MAX_REQUEST_HEAD_BYTES`]
 //!   or [`request::MAX_REQUEST_HEADERS`]); bodies framed by `Content-Length` or chunked, and a
-//!   request with both, or with a `Transfer-Encoding` that is not chunked, refused (400);
+//!   request with both refused (400); framing stricter than the client leg's (a client is not
+//!   trusted): `Transfer-Encoding` exactly `chunked` (other codings 501), one `Host`, the
+//!   chunked coding decoded strictly and bounded by `listen.max_body_bytes` ([`chunked`]);
 //! - keep-alive (HTTP/1.1 unless `close`, HTTP/1.0 with `keep-alive`) and pipelining (requests
 //!   answered in order);
 //! - `Expect: 100-continue` answered when the body is first read (never for a request refused
@@ -31,6 +33,7 @@
 //!   request, answers with `Connection: close` and closes.
 
 pub mod body;
+pub mod chunked;
 pub mod drain;
 pub mod request;
 pub mod response;
@@ -99,6 +102,7 @@ pub async fn serve<IO>(
             decoder: BodyDecoder::Done,
             expect: Continue::No,
             read_closed: false,
+            max_body_bytes: proxy.max_body_bytes() as u64,
         })),
         write_buf: Vec::with_capacity(1024),
         header_read_timeout,

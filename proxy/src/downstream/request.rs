@@ -8,8 +8,9 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{Method, Uri, Version};
 
+use super::chunked::is_tchar;
 use crate::error::ProxyError;
-use crate::upstream::h1::decode::{FieldSpans, FramingFields};
+use crate::upstream::h1::decode::{FieldSpans, content_length};
 
 /// Largest request head (request line and fields) accepted: 431 above. Envoy's default is
 /// 60 KiB and nginx's largest is 4 × 8 KiB; 64 KiB leaves room for long cookies and tokens while
@@ -101,11 +102,13 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
         framing,
         keep_alive,
         expect_continue,
-    } = scan(version, request.headers)?;
+        host,
+    } = scan(version, request.headers, base)?;
     let spans = FieldSpans::new(base, request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
+    check_target(&uri, host.map(|(at, len)| &head[at..at + len]))?;
     let headers = spans
         .header_map(&head, ADDED_HEADERS)
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
@@ -134,43 +137,85 @@ struct Scan {
     framing: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
+    /// The `Host` field's value (at most one is allowed).
+    host: Option<(usize, usize)>,
 }
 
-/// Reads `Content-Length`, `Transfer-Encoding`, `Connection` and `Expect` from the parsed
-/// fields, before the header map is built (one pass, no map lookups).
+/// Reads `Content-Length`, `Transfer-Encoding`, `Connection`, `Expect` and `Host` from the
+/// parsed fields, before the header map is built (one pass, no map lookups). Stricter than the
+/// response side (`upstream/h1/decode.rs`), which reads a trusted backend: a client's framing
+/// is what the backend will frame by too, so anything two parsers could read differently is
+/// refused (RFC 9112 §6.3, hyper's server):
 ///
-/// RFC 9112 §6.3 for requests: `Transfer-Encoding` must end in `chunked` (else the length cannot
-/// be known: 400); with `Content-Length` beside it the request is refused, since two framings
-/// that may disagree are how requests are smuggled past a proxy; a `Content-Length` must be one
-/// valid number (repeated identical values are allowed); neither means no body. HTTP/1.1 stays
-/// open unless the client says `close`, HTTP/1.0 only when it says `keep-alive`.
-fn scan(version: Version, fields: &[httparse::Header<'_>]) -> Result<Scan, HeadError> {
-    let FramingFields {
-        keep_alive,
-        chunked_last,
-        length,
-        expect,
-    } = FramingFields::scan(version, fields);
+/// - `Transfer-Encoding` must be exactly `chunked`: one field, one coding (case-insensitive,
+///   surrounding whitespace allowed). Any other coding (`gzip, chunked`, `identity`) gets 501,
+///   as RFC 9112 §6.1 asks for codings the server does not implement (the sidecar decodes
+///   none); `chunked` twice (in one field or two), parameters, empty or malformed lists get
+///   400. Beside `Content-Length`, or in an HTTP/1.0 request, it is 400: two framings that may
+///   disagree are how requests are smuggled past a proxy;
+/// - a `Content-Length` must be one valid number (repeated identical values are allowed);
+///   neither field means no body;
+/// - exactly one `Host` in an HTTP/1.1 request, at most one in HTTP/1.0 (RFC 9112 §3.2);
+/// - HTTP/1.1 stays open unless the client says `close`, HTTP/1.0 only when it says
+///   `keep-alive`.
+fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Result<Scan, HeadError> {
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut close = false;
+    let mut codings = Codings::default();
+    let mut length: Option<Result<u64, String>> = None;
+    let mut expect = None;
+    let mut host = None;
+    let mut hosts = 0u32;
+    for field in fields {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                hosts += 1;
+                host = Some((value.as_ptr() as usize - base, value.len()));
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => codings.field(value),
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                // An earlier invalid value stays the answer.
+                length = Some(content_length(value, length));
+            }
+            6 if expect.is_none() && name.eq_ignore_ascii_case(b"expect") => {
+                expect = Some(value);
+            }
+            _ => {}
+        }
+    }
+    if hosts > 1 {
+        return Err(ProxyError::BadRequest(
+            "more than one Host field (RFC 9112 §3.2)".into(),
+        ));
+    }
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest(
+            "no Host field in an HTTP/1.1 request (RFC 9112 §3.2)".into(),
+        ));
+    }
     let length = length.transpose().map_err(ProxyError::BadRequest)?;
-    let framing = match (chunked_last, length) {
-        (Some(_), _) if version == Version::HTTP_10 => {
+    let framing = match (codings.fields, length) {
+        (0, None | Some(0)) => BodyFraming::Empty,
+        (0, Some(n)) => BodyFraming::Length(n),
+        _ if version == Version::HTTP_10 => {
             return Err(ProxyError::BadRequest(
                 "Transfer-Encoding in an HTTP/1.0 request".into(),
             ));
         }
-        (Some(_), Some(_)) => {
+        (_, Some(_)) => {
             return Err(ProxyError::BadRequest(
                 "both Transfer-Encoding and Content-Length".into(),
             ));
         }
-        (Some(false), None) => {
-            return Err(ProxyError::BadRequest(
-                "Transfer-Encoding does not end in `chunked`".into(),
-            ));
-        }
-        (Some(true), None) => BodyFraming::Chunked,
-        (None, None | Some(0)) => BodyFraming::Empty,
-        (None, Some(n)) => BodyFraming::Length(n),
+        (_, None) => codings.framing()?,
     };
     let expect_continue = match expect {
         None => false,
@@ -185,9 +230,104 @@ fn scan(version: Version, fields: &[httparse::Header<'_>]) -> Result<Scan, HeadE
     };
     Ok(Scan {
         framing,
-        keep_alive,
+        keep_alive: keep_alive && !close,
         expect_continue,
+        host,
     })
+}
+
+/// What the `Transfer-Encoding` fields of a request say, gathered field by field.
+#[derive(Default)]
+struct Codings<'a> {
+    /// `Transfer-Encoding` fields seen.
+    fields: u32,
+    /// The only field's value is exactly `chunked` (with optional surrounding whitespace).
+    exactly_chunked: bool,
+    /// `chunked` codings seen, over all fields.
+    chunked: u32,
+    /// The first coding other than `chunked` (a valid token, parameters cut off).
+    other: Option<&'a [u8]>,
+}
+
+impl<'a> Codings<'a> {
+    fn field(&mut self, value: &'a [u8]) {
+        self.fields += 1;
+        self.exactly_chunked = self.fields == 1 && trim_ows(value).eq_ignore_ascii_case(b"chunked");
+        for element in value.split(|b| *b == b',') {
+            let name = trim_ows(element.split(|b| *b == b';').next().unwrap_or_default());
+            if name.eq_ignore_ascii_case(b"chunked") {
+                self.chunked += 1;
+            } else if self.other.is_none() && !name.is_empty() && name.iter().all(|b| is_tchar(*b))
+            {
+                self.other = Some(name);
+            }
+        }
+    }
+
+    /// The framing of a request with at least one `Transfer-Encoding` field.
+    fn framing(&self) -> Result<BodyFraming, HeadError> {
+        if let Some(coding) = self.other {
+            return Err(ProxyError::UnsupportedTransferCoding(
+                String::from_utf8_lossy(coding).into_owned(),
+            ));
+        }
+        if self.fields == 1 && self.exactly_chunked {
+            return Ok(BodyFraming::Chunked);
+        }
+        Err(ProxyError::BadRequest(if self.chunked > 1 {
+            "Transfer-Encoding names `chunked` more than once".into()
+        } else {
+            "Transfer-Encoding must be exactly `chunked`".into()
+        }))
+    }
+}
+
+/// `s` without leading and trailing spaces and tabs (RFC 9110 OWS).
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let start = s.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    let end = s.len()
+        - s[start..]
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b' ' | b'\t'))
+            .count();
+    &s[start..end]
+}
+
+/// Which request targets are served (RFC 9112 §3.2): origin-form (`/mcp`) and absolute-form
+/// (`http://host/mcp`, which proxies send) whose authority is the `Host` field's value, so the
+/// `auth.allowed_hosts` check, which reads `Host`, covers it. Authority-form (CONNECT's
+/// `host:port`) and asterisk-form (`OPTIONS *`) are refused with 400: the sidecar is neither a
+/// forward proxy nor has server-wide options.
+fn check_target(uri: &Uri, host: Option<&[u8]>) -> Result<(), HeadError> {
+    let refuse = |why: String| Err(ProxyError::BadRequest(why));
+    match (uri.scheme_str(), uri.authority()) {
+        (None, None) if uri.path() == "*" => {
+            refuse("asterisk-form request target `*` is not served here".into())
+        }
+        (None, None) => Ok(()),
+        (None, Some(_)) => refuse("authority-form request target is not served here".into()),
+        (Some(scheme), authority) => {
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                return refuse(format!("request target with scheme `{scheme}`"));
+            }
+            let Some(authority) = authority.filter(|a| !a.host().is_empty()) else {
+                return refuse("absolute-form request target without a host".into());
+            };
+            if authority.as_str().contains('@') {
+                return refuse("request target with userinfo (RFC 9110 §4.2.4)".into());
+            }
+            match host {
+                Some(h) if !h.eq_ignore_ascii_case(authority.as_str().as_bytes()) => {
+                    refuse(format!(
+                        "request target authority `{authority}` differs from Host `{}`",
+                        String::from_utf8_lossy(h)
+                    ))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 
 mod client;
 pub mod h1;
+pub mod path;
 mod pool;
 mod route;
 
 pub use client::{UpstreamClient, build_client};
+pub use path::{PathRefusal, check_path};
 pub use pool::{Pool, PoolError, PooledBody, Unsent};
-pub use route::{Router, Upstream, has_dot_segment};
+pub use route::{Router, Upstream};
 
 /// A map keyed by upstream name, looked up several times on every request (auth, limits,
 /// breakers). Names come from config, not from clients, so a fast hasher is safe here; SipHash

@@ -244,15 +244,23 @@ fn framing(
         return Ok((Framing::Empty, keep_alive, drop_length));
     }
     match chunked_last {
+        // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing. The
+        // backend and an HTTP/1.0 reader would disagree on where the body ends, so it is not
+        // relayed (read to close, or as chunked) but refused.
+        Some(_) if version == Version::HTTP_10 => {
+            return Err(ClientError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 response (faulty framing, RFC 9112 §6.1)".into(),
+            ));
+        }
         // Transfer-Encoding wins; reuse only without a Content-Length beside it.
-        Some(true) if version == Version::HTTP_11 => {
+        Some(true) => {
             return Ok((
                 Framing::Chunked,
                 keep_alive && length.is_none(),
                 drop_length,
             ));
         }
-        // Not chunked last (or HTTP/1.0): the body ends when the connection does.
+        // Not chunked last: the body ends when the connection does.
         Some(_) => return Ok((Framing::Close, false, drop_length)),
         None => {}
     }
@@ -263,11 +271,11 @@ fn framing(
     })
 }
 
-/// The fields that decide how an HTTP/1.x message is framed and whether its connection stays
-/// open, read from the parsed fields in one pass (no header-map lookups): the same rules for
-/// requests and responses.
+/// The fields that decide how an HTTP/1.x response is framed and whether its connection stays
+/// open, read from the parsed fields in one pass (no header-map lookups). Requests have their
+/// own, stricter scan (`downstream/request.rs`).
 #[derive(Debug)]
-pub(crate) struct FramingFields<'a> {
+pub(crate) struct FramingFields {
     /// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
     pub keep_alive: bool,
     /// `Some(true)` when the last transfer coding named is `chunked`; `None`: no
@@ -275,21 +283,18 @@ pub(crate) struct FramingFields<'a> {
     pub chunked_last: Option<bool>,
     /// The `Content-Length` (repeated identical values allowed), or why it is invalid.
     pub length: Option<Result<u64, String>>,
-    /// The first `Expect` value.
-    pub expect: Option<&'a [u8]>,
 }
 
-impl<'a> FramingFields<'a> {
+impl FramingFields {
     /// Scans `fields` of a message of `version`.
-    pub(crate) fn scan(version: Version, fields: &[httparse::Header<'a>]) -> Self {
+    pub(crate) fn scan(version: Version, fields: &[httparse::Header<'_>]) -> Self {
         let mut keep_alive = version == Version::HTTP_11;
         let mut close = false;
         let mut chunked_last: Option<bool> = None;
         let mut length: Option<Result<u64, String>> = None;
-        let mut expect = None;
         for field in fields {
             let name = field.name.as_bytes();
-            let value: &'a [u8] = field.value;
+            let value = field.value;
             let tokens = || {
                 value
                     .split(|b| *b == b',')
@@ -313,9 +318,6 @@ impl<'a> FramingFields<'a> {
                     // An earlier invalid value stays the answer.
                     length = Some(content_length(value, length));
                 }
-                6 if expect.is_none() && name.eq_ignore_ascii_case(b"expect") => {
-                    expect = Some(value);
-                }
                 _ => {}
             }
         }
@@ -323,13 +325,15 @@ impl<'a> FramingFields<'a> {
             keep_alive: keep_alive && !close,
             chunked_last,
             length,
-            expect,
         }
     }
 }
 
 /// One `Content-Length` field (`n` or `n, n`) given the length seen so far.
-fn content_length(value: &[u8], seen: Option<Result<u64, String>>) -> Result<u64, String> {
+pub(crate) fn content_length(
+    value: &[u8],
+    seen: Option<Result<u64, String>>,
+) -> Result<u64, String> {
     let mut length = seen.transpose()?;
     for part in value.split(|b| *b == b',') {
         let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {

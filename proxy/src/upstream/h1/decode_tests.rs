@@ -281,3 +281,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_http_1_0_response_with_transfer_encoding_is_malformed() {
+    // RFC 9112 §6.1: faulty framing. It used to be relayed as a body read to the close.
+    for raw in [
+        "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+        "HTTP/1.0 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+    ] {
+        match head(raw) {
+            Err(ClientError::Malformed(why)) => assert!(why.contains("HTTP/1.0"), "{why}"),
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+    // The response side stays lenient where that is safe: HTTP/1.1 codings other than
+    // chunked run to the close, and bare LF chunk lines are read (a trusted backend's bytes).
+    assert_eq!(
+        framing_of("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
+        (Framing::Close, false)
+    );
+}
