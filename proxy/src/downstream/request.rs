@@ -10,7 +10,7 @@ use http::{Method, Uri, Version};
 
 use super::chunked::is_tchar;
 use crate::error::ProxyError;
-use crate::upstream::h1::decode::{FieldSpans, content_length};
+use crate::upstream::h1::decode::{FieldSpans, parse_decimal};
 
 /// Largest request head (request line and fields) accepted: 431 above. Envoy's default is
 /// 60 KiB and nginx's largest is 4 × 8 KiB; 64 KiB leaves room for long cookies and tokens while
@@ -166,6 +166,7 @@ fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Resul
     let mut expect = None;
     let mut host = None;
     let mut hosts = 0u32;
+    let mut host_value: &[u8] = &[];
     for field in fields {
         let name = field.name.as_bytes();
         let value = field.value;
@@ -173,6 +174,7 @@ fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Resul
             4 if name.eq_ignore_ascii_case(b"host") => {
                 hosts += 1;
                 host = Some((value.as_ptr() as usize - base, value.len()));
+                host_value = value;
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
@@ -182,8 +184,12 @@ fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Resul
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => codings.field(value),
             14 if name.eq_ignore_ascii_case(b"content-length") => {
-                // An earlier invalid value stays the answer.
-                length = Some(content_length(value, length));
+                // One field with one decimal value, as hyper's server and nginx require: a list
+                // (`40, 40`) or a repeated field is how a front and a back end come to disagree.
+                length = Some(match length {
+                    Some(_) => Err("more than one Content-Length field".into()),
+                    None => request_content_length(value),
+                });
             }
             6 if expect.is_none() && name.eq_ignore_ascii_case(b"expect") => {
                 expect = Some(value);
@@ -200,6 +206,12 @@ fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Resul
         return Err(ProxyError::BadRequest(
             "no Host field in an HTTP/1.1 request (RFC 9112 §3.2)".into(),
         ));
+    }
+    if hosts == 1 && !is_host_value(host_value) {
+        return Err(ProxyError::BadRequest(format!(
+            "invalid Host `{}`: not a host with an optional port",
+            String::from_utf8_lossy(host_value)
+        )));
     }
     let length = length.transpose().map_err(ProxyError::BadRequest)?;
     let framing = match (codings.fields, length) {
@@ -234,6 +246,26 @@ fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Resul
         expect_continue,
         host,
     })
+}
+
+/// A request's `Content-Length`: one decimal number, nothing else (no list, no sign, no spaces
+/// inside).
+fn request_content_length(value: &[u8]) -> Result<u64, String> {
+    parse_decimal(value.trim_ascii()).ok_or_else(|| {
+        format!(
+            "invalid Content-Length `{}`: one decimal number expected",
+            String::from_utf8_lossy(value)
+        )
+    })
+}
+
+/// Whether a `Host` value is `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2): no
+/// userinfo, no spaces or other bytes a URI authority cannot hold, not empty (the sidecar's
+/// targets always have an authority, so the RFC's empty Host for authority-less URIs never
+/// applies).
+fn is_host_value(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    !value.is_empty() && !value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok()
 }
 
 /// What the `Transfer-Encoding` fields of a request say, gathered field by field.

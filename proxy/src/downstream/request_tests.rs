@@ -167,10 +167,37 @@ fn ambiguous_framing_is_refused_with_400() {
         let (status, message) = refusal(raw);
         assert_eq!(status, 400, "{raw:?}: {message}");
     }
+}
+
+#[test]
+fn content_length_lists_and_repeated_fields_are_refused_even_when_identical() {
+    for raw in [
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+    ] {
+        let (status, message) = refusal(raw);
+        assert_eq!(status, 400, "{raw:?}: {message}");
+        assert!(message.contains("Content-Length"), "{message}");
+    }
+}
+
+#[test]
+fn a_host_that_is_not_an_authority_is_refused() {
+    for raw in [
+        "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+    ] {
+        let (status, message) = refusal(raw);
+        assert_eq!(status, 400, "{raw:?}: {message}");
+        assert!(message.contains("Host"), "{message}");
+    }
     assert_eq!(
-        head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n")
-            .framing,
-        BodyFraming::Length(3)
+        head("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+            .parts
+            .headers["host"],
+        "[::1]:8080"
     );
 }
 

@@ -330,10 +330,7 @@ impl FramingFields {
 }
 
 /// One `Content-Length` field (`n` or `n, n`) given the length seen so far.
-pub(crate) fn content_length(
-    value: &[u8],
-    seen: Option<Result<u64, String>>,
-) -> Result<u64, String> {
+fn content_length(value: &[u8], seen: Option<Result<u64, String>>) -> Result<u64, String> {
     let mut length = seen.transpose()?;
     for part in value.split(|b| *b == b',') {
         let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {

@@ -168,11 +168,12 @@ fn baseline() -> Vec<Row> {
         .stays_open()
         .forwards(fwd.clone()),
         Row::new(
-            "repeated_identical_content_lengths_are_one_length",
+            "repeated_identical_content_lengths_are_400",
             post("/public", "content-length: 40\r\n", PING),
         )
-        .stays_open()
-        .forwards(fwd.clone()),
+        .finding(6)
+        .status(400)
+        .closes(),
         Row::new(
             "http10_request_without_host_is_forwarded_and_closed",
             post("/public", "", PING)
