@@ -525,3 +525,43 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_body_that_stalls_is_408_and_never_counts_against_the_backend() {
+    let backend = fixture().await;
+    // One failure would open the circuit: the stall must not be one.
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\nbody_read_timeout = \"5s\"\n\
+         [admin]\naddr = \"127.0.0.1:0\"\n\
+         [[upstream]]\nname = \"u\"\nurl = \"{}\"\n\
+         [upstream.breaker]\nconsecutive_failures = 1\n",
+        backend.mcp_url()
+    );
+    let sidecar = start(Config::from_toml_with_env(&text, &|_: &str| None).unwrap()).await;
+    // A DELETE body is streamed to the backend, not read first like a POST's.
+    let mut stalled = TcpStream::connect(sidecar.addr).await.unwrap();
+    stalled
+        .write_all(b"DELETE /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let (status, _, body) =
+        tokio::time::timeout(Duration::from_secs(120), read_answer(&mut stalled))
+            .await
+            .expect("the stalled request is answered")
+            .expect("an answer, not a bare close");
+    assert_eq!(status, 408, "{body}");
+    let metrics = sidecar.metrics().await;
+    assert_eq!(
+        mcp_e2e_tests::metric_value(
+            &metrics,
+            "mcp_sidecar_breaker_state{tool=\"\",upstream=\"u\"}"
+        ),
+        Some(0.0),
+        "the circuit stays closed"
+    );
+    assert!(
+        !metrics.contains("mcp_sidecar_upstream_failures_total{"),
+        "no upstream failure counted:\n{metrics}"
+    );
+    assert_eq!(post_status(&sidecar).await, 200);
+}

@@ -14,11 +14,12 @@ use tokio::time::Instant;
 use super::breaker::{Breaker, Permit};
 use super::machine::Outcome;
 use super::{ResilienceMetrics, UpstreamPolicy};
-use crate::body::{ProxyBody, full};
+use crate::body::{ProxyBody, body_read_timeout, full};
 use crate::error::ProxyError;
 use crate::forward::error_chain;
 use crate::local_resources::LocalResource;
 use crate::metrics::{self, Metrics};
+use crate::upstream::h1::ClientError;
 use crate::upstream::{PoolError, PooledBody, Unsent, Upstream};
 
 /// An admitted request: its breaker permit and the policy that applies to it.
@@ -130,9 +131,15 @@ impl<'a> Call<'a> {
         loop {
             let (result, unsent) =
                 await_in_place!(attempt(upstream, metrics, self.metrics, req, self.timeout));
-            if let Err(ProxyError::LocalResourceExhausted { .. }) = &result {
-                // The sidecar's own shortage says nothing about the backend: the permit goes
-                // back without an outcome, and a retry now would only meet the same shortage.
+            if let Err(
+                ProxyError::LocalResourceExhausted { .. }
+                | ProxyError::RequestBodyTimeout(_)
+                | ProxyError::BadRequest(_),
+            ) = &result
+            {
+                // The sidecar's own shortage, or the client's body failing while it was streamed
+                // to the backend, says nothing about the backend: the permit goes back without an
+                // outcome, and a retry would meet the same shortage or have no body to send.
                 drop(self.permit.take());
                 return result;
             }
@@ -300,6 +307,18 @@ async fn attempt(
                     Err(ProxyError::LocalResourceExhausted { upstream, kind }),
                     None,
                 );
+            }
+            // The client's body failed (stalled past the body read timeout, cut, malformed)
+            // while it was streamed: the client's fault, never the backend's.
+            if let PoolError::Request(ClientError::RequestBody(cause)) = &error {
+                let mapped = match body_read_timeout(cause.as_ref()) {
+                    Some(timeout) => ProxyError::RequestBodyTimeout(timeout),
+                    None => ProxyError::BadRequest(format!(
+                        "reading request body: {}",
+                        error_chain(cause.as_ref())
+                    )),
+                };
+                return (Err(mapped), None);
             }
             let detail = error_chain(&error);
             let mapped = if error.is_connect() {
