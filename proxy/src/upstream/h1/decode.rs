@@ -222,7 +222,8 @@ fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ClientError
 }
 
 /// RFC 9112 §6.3, in its order: no body for 1xx/204/304 and HEAD; Transfer-Encoding over
-/// Content-Length (and then no reuse: the two disagreeing is how responses are smuggled); a
+/// Content-Length (and then no reuse: the two disagreeing is how responses are smuggled), and
+/// refused in HTTP/1.0 (§6.1: faulty framing); a
 /// Content-Length must be one valid number (repeated identical values are allowed); otherwise
 /// the body runs to the end of the connection. Read from the parsed fields in one pass, before
 /// the header map is built. Returns the framing, whether the connection can be reused, and
@@ -244,15 +245,22 @@ fn framing(
         return Ok((Framing::Empty, keep_alive, drop_length));
     }
     match chunked_last {
+        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (hyper refuses it
+        // too); read to the close, the chunk lines would reach the client as body bytes.
+        Some(_) if version == Version::HTTP_10 => {
+            return Err(ClientError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 response".into(),
+            ));
+        }
         // Transfer-Encoding wins; reuse only without a Content-Length beside it.
-        Some(true) if version == Version::HTTP_11 => {
+        Some(true) => {
             return Ok((
                 Framing::Chunked,
                 keep_alive && length.is_none(),
                 drop_length,
             ));
         }
-        // Not chunked last (or HTTP/1.0): the body ends when the connection does.
+        // Not chunked last: the body ends when the connection does.
         Some(_) => return Ok((Framing::Close, false, drop_length)),
         None => {}
     }
