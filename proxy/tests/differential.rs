@@ -11,6 +11,7 @@
 //!
 //! hyper runs on a paused-clock runtime over `tokio::io::duplex`, so "hyper is still waiting
 //! for bytes" is detected by an auto-advancing timeout without real waiting.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
