@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// Generated cases per test: enough to cover every variant many times over, a few seconds in
 /// CI (`PROPTEST_CASES` raises it for a longer hunt).
-const CASES: u32 = 512;
+const CASES: u32 = 1024;
 
 /// Longest a side may wait for bytes that never come (paused clock: costs no real time).
 const WAIT: Duration = Duration::from_secs(5);

@@ -73,10 +73,12 @@ pub fn seed_and_data(input: &[u8]) -> Option<(u8, &[u8])> {
     input.split_first().map(|(seed, data)| (*seed, data))
 }
 
-/// A decoded body: its bytes and the trailer fields (`Debug` of the map), or why it failed.
+/// A decoded body.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Body {
+    /// The body's bytes, all data frames together.
     pub data: Vec<u8>,
+    /// The trailer fields (`Debug` of the map), if any.
     pub trailers: Option<String>,
 }
 
@@ -140,8 +142,11 @@ fn decode_length(n: u64, buf: &mut BytesMut, feeder: &mut Feeder<'_>) -> Result<
 /// its body, and the bytes left on the connection after it (the next pipelined message).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// The head's fields as the proxy sees them, or the refusal.
     pub head: Result<String, String>,
+    /// The body as framed (`None`: no body), or why it failed.
     pub body: Option<Result<Body, String>>,
+    /// Bytes after the message (the next pipelined one), delivered or not.
     pub rest: Vec<u8>,
 }
 
