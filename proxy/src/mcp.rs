@@ -142,6 +142,19 @@ fn json_string(raw: &RawValue) -> Option<String> {
     serde_json::from_str(text).ok()
 }
 
+/// A `tools/call`'s `params.name`: its text, `None` for a non-string (no tool: denied by
+/// per-tool authorization). A string that does not decode (a lone surrogate escape such as
+/// `\ud800`: valid JSON syntax, but no Unicode string) is refused, since the backend may read a
+/// name where the sidecar would see none and apply no per-tool rule.
+fn tool_name(raw: &RawValue) -> Result<Option<String>, ClassifyError> {
+    match json_string(raw) {
+        None if raw.get().starts_with('"') => Err(ClassifyError::Invalid(
+            "`params.name` is not a valid string".into(),
+        )),
+        name => Ok(name),
+    }
+}
+
 /// Why `text` is no envelope: not JSON at all (a parse error, -32700) or JSON of another shape
 /// (an invalid request, -32600), which JSON-RPC tells apart.
 fn envelope_error(text: &str, err: &serde_json::Error) -> ClassifyError {
@@ -207,7 +220,7 @@ fn classify_one(text: &str) -> Result<Message, ClassifyError> {
             let (tool, progress_token) = match env.params {
                 Some(p) => (
                     if method == "tools/call" {
-                        p.name.and_then(json_string)
+                        p.name.map(tool_name).transpose()?.flatten()
                     } else {
                         None
                     },
@@ -370,6 +383,21 @@ mod tests {
         assert_eq!(
             err,
             ClassifyError::Invalid("`method` must be a string".into())
+        );
+    }
+
+    #[test]
+    fn a_tool_name_with_a_lone_surrogate_is_an_invalid_request() {
+        // Found by the mcp_classify fuzz target: `\ud800` is valid JSON syntax but no string
+        // (serde_json refuses it, JavaScript keeps it). Read as "no tool", the call escaped the
+        // tool-scoped rate-limit rules, timeouts and breakers while reaching the backend.
+        let err = classify(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crawl\ud800"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ClassifyError::Invalid("`params.name` is not a valid string".into())
         );
     }
 

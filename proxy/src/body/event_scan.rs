@@ -3,7 +3,7 @@
 //! Only what [`EndpointRewriteBody`](super::EndpointRewriteBody) needs: it must find where each event
 //! ends in a stream that arrives in arbitrary pieces, and inspect one complete event. Line endings follow
 //! the SSE grammar: CRLF, LF or CR, where a CR at the end of the available bytes may still turn out to be
-//! the first half of a CRLF.
+//! the first half of a CRLF. Public for the fuzz targets (`proxy/fuzz`).
 
 use std::ops::Range;
 
@@ -12,7 +12,7 @@ const BOM: &[u8] = "\u{feff}".as_bytes();
 /// Splits an SSE byte stream into events; keeps its position in the line grammar between calls so input
 /// may be split anywhere.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct EventSplitter {
+pub struct EventSplitter {
     /// Bytes in the current line so far; 0 means the next terminator ends a blank line.
     line_len: usize,
     /// The previous byte was a CR, so an LF now completes a CRLF instead of ending another line.
@@ -22,7 +22,7 @@ pub(crate) struct EventSplitter {
 impl EventSplitter {
     /// Scans `bytes`, continuing where the previous call stopped, and returns the offset just past the
     /// first blank line (the end of an event), or `None` after consuming all of `bytes` without one.
-    pub(crate) fn find_event_end(&mut self, bytes: &[u8]) -> Option<usize> {
+    pub fn find_event_end(&mut self, bytes: &[u8]) -> Option<usize> {
         for (index, &byte) in bytes.iter().enumerate() {
             if std::mem::take(&mut self.after_cr) && byte == b'\n' {
                 // Second half of a CRLF whose CR already ended the line.
@@ -52,7 +52,7 @@ impl EventSplitter {
 
 /// What a complete event means for the endpoint rewrite.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum EventKind {
+pub enum EventKind {
     /// A block a client would not dispatch (comments only, no `data`): forward it untouched.
     Ignored,
     /// A dispatched event that is not `endpoint`: forward it untouched.
@@ -65,7 +65,7 @@ pub(super) enum EventKind {
 
 /// Classifies one complete event as produced by [`EventSplitter`]. `at_stream_start` says whether the
 /// event is the first bytes of the stream, where a UTF-8 byte order mark is ignored.
-pub(super) fn classify(event: &[u8], at_stream_start: bool) -> EventKind {
+pub fn classify(event: &[u8], at_stream_start: bool) -> EventKind {
     let skip = if at_stream_start && event.starts_with(BOM) {
         BOM.len()
     } else {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 
 mod endpoint;
-pub(crate) mod event_scan;
+pub mod event_scan;
 mod prefixed;
 mod read_timeout;
 mod sse;

@@ -222,7 +222,8 @@ fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ClientError
 }
 
 /// RFC 9112 §6.3, in its order: no body for 1xx/204/304 and HEAD; Transfer-Encoding over
-/// Content-Length (and then no reuse: the two disagreeing is how responses are smuggled); a
+/// Content-Length (and then no reuse: the two disagreeing is how responses are smuggled), and
+/// refused in HTTP/1.0 (§6.1: faulty framing); a
 /// Content-Length must be one valid number (repeated identical values are allowed); otherwise
 /// the body runs to the end of the connection. Read from the parsed fields in one pass, before
 /// the header map is built. Returns the framing, whether the connection can be reused, and

@@ -90,6 +90,23 @@ fn chunked_wins_over_content_length_and_the_connection_is_not_reused() {
 }
 
 #[test]
+fn an_http10_response_with_transfer_encoding_is_faulty_framing() {
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; relayed
+    // raw, its chunk lines would reach the client as body bytes (found by the differential test
+    // against hyper's client, which refuses it too).
+    for te in ["chunked", "gzip, chunked", "chunked, gzip"] {
+        let raw =
+            format!("HTTP/1.0 200 OK\r\ntransfer-encoding: {te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+        assert!(matches!(head(&raw), Err(ClientError::Malformed(_))), "{te}");
+    }
+    // Without a body there is nothing to frame: the field is passed on, as hyper does.
+    assert_eq!(
+        framing_of("HTTP/1.0 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n").0,
+        Framing::Empty
+    );
+}
+
+#[test]
 fn an_overridden_content_length_is_not_passed_on() {
     let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n")
         .unwrap()
