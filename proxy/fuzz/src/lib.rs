@@ -7,8 +7,13 @@
 //! decision depends on TCP segmentation is a desync waiting to happen (issue 14, finding 5).
 
 use bytes::BytesMut;
+use mcp_sidecar::downstream::chunked::RequestChunked;
 use mcp_sidecar::downstream::request::{BodyFraming, parse_request_head};
 use mcp_sidecar::upstream::h1::decode::{Chunked, Decoded, Framing, parse_head};
+
+/// The request body limit the harness decodes under: `listen.max_body_bytes`' default, so a
+/// chunk size past it is refused as the sidecar refuses it.
+pub const REQUEST_BODY_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// Delivers `data` into a read buffer in pieces whose lengths come from a seed (a small
 /// xorshift generator, so a crash reproduces from the input alone).
@@ -82,16 +87,56 @@ pub struct Body {
     pub trailers: Option<String>,
 }
 
-/// Runs the chunked decoder from `state` over `buf` and whatever `feeder` still delivers, as
-/// both legs' body loops do: hand on data, stop at the end, read more when it needs more.
+/// Runs the client leg's chunked decoder from `state` over `buf` and whatever `feeder` still
+/// delivers, as its body loop does: hand on data, stop at the end, read more when it needs more.
 pub fn decode_chunked(
     mut state: Chunked,
     buf: &mut BytesMut,
     feeder: &mut Feeder<'_>,
 ) -> Result<Body, String> {
+    let body = decode_chunked_with(
+        |buf| state.decode(buf).map_err(|e| e.to_string()),
+        buf,
+        feeder,
+    );
+    if body.is_ok() {
+        assert_eq!(state, Chunked::Done);
+    }
+    body
+}
+
+/// Runs the server leg's strict request decoder (`downstream::chunked`, at most `limit` data
+/// bytes) the same way.
+pub fn decode_request_chunked(
+    limit: u64,
+    buf: &mut BytesMut,
+    feeder: &mut Feeder<'_>,
+) -> Result<Body, String> {
+    let mut state = RequestChunked::new(limit);
+    let body = decode_chunked_with(
+        |buf| state.decode(buf).map_err(|e| e.to_string()),
+        buf,
+        feeder,
+    );
+    if let Ok(body) = &body {
+        assert!(state.is_done());
+        assert!(
+            body.data.len() as u64 <= limit,
+            "a body past the limit was accepted"
+        );
+    }
+    body
+}
+
+/// Drives a chunked decoder (`decode`) over `buf` and the feeder until the body ends or fails.
+fn decode_chunked_with(
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Decoded, String>,
+    buf: &mut BytesMut,
+    feeder: &mut Feeder<'_>,
+) -> Result<Body, String> {
     let mut data = Vec::new();
     loop {
-        match state.decode(buf) {
+        match decode(buf) {
             Ok(Decoded::Data(bytes)) => {
                 assert!(
                     !bytes.is_empty(),
@@ -101,14 +146,12 @@ pub fn decode_chunked(
             }
             Ok(Decoded::Trailers(map)) => {
                 assert!(!map.is_empty(), "trailers reported without fields");
-                assert_eq!(state, Chunked::Done);
                 return Ok(Body {
                     data,
                     trailers: Some(format!("{map:?}")),
                 });
             }
             Ok(Decoded::Done) => {
-                assert_eq!(state, Chunked::Done);
                 return Ok(Body {
                     data,
                     trailers: None,
@@ -119,7 +162,7 @@ pub fn decode_chunked(
                     return Err("incomplete".into());
                 }
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -203,7 +246,11 @@ pub fn serve_request(mut feeder: Feeder<'_>) -> Outcome {
     let body = match head.framing {
         BodyFraming::Empty => None,
         BodyFraming::Length(n) => Some(decode_length(n, &mut buf, &mut feeder)),
-        BodyFraming::Chunked => Some(decode_chunked(Chunked::Size, &mut buf, &mut feeder)),
+        BodyFraming::Chunked => Some(decode_request_chunked(
+            REQUEST_BODY_LIMIT,
+            &mut buf,
+            &mut feeder,
+        )),
     };
     Outcome::new(Ok(shown), body, &buf, &feeder)
 }
