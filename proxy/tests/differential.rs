@@ -115,7 +115,11 @@ fn pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Bytes> {
 /// leniencies the decoder needed (the bytes it consumed checked against the strict grammar).
 fn own_chunked(buf: &mut BytesMut, rest: &mut std::vec::IntoIter<Bytes>) -> (BodyOutcome, u8) {
     let mut state = Chunked::Size;
-    own_chunked_with(|buf| state.decode(buf).map_err(|e| e.to_string()), buf, rest)
+    own_chunked_with(
+        |buf| state.decode(buf).map_err(|e| e.to_string()),
+        buf,
+        rest,
+    )
 }
 
 /// The server leg's strict request decoder (`downstream::chunked`) over `buf` and the pieces
@@ -125,7 +129,11 @@ fn own_request_chunked(
     rest: &mut std::vec::IntoIter<Bytes>,
 ) -> (BodyOutcome, u8) {
     let mut state = RequestChunked::new(u64::MAX);
-    own_chunked_with(|buf| state.decode(buf).map_err(|e| e.to_string()), buf, rest)
+    own_chunked_with(
+        |buf| state.decode(buf).map_err(|e| e.to_string()),
+        buf,
+        rest,
+    )
 }
 
 /// Runs a chunked decoder (`decode`) as the body loops do.

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod attack;
+pub mod raw;
 
 /// A sidecar running on the test's runtime.
 #[derive(Debug)]

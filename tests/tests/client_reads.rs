@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use mcp_e2e_tests::raw::{closes_within, field, read_answer};
 use mcp_e2e_tests::{RunningSidecar, call, start};
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use mcp_sidecar::config::Config;
@@ -43,66 +44,6 @@ fn post(body: &str, extra: &str) -> String {
         "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
          accept: application/json, text/event-stream\r\n{extra}content-length: {}\r\n\r\n{body}",
         body.len()
-    )
-}
-
-/// One answer read off `stream`: status, lower-cased fields and the body by its
-/// `content-length`. `None` if the connection closes first.
-async fn read_answer(
-    stream: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> Option<(u16, Vec<(String, String)>, String)> {
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
-    buf.drain(..end + 4);
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
-    let fields: Vec<(String, String)> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k.to_ascii_lowercase(), v.to_owned())
-        })
-        .collect();
-    let length: usize = fields
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    while buf.len() < length {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed inside a body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8(buf.drain(..length).collect()).unwrap();
-    Some((status, fields, body))
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// True once the peer has closed (reads end of stream) within `within`.
-async fn closes_within(stream: &mut TcpStream, within: Duration) -> bool {
-    let mut rest = [0u8; 1024];
-    matches!(
-        tokio::time::timeout(within, async {
-            while stream.read(&mut rest).await.unwrap_or(0) > 0 {}
-        })
-        .await,
-        Ok(())
     )
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use mcp_e2e_tests::raw::{closes_within, field, read_answer_buffered};
 use mcp_e2e_tests::{call, config, start, upstream};
 use mcp_fixtures::FixtureServer;
 use serde_json::{Value, json};
@@ -24,72 +25,12 @@ fn post(body: &str, extra: &str) -> String {
     )
 }
 
-/// One answer read off `stream`: status line and fields (lower-cased names) and the body by
-/// its `content-length`. `None` if the connection closes first.
-async fn read_answer(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> Option<(u16, Vec<(String, String)>, String)> {
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
-    buf.drain(..end + 4);
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
-    let fields: Vec<(String, String)> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(": ").unwrap();
-            (k.to_ascii_lowercase(), v.to_owned())
-        })
-        .collect();
-    let length: usize = fields
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    while buf.len() < length {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed inside a body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8(buf.drain(..length).collect()).unwrap();
-    Some((status, fields, body))
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 fn echoed(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap();
     v["result"]["content"][0]["text"]
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-/// True once the peer has closed (reads end of stream) within `within`.
-async fn closes_within(stream: &mut TcpStream, within: Duration) -> bool {
-    let mut rest = [0u8; 1024];
-    matches!(
-        tokio::time::timeout(within, async {
-            while stream.read(&mut rest).await.unwrap_or(0) > 0 {}
-        })
-        .await,
-        Ok(())
-    )
 }
 
 #[tokio::test]
@@ -104,17 +45,17 @@ async fn pipelined_requests_on_one_connection_are_answered_in_order() {
     );
     s.write_all(both.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    let (status, fields, body) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, fields, body) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!((status, echoed(&body).as_str()), (200, "first"));
     assert!(field(&fields, "x-request-id").is_some());
     assert!(field(&fields, "date").is_some());
-    let (status, _, body) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, _, body) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!((status, echoed(&body).as_str()), (200, "second"));
     // Still open: a third request on the same connection.
     s.write_all(post(&call(3, "echo", json!({"text": "third"})), "").as_bytes())
         .await
         .unwrap();
-    let (_, _, body) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (_, _, body) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!(echoed(&body), "third");
     assert_eq!(backend.stats().by_tool["echo"], 3);
 }
@@ -140,7 +81,7 @@ async fn a_chunked_upload_sent_in_pieces_is_forwarded_whole() {
         .await
         .unwrap();
     let mut buf = Vec::new();
-    let (status, _, answer) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, _, answer) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!(status, 200, "{answer}");
     assert_eq!(echoed(&answer), "in pieces");
 }
@@ -159,7 +100,7 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     assert_eq!(&interim[..], b"HTTP/1.1 100 Continue\r\n\r\n");
     s.write_all(body.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    let (status, _, answer) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, _, answer) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!((status, echoed(&answer).as_str()), (200, "after continue"));
 }
 
@@ -176,13 +117,13 @@ async fn a_body_left_unread_is_drained_and_the_connection_reused() {
     );
     s.write_all(request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    let (status, fields, _) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, fields, _) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!(status, 404);
     assert_eq!(field(&fields, "connection"), None, "kept alive: {fields:?}");
     s.write_all(post(&call(6, "echo", json!({"text": "next"})), "").as_bytes())
         .await
         .unwrap();
-    let (status, _, body) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, _, body) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!((status, echoed(&body).as_str()), (200, "next"));
 }
 
@@ -202,7 +143,7 @@ async fn an_unread_body_over_the_drain_limit_closes_the_connection_after_the_ans
     .await
     .unwrap();
     let mut buf = Vec::new();
-    let (status, fields, _) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, fields, _) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!(status, 404);
     assert_eq!(field(&fields, "connection"), Some("close"));
     assert!(closes_within(&mut s, Duration::from_secs(5)).await);
@@ -217,7 +158,7 @@ async fn a_client_still_waiting_for_100_continue_gets_the_refusal_and_a_close() 
         .await
         .unwrap();
     let mut buf = Vec::new();
-    let (status, fields, _) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, fields, _) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!(status, 404, "no 100 Continue first");
     assert_eq!(field(&fields, "connection"), Some("close"));
     assert!(closes_within(&mut s, Duration::from_secs(5)).await);
@@ -253,7 +194,7 @@ async fn unreadable_heads_get_a_json_error_naming_the_problem_and_a_close() {
         let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
-        let (status, fields, body) = read_answer(&mut s, &mut buf).await.unwrap();
+        let (status, fields, body) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
         assert_eq!(status, want_status, "{request:?}: {body}");
         assert_eq!(field(&fields, "connection"), Some("close"));
         assert_eq!(field(&fields, "content-type"), Some("application/json"));
@@ -281,7 +222,7 @@ async fn http_1_0_clients_are_answered_and_closed_unless_they_ask_for_keep_alive
     let mut s = TcpStream::connect(sidecar.addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    let (status, fields, answer) = read_answer(&mut s, &mut buf).await.unwrap();
+    let (status, fields, answer) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
     assert_eq!((status, echoed(&answer).as_str()), (200, "old"));
     assert_eq!(field(&fields, "connection"), Some("close"));
     assert!(closes_within(&mut s, Duration::from_secs(5)).await);
@@ -293,7 +234,7 @@ async fn http_1_0_clients_are_answered_and_closed_unless_they_ask_for_keep_alive
         .unwrap();
     let mut buf = Vec::new();
     for _ in 0..2 {
-        let (status, fields, _) = read_answer(&mut s, &mut buf).await.unwrap();
+        let (status, fields, _) = read_answer_buffered(&mut s, &mut buf).await.unwrap();
         assert_eq!(status, 200);
         assert_eq!(field(&fields, "connection"), Some("keep-alive"));
     }
@@ -312,12 +253,12 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
         s.write_all(post(&call(i, "echo", json!({"text": "x"})), "").as_bytes())
             .await
             .unwrap();
-        assert_eq!(read_answer(&mut s, &mut buf).await.unwrap().0, 200);
+        assert_eq!(read_answer_buffered(&mut s, &mut buf).await.unwrap().0, 200);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let idle_from = tokio::time::Instant::now();
     assert!(
-        read_answer(&mut s, &mut buf).await.is_none(),
+        read_answer_buffered(&mut s, &mut buf).await.is_none(),
         "closed, no answer"
     );
     let idle = idle_from.elapsed() + Duration::from_secs(2);
@@ -336,7 +277,10 @@ async fn shutdown_closes_idle_connections_and_lets_a_busy_one_finish_with_close(
     idle.write_all(post(&call(1, "echo", json!({"text": "x"})), "").as_bytes())
         .await
         .unwrap();
-    assert_eq!(read_answer(&mut idle, &mut buf).await.unwrap().0, 200);
+    assert_eq!(
+        read_answer_buffered(&mut idle, &mut buf).await.unwrap().0,
+        200
+    );
     let mut busy = TcpStream::connect(sidecar.addr).await.unwrap();
     busy.write_all(post(&call(2, "sleep", json!({"ms": 500})), "").as_bytes())
         .await
@@ -351,7 +295,7 @@ async fn shutdown_closes_idle_connections_and_lets_a_busy_one_finish_with_close(
         "the idle connection closes at once"
     );
     let mut buf = Vec::new();
-    let (status, fields, body) = read_answer(&mut busy, &mut buf).await.unwrap();
+    let (status, fields, body) = read_answer_buffered(&mut busy, &mut buf).await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(field(&fields, "connection"), Some("close"));
     assert!(closes_within(&mut busy, Duration::from_secs(2)).await);
