@@ -259,13 +259,63 @@ fn request_content_length(value: &[u8]) -> Result<u64, String> {
     })
 }
 
-/// Whether a `Host` value is `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2): no
-/// userinfo, no spaces or other bytes a URI authority cannot hold, not empty (the sidecar's
-/// targets always have an authority, so the RFC's empty Host for authority-less URIs never
-/// applies).
+/// Whether a `Host` value is `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2): an IP
+/// literal in brackets or a reg-name (unreserved, sub-delims, percent-encoded bytes), then an
+/// optional port of digits. No userinfo, no spaces, not empty (the sidecar's targets always have
+/// an authority, so the RFC's empty Host for authority-less URIs never applies). Checked on the
+/// bytes, without building a `Uri` (every request pays it).
 fn is_host_value(value: &[u8]) -> bool {
     let value = value.trim_ascii();
-    !value.is_empty() && !value.contains(&b'@') && http::uri::Authority::try_from(value).is_ok()
+    let (host, port) = match value.first() {
+        None => return false,
+        Some(b'[') => match value.iter().position(|b| *b == b']') {
+            Some(end) => {
+                let literal = &value[1..end];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+                if !ok {
+                    return false;
+                }
+                (&value[..=end], &value[end + 1..])
+            }
+            None => return false,
+        },
+        Some(_) => match value.iter().rposition(|b| *b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &value[value.len()..]),
+        },
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && !host.is_empty() && (host[0] == b'[' || is_reg_name(host))
+}
+
+/// RFC 3986 `reg-name`: unreserved and sub-delims characters and `%XX` escapes.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                let escape = name.get(i + 1..i + 3);
+                if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() => {}
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
+            | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// What the `Transfer-Encoding` fields of a request say, gathered field by field.

@@ -188,17 +188,29 @@ fn a_host_that_is_not_an_authority_is_refused() {
         "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: \r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: :80\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n",
     ] {
         let (status, message) = refusal(raw);
         assert_eq!(status, 400, "{raw:?}: {message}");
         assert!(message.contains("Host"), "{message}");
     }
-    assert_eq!(
-        head("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
-            .parts
-            .headers["host"],
-        "[::1]:8080"
-    );
+    for host in [
+        "[::1]:8080",
+        "localhost",
+        "localhost:8080",
+        "a.b-c_d~e",
+        "127.0.0.1:80",
+        "x%41y",
+        "a:",
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_eq!(head(&raw).parts.headers["host"], host);
+    }
 }
 
 #[test]
