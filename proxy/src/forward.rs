@@ -35,12 +35,12 @@ use crate::body::{
 use crate::cors::{self, Cors};
 use crate::downstream::body::BodyError;
 use crate::error::ProxyError;
+use crate::flood_logs::FloodLogs;
 use crate::headers::{self, ForwardContext};
 use crate::limits::{self, Limits};
 use crate::mcp::{self, Classified};
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
-use crate::rate_limited_log::FloodLogs;
 use crate::resilience::{self, Resilience};
 use crate::upstream::check_path;
 use crate::upstream::{Router, Upstream};

@@ -48,6 +48,7 @@ pub mod demo;
 pub mod downstream;
 pub mod error;
 pub mod fd_budget;
+pub mod flood_logs;
 pub mod forward;
 pub mod headers;
 pub mod health;

@@ -13,9 +13,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::ProxyError;
-use crate::local_resources::LocalResource;
-
 /// Interval of a flood's log lines: one line per kind every 10 s is few enough to read beside
 /// the access log and often enough that an operator tailing it sees within seconds that the
 /// failures go on (the metrics count each one).
@@ -66,45 +63,6 @@ impl RateLimitedLog {
         // Not yet, or another thread wrote the line for this interval.
         self.suppressed.fetch_add(1, Ordering::Relaxed);
         None
-    }
-}
-
-/// The limiters of the error answers that come in floods, one per reason (and per kind of local
-/// resource): a request fast-failed by an open circuit, shed at a cap, or refused for want of
-/// descriptors. The circuit's state changes are logged by the breaker itself, once each.
-#[derive(Debug)]
-pub struct FloodLogs {
-    circuit_open: RateLimitedLog,
-    overloaded: RateLimitedLog,
-    local_resources: [RateLimitedLog; LocalResource::ALL.len()],
-}
-
-impl FloodLogs {
-    /// Limiters allowing one line per `interval` each.
-    pub fn new(interval: Duration) -> Self {
-        Self {
-            circuit_open: RateLimitedLog::new(interval),
-            overloaded: RateLimitedLog::new(interval),
-            local_resources: LocalResource::ALL.map(|_| RateLimitedLog::new(interval)),
-        }
-    }
-
-    /// The limiter of `err`'s lines, or `None` when each of them is logged.
-    pub fn limiter(&self, err: &ProxyError) -> Option<&RateLimitedLog> {
-        match err {
-            ProxyError::CircuitOpen { .. } => Some(&self.circuit_open),
-            ProxyError::Overloaded { .. } => Some(&self.overloaded),
-            ProxyError::LocalResourceExhausted { kind, .. } => {
-                self.local_resources.get(kind.index())
-            }
-            _ => None,
-        }
-    }
-}
-
-impl Default for FloodLogs {
-    fn default() -> Self {
-        Self::new(FLOOD_LOG_INTERVAL)
     }
 }
 

@@ -151,24 +151,12 @@ async fn lenient_request_framing_is_refused_and_never_reaches_the_backend() {
 #[tokio::test]
 async fn an_http_1_0_response_with_transfer_encoding_is_a_502_not_relayed() {
     // RFC 9112 §6.1: faulty framing. Before, the body was relayed raw, read to the close.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                if s.read(&mut buf).await.unwrap_or(0) > 0 {
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\
-                              transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-                        )
-                        .await;
-                }
-            });
-        }
-    });
+    let backend = mcp_fixtures::RawBackend::start().await.unwrap();
+    backend.set_answer(
+        &b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\
+           transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"[..],
+    );
+    let addr = backend.addr();
     let sidecar = start(config(vec![upstream(format!("http://{addr}/mcp"), None)])).await;
     let resp = mcp_e2e_tests::post(&sidecar, "/mcp", call(7, "echo", json!({"text": "x"}))).await;
     assert_eq!(resp.status(), 502);

@@ -5,26 +5,13 @@
 //! bytes are split.
 #![no_main]
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mcp_sidecar_fuzz::{Feeder, REQUEST_BODY_LIMIT, decode_request_chunked, seed_and_data};
-
-fn run(mut feeder: Feeder<'_>) -> (Result<mcp_sidecar_fuzz::Body, String>, Vec<u8>) {
-    let mut buf = BytesMut::new();
-    let body = decode_request_chunked(REQUEST_BODY_LIMIT, &mut buf, &mut feeder);
-    let mut rest = buf.to_vec();
-    rest.extend_from_slice(feeder.remaining());
-    (body, rest)
-}
+use mcp_sidecar_fuzz::{
+    REQUEST_BODY_LIMIT, assert_chunked_split_invariant, decode_request_chunked,
+};
 
 fuzz_target!(|input: &[u8]| {
-    let Some((seed, data)) = seed_and_data(input) else {
-        return;
-    };
-    let whole = run(Feeder::whole(data));
-    let split = run(Feeder::split(data, seed));
-    assert_eq!(
-        whole, split,
-        "the outcome depends on how the bytes were split"
-    );
+    assert_chunked_split_invariant(input, |buf, feeder| {
+        decode_request_chunked(REQUEST_BODY_LIMIT, buf, feeder)
+    });
 });

@@ -128,6 +128,31 @@ pub fn decode_request_chunked(
     body
 }
 
+/// Runs `decode` (a chunked decoder driven over a buffer and a feeder) on `input`'s data
+/// delivered whole and in the pieces its seed byte chooses, and asserts the same body, trailers
+/// and leftover bytes (the next pipelined message) either way. The chunked targets' body.
+pub fn assert_chunked_split_invariant(
+    input: &[u8],
+    decode: impl Fn(&mut BytesMut, &mut Feeder<'_>) -> Result<Body, String>,
+) {
+    let Some((seed, data)) = seed_and_data(input) else {
+        return;
+    };
+    let run = |mut feeder: Feeder<'_>| {
+        let mut buf = BytesMut::new();
+        let body = decode(&mut buf, &mut feeder);
+        let mut rest = buf.to_vec();
+        rest.extend_from_slice(feeder.remaining());
+        (body, rest)
+    };
+    let whole = run(Feeder::whole(data));
+    let split = run(Feeder::split(data, seed));
+    assert_eq!(
+        whole, split,
+        "the outcome depends on how the bytes were split"
+    );
+}
+
 /// Drives a chunked decoder (`decode`) over `buf` and the feeder until the body ends or fails.
 fn decode_chunked_with(
     mut decode: impl FnMut(&mut BytesMut) -> Result<Decoded, String>,
