@@ -42,6 +42,7 @@ dict_for() {
     mcp_classify) echo fuzz/dict/jsonrpc.dict ;;
     sse_scan) echo fuzz/dict/sse.dict ;;
     config_load) echo fuzz/dict/toml.dict ;;
+    path_rule) echo fuzz/dict/path.dict ;;
   esac
 }
 
