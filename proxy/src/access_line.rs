@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cli::LogFormat;
+use crate::log_writer::LogFormat;
 
 /// The fields of one access-log line, in the order they are written.
 #[derive(Debug, Clone, Copy)]

@@ -130,7 +130,7 @@ impl Admin {
                     Ok(conn) => conn,
                     Err(e) => {
                         accept_errors.record(&e);
-                        tokio::time::sleep(crate::server::ACCEPT_ERROR_BACKOFF).await;
+                        tokio::time::sleep(crate::local_resources::ACCEPT_ERROR_BACKOFF).await;
                         continue;
                     }
                 },

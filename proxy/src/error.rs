@@ -133,9 +133,9 @@ pub enum ProxyError {
     },
     /// A rate-limit rule (or the per-principal stream cap) refused the request (429).
     #[error("{0}")]
-    RateLimited(Box<crate::limits::Rejection>),
+    RateLimited(Box<Rejection>),
     /// A concurrency cap is reached: the request is shed at once instead of queued (503).
-    #[error("{}", crate::limits::overload_message(scope, upstream, *limit, *retry_after))]
+    #[error("{}", overload_message(scope, upstream, *limit, *retry_after))]
     Overloaded {
         /// Which cap: `global`, `upstream` or `streams`.
         scope: &'static str,
@@ -368,8 +368,8 @@ impl ProxyError {
         match self {
             Self::RateLimited(r) => {
                 headers.insert(header::RETRY_AFTER, r.retry_after_secs().into());
-                headers.insert(crate::limits::RATELIMIT_POLICY.clone(), r.policy.clone());
-                headers.insert(crate::limits::RATELIMIT.clone(), r.state.clone());
+                headers.insert(crate::headers::RATELIMIT_POLICY.clone(), r.policy.clone());
+                headers.insert(crate::headers::RATELIMIT.clone(), r.state.clone());
             }
             Self::Overloaded { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
@@ -384,6 +384,95 @@ impl ProxyError {
         }
         response
     }
+}
+
+/// Why a request was refused by a rate limit (a 429). Built here, answered by [`ProxyError`].
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The policy that refused.
+    pub rule: std::sync::Arc<str>,
+    /// Time until the request would be admitted.
+    pub retry_after: Duration,
+    /// `RateLimit-Policy` value.
+    pub policy: HeaderValue,
+    /// `RateLimit` value (`r=0`, `t` = the `Retry-After` seconds).
+    pub state: HeaderValue,
+    /// Human-readable reason.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// `Retry-After` in whole seconds, rounded up (and at least 1), so a client that waits this
+    /// long is admitted.
+    pub fn retry_after_secs(&self) -> u64 {
+        retry_after_secs(self.retry_after)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// The message of a shed answer ([`ProxyError::Overloaded`]), naming the cap's setting.
+pub fn overload_message(
+    scope: &str,
+    upstream: &str,
+    limit: usize,
+    retry_after: Duration,
+) -> String {
+    let secs = retry_after_secs(retry_after);
+    match scope {
+        "upstream" => format!(
+            "upstream `{upstream}` has {limit} requests in flight, its cap \
+             (upstream.max_in_flight); retry in {secs} s"
+        ),
+        "streams" => format!(
+            "{limit} standalone streams are open, the sidecar's cap (limits.max_streams); \
+             retry in {secs} s"
+        ),
+        _ => format!(
+            "the sidecar has {limit} requests in flight, its cap (limits.max_in_flight); \
+             retry in {secs} s"
+        ),
+    }
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({field}): {source}")]
+    Bind {
+        /// Config field of the address.
+        field: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// `error: cause: cause` for logs and error bodies; hyper's top-level messages alone are vague.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -591,21 +591,6 @@ where
     }
 }
 
-/// `error: cause: cause` for logs and error bodies; hyper's top-level messages alone are vague.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 #[cfg(unix)]
 #[path = "forward_failure_tests.rs"]

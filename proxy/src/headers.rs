@@ -8,6 +8,10 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the policies that apply.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: what is left of the binding policy, and when it resets.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `X-Request-Id`: propagated from the client when sane, generated otherwise, returned downstream.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Forwarded-For`: the client chain, with our peer appended.

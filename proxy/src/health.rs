@@ -285,7 +285,7 @@ async fn active_check(upstream: &Upstream) -> Result<(), Failed> {
             if let Some(resource) = e.is_connect().then(|| LocalResource::find(&e)).flatten() {
                 return Err(Failed::Local(resource));
             }
-            return Err(format!("{what}: {}", crate::forward::error_chain(&e)).into());
+            return Err(format!("{what}: {}", crate::error::error_chain(&e)).into());
         }
         Err(_) => return Err(format!("{what}: no answer within {:?}", hc.timeout).into()),
     };

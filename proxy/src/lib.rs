@@ -59,6 +59,7 @@ pub mod log_writer;
 pub mod mcp;
 pub mod metrics;
 pub mod observe;
+pub mod principal;
 pub mod rate_limited_log;
 pub mod replay_io;
 pub mod resilience;
@@ -68,4 +69,5 @@ pub mod tls;
 pub mod upstream;
 
 pub use config::Config;
-pub use server::{Sidecar, StartError};
+pub use error::StartError;
+pub use server::Sidecar;

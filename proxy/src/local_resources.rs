@@ -22,6 +22,9 @@ use crate::rate_limited_log::{FLOOD_LOG_INTERVAL, RateLimitedLog};
 /// retries of many clients without idling them long (as `limits.shed_retry_after`'s default).
 pub const LOCAL_RESOURCES_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Pause after a failed `accept` (e.g. EMFILE) so a full fd table does not spin the loop.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Which local resource ran out (the errno the system call failed with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LocalResource {
@@ -125,7 +128,7 @@ impl LocalResource {
 
 /// A listener's failed `accept`s: counted when the sidecar ran out of something (`EMFILE` when
 /// the descriptor table is full), logged at most once per interval per kind; the accept loop
-/// pauses after each (`server::ACCEPT_ERROR_BACKOFF`) instead of spinning on a full table.
+/// pauses after each ([`ACCEPT_ERROR_BACKOFF`]) instead of spinning on a full table.
 #[derive(Debug)]
 pub struct AcceptErrors {
     listener: &'static str,

@@ -23,41 +23,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::body::{BodyReadLimits, BoxError};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::downstream::body::READ_BUF_BYTES;
 use crate::downstream::{self, drain, drain::Drain};
+use crate::error::StartError;
 use crate::forward::{ConnInfo, Proxy};
 use crate::health::{self, Readiness};
 use crate::limits::Limits;
-use crate::local_resources::AcceptErrors;
+use crate::local_resources::{ACCEPT_ERROR_BACKOFF, AcceptErrors};
 use crate::metrics::Metrics;
 use crate::replay_io::ReplayIo;
 use crate::resilience::Resilience;
 use crate::upstream::{Router, Upstream};
-
-/// Pause after a failed `accept` (e.g. EMFILE) so a full fd table does not spin the loop.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Why the sidecar could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({field}): {source}")]
-    Bind {
-        /// Config field of the address.
-        field: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Metrics could not be registered (a bug).
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-}
 
 /// A bound, not yet serving, sidecar.
 pub struct Sidecar {

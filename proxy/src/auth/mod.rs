@@ -25,7 +25,6 @@ pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
-pub mod principal;
 pub mod prm;
 
 use std::sync::Arc;
@@ -42,13 +41,13 @@ use crate::body::{BoxError, ProxyBody, read_prefix};
 use crate::config::auth::is_hmac;
 use crate::config::{Config, ConfigError};
 use crate::error::ProxyError;
+use crate::error::StartError;
 use crate::mcp::{self, Classified, Kind};
 use crate::metrics::Metrics;
-use crate::server::StartError;
 use crate::upstream::ByName;
 use crate::upstream::Upstream;
 
-pub use principal::{Principal, Source};
+pub use crate::principal::{self, Principal, Source};
 
 use apikey::ApiKeys;
 use authz::Rules;

@@ -211,7 +211,7 @@ fn validate_rule(rule: &RateLimitRule, field: &str) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if rule.name == crate::limits::STREAMS_POLICY {
+    if rule.name == super::STREAMS_POLICY {
         return Err(ConfigError::invalid(
             format!("{field}.name"),
             format!(

@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Policy name of the per-principal stream cap in headers and metrics (reserved for rules).
+pub const STREAMS_POLICY: &str = "streams-per-principal";
+
 pub use auth::{
     ApiKeyConfig, AuthConfig, CredentialConfig, JwtIssuerConfig, RuleConfig, Secret,
     UpstreamAuthConfig,

@@ -41,7 +41,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method, Response};
+use http::{HeaderValue, Method, Response};
 use http_body_util::BodyExt;
 use prometheus::Registry;
 use tokio::sync::Notify;
@@ -57,51 +57,18 @@ pub use store::{CappedStore, Probe, SLOT_BYTES};
 
 use crate::body::ProxyBody;
 use crate::config::Config;
-use crate::error::{ProxyError, retry_after_secs};
+pub use crate::config::STREAMS_POLICY;
+use crate::error::{ProxyError, Rejection, retry_after_secs};
 use crate::forward::RequestContext;
+use crate::headers::{RATELIMIT, RATELIMIT_POLICY};
 use crate::upstream::ByName;
 use crate::upstream::Upstream;
 use evaluate::header_value;
 use inflight::PerKeyStreams;
 
-/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the policies that apply.
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-/// `RateLimit`: what is left of the binding policy, and when it resets.
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-/// Policy name of the per-principal stream cap in headers and metrics (reserved for rules).
-pub const STREAMS_POLICY: &str = "streams-per-principal";
 /// Early sweeps (asked for when a rule meets its key cap) are at least this far apart, so a key
 /// flood cannot turn the sweeper into a busy loop.
 pub const MIN_EARLY_SWEEP_SPACING: Duration = Duration::from_secs(1);
-
-/// Why a request was refused by a rate limit (a 429). Built here, answered by [`ProxyError`].
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    /// The policy that refused.
-    pub rule: Arc<str>,
-    /// Time until the request would be admitted.
-    pub retry_after: Duration,
-    /// `RateLimit-Policy` value.
-    pub policy: HeaderValue,
-    /// `RateLimit` value (`r=0`, `t` = the `Retry-After` seconds).
-    pub state: HeaderValue,
-    /// Human-readable reason.
-    pub detail: String,
-}
-
-impl Rejection {
-    /// `Retry-After` in whole seconds, rounded up (and at least 1), so a client that waits this
-    /// long is admitted.
-    pub fn retry_after_secs(&self) -> u64 {
-        retry_after_secs(self.retry_after)
-    }
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
 
 /// What a request holds from the limits while it is served (lives in [`RequestContext`]).
 #[derive(Debug, Default)]
@@ -448,29 +415,5 @@ impl Limits {
 
     fn rule(&self, name: &str) -> Option<&Rule> {
         self.all_rules().find(|r| &*r.name == name)
-    }
-}
-
-/// The message of a shed answer ([`ProxyError::Overloaded`]), naming the cap's setting.
-pub fn overload_message(
-    scope: &str,
-    upstream: &str,
-    limit: usize,
-    retry_after: Duration,
-) -> String {
-    let secs = retry_after_secs(retry_after);
-    match scope {
-        "upstream" => format!(
-            "upstream `{upstream}` has {limit} requests in flight, its cap \
-             (upstream.max_in_flight); retry in {secs} s"
-        ),
-        "streams" => format!(
-            "{limit} standalone streams are open, the sidecar's cap (limits.max_streams); \
-             retry in {secs} s"
-        ),
-        _ => format!(
-            "the sidecar has {limit} requests in flight, its cap (limits.max_in_flight); \
-             retry in {secs} s"
-        ),
     }
 }

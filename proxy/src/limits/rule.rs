@@ -15,9 +15,9 @@ use tokio::sync::Notify;
 use super::client_ip::Glob;
 use super::clock::TokioClock;
 use super::store::{CappedStore, Probe, Receipt, StoreMetrics, take_receipt};
-use crate::auth::principal::{Principal, Source};
 use crate::config::{KeyPart, RateLimitRule};
 use crate::mcp::{Kind, Message};
+use crate::principal::{Principal, Source};
 
 /// Who sent a request, as far as rate-limit keys care. Built once per request.
 #[derive(Debug, Clone, Copy)]

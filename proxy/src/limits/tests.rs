@@ -12,9 +12,9 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::auth::principal::{Principal, Source};
 use crate::config::Config;
 use crate::mcp;
+use crate::principal::{Principal, Source};
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

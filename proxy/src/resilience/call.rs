@@ -16,7 +16,7 @@ use super::machine::Outcome;
 use super::{ResilienceMetrics, UpstreamPolicy};
 use crate::body::{ProxyBody, body_read_timeout, full};
 use crate::error::ProxyError;
-use crate::forward::error_chain;
+use crate::error::error_chain;
 use crate::local_resources::LocalResource;
 use crate::metrics::{self, Metrics};
 use crate::upstream::h1::ClientError;

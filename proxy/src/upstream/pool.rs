@@ -547,10 +547,7 @@ mod tests {
         let pool = pool(&target, 8, Duration::from_secs(30));
         let err = pool.request(get(&target, "/")).await.unwrap_err();
         assert!(err.is_connect(), "{err:?}");
-        assert!(
-            crate::forward::error_chain(&err).contains("onnect"),
-            "{err}"
-        );
+        assert!(crate::error::error_chain(&err).contains("onnect"), "{err}");
     }
 
     #[tokio::test]
