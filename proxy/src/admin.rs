@@ -122,7 +122,7 @@ impl Admin {
     /// Serves admin requests on `listener` until `cancel` fires.
     pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) {
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let accept_errors = crate::local_resources::AcceptErrors::new("admin", &self.metrics);
+        let accept_errors = crate::accept_errors::AcceptErrors::new("admin", &self.metrics);
         loop {
             let (stream, _) = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -130,7 +130,7 @@ impl Admin {
                     Ok(conn) => conn,
                     Err(e) => {
                         accept_errors.record(&e);
-                        tokio::time::sleep(crate::local_resources::ACCEPT_ERROR_BACKOFF).await;
+                        tokio::time::sleep(crate::accept_errors::ACCEPT_ERROR_BACKOFF).await;
                         continue;
                     }
                 },

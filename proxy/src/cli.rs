@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use crate::log_writer::LogFormat;
+pub use crate::access_line::LogFormat;
 
 use crate::config::{Config, ConfigError};
 use crate::log_writer::LogWriter;

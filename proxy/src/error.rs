@@ -386,6 +386,18 @@ impl ProxyError {
     }
 }
 
+impl From<crate::codec::request::HeadError> for ProxyError {
+    fn from(err: crate::codec::request::HeadError) -> Self {
+        use crate::codec::request::HeadError;
+        match err {
+            HeadError::TooLarge { limit, what } => Self::RequestHeadTooLarge { limit, what },
+            HeadError::Malformed(why) => Self::BadRequest(why),
+            HeadError::UnsupportedTransferCoding(coding) => Self::UnsupportedTransferCoding(coding),
+            HeadError::ExpectationFailed(expect) => Self::ExpectationFailed(expect),
+        }
+    }
+}
+
 /// Why a request was refused by a rate limit (a 429). Built here, answered by [`ProxyError`].
 #[derive(Debug, Clone)]
 pub struct Rejection {

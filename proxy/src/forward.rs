@@ -17,7 +17,6 @@
 //!               on answers the client waits for, none on standing streams (GET SSE, listen)
 //! ```
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -32,7 +31,10 @@ use crate::body::{
     BodyReadLimits, BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, ReadTimeoutBody,
     SseBody, body_read_timeout, full, read_prefix,
 };
+use crate::codec::request::HeadError;
+use crate::conn_info::ConnInfo;
 use crate::cors::{self, Cors};
+use crate::downstream::Handler;
 use crate::downstream::body::BodyError;
 use crate::error::ProxyError;
 use crate::flood_logs::FloodLogs;
@@ -44,29 +46,6 @@ use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::resilience::{self, Resilience};
 use crate::upstream::check_path;
 use crate::upstream::{Router, Upstream};
-
-/// What the sidecar knows about the connection a request came in on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// Whether the client connected with TLS.
-    pub tls: bool,
-    /// The client's IP as an `X-Forwarded-For` element, formatted once per connection rather
-    /// than once per request (clones share it).
-    pub forwarded_for: HeaderValue,
-}
-
-impl ConnInfo {
-    /// The connection from `remote`, with or without TLS.
-    pub fn new(remote: SocketAddr, tls: bool) -> Self {
-        Self {
-            remote,
-            tls,
-            forwarded_for: headers::ip_value(remote.ip()),
-        }
-    }
-}
 
 /// The proxy: routing table, metrics and per-request settings. Shared by every connection.
 #[derive(Debug)]
@@ -520,6 +499,28 @@ impl Proxy {
             None => hold(SseBody::new(body, keepalive, idle_timeout), permits),
         };
         (Response::from_parts(parts, body), sse)
+    }
+}
+
+impl Handler for Proxy {
+    fn call<B>(
+        &self,
+        req: Request<B>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.serve(req, conn)
+    }
+
+    fn refuse(&self, err: HeadError) -> Response<ProxyBody> {
+        Proxy::refuse(self, &ProxyError::from(err))
+    }
+
+    fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes as u64
     }
 }
 

@@ -36,12 +36,16 @@ macro_rules! await_in_place {
     }};
 }
 
+pub mod accept_errors;
 pub mod access_line;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod cidr;
 pub mod cli;
+pub mod codec;
 pub mod config;
+pub mod conn_info;
 pub mod cors;
 #[cfg(feature = "demo")]
 pub mod demo;

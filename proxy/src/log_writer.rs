@@ -16,16 +16,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::access_line::{self, AccessFields};
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line, for log shippers.
-    Json,
-    /// Human-readable lines.
-    Pretty,
-}
+use crate::access_line::{self, AccessFields, LogFormat};
 
 /// Batch size that triggers a write: large enough that one `write(2)` carries ~150 access-log
 /// lines at full load, small enough to stay in L2 and below a pipe's default 64 KiB capacity.

@@ -21,9 +21,9 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use mcp_sidecar::downstream::chunked::RequestChunked;
-use mcp_sidecar::downstream::request::{BodyFraming, parse_request_head};
-use mcp_sidecar::upstream::h1::decode::{Chunked, Decoded, Framing, parse_head};
+use mcp_sidecar::codec::chunked::RequestChunked;
+use mcp_sidecar::codec::decode::{Chunked, Decoded, Framing, parse_head};
+use mcp_sidecar::codec::request::{BodyFraming, parse_request_head};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -280,7 +280,10 @@ fn own_server(pieces: Vec<Bytes>) -> Seen<SeenRequest> {
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
                     Err(e) => {
-                        seen.refused = Some(format!("{}: {e}", e.status()));
+                        {
+                            let pe = mcp_sidecar::error::ProxyError::from(e.clone());
+                            seen.refused = Some(format!("{}: {pe}", pe.status()));
+                        }
                         return seen;
                     }
                 }

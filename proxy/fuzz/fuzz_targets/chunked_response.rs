@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_sidecar::upstream::h1::decode::Chunked;
+use mcp_sidecar::codec::decode::Chunked;
 use mcp_sidecar_fuzz::{assert_chunked_split_invariant, decode_chunked};
 
 fuzz_target!(|input: &[u8]| {

@@ -18,10 +18,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::chunked::{ChunkError, RequestChunked};
-use super::request::BodyFraming;
-use super::response::CONTINUE;
-use crate::upstream::h1::decode::{Decoded, take_length};
+use crate::codec::chunked::{ChunkError, RequestChunked};
+use crate::codec::decode::{Decoded, take_length};
+use crate::codec::request::BodyFraming;
+use crate::codec::response::CONTINUE;
 
 /// Read buffer added when the one in use is nearly full: enough for a request head and an MCP
 /// message in one read.

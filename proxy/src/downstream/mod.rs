@@ -1,5 +1,7 @@
-//! The sidecar's HTTP/1.x server leg: one client connection, its requests read, handed to the
-//! [`Proxy`] and answered on the connection's own task, one after another.
+//! The sidecar's HTTP/1.x server leg: one client connection, its requests read, handed to a
+//! [`Handler`] (the sidecar's [`Proxy`](crate::forward::Proxy), or any other service built on
+//! this leg, such as the chaos proxy) and answered on the connection's own task, one after
+//! another.
 //!
 //! Why not hyper's server for HTTP/1: its dispatcher, buffered I/O and role layers cost about
 //! 5.7k user-space instructions per request more than a loop that parses the head and writes
@@ -8,11 +10,11 @@
 //! this covers is what a reverse proxy's HTTP/1 codec must (RFC 9112), as Pingora's and Envoy's
 //! own codecs do:
 //!
-//! - request heads parsed by httparse with limits (431 above [`request::MAX_REQUEST_HEAD_BYTES`]
-//!   or [`request::MAX_REQUEST_HEADERS`]); bodies framed by `Content-Length` or chunked, and a
+//! - request heads parsed by httparse with limits (431 above [`MAX_REQUEST_HEAD_BYTES`](crate::codec::request::MAX_REQUEST_HEAD_BYTES)
+//!   or [`MAX_REQUEST_HEADERS`](crate::codec::request::MAX_REQUEST_HEADERS)); bodies framed by `Content-Length` or chunked, and a
 //!   request with both refused (400); framing stricter than the client leg's (a client is not
 //!   trusted): `Transfer-Encoding` exactly `chunked` (other codings 501), one `Host`, the
-//!   chunked coding decoded strictly and bounded by `listen.max_body_bytes` ([`chunked`]);
+//!   chunked coding decoded strictly and bounded by `listen.max_body_bytes` ([`crate::codec::chunked`]);
 //! - keep-alive (HTTP/1.1 unless `close`, HTTP/1.0 with `keep-alive`) and pipelining (requests
 //!   answered in order);
 //! - `Expect: 100-continue` answered when the body is first read (never for a request refused
@@ -33,10 +35,7 @@
 //!   request, answers with `Connection: close` and closes.
 
 pub mod body;
-pub mod chunked;
 pub mod drain;
-pub mod request;
-pub mod response;
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -44,21 +43,22 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use crate::body::BoxError;
 use crate::body::ProxyBody;
-use crate::error::ProxyError;
-use crate::forward::{ConnInfo, Proxy};
+use crate::codec::encode::{LAST_CHUNK, encode_chunk, encode_chunk_size};
+use crate::codec::request::HeadError;
+use crate::codec::request::{RequestHead, parse_request_head};
+use crate::codec::response::{Answering, BodyShape, ResponseFraming, encode_response_head};
+use crate::conn_info::ConnInfo;
 use crate::lazy_timer::LazyTimer;
-use crate::upstream::h1::encode::{LAST_CHUNK, encode_chunk, encode_chunk_size};
 use body::{BodyDecoder, Continue, RequestBody, Shared, Transport, lock};
-use request::{RequestHead, parse_request_head};
-use response::{Answering, BodyShape, ResponseFraming, encode_response_head};
 
 /// Body data up to this size is copied behind what is buffered (the head, earlier small
 /// frames) so it leaves in the same `write(2)`; larger data is written where it is.
@@ -82,18 +82,45 @@ const MAX_READ_AHEAD_BYTES: usize = 64 * 1024;
 /// so the answer already written is not destroyed by a reset (nginx's `lingering_timeout`).
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the server leg hands each request to.
+///
+/// Generic, not boxed: the leg and the handler compile into one future per connection, with no
+/// allocation or virtual call per request.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request. Infallible: every failure must become a response here, because the
+    /// leg has no answer of its own to give. Dropping the future (the client went away) cancels
+    /// the request.
+    fn call<B>(
+        &self,
+        req: Request<B>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>;
+
+    /// The answer to a request head the leg could not read (malformed, oversized, an unmet
+    /// `Expect`). The connection closes after it.
+    fn refuse(&self, err: HeadError) -> Response<ProxyBody>;
+
+    /// The largest request body accepted; the leg refuses a chunk size past it before its data
+    /// arrives.
+    fn max_body_bytes(&self) -> u64;
+}
+
 /// Serves the requests of one HTTP/1 client connection until it closes, times out, fails or
 /// the drain ends it. `read`: bytes already read from `io` (the start of the first request,
 /// read to choose the protocol).
-pub async fn serve<IO>(
+pub async fn serve<IO, H>(
     io: IO,
     read: BytesMut,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     info: ConnInfo,
     header_read_timeout: Duration,
     watch: drain::Watch,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
 {
     let mut conn = Connection {
         shared: Arc::new(Mutex::new(Transport {
@@ -102,7 +129,7 @@ pub async fn serve<IO>(
             decoder: BodyDecoder::Done,
             expect: Continue::No,
             read_closed: false,
-            max_body_bytes: proxy.max_body_bytes() as u64,
+            max_body_bytes: handler.max_body_bytes(),
         })),
         write_buf: Vec::with_capacity(1024),
         header_read_timeout,
@@ -110,7 +137,7 @@ pub async fn serve<IO>(
         signaled: Box::pin(watch.signaled()),
         watch,
     };
-    conn.run(&proxy, &info).await;
+    conn.run(&*handler, &info).await;
 }
 
 /// Why a connection stops.
@@ -138,14 +165,14 @@ impl<IO> Connection<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn run(&mut self, proxy: &Proxy, info: &ConnInfo) {
+    async fn run<H: Handler>(&mut self, handler: &H, info: &ConnInfo) {
         loop {
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(err) => {
                     tracing::debug!(remote = %info.remote, error = %err, "refused a request head");
-                    let response = proxy.refuse(&err);
+                    let response = handler.refuse(err);
                     let answering = Answering {
                         head: false,
                         version: http::Version::HTTP_11,
@@ -174,7 +201,7 @@ where
             };
             let request = Request::from_parts(parts, body);
             let response = {
-                let serving = pin!(proxy.serve(request, info.clone()));
+                let serving = pin!(handler.call(request, info.clone()));
                 match self.until_client_gone(serving).await {
                     Some(response) => response,
                     None => {
@@ -210,7 +237,7 @@ where
 
     /// Waits for the next request head. `Ok(None)`: the client closed, the header-read
     /// timeout passed, or the server is draining and nothing of a next request has arrived.
-    async fn read_head(&mut self) -> Result<Option<RequestHead>, ProxyError> {
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, HeadError> {
         let deadline = Instant::now() + self.header_read_timeout;
         let shared = &self.shared;
         let timer = &mut self.timer;

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use super::decode::{Chunked, Decoded, Framing, take_length};
 use super::{ClientError, Conn};
+use crate::codec::decode::{Chunked, Decoded, Framing, take_length};
 
 /// Where a response body stands.
 #[derive(Debug)]
@@ -76,7 +76,7 @@ impl Decoder {
                         return Poll::Ready(None);
                     }
                     Ok(Decoded::NeedMore) => {}
-                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
                 },
                 Self::Close => {
                     if !conn.read_buf.is_empty() {

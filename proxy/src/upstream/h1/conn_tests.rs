@@ -8,9 +8,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::body::Decoder;
-use super::decode::Head;
 use super::*;
 use crate::body::full;
+use crate::codec::decode::{self, Head};
 
 /// A backend that accepts one connection and hands it to `script`.
 async fn backend<F, Fut>(script: F) -> std::net::SocketAddr

@@ -22,8 +22,6 @@
 //! surface strangers send.
 
 pub mod body;
-pub mod decode;
-pub mod encode;
 pub mod io;
 
 use std::pin::Pin;
@@ -37,9 +35,10 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::codec::DecodeError;
+use crate::codec::decode::{self, Head};
+use crate::codec::encode::{self, BodyFraming};
 use crate::lazy_timer::LazyTimer;
-use decode::Head;
-use encode::BodyFraming;
 
 pub use io::Io;
 
@@ -78,6 +77,15 @@ pub enum ClientError {
         decode::MAX_HEAD_BYTES
     )]
     HeadTooLarge,
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(err: DecodeError) -> Self {
+        match err {
+            DecodeError::Malformed(why) => Self::Malformed(why),
+            DecodeError::HeadTooLarge => Self::HeadTooLarge,
+        }
+    }
 }
 
 /// One connection to a backend and its buffers (kept across requests: no allocation per

@@ -9,8 +9,7 @@ use bytes::BytesMut;
 use http::{Method, Uri, Version};
 
 use super::chunked::is_tchar;
-use crate::error::ProxyError;
-use crate::upstream::h1::decode::{FieldSpans, parse_decimal};
+use super::decode::{FieldSpans, parse_decimal};
 
 /// Largest request head (request line and fields) accepted: 431 above. Envoy's default is
 /// 60 KiB and nginx's largest is 4 × 8 KiB; 64 KiB leaves room for long cookies and tokens while
@@ -49,8 +48,28 @@ pub struct RequestHead {
 }
 
 /// Why a head cannot be read. Each answer closes the connection (the framing of whatever
-/// follows is unknown).
-pub type HeadError = ProxyError;
+/// follows is unknown). The request path's error type maps each to its answer (400, 417, 431,
+/// 501), so the messages here are the ones clients see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The head is larger than a limit.
+    #[error("request head larger than {limit} {what}")]
+    TooLarge {
+        /// The limit that was crossed.
+        limit: usize,
+        /// What it counts: `bytes` or `header fields`.
+        what: &'static str,
+    },
+    /// Not a valid HTTP/1.1 request head (the message names what).
+    #[error("{0}")]
+    Malformed(String),
+    /// A transfer coding other than `chunked`.
+    #[error("unsupported transfer coding `{0}`")]
+    UnsupportedTransferCoding(String),
+    /// An `Expect` other than `100-continue`.
+    #[error("unsupported expectation `Expect: {0}`")]
+    ExpectationFailed(String),
+}
 
 /// Parses one request head from the front of `buf`, consuming it. `Ok(None)`: not complete yet.
 /// Empty lines before the request line are skipped (RFC 9112 §2.2).
@@ -72,22 +91,20 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(ProxyError::RequestHeadTooLarge {
+            return Err(HeadError::TooLarge {
                 limit: MAX_REQUEST_HEADERS,
                 what: "header fields",
             });
         }
         Err(e) => {
-            return Err(ProxyError::BadRequest(format!(
-                "malformed request head: {e}"
-            )));
+            return Err(HeadError::Malformed(format!("malformed request head: {e}")));
         }
     };
     if len > MAX_REQUEST_HEAD_BYTES {
         return Err(too_large_bytes());
     }
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
-        .map_err(|_| ProxyError::BadRequest("invalid method".into()))?;
+        .map_err(|_| HeadError::Malformed("invalid method".into()))?;
     let version = if request.version == Some(0) {
         Version::HTTP_10
     } else {
@@ -107,11 +124,11 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
     let spans = FieldSpans::new(base, request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
-        .map_err(|e| ProxyError::BadRequest(format!("invalid request target: {e}")))?;
+        .map_err(|e| HeadError::Malformed(format!("invalid request target: {e}")))?;
     check_target(&uri, host.map(|(at, len)| &head[at..at + len]))?;
     let headers = spans
         .header_map(&head, ADDED_HEADERS)
-        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        .map_err(|e| HeadError::Malformed(e.to_string()))?;
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -125,8 +142,8 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
     }))
 }
 
-fn too_large_bytes() -> ProxyError {
-    ProxyError::RequestHeadTooLarge {
+fn too_large_bytes() -> HeadError {
+    HeadError::TooLarge {
         limit: MAX_REQUEST_HEAD_BYTES,
         what: "bytes",
     }
@@ -198,32 +215,32 @@ fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Resul
         }
     }
     if hosts > 1 {
-        return Err(ProxyError::BadRequest(
+        return Err(HeadError::Malformed(
             "more than one Host field (RFC 9112 §3.2)".into(),
         ));
     }
     if hosts == 0 && version == Version::HTTP_11 {
-        return Err(ProxyError::BadRequest(
+        return Err(HeadError::Malformed(
             "no Host field in an HTTP/1.1 request (RFC 9112 §3.2)".into(),
         ));
     }
     if hosts == 1 && !is_host_value(host_value) {
-        return Err(ProxyError::BadRequest(format!(
+        return Err(HeadError::Malformed(format!(
             "invalid Host `{}`: not a host with an optional port",
             String::from_utf8_lossy(host_value)
         )));
     }
-    let length = length.transpose().map_err(ProxyError::BadRequest)?;
+    let length = length.transpose().map_err(HeadError::Malformed)?;
     let framing = match (codings.fields, length) {
         (0, None | Some(0)) => BodyFraming::Empty,
         (0, Some(n)) => BodyFraming::Length(n),
         _ if version == Version::HTTP_10 => {
-            return Err(ProxyError::BadRequest(
+            return Err(HeadError::Malformed(
                 "Transfer-Encoding in an HTTP/1.0 request".into(),
             ));
         }
         (_, Some(_)) => {
-            return Err(ProxyError::BadRequest(
+            return Err(HeadError::Malformed(
                 "both Transfer-Encoding and Content-Length".into(),
             ));
         }
@@ -235,7 +252,7 @@ fn scan(version: Version, fields: &[httparse::Header<'_>], base: usize) -> Resul
             version == Version::HTTP_11
         }
         Some(v) => {
-            return Err(ProxyError::ExpectationFailed(
+            return Err(HeadError::ExpectationFailed(
                 String::from_utf8_lossy(v).into_owned(),
             ));
         }
@@ -349,14 +366,14 @@ impl<'a> Codings<'a> {
     /// The framing of a request with at least one `Transfer-Encoding` field.
     fn framing(&self) -> Result<BodyFraming, HeadError> {
         if let Some(coding) = self.other {
-            return Err(ProxyError::UnsupportedTransferCoding(
+            return Err(HeadError::UnsupportedTransferCoding(
                 String::from_utf8_lossy(coding).into_owned(),
             ));
         }
         if self.fields == 1 && self.exactly_chunked {
             return Ok(BodyFraming::Chunked);
         }
-        Err(ProxyError::BadRequest(if self.chunked > 1 {
+        Err(HeadError::Malformed(if self.chunked > 1 {
             "Transfer-Encoding names `chunked` more than once".into()
         } else {
             "Transfer-Encoding must be exactly `chunked`".into()
@@ -382,7 +399,7 @@ fn trim_ows(s: &[u8]) -> &[u8] {
 /// `host:port`) and asterisk-form (`OPTIONS *`) are refused with 400: the sidecar is neither a
 /// forward proxy nor has server-wide options.
 fn check_target(uri: &Uri, host: Option<&[u8]>) -> Result<(), HeadError> {
-    let refuse = |why: String| Err(ProxyError::BadRequest(why));
+    let refuse = |why: String| Err(HeadError::Malformed(why));
     match (uri.scheme_str(), uri.authority()) {
         (None, None) if uri.path() == "*" => {
             refuse("asterisk-form request target `*` is not served here".into())

@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::ProxyError;
 use proptest::prelude::*;
 
 fn parse(raw: &[u8]) -> Result<Option<RequestHead>, HeadError> {
@@ -10,7 +11,7 @@ fn head(raw: &str) -> RequestHead {
 }
 
 fn refusal(raw: &str) -> (u16, String) {
-    let err = parse(raw.as_bytes()).unwrap_err();
+    let err = ProxyError::from(parse(raw.as_bytes()).unwrap_err());
     (err.status().as_u16(), err.to_string())
 }
 
@@ -147,7 +148,7 @@ fn other_transfer_codings_are_refused_with_501() {
         ("Transfer-Encoding: deflate;q=1, chunked\r\n", "deflate"),
     ] {
         let raw = format!("POST / HTTP/1.1\r\nHost: a\r\n{te}\r\n");
-        let err = parse(raw.as_bytes()).unwrap_err();
+        let err = ProxyError::from(parse(raw.as_bytes()).unwrap_err());
         assert_eq!(err.status().as_u16(), 501, "{te:?}: {err}");
         assert_eq!(err.reason(), "unsupported_transfer_coding");
         assert!(err.to_string().contains(&format!("`{coding}`")), "{err}");

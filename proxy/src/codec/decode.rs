@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
-use super::ClientError;
+use super::DecodeError;
 
 /// Largest response head (status line and headers) accepted. nginx answers 502 "upstream sent
 /// too big header" past its 4-8 KiB buffer; 64 KiB leaves room for any sane backend (large
@@ -52,7 +52,7 @@ pub struct Head {
 ///
 /// Header values are slices of the read buffer (as hyper's own parser does), not copies: a
 /// response's fields cost no allocation each.
-pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ClientError> {
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, DecodeError> {
     loop {
         // Uninitialised: zeroing 128 header slots per response was a 4 KiB memset.
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -65,25 +65,25 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
-                return Err(ClientError::HeadTooLarge);
+                return Err(DecodeError::HeadTooLarge);
             }
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(ClientError::Malformed(format!(
+                return Err(DecodeError::Malformed(format!(
                     "more than {MAX_HEADERS} header fields"
                 )));
             }
-            Err(e) => return Err(ClientError::Malformed(format!("response head: {e}"))),
+            Err(e) => return Err(DecodeError::Malformed(format!("response head: {e}"))),
         };
         if len > MAX_HEAD_BYTES {
-            return Err(ClientError::HeadTooLarge);
+            return Err(DecodeError::HeadTooLarge);
         }
         let code = response.code.unwrap_or_default();
         let status = StatusCode::from_u16(code)
-            .map_err(|_| ClientError::Malformed(format!("status code {code}")))?;
+            .map_err(|_| DecodeError::Malformed(format!("status code {code}")))?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             // The sidecar strips `Upgrade` from requests, so a 101 is a backend bug.
-            return Err(ClientError::Malformed(
+            return Err(DecodeError::Malformed(
                 "101 Switching Protocols to a request that asked for no upgrade".into(),
             ));
         }
@@ -102,7 +102,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let head = buf.split_to(len).freeze();
         let mut map = spans
             .header_map(&head, ADDED_HEADERS)
-            .map_err(|e| ClientError::Malformed(e.to_string()))?;
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if drop_length {
             // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must not
             // pass the overridden length on (the next hop could frame by it: request smuggling).
@@ -209,13 +209,13 @@ impl FieldSpans {
 const ADDED_HEADERS: usize = 6;
 
 /// Trailer fields (rare: copied rather than sliced).
-fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ClientError> {
+fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, DecodeError> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for h in headers {
         let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| ClientError::Malformed(format!("header name `{}`", h.name)))?;
+            .map_err(|_| DecodeError::Malformed(format!("header name `{}`", h.name)))?;
         let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| ClientError::Malformed(format!("value of header `{}`", h.name)))?;
+            .map_err(|_| DecodeError::Malformed(format!("value of header `{}`", h.name)))?;
         map.append(name, value);
     }
     Ok(map)
@@ -233,7 +233,7 @@ fn framing(
     version: Version,
     fields: &[httparse::Header<'_>],
     head_request: bool,
-) -> Result<(Framing, bool, bool), ClientError> {
+) -> Result<(Framing, bool, bool), DecodeError> {
     let FramingFields {
         keep_alive,
         chunked_last,
@@ -249,7 +249,7 @@ fn framing(
         // backend and an HTTP/1.0 reader would disagree on where the body ends, so it is not
         // relayed (read to close, or as chunked) but refused.
         Some(_) if version == Version::HTTP_10 => {
-            return Err(ClientError::Malformed(
+            return Err(DecodeError::Malformed(
                 "Transfer-Encoding in an HTTP/1.0 response (faulty framing, RFC 9112 §6.1)".into(),
             ));
         }
@@ -265,7 +265,7 @@ fn framing(
         Some(_) => return Ok((Framing::Close, false, drop_length)),
         None => {}
     }
-    Ok(match length.transpose().map_err(ClientError::Malformed)? {
+    Ok(match length.transpose().map_err(DecodeError::Malformed)? {
         Some(0) => (Framing::Empty, keep_alive, false),
         Some(n) => (Framing::Length(n), keep_alive, false),
         None => (Framing::Close, false, false),
@@ -401,18 +401,18 @@ pub enum Chunked {
 
 impl Chunked {
     /// Decodes from the front of `buf` as far as it can, consuming what it used.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ClientError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, DecodeError> {
         loop {
             match self {
                 Self::Size => {
                     let Some(end) = buf.iter().position(|b| *b == b'\n') else {
                         if buf.len() >= MAX_CHUNK_LINE {
-                            return Err(ClientError::Malformed("chunk size line too long".into()));
+                            return Err(DecodeError::Malformed("chunk size line too long".into()));
                         }
                         return Ok(Decoded::NeedMore);
                     };
                     if end >= MAX_CHUNK_LINE {
-                        return Err(ClientError::Malformed("chunk size line too long".into()));
+                        return Err(DecodeError::Malformed("chunk size line too long".into()));
                     }
                     let size = chunk_size(&buf[..end])?;
                     buf.advance(end + 1);
@@ -446,7 +446,7 @@ impl Chunked {
                         *self = Self::Size;
                     }
                     Some(_) => {
-                        return Err(ClientError::Malformed(
+                        return Err(DecodeError::Malformed(
                             "chunk data longer than its size".into(),
                         ));
                     }
@@ -465,11 +465,11 @@ impl Chunked {
                             return Ok(map.map_or(Decoded::Done, Decoded::Trailers));
                         }
                         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
-                            return Err(ClientError::HeadTooLarge);
+                            return Err(DecodeError::HeadTooLarge);
                         }
                         Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
                         Err(e) => {
-                            return Err(ClientError::Malformed(format!("chunked trailers: {e}")));
+                            return Err(DecodeError::Malformed(format!("chunked trailers: {e}")));
                         }
                     }
                 }
@@ -480,7 +480,7 @@ impl Chunked {
 }
 
 /// The size in a chunk-size line (`1a;ext=1\r`): hex digits up to `;`, optional whitespace.
-fn chunk_size(line: &[u8]) -> Result<u64, ClientError> {
+fn chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let digits = line
         .split(|b| *b == b';')
@@ -488,7 +488,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, ClientError> {
         .unwrap_or_default()
         .trim_ascii();
     if digits.is_empty() || digits.len() > 16 {
-        return Err(ClientError::Malformed(format!(
+        return Err(DecodeError::Malformed(format!(
             "chunk size `{}`",
             String::from_utf8_lossy(digits)
         )));
@@ -500,7 +500,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, ClientError> {
             b'a'..=b'f' => d - b'a' + 10,
             b'A'..=b'F' => d - b'A' + 10,
             _ => {
-                return Err(ClientError::Malformed(format!(
+                return Err(DecodeError::Malformed(format!(
                     "chunk size `{}`",
                     String::from_utf8_lossy(digits)
                 )));

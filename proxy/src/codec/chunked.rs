@@ -19,8 +19,8 @@
 use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::decode::Decoded;
 use super::request::MAX_REQUEST_HEADERS;
-use crate::upstream::h1::decode::Decoded;
 
 /// Longest chunk-size line, extensions and CRLF included. The size is at most 16 digits; the
 /// rest is room for extensions, which the sidecar ignores and nobody sends in practice.

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{StatusCode, Version};
 
-use crate::upstream::h1::decode::parse_decimal;
-use crate::upstream::h1::encode::header;
+use super::decode::parse_decimal;
+use super::encode::header;
 
 /// How a response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn head(raw: &str) -> Result<Option<Head>, ClientError> {
+fn head(raw: &str) -> Result<Option<Head>, DecodeError> {
     parse_head(&mut BytesMut::from(raw), false)
 }
 
@@ -47,7 +47,7 @@ fn interim_responses_are_skipped() {
 fn a_101_is_refused() {
     assert!(matches!(
         head("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"),
-        Err(ClientError::Malformed(_))
+        Err(DecodeError::Malformed(_))
     ));
 }
 
@@ -97,7 +97,7 @@ fn an_http10_response_with_transfer_encoding_is_faulty_framing() {
     for te in ["chunked", "gzip, chunked", "chunked, gzip"] {
         let raw =
             format!("HTTP/1.0 200 OK\r\ntransfer-encoding: {te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
-        assert!(matches!(head(&raw), Err(ClientError::Malformed(_))), "{te}");
+        assert!(matches!(head(&raw), Err(DecodeError::Malformed(_))), "{te}");
     }
     // Without a body there is nothing to frame: the field is passed on, as hyper does.
     assert_eq!(
@@ -145,13 +145,13 @@ fn bad_content_lengths_are_malformed() {
     for bad in ["-1", "1 2", "abc", "", "99999999999999999999", "+5"] {
         let raw = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
         assert!(
-            matches!(head(&raw), Err(ClientError::Malformed(_))),
+            matches!(head(&raw), Err(DecodeError::Malformed(_))),
             "{bad:?}"
         );
     }
     assert!(matches!(
         head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n"),
-        Err(ClientError::Malformed(_))
+        Err(DecodeError::Malformed(_))
     ));
     assert_eq!(
         framing_of("HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\ncontent-length: 3\r\n\r\n").0,
@@ -164,19 +164,19 @@ fn bad_content_lengths_are_malformed() {
 fn garbage_and_oversized_heads_are_refused() {
     assert!(matches!(
         head("SSH-2.0-OpenSSH\r\n\r\n"),
-        Err(ClientError::Malformed(_))
+        Err(DecodeError::Malformed(_))
     ));
     let big = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_BYTES));
-    assert!(matches!(head(&big), Err(ClientError::HeadTooLarge)));
+    assert!(matches!(head(&big), Err(DecodeError::HeadTooLarge)));
     let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
     assert!(matches!(
         head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")),
-        Err(ClientError::Malformed(_))
+        Err(DecodeError::Malformed(_))
     ));
 }
 
 /// Decodes all of `input` fed in pieces of `step` bytes; the data and the trailers.
-fn dechunk(input: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>), ClientError> {
+fn dechunk(input: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>), DecodeError> {
     let mut decoder = Chunked::Size;
     let mut buf = BytesMut::new();
     let mut data = Vec::new();
@@ -229,7 +229,7 @@ fn malformed_chunks_are_refused() {
         b"2\r\nab\r\n0\r\nbad header\r\n\r\n",
     ] {
         assert!(
-            matches!(dechunk(bad, 1000), Err(ClientError::Malformed(_))),
+            matches!(dechunk(bad, 1000), Err(DecodeError::Malformed(_))),
             "{:?}",
             String::from_utf8_lossy(bad)
         );
@@ -237,7 +237,7 @@ fn malformed_chunks_are_refused() {
     let long = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE));
     assert!(matches!(
         dechunk(long.as_bytes(), 100_000),
-        Err(ClientError::Malformed(_))
+        Err(DecodeError::Malformed(_))
     ));
 }
 
@@ -308,7 +308,7 @@ fn an_http_1_0_response_with_transfer_encoding_is_malformed() {
         "HTTP/1.0 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
     ] {
         match head(raw) {
-            Err(ClientError::Malformed(why)) => assert!(why.contains("HTTP/1.0"), "{why}"),
+            Err(DecodeError::Malformed(why)) => assert!(why.contains("HTTP/1.0"), "{why}"),
             other => panic!("{raw:?}: {other:?}"),
         }
     }
