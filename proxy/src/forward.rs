@@ -29,13 +29,12 @@ use tokio::time::Instant;
 use crate::auth::{Auth, Principal};
 use crate::body::{
     BodyReadLimits, BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, ReadTimeoutBody,
-    SseBody, body_read_timeout, full, read_prefix,
+    SseBody, body_read_timeout, body_too_large, full, read_prefix,
 };
 use crate::codec::request::HeadError;
 use crate::conn_info::ConnInfo;
 use crate::cors::{self, Cors};
 use crate::downstream::Handler;
-use crate::downstream::body::BodyError;
 use crate::error::ProxyError;
 use crate::flood_logs::FloodLogs;
 use crate::headers::{self, ForwardContext};
@@ -442,7 +441,7 @@ impl Proxy {
                     return ProxyError::RequestBodyTimeout(timeout);
                 }
                 // The server leg refuses a chunk size past the limit before its data arrives.
-                if let Some(BodyError::TooLarge { .. }) = e.downcast_ref::<BodyError>() {
+                if body_too_large(e.as_ref()).is_some() {
                     ProxyError::PayloadTooLarge { limit }
                 } else {
                     ProxyError::BadRequest(format!("reading request body: {e}"))

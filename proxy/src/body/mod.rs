@@ -57,6 +57,21 @@ pub fn empty() -> ProxyBody {
 #[error("upstream stream idle for {0:?}")]
 pub struct StreamIdleTimeout(pub Duration);
 
+/// A request body announced as larger than the limit (`listen.max_body_bytes`): a server leg
+/// refuses a chunk size past it before its data arrives. Found by [`body_too_large`] wherever it
+/// sits in a body error's chain, so the request path answers 413 without knowing the leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request body exceeds the {limit}-byte limit (listen.max_body_bytes)")]
+pub struct BodyTooLarge {
+    /// The limit.
+    pub limit: u64,
+}
+
+/// The [`BodyTooLarge`] in `err` or its sources, if a body read failed by one.
+pub fn body_too_large(err: &(dyn std::error::Error + 'static)) -> Option<BodyTooLarge> {
+    std::iter::successors(Some(err), |e| e.source()).find_map(|e| e.downcast_ref().copied())
+}
+
 #[cfg(test)]
 mod tests {
     use http_body::Body as _;

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::body::BodyTooLarge;
 use crate::codec::chunked::{ChunkError, RequestChunked};
 use crate::codec::decode::{Decoded, take_length};
 use crate::codec::request::BodyFraming;
@@ -40,11 +41,8 @@ pub enum BodyError {
     #[error("invalid chunked request body: {0}")]
     Chunked(&'static str),
     /// The chunk sizes announce more than `listen.max_body_bytes` (refused before the data).
-    #[error("the request body exceeds the {limit}-byte limit (listen.max_body_bytes)")]
-    TooLarge {
-        /// The limit.
-        limit: u64,
-    },
+    #[error("{0}")]
+    TooLarge(#[source] BodyTooLarge),
     /// An earlier error ended the body.
     #[error("the request body already failed")]
     Failed,
@@ -266,7 +264,7 @@ fn poll_stream<IO: AsyncRead + AsyncWrite + Unpin>(
                     t.decoder = BodyDecoder::Failed;
                     let e = match e {
                         ChunkError::Malformed(why) => BodyError::Chunked(why),
-                        ChunkError::TooLarge { limit } => BodyError::TooLarge { limit },
+                        ChunkError::TooLarge { limit } => BodyError::TooLarge(BodyTooLarge { limit }),
                     };
                     return Poll::Ready(Some(Err(e)));
                 }
