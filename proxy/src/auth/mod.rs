@@ -20,7 +20,6 @@ pub mod crypto;
 pub mod demo;
 pub mod fetch;
 pub mod filter;
-pub mod glob;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;

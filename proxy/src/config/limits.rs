@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Config, ConfigError};
-use crate::limits::{Cidr, glob_match};
+use crate::glob::glob_match;
+use crate::limits::Cidr;
 
 /// Requests in flight through the whole sidecar before it sheds load (503). Far above what one
 /// backend serves concurrently, so it only bites when the sidecar itself is flooded: it bounds

@@ -12,11 +12,11 @@ use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
-use super::client_ip::Glob;
 use super::clock::TokioClock;
 use super::store::{CappedStore, Probe, Receipt, StoreMetrics, take_receipt};
 use crate::auth::principal::{Principal, Source};
 use crate::config::{KeyPart, RateLimitRule};
+use crate::glob::Glob;
 use crate::mcp::{Kind, Message};
 
 /// Who sent a request, as far as rate-limit keys care. Built once per request.
