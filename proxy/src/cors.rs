@@ -29,9 +29,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-use crate::auth::glob::Glob;
 use crate::body::{ProxyBody, empty};
 use crate::config::CorsConfig;
+use crate::glob::Glob;
 
 /// `Vary` of a preflight's answer: what it grants depends on all three request headers.
 const PREFLIGHT_VARY: &str =

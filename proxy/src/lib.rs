@@ -14,6 +14,7 @@
 //! - [`auth`]: authentication (API keys, JWT/JWKS), per-tool authorization, Host/Origin checks;
 //! - [`cors`]: the CORS policy (preflights answered here, CORS headers on answers);
 //! - [`error`]: the one error type and its mapping to responses;
+//! - [`glob`]: the `*` / `?` matcher of every name and origin allow-list;
 //! - [`local_resources`], [`fd_budget`]: running out of descriptors is not a backend outage;
 //!   the descriptor limit raised and checked against the caps at start;
 //! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints;
@@ -54,6 +55,7 @@ pub mod error;
 pub mod fd_budget;
 pub mod flood_logs;
 pub mod forward;
+pub mod glob;
 pub mod headers;
 pub mod health;
 pub mod lazy_timer;

@@ -61,6 +61,21 @@ impl Principal {
 /// Headers derived from a principal's claims, ready to add to upstream requests.
 pub type ClaimHeaders = Vec<(HeaderName, HeaderValue)>;
 
+/// `auth.claim_headers` compiled once: each claim with the header it is forwarded in. A header
+/// name that does not parse is left out (validation has refused it before this runs).
+pub fn claim_header_names(
+    configured: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, HeaderName)> {
+    configured
+        .iter()
+        .filter_map(|(claim, h)| {
+            HeaderName::from_bytes(h.as_bytes())
+                .ok()
+                .map(|n| (claim.clone(), n))
+        })
+        .collect()
+}
+
 /// Longest claim value forwarded as a header; longer values are left out rather than cut, so a
 /// backend never acts on a truncated identity.
 pub const MAX_CLAIM_HEADER_LEN: usize = 1024;

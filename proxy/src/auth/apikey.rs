@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use http::HeaderName;
 use subtle::ConstantTimeEq;
 
-use super::principal::{ClaimHeaders, Principal, Source};
+use super::principal::{ClaimHeaders, Principal, Source, claim_header_value};
 use crate::config::ApiKeyConfig;
 
 /// SHA-256 of a presented credential. Computed once per request: it is also the key of the
@@ -26,6 +27,25 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
+    /// From `auth.api_keys`. Of `claim_headers` (claim, header), an API key has only `sub` (its
+    /// id) and `scope` (its scopes, space-separated); the other claims are not sent for it.
+    pub fn from_config(config: &[ApiKeyConfig], claim_headers: &[(String, HeaderName)]) -> Self {
+        let rendered = |id: &str, scopes: &[String]| {
+            claim_headers
+                .iter()
+                .filter_map(|(claim, name)| {
+                    let value = match claim.as_str() {
+                        "sub" => claim_header_value(&serde_json::json!(id)),
+                        "scope" => claim_header_value(&serde_json::json!(scopes.join(" "))),
+                        _ => None,
+                    };
+                    value.map(|v| (name.clone(), v))
+                })
+                .collect()
+        };
+        Self::new(config, &rendered)
+    }
+
     /// Hashes the configured keys; `claim_headers` renders `sub`/`scope` for each principal.
     pub fn new(
         config: &[ApiKeyConfig],

@@ -12,9 +12,9 @@
 //!
 //! A rule applies to a principal holding any of the rule's scopes (`*`: every principal).
 
-use super::glob::Glob;
 use super::principal::Principal;
 use crate::config::RuleConfig;
+use crate::glob::Glob;
 use crate::mcp::{Kind, Message};
 
 #[derive(Debug)]

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::fetch::Fetcher;
 use super::metrics::AuthMetrics;
+use crate::config::{ConfigError, JwtIssuerConfig};
 
 /// Smallest RSA modulus accepted: 2048 bits (NIST SP 800-131A; RFC 7518 3.3 requires it).
 pub const MIN_RSA_MODULUS_BYTES: usize = 256;
@@ -227,6 +228,57 @@ impl KeyStore {
             background: AtomicBool::new(false),
             metrics,
         }
+    }
+
+    /// The store of one `[[auth.jwt]]` issuer (`field` names its fields), `None` when it has
+    /// neither `jwks_url` nor `jwks_file` (HMAC only). A `jwks_url` (with its `jwks_ca_file`) is
+    /// fetched on first use; a `jwks_file` is loaded now, so a broken or keyless file stops the
+    /// start.
+    pub async fn from_config(
+        config: &JwtIssuerConfig,
+        field: &dyn Fn(&str) -> String,
+        metrics: &AuthMetrics,
+    ) -> Result<Option<Arc<Self>>, ConfigError> {
+        let source = match (&config.jwks_url, &config.jwks_file) {
+            (Some(url), _) => {
+                let ca = match &config.jwks_ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        ConfigError::invalid(
+                            field("jwks_ca_file"),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?),
+                    None => None,
+                };
+                let fetcher = Fetcher::new(url, ca.as_deref())
+                    .map_err(|e| ConfigError::invalid(field("jwks_url"), e))?;
+                KeySource::Url(Box::new(fetcher))
+            }
+            (None, Some(path)) => KeySource::File(path.clone()),
+            (None, None) => return Ok(None),
+        };
+        let is_file = matches!(source, KeySource::File(_));
+        let store = Arc::new(Self::new(
+            &config.id,
+            source,
+            config.jwks_refresh,
+            config.jwks_min_refresh_interval,
+            config.jwks_timeout,
+            metrics.clone(),
+        ));
+        if is_file {
+            let n = store
+                .load_now()
+                .await
+                .map_err(|e| ConfigError::invalid(field("jwks_file"), e))?;
+            if n == 0 {
+                return Err(ConfigError::invalid(
+                    field("jwks_file"),
+                    "holds no usable signing key (RSA >= 2048 bits, EC P-256/P-384, Ed25519)",
+                ));
+            }
+        }
+        Ok(Some(store))
     }
 
     /// Loads the keys now (start-up check for files); returns the error text on failure.

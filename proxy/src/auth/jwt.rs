@@ -15,9 +15,12 @@ use serde_json::{Map, Value};
 
 use super::apikey::CredentialDigest;
 use super::cache::TokenCache;
+use super::crypto;
 use super::jwks::{KeyLookupError, KeyStore};
+use super::metrics::AuthMetrics;
 use super::principal::{Principal, Source, claim_header_value};
 use crate::config::auth::is_hmac;
+use crate::config::{AuthConfig, ConfigError, JwtIssuerConfig};
 
 /// Unix seconds now; injectable so tests control time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -113,6 +116,35 @@ pub struct JwtIssuer {
     pub scope_claim: Option<String>,
 }
 
+impl JwtIssuer {
+    /// `auth.jwt[i]` compiled: its key store (a `jwks_file` loaded now) and, when one of its
+    /// algorithms is HMAC, its secret.
+    pub async fn from_config(
+        i: usize,
+        config: &JwtIssuerConfig,
+        metrics: &AuthMetrics,
+    ) -> Result<Self, ConfigError> {
+        let field = |f: &str| format!("auth.jwt[{i}].{f}");
+        let keys = KeyStore::from_config(config, &field, metrics).await?;
+        let hmac = config
+            .secret
+            .as_ref()
+            .filter(|_| config.algorithms.iter().any(|a| is_hmac(*a)))
+            .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        Ok(Self {
+            id: config.id.clone(),
+            issuer: config.issuer.clone(),
+            algorithms: config.algorithms.clone(),
+            extra_audiences: config.audiences.clone(),
+            keys,
+            hmac,
+            leeway: config.leeway.as_secs(),
+            required_claims: config.required_claims.clone(),
+            scope_claim: config.scope_claim.clone(),
+        })
+    }
+}
+
 /// Validates tokens for all issuers, with the cache in front.
 pub struct JwtValidator {
     issuers: Vec<JwtIssuer>,
@@ -141,6 +173,34 @@ pub enum CacheResult {
 }
 
 impl JwtValidator {
+    /// The validator of `auth.jwt`, `None` when no issuer is configured. Installs the crypto
+    /// provider first; issuers are compiled in order, so the first broken one names the error.
+    /// `claim_headers` (claim, header) are the claims forwarded from a validated token.
+    pub async fn from_config(
+        auth: &AuthConfig,
+        clock: Clock,
+        claim_headers: &[(String, http::HeaderName)],
+        metrics: &AuthMetrics,
+    ) -> Result<Option<Self>, ConfigError> {
+        if auth.jwt.is_empty() {
+            return Ok(None);
+        }
+        if !crypto::install() {
+            tracing::debug!("a JWT crypto provider was already installed; keeping it");
+        }
+        let mut issuers = Vec::with_capacity(auth.jwt.len());
+        for (i, config) in auth.jwt.iter().enumerate() {
+            issuers.push(JwtIssuer::from_config(i, config, metrics).await?);
+        }
+        Ok(Some(Self::new(
+            issuers,
+            auth.token_cache_size,
+            auth.token_cache_ttl,
+            clock,
+            claim_headers.to_vec(),
+        )))
+    }
+
     /// A validator over `issuers`.
     pub fn new(
         issuers: Vec<JwtIssuer>,

@@ -20,11 +20,11 @@ pub mod crypto;
 pub mod demo;
 pub mod fetch;
 pub mod filter;
-pub mod glob;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
+mod per_upstream;
 pub mod prm;
 
 use std::sync::Arc;
@@ -34,12 +34,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, Uri};
 use http_body::Body;
-use jsonwebtoken::DecodingKey;
 use prometheus::IntCounter;
 
 use crate::body::{BoxError, ProxyBody, read_prefix};
-use crate::config::auth::is_hmac;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::error::ProxyError;
 use crate::error::StartError;
 use crate::mcp::{self, Classified, Kind};
@@ -50,11 +48,11 @@ use crate::upstream::Upstream;
 pub use crate::principal::{self, Principal, Source};
 
 use apikey::ApiKeys;
-use authz::Rules;
 use filter::{JsonFilterBody, SseFilterBody, Target, Viewer};
-use jwt::{CacheResult, Clock, JwtIssuer, JwtValidator};
+use jwt::{CacheResult, Clock, JwtValidator};
 use metrics::AuthMetrics;
 use origin::{HostPolicy, OriginPolicy};
+use per_upstream::UpstreamAuth;
 use prm::Prm;
 
 /// `X-API-Key`, the other place a client may put an API key.
@@ -71,21 +69,6 @@ pub const UNAUTHENTICATED_PEEK_BYTES: usize = 16 * 1024;
 /// Time that peek may wait for the body; after it the 401 goes out with `"id": null`.
 pub const UNAUTHENTICATED_PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One upstream's compiled auth settings.
-#[derive(Debug)]
-struct UpstreamAuth {
-    /// Authentication required (not `public`, and authenticators configured).
-    protected: bool,
-    /// Resource identifier (accepted `aud`).
-    resource: String,
-    /// `resource_metadata="…"` (and `scope="…"`): the tail of every challenge.
-    challenge_tail: String,
-    /// `resource_metadata="…"` alone, for 403s.
-    metadata_param: String,
-    rules: Option<Arc<Rules>>,
-    credential: Option<(HeaderName, HeaderValue)>,
-}
-
 /// Counters resolved once, so the hot path does not look labels up.
 #[derive(Debug)]
 struct Hot {
@@ -93,6 +76,17 @@ struct Hot {
     ok_jwt: IntCounter,
     cache_hit: IntCounter,
     cache_miss: IntCounter,
+}
+
+impl Hot {
+    fn new(m: &AuthMetrics) -> Self {
+        Self {
+            ok_api_key: m.outcomes.with_label_values(&["api_key", "ok"]),
+            ok_jwt: m.outcomes.with_label_values(&["jwt", "ok"]),
+            cache_hit: m.token_cache.with_label_values(&["hit"]),
+            cache_miss: m.token_cache.with_label_values(&["miss"]),
+        }
+    }
 }
 
 /// The auth phases' shared state.
@@ -131,182 +125,23 @@ impl Auth {
         Self::with_clock(config, metrics, jwt::system_clock()).await
     }
 
-    /// [`Auth::new`] with an explicit clock for token times.
+    /// [`Auth::new`] with an explicit clock for token times. Each authenticator is built by its
+    /// own module, in this order (the first broken `[[auth.jwt]]` names the error).
     pub async fn with_clock(
         config: &Config,
         metrics: &Metrics,
         clock: Clock,
     ) -> Result<Self, StartError> {
         let auth = &config.auth;
-        if !auth.jwt.is_empty() && !crypto::install() {
-            tracing::debug!("a JWT crypto provider was already installed; keeping it");
-        }
         let auth_metrics = AuthMetrics::new(metrics.registry())?;
-        let hot = Hot {
-            ok_api_key: auth_metrics.outcomes.with_label_values(&["api_key", "ok"]),
-            ok_jwt: auth_metrics.outcomes.with_label_values(&["jwt", "ok"]),
-            cache_hit: auth_metrics.token_cache.with_label_values(&["hit"]),
-            cache_miss: auth_metrics.token_cache.with_label_values(&["miss"]),
-        };
+        let hot = Hot::new(&auth_metrics);
         let listen = config.listen_addr().ok();
-        let claim_headers: Vec<(String, HeaderName)> = auth
-            .claim_headers
-            .iter()
-            .filter_map(|(claim, h)| {
-                HeaderName::from_bytes(h.as_bytes())
-                    .ok()
-                    .map(|n| (claim.clone(), n))
-            })
-            .collect();
-        let api_key_claims = |id: &str, scopes: &[String]| {
-            claim_headers
-                .iter()
-                .filter_map(|(claim, name)| {
-                    let value = match claim.as_str() {
-                        "sub" => principal::claim_header_value(&serde_json::json!(id)),
-                        "scope" => {
-                            principal::claim_header_value(&serde_json::json!(scopes.join(" ")))
-                        }
-                        _ => None,
-                    };
-                    value.map(|v| (name.clone(), v))
-                })
-                .collect()
-        };
-        let api_keys = ApiKeys::new(&auth.api_keys, &api_key_claims);
-        let mut issuers = Vec::with_capacity(auth.jwt.len());
-        for (i, j) in auth.jwt.iter().enumerate() {
-            let field = |f: &str| format!("auth.jwt[{i}].{f}");
-            let source = match (&j.jwks_url, &j.jwks_file) {
-                (Some(url), _) => {
-                    let ca = match &j.jwks_ca_file {
-                        Some(path) => Some(std::fs::read(path).map_err(|e| {
-                            ConfigError::invalid(
-                                field("jwks_ca_file"),
-                                format!("{}: {e}", path.display()),
-                            )
-                        })?),
-                        None => None,
-                    };
-                    let fetcher = fetch::Fetcher::new(url, ca.as_deref())
-                        .map_err(|e| ConfigError::invalid(field("jwks_url"), e))?;
-                    Some(jwks::KeySource::Url(Box::new(fetcher)))
-                }
-                (None, Some(path)) => Some(jwks::KeySource::File(path.clone())),
-                (None, None) => None,
-            };
-            let keys = match source {
-                Some(source) => {
-                    let is_file = matches!(source, jwks::KeySource::File(_));
-                    let store = Arc::new(jwks::KeyStore::new(
-                        &j.id,
-                        source,
-                        j.jwks_refresh,
-                        j.jwks_min_refresh_interval,
-                        j.jwks_timeout,
-                        auth_metrics.clone(),
-                    ));
-                    if is_file {
-                        let n = store
-                            .load_now()
-                            .await
-                            .map_err(|e| ConfigError::invalid(field("jwks_file"), e))?;
-                        if n == 0 {
-                            return Err(ConfigError::invalid(
-                                field("jwks_file"),
-                                "holds no usable signing key (RSA >= 2048 bits, EC P-256/P-384, Ed25519)",
-                            )
-                            .into());
-                        }
-                    }
-                    Some(store)
-                }
-                None => None,
-            };
-            let hmac = j
-                .secret
-                .as_ref()
-                .filter(|_| j.algorithms.iter().any(|a| is_hmac(*a)))
-                .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
-            issuers.push(JwtIssuer {
-                id: j.id.clone(),
-                issuer: j.issuer.clone(),
-                algorithms: j.algorithms.clone(),
-                extra_audiences: j.audiences.clone(),
-                keys,
-                hmac,
-                leeway: j.leeway.as_secs(),
-                required_claims: j.required_claims.clone(),
-                scope_claim: j.scope_claim.clone(),
-            });
-        }
-        let jwt = (!issuers.is_empty()).then(|| {
-            JwtValidator::new(
-                issuers,
-                auth.token_cache_size,
-                auth.token_cache_ttl,
-                clock,
-                claim_headers.clone(),
-            )
-        });
-
-        let enabled = auth.enabled();
-        let public_url = auth.public_url.clone().unwrap_or_default();
-        let authorization_servers: Vec<String> = auth
-            .authorization_servers
-            .clone()
-            .unwrap_or_else(|| auth.jwt.iter().map(|j| j.issuer.clone()).collect());
-        let mut upstreams = ByName::default();
-        let mut resources = Vec::new();
-        for up in &config.upstream {
-            let rules = Rules::new(&up.auth.rules).map(Arc::new);
-            let scopes = auth
-                .scopes_supported
-                .clone()
-                .or_else(|| rules.as_ref().map(|r| r.scopes()))
-                .unwrap_or_default();
-            let mount = up.mount_path();
-            let resource = up.resource(auth).unwrap_or_default();
-            let protected = enabled && !up.auth.public;
-            let metadata_param = format!(
-                "resource_metadata=\"{}\"",
-                prm::metadata_url(&public_url, &mount)
-            );
-            let challenge_tail = if scopes.is_empty() {
-                metadata_param.clone()
-            } else {
-                format!("{metadata_param}, scope=\"{}\"", scopes.join(" "))
-            };
-            if protected {
-                resources.push(prm::Resource {
-                    mount,
-                    resource: resource.clone(),
-                    scopes,
-                });
-            }
-            let credential = up.auth.credential.as_ref().and_then(|c| {
-                Some((
-                    HeaderName::from_bytes(c.header.as_bytes()).ok()?,
-                    HeaderValue::from_str(c.value.expose()).ok().map(|mut v| {
-                        v.set_sensitive(true);
-                        v
-                    })?,
-                ))
-            });
-            upstreams.insert(
-                up.name.clone(),
-                UpstreamAuth {
-                    protected,
-                    resource,
-                    challenge_tail,
-                    metadata_param,
-                    rules,
-                    credential,
-                },
-            );
-        }
+        let claim_headers = principal::claim_header_names(&auth.claim_headers);
+        let api_keys = ApiKeys::from_config(&auth.api_keys, &claim_headers);
+        let jwt = JwtValidator::from_config(auth, clock, &claim_headers, &auth_metrics).await?;
+        let (upstreams, resources) = per_upstream::compile(config);
         Ok(Self {
-            enabled,
+            enabled: auth.enabled(),
             hosts: HostPolicy::new(auth.allowed_hosts.as_deref(), listen),
             origins: OriginPolicy::new(
                 auth.allowed_origins.as_deref(),
@@ -316,7 +151,7 @@ impl Auth {
             api_keys,
             jwt,
             upstreams,
-            prm: Prm::new(&resources, &authorization_servers, &public_url),
+            prm: Prm::from_config(auth, &resources),
             claim_header_names: claim_headers.into_iter().map(|(_, n)| n).collect(),
             metrics: Some((auth_metrics, hot)),
         })
@@ -671,3 +506,6 @@ where
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod start_tests;

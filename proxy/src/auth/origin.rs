@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 
-use super::glob::Glob;
+use crate::glob::Glob;
 
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 

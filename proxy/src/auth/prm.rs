@@ -11,6 +11,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::body::{ProxyBody, empty, full};
+use crate::config::AuthConfig;
 use crate::error::ProxyError;
 
 /// The well-known path prefix.
@@ -47,6 +48,17 @@ pub struct Prm {
 }
 
 impl Prm {
+    /// The documents of the protected upstreams' `resources`, naming `auth.authorization_servers`
+    /// (default: the `issuer` of every `[[auth.jwt]]`).
+    pub fn from_config(auth: &AuthConfig, resources: &[Resource]) -> Self {
+        let authorization_servers: Vec<String> = auth
+            .authorization_servers
+            .clone()
+            .unwrap_or_else(|| auth.jwt.iter().map(|j| j.issuer.clone()).collect());
+        let public_url = auth.public_url.as_deref().unwrap_or_default();
+        Self::new(resources, &authorization_servers, public_url)
+    }
+
     /// Renders the documents for `resources`.
     pub fn new(resources: &[Resource], authorization_servers: &[String], public_url: &str) -> Self {
         let render = |resource: &str, scopes: &[String]| -> Bytes {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{Config, ConfigError};
 use crate::cidr::Cidr;
-use crate::limits::glob_match;
+use crate::glob::glob_match;
 
 /// Requests in flight through the whole sidecar before it sheds load (503). Far above what one
 /// backend serves concurrently, so it only bites when the sidecar itself is flooded: it bounds

@@ -35,7 +35,6 @@ pub use limits::{
 };
 pub use resilience::{
     BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
-    glob_match,
 };
 pub(crate) use validate::normalise_mount;
 

@@ -130,31 +130,3 @@ fn disabled_breaker_skips_its_checks() {
     ))
     .unwrap();
 }
-
-#[test]
-fn globs_match_whole_names() {
-    assert!(glob_match("crawl_*", "crawl_web"));
-    assert!(glob_match("crawl_*", "crawl_"));
-    assert!(!glob_match("crawl_*", "xcrawl_web"));
-    assert!(glob_match("*_find", "qdrant_find"));
-    assert!(glob_match("q?rant*", "qdrant_find"));
-    assert!(glob_match("*", ""));
-    assert!(glob_match("a*b*c", "a-b-b-c"));
-    assert!(!glob_match("a*b*c", "a-b-b-d"));
-    assert!(!glob_match("echo", "echo2"));
-    assert!(glob_match("echo", "echo"));
-}
-
-proptest::proptest! {
-    #[test]
-    fn literal_patterns_match_only_themselves(a in "[a-z_?]{0,8}", b in "[a-z_]{0,8}") {
-        let literal = !a.contains('?');
-        if literal {
-            proptest::prop_assert_eq!(glob_match(&a, &b), a == b);
-        }
-        proptest::prop_assert!(glob_match("*", &b));
-        let star_suffixed = format!("{b}*");
-        let longer = format!("{b}x");
-        proptest::prop_assert!(glob_match(&star_suffixed, &longer));
-    }
-}

@@ -264,7 +264,9 @@ fn poll_stream<IO: AsyncRead + AsyncWrite + Unpin>(
                     t.decoder = BodyDecoder::Failed;
                     let e = match e {
                         ChunkError::Malformed(why) => BodyError::Chunked(why),
-                        ChunkError::TooLarge { limit } => BodyError::TooLarge(BodyTooLarge { limit }),
+                        ChunkError::TooLarge { limit } => {
+                            BodyError::TooLarge(BodyTooLarge { limit })
+                        }
                     };
                     return Poll::Ready(Some(Err(e)));
                 }

@@ -1,4 +1,4 @@
-//! Who is calling: the client IP behind trusted proxies, and glob matching for rule filters.
+//! Who is calling: the client IP behind trusted proxies.
 
 use std::net::IpAddr;
 
@@ -47,88 +47,10 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
         .map(|s| s.ip().to_canonical())
 }
 
-/// A glob compiled once: exact names and `prefix*` patterns, the common cases in rules, skip the
-/// general matcher (this runs for every rule on every request).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Glob {
-    /// `*`.
-    Any,
-    /// No wildcard.
-    Exact(String),
-    /// `prefix*` with no other wildcard.
-    Prefix(String),
-    /// Anything else.
-    Pattern(String),
-}
-
-impl Glob {
-    /// Compiles `pattern`.
-    pub fn new(pattern: &str) -> Self {
-        let wild = |s: &str| s.contains(['*', '?']);
-        match pattern.strip_suffix('*') {
-            _ if !wild(pattern) => Self::Exact(pattern.to_owned()),
-            Some("") => Self::Any,
-            Some(prefix) if !wild(prefix) => Self::Prefix(prefix.to_owned()),
-            _ => Self::Pattern(pattern.to_owned()),
-        }
-    }
-
-    /// Whether `text` matches.
-    pub fn matches(&self, text: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Exact(name) => name == text,
-            Self::Prefix(prefix) => text.starts_with(prefix.as_str()),
-            Self::Pattern(pattern) => glob_match(pattern, text),
-        }
-    }
-}
-
-/// Shell-style glob: `*` matches any run of characters (also none), `?` exactly one.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    if pattern.is_ascii() && text.is_ascii() {
-        glob(pattern.as_bytes(), text.as_bytes(), b'*', b'?')
-    } else {
-        let p: Vec<char> = pattern.chars().collect();
-        let t: Vec<char> = text.chars().collect();
-        glob(&p, &t, '*', '?')
-    }
-}
-
-/// Iterative glob with one backtrack point (the last `*`): O(len(p) * len(t)) at worst.
-fn glob<T: Copy + Eq>(p: &[T], t: &[T], any_run: T, any_one: T) -> bool {
-    let (mut pi, mut ti) = (0, 0);
-    // Where the last `*` was and the text position it currently stands for.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some(&c) if c == any_run => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if c == any_one || c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                // Let the last `*` swallow one more character and retry from there.
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == any_run)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
-    use proptest::prelude::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -174,46 +96,5 @@ mod tests {
             client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
             ip("10.0.0.1")
         );
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("crawl_*", "crawl_web"));
-        assert!(glob_match("crawl_*", "crawl_"));
-        assert!(!glob_match("crawl_*", "crawl"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("tools/*", "tools/call"));
-        assert!(glob_match("t?ols/call", "tools/call"));
-        assert!(!glob_match("tools/call", "tools/calls"));
-        assert!(glob_match("*a*b*c", "xxaxxbxxc"));
-        assert!(!glob_match("*a*b*c", "xxaxxcxxb"));
-        assert!(glob_match("é*", "éa"));
-        assert_eq!(Glob::new("echo"), Glob::Exact("echo".into()));
-        assert_eq!(Glob::new("*"), Glob::Any);
-        assert_eq!(Glob::new("crawl_*"), Glob::Prefix("crawl_".into()));
-        assert_eq!(Glob::new("*_web"), Glob::Pattern("*_web".into()));
-        assert_eq!(Glob::new("a?*"), Glob::Pattern("a?*".into()));
-        assert!(
-            Glob::new("crawl_*").matches("crawl_web") && !Glob::new("crawl_*").matches("crawl")
-        );
-    }
-
-    fn naive(p: &[char], t: &[char]) -> bool {
-        match (p.first(), t.first()) {
-            (None, _) => t.is_empty(),
-            (Some('*'), _) => naive(&p[1..], t) || (!t.is_empty() && naive(p, &t[1..])),
-            (Some(&c), Some(&d)) if c == '?' || c == d => naive(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn glob_agrees_with_the_recursive_definition(p in "[abé*?]{0,8}", t in "[abé]{0,10}") {
-            let pc: Vec<char> = p.chars().collect();
-            let tc: Vec<char> = t.chars().collect();
-            prop_assert_eq!(glob_match(&p, &t), naive(&pc, &tc));
-            prop_assert_eq!(Glob::new(&p).matches(&t), naive(&pc, &tc));
-        }
     }
 }

@@ -48,7 +48,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use client_ip::{Cidr, CidrError, Glob, client_ip, glob_match};
+pub use client_ip::{Cidr, CidrError, client_ip};
 pub use clock::{TokioClock, TokioInstant};
 pub use inflight::{HeldBody, InFlight, Permit, Permits};
 pub use metrics::LimitMetrics;

@@ -12,10 +12,10 @@ use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
 use tokio::sync::Notify;
 
-use super::client_ip::Glob;
 use super::clock::TokioClock;
 use super::store::{CappedStore, Probe, Receipt, StoreMetrics, take_receipt};
 use crate::config::{KeyPart, RateLimitRule};
+use crate::glob::Glob;
 use crate::mcp::{Kind, Message};
 use crate::principal::{Principal, Source};
 

@@ -45,8 +45,9 @@ pub use machine::{
 };
 pub use metrics::ResilienceMetrics;
 
-use crate::config::{UpstreamConfig, glob_match};
+use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+use crate::glob::glob_match;
 use crate::mcp::{Classified, Kind, Message};
 use crate::metrics::Metrics;
 use crate::upstream::ByName;
