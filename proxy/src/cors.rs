@@ -31,6 +31,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::body::{ProxyBody, empty};
 use crate::config::CorsConfig;
+use crate::exchange::{self, Exchange, Policy, Step};
 use crate::glob::Glob;
 
 /// `Vary` of a preflight's answer: what it grants depends on all three request headers.
@@ -54,6 +55,10 @@ pub enum Grant {
     Allowed(HeaderValue),
     /// The origin passed the Origin check but not `cors.allowed_origins`: no CORS headers.
     Refused,
+}
+
+impl Policy for Cors {
+    type State = Option<Grant>;
 }
 
 /// The CORS phase's outcome for a request with `Origin`.
@@ -159,11 +164,28 @@ impl Cors {
         *method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     }
 
-    /// The CORS phase for a request whose `origin` passed the Origin check.
+    /// The CORS phase: answers a preflight (never forwarded: it carries no credential by design,
+    /// so forwarding it would hand unauthenticated requests to a protected backend); for any
+    /// other request with an allowed `Origin`, keeps the grant its answer gets
+    /// ([`Cors::apply`]).
+    pub fn preflight(&self, ex: &mut Exchange, grant: &mut Option<Grant>) -> exchange::Outcome {
+        let Some(origin) = &ex.origin else {
+            return Ok(Step::Next);
+        };
+        match self.on_request(&ex.head.method, &ex.head.headers, origin) {
+            Phase::Preflight(answer) => Ok(Step::Answer(answer)),
+            Phase::Actual(g) => {
+                *grant = Some(g);
+                Ok(Step::Next)
+            }
+        }
+    }
+
+    /// What CORS does with a request whose `origin` passed the Origin check.
     pub fn on_request(&self, method: &Method, headers: &HeaderMap, origin: &HeaderValue) -> Phase {
         let grant = self.grant(origin);
         if Self::is_preflight(method, headers) {
-            Phase::Preflight(self.preflight(grant, headers))
+            Phase::Preflight(self.preflight_answer(grant, headers))
         } else {
             Phase::Actual(grant)
         }
@@ -186,7 +208,7 @@ impl Cors {
     }
 
     /// A preflight's answer: 204, with grants only when everything asked for is allowed.
-    fn preflight(&self, grant: Grant, headers: &HeaderMap) -> Response<ProxyBody> {
+    fn preflight_answer(&self, grant: Grant, headers: &HeaderMap) -> Response<ProxyBody> {
         let outcome = match &grant {
             Grant::Refused => Outcome::OriginNotAllowed,
             Grant::Allowed(_) if !self.method_allowed(headers) => Outcome::MethodNotAllowed,

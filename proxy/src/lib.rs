@@ -1,25 +1,27 @@
 //! mcp-sidecar: a reverse proxy deployed beside an MCP server that adds what quickly written
-//! servers lack (clean SSE passthrough, metrics, health, graceful shutdown; later auth, limits
-//! and breakers) without touching the server.
+//! servers lack (authentication, rate limits, circuit breakers, clean SSE passthrough, metrics,
+//! health, graceful shutdown) without touching the server; and the library its companion tools
+//! (`chaos/`, `loadtest/`) build on.
 //!
-//! Where things live:
-//! - [`config`]: the TOML file, defaults and validation;
-//! - [`server`]: listeners, TLS, connection lifecycle and graceful shutdown; [`downstream`]:
-//!   the HTTP/1 server leg (HTTP/2 is hyper's); [`tcp_keepalive`]: dead-peer detection;
-//! - [`forward`]: the request path, phase by phase;
-//! - [`headers`], [`body`]: header hygiene and the streaming body wrappers (SSE);
-//! - [`upstream`]: mount paths and pooled clients; [`health`]: readiness;
-//! - [`resilience`]: circuit breakers, per-tool timeouts and retries around the upstream call;
-//! - [`limits`]: rate limits (governor, keyed) and overload protection (in-flight caps);
-//! - [`auth`]: authentication (API keys, JWT/JWKS), per-tool authorization, Host/Origin checks;
-//! - [`cors`]: the CORS policy (preflights answered here, CORS headers on answers);
-//! - [`error`]: the one error type and its mapping to responses;
-//! - [`glob`]: the `*` / `?` matcher of every name and origin allow-list;
-//! - [`local_resources`], [`fd_budget`]: running out of descriptors is not a backend outage;
-//!   the descriptor limit raised and checked against the caps at start;
-//! - [`metrics`], [`observe`], [`admin`]: Prometheus, access logs, admin endpoints;
-//! - [`log_writer`], [`access_line`]: batched log output to stderr, the access-log line;
-//!   [`rate_limited_log`]: one line per interval for failures that come in floods.
+//! The modules form layers; each imports only its own layer and those below
+//! (`proxy/tests/layers.rs` checks it; docs/ARCHITECTURE.md draws it), bottom first:
+//! - **config and plain types**: [`config`] (the TOML file, defaults, validation), [`cidr`],
+//!   [`glob`] (the `*` / `?` matcher of every allow-list), [`principal`], [`metrics`],
+//!   [`local_resources`] and [`fd_budget`] (running out of descriptors is not a backend outage),
+//!   [`lazy_timer`], [`tcp_keepalive`], [`log_writer`] and [`access_line`] (batched log output,
+//!   the access-log line), [`rate_limited_log`];
+//! - **codec and model**: [`codec`] (the HTTP/1.1 codec both legs share), [`mcp`] (JSON-RPC
+//!   classification), [`headers`] (header hygiene);
+//! - **legs and bodies**: [`downstream`] (the HTTP/1 server leg, generic over a
+//!   [`downstream::Handler`]), [`upstream`] (routing, the pooled HTTP/1.1 client leg), [`tls`],
+//!   [`body`] (streaming wrappers, SSE), [`conn_info`], [`observe`], [`replay_io`],
+//!   [`accept_errors`];
+//! - **request model**: [`error`] (the one error type and its mapping to responses),
+//!   [`exchange`] (the seam: what a phase sees and returns);
+//! - **policies**: [`auth`], [`limits`], [`resilience`], [`cors`], [`flood_logs`];
+//! - **request path**: [`forward`] (the phase order, written once; the detachable tail);
+//! - **server**: [`server`] (listeners, TLS, lifecycle, graceful shutdown), [`admin`],
+//!   [`health`]; then [`cli`] and the binary.
 
 /// Awaits a future where it is built, without a second copy of it in the caller's state.
 ///
@@ -52,6 +54,7 @@ pub mod cors;
 pub mod demo;
 pub mod downstream;
 pub mod error;
+pub mod exchange;
 pub mod fd_budget;
 pub mod flood_logs;
 pub mod forward;

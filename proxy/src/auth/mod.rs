@@ -2,15 +2,12 @@
 //! whether it may call this method or tool (per-upstream rules over scopes), and what the
 //! backend sees (the client's credential removed, the backend's own added, claim headers).
 //!
-//! The request path calls, in this order (see [`crate::forward`]):
-//! 1. [`Auth::metadata`]: protected resource metadata (RFC 9728), before routing;
-//! 2. [`Auth::check_host_origin`]: Host/Origin allow-lists, before any body is read;
-//!    then [`crate::cors`] answers CORS preflights itself (they carry no credential; never
-//!    forwarded);
-//! 3. [`Auth::authenticate`]: 401 without a valid credential, still before the body is read;
-//! 4. [`Auth::authorize`]: after classification, message by message (batches too);
-//! 5. [`Auth::prepare_upstream_headers`]: in the header phase;
-//! 6. [`Auth::filter_response`]: `tools/list` answers shrink to the tools the caller may call.
+//! Its phases ([`crate::exchange`]'s call shape; where each runs is written once, in
+//! [`crate::forward`]): [`Auth::metadata`] (protected resource metadata, RFC 9728),
+//! [`Auth::check_host_origin`] (Host/Origin allow-lists), [`Auth::authenticate`] (401 without
+//! a valid credential, before the body is read) and [`Auth::authorize`] (per message, after
+//! classification). The tail calls [`Auth::prepare_upstream_headers`] and
+//! [`Auth::filter_response`] (`tools/list` answers shrink to the tools the caller may call).
 
 pub mod apikey;
 pub mod authz;
@@ -25,6 +22,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod origin;
 mod per_upstream;
+mod phases;
 pub mod prm;
 
 use std::sync::Arc;
@@ -163,8 +161,8 @@ impl Auth {
         }
     }
 
-    /// Phase 1 (before routing): the protected resource metadata documents.
-    pub fn metadata(
+    /// The protected resource metadata documents ([`Auth::metadata`]).
+    pub fn metadata_answer(
         &self,
         method: &Method,
         path: &str,
@@ -175,9 +173,9 @@ impl Auth {
         self.prm.handle(method, path)
     }
 
-    /// Phase 2 (after routing, before the body): `Host` (421) and `Origin` (403) allow-lists.
-    /// Returns the request's `Origin` when it has one (it passed), for the CORS phase.
-    pub fn check_host_origin<'h>(
+    /// `Host` (421) and `Origin` (403) allow-lists ([`Auth::check_host_origin`]). Returns the
+    /// request's `Origin` when it has one (it passed), for the CORS phase.
+    pub fn host_and_origin<'h>(
         &self,
         headers: &'h HeaderMap,
         uri: &Uri,
@@ -229,11 +227,11 @@ impl Auth {
         }
     }
 
-    /// Phase 3 (before the body): the caller's principal; `None` for public upstreams and when
+    /// The caller's principal ([`Auth::authenticate`]); `None` for public upstreams and when
     /// no authenticator is configured. Every method needs a credential on a protected upstream,
     /// `OPTIONS` too: CORS preflights never get here ([`crate::cors`] answers them), and with
     /// `cors.enabled = false` a preflight is an ordinary request.
-    pub async fn authenticate(
+    pub async fn authenticate_headers(
         &self,
         upstream: &Upstream,
         headers: &HeaderMap,
@@ -346,8 +344,8 @@ impl Auth {
         }
     }
 
-    /// Phase 4 (after classification): every message of the body against the upstream's rules.
-    pub fn authorize(
+    /// Every message of the body against the upstream's rules ([`Auth::authorize`]).
+    pub fn authorize_messages(
         &self,
         upstream: &Upstream,
         principal: Option<&Arc<Principal>>,
@@ -388,7 +386,7 @@ impl Auth {
         Ok(())
     }
 
-    /// Phase 5 (header phase): claim headers are always removed first; on protected upstreams the
+    /// In the tail, before the send: claim headers are always removed first; on protected upstreams the
     /// client's credential is removed; the backend's credential and the principal's claim headers
     /// are added.
     pub fn prepare_upstream_headers(
@@ -415,7 +413,7 @@ impl Auth {
         }
     }
 
-    /// Phase 6 (response): wraps the body so `tools/list` answers only show callable tools.
+    /// In the tail, on the answer: wraps the body so `tools/list` answers only show callable tools.
     pub fn filter_response(
         &self,
         upstream: &Upstream,

@@ -121,7 +121,7 @@ impl Env {
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
         );
-        self.auth.authenticate(&self.upstream, &h).await
+        self.auth.authenticate_headers(&self.upstream, &h).await
     }
 
     async fn outcome(&self, token: &str) -> &'static str {
@@ -347,7 +347,7 @@ async fn mixed_hmac_and_rsa_issuer_is_not_confused() {
             &jsonwebtoken::EncodingKey::from_secret(secret),
         )
         .unwrap();
-        let result = auth.authenticate(&upstream, &check(forged)).await;
+        let result = auth.authenticate_headers(&upstream, &check(forged)).await;
         assert!(
             matches!(
                 result,
@@ -361,9 +361,17 @@ async fn mixed_hmac_and_rsa_issuer_is_not_confused() {
     }
     // Both legitimate kinds pass.
     let hs = token::mint_hmac(Algorithm::HS256, HS_SECRET.as_bytes(), &claims("crawl")).unwrap();
-    assert!(auth.authenticate(&upstream, &check(hs)).await.is_ok());
+    assert!(
+        auth.authenticate_headers(&upstream, &check(hs))
+            .await
+            .is_ok()
+    );
     let rs = RSA_2048.mint(&claims("crawl")).unwrap();
-    assert!(auth.authenticate(&upstream, &check(rs)).await.is_ok());
+    assert!(
+        auth.authenticate_headers(&upstream, &check(rs))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -373,7 +381,7 @@ async fn challenges_name_the_metadata_and_the_error() {
         challenge, outcome, ..
     }) = env
         .auth
-        .authenticate(&env.upstream, &HeaderMap::new())
+        .authenticate_headers(&env.upstream, &HeaderMap::new())
         .await
     else {
         panic!("no token must be refused")
@@ -399,7 +407,7 @@ async fn challenges_name_the_metadata_and_the_error() {
         HeaderValue::from_static("Basic YTpi"),
     );
     assert!(matches!(
-        env.auth.authenticate(&env.upstream, &h).await,
+        env.auth.authenticate_headers(&env.upstream, &h).await,
         Err(ProxyError::Unauthorized {
             outcome: "malformed",
             ..
@@ -417,7 +425,7 @@ async fn challenges_name_the_metadata_and_the_error() {
         HeaderValue::from_static("POST"),
     );
     assert!(matches!(
-        env.auth.authenticate(&env.upstream, &h).await,
+        env.auth.authenticate_headers(&env.upstream, &h).await,
         Err(ProxyError::Unauthorized {
             outcome: "missing",
             ..
@@ -434,7 +442,7 @@ async fn api_keys_as_bearer_or_header() {
     h.insert(&X_API_KEY, HeaderValue::from_static(API_KEY));
     assert!(
         env.auth
-            .authenticate(&env.upstream, &h)
+            .authenticate_headers(&env.upstream, &h)
             .await
             .unwrap()
             .is_some()
@@ -444,7 +452,7 @@ async fn api_keys_as_bearer_or_header() {
         HeaderValue::from_static("ci-key-0123456789abcdeX"),
     );
     assert!(matches!(
-        env.auth.authenticate(&env.upstream, &h).await,
+        env.auth.authenticate_headers(&env.upstream, &h).await,
         Err(ProxyError::Unauthorized {
             outcome: "unknown_api_key",
             ..
@@ -453,7 +461,7 @@ async fn api_keys_as_bearer_or_header() {
     h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
     assert!(
         matches!(
-            env.auth.authenticate(&env.upstream, &h).await,
+            env.auth.authenticate_headers(&env.upstream, &h).await,
             Err(ProxyError::Unauthorized {
                 outcome: "malformed",
                 ..
@@ -502,12 +510,12 @@ async fn authorization_decides_every_message_and_challenges_with_scopes() {
     };
     assert!(
         env.auth
-            .authorize(&env.upstream, p.as_ref(), Some(&call("crawl_web")))
+            .authorize_messages(&env.upstream, p.as_ref(), Some(&call("crawl_web")))
             .is_ok()
     );
     let Err(ProxyError::Forbidden { challenge, detail }) =
         env.auth
-            .authorize(&env.upstream, p.as_ref(), Some(&call("echo")))
+            .authorize_messages(&env.upstream, p.as_ref(), Some(&call("echo")))
     else {
         panic!("echo needs tools:read")
     };
@@ -525,7 +533,7 @@ async fn authorization_decides_every_message_and_challenges_with_scopes() {
     .unwrap();
     assert!(
         env.auth
-            .authorize(&env.upstream, p.as_ref(), Some(&batch))
+            .authorize_messages(&env.upstream, p.as_ref(), Some(&batch))
             .is_err(),
         "one denied element denies the batch"
     );
@@ -567,18 +575,18 @@ async fn metadata_is_served_for_the_mount_and_the_root() {
     let env = env().await;
     assert!(
         env.auth
-            .metadata(&Method::GET, "/.well-known/oauth-protected-resource/mcp")
+            .metadata_answer(&Method::GET, "/.well-known/oauth-protected-resource/mcp")
             .is_some()
     );
     assert!(
         env.auth
-            .metadata(&Method::GET, "/.well-known/oauth-protected-resource")
+            .metadata_answer(&Method::GET, "/.well-known/oauth-protected-resource")
             .is_some()
     );
-    assert!(env.auth.metadata(&Method::GET, "/mcp").is_none());
+    assert!(env.auth.metadata_answer(&Method::GET, "/mcp").is_none());
     assert!(
         Auth::disabled()
-            .metadata(&Method::GET, prm::WELL_KNOWN)
+            .metadata_answer(&Method::GET, prm::WELL_KNOWN)
             .is_none()
     );
 }
@@ -616,7 +624,7 @@ proptest! {
                 Ok(v) => { h.insert(header::AUTHORIZATION, v); }
                 Err(_) => return None,
             }
-            Some(env.auth.authenticate(&env.upstream, &h).await)
+            Some(env.auth.authenticate_headers(&env.upstream, &h).await)
         });
         if let Some(result) = result {
             prop_assert!(result.is_err(), "random token authenticated");
@@ -655,11 +663,15 @@ async fn hot_path_cost() {
                 let start = std::time::Instant::now();
                 for _ in 0..n {
                     env.auth
-                        .check_host_origin(&h, &http::Uri::from_static("/mcp"))
+                        .host_and_origin(&h, &http::Uri::from_static("/mcp"))
                         .unwrap();
-                    let p = env.auth.authenticate(&env.upstream, &h).await.unwrap();
+                    let p = env
+                        .auth
+                        .authenticate_headers(&env.upstream, &h)
+                        .await
+                        .unwrap();
                     env.auth
-                        .authorize(&env.upstream, p.as_ref(), Some(body))
+                        .authorize_messages(&env.upstream, p.as_ref(), Some(body))
                         .unwrap();
                     let mut out = h.clone();
                     env.auth
@@ -690,7 +702,10 @@ async fn hot_path_cost() {
                 .collect();
             let start = std::time::Instant::now();
             for h in &headers {
-                env.auth.authenticate(&env.upstream, h).await.unwrap();
+                env.auth
+                    .authenticate_headers(&env.upstream, h)
+                    .await
+                    .unwrap();
             }
             start.elapsed() / n
         };

@@ -1,14 +1,16 @@
-//! Rate limiting and overload protection: three phases of the request path.
+//! Rate limiting and overload protection. Three phases (the seam's call shape, state [`Held`];
+//! where each runs is written once, in `forward`'s `dispatch`):
 //!
-//! 1. [`Limits::shed`], right after routing: the global in-flight cap (503 + `Retry-After` at
+//! 1. [`Limits::shed`], before the body is read: the global in-flight cap (503 + `Retry-After` at
 //!    once, never a queue). Standalone streams (GET) are not requests in flight: they have their
 //!    own global cap, checked here too. DELETE is counted but never shed.
-//! 2. [`Limits::admit`], right after classification: the rate-limit rules, for JSON-RPC requests
+//! 2. [`Limits::admit`], once the body is classified: the rate-limit rules, for JSON-RPC requests
 //!    only (notifications, client responses, DELETE are never limited); the per-principal cap on
 //!    standalone streams for GET. A `subscriptions/listen` request (a standing stream, known only
-//!    now) trades its in-flight slot for a slot under both stream caps.
-//! 3. [`Limits::reserve_upstream`], right before the upstream call: the upstream's in-flight cap.
-//!    Notifications, client responses and DELETE are counted but never shed there either.
+//!    then) trades its in-flight slot for a slot under both stream caps.
+//! 3. [`Limits::reserve_upstream`], the last refusal before the upstream call: the upstream's
+//!    in-flight cap. Notifications, client responses and DELETE are counted but never shed there
+//!    either.
 //!
 //! [`Held::attach`] moves every permit into the response body, so a slot is held until the
 //! response (an SSE stream included) has ended, and adds the `RateLimit` fields to admitted
@@ -59,8 +61,10 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 pub use crate::config::STREAMS_POLICY;
 use crate::error::{ProxyError, Rejection, retry_after_secs};
-use crate::forward::RequestContext;
+use crate::exchange::{Exchange, Outcome, Policy, Step};
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY};
+use crate::mcp::Classified;
+use crate::principal::Principal;
 use crate::upstream::ByName;
 use crate::upstream::Upstream;
 use evaluate::header_value;
@@ -70,7 +74,7 @@ use inflight::PerKeyStreams;
 /// flood cannot turn the sweeper into a busy loop.
 pub const MIN_EARLY_SWEEP_SPACING: Duration = Duration::from_secs(1);
 
-/// What a request holds from the limits while it is served (lives in [`RequestContext`]).
+/// What a request holds from the limits while it is served: the [`Policy::State`] of [`Limits`].
 #[derive(Debug, Default)]
 pub struct Held {
     permits: Permits,
@@ -104,34 +108,8 @@ impl Held {
     }
 }
 
-/// [`Limits::shed`], when limits are configured.
-pub fn shed(
-    limits: Option<&Limits>,
-    upstream: &Upstream,
-    method: &Method,
-    held: &mut Held,
-) -> Result<(), ProxyError> {
-    limits.map_or(Ok(()), |l| l.shed(upstream, method, held))
-}
-
-/// [`Limits::admit`], when limits are configured.
-pub fn admit(
-    limits: Option<&Limits>,
-    upstream: &Upstream,
-    headers: &http::HeaderMap,
-    peer: IpAddr,
-    cx: &mut RequestContext,
-) -> Result<(), ProxyError> {
-    limits.map_or(Ok(()), |l| l.admit(upstream, headers, peer, cx))
-}
-
-/// [`Limits::reserve_upstream`], when limits are configured.
-pub fn reserve_upstream(
-    limits: Option<&Limits>,
-    upstream: &Upstream,
-    cx: &mut RequestContext,
-) -> Result<(), ProxyError> {
-    limits.map_or(Ok(()), |l| l.reserve_upstream(upstream, cx))
+impl Policy for Limits {
+    type State = Held;
 }
 
 #[derive(Debug)]
@@ -220,7 +198,42 @@ impl Limits {
 
     /// Phase 1, right after routing: the global in-flight cap (or the global stream cap for a
     /// standalone stream). Refuses at once, before the body is read.
-    pub fn shed(
+    pub fn shed(&self, ex: &mut Exchange, held: &mut Held) -> Outcome {
+        let Some(upstream) = ex.upstream.as_deref() else {
+            return Ok(Step::Next);
+        };
+        self.shed_request(upstream, &ex.head.method, held)?;
+        Ok(Step::Next)
+    }
+
+    /// Phase 2, right after classification: rate-limit rules for JSON-RPC requests, the
+    /// per-principal stream cap for standalone streams.
+    pub fn admit(&self, ex: &mut Exchange, held: &mut Held) -> Outcome {
+        let Some(upstream) = ex.upstream.as_deref() else {
+            return Ok(Step::Next);
+        };
+        self.admit_request(
+            upstream,
+            &ex.head.headers,
+            ex.conn.remote.ip(),
+            ex.principal.as_deref(),
+            ex.classified.as_deref(),
+            held,
+        )?;
+        Ok(Step::Next)
+    }
+
+    /// Phase 3, right before the upstream call: the upstream's in-flight cap.
+    pub fn reserve_upstream(&self, ex: &mut Exchange, held: &mut Held) -> Outcome {
+        let Some(upstream) = ex.upstream.as_deref() else {
+            return Ok(Step::Next);
+        };
+        self.reserve_upstream_slot(upstream, ex.classified.as_deref(), held)?;
+        Ok(Step::Next)
+    }
+
+    /// [`Limits::shed`] for a routed request.
+    pub fn shed_request(
         &self,
         upstream: &Upstream,
         method: &Method,
@@ -245,51 +258,54 @@ impl Limits {
         Ok(())
     }
 
-    /// Phase 2, right after classification: rate-limit rules for JSON-RPC requests, the
-    /// per-principal stream cap for standalone streams.
-    pub fn admit(
+    /// [`Limits::admit`] for a routed request from `peer` (the client IP is found behind
+    /// trusted proxies).
+    pub fn admit_request(
         &self,
         upstream: &Upstream,
         headers: &http::HeaderMap,
         peer: IpAddr,
-        cx: &mut RequestContext,
+        principal: Option<&Principal>,
+        classified: Option<&Classified>,
+        held: &mut Held,
     ) -> Result<(), ProxyError> {
         let who = LimitKeyInput {
-            principal: cx.principal.as_deref(),
+            principal,
             client_ip: client_ip(peer, headers, &self.trusted),
         };
-        if cx.limits.stream {
-            return self.admit_stream(&who, &mut cx.limits);
+        if held.stream {
+            return self.admit_stream(&who, held);
         }
-        let Some(classified) = &cx.classified else {
+        let Some(classified) = classified else {
             return Ok(());
         };
         if classified.opens_subscription() {
             // A listen stream stands open like a GET stream (no idle timeout): it would hold a
             // request slot for as long as it lives, so it trades that slot for a stream slot.
-            self.become_stream(upstream, &mut cx.limits)?;
-            self.admit_stream(&who, &mut cx.limits)?;
+            self.become_stream(upstream, held)?;
+            self.admit_stream(&who, held)?;
         }
         let upstream_rules = self
             .upstreams
             .get(&upstream.name)
             .map_or(&[][..], |u| &u.rules[..]);
-        self.check_rules(classified, &who, upstream_rules, &mut cx.limits)
+        self.check_rules(classified, &who, upstream_rules, held)
     }
 
-    /// Phase 3, right before the upstream call: the upstream's in-flight cap.
-    pub fn reserve_upstream(
+    /// [`Limits::reserve_upstream`] for a routed request.
+    pub fn reserve_upstream_slot(
         &self,
         upstream: &Upstream,
-        cx: &mut RequestContext,
+        classified: Option<&Classified>,
+        held: &mut Held,
     ) -> Result<(), ProxyError> {
-        if cx.limits.stream {
+        if held.stream {
             return Ok(());
         }
         let Some(limits) = self.upstreams.get(&upstream.name) else {
             return Ok(());
         };
-        let exempt = cx.limits.exempt || cx.classified.as_ref().is_some_and(|c| !c.has_request());
+        let exempt = held.exempt || classified.is_some_and(|c| !c.has_request());
         let permit = if exempt {
             limits.in_flight.acquire_anyway()
         } else {
@@ -298,7 +314,7 @@ impl Limits {
                 .try_acquire()
                 .ok_or_else(|| self.overloaded(upstream, "upstream"))?
         };
-        cx.limits.permits.upstream = Some(permit);
+        held.permits.upstream = Some(permit);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::FakeRelativeClock;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -174,7 +174,7 @@ fn a_burst_then_exactly_the_advertised_wait() {
 
 pub(super) struct Fixture {
     pub(super) limits: Arc<Limits>,
-    pub(super) upstream: Upstream,
+    pub(super) upstream: Arc<Upstream>,
     registry: Registry,
 }
 
@@ -191,11 +191,13 @@ pub(super) fn setup(extra: &str) -> Fixture {
     let config = Config::from_toml_with_env(&text, &|_| None).unwrap();
     let registry = Registry::new();
     let limits = Arc::new(Limits::new(&config, &registry).unwrap());
-    let upstream = Upstream::from_config(
-        &config.upstream[0],
-        &crate::metrics::Metrics::new().unwrap(),
-    )
-    .unwrap();
+    let upstream = Arc::new(
+        Upstream::from_config(
+            &config.upstream[0],
+            &crate::metrics::Metrics::new().unwrap(),
+        )
+        .unwrap(),
+    );
     Fixture {
         limits,
         upstream,
@@ -205,8 +207,21 @@ pub(super) fn setup(extra: &str) -> Fixture {
 
 impl Fixture {
     /// Runs a POST through the three phases as `client` (via X-Forwarded-For).
-    pub(super) fn post(&self, client: &str, body: &Value) -> Result<RequestContext, ProxyError> {
+    pub(super) fn post(&self, client: &str, body: &Value) -> Result<Held, ProxyError> {
         self.post_as(None, client, body)
+    }
+
+    /// A routed request from `client` (via X-Forwarded-For), as the phases see it.
+    fn exchange(&self, method: Method, client: &str, principal: Option<Principal>) -> Exchange {
+        let mut head = http::Request::new(()).into_parts().0;
+        head.method = method;
+        head.headers
+            .insert("x-forwarded-for", HeaderValue::from_str(client).unwrap());
+        let conn = crate::conn_info::ConnInfo::new(std::net::SocketAddr::new(PEER, 40000), false);
+        let mut ex = Exchange::new(head, conn);
+        ex.upstream = Some(self.upstream.clone());
+        ex.principal = principal.map(Arc::new);
+        ex
     }
 
     /// [`Fixture::post`] by an authenticated principal.
@@ -215,30 +230,25 @@ impl Fixture {
         principal: Option<Principal>,
         client: &str,
         body: &Value,
-    ) -> Result<RequestContext, ProxyError> {
-        let mut cx = RequestContext {
-            principal: principal.map(Arc::new),
-            ..RequestContext::default()
-        };
-        self.limits
-            .shed(&self.upstream, &Method::POST, &mut cx.limits)?;
-        cx.classified = Some(mcp::classify(body.to_string().as_bytes()).unwrap());
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_str(client).unwrap());
-        self.limits.admit(&self.upstream, &headers, PEER, &mut cx)?;
-        self.limits.reserve_upstream(&self.upstream, &mut cx)?;
-        Ok(cx)
+    ) -> Result<Held, ProxyError> {
+        let mut ex = self.exchange(Method::POST, client, principal);
+        let mut held = Held::default();
+        self.limits.shed(&mut ex, &mut held)?;
+        ex.classified = Some(Arc::new(
+            mcp::classify(body.to_string().as_bytes()).unwrap(),
+        ));
+        self.limits.admit(&mut ex, &mut held)?;
+        self.limits.reserve_upstream(&mut ex, &mut held)?;
+        Ok(held)
     }
 
-    pub(super) fn get(&self, client: &str) -> Result<RequestContext, ProxyError> {
-        let mut cx = RequestContext::default();
-        self.limits
-            .shed(&self.upstream, &Method::GET, &mut cx.limits)?;
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_str(client).unwrap());
-        self.limits.admit(&self.upstream, &headers, PEER, &mut cx)?;
-        self.limits.reserve_upstream(&self.upstream, &mut cx)?;
-        Ok(cx)
+    pub(super) fn get(&self, client: &str) -> Result<Held, ProxyError> {
+        let mut ex = self.exchange(Method::GET, client, None);
+        let mut held = Held::default();
+        self.limits.shed(&mut ex, &mut held)?;
+        self.limits.admit(&mut ex, &mut held)?;
+        self.limits.reserve_upstream(&mut ex, &mut held)?;
+        Ok(held)
     }
 
     pub(super) fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -276,7 +286,7 @@ pub(super) fn call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool}})
 }
 
-pub(super) fn rejection(result: Result<RequestContext, ProxyError>) -> Box<Rejection> {
+pub(super) fn rejection(result: Result<Held, ProxyError>) -> Box<Rejection> {
     match result {
         Err(ProxyError::RateLimited(r)) => r,
         Err(e) => panic!("expected a rate limit, got {e}"),
@@ -389,7 +399,7 @@ async fn api_key_rules_give_each_key_a_bucket() {
 async fn admitted_requests_carry_the_binding_policy() {
     let f = setup(PER_PRINCIPAL_AND_CRAWL);
     let mut cx = f.post("10.0.0.1", &call(1, "crawl_a")).unwrap();
-    let response = cx.limits.attach(http::Response::new(crate::body::empty()));
+    let response = cx.attach(http::Response::new(crate::body::empty()));
     // After one crawl call: per-principal has 4 left, crawl 1: crawl binds.
     assert_eq!(
         response.headers()["ratelimit-policy"],
@@ -397,7 +407,7 @@ async fn admitted_requests_carry_the_binding_policy() {
     );
     assert_eq!(response.headers()["ratelimit"], "\"crawl\";r=1;t=30");
     let mut cx = f.post("10.0.0.1", &call(2, "echo")).unwrap();
-    let response = cx.limits.attach(http::Response::new(crate::body::empty()));
+    let response = cx.attach(http::Response::new(crate::body::empty()));
     assert_eq!(
         response.headers()["ratelimit-policy"],
         "\"per-principal\";q=5;w=60"
@@ -422,11 +432,13 @@ async fn notifications_responses_and_delete_are_never_limited() {
         f.post("10.0.0.1", &initialized).unwrap();
         f.post("10.0.0.1", &response).unwrap();
     }
-    let mut cx = RequestContext::default();
+    let mut held = Held::default();
     f.limits
-        .shed(&f.upstream, &Method::DELETE, &mut cx.limits)
+        .shed_request(&f.upstream, &Method::DELETE, &mut held)
         .unwrap();
-    f.limits.reserve_upstream(&f.upstream, &mut cx).unwrap();
+    f.limits
+        .reserve_upstream_slot(&f.upstream, None, &mut held)
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -452,7 +464,7 @@ async fn shadow_rules_count_but_never_refuse() {
         setup("[[rate_limit]]\nname = \"s\"\nkey = []\nrate = 1\nper = \"60s\"\nshadow = true\n");
     for id in 0..10 {
         let mut cx = f.post("10.0.0.1", &call(id, "echo")).unwrap();
-        let response = cx.limits.attach(http::Response::new(crate::body::empty()));
+        let response = cx.attach(http::Response::new(crate::body::empty()));
         assert!(
             response.headers().get("ratelimit").is_none(),
             "shadow rules stay invisible"

@@ -83,9 +83,7 @@ async fn standalone_streams_have_their_own_caps() {
     let _request = f.post("10.0.0.1", &call(1, "echo")).unwrap();
     // A stream's slots come back when its body ends.
     let mut cx = a1;
-    let response = cx
-        .limits
-        .attach(http::Response::new(crate::body::full("x")));
+    let response = cx.attach(http::Response::new(crate::body::full("x")));
     assert!(f.get("10.0.0.4").is_err(), "slots still held by the body");
     let body = response.into_body().collect().await.unwrap();
     assert_eq!(body.to_bytes(), "x");

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, Permit};
 use super::machine::Outcome;
-use super::{ResilienceMetrics, UpstreamPolicy};
+use super::{Resilience, ResilienceMetrics, UpstreamPolicy};
 use crate::body::{ProxyBody, body_read_timeout, full};
 use crate::error::ProxyError;
 use crate::error::error_chain;
@@ -22,17 +22,17 @@ use crate::metrics::{self, Metrics};
 use crate::upstream::h1::ClientError;
 use crate::upstream::{PoolError, PooledBody, Unsent, Upstream};
 
-/// An admitted request: its breaker permit and the policy that applies to it.
+/// An admitted request: its breaker permit and the policy that applies to it. Owns what it
+/// needs (shared handles, no borrows), so a detached tail (a job) can carry it to its task.
 #[derive(Debug)]
-pub struct Call<'a> {
+pub struct Call {
     pub(super) timeout: Duration,
     pub(super) stream_idle_timeout: Duration,
     pub(super) idempotent: bool,
-    pub(super) failure_statuses: &'a [u16],
-    pub(super) breaker: Option<&'a Arc<Breaker>>,
+    pub(super) breaker: Option<Arc<Breaker>>,
     pub(super) permit: Option<Permit>,
-    pub(super) policy: Option<&'a UpstreamPolicy>,
-    pub(super) metrics: Option<&'a ResilienceMetrics>,
+    pub(super) policy: Option<Arc<UpstreamPolicy>>,
+    pub(super) resilience: Option<Arc<Resilience>>,
 }
 
 /// Why an attempt failed (a metric label).
@@ -75,19 +75,31 @@ impl Replay {
     }
 }
 
-impl<'a> Call<'a> {
+impl Call {
     /// A call without breaker or retries, with the upstream's own timeouts.
     pub(super) fn plain(upstream: &Upstream) -> Self {
         Self {
             timeout: upstream.config.response_timeout,
             stream_idle_timeout: upstream.config.stream_idle_timeout,
             idempotent: false,
-            failure_statuses: &[],
             breaker: None,
             permit: None,
             policy: None,
-            metrics: None,
+            resilience: None,
         }
+    }
+
+    /// The statuses that count as the backend failing: the breaker's, else the upstream's.
+    fn failure_statuses(&self) -> &[u16] {
+        match (&self.breaker, &self.policy) {
+            (Some(b), _) => &b.failure_statuses,
+            (None, Some(p)) => &p.failure_statuses,
+            (None, None) => &[],
+        }
+    }
+
+    fn metrics(&self) -> Option<&ResilienceMetrics> {
+        self.resilience.as_deref().map(Resilience::metrics)
     }
 
     /// The idle timeout for a streamed answer (the tool's, else the upstream's).
@@ -112,7 +124,8 @@ impl<'a> Call<'a> {
         body: ProxyBody,
         replay: Option<Bytes>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        let max_retries = self.policy.map_or(0, |p| p.max_retries);
+        let mut permit = self.permit.take();
+        let max_retries = self.policy.as_ref().map_or(0, |p| p.max_retries);
         let replay = (max_retries > 0 && self.idempotent)
             .then(|| replay.or_else(|| body.is_end_stream().then(Bytes::new)))
             .flatten()
@@ -123,14 +136,19 @@ impl<'a> Call<'a> {
                 headers: parts.headers.clone(),
                 body,
             });
-        if let Some(p) = self.policy {
+        if let Some(p) = &self.policy {
             p.budget.deposit(Instant::now());
         }
         let mut req = Request::from_parts(parts, body);
         let mut retries = 0;
         loop {
-            let (result, unsent) =
-                await_in_place!(attempt(upstream, metrics, self.metrics, req, self.timeout));
+            let (result, unsent) = await_in_place!(attempt(
+                upstream,
+                metrics,
+                self.metrics(),
+                req,
+                self.timeout
+            ));
             if let Err(
                 ProxyError::LocalResourceExhausted { .. }
                 | ProxyError::RequestBodyTimeout(_)
@@ -140,23 +158,23 @@ impl<'a> Call<'a> {
                 // The sidecar's own shortage, or the client's body failing while it was streamed
                 // to the backend, says nothing about the backend: the permit goes back without an
                 // outcome, and a retry would meet the same shortage or have no body to send.
-                drop(self.permit.take());
+                drop(permit.take());
                 return result;
             }
             let failure = self.judge(&result);
-            if let (Some(f), Some(m)) = (failure, self.metrics) {
+            if let (Some(f), Some(m)) = (failure, self.metrics()) {
                 m.upstream_failures
                     .with_label_values(&[&upstream.name, f.label()])
                     .inc();
             }
-            if let Some(permit) = self.permit.take() {
+            if let Some(permit) = permit.take() {
                 permit.record(if failure.is_some() {
                     Outcome::Failure
                 } else {
                     Outcome::Success
                 });
             }
-            let (Some(policy), Some(m)) = (self.policy, self.metrics) else {
+            let (Some(policy), Some(m)) = (self.policy.as_deref(), self.metrics()) else {
                 return result;
             };
             let Some(reason) = self.retry_reason(&result, policy) else {
@@ -178,9 +196,9 @@ impl<'a> Call<'a> {
                 return result;
             }
             tokio::time::sleep(backoff(policy, retries)).await;
-            if let Some(b) = self.breaker {
+            if let Some(b) = &self.breaker {
                 match b.try_acquire() {
-                    Ok(permit) => self.permit = Some(permit),
+                    Ok(p) => permit = Some(p),
                     // The circuit opened meanwhile: the retry would be refused anyway.
                     Err(_) => return result,
                 }
@@ -202,7 +220,7 @@ impl<'a> Call<'a> {
     fn judge(&self, result: &Result<Response<PooledBody>, ProxyError>) -> Option<Failure> {
         match result {
             Ok(resp) => self
-                .failure_statuses
+                .failure_statuses()
                 .contains(&resp.status().as_u16())
                 .then_some(Failure::Status),
             Err(ProxyError::UpstreamUnreachable { .. }) => Some(Failure::Connect),

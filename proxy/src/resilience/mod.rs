@@ -1,9 +1,9 @@
 //! Fail fast, recover by itself: circuit breakers, per-tool timeouts and retries around the
 //! upstream call, and the hooks the health checks and the admin endpoints use.
 //!
-//! `Proxy::dispatch` calls [`admit`] once classification, authorization and rate limits have let
-//! the request through (so refused requests never count against a backend), and then sends through
-//! the returned [`Call`]:
+//! The request path's tail (`forward::Tail`; where it runs in the order is written in
+//! `forward`'s `dispatch`) calls [`admit`] and then sends through the returned [`Call`], which
+//! owns what it needs so the tail can run detached:
 //!
 //! ```text
 //! admit:  exempt? (notification / client response / OPTIONS: never blocked, never counted)
@@ -259,14 +259,14 @@ fn called_tool(classified: Option<&Classified>) -> Option<&str> {
 /// Notifications, client responses and `OPTIONS` are exempt: they are never refused and never
 /// counted (a notification such as `notifications/cancelled` must always reach the backend). CORS
 /// preflights never get here: the sidecar answers them ([`crate::cors`]).
-pub fn admit<'a>(
-    resilience: Option<&'a Resilience>,
+pub fn admit(
+    resilience: Option<&Arc<Resilience>>,
     upstream: &Upstream,
     classified: Option<&Classified>,
     method: &Method,
-) -> Result<Call<'a>, ProxyError> {
+) -> Result<Call, ProxyError> {
     let Some((r, policy)) =
-        resilience.and_then(|r| r.upstreams.get(&upstream.name).map(|p| (r, &**p)))
+        resilience.and_then(|r| r.upstreams.get(&upstream.name).map(|p| (r, p)))
     else {
         return Ok(Call::plain(upstream));
     };
@@ -310,11 +310,10 @@ pub fn admit<'a>(
             .and_then(|t| t.stream_idle_timeout)
             .unwrap_or(policy.stream_idle_timeout),
         idempotent,
-        failure_statuses: breaker.map_or(&policy.failure_statuses, |b| &b.failure_statuses),
-        breaker,
+        breaker: breaker.cloned(),
         permit,
-        policy: Some(policy),
-        metrics: Some(&r.metrics),
+        policy: Some(policy.clone()),
+        resilience: Some(r.clone()),
     })
 }
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
+use super::tail::{Awaits, Silence};
 use super::*;
+use http::StatusCode;
 
 /// Records, for every event, the name of the span it was emitted in.
 struct SpanOfEvents(Arc<Mutex<Vec<Option<&'static str>>>>);

@@ -1,60 +1,79 @@
-//! The request path, written down once: [`Proxy::serve`] runs the phases in order, and each phase
-//! is a function of its own below it.
+//! The request path, written down once. [`Proxy::serve`] is the outermost layer (request id,
+//! span, metrics, access log; every error becomes a response), and `dispatch` below runs the
+//! phases **in order: this is the one place the order is written**; each phase says there why
+//! it sits where it sits. Policies' phases share one call shape ([`crate::exchange`]): they
+//! return `Next`, or `Answer` to end the request with their own response (a CORS preflight, the
+//! protected resource metadata), or an error. After the last refusal the [`Tail`] takes over:
+//! upstream headers, breaker admission, send, response phase.
 //!
 //! ```text
 //! serve:     request id + span + metrics + access log   (outermost; every error becomes a response)
-//! dispatch:  path sanity -> route to upstream -> method check -> Host/Origin check (421/403)
+//! dispatch:  path rule -> protected resource metadata (answered) -> route to upstream
+//!            -> method check -> Host/Origin check (421/403)
 //!            -> CORS: a preflight is answered here (never forwarded); an allowed Origin's
 //!               headers go on whatever answer follows, errors included (see crate::cors)
 //!            -> global in-flight cap (503) -> authentication before the body (401)
 //!            -> POST: read the body once (bounded, 413 above; 408 when it stalls or
-//!               trickles) and classify it (kind, method, tool, id)
+//!               trickles) and classify it (kind, method, tool, id) -> authorization (403)
 //!            -> rate limits on requests, stream caps on GET (429); upstream in-flight cap (503)
-//!            -> circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
+//! tail:      circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
 //!            -> upstream request headers (hop-by-hop, Host, X-Forwarded-*, X-Request-Id)
 //!            -> pooled client with (per-tool) response timeout; outcome to the breaker; safe retries
 //!            -> response headers back; SSE passthrough (keepalive, endpoint rewrite); idle timeout
 //!               on answers the client waits for, none on standing streams (GET SSE, listen)
 //! ```
 
+mod tail;
+
 use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::auth::{Auth, Principal};
+use crate::auth::Auth;
 use crate::body::{
-    BodyReadLimits, BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, ReadTimeoutBody,
-    SseBody, body_read_timeout, body_too_large, full, read_prefix,
+    BodyReadLimits, BoxError, ProxyBody, ReadTimeoutBody, body_read_timeout, body_too_large, full,
+    read_prefix,
 };
 use crate::codec::request::HeadError;
 use crate::conn_info::ConnInfo;
 use crate::cors::{self, Cors};
 use crate::downstream::Handler;
 use crate::error::ProxyError;
+use crate::exchange::{Exchange, Step};
 use crate::flood_logs::FloodLogs;
-use crate::headers::{self, ForwardContext};
+use crate::headers;
 use crate::limits::{self, Limits};
-use crate::mcp::{self, Classified};
+use crate::mcp;
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
-use crate::resilience::{self, Resilience};
+use crate::resilience::Resilience;
+use crate::upstream::Router;
 use crate::upstream::check_path;
-use crate::upstream::{Router, Upstream};
+pub use tail::{Services, Tail};
 
-/// The proxy: routing table, metrics and per-request settings. Shared by every connection.
+/// Runs one phase of `dispatch`: `Next` goes on; `Answer` ends the request with that answer;
+/// an error ends it with the error's answer.
+macro_rules! phase {
+    ($outcome:expr) => {
+        if let Step::Answer(answer) = $outcome? {
+            return Ok((answer, false));
+        }
+    };
+}
+
+/// The proxy: routing table, policies and per-request settings. Shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
     router: Router,
-    metrics: Metrics,
     max_body_bytes: usize,
     body_read: BodyReadLimits,
-    auth: Arc<Auth>,
-    resilience: Option<Arc<Resilience>>,
+    /// Metrics, auth and resilience, shared with every request's [`Tail`].
+    services: Arc<Services>,
     limits: Option<Arc<Limits>>,
     cors: Option<Cors>,
     /// One warning per interval for the failures that come in floods (open circuit, shed,
@@ -62,15 +81,12 @@ pub struct Proxy {
     flood_logs: FloodLogs,
 }
 
-/// What the phases learned about a request so far; later phases and error answers read it.
-#[derive(Debug, Default)]
+/// One request's state in the request path: the [`Exchange`] the phases share, and each
+/// policy's own state ([`crate::exchange::Policy::State`]).
+#[derive(Debug)]
 pub struct RequestContext {
-    /// The upstream the path routed to.
-    pub upstream: Option<Arc<Upstream>>,
-    /// The classified POST body.
-    pub classified: Option<Classified>,
-    /// The authenticated caller (none for public upstreams or without `[auth]`).
-    pub principal: Option<Arc<Principal>>,
+    /// What the phases learned about the request so far; later phases and error answers read it.
+    pub ex: Exchange,
     /// Permits and rate-limit headers held from the limits phases.
     pub limits: limits::Held,
     /// What the answer to a request with an `Origin` gets from the CORS policy.
@@ -82,11 +98,13 @@ impl Proxy {
     pub fn new(router: Router, metrics: Metrics, max_body_bytes: usize) -> Self {
         Self {
             router,
-            metrics,
             max_body_bytes,
             body_read: BodyReadLimits::default(),
-            auth: Arc::new(Auth::disabled()),
-            resilience: None,
+            services: Arc::new(Services {
+                metrics,
+                auth: Arc::new(Auth::disabled()),
+                resilience: None,
+            }),
             limits: None,
             cors: None,
             flood_logs: FloodLogs::default(),
@@ -113,13 +131,13 @@ impl Proxy {
     /// Adds circuit breakers, per-tool timeouts and retries (without: one attempt, the
     /// upstream's timeouts).
     pub fn with_resilience(mut self, resilience: Arc<Resilience>) -> Self {
-        self.resilience = Some(resilience);
+        Arc::make_mut(&mut self.services).resilience = Some(resilience);
         self
     }
 
     /// Adds authentication, authorization and Host/Origin checks (without: none).
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
-        self.auth = auth;
+        Arc::make_mut(&mut self.services).auth = auth;
         self
     }
 
@@ -130,6 +148,14 @@ impl Proxy {
         self
     }
 
+    fn metrics(&self) -> &Metrics {
+        &self.services.metrics
+    }
+
+    fn auth(&self) -> &Auth {
+        &self.services.auth
+    }
+
     /// Serves one request. Infallible: every failure becomes an HTTP response here, because an
     /// error that reaches hyper drops the connection without an answer.
     pub async fn serve<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
@@ -138,27 +164,32 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
-        let request_id = headers::request_id(req.headers());
+        let (head, body) = req.into_parts();
+        let request_id = headers::request_id(&head.headers);
         let rid = headers::request_id_str(&request_id);
-        let method = req.method().clone();
+        let method = head.method.clone();
         // A clone shares the parsed URI's bytes; only its path is logged.
-        let uri = req.uri().clone();
+        let uri = head.uri.clone();
         // A span per request only at debug level: at info the access-log event carries the request
         // id, and an info span (fields formatted at creation, entered on every poll) cost about a
         // tenth of the sidecar's CPU per request. Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
-        let mut cx = RequestContext::default();
+        let mut cx = RequestContext {
+            ex: Exchange::new(head, conn),
+            limits: limits::Held::default(),
+            cors: None,
+        };
         // The span is entered around each poll of the phases, pinned where they are built:
         // `.instrument(span)` would move the whole dispatch future (~4 KiB) into its wrapper
         // once per request, into memory the connection's last request left cold.
         let result = {
-            let dispatch = pin!(self.dispatch(req, &request_id, conn, &mut cx));
+            let dispatch = pin!(self.dispatch(body, &request_id, &mut cx));
             polled_in(&span, dispatch).await
         };
         let (mut response, sse, error) = match result {
             Ok((response, sse)) => (response, sse, None),
             Err(err) => {
-                self.metrics
+                self.metrics()
                     .proxy_errors
                     .with_label_values(&[err.reason()])
                     .inc();
@@ -174,7 +205,7 @@ impl Proxy {
                 } else {
                     tracing::debug!(request_id = %rid, error = %err, "request refused");
                 }
-                let jsonrpc_id = cx.classified.as_ref().and_then(Classified::request_id);
+                let jsonrpc_id = cx.ex.classified().and_then(mcp::Classified::request_id);
                 let response = err.to_response(jsonrpc_id, rid);
                 (response, false, Some(err.reason()))
             }
@@ -190,11 +221,11 @@ impl Proxy {
         }
         let status = response.status();
         let ttfb = start.elapsed();
-        match &cx.upstream {
+        match &cx.ex.upstream {
             Some(u) => u
                 .metrics
                 .record_request(&method, status, ttfb.as_secs_f64()),
-            None => self.metrics.record_request(
+            None => self.metrics().record_request(
                 metrics::NO_UPSTREAM,
                 &method,
                 status,
@@ -203,6 +234,7 @@ impl Proxy {
         }
         // Only a routed request can have become a stream.
         let gauge = cx
+            .ex
             .upstream
             .as_ref()
             .filter(|_| sse)
@@ -211,15 +243,16 @@ impl Proxy {
             method,
             uri,
             status: status.as_u16(),
-            upstream: cx.upstream.as_ref().map(|u| u.name.clone()),
+            upstream: cx.ex.upstream.as_ref().map(|u| u.name.clone()),
             request_id,
             start,
             ttfb,
             error,
-            subject: cx.principal.as_ref().map(|p| p.subject.clone()),
+            subject: cx.ex.principal.as_ref().map(|p| p.subject.clone()),
         };
-        let stream_errors = Some(self.metrics.stream_errors.clone());
+        let stream_errors = Some(self.metrics().stream_errors.clone());
         let idle_timeouts = self
+            .services
             .resilience
             .as_ref()
             .map(|r| r.metrics().timeouts.clone());
@@ -239,7 +272,7 @@ impl Proxy {
     /// unmet `Expect`), counted like every error answer. Its request id is new: the head that
     /// would carry the client's was not read.
     pub fn refuse(&self, err: &ProxyError) -> Response<ProxyBody> {
-        self.metrics
+        self.metrics()
             .proxy_errors
             .with_label_values(&[err.reason()])
             .inc();
@@ -251,172 +284,119 @@ impl Proxy {
         response
     }
 
-    /// The phases between routing and the upstream call, in order. Each returns early with the
-    /// [`ProxyError`] that ends the request.
+    /// The phases, in order: the one place the order is written. Each may end the request
+    /// with an answer or an error; the last hands over to the [`Tail`].
     async fn dispatch<B>(
         &self,
-        req: Request<B>,
+        body: B,
         request_id: &HeaderValue,
-        conn: ConnInfo,
         cx: &mut RequestContext,
     ) -> Result<(Response<ProxyBody>, bool), ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        let RequestContext { ex, limits, cors } = cx;
         // The path rule first: a path the backend could resolve differently (`..\`, `%2e%2e`,
         // `%2f`) could land outside the mount that routing and authentication were decided for.
-        let path = req.uri().path();
+        let path = ex.head.uri.path();
         if let Err(why) = check_path(path) {
             return Err(ProxyError::BadRequest(format!(
                 "path `{}` refused: {why}",
                 path.escape_default()
             )));
         }
-        // Protected resource metadata is the sidecar's own document; clients fetch it tokenless.
-        if let Some(answer) = self.auth.metadata(req.method(), path) {
-            return answer.map(|r| (r, false));
-        }
-        let (upstream, rest) = self.router.route(path).ok_or_else(|| ProxyError::NoRoute {
-            path: path.to_owned(),
-        })?;
+        // Protected resource metadata is the sidecar's own document; clients fetch it tokenless,
+        // and its well-known path routes to no upstream.
+        phase!(self.auth().metadata(ex, &mut ()));
+        let (upstream, rest) =
+            self.router
+                .route(ex.head.uri.path())
+                .ok_or_else(|| ProxyError::NoRoute {
+                    path: ex.head.uri.path().to_owned(),
+                })?;
+        // Mapped now (while `rest` borrows the path), refused in its turn below.
+        let uri = upstream.upstream_uri_for(&ex.head.uri, rest);
         let upstream = upstream.clone();
-        cx.upstream = Some(upstream.clone());
+        ex.upstream = Some(upstream.clone());
         if !matches!(
-            *req.method(),
+            ex.head.method,
             Method::POST | Method::GET | Method::DELETE | Method::OPTIONS
         ) {
             return Err(ProxyError::MethodNotAllowed {
-                method: req.method().to_string(),
+                method: ex.head.method.to_string(),
             });
         }
         // DNS-rebinding protection before anything else is spent on the request.
-        let origin = self.auth.check_host_origin(req.headers(), req.uri())?;
+        phase!(self.auth().check_host_origin(ex, &mut ()));
         // CORS preflights are answered here: they carry no credential by design, so forwarding
         // them would hand unauthenticated requests to a protected backend.
-        if let Some(origin) = origin
-            && let Some(cors) = &self.cors
-        {
-            match cors.on_request(req.method(), req.headers(), origin) {
-                cors::Phase::Preflight(answer) => return Ok((answer, false)),
-                cors::Phase::Actual(grant) => cx.cors = Some(grant),
-            }
+        if let Some(c) = &self.cors {
+            phase!(c.preflight(ex, cors));
         }
         // Load shedding right after routing: refusing before the body is read costs nothing.
-        limits::shed(
-            self.limits.as_deref(),
-            &upstream,
-            req.method(),
-            &mut cx.limits,
-        )?;
-        let uri = upstream
-            .upstream_uri_for(req.uri(), rest)
-            .map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
-        let (mut parts, body) = req.into_parts();
+        if let Some(l) = &self.limits {
+            phase!(l.shed(ex, limits));
+        }
+        let uri =
+            uri.map_err(|e| ProxyError::BadRequest(format!("cannot map path to upstream: {e}")))?;
         // Whoever reads the body from here (the 401 peek, classification, the upstream send)
         // reads it under the body read timeout: a stalled body ends in 408, freeing its slots.
         let body = ReadTimeoutBody::new(body, self.body_read);
 
         // Authentication before the body is read: unauthenticated clients cannot make us buffer.
-        let body = match await_in_place!(self.auth.authenticate(&upstream, &parts.headers)) {
-            Ok(principal) => {
-                cx.principal = principal;
-                body
-            }
+        match await_in_place!(self.auth().authenticate(ex, &mut ())) {
+            Ok(Step::Next) => {}
+            Ok(Step::Answer(answer)) => return Ok((answer, false)),
             Err(err) => {
                 // The 401 carries the JSON-RPC id when the body is already on its way; a client
                 // waiting for `100 Continue` has not sent it, and reading would invite the upload.
-                if parts.method == Method::POST && !expects_continue(&parts.headers) {
-                    cx.classified =
-                        await_in_place!(crate::auth::peek_classified(&parts.headers, body));
+                if ex.head.method == Method::POST && !expects_continue(&ex.head.headers) {
+                    ex.classified =
+                        await_in_place!(crate::auth::peek_classified(&ex.head.headers, body))
+                            .map(Arc::new);
                 }
                 return Err(err);
             }
-        };
+        }
 
         // Classification: every later decision (and any error answer's id) needs to know what the
         // POST carries. The body is read once, bounded, and forwarded byte for byte.
         let mut replay = None;
-        let body = if parts.method == Method::POST {
-            let bytes = await_in_place!(self.read_body(&parts.headers, body))?;
-            cx.classified = Some(mcp::classify(&bytes)?);
+        let body = if ex.head.method == Method::POST {
+            let bytes = await_in_place!(self.read_body(&ex.head.headers, body))?;
+            ex.classified = Some(Arc::new(mcp::classify(&bytes)?));
             replay = Some(bytes.clone());
             full(bytes)
         } else {
             body.map_err(Into::into).boxed_unsync()
         };
         // Authorization needs the classification (method and tool of every message).
-        self.auth
-            .authorize(&upstream, cx.principal.as_ref(), cx.classified.as_ref())?;
-        // Rate limits need the classification (only requests are limited, keys use method/tool).
-        limits::admit(
-            self.limits.as_deref(),
-            &upstream,
-            &parts.headers,
-            conn.remote.ip(),
-            cx,
-        )?;
+        phase!(self.auth().authorize(ex, &mut ()));
+        if let Some(l) = &self.limits {
+            // Rate limits need the classification (only requests are limited, keys use
+            // method/tool).
+            phase!(l.admit(ex, limits));
+            // The upstream's in-flight cap guards the send; it sheds before the breaker takes a
+            // slot.
+            phase!(l.reserve_upstream(ex, limits));
+        }
 
-        // The upstream's in-flight cap guards the send; it sheds before the breaker takes a slot.
-        limits::reserve_upstream(self.limits.as_deref(), &upstream, cx)?;
-
-        // Circuit breaker admission last among the refusals (after authorization and rate limits,
-        // so refused requests never count against the backend), before anything is built or sent.
-        let call = resilience::admit(
-            self.resilience.as_deref(),
-            &upstream,
-            cx.classified.as_ref(),
-            &parts.method,
-        )?;
-
-        let is_get = parts.method == Method::GET;
-        parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
-        headers::prepare_upstream_request(
-            &mut parts.headers,
-            &ForwardContext {
-                client_ip: &conn.forwarded_for,
-                client_proto: if conn.tls { "https" } else { "http" },
-                request_id,
-            },
-        );
-        // The client's credential stays here; the backend gets its own and the claim headers.
-        self.auth
-            .prepare_upstream_headers(&upstream, cx.principal.as_deref(), &mut parts.headers);
-        // A GET's URI is kept for the legacy endpoint rewrite (a cheap clone: shared bytes).
-        let get_uri = is_get.then(|| parts.uri.clone());
-        let awaits = if is_get {
-            Awaits::GetStream
-        } else if cx
-            .classified
-            .as_ref()
-            .is_some_and(Classified::opens_subscription)
-        {
-            Awaits::Subscription
-        } else {
-            Awaits::Answer
+        // The tail owns what it needs: a job could run it later, detached from this request.
+        let tail = Tail {
+            services: self.services.clone(),
+            upstream,
+            head: ex.take_head(),
+            uri,
+            body,
+            replay,
+            conn: ex.conn.clone(),
+            request_id: request_id.clone(),
+            classified: ex.classified.clone(),
+            principal: ex.principal.clone(),
+            held: std::mem::take(limits),
         };
-        let idle_timeout = call.stream_idle_timeout();
-        let response = await_in_place!(call.send(&upstream, &self.metrics, parts, body, replay))?;
-        let (response, sse) = self.respond(
-            &upstream,
-            response,
-            get_uri.as_ref(),
-            Silence {
-                awaits,
-                idle_timeout,
-            },
-            &mut cx.limits,
-        );
-        // `tools/list` answers show only the tools the caller may call.
-        let response = self.auth.filter_response(
-            &upstream,
-            cx.principal.as_ref(),
-            cx.classified.as_ref(),
-            sse,
-            response,
-        );
-        Ok((response, sse))
+        await_in_place!(tail.run())
     }
 
     /// Reads a POST body whole, refusing more than `max_body_bytes` (413) before reading it when
@@ -452,53 +432,6 @@ impl Proxy {
         }
         Ok(bytes)
     }
-
-    /// The response phase: header hygiene and the streaming body wrappers.
-    fn respond(
-        &self,
-        upstream: &Upstream,
-        response: Response<crate::upstream::PooledBody>,
-        get_uri: Option<&http::Uri>,
-        silence: Silence,
-        held: &mut limits::Held,
-    ) -> (Response<ProxyBody>, bool) {
-        let (mut parts, body) = response.into_parts();
-        let sse = headers::is_event_stream(&parts.headers) && parts.status == StatusCode::OK;
-        headers::prepare_downstream_response(&mut parts.headers, sse);
-        // The permits ride on the body: a streamed response holds its slots until it ends.
-        let permits = held.take_for(&mut parts.headers);
-        let config = &upstream.config;
-        // A length-delimited answer is finite: it goes out with the backend's framing, byte for
-        // byte (no keepalive comments), and keeps the idle timeout like any answer.
-        let finite = body.size_hint().exact().is_some();
-        let keepalive =
-            (sse && !finite && !config.sse_keepalive.is_zero()).then_some(config.sse_keepalive);
-        let idle_timeout =
-            (!silence.is_normal(sse, finite, parts.status)).then_some(silence.idle_timeout);
-        let body = body.map_err(BoxError::from);
-        // A legacy HTTP+SSE backend announces its POST URL in its own path space; the client must
-        // be sent back through our mount instead.
-        let rewrite = get_uri
-            .filter(|_| sse && upstream.base_path != upstream.mount)
-            .and_then(|uri| url::Url::parse(&uri.to_string()).ok())
-            .map(|url| EndpointRewrite::new(url, &upstream.base_path, &upstream.mount));
-        // One box each; the rewrite changes the length, so that stream is re-framed (chunked).
-        let body: ProxyBody = match rewrite {
-            Some(rewrite) => {
-                parts.headers.remove(http::header::CONTENT_LENGTH);
-                hold(
-                    SseBody::new(
-                        EndpointRewriteBody::new(body, rewrite),
-                        keepalive,
-                        idle_timeout,
-                    ),
-                    permits,
-                )
-            }
-            None => hold(SseBody::new(body, keepalive, idle_timeout), permits),
-        };
-        (Response::from_parts(parts, body), sse)
-    }
 }
 
 impl Handler for Proxy {
@@ -523,43 +456,6 @@ impl Handler for Proxy {
     }
 }
 
-/// What a request waits for, which decides what silence on its answer means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Awaits {
-    /// An answer the client is waiting on (a POST's result, a DELETE's status).
-    Answer,
-    /// A GET: its SSE answer is a standing stream (Streamable HTTP's standalone stream, the
-    /// legacy `GET /sse`), silent whenever the server has nothing to say.
-    GetStream,
-    /// `subscriptions/listen` (2026-07-28): its answer is a standing stream, SSE or not.
-    Subscription,
-}
-
-/// How long the backend may stay silent on an answer.
-#[derive(Debug, Clone, Copy)]
-struct Silence {
-    awaits: Awaits,
-    /// `stream_idle_timeout` of the upstream (or the tool).
-    idle_timeout: std::time::Duration,
-}
-
-impl Silence {
-    /// Whether silence is normal on this answer, so no idle timeout applies: an open-ended 200
-    /// answer to a request that opens a standing stream. Such a stream lives as long as both
-    /// ends do (TCP keepalive and write failures find a dead peer); every other answer, a
-    /// length-delimited one included, is cut after `idle_timeout` of backend silence.
-    fn is_normal(&self, sse: bool, finite: bool, status: StatusCode) -> bool {
-        if finite || status != StatusCode::OK {
-            return false;
-        }
-        match self.awaits {
-            Awaits::Answer => false,
-            Awaits::GetStream => sse,
-            Awaits::Subscription => true,
-        }
-    }
-}
-
 /// Whether the client waits for `100 Continue` before sending the body (`Expect: 100-continue`;
 /// any other expectation was refused with the head). Reading such a body sends the `100`.
 fn expects_continue(headers: &http::HeaderMap) -> bool {
@@ -578,17 +474,6 @@ async fn polled_in<F: Future>(span: &tracing::Span, mut fut: std::pin::Pin<&mut 
         fut.as_mut().poll(task)
     })
     .await
-}
-
-/// `body`, holding `permits` until it ends, boxed once.
-fn hold<B>(body: B, permits: Option<limits::Permits>) -> ProxyBody
-where
-    B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
-{
-    match permits {
-        Some(permits) => limits::HeldBody::new(body, permits).boxed_unsync(),
-        None => body.boxed_unsync(),
-    }
 }
 
 #[cfg(test)]

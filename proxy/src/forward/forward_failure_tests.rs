@@ -17,6 +17,8 @@ use crate::config::{BreakerConfig, UpstreamConfig};
 use crate::local_resources::LocalResource;
 use crate::resilience::State;
 use crate::upstream::Pool;
+use crate::upstream::Upstream;
+use http::StatusCode;
 
 /// A warning as written: its message and its `suppressed` field.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,100 @@
+//! The seam between the request path and its policies: what a phase sees ([`Exchange`]), what
+//! it decides ([`Step`]), and the one call shape every policy's phases share ([`Policy`]).
+//!
+//! A phase is a method of a policy with the shape
+//!
+//! ```text
+//! fn phase(&self, ex: &mut Exchange, state: &mut Self::State) -> Outcome
+//! ```
+//!
+//! (an `async fn` where the phase must wait, such as authentication fetching a JWKS). It reads
+//! the request and what earlier phases learned from the [`Exchange`], may add to it (the
+//! principal, the allowed `Origin`), keeps what only it needs in its own `State` (permits, a
+//! CORS grant), and returns:
+//! - `Ok(Step::Next)`: go on to the next phase;
+//! - `Ok(Step::Answer(response))`: the request is answered here (a CORS preflight, the protected
+//!   resource metadata, a job's `202 Accepted`): a normal outcome, not an error;
+//! - `Err(ProxyError)`: the request is refused, answered by the one error mapping.
+//!
+//! The order of the phases is written once, in [`crate::forward`]'s `dispatch`. Phases are
+//! plain methods called in sequence, so their futures are part of the request's one future:
+//! nothing is boxed per phase.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use http::request::Parts;
+
+use crate::body::ProxyBody;
+use crate::conn_info::ConnInfo;
+use crate::error::ProxyError;
+use crate::mcp::Classified;
+use crate::principal::Principal;
+use crate::upstream::Upstream;
+
+/// What a phase decided.
+#[derive(Debug)]
+pub enum Step {
+    /// Go on to the next phase.
+    Next,
+    /// The request is answered with this response; no later phase runs and nothing is sent
+    /// upstream (unless the policy that answered arranged it, as a job does).
+    Answer(http::Response<ProxyBody>),
+}
+
+/// What every phase returns.
+pub type Outcome = Result<Step, ProxyError>;
+
+/// A policy: a concern of the request path (authentication, limits, CORS, breakers, jobs) whose
+/// phases have the shape described in the [module docs](self).
+pub trait Policy {
+    /// What the policy keeps about one request between its phases and until the answer ends
+    /// (permits, headers for the answer); `()` for none. The request path holds one per policy.
+    type State: Default + Send + std::fmt::Debug;
+}
+
+/// One request as the phases see it: its head, its connection, and what earlier phases
+/// learned. Later phases and the error answer read it.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Method, target, version and header fields as the client sent them (the body is the
+    /// request path's, read once). Taken by the tail when the request is sent upstream.
+    pub head: Parts,
+    /// The connection the request came in on.
+    pub conn: ConnInfo,
+    /// The upstream the path routed to (`None` before routing, or when nothing matched: a
+    /// policy's phases do nothing for an unrouted request).
+    pub upstream: Option<Arc<Upstream>>,
+    /// The request's `Origin`, once the Host/Origin check has allowed it.
+    pub origin: Option<HeaderValue>,
+    /// The classified POST body: kind, method, tool and id of every message. Shared so a
+    /// detached tail (a job) can own it without a copy.
+    pub classified: Option<Arc<Classified>>,
+    /// The authenticated caller (none for public upstreams or without `[auth]`).
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl Exchange {
+    /// A request that has not been through any phase yet.
+    pub fn new(head: Parts, conn: ConnInfo) -> Self {
+        Self {
+            head,
+            conn,
+            upstream: None,
+            origin: None,
+            classified: None,
+            principal: None,
+        }
+    }
+
+    /// The classification, if the body was read and classified.
+    pub fn classified(&self) -> Option<&Classified> {
+        self.classified.as_deref()
+    }
+
+    /// Takes the head out, leaving an empty one: for the tail, which rewrites it into the
+    /// upstream request. Later phases must not need it.
+    pub fn take_head(&mut self) -> Parts {
+        std::mem::replace(&mut self.head, http::Request::new(()).into_parts().0)
+    }
+}
