@@ -671,4 +671,5 @@ where
 }
 
 #[cfg(test)]
+#[path = "auth_tests.rs"]
 mod tests;

@@ -32,9 +32,11 @@ mod metrics;
 mod rule;
 mod store;
 #[cfg(test)]
+#[path = "limits_tests.rs"]
 mod tests;
 #[cfg(test)]
-mod tests_caps;
+#[path = "limits_caps_tests.rs"]
+mod caps_tests;
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
