@@ -38,108 +38,30 @@ QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
 QUIET_THRESHOLD="${QUIET_THRESHOLD:-0.10}"
 read -ra TARGETS <<<"${TARGETS:-noauth es256 rs256 es256-nocache rs256-nocache}"
 
-LUA="$ROOT/scripts/bench/tools_call.lua"
+BENCH_NAME=bench-auth
+# shellcheck source-path=SCRIPTDIR source=bench/common.sh
+source "$ROOT/scripts/bench/common.sh"
+
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
 KEYS="$ROOT/fixtures/keys"
 ISSUER="https://issuer.bench.invalid"
-BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
 
-log() { printf '[bench-auth] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || die "ROUNDS must be a positive integer"
+require_uint ROUNDS 1
 [[ "$CONNECTIONS" =~ ^[0-9]+$ && "$CONNECTIONS" -ge "$WRK_THREADS" ]] || die "CONNECTIONS must be >= WRK_THREADS"
 for t in "${TARGETS[@]}"; do
   case "$t" in noauth | es256 | rs256 | es256-nocache | rs256-nocache) ;; *) die "unknown target $t" ;; esac
 done
 [[ " ${TARGETS[*]} " == *" noauth "* ]] || die "TARGETS must include noauth (the baseline)"
 
-missing=()
-for pkg in wrk curl; do command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
-command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-if ((${#missing[@]})); then
-  sudo=()
-  [[ $(id -u) -ne 0 ]] && sudo=(sudo)
-  log "installing ${missing[*]} via apt"
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [[ "$SKIP_BUILD" != 1 ]]; then
-  log "building release binaries"
-  cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
-fi
+install_missing wrk curl taskset ss
+[[ "$SKIP_BUILD" != 1 ]] && build_binaries release
 [[ -x "$FIXTURE_BIN" && -x "$SIDECAR_BIN" ]] || die "release binaries missing (run without SKIP_BUILD=1)"
 
-NCPU=$(nproc)
-case "$PIN" in
-  split)
-    if ((NCPU >= 2)); then
-      WRK_CPUS="${WRK_CPUS-0}"; FIXTURE_CPUS="${FIXTURE_CPUS-0}"; PROXY_CPUS="${PROXY_CPUS-1}"
-    else
-      WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}"
-    fi ;;
-  none) WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}" ;;
-  *) die "PIN must be split or none" ;;
-esac
-pinned() { local cpus="$1"; shift; if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench-auth.XXXXXX")"
-PIDS=()
-FAILED=0
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-USED_PORTS=" "
-free_port() {
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 12768))
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then USED_PORTS+="$p "; echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-
-post_code() { # post_code URL [TOKEN]: HTTP status of one tools/call
-  local auth=()
-  [[ -n "${2:-}" ]] && auth=(-H "authorization: Bearer $2")
-  curl -s -o /dev/null -w '%{http_code}' --max-time 2 -X POST "${auth[@]}" \
-    -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
-    --data "$BODY" "$1" 2>/dev/null || true
-}
-wait_ready() { # wait_ready NAME PID URL [TOKEN]
-  local name="$1" pid="$2" i
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2 || true; die "$name exited during startup"; }
-    [[ "$(post_code "$3" "${4:-}")" == 200 ]] && { log "$name ready"; return 0; }
-    sleep 0.1
-  done
-  tail -n 20 "$WORK/$name.log" >&2 || true
-  die "$name not ready after 15 s"
-}
-
-FIXTURE_PORT=$(free_port)
-FIXTURE_URL="http://127.0.0.1:$FIXTURE_PORT/mcp"
-RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
-  >"$WORK/fixture.log" 2>&1 &
-FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
-wait_ready fixture "$FIXTURE_PID" "$FIXTURE_URL"
+pin_layout
+bench_workdir
+start_fixture
 
 declare -A URL PID TOKEN
 for t in "${TARGETS[@]}"; do
@@ -172,38 +94,12 @@ for t in "${TARGETS[@]}"; do
   RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" run --config "$cfg" --worker-threads 1 \
     >>"$WORK/$t.log" 2>&1 &
   PID[$t]=$!; PIDS+=("${PID[$t]}")
-  wait_ready "$t" "${PID[$t]}" "${URL[$t]}" "${TOKEN[$t]}"
+  wait_ready "$t" "${PID[$t]}" post_ok "${URL[$t]}" "${TOKEN[$t]}"
   if [[ "$t" != noauth ]]; then
     code=$(post_code "${URL[$t]}")
     [[ "$code" == 401 ]] || die "$t answered $code without a token (auth not on?)"
   fi
 done
-
-CLK_TCK=$(getconf CLK_TCK)
-proc_ticks() { local stat f; stat=$(<"/proc/$1/stat"); read -ra f <<<"${stat##*) }"; echo $((f[11] + f[12])); }
-fixture_served() {
-  curl -s --max-time 2 "http://127.0.0.1:$FIXTURE_PORT/stats" | grep -o '"http_requests_total":[0-9]*' | cut -d: -f2
-}
-
-system_busy_ticks() {
-  local _cpu user nice sys idle iowait irq softirq steal _rest
-  read -r _cpu user nice sys idle iowait irq softirq steal _rest </proc/stat
-  echo $((user + nice + sys + irq + softirq + steal))
-}
-# Background CPU use (a build in another shell) distorts the figures: wait for a quiet machine.
-wait_quiet() {
-  local waited=0 b0 b1 o0 o1 pid load
-  while :; do
-    o0=0; for pid in "${PIDS[@]}"; do o0=$((o0 + $(proc_ticks "$pid"))); done
-    b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
-    o1=0; for pid in "${PIDS[@]}"; do o1=$((o1 + $(proc_ticks "$pid"))); done
-    load=$(awk -v d="$(((b1 - b0) - (o1 - o0)))" -v t="$CLK_TCK" 'BEGIN { x = d / t; if (x < 0) x = 0; printf "%.2f", x }')
-    awk -v l="$load" -v th="$QUIET_THRESHOLD" 'BEGIN { exit !(l < th) }' && return 0
-    if ((waited >= QUIET_MAX_WAIT)); then log "machine still busy ($load cores used by others); measuring anyway"; return 0; fi
-    ((waited == 0)) && log "waiting for other processes to quiet down ($load cores busy)"
-    sleep 4; waited=$((waited + 5))
-  done
-}
 
 ROWS="$WORK/rows.tsv"; : >"$ROWS"
 run_one() { # run_one KIND TARGET ROUND DURATION
@@ -211,14 +107,13 @@ run_one() { # run_one KIND TARGET ROUND DURATION
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
   out="$WORK/wrk-$kind-$t-$round.txt"
   [[ -n "${TOKEN[$t]}" ]] && hdr=(-H "Authorization: Bearer ${TOKEN[$t]}")
-  ((QUIET_MAX_WAIT > 0)) && wait_quiet
+  wait_quiet
   served0=$(fixture_served); px0=$(proc_ticks "${PID[$t]}")
-  (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency "${hdr[@]}" -s "$LUA" "${URL[$t]}") >"$out" 2>&1 || rc=$?
+  run_wrk "$out" "$dur" "${URL[$t]}" "${hdr[@]}" || rc=$?
   px1=$(proc_ticks "${PID[$t]}"); served1=$(fixture_served)
-  grep -E ' (WARN|ERROR) ' "$WORK/$t.log" >>"$WORK/sidecar-problems.log" || true
-  : >"$WORK/$t.log"
+  keep_sidecar_problems "$t"
   local line
-  line=$(grep '^BENCH_RESULT ' "$out" || true)
+  line=$(wrk_result "$out")
   if ((rc != 0)) || [[ -z "$line" ]]; then
     log "wrk failed against $t (exit $rc):"; cat "$out" >&2; FAILED=1; return 0
   fi
@@ -248,16 +143,10 @@ done
 [[ -n "$RESULTS_TSV" ]] && { printf 'kind\ttarget\tround\trps\tp50_us\tp99_us\trequests\terrors\tsidecar_cores\tsidecar_us_per_req\tforwarded\n'; cat "$ROWS"; } >"$RESULTS_TSV"
 
 echo
-echo "mcp-sidecar auth benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- proxy fixtures 2>/dev/null || echo ' (+local changes)')"
-echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
+report_header "mcp-sidecar auth benchmark"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}; sidecar --worker-threads 1, RUST_LOG=$SIDECAR_RUST_LOG"
 echo
-awk -F'\t' -v order="${TARGETS[*]}" '
-  function median(list,    n, a, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+awk -F'\t' -v order="${TARGETS[*]}" "$AWK_MEDIAN"'
   $1 == "measure" { rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6; us[$2] = us[$2] " " $10; err[$2] += $8 }
   END {
     printf "%-14s %10s %9s %9s %13s %7s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "sidecar us/req", "errors", "req/s per round"
@@ -277,8 +166,4 @@ awk -F'\t' -v order="${TARGETS[*]}" '
   }' "$ROWS"
 echo
 
-if [[ -s "$WORK/sidecar-problems.log" ]]; then
-  log "the sidecars logged warnings/errors:"; head -n 5 "$WORK/sidecar-problems.log" >&2
-fi
-((FAILED)) && { log "FAILED: at least one run had errors (see above)"; exit 1; }
-log "ok: no non-2xx responses, no socket errors"
+finish "no non-2xx responses, no socket errors"

@@ -33,7 +33,6 @@
 #   SKIP_BUILD=1     use the existing release binaries
 #   KEEP_WORKDIR=1   keep the temporary directory (config, logs, raw output)
 set -euo pipefail
-
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
@@ -44,7 +43,14 @@ PIN="${PIN:-split}"
 SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-120}"
+# Not a knob here: tail latency wants a quiet machine, as bench.sh's default.
+QUIET_THRESHOLD=0.10
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
+
+BENCH_NAME=bench-breaker
+# shellcheck source-path=SCRIPTDIR source=bench/common.sh
+source "$ROOT/scripts/bench/common.sh"
+
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
@@ -52,109 +58,32 @@ LOAD_BIN="$TARGET_DIR/release/examples/breaker_load"
 INPROC_BIN="$TARGET_DIR/release/examples/breaker_inproc"
 TARGET_P99_US=100
 
-log() { printf '[bench-breaker] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-for v in RATE SECS ROUNDS; do
-  [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -ge 1 ]] || die "$v must be a positive integer"
-done
-for tool in curl taskset ss; do
-  command -v "$tool" >/dev/null 2>&1 && continue
-  pkg=$tool; [[ $tool == taskset ]] && pkg=util-linux; [[ $tool == ss ]] && pkg=iproute2
-  log "installing $pkg via apt"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
-done
+for v in RATE SECS ROUNDS; do require_uint "$v" 1; done
+install_missing curl taskset ss
 
 if [[ "$SKIP_BUILD" != 1 ]]; then
-  log "building release binaries"
-  cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
+  build_binaries release
   cargo build --release --quiet -p mcp-e2e-tests --example breaker_load --example breaker_inproc
 fi
 for bin in "$FIXTURE_BIN" "$SIDECAR_BIN" "$LOAD_BIN" "$INPROC_BIN"; do
   [[ -x "$bin" ]] || die "$bin missing (run without SKIP_BUILD=1)"
 done
 
+# Not common.sh's layout: the load generator spins, so it gets CPU 0 alone, and the fixture
+# (idle but for the forwarded case) shares CPU 1 with the sidecar.
 LOAD_CPUS=""; FIXTURE_CPUS=""; PROXY_CPUS=""
 if [[ "$PIN" == split && $(nproc) -ge 2 ]]; then
   LOAD_CPUS=0; FIXTURE_CPUS=1; PROXY_CPUS=1
 elif [[ "$PIN" != none && "$PIN" != split ]]; then
   die "PIN must be split or none"
 fi
-pinned() { # pinned CPUS CMD...: exec CMD on CPUS (or unpinned when empty), keeping the pid
-  local cpus="$1"; shift
-  if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
-}
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench-breaker.XXXXXX")"
-PIDS=()
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then log "files kept in $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir
 
-USED_PORTS=" "
-free_port() { # a loopback port below the ephemeral range, not listened on, not handed out before
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 12768))
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then USED_PORTS+="$p "; echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-wait_ok() { # wait_ok NAME PID URL: GET URL until 200, at most 15 s
-  local name="$1" pid="$2" url="$3" i
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2; die "$name exited"; }
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)" == 200 ]] && return 0
-    sleep 0.1
-  done
-  tail -n 20 "$WORK/$name.log" >&2
-  die "$name not ready after 15 s"
-}
-CLK_TCK=$(getconf CLK_TCK)
-proc_ticks() { # utime+stime of a process (all threads), in clock ticks
-  local stat f
-  stat=$(<"/proc/$1/stat")
-  read -ra f <<<"${stat##*) }"
-  echo $(( f[11] + f[12] ))
-}
-system_busy_ticks() { # non-idle ticks of all CPUs
-  local _cpu user nice sys _idle _iowait irq softirq steal _rest
-  read -r _cpu user nice sys _idle _iowait irq softirq steal _rest </proc/stat
-  echo $(( user + nice + sys + irq + softirq + steal ))
-}
-wait_quiet() { # while our servers idle, wait until everything else uses < 0.1 cores
-  local waited=0 b0 b1 load
-  while ((QUIET_MAX_WAIT > 0)); do
-    b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
-    load=$(awk -v d=$((b1 - b0)) -v t="$CLK_TCK" 'BEGIN { printf "%.2f", d / t }')
-    awk -v l="$load" 'BEGIN { exit !(l < 0.10) }' && return 0
-    if ((waited >= QUIET_MAX_WAIT)); then log "machine still busy ($load cores); measuring anyway"; return 0; fi
-    ((waited == 0)) && log "waiting for other processes to quiet down ($load cores busy)"
-    sleep 4; waited=$((waited + 5))
-  done
-}
-fixture_requests() {
-  curl -s --max-time 2 "http://127.0.0.1:$FIXTURE_PORT/stats" \
-    | sed -n 's/.*"http_requests_total":\([0-9]*\).*/\1/p'
-}
-
-FIXTURE_PORT=$(free_port)
+start_fixture
 SIDECAR_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
-cat >"$WORK/sidecar.toml" <<EOF
+cat >"$WORK/sidecar.toml" <<TOML
 [listen]
 addr = "127.0.0.1:$SIDECAR_PORT"
 [admin]
@@ -167,22 +96,18 @@ path = "/open"
 name = "live"
 url = "http://127.0.0.1:$FIXTURE_PORT/mcp"
 path = "/live"
-EOF
+TOML
 
-log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any}), sidecar on :$SIDECAR_PORT (cpus ${PROXY_CPUS:-any})"
-RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
-  >"$WORK/fixture.log" 2>&1 &
-FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
-wait_ok fixture "$FIXTURE_PID" "http://127.0.0.1:$FIXTURE_PORT/stats"
+log "sidecar on :$SIDECAR_PORT (cpus ${PROXY_CPUS:-any})"
 RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" --log-format json run \
   --config "$WORK/sidecar.toml" --worker-threads 1 >"$WORK/sidecar.log" 2>&1 &
 SIDECAR_PID=$!; PIDS+=("$SIDECAR_PID")
-wait_ok sidecar "$SIDECAR_PID" "http://127.0.0.1:$ADMIN_PORT/readyz"
+wait_ready sidecar "$SIDECAR_PID" get_ok "http://127.0.0.1:$ADMIN_PORT/readyz"
 
 code=$(curl -s -o "$WORK/forced.json" -w '%{http_code}' -X POST "http://127.0.0.1:$ADMIN_PORT/breakers/open/open")
 [[ "$code" == 200 ]] || die "forcing the breaker open answered $code"
 log "breaker forced open: $(cat "$WORK/forced.json")"
-before=$(fixture_requests)
+before=$(fixture_served)
 
 wait_quiet
 log "running: $RATE req/s, ${SECS}s x $ROUNDS rounds per case (+1 s warm-up each)"
@@ -198,17 +123,12 @@ times >"$WORK/times1"
 busy1=$(system_busy_ticks); ours1=$(( $(proc_ticks "$SIDECAR_PID") + $(proc_ticks "$FIXTURE_PID") ))
 cat "$WORK/load.out"
 ((load_rc == 0)) || die "load generator failed (wrong answers?)"
-children_secs() { # user+sys seconds of reaped children in bash `times` output
-  awk 'NR == 2 { n = split($0, a, /[ \t]+/); s = 0
-    for (i = 1; i <= n; i++) { if (a[i] == "") continue; split(a[i], b, "m"); sub("s", "", b[2]); s += b[1] * 60 + b[2] }
-    printf "%.3f\n", s }' "$1"
-}
 elapsed_secs=$(( (SECS * ROUNDS + 1) * 3 ))
-other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$CLK_TCK" -v k0="$(children_secs "$WORK/times0")" \
-  -v k1="$(children_secs "$WORK/times1")" -v e="$elapsed_secs" \
+other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$CLK_TCK" -v k0="$(children_cpu_secs "$WORK/times0")" \
+  -v k1="$(children_cpu_secs "$WORK/times1")" -v e="$elapsed_secs" \
   'BEGIN { x = ((b - o) / t - (k1 - k0)) / e; if (x < 0) x = 0; printf "%.2f", x }')
 
-after=$(fixture_requests)
+after=$(fixture_served)
 forwarded=$(sed -n 's/^sent\[closed: forwarded 200\]=\([0-9]*\).*/\1/p' "$WORK/load.out")
 reached=$((after - before))
 [[ "$reached" == "$forwarded" ]] \

@@ -57,108 +57,27 @@ TARGETS=(none rules3)
 RULES=(per-principal per-ip-tool per-method)
 TARGET_RATIO=0.95
 
-LUA="$ROOT/scripts/bench/tools_call.lua"
+BENCH_NAME=bench-limits
+# shellcheck source-path=SCRIPTDIR source=bench/common.sh
+source "$ROOT/scripts/bench/common.sh"
+
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/release/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/release/mcp-sidecar"
-BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
 
-log() { printf '[bench-limits] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || die "ROUNDS must be a positive integer"
+require_uint ROUNDS 1
 [[ "$CONNECTIONS" =~ ^[0-9]+$ && "$WRK_THREADS" =~ ^[0-9]+$ && "$CONNECTIONS" -ge "$WRK_THREADS" ]] \
   || die "CONNECTIONS and WRK_THREADS must be positive integers, CONNECTIONS >= WRK_THREADS"
 
-missing=()
-for pkg in wrk curl; do command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
-command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-[[ "$CALLGRIND" == 1 ]] && ! command -v callgrind_control >/dev/null 2>&1 && missing+=(valgrind)
-if ((${#missing[@]})); then
-  sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]} and not root (no sudo)"
-    sudo=(sudo)
-  fi
-  log "installing ${missing[*]} via apt"
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [[ "$SKIP_BUILD" != 1 ]]; then
-  log "building release binaries"
-  cargo build --release --quiet -p mcp-fixtures -p mcp-sidecar --bins
-fi
+tools=(wrk curl taskset ss)
+[[ "$CALLGRIND" == 1 ]] && tools+=(callgrind_control)
+install_missing "${tools[@]}"
+[[ "$SKIP_BUILD" != 1 ]] && build_binaries release
 [[ -x "$FIXTURE_BIN" && -x "$SIDECAR_BIN" ]] || die "release binaries missing (run without SKIP_BUILD=1)"
 
-NCPU=$(nproc)
-case "$PIN" in
-  split)
-    if ((NCPU >= 2)); then
-      WRK_CPUS="${WRK_CPUS-0}"; FIXTURE_CPUS="${FIXTURE_CPUS-0}"; PROXY_CPUS="${PROXY_CPUS-1}"
-    else
-      log "only $NCPU CPU: running unpinned"
-      WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}"
-    fi ;;
-  none) WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}" ;;
-  *) die "PIN must be split or none" ;;
-esac
-pinned() { local cpus="$1"; shift; if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench-limits.XXXXXX")"
-PIDS=()
-FAILED=0
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A free loopback port in 20000-32767 (below Linux's ephemeral range), not used before here.
-USED_PORTS=" "
-free_port() {
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 12768))
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then USED_PORTS+="$p "; echo "$p"; return 0; fi
-  done
-  die "no free port found"
-}
-
-post_code() { # post_code URL: HTTP status of one tools/call
-  curl -s -o /dev/null -w '%{http_code}' --max-time 2 -X POST \
-    -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
-    --data "$BODY" "$1" 2>/dev/null || true
-}
-wait_ready() { # wait_ready NAME PID URL
-  local name="$1" pid="$2" i
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2 || true; die "$name exited during startup"; }
-    [[ "$(post_code "$3")" == 200 ]] && { log "$name ready"; return 0; }
-    sleep 0.1
-  done
-  tail -n 20 "$WORK/$name.log" >&2 || true
-  die "$name not ready after 15 s"
-}
-
-FIXTURE_PORT=$(free_port)
-FIXTURE_URL="http://127.0.0.1:$FIXTURE_PORT/mcp"
-log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any})"
-RUST_LOG=warn pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
-  >"$WORK/fixture.log" 2>&1 &
-FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
-wait_ready fixture "$FIXTURE_PID" "$FIXTURE_URL"
+pin_layout
+bench_workdir
+start_fixture
 
 write_config() { # write_config TARGET PORT ADMIN_PORT FILE
   {
@@ -184,54 +103,19 @@ for t in "${TARGETS[@]}"; do
   RUST_LOG="$SIDECAR_RUST_LOG" pinned "$PROXY_CPUS" "$SIDECAR_BIN" run --config "$cfg" --worker-threads 1 \
     >>"$WORK/$t.log" 2>&1 &
   PID[$t]=$!; PIDS+=("${PID[$t]}")
-  wait_ready "$t" "${PID[$t]}" "${URL[$t]}"
+  wait_ready "$t" "${PID[$t]}" post_ok "${URL[$t]}"
 done
 # The rules must really be on: an answer through rules3 carries their RateLimit fields.
 curl -s -D - -o /dev/null -X POST -H 'content-type: application/json' \
   -H 'accept: application/json, text/event-stream' --data "$BODY" "${URL[rules3]}" \
   | grep -qi '^ratelimit-policy: "per-principal"' || die "rules3 answers carry no RateLimit-Policy: rules not active?"
 
-CLK_TCK=$(getconf CLK_TCK)
-proc_ticks() { local stat f; stat=$(<"/proc/$1/stat"); read -ra f <<<"${stat##*) }"; echo $((f[11] + f[12])); }
-system_busy_ticks() {
-  local _cpu user nice sys idle iowait irq softirq steal _rest
-  read -r _cpu user nice sys idle iowait irq softirq steal _rest </proc/stat
-  echo $((user + nice + sys + irq + softirq + steal))
-}
-fixture_served() {
-  curl -s --max-time 2 "http://127.0.0.1:$FIXTURE_PORT/stats" | grep -o '"http_requests_total":[0-9]*' | cut -d: -f2
-}
 metric_sum() { # metric_sum TARGET PREFIX: sum of the samples whose line starts with PREFIX
   curl -s --max-time 2 "${ADMIN[$1]}/metrics" \
     | awk -v p="$2" 'index($0, p) == 1 { s += $NF } END { printf "%d\n", s }'
 }
 
-# Wait until processes other than ours use less than QUIET_THRESHOLD cores (a shared machine:
-# builds in another shell distort the figures); the load seen is reported per run.
-QUIET_LAST=0
-wait_quiet() {
-  local waited=0 b0 b1 o0 o1 pid load
-  while :; do
-    o0=0; for pid in "${PIDS[@]}"; do o0=$((o0 + $(proc_ticks "$pid"))); done
-    b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
-    o1=0; for pid in "${PIDS[@]}"; do o1=$((o1 + $(proc_ticks "$pid"))); done
-    load=$(awk -v d="$(((b1 - b0) - (o1 - o0)))" -v t="$CLK_TCK" 'BEGIN { x = d / t; if (x < 0) x = 0; printf "%.2f", x }')
-    QUIET_LAST="$load"
-    awk -v l="$load" -v th="$QUIET_THRESHOLD" 'BEGIN { exit !(l < th) }' && return 0
-    if ((waited >= QUIET_MAX_WAIT)); then log "machine still busy ($load cores used by others); measuring anyway"; return 0; fi
-    ((waited == 0)) && log "waiting for other processes to quiet down ($load cores busy)"
-    sleep 4; waited=$((waited + 5))
-  done
-}
-
-children_cpu_secs() { # children_cpu_secs FILE: user+sys seconds of reaped children, from `times`
-  awk 'NR == 2 { n = split($0, a, /[ \t]+/); s = 0
-    for (i = 1; i <= n; i++) { if (a[i] == "") continue; split(a[i], b, "m"); sub("s", "", b[2]); s += b[1] * 60 + b[2] }
-    printf "%.3f\n", s }' "$1"
-}
-
 ROWS="$WORK/rows.tsv"; : >"$ROWS"
-ROW=""
 # measure_once KIND ROUND DURATION TARGET...: one wrk run against each TARGET, all at the same time;
 # sets ROWS_NEW (one TSV line per target) and OTHER (cores used by processes outside the benchmark
 # during the run: busy CPU minus ours and the wrks').
@@ -240,7 +124,7 @@ measure_once() {
   local t pid busy0 busy1 ours0 ours1 kids0 kids1 wrk_pids=() rc served1
   local -A out served0 px0 px1
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
-  ((QUIET_MAX_WAIT > 0)) && wait_quiet
+  wait_quiet
   for t in "$@"; do
     out[$t]="$WORK/wrk-$kind-$t-$round.txt"
     served0[$t]=$(fixture_served); px0[$t]=$(proc_ticks "${PID[$t]}")
@@ -249,7 +133,7 @@ measure_once() {
   # `times` must run in this shell (not in a $(...) subshell) to see the reaped wrks' CPU time.
   busy0=$(system_busy_ticks); times >"$WORK/times0"
   for t in "$@"; do
-    (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency -s "$LUA" "${URL[$t]}") >"${out[$t]}" 2>&1 &
+    run_wrk "${out[$t]}" "$dur" "${URL[$t]}" &
     wrk_pids+=($!)
   done
   rc=0; for pid in "${wrk_pids[@]}"; do wait "$pid" || rc=$?; done
@@ -261,10 +145,8 @@ measure_once() {
   local served_total=$((served1 - ${served0[$1]})) requests_total=0 line secs=0
   ROWS_NEW=""
   for t in "$@"; do
-    # Keep the access log from filling the disk; keep any warning/error lines.
-    grep -E ' (WARN|ERROR) ' "$WORK/$t.log" >>"$WORK/sidecar-problems.log" || true
-    : >"$WORK/$t.log"
-    line=$(grep '^BENCH_RESULT ' "${out[$t]}" || true)
+    keep_sidecar_problems "$t"
+    line=$(wrk_result "${out[$t]}")
     if ((rc != 0)) || [[ -z "$line" ]]; then
       log "wrk failed against $t (exit $rc):"; cat "${out[$t]}" >&2; FAILED=1; ROWS_NEW=""; OTHER=0; return 0
     fi
@@ -274,7 +156,7 @@ measure_once() {
   OTHER=$(awk -v busy="$((busy1 - busy0))" -v ours="$((ours1 - ours0))" -v tck="$CLK_TCK" -v a="$kids0" \
     -v b="$kids1" -v us="$secs" 'BEGIN { o = (busy / tck - ours / tck - (b - a)) / (us / 1e6); if (o < 0) o = 0; printf "%.2f", o }')
   for t in "$@"; do
-    line=$(grep '^BENCH_RESULT ' "${out[$t]}")
+    line=$(wrk_result "${out[$t]}")
     ROWS_NEW+=$(awk -v kind="$kind" -v t="$t" -v round="$round" -v px="$((px1[$t] - px0[$t]))" \
         -v tck="$CLK_TCK" -v fwd="$( ((served_total >= requests_total)) && echo ok || echo MISSING)" -v other="$OTHER" '{
         for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -339,10 +221,7 @@ rejected=$(metric_sum rules3 'mcp_sidecar_rate_limit_rejected_total')
 [[ "$rejected" == 0 ]] || { log "the rules rejected $rejected requests (they must never refuse here)"; FAILED=1; }
 log "rules3: $answered requests answered 200, each admitted by all ${#RULES[@]} rules; $rejected rejected"
 
-# Instructions per request under callgrind (scripts/bench/callgrind.sh): a fresh sidecar per
-# target.
-# shellcheck source=bench/callgrind.sh
-source "$ROOT/scripts/bench/callgrind.sh"
+# Instructions per request under callgrind (cg_count): a fresh sidecar per target.
 declare -A IR_PER_REQ
 if [[ "$CALLGRIND" == 1 ]]; then
   for t in "${TARGETS[@]}"; do
@@ -353,16 +232,10 @@ if [[ "$CALLGRIND" == 1 ]]; then
 fi
 
 echo
-echo "mcp-sidecar rate-limit benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- proxy fixtures 2>/dev/null || echo ' (+local changes)')"
-echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
+report_header "mcp-sidecar rate-limit benchmark"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, sidecar ${PROXY_CPUS:-any}; sidecar --worker-threads 1, RUST_LOG=$SIDECAR_RUST_LOG"
 echo
-awk -F'\t' -v target="$TARGET_RATIO" -v mode="$MODE" '
-  function median(list,    n, a, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+awk -F'\t' -v target="$TARGET_RATIO" -v mode="$MODE" "$AWK_MEDIAN"'
   $1 == "measure" {
     by_round[$2, $3] = $4
     rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $6
@@ -398,8 +271,4 @@ if [[ "$CALLGRIND" == 1 ]]; then
 fi
 echo
 
-if [[ -s "$WORK/sidecar-problems.log" ]]; then
-  log "the sidecars logged warnings/errors:"; head -n 5 "$WORK/sidecar-problems.log" >&2
-fi
-((FAILED)) && { log "FAILED: at least one check failed (see above)"; exit 1; }
-log "ok: no non-2xx responses, no socket errors, every request decided by the three rules"
+finish "no non-2xx responses, no socket errors, every request decided by the three rules"

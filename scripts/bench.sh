@@ -92,34 +92,22 @@ KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 CALLGRIND="${CALLGRIND:-0}"
 CG_SECS="${CG_SECS:-10}"
 
-LUA="$ROOT/scripts/bench/tools_call.lua"
+BENCH_NAME=bench
+# shellcheck source-path=SCRIPTDIR source=bench/common.sh
+source "$ROOT/scripts/bench/common.sh"
+
 HAPROXY_TEMPLATE="$ROOT/scripts/bench/haproxy.cfg.in"
 HAPROXY_EQ_FRONTEND="$ROOT/scripts/bench/haproxy-eq.frontend"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FIXTURE_BIN="$TARGET_DIR/$PROFILE/mcp-fixture"
 SIDECAR_BIN="$TARGET_DIR/$PROFILE/mcp-sidecar"
-BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
 ALL_TARGETS="direct haproxy haproxy-eq sidecar sidecar-nolog"
 read -ra TARGETS <<<"${TARGETS:-$ALL_TARGETS}"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# Seconds in a wrk-style duration (10s, 1m, 500ms is not accepted by wrk either).
-duration_secs() {
-  local d="$1"
-  case "$d" in
-    *h) echo $(( ${d%h} * 3600 )) ;;
-    *m) echo $(( ${d%m} * 60 )) ;;
-    *s) echo "${d%s}" ;;
-    *) echo "$d" ;;
-  esac
-}
-
-[[ "$CONNECTIONS" =~ ^[0-9]+$ && "$CONNECTIONS" -ge 1 ]] || die "CONNECTIONS must be a positive integer"
-[[ "$WRK_THREADS" =~ ^[0-9]+$ && "$WRK_THREADS" -ge 1 ]] || die "WRK_THREADS must be a positive integer"
-[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -ge 1 ]] || die "ROUNDS must be a positive integer"
-[[ "$RETRIES" =~ ^[0-9]+$ ]] || die "RETRIES must be a non-negative integer"
+require_uint CONNECTIONS 1
+require_uint WRK_THREADS 1
+require_uint ROUNDS 1
+require_uint RETRIES 0
 [[ "$(duration_secs "$DURATION")" =~ ^[0-9]+$ && "$(duration_secs "$DURATION")" -ge 1 ]] \
   || die "DURATION must look like 10s, 2m or 1h"
 [[ "$WARMUP" == 0 || "$(duration_secs "$WARMUP")" =~ ^[0-9]+$ ]] || die "WARMUP must look like 3s or 0"
@@ -131,147 +119,34 @@ done
 measured() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------------------------
-# Tools
+# Tools, binaries, pinning, processes (scripts/bench/common.sh)
 # ---------------------------------------------------------------------------------------------
-install_missing() {
-  local missing=() pkg
-  for pkg in wrk haproxy curl; do
-    command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
-  command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-  [[ "$CALLGRIND" == 1 ]] && ! command -v callgrind_control >/dev/null 2>&1 && missing+=(valgrind)
-  ((${#missing[@]} == 0)) && return 0
-  local sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]} and not root (no sudo)"
-    sudo=(sudo)
-  fi
-  log "installing ${missing[*]} via apt"
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-install_missing
+tools=(wrk haproxy curl taskset ss)
+[[ "$CALLGRIND" == 1 ]] && tools+=(callgrind_control)
+install_missing "${tools[@]}"
 
-if [[ "$SKIP_BUILD" != 1 ]]; then
-  log "building $PROFILE binaries"
-  cargo build --profile "$PROFILE" --quiet -p mcp-fixtures -p mcp-sidecar --bins
-fi
+[[ "$SKIP_BUILD" != 1 ]] && build_binaries "$PROFILE"
 [[ -x "$FIXTURE_BIN" && -x "$SIDECAR_BIN" ]] || die "$PROFILE binaries missing (run without SKIP_BUILD=1)"
 
-# ---------------------------------------------------------------------------------------------
-# Pinning
-# ---------------------------------------------------------------------------------------------
-NCPU=$(nproc)
-case "$PIN" in
-  split)
-    if ((NCPU >= 2)); then
-      WRK_CPUS="${WRK_CPUS-0}"; FIXTURE_CPUS="${FIXTURE_CPUS-0}"; PROXY_CPUS="${PROXY_CPUS-1}"
-    else
-      log "only $NCPU CPU: running unpinned"
-      WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}"
-    fi ;;
-  none) WRK_CPUS="${WRK_CPUS-}"; FIXTURE_CPUS="${FIXTURE_CPUS-}"; PROXY_CPUS="${PROXY_CPUS-}" ;;
-  *) die "PIN must be split or none" ;;
-esac
+pin_layout
+bench_workdir
 
-# pinned CPUS CMD...: runs CMD (exec'd, same pid) on CPUS, or unpinned when CPUS is empty.
-pinned() {
-  local cpus="$1"; shift
-  if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
-}
-
-# ---------------------------------------------------------------------------------------------
-# Processes and cleanup
-# ---------------------------------------------------------------------------------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcp-bench.XXXXXX")"
-PIDS=()
-FAILED=0
-cleanup() {
-  local rc=$? pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ "$KEEP_WORKDIR" == 1 || $rc -ne 0 ]]; then
-    log "logs and raw output kept in $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A free loopback TCP port: random in 20000-32767 (below Linux's default ephemeral range, so it
-# cannot collide with the outgoing connections wrk and the proxies open), not listened on now, and
-# not handed out before by this script.
-USED_PORTS=" "
-free_port() {
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 12768))
-    [[ "$USED_PORTS" == *" $p "* ]] && continue
-    if [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
-      USED_PORTS+="$p "
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-post_ok() { # post_ok URL: one tools/call, true on HTTP 200
-  local code
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -X POST \
-    -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
-    --data "$BODY" "$1" 2>/dev/null) || true
-  [[ "$code" == 200 ]]
-}
-get_ok() { # get_ok URL: true on HTTP 200
-  local code
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null) || true
-  [[ "$code" == 200 ]]
-}
-
-# wait_ready NAME PID CHECK ARGS...: polls CHECK every 0.1 s for at most 15 s.
-wait_ready() {
-  local name="$1" pid="$2" i; shift 2
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$WORK/$name.log" >&2 || true; die "$name exited during startup"; }
-    if "$@"; then log "$name ready"; return 0; fi
-    sleep 0.1
-  done
-  tail -n 20 "$WORK/$name.log" >&2 || true
-  die "$name not ready after 15 s"
-}
-
-FIXTURE_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
 HAPROXY_EQ_PORT=$(free_port)
 SIDECAR_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 SIDECAR_NOLOG_PORT=$(free_port)
 NOLOG_ADMIN_PORT=$(free_port)
-FIXTURE_URL="http://127.0.0.1:$FIXTURE_PORT/mcp"
 HAPROXY_URL="http://127.0.0.1:$HAPROXY_PORT/mcp"
 HAPROXY_EQ_URL="http://127.0.0.1:$HAPROXY_EQ_PORT/mcp"
 SIDECAR_URL="http://127.0.0.1:$SIDECAR_PORT/mcp"
 SIDECAR_NOLOG_URL="http://127.0.0.1:$SIDECAR_NOLOG_PORT/mcp"
 
-log "fixture on :$FIXTURE_PORT (cpus ${FIXTURE_CPUS:-any})"
 # One tokio worker per CPU the fixture may use: more workers than CPUs only add context switches
 # on the load core (and how many depends on the proxy's timing, which would blur the comparison).
-fixture_workers=$(nproc)
-if [[ -n "$FIXTURE_CPUS" ]]; then fixture_workers=$(taskset -c "$FIXTURE_CPUS" nproc); fi
-RUST_LOG=warn TOKIO_WORKER_THREADS="$fixture_workers" pinned "$FIXTURE_CPUS" "$FIXTURE_BIN" --listen "127.0.0.1:$FIXTURE_PORT" --mode json --stateless \
-  >"$WORK/fixture.log" 2>&1 &
-FIXTURE_PID=$!; PIDS+=("$FIXTURE_PID")
-wait_ready fixture "$FIXTURE_PID" post_ok "$FIXTURE_URL"
+FIXTURE_WORKERS=$(nproc)
+if [[ -n "$FIXTURE_CPUS" ]]; then FIXTURE_WORKERS=$(taskset -c "$FIXTURE_CPUS" nproc); fi
+start_fixture
 
 # haproxy_config OUT PORT [FRONTEND_EXTRA]: writes and checks a config listening on PORT in
 # front of the fixture; FRONTEND_EXTRA, a file of frontend directives, goes into the frontend.
@@ -328,48 +203,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Measurement
 # ---------------------------------------------------------------------------------------------
-CLK_TCK=$(getconf CLK_TCK)
-
-proc_ticks() { # utime+stime of a whole process (all threads), in clock ticks
-  local stat f
-  stat=$(<"/proc/$1/stat")
-  read -ra f <<<"${stat##*) }"  # fields from 3 (state) on; comm may contain spaces
-  echo $(( f[11] + f[12] ))     # fields 14 and 15
-}
-system_busy_ticks() { # non-idle ticks of all CPUs
-  local _cpu user nice sys _idle _iowait irq softirq steal _rest
-  read -r _cpu user nice sys _idle _iowait irq softirq steal _rest </proc/stat
-  echo $(( user + nice + sys + irq + softirq + steal ))
-}
-children_cpu_secs() { # children_cpu_secs FILE: user+sys seconds in the output of bash `times`
-  awk 'NR == 2 { n = split($0, a, /[ \t]+/); s = 0
-    for (i = 1; i <= n; i++) { if (a[i] == "") continue; split(a[i], b, "m"); sub("s", "", b[2]); s += b[1] * 60 + b[2] }
-    printf "%.3f\n", s }' "$1"
-}
-fixture_served() {
-  curl -s --max-time 2 "http://127.0.0.1:$FIXTURE_PORT/stats" | grep -o '"http_requests_total":[0-9]*' | cut -d: -f2
-}
-
-# wait_quiet: on a shared machine (a build in another shell, CI), background CPU use distorts the
-# figures. Before a run, sample 1 s of CPU use by everything but our (idle) servers and wait until
-# it is below QUIET_THRESHOLD cores, for at most QUIET_MAX_WAIT seconds; the figure is reported.
-wait_quiet() {
-  local waited=0 b0 b1 o0 o1 pid load
-  while :; do
-    o0=0; for pid in "${PIDS[@]}"; do o0=$((o0 + $(proc_ticks "$pid"))); done
-    b0=$(system_busy_ticks); sleep 1; b1=$(system_busy_ticks)
-    o1=0; for pid in "${PIDS[@]}"; do o1=$((o1 + $(proc_ticks "$pid"))); done
-    load=$(awk -v d="$(( (b1 - b0) - (o1 - o0) ))" -v t="$CLK_TCK" 'BEGIN { x = d / t; if (x < 0) x = 0; printf "%.2f", x }')
-    if awk -v l="$load" -v th="$QUIET_THRESHOLD" 'BEGIN { exit !(l < th) }'; then return 0; fi
-    if ((waited >= QUIET_MAX_WAIT)); then
-      log "machine still busy ($load cores used by other processes); measuring anyway"
-      return 0
-    fi
-    ((waited == 0)) && log "waiting for other processes to quiet down ($load cores busy)"
-    sleep 4; waited=$((waited + 5))
-  done
-}
-
 TSV_HEADER="kind	target	round	rps	p50_us	p99_us	requests	errors	proxy_cores	proxy_us_per_req	fixture_cores	wrk_cores	other_cores	forwarded"
 ROWS="$WORK/rows.tsv"
 : >"$ROWS"
@@ -386,27 +219,24 @@ run_one() {
   esac
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || die "a server died (pid $pid); see $WORK"; done
   out="$WORK/wrk-$kind-$target-$round.txt"
-  ((QUIET_MAX_WAIT > 0)) && wait_quiet
+  wait_quiet
   local served0 fx0 px0=0 busy0 kids0 served1 fx1 px1=0 busy1 kids1 rc=0
   served0=$(fixture_served); fx0=$(proc_ticks "$FIXTURE_PID")
   [[ -n "$proxy_pid" ]] && px0=$(proc_ticks "$proxy_pid")
   # `times` must run in this shell, not in a $(...) subshell, to see the reaped wrk's CPU time.
   busy0=$(system_busy_ticks); times >"$WORK/times0"
-  (pinned "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency -s "$LUA" "$url") >"$out" 2>&1 || rc=$?
+  run_wrk "$out" "$dur" "$url" || rc=$?
   times >"$WORK/times1"; busy1=$(system_busy_ticks)
   kids0=$(children_cpu_secs "$WORK/times0"); kids1=$(children_cpu_secs "$WORK/times1")
   fx1=$(proc_ticks "$FIXTURE_PID")
   [[ -n "$proxy_pid" ]] && px1=$(proc_ticks "$proxy_pid")
   served1=$(fixture_served)
   case "$target" in
-    sidecar | sidecar-nolog)
-      # Keep the access log from filling the disk; keep any warning/error lines.
-      grep -E ' (WARN|ERROR) ' "$WORK/$target.log" >>"$WORK/sidecar-problems.log" || true
-      : >"$WORK/$target.log" ;;
+    sidecar | sidecar-nolog) keep_sidecar_problems "$target" ;;
     haproxy-eq) : >"$WORK/$target.log" ;;
   esac
   local line
-  line=$(grep '^BENCH_RESULT ' "$out" || true)
+  line=$(wrk_result "$out")
   if ((rc != 0)) || [[ -z "$line" ]]; then
     log "wrk failed against $target (exit $rc):"; cat "$out" >&2
     printf '%s\t%s\t%s\t0\t0\t0\t0\twrk-failed\t-\t-\t-\t-\t-\t-\n' "$kind" "$target" "$round" >>"$ROWS"
@@ -472,9 +302,7 @@ if [[ -n "$RESULTS_TSV" ]]; then
   { echo "$TSV_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
 fi
 
-# Instructions per request under callgrind (scripts/bench/callgrind.sh): a fresh proxy each.
-# shellcheck source=bench/callgrind.sh
-source "$ROOT/scripts/bench/callgrind.sh"
+# Instructions per request under callgrind (cg_count): a fresh proxy each.
 declare -A IR_PER_REQ
 # The four proxy configurations, whichever of them TARGETS has.
 if [[ "$CALLGRIND" == 1 ]]; then
@@ -500,22 +328,11 @@ fi
 # Report: per-target medians over the measured rounds, then the ratios of the medians.
 # ---------------------------------------------------------------------------------------------
 echo
-if REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
-  git -C "$ROOT" diff --quiet HEAD -- proxy fixtures Cargo.toml Cargo.lock || REV+=" + uncommitted changes in proxy/fixtures"
-else
-  REV="? (not a git checkout)"
-fi
-echo "mcp-sidecar benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $REV, cargo profile $PROFILE"
-echo "machine: $NCPU CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
+report_header "mcp-sidecar benchmark" "$PROFILE"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP, $ROUNDS round(s); pinning: wrk ${WRK_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}; sidecar RUST_LOG=$SIDECAR_RUST_LOG"
 echo "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
 echo
-awk -F'\t' -v rounds="$ROUNDS" '
-  function median(list,    n, a, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+awk -F'\t' -v rounds="$ROUNDS" "$AWK_MEDIAN"'
   $1 == "discarded" { discarded++ }
   $1 == "measure" {
     byround[$2, $3] = $4
@@ -577,11 +394,4 @@ if [[ "$CALLGRIND" == 1 ]]; then
 fi
 echo
 
-if [[ -s "$WORK/sidecar-problems.log" ]]; then
-  log "the sidecar logged warnings/errors during the runs:"; head -n 5 "$WORK/sidecar-problems.log" >&2
-fi
-if ((FAILED)); then
-  log "FAILED: at least one run had errors (see above)"
-  exit 1
-fi
-log "ok: no non-2xx responses, no socket errors"
+finish "no non-2xx responses, no socket errors"

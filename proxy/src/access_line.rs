@@ -1,10 +1,10 @@
 //! The access-log line, formatted by hand: the one log line every request writes.
 //!
-//! Through tracing-subscriber's generic formatter the line cost ~18k instructions per request
-//! (a fifth of the sidecar's CPU; BENCHMARKS.md): a `fmt::Write` call per field name, `=`, value
-//! and style, and a calendar computation per timestamp. Like Envoy's and nginx's access logs it
-//! is a fixed line, so it is written here directly into the log buffer with the layout the
-//! generic formatter gives (`pretty`: `2026-12-01T14:22:42.360295Z  INFO access: request
+//! Through tracing-subscriber's generic formatter the line was a large share of the sidecar's CPU
+//! per request (BENCHMARKS.md, "Figures behind code decisions"): a `fmt::Write` call per field
+//! name, `=`, value and style, and a calendar computation per timestamp. Like Envoy's and nginx's
+//! access logs it is a fixed line, so it is written here directly into the log buffer with the
+//! layout the generic formatter gives (`pretty`: `2026-12-01T14:22:42.360295Z  INFO access: request
 //! method=POST path=/mcp ...`; `json`: one flat object with the same keys), and it still obeys
 //! `RUST_LOG` (`access=off`, `warn`, ...) through [`tracing::enabled!`].
 //!

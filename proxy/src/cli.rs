@@ -109,7 +109,8 @@ impl RunArgs {
 pub fn init_logging(format: LogFormat, flush_interval: std::time::Duration) -> LogWriter {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a terminal: in a log file they are noise and cost ~4% CPU per request.
+    // Colour codes only for a terminal: in a log file they are noise and cost CPU on every
+    // request (BENCHMARKS.md, "Figures behind code decisions").
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let writer = LogWriter::stderr(flush_interval);
     writer.flush_on_panic();

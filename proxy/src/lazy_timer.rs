@@ -2,12 +2,12 @@
 //! header-read timeout, an upstream connection's response timeout) without touching the
 //! runtime's timer wheel every time.
 //!
-//! A fresh `tokio::time::timeout` per request registers a wheel entry when first polled and
-//! removes it when dropped: ~900 user-space instructions per forwarded request (callgrind,
-//! BENCHMARKS.md). Here one `Sleep` lives as long as the connection. A later deadline does not
+//! A fresh `tokio::time::timeout` per request registers a wheel entry when first polled and removes
+//! it when dropped, a measurable cost on every forwarded request (BENCHMARKS.md, "Figures behind
+//! code decisions"). Here one `Sleep` lives as long as the connection. A later deadline does not
 //! move it; when it fires before the current deadline it is set to that deadline and waited on
-//! again, so a busy connection moves its timer about once per timeout period, not per request.
-//! An earlier deadline (a shorter per-tool timeout) moves it at once: the timer never fires late.
+//! again, so a busy connection moves its timer about once per timeout period, not per request. An
+//! earlier deadline (a shorter per-tool timeout) moves it at once: the timer never fires late.
 
 use std::future::Future;
 use std::pin::Pin;

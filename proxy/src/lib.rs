@@ -28,10 +28,10 @@
 /// `fut.await` keeps the future twice in the enclosing `async fn`'s state machine (the temporary
 /// and the awaited value are both live across the suspension; rust-lang/rust#62958), so on the
 /// request path each level of `async fn` nesting doubled the size of everything below it: the
-/// future hyper stores and moves for every request had grown to 23 KiB, and copying it cost
-/// about a tenth of the sidecar's user-space instructions per request. Pinning the future in
-/// place stores it once; the block ends its lifetime at once, so it does not stay live (and keep
-/// its space) across the later awaits of the caller.
+/// future hyper stores and moves for every request had grown large, and copying it was a visible
+/// share of the sidecar's instructions per request (BENCHMARKS.md, "Figures behind code
+/// decisions"). Pinning the future in place stores it once; the block ends its lifetime at once, so
+/// it does not stay live (and keep its space) across the later awaits of the caller.
 macro_rules! await_in_place {
     ($fut:expr) => {{
         let out = ::std::pin::pin!($fut).await;

@@ -1,11 +1,12 @@
 //! Where log lines go: stderr, written a line at a time on a terminal and in batches otherwise.
 //!
-//! One `write(2)` per access-log line was a sixth of the sidecar's CPU per request under load
-//! (BENCHMARKS.md). Like nginx's `access_log ... buffer= flush=` and Envoy's file flush interval,
-//! lines written to a file or pipe are collected in memory and written together: when
-//! [`FLUSH_BYTES`] have gathered, when a warning or error is logged (those go out at once, with
-//! everything before them, so order is kept), on the flush interval, at exit and on a panic. On a
-//! terminal every line is written as it comes, so the demo and `run` in a shell stay live.
+//! One `write(2)` per access-log line was a large share of the sidecar's CPU per request under load
+//! (BENCHMARKS.md, "Figures behind code decisions"). Like nginx's `access_log ... buffer= flush=`
+//! and Envoy's file flush interval, lines written to a file or pipe are collected in memory and
+//! written together: when [`FLUSH_BYTES`] have gathered, when a warning or error is logged (those
+//! go out at once, with everything before them, so order is kept), on the flush interval, at exit
+//! and on a panic. On a terminal every line is written as it comes, so the demo and `run` in a
+//! shell stay live.
 //!
 //! What a crash can lose is bounded by the interval: at most its worth of info/debug lines.
 

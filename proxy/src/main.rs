@@ -8,9 +8,10 @@ use mcp_sidecar::cli::{Cli, Command, init_logging, shutdown_signal};
 use mcp_sidecar::config::Config;
 
 /// mimalloc instead of glibc's malloc: the request path allocates a dozen small blocks per
-/// request (header maps, the classified message, buffers), and glibc spent ~2.9k instructions
-/// per request on them (callgrind, BENCHMARKS.md). mimalloc's per-thread free lists make each
-/// a few dozen; it is what many Rust proxies ship with for the same reason.
+/// request (header maps, the classified message, buffers), and glibc's malloc and free were a
+/// visible share of the instructions per request (BENCHMARKS.md, "Figures behind code
+/// decisions"). mimalloc's per-thread free lists make each allocation much cheaper; it is what
+/// many Rust proxies ship with for the same reason.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

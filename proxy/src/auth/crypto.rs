@@ -1,7 +1,8 @@
 //! JWT signature verification on `ring` (already linked for rustls) instead of the pure-Rust
-//! RustCrypto backend: 4-15x faster per verification here, constant-time, and the same audited code
-//! that verifies TLS handshakes. Signing and JWK helpers (used only by tests and the demo through
-//! the fixtures) stay on the RustCrypto provider.
+//! RustCrypto backend: much faster per verification (BENCHMARKS.md, "Figures behind code
+//! decisions"), constant-time, and the same audited code that verifies TLS handshakes. Signing and
+//! JWK helpers (used only by tests and the demo through the fixtures) stay on the RustCrypto
+//! provider.
 //!
 //! Installed process-wide by [`install`]; if something in the process already used jsonwebtoken
 //! before (a test minting tokens first), the RustCrypto provider stays in place, which is equally

@@ -503,7 +503,9 @@ where
 }
 
 #[cfg(test)]
+#[path = "auth_tests.rs"]
 mod tests;
 
 #[cfg(test)]
+#[path = "auth_start_tests.rs"]
 mod start_tests;

@@ -17,8 +17,9 @@ use crate::glob::Glob;
 
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
-/// Splits `host[:port]` (also `[v6]:port`) into the host and the port text. On bytes: this runs
-/// for every request's `Host`, and `str::rsplit_once` with its char searcher cost ~5× as much.
+/// Splits `host[:port]` (also `[v6]:port`) into the host and the port text. On bytes: this runs for
+/// every request's `Host`, and `str::rsplit_once` with its char searcher cost far more
+/// (BENCHMARKS.md, "Figures behind code decisions").
 fn split_authority(authority: &str) -> (&str, Option<&str>) {
     let bytes = authority.as_bytes();
     if bytes.first() == Some(&b'[') {

@@ -26,8 +26,9 @@ pub const DEFAULT_MAX_STREAMS_PER_PRINCIPAL: usize = 0;
 /// in-flight requests finish); one second spreads retries without idling the client for long.
 pub const DEFAULT_SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often idle rate-limit keys are evicted. Keys are evictable once their bucket is full
-/// again; sweeping every 10 s keeps the tables near the working set at a negligible cost
-/// (a sweep of 100 000 keys takes about a millisecond).
+/// again; sweeping every 10 s keeps the tables near the working set at a negligible cost (a
+/// sweep of a full table is short next to the interval: BENCHMARKS.md, "Figures behind code
+/// decisions").
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Keys one rule tracks at most. 100 000 keys cost at most ~2.2 MB per rule (see the README) and
 /// exceed the distinct callers a sidecar sees between two sweeps in any sane deployment; beyond

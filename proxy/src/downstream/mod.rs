@@ -3,12 +3,12 @@
 //! this leg, such as the chaos proxy) and answered on the connection's own task, one after
 //! another.
 //!
-//! Why not hyper's server for HTTP/1: its dispatcher, buffered I/O and role layers cost about
-//! 5.7k user-space instructions per request more than a loop that parses the head and writes
-//! the answer in place (callgrind, BENCHMARKS.md), and the sidecar's target is HAProxy's
-//! throughput on one core. HTTP/2 (ALPN `h2`, or h2c with prior knowledge) stays hyper's. What
-//! this covers is what a reverse proxy's HTTP/1 codec must (RFC 9112), as Pingora's and Envoy's
-//! own codecs do:
+//! Why not hyper's server for HTTP/1: its dispatcher, buffered I/O and role layers cost a large
+//! share of the instructions per request more than a loop that parses the head and writes the
+//! answer in place (BENCHMARKS.md, "Figures behind code decisions"), and the sidecar's target is
+//! HAProxy's throughput on one core. HTTP/2 (ALPN `h2`, or h2c with prior knowledge) stays hyper's.
+//! What this covers is what a reverse proxy's HTTP/1 codec must (RFC 9112), as Pingora's and
+//! Envoy's own codecs do:
 //!
 //! - request heads parsed by httparse with limits (431 above [`MAX_REQUEST_HEAD_BYTES`](crate::codec::request::MAX_REQUEST_HEAD_BYTES)
 //!   or [`MAX_REQUEST_HEADERS`](crate::codec::request::MAX_REQUEST_HEADERS)); bodies framed by `Content-Length` or chunked, and a

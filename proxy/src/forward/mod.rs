@@ -171,8 +171,9 @@ impl Proxy {
         // A clone shares the parsed URI's bytes; only its path is logged.
         let uri = head.uri.clone();
         // A span per request only at debug level: at info the access-log event carries the request
-        // id, and an info span (fields formatted at creation, entered on every poll) cost about a
-        // tenth of the sidecar's CPU per request. Warnings below name the request id themselves.
+        // id, and an info span (fields formatted at creation, entered on every poll) was a visible
+        // share of the sidecar's CPU per request (BENCHMARKS.md, "Figures behind code decisions").
+        // Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
         let mut cx = RequestContext {
             ex: Exchange::new(head, conn),
@@ -180,8 +181,9 @@ impl Proxy {
             cors: None,
         };
         // The span is entered around each poll of the phases, pinned where they are built:
-        // `.instrument(span)` would move the whole dispatch future (~4 KiB) into its wrapper
-        // once per request, into memory the connection's last request left cold.
+        // `.instrument(span)` would move the whole dispatch future (large: see BENCHMARKS.md,
+        // "Figures behind code decisions") into its wrapper once per request, into memory the
+        // connection's last request left cold.
         let result = {
             let dispatch = pin!(self.dispatch(body, &request_id, &mut cx));
             polled_in(&span, dispatch).await

@@ -33,10 +33,13 @@ mod inflight;
 mod metrics;
 mod rule;
 mod store;
+
 #[cfg(test)]
+#[path = "limits_caps_tests.rs"]
+mod caps_tests;
+#[cfg(test)]
+#[path = "limits_tests.rs"]
 mod tests;
-#[cfg(test)]
-mod tests_caps;
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;

@@ -14,5 +14,6 @@ pub use route::{Router, Upstream};
 
 /// A map keyed by upstream name, looked up several times on every request (auth, limits,
 /// breakers). Names come from config, not from clients, so a fast hasher is safe here; SipHash
-/// was ~1k instructions per request across those lookups.
+/// across those lookups was a visible share of the instructions per request (BENCHMARKS.md,
+/// "Figures behind code decisions").
 pub type ByName<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -2,10 +2,11 @@
 //! last-in first-out.
 //!
 //! hyper-util's general-purpose client keys its pool by scheme and authority in a SipHash map,
-//! races a new connection against an idle one for every checkout and spawns a task per request
-//! to put the connection back; that was ~9k instructions of the sidecar's ~60k per request
-//! (BENCHMARKS.md). A sidecar talks to one backend per upstream, so its pool is a stack of idle
-//! connections behind a mutex, as in Pingora's and linkerd's proxies:
+//! races a new connection against an idle one for every checkout and spawns a task per request to
+//! put the connection back; that was a large share of the sidecar's instructions per request when
+//! measured (BENCHMARKS.md, "Figures behind code decisions"). A sidecar talks to one backend per
+//! upstream, so its pool is a stack of idle connections behind a mutex, as in Pingora's and
+//! linkerd's proxies:
 //!
 //! - checkout pops the most recently used connection that is still open and younger than the
 //!   idle timeout (LIFO keeps few connections warm), or connects a new one; an idle connection

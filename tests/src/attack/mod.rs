@@ -396,8 +396,9 @@ pub fn escape(bytes: &[u8]) -> String {
 }
 
 /// A sidecar (configured by [`sidecar_config`]) in front of its own capturing backend, on
-/// which rows run one after another. Starting a sidecar costs ~0.15 s of blocking work in a
-/// debug build, so the test runs the table on a few lanes rather than one sidecar per row.
+/// which rows run one after another. Starting a sidecar is slow in a debug build (blocking work:
+/// BENCHMARKS.md, "Figures behind code decisions"), so the test runs the table on a few lanes
+/// rather than one sidecar per row.
 #[derive(Debug)]
 pub struct Lane {
     pub backend: RawBackend,

@@ -4,9 +4,9 @@
 //! `MaybeHttpsStream<TokioIo<TcpStream>>`, which speaks hyper's I/O traits, so the client leg
 //! (written against tokio's) would wrap it in one more `TokioIo`. Every read and write of a
 //! plain connection then crossed two adapters, each converting its read buffer; reading the
-//! `TcpStream` directly took ~0.1k user-space instructions off each request (callgrind,
-//! BENCHMARKS.md). A plain connection is unwrapped to its `TcpStream` here; a TLS one keeps the
-//! adapters (the TLS work dwarfs them).
+//! `TcpStream` directly took a small but measurable number of instructions off each request
+//! (BENCHMARKS.md, "Figures behind code decisions"). A plain connection is unwrapped to its
+//! `TcpStream` here; a TLS one keeps the adapters (the TLS work dwarfs them).
 
 use std::io;
 use std::pin::Pin;

@@ -2,12 +2,12 @@
 //! it, on the request's own task.
 //!
 //! Why not hyper's client: hyper runs each connection as a task of its own and hands requests,
-//! responses and body chunks to it through channels, so every forwarded request crossed tasks
-//! four times; with its dispatch machinery that was ~16k of the ~37k user-space instructions a
-//! minimal hyper proxy spends per request (callgrind, BENCHMARKS.md), against ~4k for a client
-//! leg that writes the head and reads the answer in place. A sidecar talks to one backend over
-//! a handful of keep-alive connections and never pipelines, which is the case this covers, as
-//! Pingora's and Envoy's own HTTP/1 codecs do:
+//! responses and body chunks to it through channels, so every forwarded request crossed tasks four
+//! times; with its dispatch machinery that was a large share of the instructions a minimal hyper
+//! proxy spends per request, far more than a client leg that writes the head and reads the answer
+//! in place costs (BENCHMARKS.md, "Figures behind code decisions" and "Where the instructions
+//! went"). A sidecar talks to one backend over a handful of keep-alive connections and never
+//! pipelines, which is the case this covers, as Pingora's and Envoy's own HTTP/1 codecs do:
 //!
 //! - the request head is written in origin form with framing the sidecar chooses
 //!   ([`encode`]); head and a known-length body leave in one `write(2)`;
@@ -254,5 +254,5 @@ impl Conn {
 }
 
 #[cfg(test)]
-#[path = "conn_tests.rs"]
+#[path = "h1_tests.rs"]
 mod tests;

@@ -1,5 +1,5 @@
 //! Unit tests of the limits: GCRA properties on a fake clock, and the rate-limit phase on tokio's
-//! paused clock (caps, memory and config are in `tests_caps.rs`; end-to-end tests in
+//! paused clock (caps, memory and config are in `limits_caps_tests.rs`; end-to-end tests in
 //! `tests/tests/limits*.rs`).
 
 use std::net::{IpAddr, Ipv4Addr};
