@@ -281,7 +281,7 @@ fn own_server(pieces: Vec<Bytes>) -> Seen<SeenRequest> {
                     Ok(None) => {}
                     Err(e) => {
                         {
-                            let pe = mcp_sidecar::error::ProxyError::from(e.clone());
+                            let pe = mcp_sidecar::error::ProxyError::from(e);
                             seen.refused = Some(format!("{}: {pe}", pe.status()));
                         }
                         return seen;
