@@ -67,9 +67,8 @@ pub struct Exchange {
     pub upstream: Option<Arc<Upstream>>,
     /// The request's `Origin`, once the Host/Origin check has allowed it.
     pub origin: Option<HeaderValue>,
-    /// The classified POST body: kind, method, tool and id of every message. Shared so a
-    /// detached tail (a job) can own it without a copy.
-    pub classified: Option<Arc<Classified>>,
+    /// The classified POST body: kind, method, tool and id of every message.
+    pub classified: Option<Classified>,
     /// The authenticated caller (none for public upstreams or without `[auth]`).
     pub principal: Option<Arc<Principal>>,
 }
@@ -89,7 +88,7 @@ impl Exchange {
 
     /// The classification, if the body was read and classified.
     pub fn classified(&self) -> Option<&Classified> {
-        self.classified.as_deref()
+        self.classified.as_ref()
     }
 
     /// Takes the head out, leaving an empty one: for the tail, which rewrites it into the

@@ -44,7 +44,7 @@ impl Auth {
         let Some(upstream) = ex.upstream.as_deref() else {
             return Ok(Step::Next);
         };
-        self.authorize_messages(upstream, ex.principal.as_ref(), ex.classified.as_deref())?;
+        self.authorize_messages(upstream, ex.principal.as_ref(), ex.classified.as_ref())?;
         Ok(Step::Next)
     }
 }

@@ -75,6 +75,7 @@ pub fn encode_head(
 }
 
 /// Appends one `name: value` field line.
+#[inline]
 pub(crate) fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");

@@ -355,8 +355,7 @@ impl Proxy {
                 // waiting for `100 Continue` has not sent it, and reading would invite the upload.
                 if ex.head.method == Method::POST && !expects_continue(&ex.head.headers) {
                     ex.classified =
-                        await_in_place!(crate::auth::peek_classified(&ex.head.headers, body))
-                            .map(Arc::new);
+                        await_in_place!(crate::auth::peek_classified(&ex.head.headers, body));
                 }
                 return Err(err);
             }
@@ -367,7 +366,7 @@ impl Proxy {
         let mut replay = None;
         let body = if ex.head.method == Method::POST {
             let bytes = await_in_place!(self.read_body(&ex.head.headers, body))?;
-            ex.classified = Some(Arc::new(mcp::classify(&bytes)?));
+            ex.classified = Some(mcp::classify(&bytes)?);
             replay = Some(bytes.clone());
             full(bytes)
         } else {
@@ -385,20 +384,25 @@ impl Proxy {
         }
 
         // The tail owns what it needs: a job could run it later, detached from this request.
-        let tail = Tail {
-            services: self.services.clone(),
-            upstream,
-            head: ex.take_head(),
-            uri,
-            body,
-            replay,
-            conn: ex.conn.clone(),
-            request_id: request_id.clone(),
-            classified: ex.classified.clone(),
-            principal: ex.principal.clone(),
-            held: std::mem::take(limits),
-        };
-        await_in_place!(tail.run())
+        // It gives the classification back for the answer to an error (its JSON-RPC id).
+        let (result, classified) = await_in_place!(
+            Tail {
+                services: self.services.clone(),
+                upstream,
+                head: ex.take_head(),
+                uri,
+                body,
+                replay,
+                conn: ex.conn.clone(),
+                request_id: request_id.clone(),
+                classified: ex.classified.take(),
+                principal: ex.principal.clone(),
+                held: std::mem::take(limits),
+            }
+            .run()
+        );
+        ex.classified = classified;
+        result
     }
 
     /// Reads a POST body whole, refusing more than `max_body_bytes` (413) before reading it when

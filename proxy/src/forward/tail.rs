@@ -54,7 +54,7 @@ pub struct Tail {
     /// The request id sent upstream.
     pub request_id: HeaderValue,
     /// The classified POST body.
-    pub classified: Option<Arc<Classified>>,
+    pub classified: Option<Classified>,
     /// The authenticated caller.
     pub principal: Option<Arc<Principal>>,
     /// Permits and `RateLimit` fields from the limits; they ride on the answer's body.
@@ -63,8 +63,9 @@ pub struct Tail {
 
 impl Tail {
     /// Prepares the upstream headers, admits at the breaker, sends and builds the answer.
-    /// Returns the answer and whether it is an event stream.
-    pub async fn run(self) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+    /// Returns the answer (and whether it is an event stream) or the error that ends the
+    /// request, and gives back the classification (the answer to an error carries its id).
+    pub async fn run(self) -> (Result<(Response<ProxyBody>, bool), ProxyError>, Option<Classified>) {
         let Self {
             services,
             upstream,
@@ -80,12 +81,15 @@ impl Tail {
         } = self;
         // Circuit breaker admission first (after authorization and rate limits, so refused
         // requests never count against the backend), before anything is built or sent.
-        let call = resilience::admit(
+        let call = match resilience::admit(
             services.resilience.as_ref(),
             &upstream,
-            classified.as_deref(),
+            classified.as_ref(),
             &head.method,
-        )?;
+        ) {
+            Ok(call) => call,
+            Err(err) => return (Err(err), classified),
+        };
         let is_get = head.method == Method::GET;
         head.uri = uri;
         head.version = http::Version::HTTP_11;
@@ -106,7 +110,7 @@ impl Tail {
         let awaits = if is_get {
             Awaits::GetStream
         } else if classified
-            .as_deref()
+            .as_ref()
             .is_some_and(Classified::opens_subscription)
         {
             Awaits::Subscription
@@ -115,7 +119,10 @@ impl Tail {
         };
         let idle_timeout = call.stream_idle_timeout();
         let response =
-            await_in_place!(call.send(&upstream, &services.metrics, head, body, replay))?;
+            match await_in_place!(call.send(&upstream, &services.metrics, head, body, replay)) {
+                Ok(response) => response,
+                Err(err) => return (Err(err), classified),
+            };
         let (response, sse) = respond(
             &upstream,
             response,
@@ -130,11 +137,11 @@ impl Tail {
         let response = services.auth.filter_response(
             &upstream,
             principal.as_ref(),
-            classified.as_deref(),
+            classified.as_ref(),
             sse,
             response,
         );
-        Ok((response, sse))
+        (Ok((response, sse)), classified)
     }
 }
 

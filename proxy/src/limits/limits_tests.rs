@@ -234,9 +234,7 @@ impl Fixture {
         let mut ex = self.exchange(Method::POST, client, principal);
         let mut held = Held::default();
         self.limits.shed(&mut ex, &mut held)?;
-        ex.classified = Some(Arc::new(
-            mcp::classify(body.to_string().as_bytes()).unwrap(),
-        ));
+        ex.classified = Some(mcp::classify(body.to_string().as_bytes()).unwrap());
         self.limits.admit(&mut ex, &mut held)?;
         self.limits.reserve_upstream(&mut ex, &mut held)?;
         Ok(held)

@@ -220,7 +220,7 @@ impl Limits {
             &ex.head.headers,
             ex.conn.remote.ip(),
             ex.principal.as_deref(),
-            ex.classified.as_deref(),
+            ex.classified.as_ref(),
             held,
         )?;
         Ok(Step::Next)
@@ -231,7 +231,7 @@ impl Limits {
         let Some(upstream) = ex.upstream.as_deref() else {
             return Ok(Step::Next);
         };
-        self.reserve_upstream_slot(upstream, ex.classified.as_deref(), held)?;
+        self.reserve_upstream_slot(upstream, ex.classified.as_ref(), held)?;
         Ok(Step::Next)
     }
 
