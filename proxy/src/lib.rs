@@ -8,6 +8,8 @@
 //!   the HTTP/1 server leg (HTTP/2 is hyper's); [`tcp_keepalive`]: dead-peer detection;
 //! - [`forward`]: the request path, phase by phase;
 //! - [`headers`], [`body`]: header hygiene and the streaming body wrappers (SSE);
+//! - [`mcp`]: the MCP model (JSON-RPC classification, SSE scanning and encoding), the
+//!   `mcp-model` crate;
 //! - [`upstream`]: mount paths and pooled clients; [`health`]: readiness;
 //! - [`resilience`]: circuit breakers, per-tool timeouts and retries around the upstream call;
 //! - [`limits`]: rate limits (governor, keyed) and overload protection (in-flight caps);
@@ -56,7 +58,6 @@ pub mod lazy_timer;
 pub mod limits;
 pub mod local_resources;
 pub mod log_writer;
-pub mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod rate_limited_log;
@@ -66,6 +67,10 @@ pub mod server;
 pub mod tcp_keepalive;
 pub mod tls;
 pub mod upstream;
+
+/// The MCP model (JSON-RPC classification, SSE scanning and encoding): the `mcp-model` crate,
+/// shared with the mock server, the chaos proxy and the load generator.
+pub use mcp_model as mcp;
 
 pub use config::Config;
 pub use server::{Sidecar, StartError};
