@@ -37,7 +37,8 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Start a fixture MCP server in-process with the sidecar in front of it, and print what to try.
+    /// Start a fixture MCP server in-process with the sidecar in front of it, and print what to try
+    /// (in builds with the `demo` feature: `cargo run -p mcp-sidecar --features demo -- demo`).
     Demo(DemoArgs),
 }
 

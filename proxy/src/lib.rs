@@ -10,8 +10,8 @@
 //!   [`local_resources`] and [`fd_budget`] (running out of descriptors is not a backend outage),
 //!   [`lazy_timer`], [`tcp_keepalive`], [`log_writer`] and [`access_line`] (batched log output,
 //!   the access-log line), [`rate_limited_log`];
-//! - **codec and model**: [`codec`] (the HTTP/1.1 codec both legs share), [`mcp`] (JSON-RPC
-//!   classification), [`headers`] (header hygiene);
+//! - **codec and model**: [`codec`] (the HTTP/1.1 codec both legs share), [`mcp`] (the `mcp-model`
+//!   crate: JSON-RPC classification, SSE scanning and encoding), [`headers`] (header hygiene);
 //! - **legs and bodies**: [`downstream`] (the HTTP/1 server leg, generic over a
 //!   [`downstream::Handler`]), [`upstream`] (routing, the pooled HTTP/1.1 client leg), [`tls`],
 //!   [`body`] (streaming wrappers, SSE), [`conn_info`], [`observe`], [`replay_io`],
@@ -65,7 +65,6 @@ pub mod lazy_timer;
 pub mod limits;
 pub mod local_resources;
 pub mod log_writer;
-pub mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod principal;
@@ -76,6 +75,10 @@ pub mod server;
 pub mod tcp_keepalive;
 pub mod tls;
 pub mod upstream;
+
+/// The MCP model (JSON-RPC classification, SSE scanning and encoding): the `mcp-model` crate,
+/// shared with the mock server, the chaos proxy and the load generator.
+pub use mcp_model as mcp;
 
 pub use config::Config;
 pub use error::StartError;

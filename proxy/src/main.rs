@@ -15,6 +15,12 @@ use mcp_sidecar::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What `demo` says in a build without it (the default: the demo links the mock MCP server,
+/// which has no place in the proxy that is deployed).
+#[cfg(not(feature = "demo"))]
+const NO_DEMO: &str = "this build has no demo (the `demo` feature is off, as it is by default); \
+    build it in: cargo run --release -p mcp-sidecar --features demo -- demo";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Check { config } = &cli.command {
@@ -32,6 +38,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    // A usage error, as clap's own (exit code 2): the command exists, this build lacks it.
+    #[cfg(not(feature = "demo"))]
+    if let Command::Demo(_) = &cli.command {
+        eprintln!("mcp-sidecar: {NO_DEMO}");
+        return ExitCode::from(2);
     }
     let log = init_logging(cli.log_format, cli.log_flush_interval);
     let worker_threads = match &cli.command {
@@ -82,9 +94,7 @@ fn main() -> ExitCode {
             #[cfg(feature = "demo")]
             Command::Demo(args) => mcp_sidecar::demo::run(args, shutdown_signal()).await,
             #[cfg(not(feature = "demo"))]
-            Command::Demo(_) => Err(anyhow::anyhow!(
-                "this build has no demo (feature `demo` is off)"
-            )),
+            Command::Demo(_) => Err(anyhow::anyhow!(NO_DEMO)),
             Command::Check { .. } => Ok(()),
         }
     });

@@ -1,5 +1,7 @@
 //! The `mcp-sidecar` binary as a user runs it: `check` exit codes and messages, `run` with a
-//! quick-start upstream, and SIGTERM ending it with exit code 0.
+//! quick-start upstream, SIGTERM ending it with exit code 0, and `demo` with and without the
+//! `demo` feature (the tests see the binary's features: `cargo test -p mcp-sidecar` checks the
+//! default build, `cargo test --workspace` the demo build).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -120,6 +122,67 @@ fn every_subcommand_has_help() {
             "{sub:?}"
         );
     }
+}
+
+/// The default build leaves the mock server out: `demo` is a usage error (exit code 2, as clap's
+/// own) that says how to build it in, not a panic and not a silent success.
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_in_a_build_without_the_feature_says_how_to_build_it_and_exits_2() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no demo") && stderr.contains("--features demo -- demo"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A build with the `demo` feature (as `cargo test --workspace` makes it: see tests/Cargo.toml)
+/// runs the fixture behind the sidecar, prints where, serves, and stops cleanly on SIGTERM.
+#[cfg(feature = "demo")]
+#[test]
+fn demo_serves_the_fixture_through_the_sidecar_and_exits_zero_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The banner's `sidecar  http://127.0.0.1:<port>/mcp  (legacy SSE: ...)` line.
+    let url = lines
+        .by_ref()
+        .take(20)
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("sidecar")).then(|| words.next().map(str::to_owned))?
+        })
+        .expect("demo printed no sidecar URL");
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli-test","version":"1"}}}"#;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, answer) = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    });
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("serverInfo"), "{answer}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 /// Runs `mcp-sidecar --log-format json run --upstream <fixture>` with `RUST_LOG=rust_log`, sends

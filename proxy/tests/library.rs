@@ -27,31 +27,25 @@ use tokio::net::{TcpListener, TcpStream};
 struct Echo;
 
 impl Handler for Echo {
-    fn call<B>(
-        &self,
-        req: Request<B>,
-        conn: ConnInfo,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send
+    async fn call<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        async move {
-            let (parts, body) = req.into_parts();
-            let len = match body.collect().await {
-                Ok(bytes) => bytes.to_bytes().len(),
-                Err(_) => return text(StatusCode::BAD_REQUEST, "body failed".into()),
-            };
-            text(
-                StatusCode::OK,
-                format!(
-                    "{} {} {len} from {}",
-                    parts.method,
-                    parts.uri.path(),
-                    conn.remote.ip()
-                ),
-            )
-        }
+        let (parts, body) = req.into_parts();
+        let len = match body.collect().await {
+            Ok(bytes) => bytes.to_bytes().len(),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "body failed".into()),
+        };
+        text(
+            StatusCode::OK,
+            format!(
+                "{} {} {len} from {}",
+                parts.method,
+                parts.uri.path(),
+                conn.remote.ip()
+            ),
+        )
     }
 
     fn refuse(&self, err: HeadError) -> Response<ProxyBody> {

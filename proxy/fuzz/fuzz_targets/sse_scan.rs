@@ -1,5 +1,5 @@
-//! The SSE event scanner (`body::event_scan`) that the legacy `endpoint` rewrite runs over a
-//! backend's stream: never a panic, the same events however the stream is split (a blank line
+//! The SSE event scanner (`mcp_model::sse`, reached as `mcp_sidecar::mcp::sse`) that the legacy
+//! `endpoint` rewrite runs over a backend's stream: never a panic, the same events however the stream is split (a blank line
 //! written as CRLF ends at its CR when the LF has not arrived yet, and the LF is then the first
 //! byte of the next event, which the classifier skips), endpoint ranges inside their event, and
 //! a rewritten endpoint that stays under the sidecar's mount.
@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mcp_sidecar::body::EndpointRewrite;
-use mcp_sidecar::body::event_scan::{EventKind, EventSplitter, classify};
+use mcp_sidecar::mcp::sse::{EventKind, EventSplitter, classify};
 use mcp_sidecar_fuzz::seed_and_data;
 
 /// Event ends (stream offsets) of `data` delivered in pieces of the given lengths (cycled).

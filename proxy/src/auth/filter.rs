@@ -22,8 +22,8 @@ use serde_json::Value;
 
 use super::authz::Rules;
 use super::principal::Principal;
-use crate::body::event_scan::EventSplitter;
 use crate::body::{BoxError, ProxyBody};
+use crate::mcp::sse::EventSplitter;
 
 /// Largest `tools/list` answer (JSON) or single SSE event held for filtering. Tool lists are tens
 /// of KiB; an answer beyond this is cut with an error rather than passed unfiltered.

@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 use url::Url;
 
 use super::BoxError;
-use super::event_scan::{EventKind, EventSplitter, classify};
+use crate::mcp::sse::{EventKind, EventSplitter, classify};
 
 /// Most bytes of one incomplete event held back while looking for the endpoint event. A backend that
 /// sends a larger event first is not a legacy MCP server behaving normally; stop interfering with it.

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 
 mod endpoint;
-pub mod event_scan;
 mod prefixed;
 mod read_timeout;
 mod sse;

@@ -65,7 +65,12 @@ impl Tail {
     /// Prepares the upstream headers, admits at the breaker, sends and builds the answer.
     /// Returns the answer (and whether it is an event stream) or the error that ends the
     /// request, and gives back the classification (the answer to an error carries its id).
-    pub async fn run(self) -> (Result<(Response<ProxyBody>, bool), ProxyError>, Option<Classified>) {
+    pub async fn run(
+        self,
+    ) -> (
+        Result<(Response<ProxyBody>, bool), ProxyError>,
+        Option<Classified>,
+    ) {
         let Self {
             services,
             upstream,
