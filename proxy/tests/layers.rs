@@ -30,7 +30,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "fd_budget",
         ],
     ),
-    ("HTTP/1 codec and MCP model", &["codec", "mcp", "headers"]),
+    // The MCP model is below every layer here: the `mcp-model` crate (`crate::mcp`), which
+    // cannot import the sidecar at all.
+    ("HTTP/1 codec and header hygiene", &["codec", "headers"]),
     (
         "legs, pool, TLS and bodies",
         &[
