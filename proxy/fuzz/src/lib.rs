@@ -7,9 +7,9 @@
 //! decision depends on TCP segmentation is a desync waiting to happen (issue 14, finding 5).
 
 use bytes::BytesMut;
-use mcp_sidecar::downstream::chunked::RequestChunked;
-use mcp_sidecar::downstream::request::{BodyFraming, parse_request_head};
-use mcp_sidecar::upstream::h1::decode::{Chunked, Decoded, Framing, parse_head};
+use mcp_sidecar::codec::chunked::RequestChunked;
+use mcp_sidecar::codec::request::{BodyFraming, parse_request_head};
+use mcp_sidecar::codec::decode::{Chunked, Decoded, Framing, parse_head};
 
 /// The request body limit the harness decodes under: `listen.max_body_bytes`' default, so a
 /// chunk size past it is refused as the sidecar refuses it.
@@ -240,6 +240,8 @@ pub fn serve_request(mut feeder: Feeder<'_>) -> Outcome {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(e) => {
+                    // As the sidecar answers it: the request path's one error mapping.
+                    let e = mcp_sidecar::error::ProxyError::from(e);
                     let refused = format!("{} {}: {e}", e.status(), e.reason());
                     return Outcome::new(Err(refused), None, &buf, &feeder);
                 }
