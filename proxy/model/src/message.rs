@@ -132,6 +132,7 @@ struct Meta {
 }
 
 /// The text of a JSON string value, `None` for any other JSON type.
+#[inline]
 fn json_string(raw: &RawValue) -> Option<String> {
     let text = raw.get();
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
@@ -168,6 +169,12 @@ fn envelope_error(text: &str, err: &serde_json::Error) -> ClassifyError {
 }
 
 /// Classifies a POST body.
+///
+/// `#[inline]` (with the functions it calls per message): this runs once per POST on the
+/// sidecar's request path, and without it a build with thin LTO (the `release` profile) does not
+/// compile it, or the serde code it instantiates, together with its caller across the crate
+/// boundary.
+#[inline]
 pub fn classify(bytes: &[u8]) -> Result<Classified, ClassifyError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ClassifyError::Parse(format!("body is not UTF-8: {e}")))?;
@@ -202,6 +209,7 @@ pub fn classify(bytes: &[u8]) -> Result<Classified, ClassifyError> {
     }
 }
 
+#[inline]
 fn classify_one(text: &str) -> Result<Message, ClassifyError> {
     // One pass over the body on the hot path; only a body that fails is looked at again.
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| envelope_error(text, &e))?;

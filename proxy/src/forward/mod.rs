@@ -4,24 +4,10 @@
 //! it sits where it sits. Policies' phases share one call shape ([`crate::exchange`]): they
 //! return `Next`, or `Answer` to end the request with their own response (a CORS preflight, the
 //! protected resource metadata), or an error. After the last refusal the [`Tail`] takes over:
-//! upstream headers, breaker admission, send, response phase.
+//! breaker admission, upstream headers, send, response phase.
 //!
-//! ```text
-//! serve:     request id + span + metrics + access log   (outermost; every error becomes a response)
-//! dispatch:  path rule -> protected resource metadata (answered) -> route to upstream
-//!            -> method check -> Host/Origin check (421/403)
-//!            -> CORS: a preflight is answered here (never forwarded); an allowed Origin's
-//!               headers go on whatever answer follows, errors included (see crate::cors)
-//!            -> global in-flight cap (503) -> authentication before the body (401)
-//!            -> POST: read the body once (bounded, 413 above; 408 when it stalls or
-//!               trickles) and classify it (kind, method, tool, id) -> authorization (403)
-//!            -> rate limits on requests, stream caps on GET (429); upstream in-flight cap (503)
-//! tail:      circuit breaker admission (open: 503 at once) and per-tool policy (resilience)
-//!            -> upstream request headers (hop-by-hop, Host, X-Forwarded-*, X-Request-Id)
-//!            -> pooled client with (per-tool) response timeout; outcome to the breaker; safe retries
-//!            -> response headers back; SSE passthrough (keepalive, endpoint rewrite); idle timeout
-//!               on answers the client waits for, none on standing streams (GET SSE, listen)
-//! ```
+//! README's request-path diagram draws the same order for users; when the order changes, it
+//! changes here and there.
 
 mod tail;
 
@@ -29,7 +15,7 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -61,9 +47,22 @@ pub use tail::{Services, Tail};
 macro_rules! phase {
     ($outcome:expr) => {
         if let Step::Answer(answer) = $outcome? {
-            return Ok((answer, false));
+            return Ok(Phased::Answered(answer));
         }
     };
+}
+
+/// How the phases ended for a request they did not refuse.
+enum Phased {
+    /// A phase answered it.
+    Answered(Response<ProxyBody>),
+    /// Every phase let it through: on to the [`Tail`].
+    Forward {
+        upstream: Arc<crate::upstream::Upstream>,
+        uri: http::Uri,
+        body: ProxyBody,
+        replay: Option<Bytes>,
+    },
 }
 
 /// The proxy: routing table, policies and per-request settings. Shared by every connection.
@@ -184,9 +183,42 @@ impl Proxy {
         // `.instrument(span)` would move the whole dispatch future (large: see BENCHMARKS.md,
         // "Figures behind code decisions") into its wrapper once per request, into memory the
         // connection's last request left cold.
-        let result = {
-            let dispatch = pin!(self.dispatch(body, &request_id, &mut cx));
+        let phased = {
+            let dispatch = pin!(self.dispatch(body, &mut cx));
             polled_in(&span, dispatch).await
+        };
+        // The tail runs after the phases' future has ended, not inside it: while the request
+        // waits on the backend, each poll goes one future less deep.
+        let result = match phased {
+            Ok(Phased::Forward {
+                upstream,
+                uri,
+                body,
+                replay,
+            }) => {
+                // The tail owns what it needs: a job could run it later, detached from this
+                // request. It gives the classification back for the answer to an error (its
+                // JSON-RPC id).
+                let tail = Tail {
+                    services: self.services.clone(),
+                    upstream,
+                    head: cx.ex.take_head(),
+                    uri,
+                    body,
+                    replay,
+                    conn: cx.ex.conn.clone(),
+                    request_id: request_id.clone(),
+                    classified: cx.ex.classified.take(),
+                    principal: cx.ex.principal.clone(),
+                    held: std::mem::take(&mut cx.limits),
+                };
+                let running = pin!(tail.run());
+                let (result, classified) = polled_in(&span, running).await;
+                cx.ex.classified = classified;
+                result
+            }
+            Ok(Phased::Answered(answer)) => Ok((answer, false)),
+            Err(err) => Err(err),
         };
         let (mut response, sse, error) = match result {
             Ok((response, sse)) => (response, sse, None),
@@ -286,14 +318,9 @@ impl Proxy {
         response
     }
 
-    /// The phases, in order: the one place the order is written. Each may end the request
-    /// with an answer or an error; the last hands over to the [`Tail`].
-    async fn dispatch<B>(
-        &self,
-        body: B,
-        request_id: &HeaderValue,
-        cx: &mut RequestContext,
-    ) -> Result<(Response<ProxyBody>, bool), ProxyError>
+    /// The phases, in order: **the one place the order is written**. Each may end the request
+    /// with an answer or an error; a request that passes them all goes on to the [`Tail`].
+    async fn dispatch<B>(&self, body: B, cx: &mut RequestContext) -> Result<Phased, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -349,7 +376,7 @@ impl Proxy {
         // Authentication before the body is read: unauthenticated clients cannot make us buffer.
         match await_in_place!(self.auth().authenticate(ex, &mut ())) {
             Ok(Step::Next) => {}
-            Ok(Step::Answer(answer)) => return Ok((answer, false)),
+            Ok(Step::Answer(answer)) => return Ok(Phased::Answered(answer)),
             Err(err) => {
                 // The 401 carries the JSON-RPC id when the body is already on its way; a client
                 // waiting for `100 Continue` has not sent it, and reading would invite the upload.
@@ -383,26 +410,12 @@ impl Proxy {
             phase!(l.reserve_upstream(ex, limits));
         }
 
-        // The tail owns what it needs: a job could run it later, detached from this request.
-        // It gives the classification back for the answer to an error (its JSON-RPC id).
-        let (result, classified) = await_in_place!(
-            Tail {
-                services: self.services.clone(),
-                upstream,
-                head: ex.take_head(),
-                uri,
-                body,
-                replay,
-                conn: ex.conn.clone(),
-                request_id: request_id.clone(),
-                classified: ex.classified.take(),
-                principal: ex.principal.clone(),
-                held: std::mem::take(limits),
-            }
-            .run()
-        );
-        ex.classified = classified;
-        result
+        Ok(Phased::Forward {
+            upstream,
+            uri,
+            body,
+            replay,
+        })
     }
 
     /// Reads a POST body whole, refusing more than `max_body_bytes` (413) before reading it when

@@ -1,6 +1,6 @@
 //! The tail of the request path: upstream request headers, breaker admission, the send (with
 //! the per-tool timeout and safe retries) and the response phase. [`Tail`] owns everything it
-//! needs (shared handles, the head, the body), so the live path runs it in place and a job task
+//! needs (shared handles, the head, the body), so the live path runs it right away and a job task
 //! can run it later, detached from the request.
 
 use std::sync::Arc;
@@ -71,45 +71,38 @@ impl Tail {
         Result<(Response<ProxyBody>, bool), ProxyError>,
         Option<Classified>,
     ) {
-        let Self {
-            services,
-            upstream,
-            mut head,
-            uri,
-            body,
-            replay,
-            conn,
-            request_id,
-            classified,
-            principal,
-            mut held,
-        } = self;
+        // Fields are used in place or moved out one at a time where they are consumed:
+        // destructuring the whole tail would copy all of it once more into the future's state.
+        let classified = self.classified;
         // Circuit breaker admission first (after authorization and rate limits, so refused
         // requests never count against the backend), before anything is built or sent.
         let call = match resilience::admit(
-            services.resilience.as_ref(),
-            &upstream,
+            self.services.resilience.as_ref(),
+            &self.upstream,
             classified.as_ref(),
-            &head.method,
+            &self.head.method,
         ) {
             Ok(call) => call,
             Err(err) => return (Err(err), classified),
         };
+        let mut head = self.head;
         let is_get = head.method == Method::GET;
-        head.uri = uri;
+        head.uri = self.uri;
         head.version = http::Version::HTTP_11;
         headers::prepare_upstream_request(
             &mut head.headers,
             &ForwardContext {
-                client_ip: &conn.forwarded_for,
-                client_proto: if conn.tls { "https" } else { "http" },
-                request_id: &request_id,
+                client_ip: &self.conn.forwarded_for,
+                client_proto: if self.conn.tls { "https" } else { "http" },
+                request_id: &self.request_id,
             },
         );
         // The client's credential stays here; the backend gets its own and the claim headers.
-        services
-            .auth
-            .prepare_upstream_headers(&upstream, principal.as_deref(), &mut head.headers);
+        self.services.auth.prepare_upstream_headers(
+            &self.upstream,
+            self.principal.as_deref(),
+            &mut head.headers,
+        );
         // A GET's URI is kept for the legacy endpoint rewrite (a cheap clone: shared bytes).
         let get_uri = is_get.then(|| head.uri.clone());
         let awaits = if is_get {
@@ -123,13 +116,20 @@ impl Tail {
             Awaits::Answer
         };
         let idle_timeout = call.stream_idle_timeout();
-        let response =
-            match await_in_place!(call.send(&upstream, &services.metrics, head, body, replay)) {
-                Ok(response) => response,
-                Err(err) => return (Err(err), classified),
-            };
+        let sent = await_in_place!(call.send(
+            &self.upstream,
+            &self.services.metrics,
+            head,
+            self.body,
+            self.replay
+        ));
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) => return (Err(err), classified),
+        };
+        let mut held = self.held;
         let (response, sse) = respond(
-            &upstream,
+            &self.upstream,
             response,
             get_uri.as_ref(),
             Silence {
@@ -139,9 +139,9 @@ impl Tail {
             &mut held,
         );
         // `tools/list` answers show only the tools the caller may call.
-        let response = services.auth.filter_response(
-            &upstream,
-            principal.as_ref(),
+        let response = self.services.auth.filter_response(
+            &self.upstream,
+            self.principal.as_ref(),
             classified.as_ref(),
             sse,
             response,
