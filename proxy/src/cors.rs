@@ -168,6 +168,7 @@ impl Cors {
     /// so forwarding it would hand unauthenticated requests to a protected backend); for any
     /// other request with an allowed `Origin`, keeps the grant its answer gets
     /// ([`Cors::apply`]).
+    #[inline]
     pub fn preflight(&self, ex: &mut Exchange, grant: &mut Option<Grant>) -> exchange::Outcome {
         let Some(origin) = &ex.origin else {
             return Ok(Step::Next);

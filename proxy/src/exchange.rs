@@ -58,7 +58,7 @@ pub trait Policy {
 #[derive(Debug)]
 pub struct Exchange {
     /// Method, target, version and header fields as the client sent them (the body is the
-    /// request path's, read once). Taken by the tail when the request is sent upstream.
+    /// request path's, read once). The tail rewrites it into the upstream request.
     pub head: Parts,
     /// The connection the request came in on.
     pub conn: ConnInfo,
@@ -75,6 +75,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// A request that has not been through any phase yet.
+    #[inline]
     pub fn new(head: Parts, conn: ConnInfo) -> Self {
         Self {
             head,
@@ -91,9 +92,26 @@ impl Exchange {
         self.classified.as_ref()
     }
 
-    /// Takes the head out, leaving an empty one: for the tail, which rewrites it into the
-    /// upstream request. Later phases must not need it.
-    pub fn take_head(&mut self) -> Parts {
-        std::mem::replace(&mut self.head, http::Request::new(()).into_parts().0)
+    /// What the request path keeps once the head has gone upstream (or was answered).
+    #[inline]
+    pub fn into_facts(self) -> Facts {
+        Facts {
+            upstream: self.upstream,
+            classified: self.classified,
+            principal: self.principal,
+        }
     }
+}
+
+/// What the request path learned about a request, kept for its answer and its log line once the
+/// [`Exchange`] has been used up (its head sent upstream, or the request answered): the
+/// upstream, the classification (an error answer carries the JSON-RPC id) and the principal.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// The upstream the path routed to.
+    pub upstream: Option<Arc<Upstream>>,
+    /// The classified POST body.
+    pub classified: Option<Classified>,
+    /// The authenticated caller.
+    pub principal: Option<Arc<Principal>>,
 }

@@ -12,6 +12,7 @@ impl Policy for Auth {
 impl Auth {
     /// Answers a request for the protected resource metadata (the sidecar's own document,
     /// fetched without a credential, so before routing); every other request goes on.
+    #[inline]
     pub fn metadata(&self, ex: &mut Exchange, _: &mut ()) -> Outcome {
         match self.metadata_answer(&ex.head.method, ex.head.uri.path()) {
             None => Ok(Step::Next),
@@ -21,6 +22,7 @@ impl Auth {
 
     /// Refuses a `Host` (421) or `Origin` (403) outside the allow-lists, and records an allowed
     /// `Origin` for the CORS phase.
+    #[inline]
     pub fn check_host_origin(&self, ex: &mut Exchange, _: &mut ()) -> Outcome {
         ex.origin = self
             .host_and_origin(&ex.head.headers, &ex.head.uri)?
@@ -40,6 +42,7 @@ impl Auth {
     }
 
     /// Checks every message of the classified body against the upstream's rules (403).
+    #[inline]
     pub fn authorize(&self, ex: &mut Exchange, _: &mut ()) -> Outcome {
         let Some(upstream) = ex.upstream.as_deref() else {
             return Ok(Step::Next);

@@ -80,12 +80,10 @@ pub struct Proxy {
     flood_logs: FloodLogs,
 }
 
-/// One request's state in the request path: the [`Exchange`] the phases share, and each
-/// policy's own state ([`crate::exchange::Policy::State`]).
+/// Each policy's own state for one request ([`crate::exchange::Policy::State`]); what the
+/// phases share is the [`Exchange`].
 #[derive(Debug)]
 pub struct RequestContext {
-    /// What the phases learned about the request so far; later phases and error answers read it.
-    pub ex: Exchange,
     /// Permits and rate-limit headers held from the limits phases.
     pub limits: limits::Held,
     /// What the answer to a request with an `Origin` gets from the CORS policy.
@@ -174,8 +172,8 @@ impl Proxy {
         // share of the sidecar's CPU per request (BENCHMARKS.md, "Figures behind code decisions").
         // Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
+        let mut ex = Exchange::new(head, conn);
         let mut cx = RequestContext {
-            ex: Exchange::new(head, conn),
             limits: limits::Held::default(),
             cors: None,
         };
@@ -184,41 +182,36 @@ impl Proxy {
         // "Figures behind code decisions") into its wrapper once per request, into memory the
         // connection's last request left cold.
         let phased = {
-            let dispatch = pin!(self.dispatch(body, &mut cx));
+            let dispatch = pin!(self.dispatch(&mut ex, body, &mut cx));
             polled_in(&span, dispatch).await
         };
         // The tail runs after the phases' future has ended, not inside it: while the request
         // waits on the backend, each poll goes one future less deep.
-        let result = match phased {
+        let (result, facts) = match phased {
             Ok(Phased::Forward {
                 upstream,
                 uri,
                 body,
                 replay,
             }) => {
-                // The tail owns what it needs: a job could run it later, detached from this
-                // request. It gives the classification back for the answer to an error (its
-                // JSON-RPC id).
+                // The tail owns what it needs, the exchange included: a job could run it
+                // later, detached from this request. It gives back what the answer and the log
+                // line need.
                 let tail = Tail {
                     services: self.services.clone(),
                     upstream,
-                    head: cx.ex.take_head(),
+                    ex,
                     uri,
                     body,
                     replay,
-                    conn: cx.ex.conn.clone(),
                     request_id: request_id.clone(),
-                    classified: cx.ex.classified.take(),
-                    principal: cx.ex.principal.clone(),
                     held: std::mem::take(&mut cx.limits),
                 };
                 let running = pin!(tail.run());
-                let (result, classified) = polled_in(&span, running).await;
-                cx.ex.classified = classified;
-                result
+                polled_in(&span, running).await
             }
-            Ok(Phased::Answered(answer)) => Ok((answer, false)),
-            Err(err) => Err(err),
+            Ok(Phased::Answered(answer)) => (Ok((answer, false)), ex.into_facts()),
+            Err(err) => (Err(err), ex.into_facts()),
         };
         let (mut response, sse, error) = match result {
             Ok((response, sse)) => (response, sse, None),
@@ -239,7 +232,10 @@ impl Proxy {
                 } else {
                     tracing::debug!(request_id = %rid, error = %err, "request refused");
                 }
-                let jsonrpc_id = cx.ex.classified().and_then(mcp::Classified::request_id);
+                let jsonrpc_id = facts
+                    .classified
+                    .as_ref()
+                    .and_then(mcp::Classified::request_id);
                 let response = err.to_response(jsonrpc_id, rid);
                 (response, false, Some(err.reason()))
             }
@@ -255,7 +251,7 @@ impl Proxy {
         }
         let status = response.status();
         let ttfb = start.elapsed();
-        match &cx.ex.upstream {
+        match &facts.upstream {
             Some(u) => u
                 .metrics
                 .record_request(&method, status, ttfb.as_secs_f64()),
@@ -267,8 +263,7 @@ impl Proxy {
             ),
         }
         // Only a routed request can have become a stream.
-        let gauge = cx
-            .ex
+        let gauge = facts
             .upstream
             .as_ref()
             .filter(|_| sse)
@@ -277,12 +272,12 @@ impl Proxy {
             method,
             uri,
             status: status.as_u16(),
-            upstream: cx.ex.upstream.as_ref().map(|u| u.name.clone()),
+            upstream: facts.upstream.as_ref().map(|u| u.name.clone()),
             request_id,
             start,
             ttfb,
             error,
-            subject: cx.ex.principal.as_ref().map(|p| p.subject.clone()),
+            subject: facts.principal.as_ref().map(|p| p.subject.clone()),
         };
         let stream_errors = Some(self.metrics().stream_errors.clone());
         let idle_timeouts = self
@@ -320,12 +315,17 @@ impl Proxy {
 
     /// The phases, in order: **the one place the order is written**. Each may end the request
     /// with an answer or an error; a request that passes them all goes on to the [`Tail`].
-    async fn dispatch<B>(&self, body: B, cx: &mut RequestContext) -> Result<Phased, ProxyError>
+    async fn dispatch<B>(
+        &self,
+        ex: &mut Exchange,
+        body: B,
+        cx: &mut RequestContext,
+    ) -> Result<Phased, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let RequestContext { ex, limits, cors } = cx;
+        let RequestContext { limits, cors } = cx;
         // The path rule first: a path the backend could resolve differently (`..\`, `%2e%2e`,
         // `%2f`) could land outside the mount that routing and authentication were decided for.
         let path = ex.head.uri.path();

@@ -6,20 +6,18 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::auth::Auth;
 use crate::body::{BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody};
-use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
+use crate::exchange::{Exchange, Facts};
 use crate::headers::{self, ForwardContext};
 use crate::limits::{self, Held};
 use crate::mcp::Classified;
 use crate::metrics::Metrics;
-use crate::principal::Principal;
 use crate::resilience::{self, Resilience};
 use crate::upstream::{PooledBody, Upstream};
 
@@ -39,75 +37,76 @@ pub struct Services {
 pub struct Tail {
     /// The sidecar's shared services.
     pub services: Arc<Services>,
-    /// Where the request goes.
+    /// Where the request goes (the upstream `ex` routed to).
     pub upstream: Arc<Upstream>,
-    /// The client's request head, rewritten here into the upstream request.
-    pub head: Parts,
+    /// The request as the phases left it; its head is rewritten into the upstream request.
+    pub ex: Exchange,
     /// The upstream URI the path maps to.
     pub uri: Uri,
     /// The request body (the POST body as read, or the client's stream).
     pub body: ProxyBody,
     /// The POST body again, for a retry.
     pub replay: Option<Bytes>,
-    /// The client's connection (for `X-Forwarded-*`).
-    pub conn: ConnInfo,
     /// The request id sent upstream.
     pub request_id: HeaderValue,
-    /// The classified POST body.
-    pub classified: Option<Classified>,
-    /// The authenticated caller.
-    pub principal: Option<Arc<Principal>>,
     /// Permits and `RateLimit` fields from the limits; they ride on the answer's body.
     pub held: Held,
 }
 
 impl Tail {
-    /// Prepares the upstream headers, admits at the breaker, sends and builds the answer.
+    /// Admits at the breaker, prepares the upstream headers, sends and builds the answer.
     /// Returns the answer (and whether it is an event stream) or the error that ends the
-    /// request, and gives back the classification (the answer to an error carries its id).
-    pub async fn run(
-        self,
-    ) -> (
-        Result<(Response<ProxyBody>, bool), ProxyError>,
-        Option<Classified>,
-    ) {
-        // Fields are used in place or moved out one at a time where they are consumed:
-        // destructuring the whole tail would copy all of it once more into the future's state.
-        let classified = self.classified;
+    /// request, with the [`Facts`] the answer and the log line need.
+    pub async fn run(self) -> (Result<(Response<ProxyBody>, bool), ProxyError>, Facts) {
+        let Exchange {
+            mut head,
+            conn,
+            upstream: routed,
+            origin: _,
+            classified,
+            principal,
+        } = self.ex;
+        let facts = Facts {
+            upstream: routed,
+            classified,
+            principal,
+        };
+        let upstream = &self.upstream;
+        let services = &self.services;
         // Circuit breaker admission first (after authorization and rate limits, so refused
         // requests never count against the backend), before anything is built or sent.
         let call = match resilience::admit(
-            self.services.resilience.as_ref(),
-            &self.upstream,
-            classified.as_ref(),
-            &self.head.method,
+            services.resilience.as_ref(),
+            upstream,
+            facts.classified.as_ref(),
+            &head.method,
         ) {
             Ok(call) => call,
-            Err(err) => return (Err(err), classified),
+            Err(err) => return (Err(err), facts),
         };
-        let mut head = self.head;
         let is_get = head.method == Method::GET;
         head.uri = self.uri;
         head.version = http::Version::HTTP_11;
         headers::prepare_upstream_request(
             &mut head.headers,
             &ForwardContext {
-                client_ip: &self.conn.forwarded_for,
-                client_proto: if self.conn.tls { "https" } else { "http" },
+                client_ip: &conn.forwarded_for,
+                client_proto: if conn.tls { "https" } else { "http" },
                 request_id: &self.request_id,
             },
         );
         // The client's credential stays here; the backend gets its own and the claim headers.
-        self.services.auth.prepare_upstream_headers(
-            &self.upstream,
-            self.principal.as_deref(),
+        services.auth.prepare_upstream_headers(
+            upstream,
+            facts.principal.as_deref(),
             &mut head.headers,
         );
         // A GET's URI is kept for the legacy endpoint rewrite (a cheap clone: shared bytes).
         let get_uri = is_get.then(|| head.uri.clone());
         let awaits = if is_get {
             Awaits::GetStream
-        } else if classified
+        } else if facts
+            .classified
             .as_ref()
             .is_some_and(Classified::opens_subscription)
         {
@@ -116,20 +115,15 @@ impl Tail {
             Awaits::Answer
         };
         let idle_timeout = call.stream_idle_timeout();
-        let sent = await_in_place!(call.send(
-            &self.upstream,
-            &self.services.metrics,
-            head,
-            self.body,
-            self.replay
-        ));
+        let sent =
+            await_in_place!(call.send(upstream, &services.metrics, head, self.body, self.replay));
         let response = match sent {
             Ok(response) => response,
-            Err(err) => return (Err(err), classified),
+            Err(err) => return (Err(err), facts),
         };
         let mut held = self.held;
         let (response, sse) = respond(
-            &self.upstream,
+            upstream,
             response,
             get_uri.as_ref(),
             Silence {
@@ -139,14 +133,14 @@ impl Tail {
             &mut held,
         );
         // `tools/list` answers show only the tools the caller may call.
-        let response = self.services.auth.filter_response(
-            &self.upstream,
-            self.principal.as_ref(),
-            classified.as_ref(),
+        let response = services.auth.filter_response(
+            upstream,
+            facts.principal.as_ref(),
+            facts.classified.as_ref(),
             sse,
             response,
         );
-        (Ok((response, sse)), classified)
+        (Ok((response, sse)), facts)
     }
 }
 

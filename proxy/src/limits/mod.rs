@@ -201,6 +201,7 @@ impl Limits {
 
     /// Phase 1, right after routing: the global in-flight cap (or the global stream cap for a
     /// standalone stream). Refuses at once, before the body is read.
+    #[inline]
     pub fn shed(&self, ex: &mut Exchange, held: &mut Held) -> Outcome {
         let Some(upstream) = ex.upstream.as_deref() else {
             return Ok(Step::Next);
@@ -211,6 +212,7 @@ impl Limits {
 
     /// Phase 2, right after classification: rate-limit rules for JSON-RPC requests, the
     /// per-principal stream cap for standalone streams.
+    #[inline]
     pub fn admit(&self, ex: &mut Exchange, held: &mut Held) -> Outcome {
         let Some(upstream) = ex.upstream.as_deref() else {
             return Ok(Step::Next);
@@ -227,6 +229,7 @@ impl Limits {
     }
 
     /// Phase 3, right before the upstream call: the upstream's in-flight cap.
+    #[inline]
     pub fn reserve_upstream(&self, ex: &mut Exchange, held: &mut Held) -> Outcome {
         let Some(upstream) = ex.upstream.as_deref() else {
             return Ok(Step::Next);
