@@ -16,7 +16,9 @@
 //!   resource metadata, a job's `202 Accepted`): a normal outcome, not an error;
 //! - `Err(ProxyError)`: the request is refused, answered by the one error mapping.
 //!
-//! The order of the phases is written once, in [`crate::forward`]'s `dispatch`. Phases are
+//! The order of the phases is written once, in [`crate::forward`]'s `dispatch`. When the request
+//! goes on to the upstream, the tail takes the exchange whole and gives back its [`Facts`], what
+//! the answer to an error and the access log still need. Phases are
 //! plain methods called in sequence, so their futures are part of the request's one future:
 //! nothing is boxed per phase.
 
