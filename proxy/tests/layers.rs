@@ -1,6 +1,8 @@
 //! The library's module graph: every top-level module sits in a layer, imports only point down
-//! (or sideways within a layer), and there is no import cycle. docs/ARCHITECTURE.md draws the
-//! same table; a new module must be placed in it here, deliberately.
+//! (or sideways within a layer), and there is no import cycle, between top-level modules or
+//! between modules at any depth (a child naming its own ancestors, its namespace, is not counted;
+//! a parent using its children is). docs/ARCHITECTURE.md draws the same table; a new module must
+//! be placed in it here, deliberately.
 //!
 //! The check reads the sources: every `crate::<module>` path outside comments and unit-test
 //! modules (and `super::<module>` in a top-level module's own file) is an import of that module.
@@ -189,6 +191,138 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
+/// The paths `code` names after `prefix`, each as its segments, with `use` groups expanded
+/// (`a::{b, c::{d}}` is `a::b` and `a::c::d`). `self` inside a group names the group's own path.
+fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices(prefix) {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == ':') {
+            continue;
+        }
+        expand(&code[at + prefix.len()..], &mut Vec::new(), &mut found);
+    }
+    found
+}
+
+/// Expands the path (or `{group}`) at the start of `text` under `base` into `out`; returns how
+/// many bytes it read.
+fn expand(text: &str, base: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let depth = base.len();
+    let mut at = 0;
+    loop {
+        let rest = &text[at..];
+        let trimmed = rest.trim_start();
+        at += rest.len() - trimmed.len();
+        if let Some(group) = trimmed.strip_prefix('{') {
+            at += 1;
+            let mut inner = group;
+            loop {
+                let used = expand(inner, base, out);
+                at += used;
+                inner = &inner[used..];
+                let after = inner.trim_start();
+                at += inner.len() - after.len();
+                inner = after;
+                if let Some(next) = inner.strip_prefix(',') {
+                    at += 1;
+                    inner = next;
+                    if inner.trim_start().starts_with('}') {
+                        let after = inner.trim_start();
+                        at += inner.len() - after.len() + 1;
+                        break;
+                    }
+                    continue;
+                }
+                if inner.starts_with('}') {
+                    at += 1;
+                }
+                break;
+            }
+            break;
+        }
+        let ident = ident_at(trimmed);
+        if ident.is_empty() {
+            break;
+        }
+        at += ident.len();
+        if ident != "self" {
+            base.push(ident.to_owned());
+        }
+        match text[at..].strip_prefix("::") {
+            Some(_) => at += 2,
+            None => {
+                out.push(base.clone());
+                break;
+            }
+        }
+    }
+    base.truncate(depth);
+    at
+}
+
+/// Module path of a file under `src/` (`limits/evaluate.rs` is `limits::evaluate`).
+fn module_path(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel.iter().map(|p| p.to_str().unwrap().to_owned()).collect();
+    let last = parts.pop().unwrap();
+    let stem = last.trim_end_matches(".rs");
+    if !matches!(stem, "mod" | "lib" | "main") {
+        parts.push(stem.to_owned());
+    }
+    parts
+}
+
+/// Every module (at any depth) -> the modules it uses. A child naming its own ancestors (its
+/// namespace: `super::BoxError` in `body/sse.rs`) is not an edge; everything else is, a
+/// parent's use of its children included.
+fn full_module_graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
+    let src = src_dir();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let files: Vec<(Vec<String>, PathBuf)> = files
+        .into_iter()
+        .filter(|p| !is_test_file(p))
+        .map(|p| (module_path(p.strip_prefix(&src).unwrap()), p))
+        .collect();
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|(m, _)| m.clone()).collect();
+    let resolve = |path: &[String]| -> Option<Vec<String>> {
+        (1..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|p| modules.contains(p))
+    };
+    let mut graph = BTreeMap::new();
+    for (module, path) in &files {
+        let code = code_of(&std::fs::read_to_string(path).unwrap());
+        let mut targets = Vec::new();
+        targets.extend(paths_after(&code, "crate::"));
+        let parent = &module[..module.len().saturating_sub(1)];
+        for p in paths_after(&code, "super::") {
+            targets.push(parent.iter().cloned().chain(p).collect());
+        }
+        for p in paths_after(&code, "self::") {
+            targets.push(module.iter().cloned().chain(p).collect());
+        }
+        // `use child::item` and `child::item` relative to this module.
+        for child in modules
+            .iter()
+            .filter(|m| m.len() == module.len() + 1 && m.starts_with(module))
+        {
+            let name = child.last().unwrap();
+            for p in paths_after(&code, &format!("{name}::")) {
+                targets.push(child.iter().cloned().chain(p).collect());
+            }
+        }
+        let deps: BTreeSet<Vec<String>> = targets
+            .iter()
+            .filter_map(|t| resolve(t))
+            .filter(|t| t != module && !module.starts_with(t))
+            .collect();
+        graph.insert(module.clone(), deps);
+    }
+    graph
+}
+
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|(_, ms)| ms.contains(&module))
 }
@@ -284,6 +418,66 @@ fn the_module_graph_has_no_cycle() {
             panic!("import cycle: {}", cycle.join(" -> "));
         }
     }
+}
+
+#[test]
+fn no_cycle_among_modules_at_any_depth() {
+    let graph = full_module_graph();
+    assert!(
+        graph.len() > 50,
+        "the checker found only {} modules",
+        graph.len()
+    );
+    let named: BTreeMap<String, BTreeSet<String>> = graph
+        .iter()
+        .map(|(m, deps)| (m.join("::"), deps.iter().map(|d| d.join("::")).collect()))
+        .collect();
+    if let Some(cycle) = find_cycle(&named) {
+        panic!("import cycle: {}", cycle.join(" -> "));
+    }
+}
+
+/// A cycle of `graph`, if it has one (depth-first search: a node met again while still on the
+/// path closes a cycle).
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        done: &mut BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|p| p == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for dep in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(dep, graph, done, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut done, &mut Vec::new()))
+}
+
+#[test]
+fn the_checker_expands_use_groups_to_full_paths() {
+    let code = "use crate::{a::{self, b}, c::d::{e, f::g}, h};";
+    let paths: Vec<String> = paths_after(code, "crate::")
+        .iter()
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(paths, ["a", "a::b", "c::d::e", "c::d::f::g", "h"]);
 }
 
 #[test]

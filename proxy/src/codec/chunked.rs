@@ -20,6 +20,7 @@ use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::decode::Decoded;
+use super::is_tchar;
 use super::request::MAX_REQUEST_HEADERS;
 
 /// Longest chunk-size line, extensions and CRLF included. The size is at most 16 digits; the
@@ -223,11 +224,6 @@ fn hex_value(d: u8) -> u8 {
         b'a'..=b'f' => d - b'a' + 10,
         _ => d.wrapping_sub(b'A').wrapping_add(10),
     }
-}
-
-/// RFC 9110 `tchar`.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn skip_bws(s: &[u8]) -> &[u8] {

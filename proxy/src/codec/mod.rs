@@ -13,6 +13,11 @@ pub mod encode;
 pub mod request;
 pub mod response;
 
+/// RFC 9110 `tchar`: the bytes of a token (field names, transfer codings, chunk extensions).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Why bytes from a peer are not a valid HTTP/1.1 response head or chunked body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

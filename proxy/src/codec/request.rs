@@ -8,8 +8,8 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{Method, Uri, Version};
 
-use super::chunked::is_tchar;
 use super::decode::{FieldSpans, parse_decimal};
+use super::is_tchar;
 
 /// Largest request head (request line and fields) accepted: 431 above. Envoy's default is
 /// 60 KiB and nginx's largest is 4 × 8 KiB; 64 KiB leaves room for long cookies and tokens while
