@@ -27,13 +27,13 @@ use crate::body::{
 };
 use crate::codec::request::HeadError;
 use crate::conn_info::ConnInfo;
-use crate::cors::{self, Cors};
+use crate::cors::Cors;
 use crate::downstream::Handler;
 use crate::error::ProxyError;
-use crate::exchange::{Exchange, Step};
+use crate::exchange::{Exchange, Policy, Step};
 use crate::flood_logs::FloodLogs;
 use crate::headers;
-use crate::limits::{self, Limits};
+use crate::limits::Limits;
 use crate::mcp;
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
@@ -82,12 +82,12 @@ pub struct Proxy {
 
 /// Each policy's own state for one request ([`crate::exchange::Policy::State`]); what the
 /// phases share is the [`Exchange`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RequestContext {
     /// Permits and rate-limit headers held from the limits phases.
-    pub limits: limits::Held,
+    pub limits: <Limits as Policy>::State,
     /// What the answer to a request with an `Origin` gets from the CORS policy.
-    pub cors: Option<cors::Grant>,
+    pub cors: <Cors as Policy>::State,
 }
 
 impl Proxy {
@@ -173,10 +173,7 @@ impl Proxy {
         // Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
         let mut ex = Exchange::new(head, conn);
-        let mut cx = RequestContext {
-            limits: limits::Held::default(),
-            cors: None,
-        };
+        let mut cx = RequestContext::default();
         // The span is entered around each poll of the phases, pinned where they are built:
         // `.instrument(span)` would move the whole dispatch future (large: see BENCHMARKS.md,
         // "Figures behind code decisions") into its wrapper once per request, into memory the
