@@ -110,7 +110,7 @@ pub struct ForwardContext<'a> {
 ///
 /// `Host` is left alone: the client leg's encoder always writes the backend's own authority
 /// (a Python MCP server answers 421 to any other) and never the client's, so it costs no map
-/// insert here ([`crate::upstream::h1::encode::encode_head`]).
+/// insert here ([`crate::codec::encode::encode_head`]).
 pub fn prepare_upstream_request(headers: &mut HeaderMap, cx: &ForwardContext<'_>) {
     strip_hop_by_hop(headers);
     // The parser sizes the map for the client's fields; one growth for ours instead of several.

@@ -2,7 +2,7 @@
 //! `upstream[].auth` (public or protected, the backend's own credential, authorization rules).
 //!
 //! Secrets (`api_keys[].key`, `jwt[].secret`, `upstream[].auth.credential.value`) must come from
-//! the environment: [`check_secret_refs`] runs on the raw TOML, before `${VAR}` resolution, and
+//! the environment: `check_secret_refs` runs on the raw TOML, before `${VAR}` resolution, and
 //! refuses inline values, so a secret never sits in a config file or a repository.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -222,7 +222,7 @@ impl Pool {
     /// The exchange runs in the caller's future: dropping it (a client that went away) closes
     /// the connection and so cancels the request at the backend, as does `deadline` passing
     /// before the response head ([`PoolError::Timeout`]). The deadline is kept by the
-    /// connection's own [`LazyTimer`], not a timer per request.
+    /// connection's own [`LazyTimer`](crate::lazy_timer::LazyTimer), not a timer per request.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,

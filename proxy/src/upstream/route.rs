@@ -104,7 +104,7 @@ impl Upstream {
         self.upstream_uri(rest, request.query())
     }
 
-    /// The backend URI for a request path below the mount (`rest` from [`strip_mount`]).
+    /// The backend URI for a request path below the mount (`rest` from [`Upstream::strip_mount`]).
     pub fn upstream_uri(&self, rest: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         // One allocation for the path; scheme and authority are shared, parsed at start.
         let base = if self.base_path == "/" {
