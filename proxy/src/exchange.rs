@@ -64,8 +64,10 @@ pub struct Exchange {
     pub head: Parts,
     /// The connection the request came in on.
     pub conn: ConnInfo,
-    /// The upstream the path routed to (`None` before routing, or when nothing matched: a
-    /// policy's phases do nothing for an unrouted request).
+    /// The upstream the path routed to (`None` before routing). The request path routes before
+    /// any phase that needs it; such a phase refuses an unrouted request where letting it
+    /// through would open something (authentication fails closed) and does nothing where there
+    /// is nothing to apply (an upstream's caps).
     pub upstream: Option<Arc<Upstream>>,
     /// The request's `Origin`, once the Host/Origin check has allowed it.
     pub origin: Option<HeaderValue>,
