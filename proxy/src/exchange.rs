@@ -91,11 +91,6 @@ impl Exchange {
         }
     }
 
-    /// The classification, if the body was read and classified.
-    pub fn classified(&self) -> Option<&Classified> {
-        self.classified.as_ref()
-    }
-
     /// What the request path keeps once the head has gone upstream (or was answered).
     #[inline]
     pub fn into_facts(self) -> Facts {

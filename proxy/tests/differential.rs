@@ -280,10 +280,9 @@ fn own_server(pieces: Vec<Bytes>) -> Seen<SeenRequest> {
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
                     Err(e) => {
-                        {
-                            let pe = mcp_sidecar::error::ProxyError::from(e);
-                            seen.refused = Some(format!("{}: {pe}", pe.status()));
-                        }
+                        // As the sidecar answers it: the request path's one error mapping.
+                        let e = mcp_sidecar::error::ProxyError::from(e);
+                        seen.refused = Some(format!("{}: {e}", e.status()));
                         return seen;
                     }
                 }

@@ -116,38 +116,10 @@ fn ident_at(text: &str) -> &str {
 
 /// The top-level modules `code` names after `prefix` (`crate::`, or `super::` at the top).
 fn imports(code: &str, prefix: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for (at, _) in code.match_indices(prefix) {
-        let before = code[..at].chars().next_back();
-        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
-            continue;
-        }
-        let rest = &code[at + prefix.len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // `use crate::{a, b::c, d::{e, f}}`: the first segment of each top-level item.
-            let mut depth = 0usize;
-            let mut item_start = true;
-            for (i, c) in group.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => item_start = true,
-                    c if item_start && (c.is_ascii_alphabetic() || c == '_') => {
-                        found.insert(ident_at(&group[i..]).to_owned());
-                        item_start = false;
-                    }
-                    _ => {}
-                }
-            }
-        } else {
-            let ident = ident_at(rest);
-            if !ident.is_empty() {
-                found.insert(ident.to_owned());
-            }
-        }
-    }
-    found
+    paths_after(code, prefix)
+        .into_iter()
+        .filter_map(|p| p.into_iter().next())
+        .collect()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -374,49 +346,8 @@ fn imports_only_point_down_the_layers() {
 
 #[test]
 fn the_module_graph_has_no_cycle() {
-    let graph = module_graph();
-    // Depth-first search with colours; a grey node met again closes a cycle.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Colour {
-        White,
-        Grey,
-        Black,
-    }
-    fn visit(
-        node: &str,
-        graph: &BTreeMap<String, BTreeSet<String>>,
-        colour: &mut BTreeMap<String, Colour>,
-        path: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
-        colour.insert(node.to_owned(), Colour::Grey);
-        path.push(node.to_owned());
-        for dep in graph.get(node).into_iter().flatten() {
-            match colour.get(dep).copied().unwrap_or(Colour::White) {
-                Colour::Grey => {
-                    let start = path.iter().position(|p| p == dep).unwrap();
-                    let mut cycle = path[start..].to_vec();
-                    cycle.push(dep.clone());
-                    return Some(cycle);
-                }
-                Colour::White => {
-                    if let Some(cycle) = visit(dep, graph, colour, path) {
-                        return Some(cycle);
-                    }
-                }
-                Colour::Black => {}
-            }
-        }
-        path.pop();
-        colour.insert(node.to_owned(), Colour::Black);
-        None
-    }
-    let mut colour = BTreeMap::new();
-    for node in graph.keys() {
-        if colour.get(node).copied().unwrap_or(Colour::White) == Colour::White
-            && let Some(cycle) = visit(node, &graph, &mut colour, &mut Vec::new())
-        {
-            panic!("import cycle: {}", cycle.join(" -> "));
-        }
+    if let Some(cycle) = find_cycle(&module_graph()) {
+        panic!("import cycle: {}", cycle.join(" -> "));
     }
 }
 

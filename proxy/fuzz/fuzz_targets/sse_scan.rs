@@ -2,12 +2,13 @@
 //! `endpoint` rewrite runs over a backend's stream: never a panic, the same events however the stream is split (a blank line
 //! written as CRLF ends at its CR when the LF has not arrived yet, and the LF is then the first
 //! byte of the next event, which the classifier skips), endpoint ranges inside their event, and
-//! a rewritten endpoint that stays under the sidecar's mount.
+//! a rewritten endpoint that stays under the sidecar's mount; and the `EventSource`-style
+//! `decode` agrees with the classifier on every event.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mcp_sidecar::body::EndpointRewrite;
-use mcp_sidecar::mcp::sse::{EventKind, EventSplitter, classify};
+use mcp_sidecar::mcp::sse::{EventKind, EventSplitter, classify, decode};
 use mcp_sidecar_fuzz::seed_and_data;
 
 /// Event ends (stream offsets) of `data` delivered in pieces of the given lengths (cycled).
@@ -44,6 +45,18 @@ fn meanings(data: &[u8], ends: &[usize]) -> Vec<(String, Vec<u8>)> {
             }
             _ => Vec::new(),
         };
+        // The `EventSource`-style decoder reads the same event the same way.
+        let decoded = decode(event, start == 0);
+        match (&kind, &decoded) {
+            (EventKind::Ignored, None) => {}
+            (EventKind::Other, Some(d)) => assert_ne!(d.event_type, "endpoint"),
+            (EventKind::UnsupportedEndpoint, Some(d)) => assert_eq!(d.event_type, "endpoint"),
+            (EventKind::Endpoint(_), Some(d)) => {
+                assert_eq!(d.event_type, "endpoint");
+                assert_eq!(d.data.as_bytes(), &value[..]);
+            }
+            _ => panic!("classify says {kind:?}, decode says {decoded:?}"),
+        }
         out.push((
             format!("{kind:?}")
                 .split('(')

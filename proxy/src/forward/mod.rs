@@ -289,11 +289,6 @@ impl Proxy {
         })
     }
 
-    /// `listen.max_body_bytes`, which the HTTP/1 server leg also enforces on chunk sizes.
-    pub fn max_body_bytes(&self) -> usize {
-        self.max_body_bytes
-    }
-
     /// The answer to a request the server could not read (a malformed or oversized head, an
     /// unmet `Expect`), counted like every error answer. Its request id is new: the head that
     /// would carry the client's was not read.
