@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz`
 //! (readiness, with each component's state) and `/breakers` (circuit breakers; `POST
-//! /breakers/{upstream}[/{tool}]/open|close` forces one). It runs on its own port, loopback by
+//! /breakers/{upstream}[/{tool}]/open|close` forces one) and `/jobs` (the job engine's
+//! read-only operator view: jobs per status, the oldest queued job's age). It runs on its own port, loopback by
 //! default, so scraping and probing never compete with (or are exposed like) client traffic;
 //! since it can force circuits, it must stay unreachable from clients.
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
 use crate::health::Readiness;
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::resilience::{Resilience, percent_decode};
 
@@ -27,10 +29,27 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     /// Circuit breakers to report and force.
     pub resilience: Option<Arc<Resilience>>,
+    /// The job engine, for its operator view (`None` when `jobs.enabled = false`).
+    pub jobs: Option<Jobs>,
 }
 
 impl Admin {
-    /// Answers one admin request.
+    /// `GET /jobs`: the job engine's operator view (read-only: jobs belong to their owners,
+    /// and the admin listener does not act on them).
+    pub async fn jobs_view(&self, method: &Method) -> Response<ProxyBody> {
+        if method != Method::GET && method != Method::HEAD {
+            return with_allow(
+                text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+                "GET, HEAD",
+            );
+        }
+        match &self.jobs {
+            Some(jobs) => json_response(StatusCode::OK, &jobs.operator_view().await),
+            None => text(StatusCode::NOT_FOUND, "jobs are disabled (jobs.enabled = false)\n"),
+        }
+    }
+
+    /// Answers one admin request (`/jobs` is answered by [`Admin::jobs_view`]).
     pub fn handle<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
         let path = req.uri().path();
         if path == "/breakers" || path.starts_with("/breakers/") {
@@ -140,8 +159,15 @@ impl Admin {
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let resp = admin.handle(&req);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let admin = admin.clone();
+                    async move {
+                        let resp = if req.uri().path() == "/jobs" {
+                            admin.jobs_view(req.method()).await
+                        } else {
+                            admin.handle(&req)
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::select! {

@@ -49,6 +49,8 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
         rate_limit: Vec::new(),
         auth: crate::config::AuthConfig::default(),
         cors: crate::config::CorsConfig::default(),
+        // Durable, in the default data directory: the demo's jobs survive a restart too.
+        jobs: crate::config::JobsConfig::default(),
     };
     if let Some(demo_auth) = &demo_auth {
         config.auth = demo_auth.config.clone();

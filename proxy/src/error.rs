@@ -4,7 +4,8 @@
 //! Every error answer is a JSON-RPC error object: when the request was a JSON-RPC request whose `id`
 //! could be read, the object carries that `id`, so an MCP client surfaces the message against the
 //! call that failed; otherwise `id` is `null` (as JSON-RPC prescribes when the id is unknown).
-//! Proxy error codes sit in the implementation-defined range -32000..-32019.
+//! Proxy error codes sit in JSON-RPC's implementation-defined range: -32001..-32019 for the
+//! request path, -32040..-32049 for jobs (-32020 and -32021 are MCP's own since 2026-07-28).
 
 use std::time::Duration;
 
@@ -146,6 +147,48 @@ pub enum ProxyError {
         /// `Retry-After` (`limits.shed_retry_after`).
         retry_after: Duration,
     },
+    /// No such job, or not the caller's (404: a job's existence is not disclosed to others).
+    #[error("no job `{id}` here")]
+    JobNotFound {
+        /// The id as requested.
+        id: String,
+    },
+    /// The job's result was asked for before it ended (409, with `Retry-After`).
+    #[error("job `{id}` is {status}; its result is not there yet")]
+    JobNotFinished {
+        /// The job.
+        id: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// The `Idempotency-Key` was used before with a different request (422).
+    #[error("Idempotency-Key `{key}` was already used with a different request")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+    /// `jobs.max_queued` jobs are waiting: nothing was stored (503, with `Retry-After`).
+    #[error("the job queue is full ({limit} jobs waiting); retry later")]
+    JobQueueFull {
+        /// `jobs.max_queued`.
+        limit: usize,
+    },
+    /// The job engine cannot take or show jobs now: shutdown began, or its store failed (503).
+    /// The sidecar's own state, never the backend's.
+    #[error("jobs are unavailable: {0}")]
+    JobsUnavailable(String),
+    /// A live call to a tool configured `offload = "required"` (400).
+    #[error("tool `{tool}` runs only as a job: send `Prefer: respond-async`, or POST the call to `{submit}`")]
+    OffloadRequired {
+        /// The tool.
+        tool: String,
+        /// Where to submit it.
+        submit: String,
+    },
+    /// A job asked for a call that does not run as one (400): a tool with
+    /// `offload = "never"`, or not a `tools/call` request.
+    #[error("{0}")]
+    OffloadNotAllowed(String),
     /// The sidecar itself ran out of descriptors, buffers or ports reaching the upstream (503):
     /// not a backend failure, so no breaker or retry counts it.
     #[error(
@@ -160,6 +203,13 @@ pub enum ProxyError {
         kind: LocalResource,
     },
 }
+
+/// `Retry-After` of a result asked for before the job ended: jobs report progress every second
+/// or so, and a poller that asks more often learns nothing new.
+pub const JOB_POLL_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// `Retry-After` when the job queue is full or the engine unavailable: long enough for running
+/// jobs to drain some of the queue, short enough for a batch submitter to keep going.
+pub const JOBS_BUSY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Names the open circuit (`upstream` or `upstream/tool-glob`) on a fast-failed answer.
 pub const X_CIRCUIT_OPEN: &str = "x-circuit-open";
@@ -210,6 +260,24 @@ pub mod codes {
     pub const OVERLOADED: i64 = -32015;
     /// The sidecar ran out of descriptors, buffers or ports (503).
     pub const LOCAL_RESOURCES: i64 = -32019;
+    /// No such job (404).
+    pub const JOB_NOT_FOUND: i64 = -32040;
+    /// The job has not finished (409).
+    pub const JOB_NOT_FINISHED: i64 = -32041;
+    /// `Idempotency-Key` reused with another request (422).
+    pub const IDEMPOTENCY_KEY_REUSED: i64 = -32042;
+    /// The job queue is full (503).
+    pub const JOB_QUEUE_FULL: i64 = -32043;
+    /// Jobs unavailable: shutting down or store failure (503).
+    pub const JOBS_UNAVAILABLE: i64 = -32044;
+    /// The tool runs only as a job (400).
+    pub const OFFLOAD_REQUIRED: i64 = -32045;
+    /// The call does not run as a job (400).
+    pub const OFFLOAD_NOT_ALLOWED: i64 = -32046;
+    /// A failed job's result (in `GET /jobs/{id}/result`, not an HTTP error).
+    pub const JOB_FAILED: i64 = -32047;
+    /// A cancelled job's result.
+    pub const JOB_CANCELLED: i64 = -32048;
     /// JSON-RPC's own code for a body that is not JSON.
     pub const PARSE_ERROR: i64 = -32700;
     /// JSON-RPC's own code for JSON that is not a JSON-RPC message.
@@ -240,6 +308,13 @@ impl ProxyError {
             Self::Overloaded { .. } | Self::LocalResourceExhausted { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::JobNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::JobNotFinished { .. } => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::OffloadRequired { .. } | Self::OffloadNotAllowed(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -267,6 +342,13 @@ impl ProxyError {
             Self::RateLimited(_) => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
             Self::LocalResourceExhausted { .. } => "local_resources",
+            Self::JobNotFound { .. } => "job_not_found",
+            Self::JobNotFinished { .. } => "job_not_finished",
+            Self::IdempotencyKeyReused { .. } => "idempotency_key_reused",
+            Self::JobQueueFull { .. } => "job_queue_full",
+            Self::JobsUnavailable(_) => "jobs_unavailable",
+            Self::OffloadRequired { .. } => "offload_required",
+            Self::OffloadNotAllowed(_) => "offload_not_allowed",
         }
     }
 
@@ -294,6 +376,13 @@ impl ProxyError {
             Self::RateLimited(_) => codes::RATE_LIMITED,
             Self::Overloaded { .. } => codes::OVERLOADED,
             Self::LocalResourceExhausted { .. } => codes::LOCAL_RESOURCES,
+            Self::JobNotFound { .. } => codes::JOB_NOT_FOUND,
+            Self::JobNotFinished { .. } => codes::JOB_NOT_FINISHED,
+            Self::IdempotencyKeyReused { .. } => codes::IDEMPOTENCY_KEY_REUSED,
+            Self::JobQueueFull { .. } => codes::JOB_QUEUE_FULL,
+            Self::JobsUnavailable(_) => codes::JOBS_UNAVAILABLE,
+            Self::OffloadRequired { .. } => codes::OFFLOAD_REQUIRED,
+            Self::OffloadNotAllowed(_) => codes::OFFLOAD_NOT_ALLOWED,
         }
     }
 
@@ -378,6 +467,18 @@ impl ProxyError {
                 headers.insert(
                     header::RETRY_AFTER,
                     retry_after_secs(LOCAL_RESOURCES_RETRY_AFTER).into(),
+                );
+            }
+            Self::JobNotFinished { .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    retry_after_secs(JOB_POLL_RETRY_AFTER).into(),
+                );
+            }
+            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    retry_after_secs(JOBS_BUSY_RETRY_AFTER).into(),
                 );
             }
             _ => {}
@@ -470,6 +571,9 @@ pub enum StartError {
     /// Metrics could not be registered (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The job store could not be opened or read (the message names the file).
+    #[error("jobs: {0}")]
+    Jobs(String),
 }
 
 /// `error: cause: cause` for logs and error bodies; hyper's top-level messages alone are vague.

@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderValue;
 use http::request::Parts;
 
@@ -73,6 +74,9 @@ pub struct Exchange {
     pub origin: Option<HeaderValue>,
     /// The classified POST body: kind, method, tool and id of every message.
     pub classified: Option<Classified>,
+    /// The POST body as read (shared bytes, not a copy), for a phase that keeps the request
+    /// to send it later (a job).
+    pub body: Option<Bytes>,
     /// The authenticated caller (none for public upstreams or without `[auth]`).
     pub principal: Option<Arc<Principal>>,
 }
@@ -87,6 +91,7 @@ impl Exchange {
             upstream: None,
             origin: None,
             classified: None,
+            body: None,
             principal: None,
         }
     }

@@ -31,6 +31,8 @@ use crate::downstream::{self, drain, drain::Drain};
 use crate::error::StartError;
 use crate::forward::Proxy;
 use crate::health::{self, Readiness};
+use crate::job_api::JobApi;
+use crate::jobs::{Jobs, Settings};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::replay_io::ReplayIo;
@@ -47,6 +49,7 @@ pub struct Sidecar {
     tls: Option<TlsAcceptor>,
     header_read_timeout: Duration,
     grace_period: Duration,
+    max_result_bytes: usize,
 }
 
 impl std::fmt::Debug for Sidecar {
@@ -97,8 +100,26 @@ impl Sidecar {
                 })?;
         let auth = Arc::new(crate::auth::Auth::new(&config, &metrics).await?);
         let cors = crate::cors::Cors::new(&config.cors, Some(metrics.registry()))?;
+        let router = Router::new(upstreams.clone());
+        let jobs = if config.jobs.enabled {
+            let store = Jobs::open_store(&config.jobs).map_err(|e| StartError::Jobs(e.to_string()))?;
+            let names = upstreams.iter().map(|u| u.name.to_string()).collect();
+            let jobs = Jobs::new(
+                store,
+                Settings::from_config(&config.jobs, names),
+                metrics.registry(),
+            )?;
+            // What the store holds from before a restart is taken up before anything is served:
+            // an unreadable store stops the start.
+            jobs.recover()
+                .await
+                .map_err(|e| StartError::Jobs(e.to_string()))?;
+            Some(JobApi::new(jobs, &config.jobs.path, router.clone()))
+        } else {
+            None
+        };
         let proxy = Proxy::new(
-            Router::new(upstreams.clone()),
+            router,
             metrics.clone(),
             config.listen.max_body_bytes,
         )
@@ -109,13 +130,16 @@ impl Sidecar {
         .with_resilience(resilience.clone())
         .with_limits(limits)
         .with_auth(auth)
-        .with_cors(cors);
+        .with_cors(cors)
+        .with_jobs(jobs);
+        let jobs = proxy.jobs().map(|api| api.jobs().clone());
         Ok(Self {
             proxy: Arc::new(proxy),
             admin: Admin {
                 metrics,
                 readiness,
                 resilience: Some(resilience),
+                jobs,
             },
             upstreams,
             listener,
@@ -123,6 +147,7 @@ impl Sidecar {
             tls,
             header_read_timeout: config.listen.header_read_timeout,
             grace_period: config.shutdown.grace_period,
+            max_result_bytes: config.jobs.max_result_bytes,
         })
     }
 
@@ -142,6 +167,10 @@ impl Sidecar {
         let readiness = self.admin.readiness.clone();
         if let Some(limits) = self.proxy.limits() {
             limits.spawn_sweeper(background.clone());
+        }
+        let jobs = self.admin.jobs.clone();
+        if let Some(jobs) = &jobs {
+            jobs.start(Arc::new(self.proxy.job_runner(self.max_result_bytes)));
         }
         health::spawn_checks(
             readiness.clone(),
@@ -201,14 +230,24 @@ impl Sidecar {
         tracing::info!(grace_period = ?self.grace_period, "shutting down: readiness off, draining");
         readiness.begin_shutdown();
         drop(listener);
-        tokio::select! {
-            _ = async { tokio::join!(graceful.shutdown(), drain.drain()) } => {
-                tracing::info!("all connections drained");
+        // Jobs stop being taken at once (503); running ones get the same grace period as the
+        // connections, then are interrupted (queued again or failed, durably).
+        let jobs_drained = async {
+            if let Some(jobs) = &jobs {
+                jobs.drain(self.grace_period).await;
             }
-            _ = tokio::time::sleep(self.grace_period) => {
-                tracing::warn!(open = connections.len(), "grace period over; closing remaining connections");
+        };
+        let connections_drained = async {
+            tokio::select! {
+                _ = async { tokio::join!(graceful.shutdown(), drain.drain()) } => {
+                    tracing::info!("all connections drained");
+                }
+                _ = tokio::time::sleep(self.grace_period) => {
+                    tracing::warn!(open = connections.len(), "grace period over; closing remaining connections");
+                }
             }
-        }
+        };
+        tokio::join!(jobs_drained, connections_drained);
         connections.abort_all();
         while connections.join_next().await.is_some() {}
         background.cancel();

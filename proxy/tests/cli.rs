@@ -144,7 +144,10 @@ fn demo_in_a_build_without_the_feature_says_how_to_build_it_and_exits_2() {
 #[cfg(feature = "demo")]
 #[test]
 fn demo_serves_the_fixture_through_the_sidecar_and_exits_zero_on_sigterm() {
+    // The demo's job store is durable, in the default data directory: this test's own.
+    let state = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
+        .env("STATE_DIRECTORY", state.path())
         .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -203,7 +206,10 @@ fn run_one_call_with(rust_log: &str, extra: &[&str]) -> Vec<String> {
             },
         ))
         .unwrap();
+    // A quick start keeps jobs in the default data directory: each run gets its own.
+    let state = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
+        .env("STATE_DIRECTORY", state.path())
         .args([
             "--log-format",
             "json",

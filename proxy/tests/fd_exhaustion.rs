@@ -42,6 +42,8 @@ fn start_limited(config: &str, dir: &std::path::Path) -> Sidecar {
         .args(["--log-format", "json", "run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")
+        // The job store goes in this test's directory, not the user's.
+        .env("STATE_DIRECTORY", dir)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

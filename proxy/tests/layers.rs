@@ -54,9 +54,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "policies",
-        &["auth", "limits", "resilience", "cors", "flood_logs"],
+        &["auth", "limits", "resilience", "cors", "flood_logs", "jobs"],
     ),
-    ("the request path", &["forward"]),
+    ("the request path", &["forward", "job_api"]),
     ("server, admin and health", &["health", "admin", "server"]),
     ("binary", &["cli", "demo"]),
 ];

@@ -97,6 +97,9 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         rate_limit: Vec::new(),
         auth: mcp_sidecar::config::AuthConfig::default(),
         cors: mcp_sidecar::config::CorsConfig::default(),
+        // In memory: in-process sidecars run side by side, and a durable store is one file per
+        // directory (the job tests give theirs a directory of its own).
+        jobs: mcp_sidecar::config::JobsConfig::in_memory(),
     }
 }
 

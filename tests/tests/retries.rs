@@ -24,6 +24,8 @@ fn tool(name: &str) -> ToolConfig {
         stream_idle_timeout: None,
         idempotent: false,
         breaker: None,
+        offload: Default::default(),
+        job_deadline: None,
     }
 }
 

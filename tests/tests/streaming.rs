@@ -209,6 +209,8 @@ async fn a_tool_with_a_longer_stream_idle_timeout_keeps_its_slow_progress_stream
         stream_idle_timeout: Some(Duration::from_secs(30)),
         idempotent: false,
         breaker: None,
+        offload: Default::default(),
+        job_deadline: None,
     }];
     let sidecar = start(config(vec![strict, patient])).await;
     let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{

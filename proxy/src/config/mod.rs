@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cors;
 mod env;
+pub mod jobs;
 mod limits;
 pub mod resilience;
 mod validate;
@@ -28,6 +29,7 @@ pub use auth::{
 };
 pub use cors::{CorsConfig, DEFAULT_CORS_MAX_AGE};
 pub use env::resolve_env;
+pub use jobs::{JobsConfig, Offload, StoreKind};
 pub use limits::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_PRINCIPAL, DEFAULT_SHED_RETRY_AFTER, DEFAULT_SWEEP_INTERVAL, KeyPart,
@@ -114,6 +116,9 @@ pub struct Config {
     /// The CORS policy: preflights answered here, CORS headers on answers (`[cors]`).
     #[serde(default)]
     pub cors: CorsConfig,
+    /// The job engine: 202 offloading of long calls, and its store (`[jobs]`).
+    #[serde(default)]
+    pub jobs: JobsConfig,
 }
 
 /// `[listen]`
@@ -410,6 +415,7 @@ impl Config {
             limits: LimitsConfig::default(),
             rate_limit: Vec::new(),
             cors: CorsConfig::default(),
+            jobs: JobsConfig::default(),
         };
         config.validate()?;
         Ok(config)

@@ -153,6 +153,15 @@ pub struct ToolConfig {
     /// A circuit of the tool's own (the upstream's settings with these replaced).
     #[serde(default)]
     pub breaker: Option<BreakerOverride>,
+    /// Whether the tool's calls may (`allowed`, the default), must (`required`) or may never
+    /// (`never`) run as jobs.
+    #[serde(default)]
+    pub offload: super::Offload,
+    /// How long a job calling this tool may take in all (waiting included) before it fails
+    /// with `deadline_exceeded`. Default: the tool's `timeout`, else the upstream's
+    /// `response_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub job_deadline: Option<Duration>,
 }
 
 /// `[upstream.retry]`: which requests are retried, how often, and the budget that bounds them.

@@ -81,6 +81,22 @@ impl Config {
                 ));
             }
             let mount = up.mount_path();
+            if self.jobs.enabled
+                && (mount == self.jobs.path || mount.starts_with(&format!("{}/", self.jobs.path)))
+            {
+                return Err(ConfigError::invalid(
+                    field("path"),
+                    format!(
+                        "`{mount}` is under jobs.path `{}`, where the job API is served; mount the upstream elsewhere or set jobs.path",
+                        self.jobs.path
+                    ),
+                ));
+            }
+            for (t, tool) in up.tool.iter().enumerate() {
+                if let Some(d) = tool.job_deadline {
+                    nonzero(&field(&format!("tool[{t}].job_deadline")), d)?;
+                }
+            }
             if let Some(prev) = paths.insert(mount.clone(), i) {
                 return Err(ConfigError::invalid(
                     field("path"),
@@ -93,6 +109,7 @@ impl Config {
         super::limits::validate(self)?;
         self.validate_auth()?;
         self.cors.validate()?;
+        self.jobs.validate()?;
         Ok(())
     }
 }

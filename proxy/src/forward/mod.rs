@@ -9,6 +9,7 @@
 //! README's request-path diagram draws the same order for users; when the order changes, it
 //! changes here and there.
 
+mod job_runner;
 mod tail;
 
 use std::pin::pin;
@@ -33,6 +34,7 @@ use crate::error::ProxyError;
 use crate::exchange::{Exchange, Policy, Step};
 use crate::flood_logs::FloodLogs;
 use crate::headers;
+use crate::job_api::{JobApi, Route as JobRoute};
 use crate::limits::Limits;
 use crate::mcp;
 use crate::metrics::{self, Metrics};
@@ -40,6 +42,7 @@ use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::resilience::Resilience;
 use crate::upstream::Router;
 use crate::upstream::check_path;
+pub use job_runner::JobRunner;
 pub use tail::{Services, Tail};
 
 /// Runs one phase of `dispatch`: `Next` goes on; `Answer` ends the request with that answer;
@@ -75,6 +78,9 @@ pub struct Proxy {
     services: Arc<Services>,
     limits: Option<Arc<Limits>>,
     cors: Option<Cors>,
+    /// The job API and engine (without: `Prefer: respond-async` is ignored, `/jobs` is not
+    /// served).
+    jobs: Option<JobApi>,
     /// One warning per interval for the failures that come in floods (open circuit, shed,
     /// descriptors exhausted); every other failure is logged each time.
     flood_logs: FloodLogs,
@@ -88,6 +94,8 @@ pub struct RequestContext {
     pub limits: <Limits as Policy>::State,
     /// What the answer to a request with an `Origin` gets from the CORS policy.
     pub cors: <Cors as Policy>::State,
+    /// Whether the request came to the job API to become a job.
+    pub jobs: <JobApi as Policy>::State,
 }
 
 impl Proxy {
@@ -104,6 +112,7 @@ impl Proxy {
             }),
             limits: None,
             cors: None,
+            jobs: None,
             flood_logs: FloodLogs::default(),
         }
     }
@@ -143,6 +152,28 @@ impl Proxy {
     pub fn with_cors(mut self, cors: Option<Cors>) -> Self {
         self.cors = cors;
         self
+    }
+
+    /// Adds the job API and engine (without: calls always run live).
+    pub fn with_jobs(mut self, jobs: Option<JobApi>) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// The job API, for the server's lifecycle (start, drain) and the admin view.
+    pub fn jobs(&self) -> Option<&JobApi> {
+        self.jobs.as_ref()
+    }
+
+    /// What runs jobs' calls: this proxy's routes, upstream pool, credentials, breakers and
+    /// in-flight caps, through the same tail as a live call.
+    pub fn job_runner(&self, max_result_bytes: usize) -> JobRunner {
+        JobRunner::new(
+            self.router.clone(),
+            self.services.clone(),
+            self.limits.clone(),
+            max_result_bytes,
+        )
     }
 
     fn metrics(&self) -> &Metrics {
@@ -317,7 +348,7 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let RequestContext { limits, cors } = cx;
+        let RequestContext { limits, cors, jobs } = cx;
         // The path rule first: a path the backend could resolve differently (`..\`, `%2e%2e`,
         // `%2f`) could land outside the mount that routing and authentication were decided for.
         let path = ex.head.uri.path();
@@ -330,6 +361,28 @@ impl Proxy {
         // Protected resource metadata is the sidecar's own document; clients fetch it tokenless,
         // and its well-known path routes to no upstream.
         phase!(self.auth().metadata(ex, &mut ()));
+        // The job API's paths are the sidecar's, not an upstream's. A submission
+        // (`POST /jobs/<mount>`) goes on through every phase as a request to `<mount>`, so it is
+        // authenticated, authorized and limited exactly as a live call; the other routes are
+        // answered here (boxed: only they pay for their future).
+        if let Some(api) = &self.jobs
+            && let Some(route) = api.route(&ex.head.method, ex.head.uri.path())
+        {
+            match route {
+                JobRoute::Submit(mount) => {
+                    ex.head.uri = with_path(&ex.head.uri, &mount)?;
+                    jobs.forced = true;
+                }
+                route => {
+                    return match Box::pin(api.serve(ex, self.auth(), route)).await? {
+                        Step::Answer(answer) => Ok(Phased::Answered(answer)),
+                        Step::Next => Err(ProxyError::NoRoute {
+                            path: ex.head.uri.path().to_owned(),
+                        }),
+                    };
+                }
+            }
+        }
         let (upstream, rest) =
             self.router
                 .route(ex.head.uri.path())
@@ -386,6 +439,7 @@ impl Proxy {
         let body = if ex.head.method == Method::POST {
             let bytes = await_in_place!(self.read_body(&ex.head.headers, body))?;
             ex.classified = Some(mcp::classify(&bytes)?);
+            ex.body = Some(bytes.clone());
             replay = Some(bytes.clone());
             full(bytes)
         } else {
@@ -397,6 +451,13 @@ impl Proxy {
             // Rate limits need the classification (only requests are limited, keys use
             // method/tool).
             phase!(l.admit(ex, limits));
+        }
+        // A job is admitted like a live call (authorization, rate limits above) but takes no
+        // upstream slot now: it takes one when it runs. Its answer is the 202.
+        if let Some(api) = &self.jobs {
+            phase!(await_in_place!(api.offload(ex, jobs)));
+        }
+        if let Some(l) = &self.limits {
             // The upstream's in-flight cap guards the send; it sheds before the breaker takes a
             // slot.
             phase!(l.reserve_upstream(ex, limits));
@@ -465,6 +526,22 @@ impl Handler for Proxy {
     fn max_body_bytes(&self) -> u64 {
         self.max_body_bytes as u64
     }
+}
+
+/// `uri` with its path replaced by `path` (query and authority kept).
+fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, ProxyError> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|e| ProxyError::BadRequest(format!("job submission path: {e}")))?,
+    );
+    http::Uri::from_parts(parts)
+        .map_err(|e| ProxyError::BadRequest(format!("job submission path: {e}")))
 }
 
 /// Whether the client waits for `100 Continue` before sending the body (`Expect: 100-continue`;

@@ -64,6 +64,7 @@ impl Tail {
             upstream: routed,
             origin: _,
             classified,
+            body: _,
             principal,
         } = self.ex;
         let facts = Facts {

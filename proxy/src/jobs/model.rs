@@ -319,12 +319,67 @@ impl Job {
     }
 }
 
-/// Milliseconds since the Unix epoch, by the wall clock (job timestamps survive restarts, so
-/// they cannot be monotonic instants).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+impl Job {
+    /// What followers are shown: everything but the call and the answer, small enough to send
+    /// with every event.
+    pub fn state(&self) -> JobState {
+        JobState {
+            id: self.id,
+            upstream: self.request.upstream.clone(),
+            method: self.method.clone(),
+            tool: self.tool.clone(),
+            status: self.status,
+            progress: self.progress.clone(),
+            seq: self.seq,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            expires_ms: self.expires_ms,
+            deadline_ms: self.deadline_ms,
+            attempts: self.attempts,
+            failure: match &self.outcome {
+                Some(Outcome::Failed { reason, message }) => Some((*reason, message.clone())),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A job as its followers see it (no call, no answer): what the API's status documents and
+/// event streams are made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobState {
+    /// Its id.
+    pub id: JobId,
+    /// The upstream's name.
+    pub upstream: String,
+    /// The JSON-RPC method.
+    pub method: String,
+    /// The tool, for `tools/call`.
+    pub tool: Option<String>,
+    /// Where it is in its life.
+    pub status: Status,
+    /// The latest progress.
+    pub progress: Option<Progress>,
+    /// The latest event's sequence number.
+    pub seq: u64,
+    /// Submitted (Unix ms).
+    pub created_ms: u64,
+    /// Last change.
+    pub updated_ms: u64,
+    /// Call (last) sent.
+    pub started_ms: Option<u64>,
+    /// Ended.
+    pub finished_ms: Option<u64>,
+    /// Removed after.
+    pub expires_ms: u64,
+    /// Fails with `deadline_exceeded` after, unless finished.
+    pub deadline_ms: u64,
+    /// Times the call was sent.
+    pub attempts: u32,
+    /// Why it failed.
+    pub failure: Option<(FailReason, String)>,
 }
 
 #[cfg(test)]

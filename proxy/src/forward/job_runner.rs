@@ -1,0 +1,427 @@
+//! The request path's side of the job engine: a job's call goes through the same [`Tail`] a
+//! live call does (backend credential and claim headers, per-tool timeout and stream idle
+//! timeout, circuit breaker, safe retries) after the upstream's in-flight cap, and its answer,
+//! JSON or SSE, is read here: progress notifications for the job's token are relayed to the
+//! engine, the JSON-RPC response to the call is the job's result.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::tail::{Services, Tail};
+use crate::body::{ProxyBody, full};
+use crate::conn_info::ConnInfo;
+use crate::error::ProxyError;
+use crate::exchange::Exchange;
+use crate::jobs::model::StoredPrincipal;
+use crate::jobs::{FailReason, Job, Progress, ProgressSink, RunOutcome, Runner};
+use crate::limits::{Held, Limits};
+use crate::mcp;
+use crate::principal::{Principal, Source};
+use crate::upstream::{Router, Upstream};
+
+/// How long a job waits before trying again after the sidecar itself ran short (descriptors,
+/// ports): long enough for the shortage to pass, short enough not to matter to a long job.
+const LOCAL_SHORTAGE_WAIT: Duration = Duration::from_secs(1);
+/// Bytes of a failed answer's body quoted in the job's error.
+const ERROR_SNIPPET_BYTES: usize = 512;
+
+/// Runs jobs' calls through the request path's tail.
+#[derive(Debug, Clone)]
+pub struct JobRunner {
+    router: Router,
+    services: Arc<Services>,
+    limits: Option<Arc<Limits>>,
+    max_result_bytes: usize,
+}
+
+impl JobRunner {
+    pub(super) fn new(
+        router: Router,
+        services: Arc<Services>,
+        limits: Option<Arc<Limits>>,
+        max_result_bytes: usize,
+    ) -> Self {
+        Self {
+            router,
+            services,
+            limits,
+            max_result_bytes,
+        }
+    }
+
+    /// The job's call as the phases would have left it: head, connection, route,
+    /// classification, principal.
+    fn exchange(
+        &self,
+        job: &Job,
+        body: &Bytes,
+    ) -> Result<(Exchange, Arc<Upstream>, http::Uri), String> {
+        let r = &job.request;
+        let mut builder = Request::builder().method(Method::POST).uri(r.path.as_str());
+        for (name, value) in &r.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                builder = builder.header(n, v);
+            }
+        }
+        let (mut head, ()) = builder
+            .body(())
+            .map_err(|e| format!("stored request: {e}"))?
+            .into_parts();
+        // The job reads progress from an event stream, and its body is its own.
+        head.headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        head.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        head.headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let ip: IpAddr = r.client_ip.parse().unwrap_or(Ipv4Addr::LOCALHOST.into());
+        let mut ex = Exchange::new(head, ConnInfo::new(SocketAddr::new(ip, 0), r.tls));
+        let (upstream, rest) = self
+            .router
+            .route(ex.head.uri.path())
+            .ok_or_else(|| format!("`{}` no longer routes to an upstream", r.path))?;
+        if *upstream.name != *r.upstream {
+            return Err(format!(
+                "`{}` now routes to upstream `{}`, not `{}`",
+                r.path, upstream.name, r.upstream
+            ));
+        }
+        let uri = upstream
+            .upstream_uri_for(&ex.head.uri, rest)
+            .map_err(|e| format!("cannot map path to upstream: {e}"))?;
+        let upstream = upstream.clone();
+        ex.upstream = Some(upstream.clone());
+        ex.classified = Some(mcp::classify(body).map_err(|e| format!("stored call: {e}"))?);
+        ex.principal = r.principal.as_ref().map(|p| Arc::new(principal(p)));
+        Ok((ex, upstream, uri))
+    }
+}
+
+/// The principal a stored job carries: enough for the claim headers and the logs.
+fn principal(p: &StoredPrincipal) -> Principal {
+    let source = match p.source.split_once(':') {
+        Some(("jwt", id)) => Source::Jwt(id.to_owned()),
+        Some((_, id)) => Source::ApiKey(id.to_owned()),
+        None => Source::ApiKey(p.source.clone()),
+    };
+    let claim_headers = p
+        .claim_headers
+        .iter()
+        .filter_map(|(n, v)| {
+            Some((
+                HeaderName::from_bytes(n.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect();
+    Principal {
+        subject: p.subject.clone(),
+        source,
+        scopes: Vec::new(),
+        audiences: Vec::new(),
+        audience_accepted_everywhere: false,
+        claim_headers,
+    }
+}
+
+impl Runner for JobRunner {
+    fn run(&self, job: &Job, progress: ProgressSink) -> BoxFuture<'static, RunOutcome> {
+        let this = self.clone();
+        let body = Bytes::from(job.request.body.clone());
+        let prepared = this.exchange(job, &body);
+        let jsonrpc_id: Option<Value> = serde_json::from_str(&job.request.jsonrpc_id).ok();
+        let request_id = HeaderValue::from_str(&format!("job-{}-{}", job.id, job.attempts))
+            .unwrap_or(HeaderValue::from_static("job"));
+        Box::pin(async move {
+            let (mut ex, upstream, uri) = match prepared {
+                Ok(p) => p,
+                Err(message) => {
+                    return RunOutcome::Failed {
+                        reason: FailReason::Internal,
+                        message,
+                    };
+                }
+            };
+            let mut held = Held::default();
+            if let Some(limits) = &this.limits
+                && let Err(err) = limits.reserve_upstream(&mut ex, &mut held)
+            {
+                return not_sent_or_failed(err);
+            }
+            let tail = Tail {
+                services: this.services.clone(),
+                upstream,
+                ex,
+                uri,
+                body: full(body.clone()),
+                replay: Some(body),
+                request_id,
+                held,
+            };
+            let (result, _facts) = tail.run().await;
+            match result {
+                Ok((response, sse)) => {
+                    read_answer(
+                        response,
+                        sse,
+                        jsonrpc_id.as_ref(),
+                        &progress,
+                        this.max_result_bytes,
+                    )
+                    .await
+                }
+                Err(err) => not_sent_or_failed(err),
+            }
+        })
+    }
+
+    fn cancel(&self, job: &Job, reason: &str) -> BoxFuture<'static, ()> {
+        let this = self.clone();
+        let mut job = job.clone();
+        let id: Value = serde_json::from_str(&job.request.jsonrpc_id).unwrap_or(Value::Null);
+        let notification = serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": reason},
+        });
+        job.request.body = notification.to_string();
+        let job_id = job.id;
+        Box::pin(async move {
+            let body = Bytes::from(job.request.body.clone());
+            let (ex, upstream, uri) = match this.exchange(&job, &body) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(job = %job_id, error = %e, "cannot send notifications/cancelled");
+                    return;
+                }
+            };
+            // A notification is never held back by the breaker or the caps: it must reach
+            // the backend's session.
+            let tail = Tail {
+                services: this.services.clone(),
+                upstream,
+                ex,
+                uri,
+                body: full(body),
+                replay: None,
+                request_id: HeaderValue::from_static("job-cancel"),
+                held: Held::default(),
+            };
+            match tail.run().await.0 {
+                Ok((response, _)) => {
+                    // Read the (empty) answer so the connection goes back to the pool.
+                    let _ = response.into_body().collect().await;
+                    tracing::debug!(job = %job_id, "notifications/cancelled sent");
+                }
+                Err(e) => {
+                    tracing::debug!(job = %job_id, error = %e, "notifications/cancelled failed");
+                }
+            }
+        })
+    }
+}
+
+/// A refusal before anything was sent waits and tries again; anything else fails the job.
+fn not_sent_or_failed(err: ProxyError) -> RunOutcome {
+    match err {
+        ProxyError::CircuitOpen { retry_after, .. } | ProxyError::Overloaded { retry_after, .. } => {
+            RunOutcome::NotSent {
+                retry_after,
+                why: err.to_string(),
+            }
+        }
+        ProxyError::LocalResourceExhausted { .. } => RunOutcome::NotSent {
+            retry_after: LOCAL_SHORTAGE_WAIT,
+            why: err.to_string(),
+        },
+        other => RunOutcome::Failed {
+            reason: FailReason::Upstream,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Reads the upstream's answer to a job's call: the JSON-RPC response to it (from a JSON body
+/// or an event stream), relaying progress on the way.
+async fn read_answer(
+    response: http::Response<ProxyBody>,
+    sse: bool,
+    id: Option<&Value>,
+    progress: &ProgressSink,
+    max_bytes: usize,
+) -> RunOutcome {
+    let status = response.status();
+    let mut body = response.into_body();
+    if sse {
+        return read_stream(&mut body, id, progress, max_bytes).await;
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    if buf.len() + data.len() > max_bytes {
+                        return too_large(max_bytes);
+                    }
+                    buf.extend_from_slice(data);
+                }
+            }
+            Err(e) => {
+                return RunOutcome::Failed {
+                    reason: FailReason::Upstream,
+                    message: format!("reading the upstream's answer: {e}"),
+                };
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    if let Some(answer) = answer_to(&text, id) {
+        return RunOutcome::Answered(answer);
+    }
+    let snippet: String = text.chars().take(ERROR_SNIPPET_BYTES).collect();
+    RunOutcome::Failed {
+        reason: FailReason::BadAnswer,
+        message: if status == StatusCode::OK {
+            format!("the upstream's answer is not a JSON-RPC response to the call: {snippet}")
+        } else {
+            format!("the upstream answered HTTP {status}: {snippet}")
+        },
+    }
+}
+
+async fn read_stream(
+    body: &mut ProxyBody,
+    id: Option<&Value>,
+    progress: &ProgressSink,
+    max_bytes: usize,
+) -> RunOutcome {
+    let token = progress.token();
+    let mut splitter = mcp::sse::EventSplitter::default();
+    let mut pending = BytesMut::new();
+    let mut scanned = 0;
+    let mut total = 0usize;
+    let mut at_start = true;
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            Err(e) => {
+                return RunOutcome::Failed {
+                    reason: FailReason::Upstream,
+                    message: format!("the upstream's event stream broke: {e}"),
+                };
+            }
+        };
+        total += data.len();
+        if total > max_bytes {
+            return too_large(max_bytes);
+        }
+        pending.extend_from_slice(&data);
+        while let Some(end) = splitter.find_event_end(&pending[scanned..]) {
+            let event = pending.split_to(scanned + end);
+            scanned = 0;
+            let decoded = mcp::sse::decode(&event, at_start);
+            at_start = false;
+            let Some(decoded) = decoded else { continue };
+            if decoded.event_type != "message" {
+                continue;
+            }
+            if let Some(answer) = answer_to(&decoded.data, id) {
+                return RunOutcome::Answered(answer);
+            }
+            if let Some(p) = progress_of(&decoded.data, &token) {
+                progress.report(p).await;
+            }
+        }
+        scanned = pending.len();
+    }
+    RunOutcome::Failed {
+        reason: FailReason::Upstream,
+        message: "the upstream's event stream ended without an answer to the call".to_owned(),
+    }
+}
+
+fn too_large(max_bytes: usize) -> RunOutcome {
+    RunOutcome::Failed {
+        reason: FailReason::ResultTooLarge,
+        message: format!("the answer is larger than jobs.max_result_bytes ({max_bytes} bytes)"),
+    }
+}
+
+/// `text` itself when it is a JSON-RPC response (result or error) to the call with `id`.
+fn answer_to(text: &str, id: Option<&Value>) -> Option<String> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let object = value.as_object()?;
+    let is_response = object.contains_key("result") || object.contains_key("error");
+    (is_response && object.get("id") == id).then(|| text.trim().to_owned())
+}
+
+/// The progress in `text` when it is a `notifications/progress` for `token`.
+fn progress_of(text: &str, token: &str) -> Option<Progress> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    if value.get("method")?.as_str()? != "notifications/progress" {
+        return None;
+    }
+    let params = value.get("params")?;
+    if params.get("progressToken")?.as_str()? != token {
+        return None;
+    }
+    Some(Progress {
+        progress: params.get("progress")?.as_f64()?,
+        total: params.get("total").and_then(Value::as_f64),
+        message: params
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_response_with_the_calls_id_is_the_answer() {
+        let id = json!(7);
+        assert!(answer_to(r#"{"jsonrpc":"2.0","id":7,"result":{}}"#, Some(&id)).is_some());
+        assert!(answer_to(r#"{"jsonrpc":"2.0","id":7,"error":{"code":1}}"#, Some(&id)).is_some());
+        assert!(answer_to(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#, Some(&id)).is_none());
+        assert!(answer_to(r#"{"jsonrpc":"2.0","method":"x"}"#, Some(&id)).is_none());
+        assert!(answer_to("not json", Some(&id)).is_none());
+    }
+
+    #[test]
+    fn progress_is_taken_only_for_the_jobs_token() {
+        let n = |token: &str| {
+            json!({"jsonrpc":"2.0","method":"notifications/progress",
+                "params":{"progressToken":token,"progress":2,"total":5,"message":"m"}})
+            .to_string()
+        };
+        assert_eq!(
+            progress_of(&n("job-1"), "job-1"),
+            Some(Progress {
+                progress: 2.0,
+                total: Some(5.0),
+                message: Some("m".into())
+            })
+        );
+        assert_eq!(progress_of(&n("other"), "job-1"), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! The HTTP front end of the job engine, for orchestrators, scripts and curl.
+//!
+//! | Request | Answer |
+//! | --- | --- |
+//! | `POST <mount>` with `Prefer: respond-async`, or `POST /jobs/<mount>` | `202`, `Location`, the job |
+//! | `GET /jobs/{id}` | the job: status, progress, timestamps |
+//! | `GET /jobs/{id}/result` | the JSON-RPC response once it ended; `409` + `Retry-After` before |
+//! | `GET /jobs/{id}/events` | SSE: the current state, then every change until the end |
+//! | `DELETE /jobs/{id}` | cancels it; the job as it is then |
+//! | `GET /jobs?upstream=NAME` | the caller's jobs on that upstream, newest first, paginated |
+//!
+//! Submission is a phase of the request path ([`JobApi::offload`], after authorization and rate
+//! limits, so a job is admitted exactly as a live call would be). The other routes are answered
+//! here after the Host/Origin check and authentication against the job's upstream; a job that
+//! is not the caller's is `404`, never `403`.
+
+mod render;
+mod submit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+
+use crate::auth::Auth;
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::exchange::{Exchange, Outcome, Policy, Step};
+use crate::jobs::{Cursor, JobError, JobId, Jobs, Outcome as JobOutcome, Owner};
+use crate::principal::Source;
+use crate::upstream::{Router, Upstream};
+
+pub use render::job_json;
+
+/// Jobs listed per page unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 50;
+/// Most jobs per page: a page is read and rendered whole.
+const MAX_PAGE: usize = 500;
+/// How long `DELETE` waits for a working job's call to be abandoned and the job written as
+/// cancelled: the worker notices at once; this only bounds a slow store.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// The job API: the engine, where it is served, and what it needs to authenticate callers.
+#[derive(Debug, Clone)]
+pub struct JobApi {
+    jobs: Jobs,
+    prefix: Arc<str>,
+    router: Router,
+}
+
+/// What the job phase keeps for one request.
+#[derive(Debug, Default)]
+pub struct JobState {
+    /// The request came as `POST /jobs/<mount>`: it must become a job.
+    pub forced: bool,
+}
+
+impl Policy for JobApi {
+    type State = JobState;
+}
+
+/// A request for one of the job API's own routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /jobs/<mount>`: submit to the upstream at `<mount>` (the request goes on through
+    /// the phases with this path).
+    Submit(String),
+    /// `GET /jobs`.
+    List,
+    /// `GET /jobs/{id}`.
+    Status(String),
+    /// `GET /jobs/{id}/result`.
+    Result(String),
+    /// `GET /jobs/{id}/events`.
+    Events(String),
+    /// `DELETE /jobs/{id}`.
+    Cancel(String),
+    /// A method the route does not take.
+    Method(String),
+}
+
+impl JobApi {
+    /// The API over `jobs`, served under `prefix`, for the upstreams of `router`.
+    pub fn new(jobs: Jobs, prefix: &str, router: Router) -> Self {
+        Self {
+            jobs,
+            prefix: prefix.into(),
+            router,
+        }
+    }
+
+    /// The engine.
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// The job API's route for `method` and `path`, or `None` when the path is not under the
+    /// prefix (an ordinary request).
+    pub fn route(&self, method: &Method, path: &str) -> Option<Route> {
+        let rest = path.strip_prefix(&*self.prefix)?;
+        if rest.is_empty() {
+            return Some(match *method {
+                Method::GET => Route::List,
+                _ => Route::Method(method.to_string()),
+            });
+        }
+        let rest = rest.strip_prefix('/')?;
+        if *method == Method::POST {
+            return Some(Route::Submit(format!("/{rest}")));
+        }
+        let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let id = id.to_owned();
+        Some(match (method.clone(), tail) {
+            (Method::GET, "") => Route::Status(id),
+            (Method::DELETE, "") => Route::Cancel(id),
+            (Method::GET, "result") => Route::Result(id),
+            (Method::GET, "events") => Route::Events(id),
+            _ => Route::Method(method.to_string()),
+        })
+    }
+
+    /// The job phase of a routed, authorized, admitted POST: submits it as a job when the
+    /// caller asked (`Prefer: respond-async`, or `POST /jobs/<mount>`), refuses a live call to
+    /// a tool that runs only as a job, and lets everything else go on live.
+    pub async fn offload(&self, ex: &mut Exchange, state: &mut JobState) -> Outcome {
+        submit::offload(self, ex, state).await
+    }
+
+    /// Answers a job API route other than `Submit`: Host/Origin check and authentication
+    /// against the job's upstream first, then the owner check.
+    pub async fn serve(&self, ex: &mut Exchange, auth: &Auth, route: Route) -> Outcome {
+        let (id, upstream) = match &route {
+            Route::Method(method) => {
+                return Err(ProxyError::MethodNotAllowed {
+                    method: method.clone(),
+                });
+            }
+            Route::Submit(_) => return Ok(Step::Next),
+            Route::List => (None, self.list_upstream(ex)?),
+            Route::Status(id) | Route::Result(id) | Route::Events(id) | Route::Cancel(id) => {
+                let job_id = JobId::parse(id).ok_or_else(|| not_found(id))?;
+                let upstream = self
+                    .jobs
+                    .upstream_of(job_id)
+                    .await
+                    .map_err(|e| job_error(e, id))?
+                    .and_then(|name| self.upstream_named(&name))
+                    .ok_or_else(|| not_found(id))?;
+                (Some(job_id), upstream)
+            }
+        };
+        ex.upstream = Some(upstream.clone());
+        if let Step::Answer(a) = auth.check_host_origin(ex, &mut ())? {
+            return Ok(Step::Answer(a));
+        }
+        if let Step::Answer(a) = auth.authenticate(ex, &mut ()).await? {
+            return Ok(Step::Answer(a));
+        }
+        let owner = owner_of(ex);
+        let prefix = &*self.prefix;
+        let answer = match (route, id) {
+            (Route::List, _) => self.list(ex, &owner, &upstream.name).await?,
+            (Route::Status(text), Some(id)) => {
+                let job = self.jobs.get(id, &owner).await.map_err(|e| job_error(e, &text))?;
+                render::json(StatusCode::OK, &job_json(&job.state(), prefix))
+            }
+            (Route::Result(text), Some(id)) => {
+                let job = self.jobs.get(id, &owner).await.map_err(|e| job_error(e, &text))?;
+                match &job.outcome {
+                    Some(JobOutcome::Answered { response }) => {
+                        render::raw_json(StatusCode::OK, Bytes::from(response.clone()))
+                    }
+                    Some(outcome) => render::json(
+                        StatusCode::OK,
+                        &render::unanswered(&job, outcome),
+                    ),
+                    None => {
+                        return Err(ProxyError::JobNotFinished {
+                            id: text,
+                            status: job.status.as_str(),
+                        });
+                    }
+                }
+            }
+            (Route::Events(text), Some(id)) => {
+                let last = last_event_id(&ex.head.headers);
+                let (state, rx) = self
+                    .jobs
+                    .follow(id, &owner)
+                    .await
+                    .map_err(|e| job_error(e, &text))?;
+                render::events(state, rx, last, self.prefix.clone(), self.jobs.clone(), owner)
+            }
+            (Route::Cancel(text), Some(id)) => {
+                let state = self
+                    .jobs
+                    .cancel(id, &owner, CANCEL_WAIT)
+                    .await
+                    .map_err(|e| job_error(e, &text))?;
+                render::json(StatusCode::OK, &job_json(&state, prefix))
+            }
+            _ => return Err(ProxyError::BadRequest("job route without a job id".into())),
+        };
+        Ok(Step::Answer(answer))
+    }
+
+    /// `GET /jobs`: the upstream named by `?upstream=`, or the only one.
+    fn list_upstream(&self, ex: &Exchange) -> Result<Arc<Upstream>, ProxyError> {
+        let named = query_param(ex.head.uri.query(), "upstream");
+        match named {
+            Some(name) => self.upstream_named(&name).ok_or_else(|| {
+                ProxyError::BadRequest(format!("`upstream={name}` names no upstream"))
+            }),
+            None => match self.router.upstreams() {
+                [only] => Ok(only.clone()),
+                _ => Err(ProxyError::BadRequest(
+                    "several upstreams: name one with `?upstream=NAME` to list its jobs".into(),
+                )),
+            },
+        }
+    }
+
+    fn upstream_named(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.router
+            .upstreams()
+            .iter()
+            .find(|u| &*u.name == name)
+            .cloned()
+    }
+
+    async fn list(
+        &self,
+        ex: &Exchange,
+        owner: &Owner,
+        upstream: &str,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let query = ex.head.uri.query();
+        let limit = match query_param(query, "limit") {
+            None => DEFAULT_PAGE,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_PAGE).contains(l))
+                .ok_or_else(|| {
+                    ProxyError::BadRequest(format!(
+                        "`limit={l}` must be a whole number from 1 to {MAX_PAGE}"
+                    ))
+                })?,
+        };
+        let after = match query_param(query, "cursor") {
+            None => None,
+            Some(c) => Some(parse_cursor(&c).ok_or_else(|| {
+                ProxyError::BadRequest(format!("`cursor={c}` is not a cursor this API gave"))
+            })?),
+        };
+        let jobs = self
+            .jobs
+            .list(owner, upstream, after, limit)
+            .await
+            .map_err(|e| job_error(e, ""))?;
+        let next = (jobs.len() == limit)
+            .then(|| jobs.last().map(|j| format!("{}-{}", j.created_ms, j.id)))
+            .flatten();
+        let body = serde_json::json!({
+            "jobs": jobs.iter().map(|j| job_json(j, &self.prefix)).collect::<Vec<_>>(),
+            "nextCursor": next,
+        });
+        Ok(render::json(StatusCode::OK, &body))
+    }
+}
+
+/// The owner key of the request's caller: the principal, or the client's address when the
+/// upstream is public.
+pub fn owner_of(ex: &Exchange) -> Owner {
+    match ex.principal.as_deref() {
+        Some(p) => match &p.source {
+            Source::ApiKey(id) => Owner::new(format!("api_key:{id}")),
+            Source::Jwt(issuer) => Owner::new(format!("jwt:{issuer}:{}", p.subject)),
+        },
+        None => Owner::new(format!("ip:{}", ex.conn.remote.ip())),
+    }
+}
+
+fn not_found(id: &str) -> ProxyError {
+    ProxyError::JobNotFound {
+        id: id.escape_default().to_string(),
+    }
+}
+
+/// The answer to an engine error.
+fn job_error(err: JobError, id: &str) -> ProxyError {
+    match err {
+        JobError::NotFound => not_found(id),
+        JobError::QueueFull { limit } => ProxyError::JobQueueFull { limit },
+        JobError::IdempotencyMismatch => ProxyError::IdempotencyKeyReused { key: String::new() },
+        e @ (JobError::ShuttingDown | JobError::Store(_) | JobError::UnknownUpstream(_)) => {
+            ProxyError::JobsUnavailable(e.to_string())
+        }
+    }
+}
+
+/// The value of `name` in a query string (first occurrence, percent-decoded).
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| crate::resilience::percent_decode(v).unwrap_or_else(|| v.to_owned()))
+    })
+}
+
+/// `<created_ms>-<id>`, as `nextCursor` gives it.
+fn parse_cursor(text: &str) -> Option<Cursor> {
+    let (ms, id) = text.split_once('-')?;
+    Some(Cursor {
+        created_ms: ms.parse().ok()?,
+        id: JobId::parse(id)?,
+    })
+}
+
+/// `Last-Event-ID` as a job event sequence number.
+fn last_event_id(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+#[path = "job_api_tests.rs"]
+mod tests;

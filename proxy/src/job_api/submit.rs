@@ -1,0 +1,358 @@
+//! The job phase: turning an admitted `tools/call` into a job (`Prefer: respond-async`,
+//! RFC 7240, or `POST /jobs/<mount>`), and the per-tool `offload` mode.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::{JobApi, JobState, job_error, owner_of, render};
+use crate::config::Offload;
+use crate::error::ProxyError;
+use crate::exchange::{Exchange, Outcome, Step};
+use crate::glob::glob_match;
+use crate::jobs::model::{Idempotency, JobRequest, StoredPrincipal};
+use crate::jobs::{JobError, JobId, NewJob, Submitted, progress_token};
+use crate::mcp::{Classified, Kind};
+
+/// Longest `Prefer: wait` honoured. The connection carries nothing while it waits; half the
+/// 60 s idle cut of common load balancers keeps the wait itself from being cut.
+const MAX_PREFER_WAIT: Duration = Duration::from_secs(30);
+/// Longest `Idempotency-Key` accepted (the IETF draft sets none; Stripe's is 255).
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The `Prefer` preferences the job API honours.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Prefer {
+    pub(super) respond_async: bool,
+    pub(super) wait: Option<Duration>,
+}
+
+/// Reads every `Prefer` field: comma-separated preferences, names case-insensitive,
+/// parameters after `;` ignored (RFC 7240 §2). Unknown preferences are ignored, as the RFC says.
+pub(super) fn prefer(headers: &HeaderMap) -> Prefer {
+    let mut out = Prefer::default();
+    for value in headers.get_all("prefer") {
+        let Ok(value) = value.to_str() else { continue };
+        for pref in value.split(',') {
+            let pref = pref.split(';').next().unwrap_or("").trim();
+            let (name, val) = match pref.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (pref, None),
+            };
+            if name.eq_ignore_ascii_case("respond-async") {
+                out.respond_async = true;
+            } else if name.eq_ignore_ascii_case("wait")
+                && let Some(secs) = val.and_then(|v| v.parse::<u64>().ok())
+            {
+                out.wait = Some(Duration::from_secs(secs).min(MAX_PREFER_WAIT));
+            }
+        }
+    }
+    out
+}
+
+/// Request fields that never go into a stored job: the client's credentials (never written to
+/// disk; the backend gets the sidecar's own), framing and hop-by-hop fields, and the job API's
+/// own fields.
+const NOT_STORED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "prefer",
+    "idempotency-key",
+    "accept",
+    "content-type",
+];
+
+pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobState) -> Outcome {
+    let forced = state.forced;
+    let message = ex
+        .classified
+        .as_ref()
+        .and_then(Classified::single)
+        .filter(|m| m.kind == Kind::Request);
+    let Some(message) = message else {
+        return if forced {
+            Err(ProxyError::OffloadNotAllowed(
+                "a job is one JSON-RPC request (not a notification, response or batch)".into(),
+            ))
+        } else {
+            Ok(Step::Next)
+        };
+    };
+    let Some(upstream) = ex.upstream.clone() else {
+        return Ok(Step::Next);
+    };
+    let is_call = message.method.as_deref() == Some("tools/call");
+    let tool = message.tool.clone();
+    let tool_config = tool
+        .as_deref()
+        .filter(|_| is_call)
+        .and_then(|t| upstream.config.tool.iter().find(|c| glob_match(&c.name, t)));
+    let mode = tool_config.map_or(Offload::Allowed, |t| t.offload);
+    let prefer = if forced || ex.head.headers.contains_key("prefer") {
+        prefer(&ex.head.headers)
+    } else {
+        Prefer::default()
+    };
+    let wants_job = forced || prefer.respond_async;
+    if !wants_job {
+        if is_call && mode == Offload::Required {
+            return Err(ProxyError::OffloadRequired {
+                tool: tool.unwrap_or_default(),
+                submit: format!("{}{}", api.prefix, ex.head.uri.path()),
+            });
+        }
+        return Ok(Step::Next);
+    }
+    if !is_call {
+        // A preference may be ignored (RFC 7240): other methods answer live.
+        return if forced {
+            Err(ProxyError::OffloadNotAllowed(format!(
+                "only tools/call runs as a job, not `{}`",
+                message.method.as_deref().unwrap_or("")
+            )))
+        } else {
+            Ok(Step::Next)
+        };
+    }
+    if mode == Offload::Never {
+        return if forced {
+            Err(ProxyError::OffloadNotAllowed(format!(
+                "tool `{}` does not run as a job (offload = \"never\")",
+                tool.unwrap_or_default()
+            )))
+        } else {
+            Ok(Step::Next)
+        };
+    }
+    let idempotency_key = idempotency_key(&ex.head.headers)?;
+    let id = JobId::random().ok_or_else(|| {
+        ProxyError::JobsUnavailable("the system random number generator failed".into())
+    })?;
+    let Some(body) = ex.body.clone() else {
+        return Ok(Step::Next);
+    };
+    let owner = owner_of(ex);
+    let deadline = tool_config
+        .and_then(|t| t.job_deadline.or(t.timeout))
+        .unwrap_or(upstream.config.response_timeout);
+    let new = NewJob {
+        id,
+        owner: owner.clone(),
+        method: "tools/call".to_owned(),
+        tool,
+        request: JobRequest {
+            upstream: upstream.name.to_string(),
+            path: ex
+                .head
+                .uri
+                .path_and_query()
+                .map_or_else(|| ex.head.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            headers: stored_headers(&ex.head.headers),
+            body: with_progress_token(&body, &progress_token(id))?,
+            client_ip: ex.conn.remote.ip().to_string(),
+            tls: ex.conn.tls,
+            principal: ex.principal.as_deref().map(|p| StoredPrincipal {
+                subject: p.subject.clone(),
+                source: p.source_label(),
+                claim_headers: p
+                    .claim_headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_owned())))
+                    .collect(),
+            }),
+            jsonrpc_id: message
+                .id
+                .as_ref()
+                .map_or_else(|| "null".to_owned(), Value::to_string),
+        },
+        idempotency: idempotency_key.clone().map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint(&body),
+        }),
+        deadline,
+        rerun_on_restart: tool_config.is_some_and(|t| t.idempotent),
+    };
+    // Boxed: only a job pays for the submission's future, not every request's phases.
+    Box::pin(submit(api, new, owner, prefer, idempotency_key)).await
+}
+
+/// Stores the job (durably) and answers: `202`, or the result itself when it came within
+/// `Prefer: wait`.
+async fn submit(
+    api: &JobApi,
+    new: NewJob,
+    owner: crate::jobs::Owner,
+    prefer: Prefer,
+    idempotency_key: Option<String>,
+) -> Outcome {
+    let submitted = api.jobs.submit(new).await.map_err(|e| match e {
+        JobError::IdempotencyMismatch => ProxyError::IdempotencyKeyReused {
+            key: idempotency_key.clone().unwrap_or_default(),
+        },
+        e => job_error(e, ""),
+    })?;
+    let (job, replayed) = match submitted {
+        Submitted::New(job) => (job, false),
+        Submitted::Replayed(job) => (job, true),
+    };
+    if let Some(wait) = prefer.wait.filter(|w| !w.is_zero())
+        && let Ok(done) = api.jobs.wait(job.id, &owner, wait).await
+        && let Some(crate::jobs::Outcome::Answered { response }) = &done.outcome
+    {
+        let mut answer = render::raw_json(StatusCode::OK, bytes::Bytes::from(response.clone()));
+        render::locate(answer.headers_mut(), &api.prefix, job.id);
+        return Ok(Step::Answer(answer));
+    }
+    Ok(Step::Answer(render::accepted(
+        &job,
+        &api.prefix,
+        prefer.respond_async,
+        replayed,
+    )))
+}
+
+/// `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header: a structured string, so
+/// quotes are taken off): 1 to 255 visible ASCII characters, one field.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProxyError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ProxyError::BadRequest(
+            "more than one Idempotency-Key field".into(),
+        ));
+    }
+    let text = value.to_str().unwrap_or("").trim();
+    let key = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ProxyError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// SHA-256 of the request body, hex: what makes "the same request" for an idempotency key.
+fn fingerprint(body: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
+        .filter(|(name, _)| !is_connection_named(headers, name))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+/// Whether `Connection` names `name` (hop-by-hop by declaration).
+fn is_connection_named(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+    })
+}
+
+/// The call with the sidecar's `progressToken` in `params._meta` (replacing the client's: the
+/// job's followers get the progress, not the client's connection).
+fn with_progress_token(body: &[u8], token: &str) -> Result<String, ProxyError> {
+    let bad = |why: &str| ProxyError::BadRequest(format!("cannot run this call as a job: {why}"));
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
+    let object = value.as_object_mut().ok_or_else(|| bad("not a JSON object"))?;
+    let params = object
+        .entry("params")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| bad("`params` is not an object"))?;
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| bad("`params._meta` is not an object"))?;
+    meta.insert("progressToken".to_owned(), Value::String(token.to_owned()));
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn prefer_reads_respond_async_and_wait_across_fields_and_case() {
+        let p = prefer(&headers(&[("prefer", "handling=lenient, Respond-Async; x=1"), ("prefer", "wait=10")]));
+        assert_eq!(p, Prefer { respond_async: true, wait: Some(Duration::from_secs(10)) });
+        let p = prefer(&headers(&[("prefer", "wait=100000")]));
+        assert_eq!(p.wait, Some(MAX_PREFER_WAIT));
+        assert!(!prefer(&headers(&[("prefer", "respond-asynchronously")])).respond_async);
+    }
+
+    #[test]
+    fn idempotency_key_is_unquoted_bounded_and_single() {
+        assert_eq!(idempotency_key(&headers(&[("idempotency-key", "\"abc\"")])).unwrap().as_deref(), Some("abc"));
+        assert!(idempotency_key(&headers(&[("idempotency-key", "")])).is_err());
+        assert!(idempotency_key(&headers(&[("idempotency-key", &"k".repeat(256))])).is_err());
+        assert!(idempotency_key(&headers(&[("idempotency-key", "a"), ("idempotency-key", "b")])).is_err());
+        assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn credentials_and_framing_are_never_stored() {
+        let h = headers(&[
+            ("authorization", "Bearer secret"),
+            ("x-api-key", "secret"),
+            ("mcp-session-id", "s1"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("traceparent", "00-abc"),
+        ]);
+        let stored = stored_headers(&h);
+        let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["mcp-session-id", "traceparent"]);
+    }
+
+    #[test]
+    fn the_progress_token_replaces_the_clients() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":"mine"}}}"#;
+        let out: Value = serde_json::from_str(&with_progress_token(body, "job-x").unwrap()).unwrap();
+        assert_eq!(out["params"]["_meta"]["progressToken"], "job-x");
+        assert_eq!(out["params"]["name"], "t");
+        assert!(with_progress_token(br#"{"params":[1]}"#, "t").is_err());
+    }
+}

@@ -1,0 +1,571 @@
+//! The engine's shared state and the operations its front ends call: submit, read, follow,
+//! cancel, list. Every write to an unfinished job goes through that job's [`Live`] entry, one at
+//! a time, so the stored record, the in-memory copy and the events followers see never
+//! disagree. The workers that run jobs are in [`super::worker`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::JobMetrics;
+use super::model::{
+    FailReason, Idempotency, Job, JobId, JobRequest, JobState, Outcome, Owner, Progress, Status,
+};
+use super::runner::Runner;
+use super::store::{Created, Cursor, Durability, JobStore, StoreError};
+use super::worker::Lane;
+use super::{JobError, Settings};
+
+/// Events kept for a follower that is behind; one that falls further behind is sent the
+/// current state instead (progress is cumulative, so nothing is lost by skipping).
+const EVENT_BUFFER: usize = 64;
+/// Progress is written to the store at most this often per job (without fsync): the job's end
+/// writes the final state durably anyway, and a chatty tool must not turn into a write storm.
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// A terminal write that fails is tried this many times before the job is left in memory
+/// only (and the failure logged): losing an acknowledged result is the one thing not allowed.
+const FINAL_WRITE_ATTEMPTS: u32 = 5;
+
+/// Wall-clock milliseconds that advance with tokio's clock: taken from the system clock once,
+/// then moved by the monotonic clock, so job timestamps survive restarts, do not jump with the
+/// system clock during a run, and follow paused time in tests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base_ms: u64,
+    base: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        let base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            base_ms,
+            base: Instant::now(),
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
+}
+
+/// Milliseconds in `d`, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An unfinished job's in-memory side: its latest record (the writer's lock), its followers'
+/// channel and its cancellation.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) state: tokio::sync::Mutex<LiveState>,
+    pub(crate) events: broadcast::Sender<JobState>,
+    /// The owner asked to cancel a working job: its worker abandons the call.
+    pub(crate) cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+pub(crate) struct LiveState {
+    /// The record; `version` is the stored one, other fields may be ahead of the store
+    /// (progress not yet written).
+    pub(crate) job: Job,
+    /// When progress was last written.
+    progress_written: Option<Instant>,
+}
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id (the front end chooses it: the call it stores names the job, in its
+    /// `progressToken`).
+    pub id: JobId,
+    /// Who may see it.
+    pub owner: Owner,
+    /// The JSON-RPC method.
+    pub method: String,
+    /// The tool of a `tools/call`.
+    pub tool: Option<String>,
+    /// The call.
+    pub request: JobRequest,
+    /// `Idempotency-Key` and body digest.
+    pub idempotency: Option<Idempotency>,
+    /// How long it may take in all.
+    pub deadline: Duration,
+    /// Whether it may be sent again after an interruption.
+    pub rerun_on_restart: bool,
+}
+
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// A new job was stored.
+    New(JobState),
+    /// The `Idempotency-Key` names this existing job; nothing new was stored or sent.
+    Replayed(JobState),
+}
+
+/// The engine: store, settings, live jobs, lanes.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: JobMetrics,
+    pub(crate) clock: Clock,
+    live: Mutex<HashMap<JobId, Arc<Live>>>,
+    pub(crate) lanes: HashMap<String, Arc<Lane>>,
+    /// Jobs queued over all upstreams (the `max_queued` bound).
+    pub(crate) queued: AtomicUsize,
+    pub(crate) global: Arc<tokio::sync::Semaphore>,
+    accepting: AtomicBool,
+    pub(crate) runner: OnceLock<Arc<dyn Runner>>,
+    /// No job starts once set (shutdown began).
+    pub(crate) stop: CancellationToken,
+    /// Running jobs stop once set (the grace period is over).
+    pub(crate) interrupt: CancellationToken,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        store: Arc<dyn JobStore>,
+        settings: Settings,
+        metrics: JobMetrics,
+    ) -> Self {
+        let lanes = settings
+            .upstreams
+            .iter()
+            .map(|u| {
+                metrics.init_upstream(u);
+                (u.clone(), Arc::new(Lane::new(u.clone())))
+            })
+            .collect();
+        Self {
+            store,
+            global: Arc::new(tokio::sync::Semaphore::new(settings.max_running)),
+            settings,
+            metrics,
+            clock: Clock::new(),
+            live: Mutex::new(HashMap::new()),
+            lanes,
+            queued: AtomicUsize::new(0),
+            accepting: AtomicBool::new(true),
+            runner: OnceLock::new(),
+            stop: CancellationToken::new(),
+            interrupt: CancellationToken::new(),
+        }
+    }
+
+    /// Times a store operation and counts its failure.
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = fut.await;
+        self.metrics
+            .store_latency
+            .with_label_values(&[op])
+            .observe(start.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.metrics.store_errors.with_label_values(&[op]).inc();
+            tracing::warn!(op, error = %e, "job store operation failed");
+        }
+        result
+    }
+
+    pub(crate) fn live(&self, id: JobId) -> Option<Arc<Live>> {
+        self.live.lock().ok()?.get(&id).cloned()
+    }
+
+    pub(crate) fn add_live(&self, job: Job) -> Arc<Live> {
+        let id = job.id;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let live = Arc::new(Live {
+            state: tokio::sync::Mutex::new(LiveState {
+                job,
+                progress_written: None,
+            }),
+            events,
+            cancel: CancellationToken::new(),
+        });
+        if let Ok(mut map) = self.live.lock() {
+            map.insert(id, live.clone());
+        }
+        live
+    }
+
+    fn remove_live(&self, id: JobId) {
+        if let Ok(mut map) = self.live.lock() {
+            map.remove(&id);
+        }
+    }
+
+    /// Whether submissions are taken (not after shutdown began).
+    pub(crate) fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// Unfinished jobs, for the operator view: (status, created_ms) of each.
+    pub(crate) fn live_jobs(&self) -> Vec<Arc<Live>> {
+        self.live
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Stores a new job (durably) and queues it; or, for a known `Idempotency-Key`, returns the
+    /// job it names.
+    pub(crate) async fn submit(&self, new: NewJob) -> Result<Submitted, JobError> {
+        let upstream = new.request.upstream.clone();
+        let refuse = |reason: &str| {
+            self.metrics
+                .refused
+                .with_label_values(&[&upstream, reason])
+                .inc();
+        };
+        if !self.accepting() {
+            refuse("shutting_down");
+            return Err(JobError::ShuttingDown);
+        }
+        let Some(lane) = self.lanes.get(&upstream).cloned() else {
+            return Err(JobError::UnknownUpstream(upstream));
+        };
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.settings.max_queued {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            refuse("queue_full");
+            return Err(JobError::QueueFull {
+                limit: self.settings.max_queued,
+            });
+        }
+        let id = new.id;
+        let now = self.clock.now_ms();
+        let deadline_ms = now.saturating_add(millis(new.deadline));
+        let job = Job {
+            id,
+            owner: new.owner,
+            method: new.method,
+            tool: new.tool,
+            status: Status::Queued,
+            progress: None,
+            seq: 1,
+            created_ms: now,
+            updated_ms: now,
+            started_ms: None,
+            finished_ms: None,
+            // Until it ends, a job lives as long as it may run, plus the result's lifetime.
+            expires_ms: deadline_ms.saturating_add(millis(self.settings.result_ttl)),
+            deadline_ms,
+            attempts: 0,
+            rerun_on_restart: new.rerun_on_restart,
+            outcome: None,
+            idempotency: new.idempotency,
+            request: new.request,
+            version: 1,
+        };
+        let created = self.timed("create", self.store.create(job.clone())).await;
+        match created {
+            Ok(Created::New) => {
+                let state = job.state();
+                self.add_live(job);
+                self.metrics.submitted.with_label_values(&[&upstream]).inc();
+                self.metrics.queued.with_label_values(&[&upstream]).inc();
+                tracing::debug!(job = %id, upstream = %upstream, status = "queued", "job transition");
+                lane.push(id);
+                Ok(Submitted::New(state))
+            }
+            Ok(Created::Existing(existing)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                let same = match (&existing.idempotency, &job.idempotency) {
+                    (Some(a), Some(b)) => a.fingerprint == b.fingerprint,
+                    _ => false,
+                };
+                if !same || existing.request.upstream != job.request.upstream {
+                    return Err(JobError::IdempotencyMismatch);
+                }
+                self.metrics.replayed.with_label_values(&[&upstream]).inc();
+                let state = match self.live(existing.id) {
+                    Some(live) => live.state.lock().await.job.state(),
+                    None => existing.state(),
+                };
+                Ok(Submitted::Replayed(state))
+            }
+            Err(e) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                refuse("store");
+                Err(JobError::Store(e))
+            }
+        }
+    }
+
+    pub(crate) async fn upstream_of(&self, id: JobId) -> Result<Option<String>, JobError> {
+        if let Some(live) = self.live(id) {
+            return Ok(Some(live.state.lock().await.job.request.upstream.clone()));
+        }
+        let job = self
+            .timed("get", self.store.get(id))
+            .await
+            .map_err(JobError::Store)?;
+        Ok(job
+            .filter(|j| !j.expired(self.clock.now_ms()))
+            .map(|j| j.request.upstream))
+    }
+
+    /// The job, if `owner` owns it (the freshest copy: a live job's progress may be ahead of
+    /// the store).
+    pub(crate) async fn get(&self, id: JobId, owner: &Owner) -> Result<Job, JobError> {
+        let job = match self.live(id) {
+            Some(live) => live.state.lock().await.job.clone(),
+            None => self
+                .timed("get", self.store.get(id))
+                .await
+                .map_err(JobError::Store)?
+                .ok_or(JobError::NotFound)?,
+        };
+        if &job.owner != owner || job.expired(self.clock.now_ms()) {
+            return Err(JobError::NotFound);
+        }
+        Ok(job)
+    }
+
+    /// The job's current state and, unless it has ended, a receiver of its later events
+    /// (subscribed before the state was read, so nothing falls between them).
+    pub(crate) async fn follow(
+        &self,
+        id: JobId,
+        owner: &Owner,
+    ) -> Result<(JobState, Option<broadcast::Receiver<JobState>>), JobError> {
+        if let Some(live) = self.live(id) {
+            let rx = live.events.subscribe();
+            let job = live.state.lock().await.job.state();
+            let owned = self.get_owner_check(&live, owner).await;
+            if !owned {
+                return Err(JobError::NotFound);
+            }
+            let rx = (!job.status.is_terminal()).then_some(rx);
+            return Ok((job, rx));
+        }
+        Ok((self.get(id, owner).await?.state(), None))
+    }
+
+    async fn get_owner_check(&self, live: &Live, owner: &Owner) -> bool {
+        &live.state.lock().await.job.owner == owner
+    }
+
+    /// Cancels the job: a queued one at once, a working one by abandoning its call (and telling
+    /// the backend). Waits up to `wait` for a working job to end; returns its state then. A job
+    /// that has already ended is returned as it is.
+    pub(crate) async fn cancel(
+        &self,
+        id: JobId,
+        owner: &Owner,
+        wait: Duration,
+    ) -> Result<JobState, JobError> {
+        let Some(live) = self.live(id) else {
+            return Ok(self.get(id, owner).await?.state());
+        };
+        let mut rx = live.events.subscribe();
+        {
+            let mut guard = live.state.lock().await;
+            if &guard.job.owner != owner {
+                return Err(JobError::NotFound);
+            }
+            match guard.job.status {
+                Status::Queued => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.metrics
+                        .queued
+                        .with_label_values(&[&guard.job.request.upstream])
+                        .dec();
+                    let state = self.finish_locked(&live, &mut guard, Outcome::Cancelled).await;
+                    return Ok(state);
+                }
+                Status::Working => live.cancel.cancel(),
+                _ => return Ok(guard.job.state()),
+            }
+        }
+        let ended = tokio::time::timeout(wait, async {
+            loop {
+                match rx.recv().await {
+                    Ok(state) if state.status.is_terminal() => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+        .await;
+        let _ = ended;
+        Ok(live.state.lock().await.job.state())
+    }
+
+    /// The owner's jobs on `upstream`, newest first.
+    pub(crate) async fn list(
+        &self,
+        owner: &Owner,
+        upstream: &str,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<JobState>, JobError> {
+        let jobs = self
+            .timed(
+                "list",
+                self.store
+                    .list(owner.clone(), upstream.to_owned(), after, limit),
+            )
+            .await
+            .map_err(JobError::Store)?;
+        let now = self.clock.now_ms();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs.into_iter().filter(|j| !j.expired(now)) {
+            out.push(match self.live(job.id) {
+                Some(live) => live.state.lock().await.job.state(),
+                None => job.state(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a working job's progress and tells its followers.
+    pub(crate) async fn progress(&self, id: JobId, progress: Progress) {
+        let Some(live) = self.live(id) else { return };
+        let mut guard = live.state.lock().await;
+        if guard.job.status != Status::Working {
+            return;
+        }
+        guard.job.progress = Some(progress);
+        guard.job.seq += 1;
+        guard.job.updated_ms = self.clock.now_ms();
+        let _ = live.events.send(guard.job.state());
+        let due = guard
+            .progress_written
+            .is_none_or(|at| at.elapsed() >= PROGRESS_WRITE_INTERVAL);
+        if due {
+            guard.progress_written = Some(Instant::now());
+            // A lost progress write is superseded by the next one or the job's end.
+            let _ = self.persist(&mut guard.job, Durability::Lazy).await;
+        }
+    }
+
+    /// Writes `job` with the next version (compare-and-set on the current one).
+    pub(crate) async fn persist(
+        &self,
+        job: &mut Job,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let expected = job.version;
+        job.version += 1;
+        let result = self
+            .timed("update", self.store.update(job.clone(), expected, durability))
+            .await;
+        if result.is_err() {
+            job.version = expected;
+        }
+        result
+    }
+
+    /// Moves a job to `Working` (durably: a crash after the call is sent must find it
+    /// working, not queued, so a non-idempotent call is not sent twice).
+    pub(crate) async fn start(&self, live: &Live) -> Result<Job, StoreError> {
+        let mut guard = live.state.lock().await;
+        let now = self.clock.now_ms();
+        guard.job.status = Status::Working;
+        guard.job.started_ms = Some(now);
+        guard.job.updated_ms = now;
+        guard.job.attempts += 1;
+        guard.job.seq += 1;
+        if let Err(e) = self.persist(&mut guard.job, Durability::Sync).await {
+            guard.job.status = Status::Queued;
+            guard.job.attempts -= 1;
+            return Err(e);
+        }
+        let _ = live.events.send(guard.job.state());
+        tracing::debug!(job = %guard.job.id, upstream = %guard.job.request.upstream, status = "working", attempt = guard.job.attempts, "job transition");
+        Ok(guard.job.clone())
+    }
+
+    /// Ends the job with `outcome`, durably, tells its followers and forgets it.
+    pub(crate) async fn finish(&self, live: &Live, outcome: Outcome) -> JobState {
+        let mut guard = live.state.lock().await;
+        self.finish_locked(live, &mut guard, outcome).await
+    }
+
+    async fn finish_locked(
+        &self,
+        live: &Live,
+        guard: &mut LiveState,
+        outcome: Outcome,
+    ) -> JobState {
+        let job = &mut guard.job;
+        if job.status.is_terminal() {
+            return job.state();
+        }
+        let now = self.clock.now_ms();
+        let was = job.status;
+        job.status = match &outcome {
+            Outcome::Answered { .. } => Status::Completed,
+            Outcome::Failed { .. } => Status::Failed,
+            Outcome::Cancelled => Status::Cancelled,
+        };
+        job.outcome = Some(outcome);
+        job.finished_ms = Some(now);
+        job.updated_ms = now;
+        job.expires_ms = now.saturating_add(millis(self.settings.result_ttl));
+        job.seq += 1;
+        let mut written = false;
+        for attempt in 1..=FINAL_WRITE_ATTEMPTS {
+            match self.persist(job, Durability::Sync).await {
+                Ok(()) => {
+                    written = true;
+                    break;
+                }
+                Err(StoreError::NotFound(_)) => break,
+                Err(_) if attempt < FINAL_WRITE_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(_) => {}
+            }
+        }
+        let state = job.state();
+        let upstream = job.request.upstream.clone();
+        let status = job.status.as_str();
+        self.metrics
+            .finished
+            .with_label_values(&[&upstream, status])
+            .inc();
+        if was == Status::Working
+            && let Some(started) = job.started_ms
+        {
+            self.metrics
+                .run_duration
+                .with_label_values(&[&upstream, status])
+                .observe(now.saturating_sub(started) as f64 / 1000.0);
+        }
+        let reason = state.failure.as_ref().map(|(r, _)| r.as_str());
+        tracing::info!(job = %job.id, upstream = %upstream, method = %job.method, tool = job.tool.as_deref(), owner = job.owner.as_str(), status, reason, attempts = job.attempts, run_ms = job.started_ms.map(|s| now.saturating_sub(s)), "job ended");
+        let _ = live.events.send(state.clone());
+        if written {
+            self.remove_live(job.id);
+        } else {
+            // Kept in memory so the result can still be fetched while this process runs.
+            tracing::error!(job = %job.id, "job result could not be stored; it is kept in memory only");
+        }
+        state
+    }
+
+    /// Fails a job that cannot run (unknown upstream after a config change, past its deadline
+    /// while queued).
+    pub(crate) async fn fail(&self, live: &Live, reason: FailReason, message: String) -> JobState {
+        self.finish(live, Outcome::Failed { reason, message }).await
+    }
+}

@@ -1,0 +1,71 @@
+//! What the engine needs from the request path: a way to make a job's call and to tell the
+//! backend it was abandoned. The request path implements [`Runner`] with the same tail a live
+//! call goes through (credentials, claim headers, per-tool timeout, breaker, retries, in-flight
+//! cap), so the engine itself knows nothing of HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::Engine;
+use super::model::{FailReason, Job, JobId, Progress};
+
+/// How one attempt at a job's call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// The upstream's JSON-RPC response to the call (result or error), verbatim.
+    Answered(String),
+    /// The call failed; the job fails with this reason.
+    Failed {
+        /// Why, for scripts.
+        reason: FailReason,
+        /// Why, for people.
+        message: String,
+    },
+    /// Nothing was sent (the circuit is open, the upstream's in-flight cap is full): the job
+    /// waits and tries again, until its deadline.
+    NotSent {
+        /// When trying again may succeed.
+        retry_after: Duration,
+        /// What held it back, for the log.
+        why: String,
+    },
+}
+
+/// Makes jobs' calls.
+pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends the job's call and waits for its answer, reporting the upstream's
+    /// `notifications/progress` for the job's token to `progress`. Dropping the future abandons
+    /// the call (the upstream connection is closed).
+    fn run(&self, job: &Job, progress: ProgressSink) -> BoxFuture<'static, RunOutcome>;
+
+    /// Tells the backend's session that the job's call was abandoned
+    /// (`notifications/cancelled` with the call's id).
+    fn cancel(&self, job: &Job, reason: &str) -> BoxFuture<'static, ()>;
+}
+
+/// Where a running call's progress goes: the job's record and its event stream.
+#[derive(Debug, Clone)]
+pub struct ProgressSink {
+    pub(super) engine: Arc<Engine>,
+    pub(super) id: JobId,
+}
+
+impl ProgressSink {
+    /// Records `progress` as the job's latest and tells the job's followers.
+    pub async fn report(&self, progress: Progress) {
+        self.engine.progress(self.id, progress).await;
+    }
+
+    /// The progress token the sidecar put in the job's call.
+    pub fn token(&self) -> String {
+        progress_token(self.id)
+    }
+}
+
+/// The `progressToken` the sidecar sets on a job's call: the job's id, prefixed so a backend's
+/// logs show where it came from.
+pub fn progress_token(id: JobId) -> String {
+    format!("job-{id}")
+}

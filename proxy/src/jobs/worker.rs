@@ -1,0 +1,349 @@
+//! Running jobs: one lane (queue and workers) per upstream, a global cap over all of them, the
+//! wait behind an open circuit, deadlines, cancellation, the restart recovery and the sweeper
+//! that removes expired jobs.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::engine::{Engine, Live};
+use super::model::{FailReason, JobId, Outcome, Status};
+use super::runner::{ProgressSink, RunOutcome};
+use super::store::{Durability, StoreError};
+
+/// First wait of a job whose call could not be sent (open circuit, full in-flight cap); it
+/// doubles per try. A quarter second keeps a closing circuit's recovery quick to notice.
+const NOT_SENT_FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest wait between tries: a job waiting on a circuit that stays open for minutes still
+/// looks every few seconds, so it starts soon after the circuit closes.
+const NOT_SENT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often expired jobs are removed. Expiry is in hours by default; a minute's lag costs a
+/// little disk, and the sweep is one index range read.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Expired jobs removed per sweep round (the round repeats while it finds that many).
+const SWEEP_BATCH: usize = 1000;
+/// How long an interrupted call's `notifications/cancelled` may take at shutdown.
+const SHUTDOWN_CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One upstream's queue of jobs waiting to run.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub(crate) upstream: String,
+    queue: Mutex<VecDeque<JobId>>,
+    ready: Notify,
+}
+
+impl Lane {
+    pub(crate) fn new(upstream: String) -> Self {
+        Self {
+            upstream,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        }
+    }
+
+    pub(crate) fn push(&self, id: JobId) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_back(id);
+        }
+        self.ready.notify_one();
+    }
+
+    fn push_front(&self, id: JobId) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_front(id);
+        }
+        self.ready.notify_one();
+    }
+
+    async fn pop(&self) -> JobId {
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(id) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                return id;
+            }
+            notified.await;
+        }
+    }
+
+}
+
+/// A lane's worker: takes the lane's next job when a global slot is free, runs it, repeats
+/// until the engine stops.
+pub(crate) async fn work(engine: Arc<Engine>, lane: Arc<Lane>) {
+    loop {
+        let id = tokio::select! {
+            () = engine.stop.cancelled() => return,
+            id = lane.pop() => id,
+        };
+        let permit = tokio::select! {
+            () = engine.stop.cancelled() => {
+                lane.push_front(id);
+                return;
+            }
+            permit = engine.global.clone().acquire_owned() => permit,
+        };
+        let Ok(_permit) = permit else { return };
+        run_one(&engine, id).await;
+    }
+}
+
+/// How a run ended, before it is written down.
+enum Ended {
+    Ran(RunOutcome),
+    Cancelled,
+    Deadline,
+    Interrupted,
+}
+
+async fn run_one(engine: &Arc<Engine>, id: JobId) {
+    let Some(live) = engine.live(id) else { return };
+    let (upstream, created_ms, deadline_ms) = {
+        let guard = live.state.lock().await;
+        if guard.job.status != Status::Queued {
+            // Cancelled while it waited (the cancel took it off the counts).
+            return;
+        }
+        let j = &guard.job;
+        (j.request.upstream.clone(), j.created_ms, j.deadline_ms)
+    };
+    engine.queued.fetch_sub(1, Ordering::AcqRel);
+    engine.metrics.queued.with_label_values(&[&upstream]).dec();
+    let now = engine.clock.now_ms();
+    if now >= deadline_ms {
+        engine
+            .fail(
+                &live,
+                FailReason::DeadlineExceeded,
+                "the job's deadline passed while it waited to run".to_owned(),
+            )
+            .await;
+        return;
+    }
+    let Some(runner) = engine.runner.get().cloned() else {
+        engine
+            .fail(&live, FailReason::Internal, "no runner".to_owned())
+            .await;
+        return;
+    };
+    engine
+        .metrics
+        .queue_wait
+        .with_label_values(&[&upstream])
+        .observe(now.saturating_sub(created_ms) as f64 / 1000.0);
+    let job = match engine.start(&live).await {
+        Ok(job) => job,
+        Err(StoreError::NotFound(_)) => return,
+        Err(e) => {
+            engine
+                .fail(&live, FailReason::Internal, format!("job store: {e}"))
+                .await;
+            return;
+        }
+    };
+    let running = engine.metrics.running.with_label_values(&[&upstream]);
+    running.inc();
+    let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now));
+    let sink = ProgressSink {
+        engine: engine.clone(),
+        id,
+    };
+    let mut backoff = NOT_SENT_FIRST_BACKOFF;
+    let ended = loop {
+        let run = runner.run(&job, sink.clone());
+        let ended = tokio::select! {
+            biased;
+            () = live.cancel.cancelled() => Ended::Cancelled,
+            () = engine.interrupt.cancelled() => Ended::Interrupted,
+            () = tokio::time::sleep_until(deadline) => Ended::Deadline,
+            outcome = run => Ended::Ran(outcome),
+        };
+        let Ended::Ran(RunOutcome::NotSent { retry_after, why }) = ended else {
+            break ended;
+        };
+        // Not sent: the upstream never saw it. Wait (for the circuit to close, a slot to
+        // free) and try again, until the deadline.
+        let wait = retry_after.max(backoff).min(NOT_SENT_MAX_BACKOFF);
+        backoff = (backoff * 2).min(NOT_SENT_MAX_BACKOFF);
+        tracing::debug!(job = %id, why = %why, wait_ms = wait.as_millis() as u64, "job not sent; waiting");
+        tokio::select! {
+            biased;
+            () = live.cancel.cancelled() => break Ended::Cancelled,
+            () = engine.interrupt.cancelled() => break Ended::Interrupted,
+            () = tokio::time::sleep_until(deadline) => break Ended::Deadline,
+            () = tokio::time::sleep(wait) => {}
+        }
+    };
+    running.dec();
+    let outcome = match ended {
+        Ended::Ran(RunOutcome::Answered(response)) => Outcome::Answered { response },
+        Ended::Ran(RunOutcome::Failed { reason, message }) => Outcome::Failed { reason, message },
+        Ended::Ran(RunOutcome::NotSent { .. }) => Outcome::Failed {
+            reason: FailReason::Internal,
+            message: "not sent".to_owned(),
+        },
+        Ended::Cancelled => {
+            tokio::spawn(runner.cancel(&job, "cancelled by its owner"));
+            Outcome::Cancelled
+        }
+        Ended::Deadline => {
+            tokio::spawn(runner.cancel(&job, "the job's deadline passed"));
+            Outcome::Failed {
+                reason: FailReason::DeadlineExceeded,
+                message: format!(
+                    "the job did not finish within its deadline of {}",
+                    humantime::format_duration(Duration::from_millis(
+                        deadline_ms.saturating_sub(created_ms)
+                    ))
+                ),
+            }
+        }
+        Ended::Interrupted => {
+            let _ = tokio::time::timeout(
+                SHUTDOWN_CANCEL_TIMEOUT,
+                runner.cancel(&job, "the sidecar is shutting down"),
+            )
+            .await;
+            if job.rerun_on_restart && requeue(engine, &live).await {
+                return;
+            }
+            Outcome::Failed {
+                reason: FailReason::Interrupted,
+                message: "the sidecar shut down while the job was working".to_owned(),
+            }
+        }
+    };
+    engine.finish(&live, outcome).await;
+}
+
+/// Puts an interrupted job of an idempotent tool back in the queue (durably), for the next
+/// start. `false` if that could not be written.
+async fn requeue(engine: &Engine, live: &Live) -> bool {
+    let mut guard = live.state.lock().await;
+    guard.job.status = Status::Queued;
+    guard.job.seq += 1;
+    guard.job.updated_ms = engine.clock.now_ms();
+    let ok = engine
+        .persist(&mut guard.job, Durability::Sync)
+        .await
+        .is_ok();
+    if ok {
+        tracing::info!(job = %guard.job.id, "job interrupted by shutdown; queued again (idempotent tool)");
+    }
+    ok
+}
+
+/// What a restart found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Queued jobs queued again.
+    pub queued: usize,
+    /// Working jobs of idempotent tools queued again.
+    pub rerun: usize,
+    /// Working jobs failed as `interrupted`.
+    pub interrupted: usize,
+    /// Jobs of upstreams no longer configured, failed.
+    pub orphaned: usize,
+}
+
+/// Resumes the store's unfinished jobs: queued ones are queued again, working ones re-run
+/// (idempotent tools) or fail as `interrupted`.
+pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
+    let jobs = engine
+        .timed("unfinished", engine.store.unfinished())
+        .await?;
+    let mut report = Recovered::default();
+    for mut job in jobs {
+        let Some(lane) = engine.lanes.get(&job.request.upstream).cloned() else {
+            let upstream = job.request.upstream.clone();
+            let live = engine.add_live(job);
+            engine
+                .fail(
+                    &live,
+                    FailReason::Internal,
+                    format!("upstream `{upstream}` is no longer configured"),
+                )
+                .await;
+            report.orphaned += 1;
+            continue;
+        };
+        match job.status {
+            Status::Queued => report.queued += 1,
+            Status::Working if job.rerun_on_restart => {
+                job.status = Status::Queued;
+                job.seq += 1;
+                engine.persist(&mut job, Durability::Sync).await?;
+                report.rerun += 1;
+            }
+            Status::Working => {
+                let live = engine.add_live(job);
+                engine
+                    .fail(
+                        &live,
+                        FailReason::Interrupted,
+                        "the sidecar stopped while the job was working".to_owned(),
+                    )
+                    .await;
+                report.interrupted += 1;
+                continue;
+            }
+            _ => continue,
+        }
+        let id = job.id;
+        engine.queued.fetch_add(1, Ordering::AcqRel);
+        engine.metrics.queued.with_label_values(&[&lane.upstream]).inc();
+        engine.add_live(job);
+        lane.push(id);
+    }
+    Ok(report)
+}
+
+/// Removes expired jobs every [`SWEEP_INTERVAL`] until the engine stops.
+pub(crate) async fn sweep(engine: Arc<Engine>) {
+    loop {
+        tokio::select! {
+            () = engine.stop.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+        sweep_once(&engine).await;
+    }
+}
+
+/// One sweep: removes every finished job past its expiry. Returns how many.
+pub(crate) async fn sweep_once(engine: &Engine) -> usize {
+    let mut removed = 0;
+    loop {
+        let now = engine.clock.now_ms();
+        let Ok(ids) = engine
+            .timed("expired", engine.store.expired(now, SWEEP_BATCH))
+            .await
+        else {
+            return removed;
+        };
+        let full = ids.len() == SWEEP_BATCH;
+        let mut progressed = false;
+        for id in ids {
+            // A job still running is not removed under its worker (its expiry moves when it
+            // ends).
+            if engine.live(id).is_some() {
+                continue;
+            }
+            if let Ok(true) = engine.timed("remove", engine.store.remove(id)).await {
+                removed += 1;
+                progressed = true;
+            }
+        }
+        if !full || !progressed {
+            if removed > 0 {
+                tracing::debug!(removed, "expired jobs removed");
+            }
+            return removed;
+        }
+    }
+}
