@@ -1,0 +1,618 @@
+//! The job API (HTTP 202 offloading) end to end through the real `mcp-sidecar` binary, with the
+//! fixture MCP server as the backend: results equal to live calls, progress while a job runs,
+//! cancellation reaching the backend, owner-only visibility, idempotency keys, the queue bound,
+//! the wait behind an open circuit, the per-tool `offload` modes and submissions after SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod jobs_support;
+
+use std::time::{Duration, Instant};
+
+use jobs_support::{
+    Events, PATIENCE, POLL, Sidecar, config, data_dir, fixture, jsonrpc_response, tool_call,
+};
+use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::{Value, json};
+
+/// The calls of `tool` the fixture has seen.
+fn calls(backend: &mcp_fixtures::FixtureServer, tool: &str) -> u64 {
+    backend.stats().by_tool.get(tool).copied().unwrap_or(0)
+}
+
+/// `error.data.reason` of a sidecar error answer.
+fn reason(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    v["error"]["data"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_fetched_later_is_json_equal_to_the_same_call_made_live() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+
+    let cases = [
+        tool_call(7, "echo", json!({"text": "hello, jobs"})),
+        tool_call(8, "progress", json!({"steps": 3, "interval_ms": 50})),
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        let live = sidecar.post("/mcp", body, &[]).await;
+        assert_eq!(live.status(), 200);
+        let ct = live.headers()["content-type"].to_str().unwrap().to_owned();
+        let live = jsonrpc_response(&ct, &live.text().await.unwrap());
+        assert!(live.get("result").is_some(), "{live}");
+
+        // Once with `Prefer: respond-async` on the mount, once on `POST /jobs/<mount>`.
+        let (resp, prefer) = if i == 0 {
+            (
+                sidecar
+                    .post("/mcp", body, &[("prefer", "respond-async")])
+                    .await,
+                true,
+            )
+        } else {
+            (sidecar.post("/jobs/mcp", body, &[]).await, false)
+        };
+        assert_eq!(resp.status(), 202);
+        let headers = resp.headers().clone();
+        let job: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        let id = job["id"].as_str().unwrap().to_owned();
+        assert_eq!(headers["location"], format!("/jobs/{id}").as_str());
+        assert_eq!(
+            headers
+                .get("preference-applied")
+                .map(|v| v.to_str().unwrap()),
+            prefer.then_some("respond-async")
+        );
+        assert_eq!(job["upstream"], "shield");
+        assert_eq!(job["method"], "tools/call");
+        assert_eq!(job["links"]["result"], format!("/jobs/{id}/result"));
+
+        let done = sidecar.wait_status(&id, "completed", &[]).await;
+        assert!(done["finishedAt"].is_string(), "{done}");
+        let later = sidecar.result(&id, &[]).await;
+        assert_eq!(later, live, "job result differs from the live answer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_events_arrive_while_the_job_is_still_working() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    // Five steps 400 ms apart: after the first progress the backend itself needs 1.6 s more.
+    let job = sidecar
+        .submit(
+            &tool_call(1, "progress", json!({"steps": 5, "interval_ms": 400})),
+            &[],
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut events = Events::open(&sidecar, &id, &[]).await;
+
+    let mut seen = Vec::new();
+    let mut working_after_first_progress = None;
+    while let Some(event) = events.next().await {
+        let at = Instant::now();
+        let doc = event.json();
+        if event.event == "progress" && working_after_first_progress.is_none() {
+            // The job is still running when its first progress reaches the follower.
+            let now = sidecar.job(&id, &[]).await;
+            working_after_first_progress = Some(now["status"].as_str().unwrap().to_owned());
+        }
+        seen.push((event, doc, at));
+    }
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(e, d, _)| (e.event.as_str(), d["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        working_after_first_progress.as_deref(),
+        Some("working"),
+        "{kinds:?}"
+    );
+    let (last, last_doc, finished_at) = seen.last().unwrap();
+    assert_eq!(last.event, "status", "{kinds:?}");
+    assert_eq!(last_doc["status"], "completed", "{kinds:?}");
+    let progress: Vec<&(jobs_support::Event, Value, Instant)> = seen
+        .iter()
+        .filter(|(e, _, _)| e.event == "progress")
+        .collect();
+    assert!(progress.len() >= 2, "{kinds:?}");
+    for (_, doc, _) in &progress {
+        assert_eq!(doc["status"], "working", "{kinds:?}");
+        assert!(doc["progress"]["progress"].as_f64().unwrap() >= 1.0, "{doc}");
+    }
+    // Not all at the end: the first progress came well before the completion (the backend
+    // spent at least 1.6 s in between; a sidecar that held them back would send all at once).
+    let first_at = progress[0].2;
+    assert!(
+        finished_at.duration_since(first_at) >= Duration::from_millis(800),
+        "progress arrived only at the end: {:?}",
+        finished_at.duration_since(first_at)
+    );
+    // Event ids are the job's sequence numbers: increasing.
+    let ids: Vec<u64> = seen
+        .iter()
+        .map(|(e, _, _)| e.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // Opened late: the current (final) state, then the end; with `Last-Event-ID` of that
+    // state, nothing more.
+    let mut late = Events::open(&sidecar, &id, &[]).await;
+    let only = late.next().await.unwrap();
+    assert_eq!(only.event, "status");
+    assert_eq!(only.json()["status"], "completed");
+    assert!(late.next().await.is_none());
+    let last_id = ids.last().unwrap().to_string();
+    let mut resumed = Events::open(&sidecar, &id, &[("last-event-id", &last_id)]).await;
+    assert!(resumed.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_abandons_the_call_and_sends_notifications_cancelled_in_its_session() {
+    // A stateful backend: the job's call and its cancellation belong to a session.
+    let backend = mcp_fixtures::FixtureServer::start(mcp_fixtures::FixtureConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"jobs-e2e","version":"1"}}})
+    .to_string();
+    let resp = sidecar.post("/mcp", &init, &[]).await;
+    assert_eq!(resp.status(), 200);
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let session_headers = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let initialized = json!({"jsonrpc":"2.0","method":"notifications/initialized"}).to_string();
+    let resp = sidecar.post("/mcp", &initialized, &session_headers).await;
+    assert_eq!(resp.status(), 202);
+
+    let job = sidecar
+        .submit(
+            &tool_call(42, "sleep", json!({"ms": 60_000})),
+            &session_headers,
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&id, "working", &[]).await;
+    // The call reached the backend and is in flight there.
+    let deadline = Instant::now() + PATIENCE;
+    while calls(&backend, "sleep") == 0 || backend.stats().in_flight == 0 {
+        assert!(Instant::now() < deadline, "{:?}", backend.stats());
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(backend.stats().cancelled_total, 0);
+
+    let (status, _, body) = sidecar
+        .call(Method::DELETE, &format!("/jobs/{id}"), &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["status"], "cancelled", "{doc}");
+
+    // The backend saw the call dropped and the cancellation, in the call's session.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stats = backend.stats();
+        let notified = stats
+            .by_method
+            .get("notifications/cancelled")
+            .copied()
+            .unwrap_or(0);
+        if stats.cancelled_total >= 1 && notified >= 1 && stats.in_flight == 0 {
+            assert_eq!(
+                stats
+                    .last_request_headers
+                    .get("mcp-session-id")
+                    .map(String::as_str),
+                Some(session.as_str()),
+                "{stats:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats:?}");
+        tokio::time::sleep(POLL).await;
+    }
+
+    assert_eq!(sidecar.job(&id, &[]).await["status"], "cancelled");
+    let result = sidecar.result(&id, &[]).await;
+    assert_eq!(result["id"], 42, "{result}");
+    assert_eq!(result["error"]["code"], -32048, "{result}");
+    assert_eq!(result["error"]["data"]["reason"], "cancelled", "{result}");
+}
+
+const KEY_A: &str = "jobs-e2e-key-alice-0123456789";
+const KEY_B: &str = "jobs-e2e-key-bob-0123456789ab";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_principal_gets_404_on_every_job_url() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = r#"
+[auth]
+public_url = "http://127.0.0.1"
+[[auth.api_keys]]
+id = "alice"
+key = "${JOBS_KEY_A}"
+[[auth.api_keys]]
+id = "bob"
+key = "${JOBS_KEY_B}"
+"#;
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", auth),
+        dir.path(),
+        &[("JOBS_KEY_A", KEY_A), ("JOBS_KEY_B", KEY_B)],
+    )
+    .await;
+    let alice = [("x-api-key", KEY_A)];
+    let bob_bearer = format!("Bearer {KEY_B}");
+    let bob = [("authorization", bob_bearer.as_str())];
+
+    // No credential: not even a submission.
+    let resp = sidecar
+        .post(
+            "/mcp",
+            &tool_call(1, "echo", json!({"text": "x"})),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(resp.status(), 401);
+
+    let job = sidecar
+        .submit(&tool_call(1, "sleep", json!({"ms": 3000})), &alice)
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // A well-formed id that names no job: the answer another principal gets must be the same.
+    let unknown = "0123456789abcdef0123456789abcdef";
+
+    let urls = [
+        (Method::GET, format!("/jobs/{id}")),
+        (Method::GET, format!("/jobs/{id}/result")),
+        (Method::GET, format!("/jobs/{id}/events")),
+        (Method::DELETE, format!("/jobs/{id}")),
+    ];
+    for (method, path) in &urls {
+        let (status, _, body) = sidecar.call(method.clone(), path, &bob).await;
+        assert_eq!(status, 404, "bob {method} {path}: {body}");
+        assert_eq!(reason(&body), "job_not_found", "{body}");
+        assert!(!body.contains("alice"), "{body}");
+        let (status, _, body) = sidecar.call(method.clone(), path, &[]).await;
+        assert_eq!(status, 401, "anonymous {method} {path}: {body}");
+        let other = path.replace(&id, unknown);
+        let (status, _, _) = sidecar.call(method.clone(), &other, &bob).await;
+        assert_eq!(status, 404, "bob {method} {other}");
+    }
+    // Bob's list does not show it; Alice's does.
+    let (status, _, body) = sidecar.call(Method::GET, "/jobs", &bob).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(&id), "{body}");
+    let (status, _, body) = sidecar.call(Method::GET, "/jobs", &alice).await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["jobs"][0]["id"], id.as_str(), "{list}");
+
+    // Bob's DELETE did nothing: the job runs on to completion for its owner.
+    let done = sidecar.wait_status(&id, "completed", &alice).await;
+    assert_eq!(done["attempts"], 1);
+    let result = sidecar.result(&id, &alice).await;
+    assert!(result["result"].is_object(), "{result}");
+    // Finished, it is still hidden from Bob.
+    for (method, path) in &urls {
+        let (status, _, _) = sidecar.call(method.clone(), path, &bob).await;
+        assert_eq!(status, 404, "bob {method} {path} after the end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_the_same_job_and_refuses_another_body() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let body = tool_call(1, "echo", json!({"text": "once"}));
+    let key = [("prefer", "respond-async"), ("idempotency-key", "order-17")];
+
+    let first = sidecar.post("/mcp", &body, &key).await;
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = serde_json::from_str(&first.text().await.unwrap()).unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+
+    let again = sidecar.post("/mcp", &body, &key).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = serde_json::from_str(&again.text().await.unwrap()).unwrap();
+    assert_eq!(again["id"], id.as_str());
+
+    sidecar.wait_status(&id, "completed", &[]).await;
+    // After the end, too: the same job, its result, no new call.
+    let late = sidecar.post("/mcp", &body, &key).await;
+    assert_eq!(late.status(), 202);
+    assert_eq!(late.headers()["idempotent-replayed"], "true");
+    let late: Value = serde_json::from_str(&late.text().await.unwrap()).unwrap();
+    assert_eq!(late["id"], id.as_str());
+    assert_eq!(late["status"], "completed");
+
+    // The same key with another request.
+    let other = tool_call(1, "echo", json!({"text": "twice"}));
+    let resp = sidecar.post("/mcp", &other, &key).await;
+    assert_eq!(resp.status(), 422);
+    let text = resp.text().await.unwrap();
+    assert_eq!(reason(&text), "idempotency_key_reused", "{text}");
+
+    assert_eq!(calls(&backend, "echo"), 1, "{:?}", backend.stats());
+    let (_, _, list) = sidecar.call(Method::GET, "/jobs", &[]).await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_503_with_retry_after_and_stores_nothing() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = "max_running = 1\nmax_running_per_upstream = 1\nmax_queued = 1\n";
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), jobs, "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let long = tool_call(1, "sleep", json!({"ms": 60_000}));
+    let running = sidecar.submit(&long, &[]).await;
+    let running = running["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&running, "working", &[]).await;
+    let queued = sidecar.submit(&long, &[]).await;
+    let queued = queued["id"].as_str().unwrap().to_owned();
+    assert_eq!(sidecar.job(&queued, &[]).await["status"], "queued");
+
+    let resp = sidecar
+        .post(
+            "/mcp",
+            &tool_call(2, "echo", json!({"text": "no room"})),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(resp.status(), 503);
+    let retry_after = resp.headers()["retry-after"].to_str().unwrap().to_owned();
+    assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after}");
+    let text = resp.text().await.unwrap();
+    assert_eq!(reason(&text), "job_queue_full", "{text}");
+
+    // Nothing stored and nothing sent for the refused one.
+    let (_, _, list) = sidecar.call(Method::GET, "/jobs", &[]).await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let ids: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [queued.as_str(), running.as_str()], "{list}");
+    assert_eq!(calls(&backend, "echo"), 0);
+    // The operator view counts them.
+    let view: Value = sidecar
+        .client
+        .get(sidecar.admin_url("/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(view.to_string().contains("oldest_queued_age_seconds"), "{view}");
+
+    // A freed place is taken again.
+    let (status, _, _) = sidecar
+        .call(Method::DELETE, &format!("/jobs/{queued}"), &[])
+        .await;
+    assert_eq!(status, 200);
+    let resp = sidecar
+        .post(
+            "/mcp",
+            &tool_call(3, "echo", json!({"text": "room"})),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_behind_an_open_circuit_waits_and_completes_once_it_closes() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let (status, body) = sidecar.admin_post("/breakers/shield/open").await;
+    assert_eq!(status, 200, "{body}");
+    // A live call is refused at once: the circuit is really open.
+    let live = sidecar
+        .post("/mcp", &tool_call(1, "echo", json!({"text": "live"})), &[])
+        .await;
+    assert_eq!(live.status(), 503);
+
+    let job = sidecar
+        .submit(&tool_call(2, "echo", json!({"text": "patient"})), &[])
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // It waits (several backoff rounds), neither failing nor reaching the backend.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let doc = sidecar.job(&id, &[]).await;
+        let status = doc["status"].as_str().unwrap();
+        assert!(matches!(status, "queued" | "working"), "{doc}");
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(calls(&backend, "echo"), 0);
+
+    let (status, body) = sidecar.admin_post("/breakers/shield/close").await;
+    assert_eq!(status, 200, "{body}");
+    sidecar.wait_status(&id, "completed", &[]).await;
+    let result = sidecar.result(&id, &[]).await;
+    assert_eq!(result["id"], 2);
+    assert!(result.to_string().contains("patient"), "{result}");
+    assert_eq!(calls(&backend, "echo"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offload_required_refuses_live_calls_and_never_keeps_them_live() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tools = r#"
+[[upstream.tool]]
+name = "sleep"
+offload = "required"
+[[upstream.tool]]
+name = "echo"
+offload = "never"
+"#;
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", tools, ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let sleep = tool_call(1, "sleep", json!({"ms": 10}));
+
+    // Required: live is refused with directions to the job API, and never reaches the backend.
+    let resp = sidecar.post("/mcp", &sleep, &[]).await;
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert_eq!(reason(&text), "offload_required", "{text}");
+    let message: Value = serde_json::from_str(&text).unwrap();
+    let message = message["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("respond-async") && message.contains("/jobs/mcp"),
+        "{message}"
+    );
+    assert_eq!(calls(&backend, "sleep"), 0);
+    // As a job it runs.
+    let job = sidecar.submit(&sleep, &[]).await;
+    sidecar
+        .wait_status(job["id"].as_str().unwrap(), "completed", &[])
+        .await;
+    let resp = sidecar.post("/jobs/mcp", &sleep, &[]).await;
+    assert_eq!(resp.status(), 202);
+
+    // Never: the preference is ignored (answered live), `POST /jobs/<mount>` is refused.
+    let echo = tool_call(2, "echo", json!({"text": "live only"}));
+    let resp = sidecar
+        .post("/mcp", &echo, &[("prefer", "respond-async")])
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("preference-applied").is_none());
+    assert!(resp.headers().get("location").is_none());
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    let live = jsonrpc_response(&ct, &resp.text().await.unwrap());
+    assert!(live.to_string().contains("live only"), "{live}");
+    let resp = sidecar.post("/jobs/mcp", &echo, &[]).await;
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert_eq!(reason(&text), "offload_not_allowed", "{text}");
+    assert_eq!(calls(&backend, "echo"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_wait_returns_the_answer_inline_when_the_job_ends_in_time() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let body = tool_call(5, "echo", json!({"text": "soon"}));
+    let resp = sidecar
+        .post("/mcp", &body, &[("prefer", "respond-async, wait=20")])
+        .await;
+    assert_eq!(resp.status(), 200);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let inline: Value = resp.json().await.unwrap();
+    assert_eq!(inline["id"], 5);
+    assert!(inline.to_string().contains("soon"), "{inline}");
+    // The job it ran is there as well, with the same answer.
+    let id = location.trim_start_matches("/jobs/");
+    assert_eq!(sidecar.result(id, &[]).await, inline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_after_sigterm_are_refused_with_503() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A long grace period: the sidecar is still draining while the test submits.
+    let cfg = config(&backend.mcp_url(), &data_dir(dir.path()), "", "", "")
+        .replace("grace_period = \"2s\"", "grace_period = \"20s\"");
+    let sidecar = Sidecar::start(&cfg, dir.path(), &[]).await;
+    // A running job keeps the sidecar in its shutdown's drain.
+    let job = sidecar
+        .submit(&tool_call(1, "sleep", json!({"ms": 5000})), &[])
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&id, "working", &[]).await;
+    // A request begun before SIGTERM (its head half sent), so the drain serves it instead of
+    // closing an idle connection, and finished after: it meets the job engine shut.
+    let body = tool_call(2, "echo", json!({"text": "late"}));
+    let mut conn = tokio::net::TcpStream::connect(sidecar.listen).await.unwrap();
+    conn.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    sidecar.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rest = format!(
+        "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Prefer: respond-async\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, conn.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nretry-after: "),
+        "{answer}"
+    );
+    assert!(answer.contains("\"jobs_unavailable\""), "{answer}");
+    assert_eq!(calls(&backend, "echo"), 0);
+    // The running job finishes within the grace period and the process exits cleanly.
+    assert_eq!(sidecar.wait_exit().await, Some(0));
+}
