@@ -61,6 +61,7 @@ pub mod forward;
 pub mod glob;
 pub mod headers;
 pub mod health;
+pub mod jobs;
 pub mod lazy_timer;
 pub mod limits;
 pub mod local_resources;

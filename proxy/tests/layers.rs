@@ -54,7 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "policies",
-        &["auth", "limits", "resilience", "cors", "flood_logs"],
+        &["auth", "limits", "resilience", "cors", "flood_logs", "jobs"],
     ),
     ("the request path", &["forward"]),
     ("server, admin and health", &["health", "admin", "server"]),
