@@ -13,7 +13,8 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -245,28 +246,62 @@ fn init_tables(db: &redb::Database) -> Result<(), String> {
 }
 
 /// The writer thread: takes every write waiting (up to [`MAX_BATCH`]), applies them in one
-/// transaction, commits once, answers them all. Ends when the store is dropped.
+/// transaction, commits once, answers them all. Ends when the store is dropped, after making
+/// the last non-durable commit durable.
 fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Write>) {
-    let mut last_durable = Instant::now();
+    // Since when the latest commits are not durable (only lazy writes since the last sync).
+    let mut lazy_since: Option<Instant> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
+    loop {
+        let first = match lazy_since {
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(since) => queue.recv_timeout(MAX_LAZY_SPAN.saturating_sub(since.elapsed())),
+        };
+        match first {
+            Ok(write) => batch.push(write),
+            Err(RecvTimeoutError::Timeout) => {
+                // Idle with lazy writes not yet on disk: sync them now (or retry a span later).
+                lazy_since = if sync(db) { None } else { Some(Instant::now()) };
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(write) => batch.push(write),
                 Err(_) => break,
             }
         }
-        let durable = last_durable.elapsed() >= MAX_LAZY_SPAN
+        let durable = lazy_since.is_some_and(|since| since.elapsed() >= MAX_LAZY_SPAN)
             || batch
                 .iter()
                 .any(|w| !matches!(w, Write::Update(_, _, Durability::Lazy, _)));
         let answers = commit_batch(db, &mut batch, durable);
-        if durable && answers.is_ok() {
-            last_durable = Instant::now();
+        if answers.is_ok() {
+            lazy_since = if durable {
+                None
+            } else {
+                lazy_since.or_else(|| Some(Instant::now()))
+            };
         }
         answer_all(&mut batch, answers);
     }
+    if lazy_since.is_some() {
+        sync(db);
+    }
+}
+
+/// Makes every earlier non-durable commit durable (an empty durable commit). `false` on failure,
+/// which is logged.
+fn sync(db: &redb::Database) -> bool {
+    let result = db
+        .begin_write()
+        .map_err(redb::Error::from)
+        .and_then(|txn| txn.commit().map_err(redb::Error::from));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "job store sync failed");
+    }
+    result.is_ok()
 }
 
 /// Each write's own answer, or the error that failed the whole transaction.
