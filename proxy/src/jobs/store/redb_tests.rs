@@ -60,6 +60,33 @@ async fn a_file_that_is_not_a_redb_database_is_refused_and_left_untouched() {
 }
 
 #[tokio::test]
+async fn a_corrupt_store_is_refused_not_trusted_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.redb");
+    {
+        let store = redb_at(&path);
+        for i in 0..50 {
+            stored(&store, job("api_key:a", "tools", i)).await;
+        }
+    }
+    // Keep redb's header page, damage every page after it: a plain open would trust the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in &mut bytes[4096..] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = RedbStore::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Open { path: p, .. } if *p == path),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "the file was changed"
+    );
+}
+
+#[tokio::test]
 async fn a_redb_database_of_something_else_is_refused_and_its_data_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.redb");
