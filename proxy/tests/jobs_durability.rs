@@ -1,0 +1,118 @@
+//! The job store's promise through the real binary: `kill -9` the sidecar while jobs are
+//! completed, working and queued, start it again on the same data directory, and every job
+//! reaches its documented outcome: completed results are still there, unchanged; a working
+//! call of a non-idempotent tool fails as `interrupted` (and is never sent twice); a working
+//! call of an `idempotent = true` tool runs again; queued jobs run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod jobs_support;
+
+use jobs_support::{Sidecar, config, data_dir, fixture, tool_call};
+use serde_json::{Value, json};
+
+/// The calls of `tool` the fixture has seen.
+fn calls(backend: &mcp_fixtures::FixtureServer, tool: &str) -> u64 {
+    backend.stats().by_tool.get(tool).copied().unwrap_or(0)
+}
+
+fn id(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_every_job_reaches_its_documented_outcome() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    // Two jobs run at once, the rest wait; `progress` may be sent again, `sleep` may not.
+    let cfg = config(
+        &backend.mcp_url(),
+        &data,
+        "store = \"redb\"\nmax_running = 2\nmax_running_per_upstream = 2\n",
+        "[[upstream.tool]]\nname = \"progress\"\nidempotent = true\n",
+        "",
+    );
+    let first = Sidecar::start(&cfg, dir.path(), &[]).await;
+
+    let done = first
+        .submit(&tool_call(1, "echo", json!({"text": "kept"})), &[])
+        .await;
+    let done = id(&done);
+    first.wait_status(&done, "completed", &[]).await;
+    let done_result = first.result(&done, &[]).await;
+    assert!(done_result.to_string().contains("kept"), "{done_result}");
+
+    let sleeping = first
+        .submit(&tool_call(2, "sleep", json!({"ms": 30_000})), &[])
+        .await;
+    let sleeping = id(&sleeping);
+    first.wait_status(&sleeping, "working", &[]).await;
+    // Long enough to be cut by the kill, short enough to run again quickly after the restart.
+    let rerun = first
+        .submit(
+            &tool_call(3, "progress", json!({"steps": 30, "interval_ms": 250})),
+            &[],
+        )
+        .await;
+    let rerun = id(&rerun);
+    first.wait_status(&rerun, "working", &[]).await;
+    let mut queued = Vec::new();
+    for n in 0..2 {
+        let job = first
+            .submit(
+                &tool_call(10 + n, "echo", json!({"text": format!("queued {n}")})),
+                &[],
+            )
+            .await;
+        assert_eq!(job["status"], "queued", "{job}");
+        queued.push(id(&job));
+    }
+    for q in &queued {
+        assert_eq!(first.job(q, &[]).await["status"], "queued");
+    }
+    assert_eq!(calls(&backend, "sleep"), 1);
+    assert_eq!(calls(&backend, "progress"), 1);
+    assert_eq!(calls(&backend, "echo"), 1);
+
+    first.kill();
+
+    let second = Sidecar::start(&cfg, dir.path(), &[]).await;
+    // Completed: still there, the same answer.
+    let job = second.job(&done, &[]).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(second.result(&done, &[]).await, done_result);
+
+    // Working, not idempotent: failed as interrupted, its result says so.
+    let job = second.job(&sleeping, &[]).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["reason"], "interrupted", "{job}");
+    let result = second.result(&sleeping, &[]).await;
+    assert_eq!(result["id"], 2, "{result}");
+    assert_eq!(result["error"]["code"], -32047, "{result}");
+    assert_eq!(result["error"]["data"]["reason"], "interrupted", "{result}");
+
+    // Working, idempotent: run again, to completion.
+    let job = second.wait_status(&rerun, "completed", &[]).await;
+    assert_eq!(job["attempts"], 2, "{job}");
+    let result = second.result(&rerun, &[]).await;
+    assert_eq!(result["id"], 3, "{result}");
+    assert!(result.to_string().contains("completed 30 steps"), "{result}");
+
+    // Queued: run after the restart.
+    for (n, q) in queued.iter().enumerate() {
+        let job = second.wait_status(q, "completed", &[]).await;
+        assert_eq!(job["attempts"], 1, "{job}");
+        let result = second.result(q, &[]).await;
+        assert!(
+            result.to_string().contains(&format!("queued {n}")),
+            "{result}"
+        );
+    }
+
+    // What reached the backend: the interrupted call never again, the idempotent one twice,
+    // each queued one once.
+    assert_eq!(calls(&backend, "sleep"), 1, "{:?}", backend.stats());
+    assert_eq!(calls(&backend, "progress"), 2, "{:?}", backend.stats());
+    assert_eq!(calls(&backend, "echo"), 3, "{:?}", backend.stats());
+    drop(second);
+}
