@@ -96,7 +96,10 @@ async fn after_kill_9_every_job_reaches_its_documented_outcome() {
     assert_eq!(job["attempts"], 2, "{job}");
     let result = second.result(&rerun, &[]).await;
     assert_eq!(result["id"], 3, "{result}");
-    assert!(result.to_string().contains("completed 30 steps"), "{result}");
+    assert!(
+        result.to_string().contains("completed 30 steps"),
+        "{result}"
+    );
 
     // Queued: run after the restart.
     for (n, q) in queued.iter().enumerate() {

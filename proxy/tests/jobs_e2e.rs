@@ -12,8 +12,8 @@ use jobs_support::{
     Events, PATIENCE, POLL, Sidecar, config, data_dir, fixture, jsonrpc_response, tool_call,
 };
 use reqwest::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The calls of `tool` the fixture has seen.
 fn calls(backend: &mcp_fixtures::FixtureServer, tool: &str) -> u64 {
@@ -135,7 +135,10 @@ async fn progress_events_arrive_while_the_job_is_still_working() {
     assert!(progress.len() >= 2, "{kinds:?}");
     for (_, doc, _) in &progress {
         assert_eq!(doc["status"], "working", "{kinds:?}");
-        assert!(doc["progress"]["progress"].as_f64().unwrap() >= 1.0, "{doc}");
+        assert!(
+            doc["progress"]["progress"].as_f64().unwrap() >= 1.0,
+            "{doc}"
+        );
     }
     // Not all at the end: the first progress came well before the completion (the backend
     // spent at least 1.6 s in between; a sidecar that held them back would send all at once).
@@ -430,7 +433,10 @@ async fn a_full_queue_is_503_with_retry_after_and_stores_nothing() {
         .json()
         .await
         .unwrap();
-    assert!(view.to_string().contains("oldest_queued_age_seconds"), "{view}");
+    assert!(
+        view.to_string().contains("oldest_queued_age_seconds"),
+        "{view}"
+    );
 
     // A freed place is taken again.
     let (status, _, _) = sidecar
@@ -587,7 +593,9 @@ async fn submissions_after_sigterm_are_refused_with_503() {
     // A request begun before SIGTERM (its head half sent), so the drain serves it instead of
     // closing an idle connection, and finished after: it meets the job engine shut.
     let body = tool_call(2, "echo", json!({"text": "late"}));
-    let mut conn = tokio::net::TcpStream::connect(sidecar.listen).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(sidecar.listen)
+        .await
+        .unwrap();
     conn.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();

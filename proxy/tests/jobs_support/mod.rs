@@ -137,7 +137,12 @@ impl Sidecar {
     }
 
     /// POSTs `body` to `path` as an MCP client would, with `headers` added.
-    pub(crate) async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self
             .client
             .post(self.url(path))
@@ -199,7 +204,12 @@ impl Sidecar {
 
     /// Polls the job every [`POLL`] until its status is `want` (panics after [`PATIENCE`],
     /// or when it reaches another terminal status).
-    pub(crate) async fn wait_status(&self, id: &str, want: &str, headers: &[(&str, &str)]) -> Value {
+    pub(crate) async fn wait_status(
+        &self,
+        id: &str,
+        want: &str,
+        headers: &[(&str, &str)],
+    ) -> Value {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let job = self.job(id, headers).await;
@@ -238,7 +248,13 @@ pub(crate) async fn fixture() -> FixtureServer {
 /// A sidecar config: one upstream `shield` at `/mcp` for `backend_url`, jobs in `data_dir`,
 /// `jobs` added to `[jobs]` and `upstream` to the `[[upstream]]` table (which may end with
 /// `[[upstream.tool]]` tables), `top` before everything (e.g. `[auth]`).
-pub(crate) fn config(backend_url: &str, data_dir: &Path, jobs: &str, upstream: &str, top: &str) -> String {
+pub(crate) fn config(
+    backend_url: &str,
+    data_dir: &Path,
+    jobs: &str,
+    upstream: &str,
+    top: &str,
+) -> String {
     format!(
         r#"{top}
 [listen]
@@ -285,7 +301,10 @@ pub(crate) fn jsonrpc_response(content_type: &str, body: &str) -> Value {
     if content_type.starts_with("application/json") {
         return serde_json::from_str(body).unwrap();
     }
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}: {body}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}: {body}"
+    );
     parse_sse(body)
         .into_iter()
         .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
