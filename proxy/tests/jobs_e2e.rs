@@ -438,11 +438,15 @@ async fn a_full_queue_is_503_with_retry_after_and_stores_nothing() {
         "{view}"
     );
 
-    // A freed place is taken again.
-    let (status, _, _) = sidecar
+    // Cancelling the queued job frees its place at once; it never reaches the backend.
+    let (status, _, body) = sidecar
         .call(Method::DELETE, &format!("/jobs/{queued}"), &[])
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["status"], "cancelled", "{doc}");
+    assert!(doc["startedAt"].is_null(), "{doc}");
+    assert_eq!(calls(&backend, "sleep"), 1);
     let resp = sidecar
         .post(
             "/mcp",
@@ -623,4 +627,244 @@ async fn submissions_after_sigterm_are_refused_with_503() {
     assert_eq!(calls(&backend, "echo"), 0);
     // The running job finishes within the grace period and the process exits cleanly.
     assert_eq!(sidecar.wait_exit().await, Some(0));
+}
+
+/// Every file under `dir`, read whole.
+fn store_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(store_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+const BACKEND_TOKEN: &str = "jobs-e2e-backend-token-42";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_authorized_at_submission_and_runs_with_the_backends_credential_not_the_callers()
+{
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let auth = r#"
+[auth]
+public_url = "http://127.0.0.1"
+claim_headers = { sub = "X-Auth-Subject" }
+[[auth.api_keys]]
+id = "alice"
+key = "${JOBS_KEY_A}"
+scopes = ["tools:all"]
+[[auth.api_keys]]
+id = "bob"
+key = "${JOBS_KEY_B}"
+scopes = ["tools:echo"]
+"#;
+    let upstream = r#"
+[upstream.auth]
+credential = { header = "Authorization", value = "Bearer ${BACKEND_TOKEN}" }
+[[upstream.auth.rules]]
+scopes = ["tools:all"]
+tools = ["*"]
+[[upstream.auth.rules]]
+scopes = ["tools:echo"]
+tools = ["echo"]
+"#;
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data, "", upstream, auth),
+        dir.path(),
+        &[
+            ("JOBS_KEY_A", KEY_A),
+            ("JOBS_KEY_B", KEY_B),
+            ("BACKEND_TOKEN", BACKEND_TOKEN),
+        ],
+    )
+    .await;
+    let alice = [("x-api-key", KEY_A)];
+    let bob = [("x-api-key", KEY_B)];
+
+    // Bob may not call `sleep`: not live, not as a job, and nothing is stored for him.
+    for path in ["/mcp", "/jobs/mcp"] {
+        let resp = sidecar
+            .post(
+                path,
+                &tool_call(1, "sleep", json!({"ms": 1})),
+                &[("prefer", "respond-async"), bob[0]],
+            )
+            .await;
+        assert_eq!(resp.status(), 403, "{path}");
+    }
+    let (_, _, list) = sidecar.call(Method::GET, "/jobs", &bob).await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["jobs"], json!([]), "{list}");
+    assert_eq!(calls(&backend, "sleep"), 0);
+
+    // Alice's job reaches the backend with the backend's credential and her subject, and
+    // without her key.
+    let job = sidecar
+        .submit(&tool_call(2, "sleep", json!({"ms": 1})), &alice)
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&id, "completed", &alice).await;
+    let seen = backend.stats().last_request_headers;
+    assert_eq!(
+        seen.get("authorization").map(String::as_str),
+        Some(format!("Bearer {BACKEND_TOKEN}").as_str()),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("x-auth-subject").map(String::as_str),
+        Some("alice"),
+        "{seen:?}"
+    );
+    assert!(!seen.contains_key("x-api-key"), "{seen:?}");
+    assert!(!seen.values().any(|v| v.contains(KEY_A)), "{seen:?}");
+
+    // Neither credential is written to the store.
+    let stored = store_bytes(&data);
+    assert!(!stored.is_empty());
+    assert!(!contains(&stored, KEY_A), "the caller's key is in the store");
+    assert!(
+        !contains(&stored, BACKEND_TOKEN),
+        "the backend's credential is in the store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_deadline_fails_and_its_call_is_cancelled_at_the_backend() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tools = "[[upstream.tool]]\nname = \"sleep\"\njob_deadline = \"1s\"\n";
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", tools, ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let job = sidecar
+        .submit(&tool_call(9, "sleep", json!({"ms": 60_000})), &[])
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + PATIENCE;
+    let doc = loop {
+        let doc = sidecar.job(&id, &[]).await;
+        if doc["status"] != "queued" && doc["status"] != "working" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "{doc}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["reason"], "deadline_exceeded", "{doc}");
+    let result = sidecar.result(&id, &[]).await;
+    assert_eq!(result["id"], 9, "{result}");
+    assert_eq!(result["error"]["code"], -32047, "{result}");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stats = backend.stats();
+        let notified = stats.by_method.get("notifications/cancelled").copied();
+        if stats.cancelled_total >= 1 && notified >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_max_result_bytes_fails_the_job_with_a_clear_reason() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(
+            &backend.mcp_url(),
+            &data_dir(dir.path()),
+            "max_result_bytes = 4096\n",
+            "",
+            "",
+        ),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let small = sidecar
+        .submit(&tool_call(1, "large", json!({"bytes": 1000})), &[])
+        .await;
+    let big = sidecar
+        .submit(&tool_call(2, "large", json!({"bytes": 100_000})), &[])
+        .await;
+    sidecar
+        .wait_status(small["id"].as_str().unwrap(), "completed", &[])
+        .await;
+    let id = big["id"].as_str().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let doc = loop {
+        let doc = sidecar.job(id, &[]).await;
+        if doc["status"] != "queued" && doc["status"] != "working" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "{doc}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["reason"], "result_too_large", "{doc}");
+    assert!(
+        doc["error"]["message"].as_str().unwrap().contains("4096"),
+        "{doc}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_list_is_newest_first_and_pages_with_its_cursor() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let job = sidecar
+            .submit(&tool_call(n, "echo", json!({"text": n.to_string()})), &[])
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+        // Distinct creation times (the list's order), on a coarse clock too.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ids.reverse();
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/jobs?upstream=shield&limit=2&cursor={c}"),
+            None => "/jobs?upstream=shield&limit=2".to_owned(),
+        };
+        let (status, _, body) = sidecar.call(Method::GET, &path, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        let jobs = page["jobs"].as_array().unwrap();
+        assert!(jobs.len() <= 2, "{page}");
+        listed.extend(jobs.iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids);
+    let (status, _, body) = sidecar
+        .call(Method::GET, "/jobs?upstream=nope", &[])
+        .await;
+    assert_eq!(status, 400, "{body}");
 }
