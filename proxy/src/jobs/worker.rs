@@ -78,11 +78,16 @@ impl Lane {
 /// until the engine stops.
 pub(crate) async fn work(engine: Arc<Engine>, lane: Arc<Lane>) {
     loop {
+        // Biased: once shutdown began, a worker that just finished a job must not take the
+        // next queued one (an unbiased select may pick `pop`, start the job and see it
+        // interrupted at once: a queued job failed instead of kept for the next start).
         let id = tokio::select! {
+            biased;
             () = engine.stop.cancelled() => return,
             id = lane.pop() => id,
         };
         let permit = tokio::select! {
+            biased;
             () = engine.stop.cancelled() => {
                 lane.push_front(id);
                 return;
