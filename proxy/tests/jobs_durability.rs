@@ -2,7 +2,8 @@
 //! completed, working and queued, start it again on the same data directory, and every job
 //! reaches its documented outcome: completed results are still there, unchanged; a working
 //! call of a non-idempotent tool fails as `interrupted` (and is never sent twice); a working
-//! call of an `idempotent = true` tool runs again; queued jobs run.
+//! call of an `idempotent = true` tool runs again; queued jobs run. The same after SIGTERM, for
+//! the jobs still working when the grace period ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod jobs_support;
@@ -34,9 +35,9 @@ async fn after_kill_9_every_job_reaches_its_documented_outcome() {
     );
     let first = Sidecar::start(&cfg, dir.path(), &[]).await;
 
-    let done = first
-        .submit(&tool_call(1, "echo", json!({"text": "kept"})), &[])
-        .await;
+    let done_body = tool_call(1, "echo", json!({"text": "kept"}));
+    let key = [("idempotency-key", "durable-1")];
+    let done = first.submit(&done_body, &key).await;
     let done = id(&done);
     first.wait_status(&done, "completed", &[]).await;
     let done_result = first.result(&done, &[]).await;
@@ -81,6 +82,14 @@ async fn after_kill_9_every_job_reaches_its_documented_outcome() {
     let job = second.job(&done, &[]).await;
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(second.result(&done, &[]).await, done_result);
+    // Its idempotency key still names it: the same job, no new call.
+    let replay = second
+        .post("/mcp", &done_body, &[("prefer", "respond-async"), key[0]])
+        .await;
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["id"], done.as_str());
 
     // Working, not idempotent: failed as interrupted, its result says so.
     let job = second.job(&sleeping, &[]).await;
@@ -118,4 +127,61 @@ async fn after_kill_9_every_job_reaches_its_documented_outcome() {
     assert_eq!(calls(&backend, "progress"), 2, "{:?}", backend.stats());
     assert_eq!(calls(&backend, "echo"), 3, "{:?}", backend.stats());
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_interrupts_jobs_past_the_grace_period_and_the_next_start_resumes_them() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    // Two jobs run at once: the third stays queued through the shutdown.
+    let cfg = config(
+        &backend.mcp_url(),
+        &data,
+        "max_running = 2\nmax_running_per_upstream = 2\n",
+        "[[upstream.tool]]\nname = \"progress\"\nidempotent = true\n",
+        "",
+    );
+    let first = Sidecar::start(&cfg, dir.path(), &[]).await;
+    let sleeping = first
+        .submit(&tool_call(1, "sleep", json!({"ms": 60_000})), &[])
+        .await;
+    let sleeping = id(&sleeping);
+    first.wait_status(&sleeping, "working", &[]).await;
+    // Longer than the 2 s grace period, so the shutdown interrupts it.
+    let rerun = first
+        .submit(
+            &tool_call(2, "progress", json!({"steps": 20, "interval_ms": 250})),
+            &[],
+        )
+        .await;
+    let rerun = id(&rerun);
+    first.wait_status(&rerun, "working", &[]).await;
+    let queued = first
+        .submit(&tool_call(3, "echo", json!({"text": "later"})), &[])
+        .await;
+    let queued = id(&queued);
+    assert_eq!(first.job(&queued, &[]).await["status"], "queued");
+
+    first.terminate();
+    assert_eq!(first.wait_exit().await, Some(0));
+    // The interrupted calls were cancelled at the backend, not left running.
+    let stats = backend.stats();
+    assert!(
+        stats.by_method.get("notifications/cancelled").copied() >= Some(2),
+        "{stats:?}"
+    );
+    assert_eq!(calls(&backend, "echo"), 0);
+
+    let second = Sidecar::start(&cfg, dir.path(), &[]).await;
+    let job = second.job(&sleeping, &[]).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["reason"], "interrupted", "{job}");
+    let job = second.wait_status(&rerun, "completed", &[]).await;
+    assert_eq!(job["attempts"], 2, "{job}");
+    let job = second.wait_status(&queued, "completed", &[]).await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(calls(&backend, "sleep"), 1, "{:?}", backend.stats());
+    assert_eq!(calls(&backend, "progress"), 2, "{:?}", backend.stats());
+    assert_eq!(calls(&backend, "echo"), 1, "{:?}", backend.stats());
 }

@@ -652,8 +652,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 const BACKEND_TOKEN: &str = "jobs-e2e-backend-token-42";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_is_authorized_at_submission_and_runs_with_the_backends_credential_not_the_callers()
-{
+async fn a_job_is_authorized_at_submission_and_runs_with_the_backends_credential_not_the_callers() {
     let backend = fixture().await;
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path());
@@ -733,7 +732,10 @@ tools = ["echo"]
     // Neither credential is written to the store.
     let stored = store_bytes(&data);
     assert!(!stored.is_empty());
-    assert!(!contains(&stored, KEY_A), "the caller's key is in the store");
+    assert!(
+        !contains(&stored, KEY_A),
+        "the caller's key is in the store"
+    );
     assert!(
         !contains(&stored, BACKEND_TOKEN),
         "the backend's credential is in the store"
@@ -863,8 +865,6 @@ async fn the_job_list_is_newest_first_and_pages_with_its_cursor() {
         }
     }
     assert_eq!(listed, ids);
-    let (status, _, body) = sidecar
-        .call(Method::GET, "/jobs?upstream=nope", &[])
-        .await;
+    let (status, _, body) = sidecar.call(Method::GET, "/jobs?upstream=nope", &[]).await;
     assert_eq!(status, 400, "{body}");
 }
