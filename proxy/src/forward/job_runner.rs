@@ -313,7 +313,6 @@ async fn read_stream(
     let mut splitter = mcp::sse::EventSplitter::default();
     let mut pending = BytesMut::new();
     let mut scanned = 0;
-    let mut total = 0usize;
     let mut at_start = true;
     while let Some(frame) = body.frame().await {
         let data = match frame {
@@ -328,10 +327,6 @@ async fn read_stream(
                 };
             }
         };
-        total += data.len();
-        if total > max_bytes {
-            return too_large(max_bytes);
-        }
         pending.extend_from_slice(&data);
         while let Some(end) = splitter.find_event_end(&pending[scanned..]) {
             let event = pending.split_to(scanned + end);
@@ -348,6 +343,11 @@ async fn read_stream(
             if let Some(p) = progress_of(&decoded.data, &token) {
                 progress.report(p).await;
             }
+        }
+        // Only the event being assembled is bounded (it may be the answer): a long job's
+        // progress notifications, read and dropped one by one, are not part of its result.
+        if pending.len() > max_bytes {
+            return too_large(max_bytes);
         }
         scanned = pending.len();
     }
