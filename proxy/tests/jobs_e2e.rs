@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use jobs_support::{
     Events, PATIENCE, POLL, Sidecar, config, data_dir, fixture, jsonrpc_response, tool_call,
 };
+use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The calls of `tool` the fixture has seen.
-fn calls(backend: &mcp_fixtures::FixtureServer, tool: &str) -> u64 {
+fn calls(backend: &FixtureServer, tool: &str) -> u64 {
     backend.stats().by_tool.get(tool).copied().unwrap_or(0)
 }
 
@@ -785,45 +786,57 @@ async fn a_job_past_its_deadline_fails_and_its_call_is_cancelled_at_the_backend(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_over_max_result_bytes_fails_the_job_with_a_clear_reason() {
-    let backend = fixture().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sidecar = Sidecar::start(
-        &config(
-            &backend.mcp_url(),
-            &data_dir(dir.path()),
-            "max_result_bytes = 4096\n",
-            "",
-            "",
-        ),
-        dir.path(),
-        &[],
-    )
-    .await;
-    let small = sidecar
-        .submit(&tool_call(1, "large", json!({"bytes": 1000})), &[])
+    // Both ways a backend answers: a JSON body and an event stream.
+    for mode in [ResponseMode::Json, ResponseMode::Sse] {
+        let backend = FixtureServer::start(FixtureConfig {
+            stateless: true,
+            response_mode: mode,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sidecar = Sidecar::start(
+            &config(
+                &backend.mcp_url(),
+                &data_dir(dir.path()),
+                "max_result_bytes = 4096\n",
+                "",
+                "",
+            ),
+            dir.path(),
+            &[],
+        )
         .await;
-    let big = sidecar
-        .submit(&tool_call(2, "large", json!({"bytes": 100_000})), &[])
-        .await;
-    sidecar
-        .wait_status(small["id"].as_str().unwrap(), "completed", &[])
-        .await;
-    let id = big["id"].as_str().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let doc = loop {
-        let doc = sidecar.job(id, &[]).await;
-        if doc["status"] != "queued" && doc["status"] != "working" {
-            break doc;
-        }
-        assert!(Instant::now() < deadline, "{doc}");
-        tokio::time::sleep(POLL).await;
-    };
-    assert_eq!(doc["status"], "failed", "{doc}");
-    assert_eq!(doc["error"]["reason"], "result_too_large", "{doc}");
-    assert!(
-        doc["error"]["message"].as_str().unwrap().contains("4096"),
-        "{doc}"
-    );
+        let small = sidecar
+            .submit(&tool_call(1, "large", json!({"bytes": 1000})), &[])
+            .await;
+        let big = sidecar
+            .submit(&tool_call(2, "large", json!({"bytes": 100_000})), &[])
+            .await;
+        sidecar
+            .wait_status(small["id"].as_str().unwrap(), "completed", &[])
+            .await;
+        let id = big["id"].as_str().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let doc = loop {
+            let doc = sidecar.job(id, &[]).await;
+            if doc["status"] != "queued" && doc["status"] != "working" {
+                break doc;
+            }
+            assert!(Instant::now() < deadline, "{doc}");
+            tokio::time::sleep(POLL).await;
+        };
+        assert_eq!(doc["status"], "failed", "{mode:?}: {doc}");
+        assert_eq!(
+            doc["error"]["reason"], "result_too_large",
+            "{mode:?}: {doc}"
+        );
+        assert!(
+            doc["error"]["message"].as_str().unwrap().contains("4096"),
+            "{doc}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -867,4 +880,141 @@ async fn the_job_list_is_newest_first_and_pages_with_its_cursor() {
     assert_eq!(listed, ids);
     let (status, _, body) = sidecar.call(Method::GET, "/jobs?upstream=nope", &[]).await;
     assert_eq!(status, 400, "{body}");
+}
+
+/// `max_result_bytes` bounds the result, not the whole stream: a long job that reports
+/// progress often must not fail for the notifications it sent on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notifications_do_not_count_against_max_result_bytes() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(
+            &backend.mcp_url(),
+            &data_dir(dir.path()),
+            "max_result_bytes = 4096\n",
+            "",
+            "",
+        ),
+        dir.path(),
+        &[],
+    )
+    .await;
+    // 80 notifications of ~150 bytes each: three times the cap, the answer far below it.
+    let job = sidecar
+        .submit(
+            &tool_call(1, "progress", json!({"steps": 80, "interval_ms": 5})),
+            &[],
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = sidecar.wait_status(&id, "completed", &[]).await;
+    assert_eq!(done["progress"]["progress"].as_f64(), Some(80.0), "{done}");
+    let result = sidecar.result(&id, &[]).await;
+    assert!(
+        result.to_string().contains("completed 80 steps"),
+        "{result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_public_upstream_the_owner_is_the_client_address_and_forwarded_headers_do_not_change_it()
+ {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let job = sidecar
+        .submit(&tool_call(1, "echo", json!({"text": "mine"})), &[])
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&id, "completed", &[]).await;
+
+    // Another loopback address is another client; claiming the first one's address in
+    // forwarding headers changes nothing.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    for path in [
+        format!("/jobs/{id}"),
+        format!("/jobs/{id}/result"),
+        format!("/jobs/{id}/events"),
+    ] {
+        let resp = other
+            .get(sidecar.url(&path))
+            .header("x-forwarded-for", "127.0.0.1")
+            .header("forwarded", "for=127.0.0.1")
+            .header("x-real-ip", "127.0.0.1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+    let resp = other
+        .delete(sidecar.url(&format!("/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(sidecar.job(&id, &[]).await["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_api_misuse_gets_a_clear_error() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let call = tool_call(1, "echo", json!({"text": "x"}));
+    // Not a job id, a path that names no mount, a method the route does not take.
+    for (method, path, want) in [
+        (Method::GET, "/jobs/not-an-id", 404),
+        (Method::GET, "/jobs/0123456789ABCDEF0123456789ABCDEF", 404),
+        (
+            Method::GET,
+            "/jobs/0123456789abcdef0123456789abcdef/other",
+            405,
+        ),
+        (Method::PUT, "/jobs", 405),
+    ] {
+        let (status, _, body) = sidecar.call(method.clone(), path, &[]).await;
+        assert_eq!(status, want, "{method} {path}: {body}");
+    }
+    let resp = sidecar.post("/jobs/nowhere", &call, &[]).await;
+    assert_eq!(resp.status(), 404);
+    // Only `tools/call` runs as a job; a batch or a notification is refused on `/jobs/...`
+    // and answered live with `Prefer`.
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}).to_string();
+    let resp = sidecar.post("/jobs/mcp", &list, &[]).await;
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert_eq!(reason(&text), "offload_not_allowed", "{text}");
+    let resp = sidecar
+        .post("/mcp", &list, &[("prefer", "respond-async")])
+        .await;
+    assert_eq!(resp.status(), 200);
+    let batch = format!("[{call}]");
+    let resp = sidecar.post("/jobs/mcp", &batch, &[]).await;
+    assert_eq!(resp.status(), 400);
+    // A bad Idempotency-Key.
+    let resp = sidecar
+        .post(
+            "/mcp",
+            &call,
+            &[("prefer", "respond-async"), ("idempotency-key", "")],
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(calls(&backend, "echo"), 0);
 }
