@@ -579,6 +579,21 @@ async fn prefer_wait_returns_the_answer_inline_when_the_job_ends_in_time() {
     // The job it ran is there as well, with the same answer.
     let id = location.trim_start_matches("/jobs/");
     assert_eq!(sidecar.result(id, &[]).await, inline);
+
+    // Not done within the wait: the 202 after it, and the job goes on.
+    let started = Instant::now();
+    let resp = sidecar
+        .post(
+            "/mcp",
+            &tool_call(6, "sleep", json!({"ms": 4000})),
+            &[("prefer", "respond-async, wait=1")],
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let job: Value = resp.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&id, "completed", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1017,4 +1032,234 @@ async fn job_api_misuse_gets_a_clear_error() {
         .await;
     assert_eq!(resp.status(), 400);
     assert_eq!(calls(&backend, "echo"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_end_the_job_as_the_live_call_was_answered_and_are_not_retried() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    // A JSON-RPC error and a tool error are answers: the job completes with them, equal to
+    // the live answer.
+    for mode in ["jsonrpc_error", "tool_error"] {
+        let body = tool_call(3, "fail", json!({"mode": mode, "message": "nope"}));
+        let live = sidecar.post("/mcp", &body, &[]).await;
+        let ct = live.headers()["content-type"].to_str().unwrap().to_owned();
+        let live = jsonrpc_response(&ct, &live.text().await.unwrap());
+        let job = sidecar.submit(&body, &[]).await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        sidecar.wait_status(&id, "completed", &[]).await;
+        assert_eq!(sidecar.result(&id, &[]).await, live, "{mode}");
+    }
+    // A connection dropped without an answer: the job fails, and the call (not idempotent)
+    // is not sent again.
+    backend.reset_stats();
+    let job = sidecar
+        .submit(&tool_call(4, "fail", json!({"mode": "drop"})), &[])
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + PATIENCE;
+    let doc = loop {
+        let doc = sidecar.job(&id, &[]).await;
+        if doc["status"] != "queued" && doc["status"] != "working" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "{doc}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["reason"], "upstream", "{doc}");
+    assert_eq!(doc["attempts"], 1, "{doc}");
+    let result = sidecar.result(&id, &[]).await;
+    assert_eq!(result["id"], 4, "{result}");
+    assert_eq!(result["error"]["code"], -32047, "{result}");
+    assert_eq!(calls(&backend, "fail"), 1, "{:?}", backend.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_resume_after_last_event_id_without_repeating_what_was_seen() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let job = sidecar
+        .submit(
+            &tool_call(1, "progress", json!({"steps": 8, "interval_ms": 300})),
+            &[],
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&id, "working", &[]).await;
+    let mut first = Events::open(&sidecar, &id, &[]).await;
+    // The current state first (working), then at least one progress event.
+    let opening = first.next().await.unwrap();
+    assert_eq!(opening.event, "status");
+    assert_eq!(opening.json()["status"], "working");
+    let seen = first.next().await.unwrap();
+    assert_eq!(seen.event, "progress", "{seen:?}");
+    let seen_id: u64 = seen.id.as_deref().unwrap().parse().unwrap();
+    drop(first);
+
+    let seen_text = seen_id.to_string();
+    let mut resumed = Events::open(&sidecar, &id, &[("last-event-id", &seen_text)]).await;
+    let mut ids = Vec::new();
+    let mut last = None;
+    while let Some(event) = resumed.next().await {
+        ids.push(event.id.as_deref().unwrap().parse::<u64>().unwrap());
+        last = Some(event);
+    }
+    assert!(ids.iter().all(|&i| i > seen_id), "{seen_id} then {ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let last = last.unwrap();
+    assert_eq!(last.json()["status"], "completed", "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_gone_for_everyone_after_its_result_ttl() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(
+            &backend.mcp_url(),
+            &data_dir(dir.path()),
+            "result_ttl = \"2s\"\n",
+            "",
+            "",
+        ),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let job = sidecar
+        .submit(&tool_call(1, "echo", json!({"text": "brief"})), &[])
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = sidecar.wait_status(&id, "completed", &[]).await;
+    let finished = humantime::parse_rfc3339(done["finishedAt"].as_str().unwrap()).unwrap();
+    let expires = humantime::parse_rfc3339(done["expiresAt"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        expires.duration_since(finished).unwrap(),
+        Duration::from_secs(2)
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, _, _) = sidecar.call(Method::GET, &format!("/jobs/{id}"), &[]).await;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(Instant::now() < deadline, "never expired");
+        tokio::time::sleep(POLL).await;
+    }
+    for path in [format!("/jobs/{id}/result"), format!("/jobs/{id}/events")] {
+        let (status, _, _) = sidecar.call(Method::GET, &path, &[]).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (_, _, list) = sidecar.call(Method::GET, "/jobs", &[]).await;
+    assert!(!list.contains(&id), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_running_per_upstream_keeps_further_jobs_queued() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(
+            &backend.mcp_url(),
+            &data_dir(dir.path()),
+            "max_running = 8\nmax_running_per_upstream = 2\n",
+            "",
+            "",
+        ),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let job = sidecar
+            .submit(&tool_call(n, "sleep", json!({"ms": 1500})), &[])
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    sidecar.wait_status(&ids[0], "working", &[]).await;
+    sidecar.wait_status(&ids[1], "working", &[]).await;
+    // While the first two run, the third waits, and the backend never has more than two.
+    let mut most = 0;
+    let mut held_back = false;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        most = most.max(backend.stats().in_flight);
+        let first = sidecar.job(&ids[0], &[]).await;
+        let second = sidecar.job(&ids[1], &[]).await;
+        let third = sidecar.job(&ids[2], &[]).await;
+        if third["status"] != "queued" {
+            break;
+        }
+        held_back |= first["status"] == "working" && second["status"] == "working";
+        assert!(Instant::now() < deadline, "{third}");
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(held_back);
+    let mut done = Vec::new();
+    for id in &ids {
+        done.push(sidecar.wait_status(id, "completed", &[]).await);
+    }
+    // The third started only when one of the first two had finished.
+    let at =
+        |doc: &Value, field: &str| humantime::parse_rfc3339(doc[field].as_str().unwrap()).unwrap();
+    let freed = at(&done[0], "finishedAt").min(at(&done[1], "finishedAt"));
+    assert!(at(&done[2], "startedAt") >= freed, "{done:#?}");
+    assert!(most <= 2, "{most} calls at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_submitted_over_http2_as_over_http1() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .unwrap();
+    let resp = h2
+        .post(sidecar.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("prefer", "respond-async")
+        .body(tool_call(1, "echo", json!({"text": "h2"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["preference-applied"], "respond-async");
+    let job: Value = resp.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    sidecar.wait_status(&id, "completed", &[]).await;
+    let result: Value = h2
+        .get(sidecar.url(&format!("/jobs/{id}/result")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(result.to_string().contains("h2"), "{result}");
 }
