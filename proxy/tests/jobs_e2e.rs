@@ -322,6 +322,27 @@ key = "${JOBS_KEY_B}"
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list["jobs"][0]["id"], id.as_str(), "{list}");
 
+    // Idempotency keys belong to their principal: Bob's same key and body is a job of his.
+    let keyed = tool_call(5, "echo", json!({"text": "keyed"}));
+    let a = sidecar
+        .submit(&keyed, &[alice[0], ("idempotency-key", "shared-key")])
+        .await;
+    let b = sidecar
+        .post(
+            "/mcp",
+            &keyed,
+            &[
+                bob[0],
+                ("prefer", "respond-async"),
+                ("idempotency-key", "shared-key"),
+            ],
+        )
+        .await;
+    assert_eq!(b.status(), 202);
+    assert!(b.headers().get("idempotent-replayed").is_none());
+    let b: Value = b.json().await.unwrap();
+    assert_ne!(a["id"], b["id"]);
+
     // Bob's DELETE did nothing: the job runs on to completion for its owner.
     let done = sidecar.wait_status(&id, "completed", &alice).await;
     assert_eq!(done["attempts"], 1);
@@ -1262,4 +1283,42 @@ async fn a_job_is_submitted_over_http2_as_over_http1() {
         .await
         .unwrap();
     assert!(result.to_string().contains("h2"), "{result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_apply_at_submission_and_a_refused_submission_stores_nothing() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = r#"
+[[rate_limit]]
+name = "slow-sleep"
+key = ["client_ip"]
+rate = 1
+per = "1h"
+tools = ["sleep"]
+"#;
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", limits),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let call = tool_call(1, "sleep", json!({"ms": 1}));
+    let job = sidecar.submit(&call, &[]).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    for path in ["/mcp", "/jobs/mcp"] {
+        let resp = sidecar
+            .post(path, &call, &[("prefer", "respond-async")])
+            .await;
+        assert_eq!(resp.status(), 429, "{path}");
+        assert!(resp.headers().contains_key("retry-after"));
+        let text = resp.text().await.unwrap();
+        assert_eq!(reason(&text), "rate_limited", "{text}");
+    }
+    sidecar.wait_status(&id, "completed", &[]).await;
+    let (_, _, list) = sidecar.call(Method::GET, "/jobs", &[]).await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+    // The job itself ran without counting again: one call.
+    assert_eq!(calls(&backend, "sleep"), 1);
 }
