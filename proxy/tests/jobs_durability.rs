@@ -16,6 +16,9 @@ fn calls(backend: &mcp_fixtures::FixtureServer, tool: &str) -> u64 {
     backend.stats().by_tool.get(tool).copied().unwrap_or(0)
 }
 
+/// Jobs left queued at the kill.
+const QUEUED: u64 = 12;
+
 fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
@@ -57,25 +60,26 @@ async fn after_kill_9_every_job_reaches_its_documented_outcome() {
         .await;
     let rerun = id(&rerun);
     first.wait_status(&rerun, "working", &[]).await;
+    // Submitted at once (one group commit or several), killed right after the last 202:
+    // every acknowledged job must be there after the restart.
+    let submissions = (0..QUEUED).map(|n| {
+        first.submit_owned(tool_call(
+            10 + n,
+            "echo",
+            json!({"text": format!("queued {n}")}),
+        ))
+    });
     let mut queued = Vec::new();
-    for n in 0..2 {
-        let job = first
-            .submit(
-                &tool_call(10 + n, "echo", json!({"text": format!("queued {n}")})),
-                &[],
-            )
-            .await;
+    for job in futures_util::future::join_all(submissions).await {
         assert_eq!(job["status"], "queued", "{job}");
         queued.push(id(&job));
-    }
-    for q in &queued {
-        assert_eq!(first.job(q, &[]).await["status"], "queued");
     }
     assert_eq!(calls(&backend, "sleep"), 1);
     assert_eq!(calls(&backend, "progress"), 1);
     assert_eq!(calls(&backend, "echo"), 1);
 
     first.kill();
+    assert_eq!(calls(&backend, "echo"), 1);
 
     let second = Sidecar::start(&cfg, dir.path(), &[]).await;
     // Completed: still there, the same answer.
@@ -125,7 +129,7 @@ async fn after_kill_9_every_job_reaches_its_documented_outcome() {
     // each queued one once.
     assert_eq!(calls(&backend, "sleep"), 1, "{:?}", backend.stats());
     assert_eq!(calls(&backend, "progress"), 2, "{:?}", backend.stats());
-    assert_eq!(calls(&backend, "echo"), 3, "{:?}", backend.stats());
+    assert_eq!(calls(&backend, "echo"), 1 + QUEUED, "{:?}", backend.stats());
     drop(second);
 }
 
@@ -184,4 +188,27 @@ async fn sigterm_interrupts_jobs_past_the_grace_period_and_the_next_start_resume
     assert_eq!(calls(&backend, "sleep"), 1, "{:?}", backend.stats());
     assert_eq!(calls(&backend, "progress"), 2, "{:?}", backend.stats());
     assert_eq!(calls(&backend, "echo"), 1, "{:?}", backend.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_store_stops_the_start_with_an_error_naming_the_file_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path());
+    let file = data.join("jobs.redb");
+    let garbage = b"this is not a redb file, and it must not be replaced".repeat(100);
+    std::fs::write(&file, &garbage).unwrap();
+    let cfg = config("http://127.0.0.1:9/mcp", &data, "", "", "");
+    let path = dir.path().join("sidecar.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(jobs_support::BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("STATE_DIRECTORY", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&*file.to_string_lossy()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(&file).unwrap(), garbage);
 }

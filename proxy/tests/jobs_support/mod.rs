@@ -167,6 +167,11 @@ impl Sidecar {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// [`Sidecar::submit`] of an owned body without extra headers (for many at once).
+    pub(crate) async fn submit_owned(&self, body: String) -> Value {
+        self.submit(&body, &[]).await
+    }
+
     /// `method` on a job API path, with `headers`: (status, headers, body).
     pub(crate) async fn call(
         &self,
