@@ -664,6 +664,11 @@ async fn submissions_after_sigterm_are_refused_with_503() {
     assert_eq!(calls(&backend, "echo"), 0);
     // The running job finishes within the grace period and the process exits cleanly.
     assert_eq!(sidecar.wait_exit().await, Some(0));
+    let again = Sidecar::start(&cfg, dir.path(), &[]).await;
+    let job = again.job(&id, &[]).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(calls(&backend, "sleep"), 1);
 }
 
 /// Every file under `dir`, read whole.
@@ -1321,4 +1326,34 @@ tools = ["sleep"]
     assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
     // The job itself ran without counting again: one call.
     assert_eq!(calls(&backend, "sleep"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_with_one_idempotency_key_make_one_job_and_one_call() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(
+        &config(&backend.mcp_url(), &data_dir(dir.path()), "", "", ""),
+        dir.path(),
+        &[],
+    )
+    .await;
+    let body = tool_call(1, "sleep", json!({"ms": 200}));
+    let headers = [("prefer", "respond-async"), ("idempotency-key", "race-1")];
+    let sends = (0..16).map(|_| sidecar.post("/mcp", &body, &headers));
+    let mut ids = std::collections::BTreeSet::new();
+    let mut replayed = 0;
+    for resp in futures_util::future::join_all(sends).await {
+        assert_eq!(resp.status(), 202);
+        if resp.headers().contains_key("idempotent-replayed") {
+            replayed += 1;
+        }
+        let job: Value = resp.json().await.unwrap();
+        ids.insert(job["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(replayed, 15);
+    let id = ids.into_iter().next().unwrap();
+    sidecar.wait_status(&id, "completed", &[]).await;
+    assert_eq!(calls(&backend, "sleep"), 1, "{:?}", backend.stats());
 }
