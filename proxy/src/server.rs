@@ -102,7 +102,8 @@ impl Sidecar {
         let cors = crate::cors::Cors::new(&config.cors, Some(metrics.registry()))?;
         let router = Router::new(upstreams.clone());
         let jobs = if config.jobs.enabled {
-            let store = Jobs::open_store(&config.jobs).map_err(|e| StartError::Jobs(e.to_string()))?;
+            let store =
+                Jobs::open_store(&config.jobs).map_err(|e| StartError::Jobs(e.to_string()))?;
             let names = upstreams.iter().map(|u| u.name.to_string()).collect();
             let jobs = Jobs::new(
                 store,
@@ -118,20 +119,16 @@ impl Sidecar {
         } else {
             None
         };
-        let proxy = Proxy::new(
-            router,
-            metrics.clone(),
-            config.listen.max_body_bytes,
-        )
-        .with_body_read_limits(BodyReadLimits {
-            idle: config.listen.body_read_timeout,
-            min_rate: config.listen.body_min_rate,
-        })
-        .with_resilience(resilience.clone())
-        .with_limits(limits)
-        .with_auth(auth)
-        .with_cors(cors)
-        .with_jobs(jobs);
+        let proxy = Proxy::new(router, metrics.clone(), config.listen.max_body_bytes)
+            .with_body_read_limits(BodyReadLimits {
+                idle: config.listen.body_read_timeout,
+                min_rate: config.listen.body_min_rate,
+            })
+            .with_resilience(resilience.clone())
+            .with_limits(limits)
+            .with_auth(auth)
+            .with_cors(cors)
+            .with_jobs(jobs);
         let jobs = proxy.jobs().map(|api| api.jobs().clone());
         Ok(Self {
             proxy: Arc::new(proxy),

@@ -238,12 +238,11 @@ impl Runner for JobRunner {
 /// A refusal before anything was sent waits and tries again; anything else fails the job.
 fn not_sent_or_failed(err: ProxyError) -> RunOutcome {
     match err {
-        ProxyError::CircuitOpen { retry_after, .. } | ProxyError::Overloaded { retry_after, .. } => {
-            RunOutcome::NotSent {
-                retry_after,
-                why: err.to_string(),
-            }
-        }
+        ProxyError::CircuitOpen { retry_after, .. }
+        | ProxyError::Overloaded { retry_after, .. } => RunOutcome::NotSent {
+            retry_after,
+            why: err.to_string(),
+        },
         ProxyError::LocalResourceExhausted { .. } => RunOutcome::NotSent {
             retry_after: LOCAL_SHORTAGE_WAIT,
             why: err.to_string(),

@@ -162,19 +162,26 @@ impl JobApi {
         let answer = match (route, id) {
             (Route::List, _) => self.list(ex, &owner, &upstream.name).await?,
             (Route::Status(text), Some(id)) => {
-                let job = self.jobs.get(id, &owner).await.map_err(|e| job_error(e, &text))?;
+                let job = self
+                    .jobs
+                    .get(id, &owner)
+                    .await
+                    .map_err(|e| job_error(e, &text))?;
                 render::json(StatusCode::OK, &job_json(&job.state(), prefix))
             }
             (Route::Result(text), Some(id)) => {
-                let job = self.jobs.get(id, &owner).await.map_err(|e| job_error(e, &text))?;
+                let job = self
+                    .jobs
+                    .get(id, &owner)
+                    .await
+                    .map_err(|e| job_error(e, &text))?;
                 match &job.outcome {
                     Some(JobOutcome::Answered { response }) => {
                         render::raw_json(StatusCode::OK, Bytes::from(response.clone()))
                     }
-                    Some(outcome) => render::json(
-                        StatusCode::OK,
-                        &render::unanswered(&job, outcome),
-                    ),
+                    Some(outcome) => {
+                        render::json(StatusCode::OK, &render::unanswered(&job, outcome))
+                    }
                     None => {
                         return Err(ProxyError::JobNotFinished {
                             id: text,
@@ -190,7 +197,14 @@ impl JobApi {
                     .follow(id, &owner)
                     .await
                     .map_err(|e| job_error(e, &text))?;
-                render::events(state, rx, last, self.prefix.clone(), self.jobs.clone(), owner)
+                render::events(
+                    state,
+                    rx,
+                    last,
+                    self.prefix.clone(),
+                    self.jobs.clone(),
+                    owner,
+                )
             }
             (Route::Cancel(text), Some(id)) => {
                 let state = self

@@ -133,11 +133,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(
-        store: Arc<dyn JobStore>,
-        settings: Settings,
-        metrics: JobMetrics,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn JobStore>, settings: Settings, metrics: JobMetrics) -> Self {
         let lanes = settings
             .upstreams
             .iter()
@@ -388,7 +384,9 @@ impl Engine {
                         .queued
                         .with_label_values(&[&guard.job.request.upstream])
                         .dec();
-                    let state = self.finish_locked(&live, &mut guard, Outcome::Cancelled).await;
+                    let state = self
+                        .finish_locked(&live, &mut guard, Outcome::Cancelled)
+                        .await;
                     return Ok(state);
                 }
                 Status::Working => live.cancel.cancel(),
@@ -466,7 +464,10 @@ impl Engine {
         let expected = job.version;
         job.version += 1;
         let result = self
-            .timed("update", self.store.update(job.clone(), expected, durability))
+            .timed(
+                "update",
+                self.store.update(job.clone(), expected, durability),
+            )
             .await;
         if result.is_err() {
             job.version = expected;

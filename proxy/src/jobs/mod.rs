@@ -292,7 +292,8 @@ impl Jobs {
                 .or_insert(json!(0));
             *n = json!(n.as_u64().unwrap_or(0) + 1);
             if job.status == Status::Queued {
-                oldest_queued = Some(oldest_queued.map_or(job.created_ms, |o| o.min(job.created_ms)));
+                oldest_queued =
+                    Some(oldest_queued.map_or(job.created_ms, |o| o.min(job.created_ms)));
             }
         }
         let finished = |status: Status| -> u64 {

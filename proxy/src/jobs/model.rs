@@ -398,14 +398,27 @@ mod tests {
 
     #[test]
     fn id_parse_refuses_anything_but_32_lowercase_hex_digits() {
-        for bad in ["", "abc", &"A".repeat(32), &"g".repeat(32), &"0".repeat(33), "../etc/passwd"] {
+        for bad in [
+            "",
+            "abc",
+            &"A".repeat(32),
+            &"g".repeat(32),
+            &"0".repeat(33),
+            "../etc/passwd",
+        ] {
             assert_eq!(JobId::parse(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn terminal_statuses_are_the_three_endings() {
-        let terminal: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, [Status::Completed, Status::Failed, Status::Cancelled]);
+        let terminal: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [Status::Completed, Status::Failed, Status::Cancelled]
+        );
     }
 }

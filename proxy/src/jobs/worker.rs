@@ -71,7 +71,6 @@ impl Lane {
             notified.await;
         }
     }
-
 }
 
 /// A lane's worker: takes the lane's next job when a global slot is free, runs it, repeats
@@ -297,7 +296,11 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
         }
         let id = job.id;
         engine.queued.fetch_add(1, Ordering::AcqRel);
-        engine.metrics.queued.with_label_values(&[&lane.upstream]).inc();
+        engine
+            .metrics
+            .queued
+            .with_label_values(&[&lane.upstream])
+            .inc();
         engine.add_live(job);
         lane.push(id);
     }
