@@ -102,8 +102,12 @@ impl Sidecar {
         let cors = crate::cors::Cors::new(&config.cors, Some(metrics.registry()))?;
         let router = Router::new(upstreams.clone());
         let jobs = if config.jobs.enabled {
-            let store =
-                Jobs::open_store(&config.jobs).map_err(|e| StartError::Jobs(e.to_string()))?;
+            // Opening reads and checks the whole file: off the runtime's threads.
+            let jobs_config = config.jobs.clone();
+            let store = tokio::task::spawn_blocking(move || Jobs::open_store(&jobs_config))
+                .await
+                .map_err(|e| StartError::Jobs(format!("opening the store: {e}")))?
+                .map_err(|e| StartError::Jobs(e.to_string()))?;
             let names = upstreams.iter().map(|u| u.name.to_string()).collect();
             let jobs = Jobs::new(
                 store,

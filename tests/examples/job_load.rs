@@ -90,14 +90,27 @@ async fn main() -> Result<()> {
     let mut results: Vec<Results> = cases.iter().map(|_| Results::default()).collect();
     let period = Duration::from_secs_f64(1.0 / rate);
     for case in &cases {
-        steady(case, period, Duration::from_secs_f64(warmup), &mut Results::default()).await?;
+        steady(
+            case,
+            period,
+            Duration::from_secs_f64(warmup),
+            &mut Results::default(),
+        )
+        .await?;
     }
     for round in 0..rounds {
         for k in 0..cases.len() {
             let i = (round + k) % cases.len();
-            steady(&cases[i], period, Duration::from_secs_f64(secs), &mut results[i]).await?;
+            steady(
+                &cases[i],
+                period,
+                Duration::from_secs_f64(secs),
+                &mut results[i],
+            )
+            .await?;
             if peak_secs > 0.0 {
-                let per_sec = peak(&cases[i], connections, Duration::from_secs_f64(peak_secs)).await?;
+                let per_sec =
+                    peak(&cases[i], connections, Duration::from_secs_f64(peak_secs)).await?;
                 results[i].peak_per_sec.push(per_sec);
             }
         }
@@ -112,7 +125,10 @@ async fn main() -> Result<()> {
 type Sender = SendRequest<Full<Bytes>>;
 
 async fn connect(uri: &hyper::Uri) -> Result<Sender> {
-    let authority = uri.authority().context("url without host:port")?.to_string();
+    let authority = uri
+        .authority()
+        .context("url without host:port")?
+        .to_string();
     let stream = tokio::net::TcpStream::connect(&authority).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -121,7 +137,11 @@ async fn connect(uri: &hyper::Uri) -> Result<Sender> {
 }
 
 fn request(case: &Case) -> Result<hyper::Request<Full<Bytes>>> {
-    let authority = case.uri.authority().context("url without host:port")?.to_string();
+    let authority = case
+        .uri
+        .authority()
+        .context("url without host:port")?
+        .to_string();
     let mut builder = hyper::Request::post(case.uri.path())
         .header("host", authority)
         .header("content-type", "application/json")
@@ -142,7 +162,12 @@ async fn exchange(sender: &mut Sender, case: &Case) -> Result<bool> {
 }
 
 /// The open-loop phase: one request due every `period` for `duration`.
-async fn steady(case: &Case, period: Duration, duration: Duration, out: &mut Results) -> Result<()> {
+async fn steady(
+    case: &Case,
+    period: Duration,
+    duration: Duration,
+    out: &mut Results,
+) -> Result<()> {
     let free: Arc<Mutex<Vec<Sender>>> = Arc::new(Mutex::new(Vec::new()));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let wrong = Arc::new(AtomicU64::new(0));
@@ -268,7 +293,10 @@ fn report(
             p(99.0) / base99,
         );
         if r.wrong > 0 {
-            println!("  {}: {} of {} answers had another status", case.name, r.wrong, r.sent);
+            println!(
+                "  {}: {} of {} answers had another status",
+                case.name, r.wrong, r.sent
+            );
         }
     }
 }

@@ -120,12 +120,11 @@ where
 
         if let (Some(timer), Some(period)) =
             (this.idle_timer.as_mut().as_pin_mut(), *this.idle_timeout)
+            && timer.poll(cx).is_ready()
         {
-            if timer.poll(cx).is_ready() {
-                *this.done = true;
-                tracing::debug!(idle_timeout = ?period, "closing idle SSE stream");
-                return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout(period)))));
-            }
+            *this.done = true;
+            tracing::debug!(idle_timeout = ?period, "closing idle SSE stream");
+            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout(period)))));
         }
 
         if let (Some(mut timer), Some(period)) =

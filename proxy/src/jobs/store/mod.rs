@@ -38,6 +38,9 @@ pub struct Cursor {
 }
 
 /// What `create` did.
+// Returned once per `create` and moved, never stored in bulk: boxing the job would cost an
+// allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
     /// The job was stored.
