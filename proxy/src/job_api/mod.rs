@@ -268,14 +268,12 @@ impl JobApi {
                 ProxyError::BadRequest(format!("`cursor={c}` is not a cursor this API gave"))
             })?),
         };
-        let jobs = self
+        let (jobs, next) = self
             .jobs
             .list(owner, upstream, after, limit)
             .await
             .map_err(|e| job_error(e, ""))?;
-        let next = (jobs.len() == limit)
-            .then(|| jobs.last().map(|j| format!("{}-{}", j.created_ms, j.id)))
-            .flatten();
+        let next = next.map(|c| format!("{}-{}", c.created_ms, c.id));
         let body = serde_json::json!({
             "jobs": jobs.iter().map(|j| job_json(j, &self.prefix)).collect::<Vec<_>>(),
             "nextCursor": next,

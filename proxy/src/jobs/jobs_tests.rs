@@ -311,8 +311,14 @@ async fn another_owner_cannot_see_follow_or_cancel_a_job() {
         jobs.cancel(state.id, &mallory, Duration::ZERO).await,
         Err(JobError::NotFound)
     ));
-    assert!(jobs.list(&mallory, "u", None, 10).await.unwrap().is_empty());
-    assert_eq!(jobs.list(&alice(), "u", None, 10).await.unwrap().len(), 1);
+    assert!(
+        jobs.list(&mallory, "u", None, 10)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    assert_eq!(jobs.list(&alice(), "u", None, 10).await.unwrap().0.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
