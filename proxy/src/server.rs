@@ -119,7 +119,12 @@ impl Sidecar {
             jobs.recover()
                 .await
                 .map_err(|e| StartError::Jobs(e.to_string()))?;
-            Some(JobApi::new(jobs, &config.jobs.path, router.clone()))
+            Some(JobApi::new(
+                jobs,
+                &config.jobs.path,
+                router.clone(),
+                Some(limits.clone()),
+            ))
         } else {
             None
         };

@@ -18,7 +18,7 @@ fn api() -> JobApi {
         &prometheus::Registry::new(),
     )
     .unwrap();
-    JobApi::new(jobs, "/jobs", Router::new(vec![]))
+    JobApi::new(jobs, "/jobs", Router::new(vec![]), None)
 }
 
 #[test]
@@ -102,7 +102,8 @@ fn the_owner_is_the_principal_or_the_client_address() {
     let head = http::Request::new(()).into_parts().0;
     let conn = crate::conn_info::ConnInfo::new(([10, 0, 0, 7], 5000).into(), false);
     let mut ex = Exchange::new(head, conn);
-    assert_eq!(owner_of(&ex).as_str(), "ip:10.0.0.7");
+    let api = api();
+    assert_eq!(api.owner_of(&ex).as_str(), "ip:10.0.0.7");
     let principal = |source| crate::principal::Principal {
         subject: "alice".into(),
         source,
@@ -112,7 +113,7 @@ fn the_owner_is_the_principal_or_the_client_address() {
         claim_headers: vec![],
     };
     ex.principal = Some(Arc::new(principal(Source::ApiKey("k1".into()))));
-    assert_eq!(owner_of(&ex).as_str(), "api_key:k1");
+    assert_eq!(api.owner_of(&ex).as_str(), "api_key:k1");
     ex.principal = Some(Arc::new(principal(Source::Jwt("iss1".into()))));
-    assert_eq!(owner_of(&ex).as_str(), "jwt:iss1:alice");
+    assert_eq!(api.owner_of(&ex).as_str(), "jwt:iss1:alice");
 }

@@ -28,6 +28,7 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Outcome, Policy, Step};
 use crate::jobs::{Cursor, JobError, JobId, Jobs, Outcome as JobOutcome, Owner};
+use crate::limits::Limits;
 use crate::principal::Source;
 use crate::upstream::{Router, Upstream};
 
@@ -47,6 +48,9 @@ pub struct JobApi {
     jobs: Jobs,
     prefix: Arc<str>,
     router: Router,
+    /// Where the client's address is read behind trusted proxies (a public upstream's jobs
+    /// belong to the client's address).
+    limits: Option<Arc<Limits>>,
 }
 
 /// What the job phase keeps for one request.
@@ -81,12 +85,33 @@ pub enum Route {
 }
 
 impl JobApi {
-    /// The API over `jobs`, served under `prefix`, for the upstreams of `router`.
-    pub fn new(jobs: Jobs, prefix: &str, router: Router) -> Self {
+    /// The API over `jobs`, served under `prefix`, for the upstreams of `router`; `limits`
+    /// knows the trusted proxies whose `X-Forwarded-For` names the client.
+    pub fn new(jobs: Jobs, prefix: &str, router: Router, limits: Option<Arc<Limits>>) -> Self {
         Self {
             jobs,
             prefix: prefix.into(),
             router,
+            limits,
+        }
+    }
+
+    /// The owner key of the request's caller: the principal, or the client's address (behind
+    /// trusted proxies, the forwarded one) when the upstream is public.
+    pub fn owner_of(&self, ex: &Exchange) -> Owner {
+        match ex.principal.as_deref() {
+            Some(p) => match &p.source {
+                Source::ApiKey(id) => Owner::new(format!("api_key:{id}")),
+                Source::Jwt(issuer) => Owner::new(format!("jwt:{issuer}:{}", p.subject)),
+            },
+            None => {
+                let peer = ex.conn.remote.ip();
+                let ip = self
+                    .limits
+                    .as_ref()
+                    .map_or(peer, |l| l.client_ip(peer, &ex.head.headers));
+                Owner::new(format!("ip:{ip}"))
+            }
         }
     }
 
@@ -157,7 +182,7 @@ impl JobApi {
         if let Step::Answer(a) = auth.authenticate(ex, &mut ()).await? {
             return Ok(Step::Answer(a));
         }
-        let owner = owner_of(ex);
+        let owner = self.owner_of(ex);
         let prefix = &*self.prefix;
         let answer = match (route, id) {
             (Route::List, _) => self.list(ex, &owner, &upstream.name).await?,
@@ -279,18 +304,6 @@ impl JobApi {
             "nextCursor": next,
         });
         Ok(render::json(StatusCode::OK, &body))
-    }
-}
-
-/// The owner key of the request's caller: the principal, or the client's address when the
-/// upstream is public.
-pub fn owner_of(ex: &Exchange) -> Owner {
-    match ex.principal.as_deref() {
-        Some(p) => match &p.source {
-            Source::ApiKey(id) => Owner::new(format!("api_key:{id}")),
-            Source::Jwt(issuer) => Owner::new(format!("jwt:{issuer}:{}", p.subject)),
-        },
-        None => Owner::new(format!("ip:{}", ex.conn.remote.ip())),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use serde_json::{Map, Value};
 
-use super::{JobApi, JobState, job_error, owner_of, render};
+use super::{JobApi, JobState, job_error, render};
 use crate::config::Offload;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Outcome, Step};
@@ -145,7 +145,7 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
     let Some(body) = ex.body.clone() else {
         return Ok(Step::Next);
     };
-    let owner = owner_of(ex);
+    let owner = api.owner_of(ex);
     let deadline = tool_config
         .and_then(|t| t.job_deadline.or(t.timeout))
         .unwrap_or(upstream.config.response_timeout);
