@@ -288,7 +288,11 @@ async fn read_answer(
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    if let Some(answer) = answer_to(&text, id) {
+    // An HTTP error is the backend failing (the breaker counts it so), even with a JSON-RPC
+    // error in its body: the job fails, quoting it.
+    if status.is_success()
+        && let Some(answer) = answer_to(&text, id)
+    {
         return RunOutcome::Answered(answer);
     }
     let snippet: String = text.chars().take(ERROR_SNIPPET_BYTES).collect();
