@@ -45,7 +45,10 @@ impl Admin {
         }
         match &self.jobs {
             Some(jobs) => json_response(StatusCode::OK, &jobs.operator_view().await),
-            None => text(StatusCode::NOT_FOUND, "jobs are disabled (jobs.enabled = false)\n"),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "jobs are disabled (jobs.enabled = false)\n",
+            ),
         }
     }
 

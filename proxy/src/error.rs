@@ -178,7 +178,9 @@ pub enum ProxyError {
     #[error("jobs are unavailable: {0}")]
     JobsUnavailable(String),
     /// A live call to a tool configured `offload = "required"` (400).
-    #[error("tool `{tool}` runs only as a job: send `Prefer: respond-async`, or POST the call to `{submit}`")]
+    #[error(
+        "tool `{tool}` runs only as a job: send `Prefer: respond-async`, or POST the call to `{submit}`"
+    )]
     OffloadRequired {
         /// The tool.
         tool: String,
@@ -311,9 +313,7 @@ impl ProxyError {
             Self::JobNotFound { .. } => StatusCode::NOT_FOUND,
             Self::JobNotFinished { .. } => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OffloadRequired { .. } | Self::OffloadNotAllowed(_) => StatusCode::BAD_REQUEST,
         }
     }

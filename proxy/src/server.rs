@@ -102,7 +102,12 @@ impl Sidecar {
         let cors = crate::cors::Cors::new(&config.cors, Some(metrics.registry()))?;
         let router = Router::new(upstreams.clone());
         let jobs = if config.jobs.enabled {
-            let store = Jobs::open_store(&config.jobs).map_err(|e| StartError::Jobs(e.to_string()))?;
+            // Opening reads and checks the whole file: off the runtime's threads.
+            let jobs_config = config.jobs.clone();
+            let store = tokio::task::spawn_blocking(move || Jobs::open_store(&jobs_config))
+                .await
+                .map_err(|e| StartError::Jobs(format!("opening the store: {e}")))?
+                .map_err(|e| StartError::Jobs(e.to_string()))?;
             let names = upstreams.iter().map(|u| u.name.to_string()).collect();
             let jobs = Jobs::new(
                 store,
@@ -114,24 +119,25 @@ impl Sidecar {
             jobs.recover()
                 .await
                 .map_err(|e| StartError::Jobs(e.to_string()))?;
-            Some(JobApi::new(jobs, &config.jobs.path, router.clone()))
+            Some(JobApi::new(
+                jobs,
+                &config.jobs.path,
+                router.clone(),
+                Some(limits.clone()),
+            ))
         } else {
             None
         };
-        let proxy = Proxy::new(
-            router,
-            metrics.clone(),
-            config.listen.max_body_bytes,
-        )
-        .with_body_read_limits(BodyReadLimits {
-            idle: config.listen.body_read_timeout,
-            min_rate: config.listen.body_min_rate,
-        })
-        .with_resilience(resilience.clone())
-        .with_limits(limits)
-        .with_auth(auth)
-        .with_cors(cors)
-        .with_jobs(jobs);
+        let proxy = Proxy::new(router, metrics.clone(), config.listen.max_body_bytes)
+            .with_body_read_limits(BodyReadLimits {
+                idle: config.listen.body_read_timeout,
+                min_rate: config.listen.body_min_rate,
+            })
+            .with_resilience(resilience.clone())
+            .with_limits(limits)
+            .with_auth(auth)
+            .with_cors(cors)
+            .with_jobs(jobs);
         let jobs = proxy.jobs().map(|api| api.jobs().clone());
         Ok(Self {
             proxy: Arc::new(proxy),

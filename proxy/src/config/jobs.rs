@@ -173,7 +173,10 @@ impl JobsConfig {
         }
         for (field, value) in [
             ("jobs.max_running", self.max_running),
-            ("jobs.max_running_per_upstream", self.max_running_per_upstream),
+            (
+                "jobs.max_running_per_upstream",
+                self.max_running_per_upstream,
+            ),
             ("jobs.max_queued", self.max_queued),
             ("jobs.max_result_bytes", self.max_result_bytes),
         ] {
@@ -208,14 +211,22 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
     }
 
     #[test]
     fn data_dir_defaults_follow_systemd_then_xdg_then_home() {
         let c = JobsConfig::default();
         assert_eq!(
-            c.resolved_data_dir(&env(&[("STATE_DIRECTORY", "/var/lib/a:/var/lib/b"), ("HOME", "/h")])),
+            c.resolved_data_dir(&env(&[
+                ("STATE_DIRECTORY", "/var/lib/a:/var/lib/b"),
+                ("HOME", "/h")
+            ])),
             PathBuf::from("/var/lib/a")
         );
         assert_eq!(
@@ -226,22 +237,58 @@ mod tests {
             c.resolved_data_dir(&env(&[("HOME", "/h")])),
             PathBuf::from("/h/.local/state/mcp-sidecar")
         );
-        assert_eq!(c.resolved_data_dir(&env(&[])), PathBuf::from("mcp-sidecar-state"));
+        assert_eq!(
+            c.resolved_data_dir(&env(&[])),
+            PathBuf::from("mcp-sidecar-state")
+        );
         let explicit = JobsConfig {
             data_dir: Some("/srv/jobs".into()),
             ..JobsConfig::default()
         };
-        assert_eq!(explicit.resolved_data_dir(&env(&[("HOME", "/h")])), PathBuf::from("/srv/jobs"));
+        assert_eq!(
+            explicit.resolved_data_dir(&env(&[("HOME", "/h")])),
+            PathBuf::from("/srv/jobs")
+        );
     }
 
     #[test]
     fn zero_caps_and_bad_paths_are_refused_with_the_field() {
         let cases = [
-            (JobsConfig { max_running: 0, ..JobsConfig::default() }, "jobs.max_running"),
-            (JobsConfig { max_queued: 0, ..JobsConfig::default() }, "jobs.max_queued"),
-            (JobsConfig { path: "jobs".into(), ..JobsConfig::default() }, "jobs.path"),
-            (JobsConfig { path: "/jobs/".into(), ..JobsConfig::default() }, "jobs.path"),
-            (JobsConfig { result_ttl: Duration::ZERO, ..JobsConfig::default() }, "jobs.result_ttl"),
+            (
+                JobsConfig {
+                    max_running: 0,
+                    ..JobsConfig::default()
+                },
+                "jobs.max_running",
+            ),
+            (
+                JobsConfig {
+                    max_queued: 0,
+                    ..JobsConfig::default()
+                },
+                "jobs.max_queued",
+            ),
+            (
+                JobsConfig {
+                    path: "jobs".into(),
+                    ..JobsConfig::default()
+                },
+                "jobs.path",
+            ),
+            (
+                JobsConfig {
+                    path: "/jobs/".into(),
+                    ..JobsConfig::default()
+                },
+                "jobs.path",
+            ),
+            (
+                JobsConfig {
+                    result_ttl: Duration::ZERO,
+                    ..JobsConfig::default()
+                },
+                "jobs.result_ttl",
+            ),
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err().to_string();

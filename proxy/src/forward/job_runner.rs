@@ -238,12 +238,11 @@ impl Runner for JobRunner {
 /// A refusal before anything was sent waits and tries again; anything else fails the job.
 fn not_sent_or_failed(err: ProxyError) -> RunOutcome {
     match err {
-        ProxyError::CircuitOpen { retry_after, .. } | ProxyError::Overloaded { retry_after, .. } => {
-            RunOutcome::NotSent {
-                retry_after,
-                why: err.to_string(),
-            }
-        }
+        ProxyError::CircuitOpen { retry_after, .. }
+        | ProxyError::Overloaded { retry_after, .. } => RunOutcome::NotSent {
+            retry_after,
+            why: err.to_string(),
+        },
         ProxyError::LocalResourceExhausted { .. } => RunOutcome::NotSent {
             retry_after: LOCAL_SHORTAGE_WAIT,
             why: err.to_string(),
@@ -289,7 +288,11 @@ async fn read_answer(
         }
     }
     let text = String::from_utf8_lossy(&buf);
-    if let Some(answer) = answer_to(&text, id) {
+    // An HTTP error is the backend failing (the breaker counts it so), even with a JSON-RPC
+    // error in its body: the job fails, quoting it.
+    if status.is_success()
+        && let Some(answer) = answer_to(&text, id)
+    {
         return RunOutcome::Answered(answer);
     }
     let snippet: String = text.chars().take(ERROR_SNIPPET_BYTES).collect();

@@ -28,6 +28,7 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Outcome, Policy, Step};
 use crate::jobs::{Cursor, JobError, JobId, Jobs, Outcome as JobOutcome, Owner};
+use crate::limits::Limits;
 use crate::principal::Source;
 use crate::upstream::{Router, Upstream};
 
@@ -47,6 +48,9 @@ pub struct JobApi {
     jobs: Jobs,
     prefix: Arc<str>,
     router: Router,
+    /// Where the client's address is read behind trusted proxies (a public upstream's jobs
+    /// belong to the client's address).
+    limits: Option<Arc<Limits>>,
 }
 
 /// What the job phase keeps for one request.
@@ -81,12 +85,33 @@ pub enum Route {
 }
 
 impl JobApi {
-    /// The API over `jobs`, served under `prefix`, for the upstreams of `router`.
-    pub fn new(jobs: Jobs, prefix: &str, router: Router) -> Self {
+    /// The API over `jobs`, served under `prefix`, for the upstreams of `router`; `limits`
+    /// knows the trusted proxies whose `X-Forwarded-For` names the client.
+    pub fn new(jobs: Jobs, prefix: &str, router: Router, limits: Option<Arc<Limits>>) -> Self {
         Self {
             jobs,
             prefix: prefix.into(),
             router,
+            limits,
+        }
+    }
+
+    /// The owner key of the request's caller: the principal, or the client's address (behind
+    /// trusted proxies, the forwarded one) when the upstream is public.
+    pub fn owner_of(&self, ex: &Exchange) -> Owner {
+        match ex.principal.as_deref() {
+            Some(p) => match &p.source {
+                Source::ApiKey(id) => Owner::new(format!("api_key:{id}")),
+                Source::Jwt(issuer) => Owner::new(format!("jwt:{issuer}:{}", p.subject)),
+            },
+            None => {
+                let peer = ex.conn.remote.ip();
+                let ip = self
+                    .limits
+                    .as_ref()
+                    .map_or(peer, |l| l.client_ip(peer, &ex.head.headers));
+                Owner::new(format!("ip:{ip}"))
+            }
         }
     }
 
@@ -157,24 +182,31 @@ impl JobApi {
         if let Step::Answer(a) = auth.authenticate(ex, &mut ()).await? {
             return Ok(Step::Answer(a));
         }
-        let owner = owner_of(ex);
+        let owner = self.owner_of(ex);
         let prefix = &*self.prefix;
         let answer = match (route, id) {
             (Route::List, _) => self.list(ex, &owner, &upstream.name).await?,
             (Route::Status(text), Some(id)) => {
-                let job = self.jobs.get(id, &owner).await.map_err(|e| job_error(e, &text))?;
+                let job = self
+                    .jobs
+                    .get(id, &owner)
+                    .await
+                    .map_err(|e| job_error(e, &text))?;
                 render::json(StatusCode::OK, &job_json(&job.state(), prefix))
             }
             (Route::Result(text), Some(id)) => {
-                let job = self.jobs.get(id, &owner).await.map_err(|e| job_error(e, &text))?;
+                let job = self
+                    .jobs
+                    .get(id, &owner)
+                    .await
+                    .map_err(|e| job_error(e, &text))?;
                 match &job.outcome {
                     Some(JobOutcome::Answered { response }) => {
                         render::raw_json(StatusCode::OK, Bytes::from(response.clone()))
                     }
-                    Some(outcome) => render::json(
-                        StatusCode::OK,
-                        &render::unanswered(&job, outcome),
-                    ),
+                    Some(outcome) => {
+                        render::json(StatusCode::OK, &render::unanswered(&job, outcome))
+                    }
                     None => {
                         return Err(ProxyError::JobNotFinished {
                             id: text,
@@ -190,7 +222,14 @@ impl JobApi {
                     .follow(id, &owner)
                     .await
                     .map_err(|e| job_error(e, &text))?;
-                render::events(state, rx, last, self.prefix.clone(), self.jobs.clone(), owner)
+                render::events(
+                    state,
+                    rx,
+                    last,
+                    self.prefix.clone(),
+                    self.jobs.clone(),
+                    owner,
+                )
             }
             (Route::Cancel(text), Some(id)) => {
                 let state = self
@@ -254,31 +293,17 @@ impl JobApi {
                 ProxyError::BadRequest(format!("`cursor={c}` is not a cursor this API gave"))
             })?),
         };
-        let jobs = self
+        let (jobs, next) = self
             .jobs
             .list(owner, upstream, after, limit)
             .await
             .map_err(|e| job_error(e, ""))?;
-        let next = (jobs.len() == limit)
-            .then(|| jobs.last().map(|j| format!("{}-{}", j.created_ms, j.id)))
-            .flatten();
+        let next = next.map(|c| format!("{}-{}", c.created_ms, c.id));
         let body = serde_json::json!({
             "jobs": jobs.iter().map(|j| job_json(j, &self.prefix)).collect::<Vec<_>>(),
             "nextCursor": next,
         });
         Ok(render::json(StatusCode::OK, &body))
-    }
-}
-
-/// The owner key of the request's caller: the principal, or the client's address when the
-/// upstream is public.
-pub fn owner_of(ex: &Exchange) -> Owner {
-    match ex.principal.as_deref() {
-        Some(p) => match &p.source {
-            Source::ApiKey(id) => Owner::new(format!("api_key:{id}")),
-            Source::Jwt(issuer) => Owner::new(format!("jwt:{issuer}:{}", p.subject)),
-        },
-        None => Owner::new(format!("ip:{}", ex.conn.remote.ip())),
     }
 }
 

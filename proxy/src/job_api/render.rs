@@ -69,7 +69,11 @@ pub(super) fn unanswered(job: &Job, outcome: &Outcome) -> Value {
             format!("job failed: {message}"),
             reason.as_str(),
         ),
-        _ => (codes::JOB_CANCELLED, "job cancelled".to_owned(), "cancelled"),
+        _ => (
+            codes::JOB_CANCELLED,
+            "job cancelled".to_owned(),
+            "cancelled",
+        ),
     };
     json!({
         "jsonrpc": "2.0",

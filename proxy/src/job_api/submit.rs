@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use serde_json::{Map, Value};
 
-use super::{JobApi, JobState, job_error, owner_of, render};
+use super::{JobApi, JobState, job_error, render};
 use crate::config::Offload;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Outcome, Step};
@@ -145,7 +145,7 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
     let Some(body) = ex.body.clone() else {
         return Ok(Step::Next);
     };
-    let owner = owner_of(ex);
+    let owner = api.owner_of(ex);
     let deadline = tool_config
         .and_then(|t| t.job_deadline.or(t.timeout))
         .unwrap_or(upstream.config.response_timeout);
@@ -283,7 +283,9 @@ fn is_connection_named(headers: &HeaderMap, name: &HeaderName) -> bool {
 fn with_progress_token(body: &[u8], token: &str) -> Result<String, ProxyError> {
     let bad = |why: &str| ProxyError::BadRequest(format!("cannot run this call as a job: {why}"));
     let mut value: Value = serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
-    let object = value.as_object_mut().ok_or_else(|| bad("not a JSON object"))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| bad("not a JSON object"))?;
     let params = object
         .entry("params")
         .or_insert_with(|| Value::Object(Map::new()))
@@ -316,8 +318,17 @@ mod tests {
 
     #[test]
     fn prefer_reads_respond_async_and_wait_across_fields_and_case() {
-        let p = prefer(&headers(&[("prefer", "handling=lenient, Respond-Async; x=1"), ("prefer", "wait=10")]));
-        assert_eq!(p, Prefer { respond_async: true, wait: Some(Duration::from_secs(10)) });
+        let p = prefer(&headers(&[
+            ("prefer", "handling=lenient, Respond-Async; x=1"),
+            ("prefer", "wait=10"),
+        ]));
+        assert_eq!(
+            p,
+            Prefer {
+                respond_async: true,
+                wait: Some(Duration::from_secs(10))
+            }
+        );
         let p = prefer(&headers(&[("prefer", "wait=100000")]));
         assert_eq!(p.wait, Some(MAX_PREFER_WAIT));
         assert!(!prefer(&headers(&[("prefer", "respond-asynchronously")])).respond_async);
@@ -325,10 +336,21 @@ mod tests {
 
     #[test]
     fn idempotency_key_is_unquoted_bounded_and_single() {
-        assert_eq!(idempotency_key(&headers(&[("idempotency-key", "\"abc\"")])).unwrap().as_deref(), Some("abc"));
+        assert_eq!(
+            idempotency_key(&headers(&[("idempotency-key", "\"abc\"")]))
+                .unwrap()
+                .as_deref(),
+            Some("abc")
+        );
         assert!(idempotency_key(&headers(&[("idempotency-key", "")])).is_err());
         assert!(idempotency_key(&headers(&[("idempotency-key", &"k".repeat(256))])).is_err());
-        assert!(idempotency_key(&headers(&[("idempotency-key", "a"), ("idempotency-key", "b")])).is_err());
+        assert!(
+            idempotency_key(&headers(&[
+                ("idempotency-key", "a"),
+                ("idempotency-key", "b")
+            ]))
+            .is_err()
+        );
         assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
     }
 
@@ -350,7 +372,8 @@ mod tests {
     #[test]
     fn the_progress_token_replaces_the_clients() {
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":"mine"}}}"#;
-        let out: Value = serde_json::from_str(&with_progress_token(body, "job-x").unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_str(&with_progress_token(body, "job-x").unwrap()).unwrap();
         assert_eq!(out["params"]["_meta"]["progressToken"], "job-x");
         assert_eq!(out["params"]["name"], "t");
         assert!(with_progress_token(br#"{"params":[1]}"#, "t").is_err());

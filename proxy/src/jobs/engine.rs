@@ -133,11 +133,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(
-        store: Arc<dyn JobStore>,
-        settings: Settings,
-        metrics: JobMetrics,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn JobStore>, settings: Settings, metrics: JobMetrics) -> Self {
         let lanes = settings
             .upstreams
             .iter()
@@ -388,7 +384,9 @@ impl Engine {
                         .queued
                         .with_label_values(&[&guard.job.request.upstream])
                         .dec();
-                    let state = self.finish_locked(&live, &mut guard, Outcome::Cancelled).await;
+                    let state = self
+                        .finish_locked(&live, &mut guard, Outcome::Cancelled)
+                        .await;
                     return Ok(state);
                 }
                 Status::Working => live.cancel.cancel(),
@@ -409,14 +407,16 @@ impl Engine {
         Ok(live.state.lock().await.job.state())
     }
 
-    /// The owner's jobs on `upstream`, newest first.
+    /// The owner's jobs on `upstream`, newest first, and where the next page starts (when the
+    /// store had a full page: expired jobs the sweeper has not removed yet are left out, so a
+    /// page may be shorter than `limit` and still have a next one).
     pub(crate) async fn list(
         &self,
         owner: &Owner,
         upstream: &str,
         after: Option<Cursor>,
         limit: usize,
-    ) -> Result<Vec<JobState>, JobError> {
+    ) -> Result<(Vec<JobState>, Option<Cursor>), JobError> {
         let jobs = self
             .timed(
                 "list",
@@ -425,6 +425,14 @@ impl Engine {
             )
             .await
             .map_err(JobError::Store)?;
+        let next = (jobs.len() == limit)
+            .then(|| {
+                jobs.last().map(|j| Cursor {
+                    created_ms: j.created_ms,
+                    id: j.id,
+                })
+            })
+            .flatten();
         let now = self.clock.now_ms();
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs.into_iter().filter(|j| !j.expired(now)) {
@@ -433,7 +441,7 @@ impl Engine {
                 None => job.state(),
             });
         }
-        Ok(out)
+        Ok((out, next))
     }
 
     /// Records a working job's progress and tells its followers.
@@ -466,7 +474,10 @@ impl Engine {
         let expected = job.version;
         job.version += 1;
         let result = self
-            .timed("update", self.store.update(job.clone(), expected, durability))
+            .timed(
+                "update",
+                self.store.update(job.clone(), expected, durability),
+            )
             .await;
         if result.is_err() {
             job.version = expected;
@@ -476,22 +487,53 @@ impl Engine {
 
     /// Moves a job to `Working` (durably: a crash after the call is sent must find it
     /// working, not queued, so a non-idempotent call is not sent twice).
-    pub(crate) async fn start(&self, live: &Live) -> Result<Job, StoreError> {
+    ///
+    /// Checked and done under the job's lock, so a cancel cannot slip between the check that
+    /// the job is still queued and its start. A job past its deadline, or whose `working` cannot
+    /// be written, is failed here instead.
+    pub(crate) async fn start(&self, live: &Live) -> Option<Job> {
         let mut guard = live.state.lock().await;
+        if guard.job.status != Status::Queued {
+            // Cancelled while it waited (the cancel took it off the counts).
+            return None;
+        }
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.metrics
+            .queued
+            .with_label_values(&[&guard.job.request.upstream])
+            .dec();
         let now = self.clock.now_ms();
+        if now >= guard.job.deadline_ms {
+            let outcome = Outcome::Failed {
+                reason: FailReason::DeadlineExceeded,
+                message: "the job's deadline passed while it waited to run".to_owned(),
+            };
+            self.finish_locked(live, &mut guard, outcome).await;
+            return None;
+        }
+        self.metrics
+            .queue_wait
+            .with_label_values(&[&guard.job.request.upstream])
+            .observe(now.saturating_sub(guard.job.created_ms) as f64 / 1000.0);
         guard.job.status = Status::Working;
         guard.job.started_ms = Some(now);
         guard.job.updated_ms = now;
         guard.job.attempts += 1;
         guard.job.seq += 1;
         if let Err(e) = self.persist(&mut guard.job, Durability::Sync).await {
+            // Not sent, and not known to be working: it fails rather than risk a second send.
             guard.job.status = Status::Queued;
             guard.job.attempts -= 1;
-            return Err(e);
+            let outcome = Outcome::Failed {
+                reason: FailReason::Internal,
+                message: format!("job store: {e}"),
+            };
+            self.finish_locked(live, &mut guard, outcome).await;
+            return None;
         }
         let _ = live.events.send(guard.job.state());
         tracing::debug!(job = %guard.job.id, upstream = %guard.job.request.upstream, status = "working", attempt = guard.job.attempts, "job transition");
-        Ok(guard.job.clone())
+        Some(guard.job.clone())
     }
 
     /// Ends the job with `outcome`, durably, tells its followers and forgets it.

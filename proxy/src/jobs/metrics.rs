@@ -45,8 +45,7 @@ impl JobMetrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             IntCounterVec::new(Opts::new(name, help), labels)
         };
-        let gauge =
-            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["upstream"]);
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["upstream"]);
         let histogram = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
             HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(buckets.to_vec()),

@@ -236,14 +236,15 @@ impl Jobs {
         self.engine.cancel(id, owner, wait).await
     }
 
-    /// The owner's jobs on `upstream`, newest first, after `after`, at most `limit`.
+    /// The owner's jobs on `upstream`, newest first, after `after`, at most `limit`; and the
+    /// cursor of the next page, if there may be one.
     pub async fn list(
         &self,
         owner: &Owner,
         upstream: &str,
         after: Option<Cursor>,
         limit: usize,
-    ) -> Result<Vec<JobState>, JobError> {
+    ) -> Result<(Vec<JobState>, Option<Cursor>), JobError> {
         self.engine.list(owner, upstream, after, limit).await
     }
 
@@ -292,7 +293,8 @@ impl Jobs {
                 .or_insert(json!(0));
             *n = json!(n.as_u64().unwrap_or(0) + 1);
             if job.status == Status::Queued {
-                oldest_queued = Some(oldest_queued.map_or(job.created_ms, |o| o.min(job.created_ms)));
+                oldest_queued =
+                    Some(oldest_queued.map_or(job.created_ms, |o| o.min(job.created_ms)));
             }
         }
         let finished = |status: Status| -> u64 {

@@ -71,7 +71,6 @@ impl Lane {
             notified.await;
         }
     }
-
 }
 
 /// A lane's worker: takes the lane's next job when a global slot is free, runs it, repeats
@@ -109,49 +108,16 @@ enum Ended {
 
 async fn run_one(engine: &Arc<Engine>, id: JobId) {
     let Some(live) = engine.live(id) else { return };
-    let (upstream, created_ms, deadline_ms) = {
-        let guard = live.state.lock().await;
-        if guard.job.status != Status::Queued {
-            // Cancelled while it waited (the cancel took it off the counts).
-            return;
-        }
-        let j = &guard.job;
-        (j.request.upstream.clone(), j.created_ms, j.deadline_ms)
-    };
-    engine.queued.fetch_sub(1, Ordering::AcqRel);
-    engine.metrics.queued.with_label_values(&[&upstream]).dec();
-    let now = engine.clock.now_ms();
-    if now >= deadline_ms {
-        engine
-            .fail(
-                &live,
-                FailReason::DeadlineExceeded,
-                "the job's deadline passed while it waited to run".to_owned(),
-            )
-            .await;
-        return;
-    }
+    // Workers start only after the runner is set (`Jobs::start`).
     let Some(runner) = engine.runner.get().cloned() else {
-        engine
-            .fail(&live, FailReason::Internal, "no runner".to_owned())
-            .await;
         return;
     };
-    engine
-        .metrics
-        .queue_wait
-        .with_label_values(&[&upstream])
-        .observe(now.saturating_sub(created_ms) as f64 / 1000.0);
-    let job = match engine.start(&live).await {
-        Ok(job) => job,
-        Err(StoreError::NotFound(_)) => return,
-        Err(e) => {
-            engine
-                .fail(&live, FailReason::Internal, format!("job store: {e}"))
-                .await;
-            return;
-        }
+    let Some(job) = engine.start(&live).await else {
+        return;
     };
+    let upstream = job.request.upstream.clone();
+    let (created_ms, deadline_ms) = (job.created_ms, job.deadline_ms);
+    let now = engine.clock.now_ms();
     let running = engine.metrics.running.with_label_values(&[&upstream]);
     running.inc();
     let deadline = Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now));
@@ -302,7 +268,11 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
         }
         let id = job.id;
         engine.queued.fetch_add(1, Ordering::AcqRel);
-        engine.metrics.queued.with_label_values(&[&lane.upstream]).inc();
+        engine
+            .metrics
+            .queued
+            .with_label_values(&[&lane.upstream])
+            .inc();
         engine.add_live(job);
         lane.push(id);
     }

@@ -264,6 +264,12 @@ impl Limits {
         Ok(())
     }
 
+    /// The client's address: the peer, or the address a trusted proxy forwarded for
+    /// (`limits.trusted_proxies`), as the rate limits see it.
+    pub fn client_ip(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        client_ip(peer, headers, &self.trusted)
+    }
+
     /// [`Limits::admit`] for a routed request from `peer` (the client IP is found behind
     /// trusted proxies).
     pub fn admit_request(
