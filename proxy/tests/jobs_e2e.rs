@@ -750,10 +750,13 @@ tools = ["echo"]
     assert_eq!(list["jobs"], json!([]), "{list}");
     assert_eq!(calls(&backend, "sleep"), 0);
 
-    // Alice's job reaches the backend with the backend's credential and her subject, and
-    // without her key.
+    // Alice's job reaches the backend with the backend's credential and her subject (not
+    // the one she claims), and without her key.
     let job = sidecar
-        .submit(&tool_call(2, "sleep", json!({"ms": 1})), &alice)
+        .submit(
+            &tool_call(2, "sleep", json!({"ms": 1})),
+            &[alice[0], ("x-auth-subject", "bob")],
+        )
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
     sidecar.wait_status(&id, "completed", &alice).await;
