@@ -212,3 +212,23 @@ async fn a_corrupt_store_stops_the_start_with_an_error_naming_the_file_and_is_le
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(std::fs::read(&file).unwrap(), garbage);
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A data directory that does not exist yet: the sidecar makes it.
+    let data = dir.path().join("state").join("jobs");
+    let cfg = config(&backend.mcp_url(), &data, "", "", "");
+    let sidecar = Sidecar::start(&cfg, dir.path(), &[]).await;
+    let job = sidecar
+        .submit(&tool_call(1, "echo", json!({"text": "private"})), &[])
+        .await;
+    sidecar.wait_status(&id(&job), "completed", &[]).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    assert_eq!(mode(&data.join("jobs.redb")), 0o600);
+}
