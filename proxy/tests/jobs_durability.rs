@@ -8,13 +8,8 @@
 
 mod jobs_support;
 
-use jobs_support::{Sidecar, config, data_dir, fixture, tool_call};
+use jobs_support::{Sidecar, calls, config, data_dir, fixture, tool_call};
 use serde_json::{Value, json};
-
-/// The calls of `tool` the fixture has seen.
-fn calls(backend: &mcp_fixtures::FixtureServer, tool: &str) -> u64 {
-    backend.stats().by_tool.get(tool).copied().unwrap_or(0)
-}
 
 /// Jobs left queued at the kill.
 const QUEUED: u64 = 12;

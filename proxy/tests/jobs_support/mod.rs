@@ -29,6 +29,8 @@ pub(crate) struct Sidecar {
     pub(crate) admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     pub(crate) client: reqwest::Client,
+    /// The directory of a sidecar made by [`Sidecar::for_backend`], removed with it.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Sidecar {
@@ -91,7 +93,29 @@ impl Sidecar {
             admin,
             log,
             client,
+            dir: None,
         }
+    }
+
+    /// A sidecar in a directory of its own (its job store included) for `backend_url`, with
+    /// [`config`]'s `jobs`, `upstream` and `top` additions and `env`.
+    pub(crate) async fn for_backend(
+        backend_url: &str,
+        jobs: &str,
+        upstream: &str,
+        top: &str,
+        env: &[(&str, &str)],
+    ) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(backend_url, &data_dir(dir.path()), jobs, upstream, top);
+        let mut sidecar = Sidecar::start(&cfg, dir.path(), env).await;
+        sidecar.dir = Some(dir);
+        sidecar
+    }
+
+    /// The job store directory of a sidecar made by [`Sidecar::for_backend`].
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.as_ref().unwrap().path().join("jobs")
     }
 
     /// `http://<listen><path>`.
@@ -232,11 +256,38 @@ impl Sidecar {
         }
     }
 
+    /// Polls the job every [`POLL`] until it has ended (panics after [`PATIENCE`]); the job.
+    pub(crate) async fn wait_end(&self, id: &str, headers: &[(&str, &str)]) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let job = self.job(id, headers).await;
+            if !matches!(job["status"].as_str(), Some("queued" | "working")) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job never ended: {job:#}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// `POST` on the admin listener (`/breakers/...`).
     pub(crate) async fn admin_post(&self, path: &str) -> (u16, String) {
         let resp = self.client.post(self.admin_url(path)).send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
+}
+
+/// The calls of `tool` the fixture has seen.
+pub(crate) fn calls(backend: &FixtureServer, tool: &str) -> u64 {
+    backend.stats().by_tool.get(tool).copied().unwrap_or(0)
+}
+
+/// `error.data.reason` of a sidecar error answer.
+pub(crate) fn reason(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    v["error"]["data"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The fixture backend: stateless, JSON answers (SSE when a call carries a progress token).
