@@ -1,8 +1,10 @@
 //! Jobs through an in-process sidecar (memory store) and the fixture: what the runner makes of
 //! the backend's answers (JSON, SSE with progress, too large, an HTTP error), `Prefer: wait`,
-//! stateful sessions, and HTTP/2 submissions. The binary-level flows (restart, kill -9, SIGTERM,
-//! cancellation reaching the backend, owners) are in `proxy/tests/jobs_e2e.rs` and
-//! `proxy/tests/jobs_durability.rs`.
+//! stateful sessions, and HTTP/2 submissions. The binary-level flows are in `proxy/tests/`:
+//! `jobs_e2e.rs` (the 202 flow, cancellation reaching the backend), `jobs_access.rs` (owners,
+//! auth, idempotency), `jobs_limits.rs` (caps, deadlines, circuits, SIGTERM) and
+//! `jobs_durability.rs` (kill -9 and restart).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

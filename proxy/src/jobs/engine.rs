@@ -265,6 +265,7 @@ impl Engine {
             deadline_ms,
             attempts: 0,
             rerun_on_restart: new.rerun_on_restart,
+            unsent: false,
             outcome: None,
             idempotency: new.idempotency,
             request: new.request,
@@ -534,6 +535,26 @@ impl Engine {
         let _ = live.events.send(guard.job.state());
         tracing::debug!(job = %guard.job.id, upstream = %guard.job.request.upstream, status = "working", attempt = guard.job.attempts, "job transition");
         Some(guard.job.clone())
+    }
+
+    /// Records, durably, whether a working job's call is known not to have been sent: set when
+    /// it waits behind an open circuit, cleared before it is sent again (so a crash during the
+    /// send finds it possibly sent). `false` if the write failed.
+    pub(crate) async fn mark_unsent(&self, live: &Live, unsent: bool) -> bool {
+        let mut guard = live.state.lock().await;
+        if guard.job.unsent == unsent || guard.job.status != Status::Working {
+            return guard.job.status == Status::Working;
+        }
+        guard.job.unsent = unsent;
+        if self
+            .persist(&mut guard.job, Durability::Sync)
+            .await
+            .is_err()
+        {
+            guard.job.unsent = !unsent;
+            return false;
+        }
+        true
     }
 
     /// Ends the job with `outcome`, durably, tells its followers and forgets it.

@@ -398,6 +398,7 @@ fn stored(status: Status, rerun: bool) -> Job {
         deadline_ms: u64::MAX,
         attempts: u32::from(status == Status::Working),
         rerun_on_restart: rerun,
+        unsent: false,
         outcome: None,
         idempotency: None,
         request: new.request,
@@ -558,4 +559,59 @@ async fn progress_is_written_lazily_and_the_end_durably() {
     assert!(store.lazy.load(Ordering::SeqCst) >= 1);
     let kept = store.inner.get(state.id).await.unwrap().unwrap();
     assert_eq!(kept.progress.map(|p| p.progress), Some(3.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_waiting_behind_an_open_circuit_is_queued_again_by_an_interruption() {
+    let store = Arc::new(MemoryStore::new());
+    let jobs = engine_with(store.clone(), settings());
+    let runner = Scripted::new(std::iter::repeat_n(
+        Act::NotSent(Duration::from_secs(60)),
+        100,
+    ));
+    jobs.start(runner.clone());
+    // Not an idempotent tool: only the knowledge that nothing was sent makes a re-run safe.
+    let state = submit(&jobs, new_job(alice())).await;
+    until(&jobs, state.id, Status::Working).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(store.get(state.id).await.unwrap().unwrap().unsent);
+    jobs.drain(Duration::from_secs(2)).await;
+    let kept = store.get(state.id).await.unwrap().unwrap();
+    assert_eq!(kept.status, Status::Queued);
+    assert!(!kept.unsent);
+    // Nothing was sent, so the backend is told nothing.
+    assert!(runner.cancels.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_queues_again_a_working_job_known_not_to_have_been_sent() {
+    let store = Arc::new(MemoryStore::new());
+    let mut waiting = stored(Status::Working, false);
+    waiting.unsent = true;
+    store.create(waiting.clone()).await.unwrap();
+    let jobs = engine_with(store.clone(), settings());
+    let report = jobs.recover().await.unwrap();
+    assert_eq!((report.rerun, report.interrupted), (1, 0));
+    jobs.start(Scripted::new([Act::Answer("{}")]));
+    until(&jobs, waiting.id, Status::Completed).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_job_whose_call_was_never_sent_tells_the_backend_nothing() {
+    let jobs = engine_with(Arc::new(MemoryStore::new()), settings());
+    let runner = Scripted::new(std::iter::repeat_n(
+        Act::NotSent(Duration::from_secs(60)),
+        100,
+    ));
+    jobs.start(runner.clone());
+    let state = submit(&jobs, new_job(alice())).await;
+    until(&jobs, state.id, Status::Working).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cancelled = jobs
+        .cancel(state.id, &alice(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    tokio::task::yield_now().await;
+    assert!(runner.cancels.lock().unwrap().is_empty());
 }

@@ -300,6 +300,10 @@ pub struct Job {
     /// Whether the call may be sent again after an interruption (`idempotent = true` tool).
     #[serde(default)]
     pub rerun_on_restart: bool,
+    /// Working, but its call is known not to have been sent (it waits behind an open circuit
+    /// or a full in-flight cap): an interruption queues it again, whatever the tool.
+    #[serde(default)]
+    pub unsent: bool,
     /// How it ended (terminal statuses only).
     #[serde(default)]
     pub outcome: Option<Outcome>,

@@ -126,7 +126,20 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
         id,
     };
     let mut backoff = NOT_SENT_FIRST_BACKOFF;
+    // Whether the call is known not to have reached the upstream (it was refused before the
+    // send): then abandoning it tells the backend nothing, and an interruption re-queues it.
+    let mut unsent = false;
     let ended = loop {
+        if unsent {
+            // Written before the send: a crash during it must find the job possibly sent.
+            if !engine.mark_unsent(&live, false).await {
+                break Ended::Ran(RunOutcome::Failed {
+                    reason: FailReason::Internal,
+                    message: "job store: cannot record the send".to_owned(),
+                });
+            }
+            unsent = false;
+        }
         let run = runner.run(&job, sink.clone());
         let ended = tokio::select! {
             biased;
@@ -138,6 +151,7 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
         let Ended::Ran(RunOutcome::NotSent { retry_after, why }) = ended else {
             break ended;
         };
+        unsent = engine.mark_unsent(&live, true).await;
         // Not sent: the upstream never saw it. Wait (for the circuit to close, a slot to
         // free) and try again, until the deadline.
         let wait = retry_after.max(backoff).min(NOT_SENT_MAX_BACKOFF);
@@ -160,11 +174,15 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
             message: "not sent".to_owned(),
         },
         Ended::Cancelled => {
-            tokio::spawn(runner.cancel(&job, "cancelled by its owner"));
+            if !unsent {
+                tokio::spawn(runner.cancel(&job, "cancelled by its owner"));
+            }
             Outcome::Cancelled
         }
         Ended::Deadline => {
-            tokio::spawn(runner.cancel(&job, "the job's deadline passed"));
+            if !unsent {
+                tokio::spawn(runner.cancel(&job, "the job's deadline passed"));
+            }
             Outcome::Failed {
                 reason: FailReason::DeadlineExceeded,
                 message: format!(
@@ -176,12 +194,14 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
             }
         }
         Ended::Interrupted => {
-            let _ = tokio::time::timeout(
-                SHUTDOWN_CANCEL_TIMEOUT,
-                runner.cancel(&job, "the sidecar is shutting down"),
-            )
-            .await;
-            if job.rerun_on_restart && requeue(engine, &live).await {
+            if !unsent {
+                let _ = tokio::time::timeout(
+                    SHUTDOWN_CANCEL_TIMEOUT,
+                    runner.cancel(&job, "the sidecar is shutting down"),
+                )
+                .await;
+            }
+            if (job.rerun_on_restart || unsent) && requeue(engine, &live).await {
                 return;
             }
             Outcome::Failed {
@@ -193,11 +213,12 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
     engine.finish(&live, outcome).await;
 }
 
-/// Puts an interrupted job of an idempotent tool back in the queue (durably), for the next
-/// start. `false` if that could not be written.
+/// Puts an interrupted job back in the queue (durably), for the next start: an idempotent
+/// tool's, or one whose call was not sent. `false` if that could not be written.
 async fn requeue(engine: &Engine, live: &Live) -> bool {
     let mut guard = live.state.lock().await;
     guard.job.status = Status::Queued;
+    guard.job.unsent = false;
     guard.job.seq += 1;
     guard.job.updated_ms = engine.clock.now_ms();
     let ok = engine
@@ -205,7 +226,7 @@ async fn requeue(engine: &Engine, live: &Live) -> bool {
         .await
         .is_ok();
     if ok {
-        tracing::info!(job = %guard.job.id, "job interrupted by shutdown; queued again (idempotent tool)");
+        tracing::info!(job = %guard.job.id, "job interrupted by shutdown; queued again (idempotent tool, or its call was not sent)");
     }
     ok
 }
@@ -246,8 +267,10 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
         };
         match job.status {
             Status::Queued => report.queued += 1,
-            Status::Working if job.rerun_on_restart => {
+            // Possibly sent, but safe to send again; or known not to have been sent.
+            Status::Working if job.rerun_on_restart || job.unsent => {
                 job.status = Status::Queued;
+                job.unsent = false;
                 job.seq += 1;
                 engine.persist(&mut job, Durability::Sync).await?;
                 report.rerun += 1;

@@ -25,6 +25,7 @@ fn job(owner: &str, upstream: &str, created_ms: u64) -> Job {
         deadline_ms: created_ms + 60_000,
         attempts: 0,
         rerun_on_restart: false,
+        unsent: false,
         outcome: None,
         idempotency: None,
         request: JobRequest {
