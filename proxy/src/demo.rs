@@ -93,6 +93,11 @@ Try (bash):
   # watch progress notifications stream through, unbuffered
   curl -sN http://{listen}/mcp {headers} -H "mcp-session-id: $SID" \
     -d '{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"progress","arguments":{{"steps":5,"interval_ms":500}},"_meta":{{"progressToken":"p1"}}}}}}'
+  # run it as a job instead: 202 at once, then follow its events and fetch the result
+  JOB=$(curl -s http://{listen}/mcp {headers} -H "mcp-session-id: $SID" -H 'prefer: respond-async' \
+    -d '{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"progress","arguments":{{"steps":5,"interval_ms":500}}}}}}' \
+    | sed 's/.*"self":"\([^"]*\)".*/\1/')
+  curl -sN http://{listen}$JOB/events; curl -s http://{listen}$JOB/result
   # legacy transport: the endpoint event points back through the sidecar
   curl -sN http://{listen}/legacy/sse
   # metrics

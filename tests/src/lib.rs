@@ -108,8 +108,13 @@ pub fn upstream(url: impl Into<String>, path: Option<&str>) -> UpstreamConfig {
     UpstreamConfig::new("u", url, path.map(str::to_owned))
 }
 
-/// Binds and serves `config` on the current runtime.
-pub async fn start(config: Config) -> RunningSidecar {
+/// Binds and serves `config` on the current runtime. A durable job store without a
+/// `jobs.data_dir` becomes an in-memory one: in-process sidecars run side by side, and the
+/// default directory (the user's) holds one store at a time.
+pub async fn start(mut config: Config) -> RunningSidecar {
+    if config.jobs.store == mcp_sidecar::config::StoreKind::Redb && config.jobs.data_dir.is_none() {
+        config.jobs.store = mcp_sidecar::config::StoreKind::Memory;
+    }
     let sidecar = Sidecar::bind(config).await.expect("sidecar binds");
     let addr = sidecar.local_addr().unwrap();
     let admin = sidecar.admin_addr().unwrap();

@@ -12,13 +12,13 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::lane::Lane;
 use super::metrics::JobMetrics;
 use super::model::{
     FailReason, Idempotency, Job, JobId, JobRequest, JobState, Outcome, Owner, Progress, Status,
 };
 use super::runner::Runner;
 use super::store::{Created, Cursor, Durability, JobStore, StoreError};
-use super::worker::Lane;
 use super::{JobError, Settings};
 
 /// Events kept for a follower that is behind; one that falls further behind is sent the

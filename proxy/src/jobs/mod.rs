@@ -26,6 +26,7 @@
 //!   removes it.
 
 mod engine;
+mod lane;
 mod metrics;
 pub mod model;
 mod runner;

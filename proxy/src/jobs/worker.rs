@@ -2,15 +2,14 @@
 //! wait behind an open circuit, deadlines, cancellation, the restart recovery and the sweeper
 //! that removes expired jobs.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::engine::{Engine, Live};
+use super::lane::Lane;
 use super::model::{FailReason, JobId, Outcome, Status};
 use super::runner::{ProgressSink, RunOutcome};
 use super::store::{Durability, StoreError};
@@ -28,50 +27,6 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const SWEEP_BATCH: usize = 1000;
 /// How long an interrupted call's `notifications/cancelled` may take at shutdown.
 const SHUTDOWN_CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One upstream's queue of jobs waiting to run.
-#[derive(Debug)]
-pub(crate) struct Lane {
-    pub(crate) upstream: String,
-    queue: Mutex<VecDeque<JobId>>,
-    ready: Notify,
-}
-
-impl Lane {
-    pub(crate) fn new(upstream: String) -> Self {
-        Self {
-            upstream,
-            queue: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
-        }
-    }
-
-    pub(crate) fn push(&self, id: JobId) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.push_back(id);
-        }
-        self.ready.notify_one();
-    }
-
-    fn push_front(&self, id: JobId) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.push_front(id);
-        }
-        self.ready.notify_one();
-    }
-
-    async fn pop(&self) -> JobId {
-        loop {
-            let notified = self.ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(id) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) {
-                return id;
-            }
-            notified.await;
-        }
-    }
-}
 
 /// A lane's worker: takes the lane's next job when a global slot is free, runs it, repeats
 /// until the engine stops.
