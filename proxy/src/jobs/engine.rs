@@ -12,10 +12,11 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::{Clock, millis};
 use super::lane::Lane;
 use super::metrics::JobMetrics;
 use super::model::{
-    FailReason, Idempotency, Job, JobId, JobRequest, JobState, Outcome, Owner, Progress, Status,
+    FailReason, Job, JobId, JobState, NewJob, Outcome, Owner, Progress, Status, Submitted,
 };
 use super::runner::Runner;
 use super::store::{Created, Cursor, Durability, JobStore, StoreError};
@@ -30,37 +31,6 @@ const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// A terminal write that fails is tried this many times before the job is left in memory
 /// only (and the failure logged): losing an acknowledged result is the one thing not allowed.
 const FINAL_WRITE_ATTEMPTS: u32 = 5;
-
-/// Wall-clock milliseconds that advance with tokio's clock: taken from the system clock once,
-/// then moved by the monotonic clock, so job timestamps survive restarts, do not jump with the
-/// system clock during a run, and follow paused time in tests.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    base_ms: u64,
-    base: Instant,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        let base_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self {
-            base_ms,
-            base: Instant::now(),
-        }
-    }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.base_ms.saturating_add(elapsed)
-    }
-}
-
-/// Milliseconds in `d`, saturating.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// An unfinished job's in-memory side: its latest record (the writer's lock), its followers'
 /// channel and its cancellation.
@@ -79,37 +49,6 @@ pub(crate) struct LiveState {
     pub(crate) job: Job,
     /// When progress was last written.
     progress_written: Option<Instant>,
-}
-
-/// A job to submit.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    /// Its id (the front end chooses it: the call it stores names the job, in its
-    /// `progressToken`).
-    pub id: JobId,
-    /// Who may see it.
-    pub owner: Owner,
-    /// The JSON-RPC method.
-    pub method: String,
-    /// The tool of a `tools/call`.
-    pub tool: Option<String>,
-    /// The call.
-    pub request: JobRequest,
-    /// `Idempotency-Key` and body digest.
-    pub idempotency: Option<Idempotency>,
-    /// How long it may take in all.
-    pub deadline: Duration,
-    /// Whether it may be sent again after an interruption.
-    pub rerun_on_restart: bool,
-}
-
-/// What a submission did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Submitted {
-    /// A new job was stored.
-    New(JobState),
-    /// The `Idempotency-Key` names this existing job; nothing new was stored or sent.
-    Replayed(JobState),
 }
 
 /// The engine: store, settings, live jobs, lanes.

@@ -25,6 +25,7 @@
 //! - a finished job stays fetchable until `result_ttl` after its end, then the sweeper
 //!   removes it.
 
+mod clock;
 mod engine;
 mod lane;
 mod metrics;
@@ -41,9 +42,10 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
-pub use engine::{NewJob, Submitted};
 pub use metrics::JobMetrics;
-pub use model::{FailReason, Job, JobId, JobState, Outcome, Owner, Progress, Status};
+pub use model::{
+    FailReason, Job, JobId, JobState, NewJob, Outcome, Owner, Progress, Status, Submitted,
+};
 pub use runner::{ProgressSink, RunOutcome, Runner, progress_token};
 pub use store::{Cursor, JobStore, MemoryStore, RedbStore, StoreError};
 pub use worker::Recovered;

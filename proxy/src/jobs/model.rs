@@ -3,6 +3,7 @@
 //! show; nothing here knows about HTTP.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -384,6 +385,37 @@ pub struct JobState {
     pub attempts: u32,
     /// Why it failed.
     pub failure: Option<(FailReason, String)>,
+}
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id (the front end chooses it: the call it stores names the job, in its
+    /// `progressToken`).
+    pub id: JobId,
+    /// Who may see it.
+    pub owner: Owner,
+    /// The JSON-RPC method.
+    pub method: String,
+    /// The tool of a `tools/call`.
+    pub tool: Option<String>,
+    /// The call.
+    pub request: JobRequest,
+    /// `Idempotency-Key` and body digest.
+    pub idempotency: Option<Idempotency>,
+    /// How long it may take in all.
+    pub deadline: Duration,
+    /// Whether it may be sent again after an interruption.
+    pub rerun_on_restart: bool,
+}
+
+/// What a submission did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// A new job was stored.
+    New(JobState),
+    /// The `Idempotency-Key` names this existing job; nothing new was stored or sent.
+    Replayed(JobState),
 }
 
 #[cfg(test)]
