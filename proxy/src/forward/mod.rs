@@ -454,8 +454,12 @@ impl Proxy {
         }
         // A job is admitted like a live call (authorization, rate limits above) but takes no
         // upstream slot now: it takes one when it runs. Its answer is the 202.
-        if let Some(api) = &self.jobs {
-            phase!(await_in_place!(api.offload(ex, jobs)));
+        // Entered only by a request that may become a job, and boxed: the others pay two
+        // lookups, not the submission's future.
+        if let Some(api) = &self.jobs
+            && api.may_offload(ex, jobs)
+        {
+            phase!(Box::pin(api.offload(ex, jobs)).await);
         }
         if let Some(l) = &self.limits {
             // The upstream's in-flight cap guards the send; it sheds before the breaker takes a

@@ -51,7 +51,12 @@ pub struct JobApi {
     /// Where the client's address is read behind trusted proxies (a public upstream's jobs
     /// belong to the client's address).
     limits: Option<Arc<Limits>>,
+    /// Upstreams with a tool whose calls must run as jobs (`offload = "required"`).
+    required: Vec<Arc<str>>,
 }
+
+/// `Prefer` (RFC 7240), looked up once per POST: a static name, not parsed per request.
+const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
 
 /// What the job phase keeps for one request.
 #[derive(Debug, Default)]
@@ -88,11 +93,23 @@ impl JobApi {
     /// The API over `jobs`, served under `prefix`, for the upstreams of `router`; `limits`
     /// knows the trusted proxies whose `X-Forwarded-For` names the client.
     pub fn new(jobs: Jobs, prefix: &str, router: Router, limits: Option<Arc<Limits>>) -> Self {
+        let required = router
+            .upstreams()
+            .iter()
+            .filter(|u| {
+                u.config
+                    .tool
+                    .iter()
+                    .any(|t| t.offload == crate::config::Offload::Required)
+            })
+            .map(|u| u.name.clone())
+            .collect();
         Self {
             jobs,
             prefix: prefix.into(),
             router,
             limits,
+            required,
         }
     }
 
@@ -143,6 +160,20 @@ impl JobApi {
             (Method::GET, "events") => Route::Events(id),
             _ => Route::Method(method.to_string()),
         })
+    }
+
+    /// Whether [`JobApi::offload`] may have something to do: the request came to the job API,
+    /// carries a `Prefer` field, or goes to an upstream with a tool that runs only as a job.
+    /// Every other request (nearly all of them) skips the phase on two lookups.
+    #[inline]
+    pub fn may_offload(&self, ex: &Exchange, state: &JobState) -> bool {
+        state.forced
+            || ex.head.headers.contains_key(&PREFER)
+            || (!self.required.is_empty()
+                && ex
+                    .upstream
+                    .as_ref()
+                    .is_some_and(|u| self.required.contains(&u.name)))
     }
 
     /// The job phase of a routed, authorized, admitted POST: submits it as a job when the

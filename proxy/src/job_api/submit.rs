@@ -102,11 +102,7 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
         .filter(|_| is_call)
         .and_then(|t| upstream.config.tool.iter().find(|c| glob_match(&c.name, t)));
     let mode = tool_config.map_or(Offload::Allowed, |t| t.offload);
-    let prefer = if forced || ex.head.headers.contains_key("prefer") {
-        prefer(&ex.head.headers)
-    } else {
-        Prefer::default()
-    };
+    let prefer = prefer(&ex.head.headers);
     let wants_job = forced || prefer.respond_async;
     if !wants_job {
         if is_call && mode == Offload::Required {
@@ -186,8 +182,7 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
         deadline,
         rerun_on_restart: tool_config.is_some_and(|t| t.idempotent),
     };
-    // Boxed: only a job pays for the submission's future, not every request's phases.
-    Box::pin(submit(api, new, owner, prefer, idempotency_key)).await
+    submit(api, new, owner, prefer, idempotency_key).await
 }
 
 /// Stores the job (durably) and answers: `202`, or the result itself when it came within
