@@ -24,6 +24,8 @@
 #   CONNECTIONS=32   connections in the peak phase
 #   PEAK_SECS=3      seconds of the peak phase per case and round (0: skip)
 #   WORKERS=2        the sidecars' --worker-threads
+#   PIN=split        CPU 0: the load generator alone (it spins for the last millisecond before
+#                    each send); CPU 1: the sidecars and the fixture. PIN=none: unpinned
 #   SKIP_BUILD=1     use the existing release binaries
 #   KEEP_WORKDIR=1   keep the temporary directory (configs, logs, raw output)
 set -euo pipefail
@@ -39,11 +41,10 @@ WORKERS="${WORKERS:-2}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-60}"
-# Read by common.sh (wait_quiet, pin_layout).
+# Read by common.sh (wait_quiet).
 # shellcheck disable=SC2034
 QUIET_THRESHOLD=0.10
-# shellcheck disable=SC2034
-PIN=none
+PIN="${PIN:-split}"
 
 BENCH_NAME=bench-jobs
 # shellcheck source-path=SCRIPTDIR source=bench/common.sh
@@ -65,10 +66,12 @@ for bin in "$FIXTURE_BIN" "$SIDECAR_BIN" "$LOAD_BIN"; do
   [[ -x "$bin" ]] || die "$bin missing (run without SKIP_BUILD=1)"
 done
 
-# Unpinned: the sidecars, the fixture and the load generator share the machine's CPUs.
-FIXTURE_CPUS=""
-# shellcheck disable=SC2034
-PROXY_CPUS=""
+LOAD_CPUS=""; FIXTURE_CPUS=""; PROXY_CPUS=""
+if [[ "$PIN" == split && $(nproc) -ge 2 ]]; then
+  LOAD_CPUS=0; FIXTURE_CPUS=1; PROXY_CPUS=1
+elif [[ "$PIN" != none && "$PIN" != split ]]; then
+  die "PIN must be split or none"
+fi
 bench_workdir
 # The durable store must be on a real disk: the temporary directory may be a tmpfs.
 STORE_DIR="$TARGET_DIR/bench-jobs-store.$$"
@@ -95,8 +98,8 @@ name = "u"
 url = "http://127.0.0.1:$FIXTURE_PORT/mcp"
 path = "/mcp"
 TOML
-  RUST_LOG=warn "$SIDECAR_BIN" --log-format json run --config "$WORK/$name.toml" \
-    --worker-threads "$WORKERS" >"$WORK/$name.log" 2>&1 &
+  (RUST_LOG=warn pinned "$PROXY_CPUS" "$SIDECAR_BIN" --log-format json run \
+    --config "$WORK/$name.toml" --worker-threads "$WORKERS" >"$WORK/$name.log" 2>&1) &
   PIDS+=("$!")
   wait_ready "$name" "$!" get_ok "http://127.0.0.1:$admin/readyz"
   printf -v "PORT_$name" '%s' "$port"
@@ -116,11 +119,11 @@ rm -f "$STORE_DIR/dsync-probe"
 wait_quiet
 report_header "Job submission: time to 202 and submissions/s"
 load_rc=0
-BENCH_RATE="$RATE" BENCH_SECS="$SECS" BENCH_ROUNDS="$ROUNDS" BENCH_WARMUP_SECS=1 \
-  BENCH_CONNECTIONS="$CONNECTIONS" BENCH_PEAK_SECS="$PEAK_SECS" "$LOAD_BIN" \
+(BENCH_RATE="$RATE" BENCH_SECS="$SECS" BENCH_ROUNDS="$ROUNDS" BENCH_WARMUP_SECS=1 \
+  BENCH_CONNECTIONS="$CONNECTIONS" BENCH_PEAK_SECS="$PEAK_SECS" pinned "$LOAD_CPUS" "$LOAD_BIN" \
   "baseline: live 200=http://127.0.0.1:$PORT_live/mcp=200" \
   "jobs (memory): 202=http://127.0.0.1:$PORT_memory/mcp=202=async" \
-  "jobs (redb): 202=http://127.0.0.1:$PORT_redb/mcp=202=async" >"$WORK/load.out" 2>&1 || load_rc=$?
+  "jobs (redb): 202=http://127.0.0.1:$PORT_redb/mcp=202=async") >"$WORK/load.out" 2>&1 || load_rc=$?
 cat "$WORK/load.out"
 echo "disk under the store: one synchronous 4 KiB write (O_DSYNC) takes ${dsync:-?} ms on average"
 ((load_rc == 0)) || die "load generator failed (wrong statuses?)"
