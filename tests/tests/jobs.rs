@@ -253,3 +253,41 @@ async fn an_http2_submission_is_a_job_too() {
     let done = ended(&sidecar.url(""), doc["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "completed");
 }
+
+#[tokio::test]
+async fn a_job_on_a_legacy_sse_backend_fails_saying_why() {
+    let fx = fixture(ResponseMode::Json, false).await;
+    let legacy = upstream(format!("http://{}/", fx.addr()), Some("/legacy"));
+    let sidecar = start(config(vec![legacy])).await;
+    let stream = client()
+        .get(sidecar.url("/legacy/sse"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut events = mcp_e2e_tests::EventReader::new(stream);
+    let endpoint = events.next_event().await.unwrap();
+    let post_path = endpoint
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .unwrap()
+        .to_owned();
+    let (status, doc) = submit(
+        &sidecar.url(&post_path),
+        call(1, "echo", json!({"text": "x"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 202);
+    let done = ended(&sidecar.url(""), doc["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error"]["reason"], "bad_answer");
+    assert!(
+        done["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("legacy HTTP+SSE"),
+        "{done}"
+    );
+}

@@ -298,7 +298,13 @@ async fn read_answer(
     let snippet: String = text.chars().take(ERROR_SNIPPET_BYTES).collect();
     RunOutcome::Failed {
         reason: FailReason::BadAnswer,
-        message: if status == StatusCode::OK {
+        message: if status == StatusCode::ACCEPTED && text.trim().is_empty() {
+            // The legacy HTTP+SSE transport: the answer goes to the client's own GET stream,
+            // which a job has not got.
+            "the upstream answered 202 without a body: a legacy HTTP+SSE backend answers on the \
+             client's own event stream, which a job cannot read; run such calls live"
+                .to_owned()
+        } else if status == StatusCode::OK {
             format!("the upstream's answer is not a JSON-RPC response to the call: {snippet}")
         } else {
             format!("the upstream answered HTTP {status}: {snippet}")
