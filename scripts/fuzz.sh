@@ -43,6 +43,7 @@ dict_for() {
     sse_scan) echo fuzz/dict/sse.dict ;;
     config_load) echo fuzz/dict/toml.dict ;;
     path_rule) echo fuzz/dict/path.dict ;;
+    job_api_fields) echo fuzz/dict/job.dict ;;
   esac
 }
 

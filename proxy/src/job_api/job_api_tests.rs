@@ -68,36 +68,6 @@ fn routes_under_the_prefix_and_nothing_else() {
 }
 
 #[test]
-fn cursors_round_trip_and_garbage_is_refused() {
-    let id = JobId::parse("0123456789abcdef0123456789abcdef").unwrap();
-    let c = parse_cursor(&format!("1700000000000-{id}")).unwrap();
-    assert_eq!((c.created_ms, c.id), (1_700_000_000_000, id));
-    for bad in ["", "x-y", "12", "12-zz", &format!("-{id}")] {
-        assert_eq!(parse_cursor(bad), None, "{bad}");
-    }
-}
-
-#[test]
-fn query_params_are_found_and_decoded() {
-    assert_eq!(
-        query_param(Some("a=1&upstream=my%2Dup"), "upstream").as_deref(),
-        Some("my-up")
-    );
-    assert_eq!(query_param(Some("upstreamx=1"), "upstream"), None);
-    assert_eq!(query_param(None, "upstream"), None);
-}
-
-#[test]
-fn last_event_id_is_a_sequence_number() {
-    let mut h = http::HeaderMap::new();
-    assert_eq!(last_event_id(&h), None);
-    h.insert("last-event-id", http::HeaderValue::from_static(" 7 "));
-    assert_eq!(last_event_id(&h), Some(7));
-    h.insert("last-event-id", http::HeaderValue::from_static("abc"));
-    assert_eq!(last_event_id(&h), None);
-}
-
-#[test]
 fn the_owner_is_the_principal_or_the_client_address() {
     let head = http::Request::new(()).into_parts().0;
     let conn = crate::conn_info::ConnInfo::new(([10, 0, 0, 7], 5000).into(), false);

@@ -14,6 +14,7 @@
 //! here after the Host/Origin check and authentication against the job's upstream; a job that
 //! is not the caller's is `404`, never `403`.
 
+pub mod fields;
 mod render;
 mod submit;
 
@@ -27,7 +28,7 @@ use crate::auth::Auth;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Outcome, Policy, Step};
-use crate::jobs::{Cursor, JobError, JobId, Jobs, Outcome as JobOutcome, Owner};
+use crate::jobs::{JobError, JobId, Jobs, Outcome as JobOutcome, Owner};
 use crate::limits::Limits;
 use crate::principal::Source;
 use crate::upstream::{Router, Upstream};
@@ -55,8 +56,7 @@ pub struct JobApi {
     required: Vec<Arc<str>>,
 }
 
-/// `Prefer` (RFC 7240), looked up once per POST: a static name, not parsed per request.
-const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
+
 
 /// What the job phase keeps for one request.
 #[derive(Debug, Default)]
@@ -168,7 +168,7 @@ impl JobApi {
     #[inline]
     pub fn may_offload(&self, ex: &Exchange, state: &JobState) -> bool {
         state.forced
-            || ex.head.headers.contains_key(&PREFER)
+            || ex.head.headers.contains_key(&fields::PREFER)
             || (!self.required.is_empty()
                 && ex
                     .upstream
@@ -247,7 +247,7 @@ impl JobApi {
                 }
             }
             (Route::Events(text), Some(id)) => {
-                let last = last_event_id(&ex.head.headers);
+                let last = fields::last_event_id(&ex.head.headers);
                 let (state, rx) = self
                     .jobs
                     .follow(id, &owner)
@@ -277,7 +277,8 @@ impl JobApi {
 
     /// `GET /jobs`: the upstream named by `?upstream=`, or the only one.
     fn list_upstream(&self, ex: &Exchange) -> Result<Arc<Upstream>, ProxyError> {
-        let named = query_param(ex.head.uri.query(), "upstream");
+        let named = fields::query_param(ex.head.uri.query(), "upstream")
+            .map_err(ProxyError::BadRequest)?;
         match named {
             Some(name) => self.upstream_named(&name).ok_or_else(|| {
                 ProxyError::BadRequest(format!("`upstream={name}` names no upstream"))
@@ -306,11 +307,11 @@ impl JobApi {
         upstream: &str,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let query = ex.head.uri.query();
-        let limit = match query_param(query, "limit") {
+        let param = |name| fields::query_param(query, name).map_err(ProxyError::BadRequest);
+        let limit = match param("limit")? {
             None => DEFAULT_PAGE,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
+            Some(l) => fields::digits(&l)
+                .and_then(|l| usize::try_from(l).ok())
                 .filter(|l| (1..=MAX_PAGE).contains(l))
                 .ok_or_else(|| {
                     ProxyError::BadRequest(format!(
@@ -318,9 +319,9 @@ impl JobApi {
                     ))
                 })?,
         };
-        let after = match query_param(query, "cursor") {
+        let after = match param("cursor")? {
             None => None,
-            Some(c) => Some(parse_cursor(&c).ok_or_else(|| {
+            Some(c) => Some(fields::cursor(&c).ok_or_else(|| {
                 ProxyError::BadRequest(format!("`cursor={c}` is not a cursor this API gave"))
             })?),
         };
@@ -354,31 +355,6 @@ fn job_error(err: JobError, id: &str) -> ProxyError {
             ProxyError::JobsUnavailable(e.to_string())
         }
     }
-}
-
-/// The value of `name` in a query string (first occurrence, percent-decoded).
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| crate::resilience::percent_decode(v).unwrap_or_else(|| v.to_owned()))
-    })
-}
-
-/// `<created_ms>-<id>`, as `nextCursor` gives it.
-fn parse_cursor(text: &str) -> Option<Cursor> {
-    let (ms, id) = text.split_once('-')?;
-    Some(Cursor {
-        created_ms: ms.parse().ok()?,
-        id: JobId::parse(id)?,
-    })
-}
-
-/// `Last-Event-ID` as a job event sequence number.
-fn last_event_id(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]

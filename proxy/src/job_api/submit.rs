@@ -1,11 +1,10 @@
 //! The job phase: turning an admitted `tools/call` into a job (`Prefer: respond-async`,
 //! RFC 7240, or `POST /jobs/<mount>`), and the per-tool `offload` mode.
 
-use std::time::Duration;
-
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use serde_json::{Map, Value};
 
+use super::fields::{Prefer, idempotency_key, prefer};
 use super::{JobApi, JobState, job_error, render};
 use crate::config::Offload;
 use crate::error::ProxyError;
@@ -14,43 +13,6 @@ use crate::glob::glob_match;
 use crate::jobs::model::{Idempotency, JobRequest, StoredPrincipal};
 use crate::jobs::{JobError, JobId, NewJob, Submitted, progress_token};
 use crate::mcp::{Classified, Kind};
-
-/// Longest `Prefer: wait` honoured. The connection carries nothing while it waits; half the
-/// 60 s idle cut of common load balancers keeps the wait itself from being cut.
-const MAX_PREFER_WAIT: Duration = Duration::from_secs(30);
-/// Longest `Idempotency-Key` accepted (the IETF draft sets none; Stripe's is 255).
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// The `Prefer` preferences the job API honours.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Prefer {
-    pub(super) respond_async: bool,
-    pub(super) wait: Option<Duration>,
-}
-
-/// Reads every `Prefer` field: comma-separated preferences, names case-insensitive,
-/// parameters after `;` ignored (RFC 7240 §2). Unknown preferences are ignored, as the RFC says.
-pub(super) fn prefer(headers: &HeaderMap) -> Prefer {
-    let mut out = Prefer::default();
-    for value in headers.get_all("prefer") {
-        let Ok(value) = value.to_str() else { continue };
-        for pref in value.split(',') {
-            let pref = pref.split(';').next().unwrap_or("").trim();
-            let (name, val) = match pref.split_once('=') {
-                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-                None => (pref, None),
-            };
-            if name.eq_ignore_ascii_case("respond-async") {
-                out.respond_async = true;
-            } else if name.eq_ignore_ascii_case("wait")
-                && let Some(secs) = val.and_then(|v| v.parse::<u64>().ok())
-            {
-                out.wait = Some(Duration::from_secs(secs).min(MAX_PREFER_WAIT));
-            }
-        }
-    }
-    out
-}
 
 /// Request fields that never go into a stored job: the client's credentials (never written to
 /// disk; the backend gets the sidecar's own), framing and hop-by-hop fields, and the job API's
@@ -134,7 +96,7 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
             Ok(Step::Next)
         };
     }
-    let idempotency_key = idempotency_key(&ex.head.headers)?;
+    let idempotency_key = idempotency_key(&ex.head.headers).map_err(ProxyError::BadRequest)?;
     let id = JobId::random().ok_or_else(|| {
         ProxyError::JobsUnavailable("the system random number generator failed".into())
     })?;
@@ -220,34 +182,6 @@ async fn submit(
     )))
 }
 
-/// `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header: a structured string, so
-/// quotes are taken off): 1 to 255 visible ASCII characters, one field.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProxyError> {
-    let mut values = headers.get_all("idempotency-key").iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(ProxyError::BadRequest(
-            "more than one Idempotency-Key field".into(),
-        ));
-    }
-    let text = value.to_str().unwrap_or("").trim();
-    let key = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ProxyError::BadRequest(format!(
-            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-        )));
-    }
-    Ok(Some(key.to_owned()))
-}
-
 /// SHA-256 of the request body, hex: what makes "the same request" for an idempotency key.
 fn fingerprint(body: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, body);
@@ -309,44 +243,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn prefer_reads_respond_async_and_wait_across_fields_and_case() {
-        let p = prefer(&headers(&[
-            ("prefer", "handling=lenient, Respond-Async; x=1"),
-            ("prefer", "wait=10"),
-        ]));
-        assert_eq!(
-            p,
-            Prefer {
-                respond_async: true,
-                wait: Some(Duration::from_secs(10))
-            }
-        );
-        let p = prefer(&headers(&[("prefer", "wait=100000")]));
-        assert_eq!(p.wait, Some(MAX_PREFER_WAIT));
-        assert!(!prefer(&headers(&[("prefer", "respond-asynchronously")])).respond_async);
-    }
-
-    #[test]
-    fn idempotency_key_is_unquoted_bounded_and_single() {
-        assert_eq!(
-            idempotency_key(&headers(&[("idempotency-key", "\"abc\"")]))
-                .unwrap()
-                .as_deref(),
-            Some("abc")
-        );
-        assert!(idempotency_key(&headers(&[("idempotency-key", "")])).is_err());
-        assert!(idempotency_key(&headers(&[("idempotency-key", &"k".repeat(256))])).is_err());
-        assert!(
-            idempotency_key(&headers(&[
-                ("idempotency-key", "a"),
-                ("idempotency-key", "b")
-            ]))
-            .is_err()
-        );
-        assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
     }
 
     #[test]
