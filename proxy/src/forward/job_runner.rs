@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::tail::{Services, Tail};
-use crate::body::{ProxyBody, full};
+use crate::body::{ProxyBody, full, read_prefix};
 use crate::conn_info::ConnInfo;
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
@@ -247,8 +247,17 @@ fn not_sent_or_failed(err: ProxyError) -> RunOutcome {
             retry_after: LOCAL_SHORTAGE_WAIT,
             why: err.to_string(),
         },
-        other => RunOutcome::Failed {
+        // The backend's failures: unreachable, too slow, broke off.
+        ProxyError::UpstreamUnreachable { .. }
+        | ProxyError::UpstreamTimeout { .. }
+        | ProxyError::UpstreamFailed { .. } => RunOutcome::Failed {
             reason: FailReason::Upstream,
+            message: err.to_string(),
+        },
+        // Anything else is the sidecar's own (a stored call it can no longer send, say): never
+        // reported as the backend's fault.
+        other => RunOutcome::Failed {
+            reason: FailReason::Internal,
             message: other.to_string(),
         },
     }
@@ -268,25 +277,16 @@ async fn read_answer(
     if sse {
         return read_stream(&mut body, id, progress, max_bytes).await;
     }
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Some(data) = frame.data_ref() {
-                    if buf.len() + data.len() > max_bytes {
-                        return too_large(max_bytes);
-                    }
-                    buf.extend_from_slice(data);
-                }
-            }
-            Err(e) => {
-                return RunOutcome::Failed {
-                    reason: FailReason::Upstream,
-                    message: format!("reading the upstream's answer: {e}"),
-                };
-            }
+    let buf = match read_prefix(body, max_bytes.saturating_add(1)).await {
+        Ok((bytes, rest)) if rest.is_none() && bytes.len() <= max_bytes => bytes,
+        Ok(_) => return too_large(max_bytes),
+        Err(e) => {
+            return RunOutcome::Failed {
+                reason: FailReason::Upstream,
+                message: format!("reading the upstream's answer: {e}"),
+            };
         }
-    }
+    };
     let text = String::from_utf8_lossy(&buf);
     // An HTTP error is the backend failing (the breaker counts it so), even with a JSON-RPC
     // error in its body: the job fails, quoting it.
@@ -414,6 +414,40 @@ mod tests {
         assert!(answer_to(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#, Some(&id)).is_none());
         assert!(answer_to(r#"{"jsonrpc":"2.0","method":"x"}"#, Some(&id)).is_none());
         assert!(answer_to("not json", Some(&id)).is_none());
+    }
+
+    #[test]
+    fn only_the_backends_failures_are_blamed_on_it() {
+        let reason = |err| match not_sent_or_failed(err) {
+            RunOutcome::Failed { reason, .. } => Some(reason),
+            _ => None,
+        };
+        let upstream = || "u".to_owned();
+        assert_eq!(
+            reason(ProxyError::UpstreamFailed {
+                upstream: upstream(),
+                detail: "reset".into()
+            }),
+            Some(FailReason::Upstream)
+        );
+        assert_eq!(
+            reason(ProxyError::UpstreamTimeout {
+                upstream: upstream(),
+                after: Duration::from_secs(1)
+            }),
+            Some(FailReason::Upstream)
+        );
+        assert_eq!(
+            reason(ProxyError::BadRequest("stored call".into())),
+            Some(FailReason::Internal)
+        );
+        assert!(matches!(
+            not_sent_or_failed(ProxyError::LocalResourceExhausted {
+                upstream: upstream(),
+                kind: crate::local_resources::LocalResource::Emfile,
+            }),
+            RunOutcome::NotSent { .. }
+        ));
     }
 
     #[test]

@@ -152,13 +152,23 @@ mod tests {
         );
         let p = prefer(&headers(&[("prefer", "wait=100000")]));
         assert_eq!(p.wait, Some(MAX_PREFER_WAIT));
-        assert_eq!(prefer(&headers(&[("prefer", "wait=\"5\"")])).wait, Some(Duration::from_secs(5)));
+        assert_eq!(
+            prefer(&headers(&[("prefer", "wait=\"5\"")])).wait,
+            Some(Duration::from_secs(5))
+        );
         assert!(!prefer(&headers(&[("prefer", "respond-asynchronously")])).respond_async);
     }
 
     #[test]
     fn a_wait_that_is_not_digits_is_ignored() {
-        for bad in ["wait=+5", "wait=-1", "wait=5s", "wait=", "wait=1 2", "wait=99999999999999999999"] {
+        for bad in [
+            "wait=+5",
+            "wait=-1",
+            "wait=5s",
+            "wait=",
+            "wait=1 2",
+            "wait=99999999999999999999",
+        ] {
             assert_eq!(prefer(&headers(&[("prefer", bad)])).wait, None, "{bad}");
         }
     }
@@ -190,7 +200,14 @@ mod tests {
         let id = JobId::parse("0123456789abcdef0123456789abcdef").unwrap();
         let c = cursor(&format!("1700000000000-{id}")).unwrap();
         assert_eq!((c.created_ms, c.id), (1_700_000_000_000, id));
-        for bad in ["", "x-y", "12", "12-zz", &format!("-{id}"), &format!("+12-{id}")] {
+        for bad in [
+            "",
+            "x-y",
+            "12",
+            "12-zz",
+            &format!("-{id}"),
+            &format!("+12-{id}"),
+        ] {
             assert_eq!(cursor(bad), None, "{bad}");
         }
     }
@@ -198,7 +215,9 @@ mod tests {
     #[test]
     fn query_params_are_found_decoded_and_malformed_escapes_refused() {
         assert_eq!(
-            query_param(Some("a=1&upstream=my%2Dup"), "upstream").unwrap().as_deref(),
+            query_param(Some("a=1&upstream=my%2Dup"), "upstream")
+                .unwrap()
+                .as_deref(),
             Some("my-up")
         );
         assert_eq!(query_param(Some("upstreamx=1"), "upstream").unwrap(), None);

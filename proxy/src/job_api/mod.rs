@@ -56,8 +56,6 @@ pub struct JobApi {
     required: Vec<Arc<str>>,
 }
 
-
-
 /// What the job phase keeps for one request.
 #[derive(Debug, Default)]
 pub struct JobState {
@@ -277,8 +275,8 @@ impl JobApi {
 
     /// `GET /jobs`: the upstream named by `?upstream=`, or the only one.
     fn list_upstream(&self, ex: &Exchange) -> Result<Arc<Upstream>, ProxyError> {
-        let named = fields::query_param(ex.head.uri.query(), "upstream")
-            .map_err(ProxyError::BadRequest)?;
+        let named =
+            fields::query_param(ex.head.uri.query(), "upstream").map_err(ProxyError::BadRequest)?;
         match named {
             Some(name) => self.upstream_named(&name).ok_or_else(|| {
                 ProxyError::BadRequest(format!("`upstream={name}` names no upstream"))

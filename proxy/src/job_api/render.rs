@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::Frame;
@@ -15,10 +15,14 @@ use tokio::sync::broadcast;
 use crate::body::{BoxError, ProxyBody, full};
 use crate::error::codes;
 use crate::jobs::{Job, JobId, JobState, Jobs, Outcome, Owner, Status};
+use crate::mcp::sse::{Event, EventName};
 
 /// Interval of `: keepalive` comments on a quiet event stream: inside the 60 s idle cut of
 /// common load balancers (the same reasoning as the upstreams' `sse_keepalive`).
 const EVENTS_KEEPALIVE: Duration = Duration::from_secs(15);
+/// The event types of a job's stream: a status change, or progress within a status.
+const STATUS: EventName<'static> = EventName::from_static("status");
+const PROGRESS: EventName<'static> = EventName::from_static("progress");
 /// The reconnection delay suggested to `EventSource` clients (`retry:`), in milliseconds.
 const EVENTS_RETRY_MS: u64 = 2000;
 
@@ -127,18 +131,19 @@ pub(super) fn accepted(
     response
 }
 
-/// One event: `status` when the status changed since the last one sent, else `progress`.
-fn event(job: &JobState, prefix: &str, kind: &str, first: bool) -> Bytes {
-    let retry = if first {
-        format!("retry: {EVENTS_RETRY_MS}\n")
-    } else {
-        String::new()
-    };
-    Bytes::from(format!(
-        "{retry}id: {}\nevent: {kind}\ndata: {}\n\n",
-        job.seq,
-        job_json(job, prefix)
-    ))
+/// One event (`status` or `progress`, written by the shared SSE encoder); the first also
+/// suggests a reconnection delay.
+fn event(job: &JobState, prefix: &str, kind: EventName<'_>, first: bool) -> Bytes {
+    let data = job_json(job, prefix).to_string();
+    let mut out = BytesMut::new();
+    if first {
+        out.extend_from_slice(format!("retry: {EVENTS_RETRY_MS}\n").as_bytes());
+    }
+    Event::new(&data)
+        .name(kind)
+        .id(job.seq)
+        .encode_into(&mut out);
+    out.freeze()
 }
 
 /// What the event stream has sent and still follows.
@@ -163,9 +168,9 @@ impl Follow {
         }
         let first = self.sent_status.is_none();
         let kind = if self.sent_status == Some(job.status) {
-            "progress"
+            PROGRESS
         } else {
-            "status"
+            STATUS
         };
         self.sent_seq = Some(job.seq);
         self.sent_status = Some(job.status);

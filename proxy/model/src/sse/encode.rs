@@ -28,6 +28,21 @@ impl<'a> EventName<'a> {
     /// `endpoint`, the legacy HTTP+SSE transport's first event: the URL to POST messages to.
     pub const ENDPOINT: EventName<'static> = EventName("endpoint");
 
+    /// A name known when the program is written, checked at compile time when used in a
+    /// `const` (a CR or LF panics, as `http::HeaderName::from_static` does).
+    pub const fn from_static(name: &'static str) -> EventName<'static> {
+        let bytes = name.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            assert!(
+                bytes[i] != b'\r' && bytes[i] != b'\n',
+                "an SSE event name must not contain CR or LF"
+            );
+            i += 1;
+        }
+        EventName(name)
+    }
+
     /// Checks `name` for line breaks.
     pub fn new(name: &'a str) -> Result<Self, InvalidField> {
         if name.contains(['\r', '\n']) {

@@ -63,3 +63,15 @@ fn encode_into_appends_to_what_is_there() {
         b": comment\n\nid: 18446744073709551615\ndata: x\n\n"
     );
 }
+
+#[test]
+fn a_static_name_is_the_name_new_would_make() {
+    const STATUS: EventName<'static> = EventName::from_static("status");
+    assert_eq!(Ok(STATUS), EventName::new("status"));
+}
+
+#[test]
+#[should_panic(expected = "must not contain CR or LF")]
+fn a_static_name_with_a_line_break_panics() {
+    let _ = EventName::from_static("a\nb");
+}
