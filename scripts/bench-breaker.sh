@@ -69,14 +69,9 @@ for bin in "$FIXTURE_BIN" "$SIDECAR_BIN" "$LOAD_BIN" "$INPROC_BIN"; do
   [[ -x "$bin" ]] || die "$bin missing (run without SKIP_BUILD=1)"
 done
 
-# Not common.sh's layout: the load generator spins, so it gets CPU 0 alone, and the fixture
+# Not common.sh's wrk layout: the load generator spins, so it gets CPU 0 alone, and the fixture
 # (idle but for the forwarded case) shares CPU 1 with the sidecar.
-LOAD_CPUS=""; FIXTURE_CPUS=""; PROXY_CPUS=""
-if [[ "$PIN" == split && $(nproc) -ge 2 ]]; then
-  LOAD_CPUS=0; FIXTURE_CPUS=1; PROXY_CPUS=1
-elif [[ "$PIN" != none && "$PIN" != split ]]; then
-  die "PIN must be split or none"
-fi
+pin_load_alone
 
 bench_workdir
 

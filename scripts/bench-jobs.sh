@@ -66,12 +66,7 @@ for bin in "$FIXTURE_BIN" "$SIDECAR_BIN" "$LOAD_BIN"; do
   [[ -x "$bin" ]] || die "$bin missing (run without SKIP_BUILD=1)"
 done
 
-LOAD_CPUS=""; FIXTURE_CPUS=""; PROXY_CPUS=""
-if [[ "$PIN" == split && $(nproc) -ge 2 ]]; then
-  LOAD_CPUS=0; FIXTURE_CPUS=1; PROXY_CPUS=1
-elif [[ "$PIN" != none && "$PIN" != split ]]; then
-  die "PIN must be split or none"
-fi
+pin_load_alone
 bench_workdir
 # The durable store must be on a real disk: the temporary directory may be a tmpfs.
 STORE_DIR="$TARGET_DIR/bench-jobs-store.$$"

@@ -14,6 +14,7 @@
 #   install_missing CMD...    apt-installs the packages of missing commands
 #   build_binaries PROFILE    cargo build of mcp-fixture and mcp-sidecar in that profile
 #   pin_layout, pinned        the CPU layout (PIN=split|none) and running a command on CPUs
+#   pin_load_alone            the layout for a spinning load generator: CPU 0 alone
 #   bench_workdir             the temporary directory, the process list and the cleanup trap
 #   free_port                 a free loopback port
 #   post_code, post_ok, get_ok, wait_ready   HTTP probes and readiness polling
@@ -33,7 +34,8 @@
 #   (optional: the fixture's tokio workers), QUIET_MAX_WAIT, QUIET_THRESHOLD, WRK_THREADS,
 #   CONNECTIONS, CG_SECS, and IR_PER_REQ (an associative array, for cg_count).
 # Variables it sets: WORK, PIDS, FAILED (bench_workdir); NCPU, WRK_CPUS, FIXTURE_CPUS,
-#   PROXY_CPUS (pin_layout); FIXTURE_PORT, FIXTURE_URL, FIXTURE_PID (start_fixture); QUIET_LAST
+#   PROXY_CPUS (pin_layout); LOAD_CPUS, FIXTURE_CPUS, PROXY_CPUS (pin_load_alone); FIXTURE_PORT,
+#   FIXTURE_URL, FIXTURE_PID (start_fixture); QUIET_LAST
 #   (wait_quiet); CLK_TCK, LUA, BODY.
 
 # The request every benchmark sends: one MCP `tools/call` of the fixture's `echo` tool.
@@ -116,6 +118,18 @@ pin_layout() {
 pinned() {
   local cpus="$1"; shift
   if [[ -n "$cpus" ]]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
+}
+
+# pin_load_alone: LOAD_CPUS, FIXTURE_CPUS and PROXY_CPUS from PIN for a load generator that
+# spins (breaker_load, job_load): split (on >= 2 CPUs): the generator alone on CPU 0, the
+# servers on CPU 1; none: unpinned.
+pin_load_alone() {
+  LOAD_CPUS=""; FIXTURE_CPUS=""; PROXY_CPUS=""
+  if [[ "$PIN" == split && $(nproc) -ge 2 ]]; then
+    LOAD_CPUS=0; FIXTURE_CPUS=1; PROXY_CPUS=1
+  elif [[ "$PIN" != none && "$PIN" != split ]]; then
+    die "PIN must be split or none"
+  fi
 }
 
 # bench_workdir: a fresh temporary directory in WORK, an empty PIDS and FAILED=0, and an exit
