@@ -291,3 +291,33 @@ async fn a_job_on_a_legacy_sse_backend_fails_saying_why() {
         "{done}"
     );
 }
+
+#[tokio::test]
+async fn with_jobs_off_prefer_is_ignored_and_the_job_api_is_not_served() {
+    let fx = fixture(ResponseMode::Json, true).await;
+    let mut cfg = config(vec![upstream(fx.mcp_url(), Some("/mcp"))]);
+    cfg.jobs.enabled = false;
+    let sidecar = start(cfg).await;
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("prefer", "respond-async")
+        .body(call(1, "echo", json!({"text": "live"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("preference-applied").is_none());
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "live");
+    let resp = client().get(sidecar.url("/jobs")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["data"]["reason"], "no_route");
+    let admin = client()
+        .get(sidecar.admin_url("/jobs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 404);
+}

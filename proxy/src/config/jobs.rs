@@ -251,6 +251,41 @@ mod tests {
         );
     }
 
+    fn load(toml: &str) -> Result<super::super::Config, ConfigError> {
+        super::super::Config::from_toml_with_env(toml, &|_| None)
+    }
+
+    #[test]
+    fn a_mount_under_the_job_api_is_refused_unless_jobs_are_off() {
+        let upstream =
+            "[[upstream]]\nname = \"u\"\nurl = \"http://b:1/mcp\"\npath = \"/jobs/mcp\"\n";
+        let err = load(upstream).unwrap_err().to_string();
+        assert!(
+            err.starts_with("upstream[0].path") && err.contains("jobs.path"),
+            "{err}"
+        );
+        assert!(load(&format!("[jobs]\nenabled = false\n{upstream}")).is_ok());
+        assert!(load(&format!("[jobs]\npath = \"/tasks\"\n{upstream}")).is_ok());
+    }
+
+    #[test]
+    fn a_zero_job_deadline_is_refused_with_the_tool() {
+        let toml = "[[upstream]]\nname = \"u\"\nurl = \"http://b:1/mcp\"\n\
+                    [[upstream.tool]]\nname = \"crawl\"\njob_deadline = \"0s\"\n";
+        let err = load(toml).unwrap_err().to_string();
+        assert!(err.starts_with("upstream[0].tool[0].job_deadline"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_offload_mode_or_store_is_refused() {
+        let tool = "[[upstream]]\nname = \"u\"\nurl = \"http://b:1/mcp\"\n\
+                    [[upstream.tool]]\nname = \"t\"\noffload = \"sometimes\"\n";
+        assert!(load(tool).unwrap_err().to_string().contains("sometimes"));
+        let store =
+            "[jobs]\nstore = \"sqlite\"\n[[upstream]]\nname = \"u\"\nurl = \"http://b:1/mcp\"\n";
+        assert!(load(store).unwrap_err().to_string().contains("sqlite"));
+    }
+
     #[test]
     fn zero_caps_and_bad_paths_are_refused_with_the_field() {
         let cases = [

@@ -37,6 +37,14 @@ impl Scripted {
             ..Self::default()
         })
     }
+
+    /// A runner whose calls are never sent: the circuit stays open for the whole test.
+    fn never_sent() -> Arc<Self> {
+        Self::new(std::iter::repeat_n(
+            Act::NotSent(Duration::from_secs(60)),
+            100,
+        ))
+    }
 }
 
 impl Runner for Scripted {
@@ -224,10 +232,7 @@ async fn a_job_past_its_deadline_fails_and_its_call_is_cancelled() {
 #[tokio::test(start_paused = true)]
 async fn a_circuit_that_stays_open_fails_the_job_at_its_deadline() {
     let jobs = engine_with(Arc::new(MemoryStore::new()), settings());
-    jobs.start(Scripted::new(std::iter::repeat_n(
-        Act::NotSent(Duration::from_secs(60)),
-        100,
-    )));
+    jobs.start(Scripted::never_sent());
     let mut new = new_job(alice());
     new.deadline = Duration::from_secs(20);
     let state = submit(&jobs, new).await;
@@ -565,10 +570,7 @@ async fn progress_is_written_lazily_and_the_end_durably() {
 async fn a_job_waiting_behind_an_open_circuit_is_queued_again_by_an_interruption() {
     let store = Arc::new(MemoryStore::new());
     let jobs = engine_with(store.clone(), settings());
-    let runner = Scripted::new(std::iter::repeat_n(
-        Act::NotSent(Duration::from_secs(60)),
-        100,
-    ));
+    let runner = Scripted::never_sent();
     jobs.start(runner.clone());
     // Not an idempotent tool: only the knowledge that nothing was sent makes a re-run safe.
     let state = submit(&jobs, new_job(alice())).await;
@@ -599,10 +601,7 @@ async fn a_restart_queues_again_a_working_job_known_not_to_have_been_sent() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_job_whose_call_was_never_sent_tells_the_backend_nothing() {
     let jobs = engine_with(Arc::new(MemoryStore::new()), settings());
-    let runner = Scripted::new(std::iter::repeat_n(
-        Act::NotSent(Duration::from_secs(60)),
-        100,
-    ));
+    let runner = Scripted::never_sent();
     jobs.start(runner.clone());
     let state = submit(&jobs, new_job(alice())).await;
     until(&jobs, state.id, Status::Working).await;
