@@ -74,8 +74,8 @@ pub struct Exchange {
     pub origin: Option<HeaderValue>,
     /// The classified POST body: kind, method, tool and id of every message.
     pub classified: Option<Classified>,
-    /// The POST body as read (shared bytes, not a copy), for a phase that keeps the request
-    /// to send it later (a job).
+    /// The POST body as read (shared bytes, not a copy): what the tail sends again on a retry,
+    /// and what a phase that keeps the request to send it later (a job) stores.
     pub body: Option<Bytes>,
     /// The authenticated caller (none for public upstreams or without `[auth]`).
     pub principal: Option<Arc<Principal>>,

@@ -106,6 +106,8 @@ impl JobRunner {
         let upstream = upstream.clone();
         ex.upstream = Some(upstream.clone());
         ex.classified = Some(mcp::classify(body).map_err(|e| format!("stored call: {e}"))?);
+        // Kept for a retry, as the request path keeps a live POST's.
+        ex.body = Some(body.clone());
         ex.principal = r.principal.as_ref().map(|p| Arc::new(principal(p)));
         Ok((ex, upstream, uri))
     }
@@ -167,8 +169,7 @@ impl Runner for JobRunner {
                 upstream,
                 ex,
                 uri,
-                body: full(body.clone()),
-                replay: Some(body),
+                body: full(body),
                 request_id,
                 held,
             };
@@ -217,7 +218,6 @@ impl Runner for JobRunner {
                 ex,
                 uri,
                 body: full(body),
-                replay: None,
                 request_id: HeaderValue::from_static("job-cancel"),
                 held: Held::default(),
             };

@@ -64,7 +64,6 @@ enum Phased {
         upstream: Arc<crate::upstream::Upstream>,
         uri: http::Uri,
         body: ProxyBody,
-        replay: Option<Bytes>,
     },
 }
 
@@ -220,7 +219,6 @@ impl Proxy {
                 upstream,
                 uri,
                 body,
-                replay,
             }) => {
                 // The tail owns what it needs, the exchange included: a job could run it
                 // later, detached from this request. It gives back what the answer and the log
@@ -231,7 +229,6 @@ impl Proxy {
                     ex,
                     uri,
                     body,
-                    replay,
                     request_id: request_id.clone(),
                     held: std::mem::take(&mut cx.limits),
                 };
@@ -435,12 +432,10 @@ impl Proxy {
 
         // Classification: every later decision (and any error answer's id) needs to know what the
         // POST carries. The body is read once, bounded, and forwarded byte for byte.
-        let mut replay = None;
         let body = if ex.head.method == Method::POST {
             let bytes = await_in_place!(self.read_body(&ex.head.headers, body))?;
             ex.classified = Some(mcp::classify(&bytes)?);
             ex.body = Some(bytes.clone());
-            replay = Some(bytes.clone());
             full(bytes)
         } else {
             body.map_err(Into::into).boxed_unsync()
@@ -471,7 +466,6 @@ impl Proxy {
             upstream,
             uri,
             body,
-            replay,
         })
     }
 

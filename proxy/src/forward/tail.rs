@@ -43,10 +43,9 @@ pub struct Tail {
     pub ex: Exchange,
     /// The upstream URI the path maps to.
     pub uri: Uri,
-    /// The request body (the POST body as read, or the client's stream).
+    /// The request body (the POST body as read, or the client's stream). The POST body's
+    /// bytes are also in `ex.body`, for a retry.
     pub body: ProxyBody,
-    /// The POST body again, for a retry.
-    pub replay: Option<Bytes>,
     /// The request id sent upstream.
     pub request_id: HeaderValue,
     /// Permits and `RateLimit` fields from the limits; they ride on the answer's body.
@@ -64,7 +63,7 @@ impl Tail {
             upstream: routed,
             origin: _,
             classified,
-            body: _,
+            body: replay,
             principal,
         } = self.ex;
         let facts = Facts {
@@ -116,8 +115,7 @@ impl Tail {
             Awaits::Answer
         };
         let idle_timeout = call.stream_idle_timeout();
-        let sent =
-            await_in_place!(call.send(upstream, &services.metrics, head, self.body, self.replay));
+        let sent = await_in_place!(call.send(upstream, &services.metrics, head, self.body, replay));
         let response = match sent {
             Ok(response) => response,
             Err(err) => return (Err(err), facts),
