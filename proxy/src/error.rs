@@ -191,6 +191,10 @@ pub enum ProxyError {
     /// `offload = "never"`, or not a `tools/call` request.
     #[error("{0}")]
     OffloadNotAllowed(String),
+    /// An MCP request the sidecar answers itself (the Tasks facade, the routing headers)
+    /// refused with one of MCP's own JSON-RPC errors.
+    #[error("{}", .0.message)]
+    Mcp(McpRefusal),
     /// The sidecar itself ran out of descriptors, buffers or ports reaching the upstream (503):
     /// not a backend failure, so no breaker or retry counts it.
     #[error(
@@ -205,6 +209,74 @@ pub enum ProxyError {
         kind: LocalResource,
     },
 }
+
+/// One of MCP's own JSON-RPC errors, as the sidecar answers it for the requests it serves
+/// itself.
+#[derive(Debug, Clone)]
+pub struct McpRefusal {
+    /// Which error.
+    pub kind: McpErrorKind,
+    /// Why, for people.
+    pub message: String,
+    /// The request came on the stateless protocol (2026-07-28), whose errors carry their HTTP
+    /// status (400, 404); earlier revisions get their JSON-RPC errors in a `200`, where clients
+    /// read them.
+    pub stateless: bool,
+}
+
+/// The MCP errors the sidecar answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpErrorKind {
+    /// `Mcp-Method` or `Mcp-Name` disagrees with the body (-32020, always 400).
+    HeaderMismatch,
+    /// The request needs the Tasks extension, which the client did not declare (-32021).
+    MissingTasksCapability,
+    /// The method does not exist here (-32601).
+    MethodNotFound,
+    /// The params are wrong, or name a task the caller does not have (-32602).
+    InvalidParams,
+}
+
+impl McpRefusal {
+    /// The refusal of `kind` with `message`.
+    pub fn new(kind: McpErrorKind, message: impl Into<String>, stateless: bool) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            stateless,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match (self.kind, self.stateless) {
+            (McpErrorKind::HeaderMismatch, _) => StatusCode::BAD_REQUEST,
+            (_, false) => StatusCode::OK,
+            (McpErrorKind::MethodNotFound, true) => StatusCode::NOT_FOUND,
+            (_, true) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> i64 {
+        match self.kind {
+            McpErrorKind::HeaderMismatch => codes::HEADER_MISMATCH,
+            McpErrorKind::MissingTasksCapability => codes::MISSING_CLIENT_CAPABILITY,
+            McpErrorKind::MethodNotFound => codes::METHOD_NOT_FOUND,
+            McpErrorKind::InvalidParams => codes::INVALID_PARAMS,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self.kind {
+            McpErrorKind::HeaderMismatch => "header_mismatch",
+            McpErrorKind::MissingTasksCapability => "missing_client_capability",
+            McpErrorKind::MethodNotFound => "method_not_found",
+            McpErrorKind::InvalidParams => "invalid_params",
+        }
+    }
+}
+
+/// The Tasks extension's identifier (SEP-2663), as capabilities name it.
+pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
 /// `Retry-After` of a result asked for before the job ended: jobs report progress every second
 /// or so, and a poller that asks more often learns nothing new.
@@ -280,6 +352,14 @@ pub mod codes {
     pub const JOB_FAILED: i64 = -32047;
     /// A cancelled job's result.
     pub const JOB_CANCELLED: i64 = -32048;
+    /// MCP: `Mcp-Method`/`Mcp-Name` disagree with the body (2026-07-28).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP: a client capability the request needs was not declared (2026-07-28).
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+    /// JSON-RPC: no such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// JSON-RPC: invalid params (an unknown task id among them).
+    pub const INVALID_PARAMS: i64 = -32602;
     /// JSON-RPC's own code for a body that is not JSON.
     pub const PARSE_ERROR: i64 = -32700;
     /// JSON-RPC's own code for JSON that is not a JSON-RPC message.
@@ -315,6 +395,7 @@ impl ProxyError {
             Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::JobQueueFull { .. } | Self::JobsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::OffloadRequired { .. } | Self::OffloadNotAllowed(_) => StatusCode::BAD_REQUEST,
+            Self::Mcp(r) => r.status(),
         }
     }
 
@@ -349,6 +430,7 @@ impl ProxyError {
             Self::JobsUnavailable(_) => "jobs_unavailable",
             Self::OffloadRequired { .. } => "offload_required",
             Self::OffloadNotAllowed(_) => "offload_not_allowed",
+            Self::Mcp(r) => r.reason(),
         }
     }
 
@@ -383,6 +465,7 @@ impl ProxyError {
             Self::JobsUnavailable(_) => codes::JOBS_UNAVAILABLE,
             Self::OffloadRequired { .. } => codes::OFFLOAD_REQUIRED,
             Self::OffloadNotAllowed(_) => codes::OFFLOAD_NOT_ALLOWED,
+            Self::Mcp(r) => r.code(),
         }
     }
 
@@ -418,6 +501,13 @@ impl ProxyError {
             Self::LocalResourceExhausted { kind, .. } => {
                 data["retry_after"] = retry_after_secs(LOCAL_RESOURCES_RETRY_AFTER).into();
                 data["resource"] = Value::String(kind.label().to_owned());
+            }
+            // SEP-2575: the capabilities the request needs, shaped as the client declares them.
+            Self::Mcp(McpRefusal {
+                kind: McpErrorKind::MissingTasksCapability,
+                ..
+            }) => {
+                data["requiredCapabilities"] = json!({"extensions": {TASKS_EXTENSION: {}}});
             }
             _ => {}
         }

@@ -74,6 +74,7 @@ pub mod rate_limited_log;
 pub mod replay_io;
 pub mod resilience;
 pub mod server;
+pub mod tasks;
 pub mod tcp_keepalive;
 pub mod tls;
 pub mod upstream;

@@ -37,6 +37,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::replay_io::ReplayIo;
 use crate::resilience::Resilience;
+use crate::tasks::Tasks;
 use crate::upstream::{Router, Upstream};
 
 /// A bound, not yet serving, sidecar.
@@ -134,6 +135,10 @@ impl Sidecar {
         } else {
             None
         };
+        // The MCP Tasks facade runs on the job engine.
+        let tasks = jobs
+            .as_ref()
+            .map(|api| Tasks::new(api.clone(), router.upstreams(), config.jobs.result_ttl));
         let proxy = Proxy::new(router, metrics.clone(), config.listen.max_body_bytes)
             .with_body_read_limits(BodyReadLimits {
                 idle: config.listen.body_read_timeout,
@@ -143,7 +148,8 @@ impl Sidecar {
             .with_limits(limits)
             .with_auth(auth)
             .with_cors(cors)
-            .with_jobs(jobs);
+            .with_jobs(jobs)
+            .with_tasks(tasks);
         let jobs = proxy.jobs().map(|api| api.jobs().clone());
         Ok(Self {
             proxy: Arc::new(proxy),

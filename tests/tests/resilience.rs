@@ -35,7 +35,9 @@ fn tool(name: &str) -> ToolConfig {
         stream_idle_timeout: None,
         idempotent: false,
         breaker: None,
-        offload: Default::default(),
+        offload: None,
+        tasks: None,
+        task_wait: None,
         job_deadline: None,
     }
 }

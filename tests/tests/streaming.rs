@@ -209,7 +209,9 @@ async fn a_tool_with_a_longer_stream_idle_timeout_keeps_its_slow_progress_stream
         stream_idle_timeout: Some(Duration::from_secs(30)),
         idempotent: false,
         breaker: None,
-        offload: Default::default(),
+        offload: None,
+        tasks: None,
+        task_wait: None,
         job_deadline: None,
     }];
     let sidecar = start(config(vec![strict, patient])).await;

@@ -38,7 +38,7 @@ use crate::body::{BoxError, ProxyBody, read_prefix};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::error::StartError;
-use crate::mcp::{self, Classified, Kind};
+use crate::mcp::{self, Classified};
 use crate::metrics::Metrics;
 use crate::upstream::ByName;
 use crate::upstream::Upstream;
@@ -46,7 +46,7 @@ use crate::upstream::Upstream;
 pub use crate::principal::{self, Principal, Source};
 
 use apikey::ApiKeys;
-use filter::{JsonFilterBody, SseFilterBody, Target, Viewer};
+pub use filter::Viewer;
 use jwt::{CacheResult, Clock, JwtValidator};
 use metrics::AuthMetrics;
 use origin::{HostPolicy, OriginPolicy};
@@ -413,69 +413,23 @@ impl Auth {
         }
     }
 
-    /// In the tail, on the answer: wraps the body so `tools/list` answers only show callable tools.
-    pub fn filter_response(
+    /// In the tail, on the answer: the rewrite that keeps a `tools/list` answer to the tools
+    /// `principal` may call (none for an upstream without rules, or without a principal).
+    pub fn tools_filter(
         &self,
         upstream: &Upstream,
         principal: Option<&Arc<Principal>>,
-        classified: Option<&Classified>,
-        sse: bool,
-        response: Response<ProxyBody>,
-    ) -> Response<ProxyBody> {
-        use http_body_util::BodyExt;
-        let Some(p) = principal else {
-            return response;
-        };
-        let Some(rules) = self
+    ) -> Option<Viewer> {
+        let p = principal?;
+        let rules = self
             .upstreams
             .get(&*upstream.name)
-            .and_then(|u| u.rules.clone())
-        else {
-            return response;
-        };
-        let target = match classified {
-            Some(c) => {
-                let ids: Vec<_> = c
-                    .messages
-                    .iter()
-                    .filter(|m| {
-                        m.kind == Kind::Request && m.method.as_deref() == Some("tools/list")
-                    })
-                    .filter_map(|m| m.id.clone())
-                    .collect();
-                if ids.is_empty() {
-                    return response;
-                }
-                Target::Ids(ids)
-            }
-            None if sse => Target::Shape,
-            None => return response,
-        };
-        let viewer = Viewer {
+            .and_then(|u| u.rules.clone())?;
+        Some(Viewer {
             rules,
             principal: p.clone(),
-        };
-        let (mut parts, body) = response.into_parts();
-        // A filtered answer changes length: it is re-framed (chunked).
-        let body = if sse {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            SseFilterBody::new(body, target, viewer).boxed_unsync()
-        } else if is_json(&parts.headers) && matches!(target, Target::Ids(_)) {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            JsonFilterBody::new(body, target, viewer).boxed_unsync()
-        } else {
-            body
-        };
-        Response::from_parts(parts, body)
+        })
     }
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// For a refused POST: reads a small body (declared at most [`UNAUTHENTICATED_PEEK_BYTES`], within

@@ -7,6 +7,8 @@
 //! - [`read_prefix`]: read a request body up to a limit (to classify the JSON-RPC message) without
 //!   reading past the frame that crosses it.
 //! - [`ReadTimeoutBody`]: the request body read timeout (idle and minimum rate), 408 on expiry.
+//! - [`rewrite`]: JSON-RPC responses rewritten as they pass (the `tools/list` filter, the Tasks
+//!   facade's additions).
 //! - [`SseBody`]: passthrough for `text/event-stream` responses with keepalive comments and an idle timeout.
 //! - [`EndpointRewrite`] / [`EndpointRewriteBody`]: rewrite the legacy HTTP+SSE `endpoint` event so the
 //!   client posts to the sidecar's mount path instead of the backend's.
@@ -19,6 +21,7 @@ use http_body_util::{BodyExt, Empty, Full};
 mod endpoint;
 mod prefixed;
 mod read_timeout;
+pub mod rewrite;
 mod sse;
 #[cfg(test)]
 mod test_util;

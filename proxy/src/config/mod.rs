@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cors;
 mod env;
 pub mod jobs;
+pub mod tasks;
 mod limits;
 pub mod resilience;
 mod validate;
@@ -30,6 +31,7 @@ pub use auth::{
 pub use cors::{CorsConfig, DEFAULT_CORS_MAX_AGE};
 pub use env::resolve_env;
 pub use jobs::{JobsConfig, Offload, StoreKind};
+pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
 pub use limits::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_PRINCIPAL, DEFAULT_SHED_RETRY_AFTER, DEFAULT_SWEEP_INTERVAL, KeyPart,
@@ -231,6 +233,11 @@ pub struct UpstreamConfig {
     /// Rate-limit rules for this upstream only (`[[upstream.rate_limit]]`).
     #[serde(default)]
     pub rate_limit: Vec<RateLimitRule>,
+    /// `off`, `facade` or `passthrough`: how MCP Tasks meet this upstream ([`tasks`]). Default:
+    /// automatic (facade for tools that set `offload`, passthrough when the backend advertises
+    /// Tasks itself).
+    #[serde(default)]
+    pub tasks: Option<TasksMode>,
 }
 
 fn default_listen_addr() -> String {
@@ -325,6 +332,7 @@ impl UpstreamConfig {
             health_check: HealthCheckConfig::default(),
             max_in_flight: 0,
             rate_limit: Vec::new(),
+            tasks: None,
         }
     }
 }

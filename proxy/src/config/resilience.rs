@@ -154,14 +154,30 @@ pub struct ToolConfig {
     #[serde(default)]
     pub breaker: Option<BreakerOverride>,
     /// Whether the tool's calls may (`allowed`, the default), must (`required`) or may never
-    /// (`never`) run as jobs.
+    /// (`never`) run as jobs. Setting it also makes the tool a Tasks facade tool by default
+    /// ([`super::tasks`]).
     #[serde(default)]
-    pub offload: super::Offload,
+    pub offload: Option<super::Offload>,
     /// How long a job calling this tool may take in all (waiting included) before it fails
     /// with `deadline_exceeded`. Default: the tool's `timeout`, else the upstream's
     /// `response_timeout`.
     #[serde(default, with = "humantime_serde")]
     pub job_deadline: Option<Duration>,
+    /// `off`, `facade` or `passthrough`: how MCP Tasks meet this tool ([`super::tasks`]).
+    /// Default: the upstream's, else automatic.
+    #[serde(default)]
+    pub tasks: Option<super::TasksMode>,
+    /// How long a task-capable call waits for its answer before the sidecar answers with the
+    /// task (an answer within it is sent as is). Default 0: the task at once.
+    #[serde(default, with = "humantime_serde")]
+    pub task_wait: Option<Duration>,
+}
+
+impl ToolConfig {
+    /// The tool's `offload`, default `allowed`.
+    pub fn offload(&self) -> super::Offload {
+        self.offload.unwrap_or_default()
+    }
 }
 
 /// `[upstream.retry]`: which requests are retried, how often, and the budget that bounds them.

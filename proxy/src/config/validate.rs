@@ -97,6 +97,7 @@ impl Config {
                     nonzero(&field(&format!("tool[{t}].job_deadline")), d)?;
                 }
             }
+            super::tasks::validate(up, self.jobs.enabled, &field)?;
             if let Some(prev) = paths.insert(mount.clone(), i) {
                 return Err(ConfigError::invalid(
                     field("path"),

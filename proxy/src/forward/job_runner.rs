@@ -146,6 +146,8 @@ impl Runner for JobRunner {
         let body = Bytes::from(job.request.body.clone());
         let prepared = this.exchange(job, &body);
         let jsonrpc_id: Option<Value> = serde_json::from_str(&job.request.jsonrpc_id).ok();
+        // A task's call may answer `input_required`: the job then waits for the client.
+        let is_task = job.task.is_some();
         let request_id = HeaderValue::from_str(&format!("job-{}-{}", job.id, job.attempts))
             .unwrap_or(HeaderValue::from_static("job"));
         Box::pin(async move {
@@ -176,14 +178,18 @@ impl Runner for JobRunner {
             let (result, _facts) = tail.run().await;
             match result {
                 Ok((response, sse)) => {
-                    read_answer(
+                    let outcome = read_answer(
                         response,
                         sse,
                         jsonrpc_id.as_ref(),
                         &progress,
                         this.max_result_bytes,
                     )
-                    .await
+                    .await;
+                    match outcome {
+                        RunOutcome::Answered(answer) if is_task => input_round(answer),
+                        outcome => outcome,
+                    }
                 }
                 Err(err) => not_sent_or_failed(err),
             }
@@ -373,6 +379,45 @@ fn too_large(max_bytes: usize) -> RunOutcome {
     }
 }
 
+/// A task's answer: the answer itself, or the input round it opens when it is an
+/// `InputRequiredResult` (MCP 2026-07-28, `resultType: "input_required"`).
+fn input_round(answer: String) -> RunOutcome {
+    // Only an answer that says so is parsed again.
+    if !answer.contains("input_required") {
+        return RunOutcome::Answered(answer);
+    }
+    let Ok(value) = serde_json::from_str::<Value>(&answer) else {
+        return RunOutcome::Answered(answer);
+    };
+    let Some(result) = value
+        .get("result")
+        .filter(|r| r.get("resultType").and_then(Value::as_str) == Some("input_required"))
+    else {
+        return RunOutcome::Answered(answer);
+    };
+    let requests = result
+        .get("inputRequests")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if requests.is_empty() {
+        return RunOutcome::Failed {
+            reason: FailReason::BadAnswer,
+            message: "the upstream answered input_required without inputRequests; a task needs                       requests to show its client"
+                .to_owned(),
+        };
+    }
+    let request_state = result
+        .get("requestState")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    RunOutcome::InputRequired(crate::jobs::InputRound {
+        requests,
+        request_state,
+        answer,
+    })
+}
+
 /// `text` itself when it is a JSON-RPC response (result or error) to the call with `id`.
 fn answer_to(text: &str, id: Option<&Value>) -> Option<String> {
     let value: Value = serde_json::from_str(text).ok()?;
@@ -414,6 +459,37 @@ mod tests {
         assert!(answer_to(r#"{"jsonrpc":"2.0","id":8,"result":{}}"#, Some(&id)).is_none());
         assert!(answer_to(r#"{"jsonrpc":"2.0","method":"x"}"#, Some(&id)).is_none());
         assert!(answer_to("not json", Some(&id)).is_none());
+    }
+
+    #[test]
+    fn an_input_required_answer_opens_a_round_and_others_are_answers() {
+        let round = json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required",
+            "inputRequests":{"confirm":{"method":"elicitation/create","params":{}}},
+            "requestState":"s1"}})
+        .to_string();
+        match input_round(round.clone()) {
+            RunOutcome::InputRequired(r) => {
+                assert_eq!(r.requests.keys().collect::<Vec<_>>(), ["confirm"]);
+                assert_eq!(r.request_state.as_deref(), Some("s1"));
+                assert_eq!(r.answer, round);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A tool result that merely mentions the word is an answer.
+        let text = json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"complete",
+            "content":[{"type":"text","text":"input_required"}]}})
+        .to_string();
+        assert_eq!(input_round(text.clone()), RunOutcome::Answered(text));
+        let empty = json!({"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required",
+            "requestState":"s"}})
+        .to_string();
+        assert!(matches!(
+            input_round(empty),
+            RunOutcome::Failed {
+                reason: FailReason::BadAnswer,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -40,6 +40,7 @@ use crate::mcp;
 use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::resilience::Resilience;
+use crate::tasks::{Tasks, routing};
 use crate::upstream::Router;
 use crate::upstream::check_path;
 pub use job_runner::JobRunner;
@@ -108,6 +109,7 @@ impl Proxy {
                 metrics,
                 auth: Arc::new(Auth::disabled()),
                 resilience: None,
+                tasks: None,
             }),
             limits: None,
             cors: None,
@@ -156,6 +158,12 @@ impl Proxy {
     /// Adds the job API and engine (without: calls always run live).
     pub fn with_jobs(mut self, jobs: Option<JobApi>) -> Self {
         self.jobs = jobs;
+        self
+    }
+
+    /// Adds the MCP Tasks facade (without: Tasks are the backend's business alone).
+    pub fn with_tasks(mut self, tasks: Option<Tasks>) -> Self {
+        Arc::make_mut(&mut self.services).tasks = tasks;
         self
     }
 
@@ -440,12 +448,25 @@ impl Proxy {
         } else {
             body.map_err(Into::into).boxed_unsync()
         };
+        // The routing headers must say what the body says: authorization below decides on the
+        // body, a router behind the sidecar may decide on the headers.
+        if ex.head.method == Method::POST {
+            routing::check(ex)?;
+        }
         // Authorization needs the classification (method and tool of every message).
         phase!(self.auth().authorize(ex, &mut ()));
         if let Some(l) = &self.limits {
             // Rate limits need the classification (only requests are limited, keys use
             // method/tool).
             phase!(l.admit(ex, limits));
+        }
+        // MCP Tasks (the facade): a task is a job, admitted like a live call; task methods are
+        // answered from the job store. Boxed, and entered only by a tools/call or tasks/*
+        // request to an upstream the facade serves.
+        if let Some(tasks) = &self.services.tasks
+            && tasks.may_serve(ex)
+        {
+            phase!(Box::pin(tasks.serve(ex)).await);
         }
         // A job is admitted like a live call (authorization, rate limits above) but takes no
         // upstream slot now: it takes one when it runs. Its answer is the 202.

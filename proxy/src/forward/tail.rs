@@ -11,6 +11,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::auth::Auth;
+use crate::body::rewrite::{self, MessageRewrite, Rewrites, Target};
 use crate::body::{BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody};
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Facts};
@@ -19,6 +20,7 @@ use crate::limits::{self, Held};
 use crate::mcp::Classified;
 use crate::metrics::Metrics;
 use crate::resilience::{self, Resilience};
+use crate::tasks::{Tasks, advert::ADVERTISED};
 use crate::upstream::{PooledBody, Upstream};
 
 /// What the tail needs from the sidecar, shared by every request.
@@ -30,6 +32,8 @@ pub struct Services {
     pub auth: Arc<Auth>,
     /// Breakers, per-tool timeouts and retries (without: one attempt, the upstream's timeouts).
     pub resilience: Option<Arc<Resilience>>,
+    /// The MCP Tasks facade, for what it adds to answers (without: nothing is added).
+    pub tasks: Option<Tasks>,
 }
 
 /// One admitted request's way to the upstream and back, owning all it needs.
@@ -101,6 +105,8 @@ impl Tail {
             facts.principal.as_deref(),
             &mut head.headers,
         );
+        // Decided before the head goes: the Tasks additions depend on the request's revision.
+        let rewrites = answer_rewrites(services, upstream, &facts, &head.headers);
         // A GET's URI is kept for the legacy endpoint rewrite (a cheap clone: shared bytes).
         let get_uri = is_get.then(|| head.uri.clone());
         let awaits = if is_get {
@@ -131,16 +137,67 @@ impl Tail {
             },
             &mut held,
         );
-        // `tools/list` answers show only the tools the caller may call.
-        let response = services.auth.filter_response(
-            upstream,
-            facts.principal.as_ref(),
-            facts.classified.as_ref(),
-            sse,
-            response,
-        );
+        // `tools/list` answers show only the tools the caller may call; the Tasks facade adds
+        // its capability and `taskSupport`.
+        let response = match rewrites {
+            Some((target, rewrites)) if sse || matches!(target, Target::Ids(_)) => {
+                rewrite::apply(response, sse, target, rewrites)
+            }
+            _ => response,
+        };
         (Ok((response, sse)), facts)
     }
+}
+
+/// What the answer's JSON-RPC responses need rewritten: the `tools/list` filter of the
+/// caller's rules and the Tasks facade's additions, and which responses they apply to (the ids
+/// of the requests they concern; by shape on a GET stream, where only the filter applies).
+fn answer_rewrites(
+    services: &Services,
+    upstream: &Arc<Upstream>,
+    facts: &Facts,
+    headers: &http::HeaderMap,
+) -> Option<(Target, Rewrites)> {
+    let viewer = services
+        .auth
+        .tools_filter(upstream, facts.principal.as_ref());
+    let advert = services
+        .tasks
+        .as_ref()
+        .and_then(|t| t.advert(upstream, facts.classified.as_ref(), headers));
+    if viewer.is_none() && advert.is_none() {
+        return None;
+    }
+    let target = match &facts.classified {
+        Some(c) => {
+            let ids: Vec<_> = c
+                .messages
+                .iter()
+                .filter(|m| m.kind == crate::mcp::Kind::Request)
+                .filter(|m| {
+                    m.method.as_deref().is_some_and(|method| {
+                        (viewer.is_some() && method == "tools/list")
+                            || (advert.is_some() && ADVERTISED.contains(&method))
+                    })
+                })
+                .filter_map(|m| m.id.clone())
+                .collect();
+            if ids.is_empty() {
+                return None;
+            }
+            Target::Ids(ids)
+        }
+        None => Target::Shape,
+    };
+    let mut rewrites: Vec<Arc<dyn MessageRewrite>> = Vec::with_capacity(2);
+    if let Some(v) = viewer {
+        rewrites.push(Arc::new(v));
+    }
+    // Not on GET streams: the facade answers task calls on POSTs only.
+    if let Some(a) = advert.filter(|_| matches!(target, Target::Ids(_))) {
+        rewrites.push(Arc::new(a));
+    }
+    (!rewrites.is_empty()).then_some((target, Rewrites(rewrites)))
 }
 
 /// The response phase: header hygiene and the streaming body wrappers.

@@ -98,7 +98,7 @@ impl JobApi {
                 u.config
                     .tool
                     .iter()
-                    .any(|t| t.offload == crate::config::Offload::Required)
+                    .any(|t| t.offload() == crate::config::Offload::Required)
             })
             .map(|u| u.name.clone())
             .collect();
@@ -133,6 +133,25 @@ impl JobApi {
     /// The engine.
     pub fn jobs(&self) -> &Jobs {
         &self.jobs
+    }
+
+    /// Where the job API is served (`jobs.path`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The job that runs the exchange's `tools/call` to `tool` of `upstream` (see
+    /// [`submit::call_job`]); `task` marks one the MCP Tasks facade creates.
+    pub fn call_job(
+        &self,
+        ex: &Exchange,
+        upstream: &Upstream,
+        tool: Option<String>,
+        tool_config: Option<&crate::config::ToolConfig>,
+        jsonrpc_id: Option<&serde_json::Value>,
+        task: Option<crate::jobs::TaskInfo>,
+    ) -> Result<crate::jobs::NewJob, ProxyError> {
+        submit::call_job(self, ex, upstream, tool, tool_config, jsonrpc_id, task)
     }
 
     /// The job API's route for `method` and `path`, or `None` when the path is not under the
@@ -344,7 +363,7 @@ fn not_found(id: &str) -> ProxyError {
 }
 
 /// The answer to an engine error.
-fn job_error(err: JobError, id: &str) -> ProxyError {
+pub(crate) fn job_error(err: JobError, id: &str) -> ProxyError {
     match err {
         JobError::NotFound => not_found(id),
         JobError::QueueFull { limit } => ProxyError::JobQueueFull { limit },

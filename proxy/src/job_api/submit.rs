@@ -6,13 +6,14 @@ use serde_json::{Map, Value};
 
 use super::fields::{Prefer, idempotency_key, prefer};
 use super::{JobApi, JobState, job_error, render};
-use crate::config::Offload;
+use crate::config::{Offload, ToolConfig};
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Outcome, Step};
 use crate::glob::glob_match;
-use crate::jobs::model::{Idempotency, JobRequest, StoredPrincipal};
+use crate::jobs::model::{Idempotency, JobRequest, StoredPrincipal, TaskInfo};
 use crate::jobs::{JobError, JobId, NewJob, Submitted, progress_token};
 use crate::mcp::{Classified, Kind};
+use crate::upstream::Upstream;
 
 /// Request fields that never go into a stored job: the client's credentials (never written to
 /// disk; the backend gets the sidecar's own), framing and hop-by-hop fields, and the job API's
@@ -63,7 +64,7 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
         .as_deref()
         .filter(|_| is_call)
         .and_then(|t| upstream.config.tool.iter().find(|c| glob_match(&c.name, t)));
-    let mode = tool_config.map_or(Offload::Allowed, |t| t.offload);
+    let mode = tool_config.map_or(Offload::Allowed, crate::config::ToolConfig::offload);
     let prefer = prefer(&ex.head.headers);
     let wants_job = forced || prefer.respond_async;
     if !wants_job {
@@ -97,19 +98,43 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
         };
     }
     let idempotency_key = idempotency_key(&ex.head.headers).map_err(ProxyError::BadRequest)?;
-    let id = JobId::random().ok_or_else(|| {
-        ProxyError::JobsUnavailable("the system random number generator failed".into())
-    })?;
     let Some(body) = ex.body.clone() else {
         return Ok(Step::Next);
     };
-    let owner = api.owner_of(ex);
+    let mut new = call_job(api, ex, &upstream, tool, tool_config, message.id.as_ref(), None)?;
+    new.idempotency = idempotency_key.clone().map(|key| Idempotency {
+        key,
+        fingerprint: fingerprint(&body),
+    });
+    let owner = new.owner.clone();
+    submit(api, new, owner, prefer, idempotency_key).await
+}
+
+/// The job that runs the exchange's call (a `tools/call` to `tool` of `upstream`): its owner,
+/// deadline and stored request (credentials left out, the sidecar's `progressToken` in).
+/// `task` marks a job created by the MCP Tasks facade.
+pub(crate) fn call_job(
+    api: &JobApi,
+    ex: &Exchange,
+    upstream: &Upstream,
+    tool: Option<String>,
+    tool_config: Option<&ToolConfig>,
+    jsonrpc_id: Option<&Value>,
+    task: Option<TaskInfo>,
+) -> Result<NewJob, ProxyError> {
+    let body = ex
+        .body
+        .as_ref()
+        .ok_or_else(|| ProxyError::BadRequest("a job needs the call's body".into()))?;
+    let id = JobId::random().ok_or_else(|| {
+        ProxyError::JobsUnavailable("the system random number generator failed".into())
+    })?;
     let deadline = tool_config
         .and_then(|t| t.job_deadline.or(t.timeout))
         .unwrap_or(upstream.config.response_timeout);
-    let new = NewJob {
+    Ok(NewJob {
         id,
-        owner: owner.clone(),
+        owner: api.owner_of(ex),
         method: "tools/call".to_owned(),
         tool,
         request: JobRequest {
@@ -120,7 +145,7 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
                 .path_and_query()
                 .map_or_else(|| ex.head.uri.path().to_owned(), |p| p.as_str().to_owned()),
             headers: stored_headers(&ex.head.headers),
-            body: with_progress_token(&body, &progress_token(id))?,
+            body: with_progress_token(body, &progress_token(id))?,
             client_ip: ex.conn.remote.ip().to_string(),
             tls: ex.conn.tls,
             principal: ex.principal.as_deref().map(|p| StoredPrincipal {
@@ -132,19 +157,13 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
                     .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_owned())))
                     .collect(),
             }),
-            jsonrpc_id: message
-                .id
-                .as_ref()
-                .map_or_else(|| "null".to_owned(), Value::to_string),
+            jsonrpc_id: jsonrpc_id.map_or_else(|| "null".to_owned(), Value::to_string),
         },
-        idempotency: idempotency_key.clone().map(|key| Idempotency {
-            key,
-            fingerprint: fingerprint(&body),
-        }),
+        idempotency: None,
         deadline,
         rerun_on_restart: tool_config.is_some_and(|t| t.idempotent),
-    };
-    submit(api, new, owner, prefer, idempotency_key).await
+        task,
+    })
 }
 
 /// Stores the job (durably) and answers: `202`, or the result itself when it came within

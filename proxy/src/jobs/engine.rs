@@ -16,7 +16,8 @@ use super::clock::{Clock, millis};
 use super::lane::Lane;
 use super::metrics::JobMetrics;
 use super::model::{
-    FailReason, Job, JobId, JobState, NewJob, Outcome, Owner, Progress, Status, Submitted,
+    FailReason, InputRound, Job, JobId, JobState, NewJob, Outcome, Owner, Progress, Status,
+    Submitted, TaskInfo,
 };
 use super::runner::Runner;
 use super::store::{Created, Cursor, Durability, JobStore, StoreError};
@@ -31,6 +32,15 @@ const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// A terminal write that fails is tried this many times before the job is left in memory
 /// only (and the failure logged): losing an acknowledged result is the one thing not allowed.
 const FINAL_WRITE_ATTEMPTS: u32 = 5;
+
+/// What [`Engine::update_waiting`]'s change decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The job goes on waiting for input (the round is not complete).
+    Wait,
+    /// The job's (rewritten) call runs again.
+    Run,
+}
 
 /// An unfinished job's in-memory side: its latest record (the writer's lock), its followers'
 /// channel and its cancellation.
@@ -208,6 +218,7 @@ impl Engine {
             outcome: None,
             idempotency: new.idempotency,
             request: new.request,
+            task: new.task,
             version: 1,
         };
         let created = self.timed("create", self.store.create(job.clone())).await;
@@ -330,6 +341,14 @@ impl Engine {
                     return Ok(state);
                 }
                 Status::Working => live.cancel.cancel(),
+                // No call is running: it ends here. (Its last call was answered, so the
+                // backend has nothing to abandon.)
+                Status::InputRequired => {
+                    let state = self
+                        .finish_locked(&live, &mut guard, Outcome::Cancelled)
+                        .await;
+                    return Ok(state);
+                }
                 _ => return Ok(guard.job.state()),
             }
         }
@@ -493,6 +512,120 @@ impl Engine {
             guard.job.unsent = !unsent;
             return false;
         }
+        true
+    }
+
+    /// Parks a working job whose call asked for input: `input_required` with the round's
+    /// requests (durably), until [`Engine::update_waiting`] queues it again.
+    pub(crate) async fn park(&self, live: &Live, round: InputRound) {
+        let mut guard = live.state.lock().await;
+        if guard.job.status != Status::Working {
+            return;
+        }
+        let job = &mut guard.job;
+        let task = job.task.get_or_insert_with(TaskInfo::default);
+        task.issued_keys.extend(round.requests.keys().cloned());
+        task.input_requests = round.requests;
+        task.input_responses.clear();
+        task.request_state = round.request_state;
+        task.round_answer = Some(round.answer);
+        job.status = Status::InputRequired;
+        job.seq += 1;
+        job.updated_ms = self.clock.now_ms();
+        if let Err(e) = self.persist(&mut guard.job, Durability::Sync).await {
+            let outcome = Outcome::Failed {
+                reason: FailReason::Internal,
+                message: format!("job store: cannot record the input request: {e}"),
+            };
+            self.finish_locked(live, &mut guard, outcome).await;
+            return;
+        }
+        tracing::debug!(job = %guard.job.id, status = "input_required", "job transition");
+        let _ = live.events.send(guard.job.state());
+    }
+
+    /// Changes a job that waits for input (see [`Engine::park`]) with `change`, durably: the
+    /// facade records the client's responses, and once the round is complete rewrites the call
+    /// and asks for it to run again ([`Resume::Run`]). A job that does not wait for input is
+    /// left alone (`Ok(false)`); one the owner does not own is not found.
+    pub(crate) async fn update_waiting(
+        &self,
+        id: JobId,
+        owner: &Owner,
+        change: impl FnOnce(&mut Job) -> Resume,
+    ) -> Result<bool, JobError> {
+        let Some(live) = self.live(id) else {
+            self.get(id, owner).await?;
+            return Ok(false);
+        };
+        let mut guard = live.state.lock().await;
+        if &guard.job.owner != owner || guard.job.expired(self.clock.now_ms()) {
+            return Err(JobError::NotFound);
+        }
+        if guard.job.status != Status::InputRequired {
+            return Ok(false);
+        }
+        let before = guard.job.clone();
+        let resume = change(&mut guard.job);
+        let upstream = guard.job.request.upstream.clone();
+        let lane = match resume {
+            Resume::Run => match self.lanes.get(&upstream) {
+                Some(lane) => {
+                    if self.queued.fetch_add(1, Ordering::AcqRel) >= self.settings.max_queued {
+                        self.queued.fetch_sub(1, Ordering::AcqRel);
+                        guard.job = before;
+                        return Err(JobError::QueueFull {
+                            limit: self.settings.max_queued,
+                        });
+                    }
+                    guard.job.status = Status::Queued;
+                    if let Some(task) = guard.job.task.as_mut() {
+                        task.input_requests.clear();
+                        task.input_responses.clear();
+                        task.request_state = None;
+                        task.round_answer = None;
+                    }
+                    Some(lane.clone())
+                }
+                None => {
+                    guard.job = before;
+                    return Err(JobError::UnknownUpstream(upstream));
+                }
+            },
+            Resume::Wait => None,
+        };
+        guard.job.seq += 1;
+        guard.job.updated_ms = self.clock.now_ms();
+        if let Err(e) = self.persist(&mut guard.job, Durability::Sync).await {
+            if lane.is_some() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            let version = guard.job.version;
+            guard.job = before;
+            guard.job.version = version;
+            return Err(JobError::Store(e));
+        }
+        let _ = live.events.send(guard.job.state());
+        if let Some(lane) = lane {
+            self.metrics.queued.with_label_values(&[&upstream]).inc();
+            tracing::debug!(job = %id, status = "queued", "job transition (input received)");
+            drop(guard);
+            lane.push(id);
+        }
+        Ok(true)
+    }
+
+    /// Ends a job that waits for input with `outcome` (the facade answered its first round
+    /// itself); `false` if it no longer waits.
+    pub(crate) async fn settle_waiting(&self, id: JobId, outcome: Outcome) -> bool {
+        let Some(live) = self.live(id) else {
+            return false;
+        };
+        let mut guard = live.state.lock().await;
+        if guard.job.status != Status::InputRequired {
+            return false;
+        }
+        self.finish_locked(&live, &mut guard, outcome).await;
         true
     }
 

@@ -125,6 +125,7 @@ fn new_job(owner: Owner) -> NewJob {
         idempotency: None,
         deadline: Duration::from_secs(600),
         rerun_on_restart: false,
+        task: None,
     }
 }
 
@@ -407,6 +408,7 @@ fn stored(status: Status, rerun: bool) -> Job {
         outcome: None,
         idempotency: None,
         request: new.request,
+        task: None,
         version: 3,
     }
 }

@@ -42,9 +42,11 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
+pub use engine::Resume;
 pub use metrics::JobMetrics;
 pub use model::{
-    FailReason, Job, JobId, JobState, NewJob, Outcome, Owner, Progress, Status, Submitted,
+    FailReason, InputRound, Job, JobId, JobState, NewJob, Outcome, Owner, Progress, Status,
+    Submitted, TaskInfo,
 };
 pub use runner::{ProgressSink, RunOutcome, Runner, progress_token};
 pub use store::{Cursor, JobStore, MemoryStore, RedbStore, StoreError};
@@ -227,6 +229,46 @@ impl Jobs {
             .await;
         }
         self.get(id, owner).await
+    }
+
+    /// Waits up to `wait` for the job to end or to ask for input; returns it as it is then.
+    pub async fn wait_settled(
+        &self,
+        id: JobId,
+        owner: &Owner,
+        wait: Duration,
+    ) -> Result<Job, JobError> {
+        let (state, rx) = self.follow(id, owner).await?;
+        let settled = |s: Status| s.is_terminal() || s == Status::InputRequired;
+        if let Some(mut rx) = rx.filter(|_| !settled(state.status)) {
+            let _ = tokio::time::timeout(wait, async {
+                loop {
+                    match rx.recv().await {
+                        Ok(s) if settled(s.status) => return,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            })
+            .await;
+        }
+        self.get(id, owner).await
+    }
+
+    /// Changes a job that waits for input (the MCP Tasks facade's `tasks/update`); see
+    /// [`Resume`]. `Ok(false)`: it does not wait for input (nothing changed).
+    pub async fn update_waiting(
+        &self,
+        id: JobId,
+        owner: &Owner,
+        change: impl FnOnce(&mut Job) -> Resume,
+    ) -> Result<bool, JobError> {
+        self.engine.update_waiting(id, owner, change).await
+    }
+
+    /// Ends a job that waits for input with `outcome`; `false` if it no longer waits.
+    pub async fn settle_waiting(&self, id: JobId, outcome: Outcome) -> bool {
+        self.engine.settle_waiting(id, outcome).await
     }
 
     /// Cancels the job (see [`Jobs`]' module docs); waits up to `wait` for a working one.

@@ -115,6 +115,9 @@ pub enum Status {
     Queued,
     /// Its call is with the upstream.
     Working,
+    /// Its call asked for input (an MCP task whose backend answered `input_required`, or sent
+    /// a request while it runs); it goes on when the client answers.
+    InputRequired,
     /// The upstream answered (a JSON-RPC result or a JSON-RPC error: both are answers).
     Completed,
     /// No answer: deadline passed, upstream unreachable, result too large, interrupted.
@@ -125,9 +128,10 @@ pub enum Status {
 
 impl Status {
     /// Every status, in order (for gauges and the operator view).
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Queued,
         Status::Working,
+        Status::InputRequired,
         Status::Completed,
         Status::Failed,
         Status::Cancelled,
@@ -143,6 +147,7 @@ impl Status {
         match self {
             Status::Queued => "queued",
             Status::Working => "working",
+            Status::InputRequired => "input_required",
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
@@ -313,6 +318,9 @@ pub struct Job {
     pub idempotency: Option<Idempotency>,
     /// The call.
     pub request: JobRequest,
+    /// What the MCP Tasks facade keeps for a job created as a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskInfo>,
     /// Bumped by every write; the store's compare-and-set compares it.
     pub version: u64,
 }
@@ -387,6 +395,40 @@ pub struct JobState {
     pub failure: Option<(FailReason, String)>,
 }
 
+/// A job created as an MCP task (by the Tasks facade): the revision it speaks and the input
+/// round it waits on. The engine stores it and leaves its meaning to the facade.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// The MCP protocol revision the task was created under (`2025-11-25`, `2026-07-28`).
+    pub revision: String,
+    /// The outstanding input requests of the current round, by key (while `input_required`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub input_requests: serde_json::Map<String, serde_json::Value>,
+    /// The responses received so far in the current round, by key.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub input_responses: serde_json::Map<String, serde_json::Value>,
+    /// Every input request key issued over the task's life: a key is never reused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issued_keys: Vec<String>,
+    /// The backend's `requestState` of the current round, sent back with the responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_state: Option<String>,
+    /// The backend's answer that opened the current round, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_answer: Option<String>,
+}
+
+/// An input round a task's call opened: the backend answered with an `InputRequiredResult`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRound {
+    /// The input requests, by key.
+    pub requests: serde_json::Map<String, serde_json::Value>,
+    /// The backend's `requestState`, if any.
+    pub request_state: Option<String>,
+    /// The backend's JSON-RPC response, verbatim.
+    pub answer: String,
+}
+
 /// A job to submit.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -407,6 +449,8 @@ pub struct NewJob {
     pub deadline: Duration,
     /// Whether it may be sent again after an interruption.
     pub rerun_on_restart: bool,
+    /// Set when the job is an MCP task.
+    pub task: Option<TaskInfo>,
 }
 
 /// What a submission did.

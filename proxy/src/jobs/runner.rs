@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::Engine;
-use super::model::{FailReason, Job, JobId, Progress};
+use super::model::{FailReason, InputRound, Job, JobId, Progress};
 
 /// How one attempt at a job's call ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +23,9 @@ pub enum RunOutcome {
         /// Why, for people.
         message: String,
     },
+    /// The call asked for input (an MCP task's backend answered `input_required`): the job
+    /// waits for the client's responses, then runs again with them.
+    InputRequired(InputRound),
     /// Nothing was sent (the circuit is open, the upstream's in-flight cap is full): the job
     /// waits and tries again, until its deadline.
     NotSent {

@@ -121,13 +121,19 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
         }
     };
     running.dec();
+    if let Ended::Ran(RunOutcome::InputRequired(round)) = ended {
+        engine.park(&live, round).await;
+        return;
+    }
     let outcome = match ended {
         Ended::Ran(RunOutcome::Answered(response)) => Outcome::Answered { response },
         Ended::Ran(RunOutcome::Failed { reason, message }) => Outcome::Failed { reason, message },
-        Ended::Ran(RunOutcome::NotSent { .. }) => Outcome::Failed {
-            reason: FailReason::Internal,
-            message: "not sent".to_owned(),
-        },
+        Ended::Ran(RunOutcome::NotSent { .. } | RunOutcome::InputRequired(_)) => {
+            Outcome::Failed {
+                reason: FailReason::Internal,
+                message: "not sent".to_owned(),
+            }
+        }
         Ended::Cancelled => {
             if !unsent {
                 tokio::spawn(runner.cancel(&job, "cancelled by its owner"));
@@ -197,6 +203,8 @@ pub struct Recovered {
     pub interrupted: usize,
     /// Jobs of upstreams no longer configured, failed.
     pub orphaned: usize,
+    /// Jobs waiting for their client's input, waiting again.
+    pub waiting: usize,
 }
 
 /// Resumes the store's unfinished jobs: queued ones are queued again, working ones re-run
@@ -229,6 +237,12 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
                 job.seq += 1;
                 engine.persist(&mut job, Durability::Sync).await?;
                 report.rerun += 1;
+            }
+            // Waits for its client's input, as it did before the restart.
+            Status::InputRequired => {
+                engine.add_live(job);
+                report.waiting += 1;
+                continue;
             }
             Status::Working => {
                 let live = engine.add_live(job);
@@ -268,8 +282,25 @@ pub(crate) async fn sweep(engine: Arc<Engine>) {
     }
 }
 
-/// One sweep: removes every finished job past its expiry. Returns how many.
+/// One sweep: fails jobs that waited for input past their deadline, and removes every
+/// finished job past its expiry. Returns how many were removed.
 pub(crate) async fn sweep_once(engine: &Engine) -> usize {
+    let now = engine.clock.now_ms();
+    for live in engine.live_jobs() {
+        let overdue = {
+            let guard = live.state.lock().await;
+            guard.job.status == Status::InputRequired && now >= guard.job.deadline_ms
+        };
+        if overdue {
+            engine
+                .fail(
+                    &live,
+                    FailReason::DeadlineExceeded,
+                    "the job's deadline passed while it waited for input".to_owned(),
+                )
+                .await;
+        }
+    }
     let mut removed = 0;
     loop {
         let now = engine.clock.now_ms();

@@ -38,6 +38,7 @@ fn job(owner: &str, upstream: &str, created_ms: u64) -> Job {
             principal: None,
             jsonrpc_id: "1".to_owned(),
         },
+        task: None,
         version: 1,
     }
 }
