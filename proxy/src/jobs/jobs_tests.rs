@@ -21,6 +21,8 @@ enum Act {
     Hang,
     /// Reports `n` progress steps a second apart, then answers.
     Progress(u32),
+    /// Answers `input_required` with these request keys.
+    Input(&'static [&'static str]),
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +66,14 @@ impl Runner for Scripted {
                     why: "circuit open".into(),
                 },
                 Act::Hang => std::future::pending().await,
+                Act::Input(keys) => RunOutcome::InputRequired(InputRound {
+                    requests: keys
+                        .iter()
+                        .map(|k| ((*k).to_owned(), serde_json::json!({"method": "elicitation/create"})))
+                        .collect(),
+                    request_state: Some("s".into()),
+                    answer: "{\"round\":1}".into(),
+                }),
                 Act::Progress(n) => {
                     for i in 1..=n {
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -432,7 +442,8 @@ async fn a_restart_runs_queued_jobs_reruns_idempotent_ones_and_fails_the_rest() 
             queued: 1,
             rerun: 1,
             interrupted: 1,
-            orphaned: 1
+            orphaned: 1,
+            waiting: 0
         }
     );
     let runner = Scripted::new([Act::Answer("{}"), Act::Answer("{}")]);
@@ -615,4 +626,100 @@ async fn cancelling_a_job_whose_call_was_never_sent_tells_the_backend_nothing() 
     assert_eq!(cancelled.status, Status::Cancelled);
     tokio::task::yield_now().await;
     assert!(runner.cancels.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_asks_for_input_waits_and_runs_again_when_its_round_is_answered() {
+    let store = Arc::new(MemoryStore::new());
+    let jobs = engine_with(store.clone(), settings());
+    let runner = Scripted::new([Act::Input(&["a", "b"]), Act::Answer("{\"done\":1}")]);
+    jobs.start(runner.clone());
+    let state = submit(&jobs, new_job(alice())).await;
+    let job = until(&jobs, state.id, Status::InputRequired).await;
+    let task = job.task.as_ref().unwrap();
+    assert_eq!(task.input_requests.len(), 2);
+    assert_eq!(task.round_answer.as_deref(), Some("{\"round\":1}"));
+    // Written durably: a restart finds it waiting.
+    assert_eq!(
+        store.get(state.id).await.unwrap().unwrap().status,
+        Status::InputRequired
+    );
+    // Someone else's update finds nothing.
+    assert!(matches!(
+        jobs.update_waiting(state.id, &Owner::new("api_key:bob"), |_| Resume::Run)
+            .await,
+        Err(JobError::NotFound)
+    ));
+    assert!(jobs.update_waiting(state.id, &alice(), |_| Resume::Wait).await.unwrap());
+    assert_eq!(runner.calls.load(Ordering::SeqCst), 1, "still waiting");
+    assert!(
+        jobs.update_waiting(state.id, &alice(), |job| {
+            job.request.body = "{\"again\":true}".into();
+            Resume::Run
+        })
+        .await
+        .unwrap()
+    );
+    let job = until(&jobs, state.id, Status::Completed).await;
+    assert_eq!(runner.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(job.request.body, "{\"again\":true}");
+    assert!(job.task.unwrap().input_requests.is_empty());
+    // A finished job is not waiting: the update changes nothing.
+    assert!(!jobs.update_waiting(state.id, &alice(), |_| Resume::Run).await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_job_is_cancelled_at_once_kept_across_a_restart_and_failed_past_its_deadline() {
+    let store = Arc::new(MemoryStore::new());
+    let jobs = engine_with(store.clone(), settings());
+    jobs.start(Scripted::new([Act::Input(&["a"]), Act::Input(&["a"])]));
+    let cancelled = submit(&jobs, new_job(alice())).await;
+    until(&jobs, cancelled.id, Status::InputRequired).await;
+    let state = jobs
+        .cancel(cancelled.id, &alice(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(state.status, Status::Cancelled);
+
+    let mut new = new_job(alice());
+    new.deadline = Duration::from_secs(120);
+    let kept = submit(&jobs, new).await;
+    until(&jobs, kept.id, Status::InputRequired).await;
+    // A second process over the same store takes the waiting job up again.
+    let again = engine_with(store.clone(), settings());
+    let report = again.recover().await.unwrap();
+    assert_eq!(report.waiting, 1);
+    assert_eq!(
+        again.get(kept.id, &alice()).await.unwrap().status,
+        Status::InputRequired
+    );
+    // Nobody answers: the sweep after its deadline fails it.
+    tokio::time::advance(Duration::from_secs(121)).await;
+    again.sweep().await;
+    let job = again.get(kept.id, &alice()).await.unwrap();
+    assert_eq!(job.status, Status::Failed);
+    assert!(matches!(
+        job.outcome,
+        Some(Outcome::Failed {
+            reason: FailReason::DeadlineExceeded,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_job_can_be_settled_with_its_rounds_answer() {
+    let jobs = engine_with(Arc::new(MemoryStore::new()), settings());
+    jobs.start(Scripted::new([Act::Input(&["a"])]));
+    let state = submit(&jobs, new_job(alice())).await;
+    let job = until(&jobs, state.id, Status::InputRequired).await;
+    let answer = job.task.unwrap().round_answer.unwrap();
+    assert!(
+        jobs.settle_waiting(state.id, Outcome::Answered { response: answer.clone() })
+            .await
+    );
+    let job = jobs.get(state.id, &alice()).await.unwrap();
+    assert_eq!(job.status, Status::Completed);
+    assert_eq!(job.outcome, Some(Outcome::Answered { response: answer }));
+    assert!(!jobs.settle_waiting(state.id, Outcome::Cancelled).await);
 }
