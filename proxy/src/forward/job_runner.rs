@@ -184,6 +184,7 @@ impl Runner for JobRunner {
                         jsonrpc_id.as_ref(),
                         &progress,
                         this.max_result_bytes,
+                        is_task,
                     )
                     .await;
                     match outcome {
@@ -197,45 +198,50 @@ impl Runner for JobRunner {
     }
 
     fn cancel(&self, job: &Job, reason: &str) -> BoxFuture<'static, ()> {
-        let this = self.clone();
-        let mut job = job.clone();
         let id: Value = serde_json::from_str(&job.request.jsonrpc_id).unwrap_or(Value::Null);
         let notification = serde_json::json!({
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",
             "params": {"requestId": id, "reason": reason},
         });
-        job.request.body = notification.to_string();
         let job_id = job.id;
+        let sent = self.send(job, notification.to_string());
+        Box::pin(async move {
+            match sent.await {
+                Ok(()) => tracing::debug!(job = %job_id, "notifications/cancelled sent"),
+                Err(e) => {
+                    tracing::debug!(job = %job_id, error = %e, "notifications/cancelled failed");
+                }
+            }
+        })
+    }
+
+    fn send(&self, job: &Job, message: String) -> BoxFuture<'static, Result<(), String>> {
+        let this = self.clone();
+        let mut job = job.clone();
+        job.request.body = message;
         Box::pin(async move {
             let body = Bytes::from(job.request.body.clone());
-            let (ex, upstream, uri) = match this.exchange(&job, &body) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::debug!(job = %job_id, error = %e, "cannot send notifications/cancelled");
-                    return;
-                }
-            };
-            // A notification is never held back by the breaker or the caps: it must reach
-            // the backend's session.
+            let (ex, upstream, uri) = this.exchange(&job, &body)?;
+            // A message in the job's session is never held back by the breaker or the caps:
+            // the backend is waiting for it.
             let tail = Tail {
                 services: this.services.clone(),
                 upstream,
                 ex,
                 uri,
                 body: full(body),
-                request_id: HeaderValue::from_static("job-cancel"),
+                request_id: HeaderValue::from_static("job-message"),
                 held: Held::default(),
             };
-            match tail.run().await.0 {
-                Ok((response, _)) => {
-                    // Read the (empty) answer so the connection goes back to the pool.
-                    let _ = response.into_body().collect().await;
-                    tracing::debug!(job = %job_id, "notifications/cancelled sent");
-                }
-                Err(e) => {
-                    tracing::debug!(job = %job_id, error = %e, "notifications/cancelled failed");
-                }
+            let (response, _) = tail.run().await.0.map_err(|e| e.to_string())?;
+            let status = response.status();
+            // Read the (empty) answer so the connection goes back to the pool.
+            let _ = response.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("the upstream answered HTTP {status}"))
             }
         })
     }
@@ -277,11 +283,12 @@ async fn read_answer(
     id: Option<&Value>,
     progress: &ProgressSink,
     max_bytes: usize,
+    is_task: bool,
 ) -> RunOutcome {
     let status = response.status();
     let mut body = response.into_body();
     if sse {
-        return read_stream(&mut body, id, progress, max_bytes).await;
+        return read_stream(&mut body, id, progress, max_bytes, is_task).await;
     }
     let buf = match read_prefix(body, max_bytes.saturating_add(1)).await {
         Ok((bytes, rest)) if rest.is_none() && bytes.len() <= max_bytes => bytes,
@@ -323,8 +330,10 @@ async fn read_stream(
     id: Option<&Value>,
     progress: &ProgressSink,
     max_bytes: usize,
+    is_task: bool,
 ) -> RunOutcome {
     let token = progress.token();
+    let mut awaiting = false;
     let mut splitter = mcp::sse::EventSplitter::default();
     let mut pending = BytesMut::new();
     let mut scanned = 0;
@@ -354,6 +363,22 @@ async fn read_stream(
             }
             if let Some(answer) = answer_to(&decoded.data, id) {
                 return RunOutcome::Answered(answer);
+            }
+            // A task's call may ask its client for input on the stream (2025-11-25 style):
+            // the task waits for it; whatever the call sends next means it was answered.
+            if is_task {
+                match request_of(&decoded.data) {
+                    Some(request) => {
+                        awaiting = true;
+                        progress.input_request(request).await;
+                        continue;
+                    }
+                    None if awaiting => {
+                        awaiting = false;
+                        progress.input_answered().await;
+                    }
+                    None => {}
+                }
             }
             if let Some(p) = progress_of(&decoded.data, &token) {
                 progress.report(p).await;
@@ -424,6 +449,17 @@ fn answer_to(text: &str, id: Option<&Value>) -> Option<String> {
     let object = value.as_object()?;
     let is_response = object.contains_key("result") || object.contains_key("error");
     (is_response && object.get("id") == id).then(|| text.trim().to_owned())
+}
+
+/// `text` parsed when it is a JSON-RPC request (a method and an id): the backend asking the
+/// client for something (elicitation, sampling, roots).
+fn request_of(text: &str) -> Option<Value> {
+    if !text.contains("\"method\"") {
+        return None;
+    }
+    let value: Value = serde_json::from_str(text).ok()?;
+    (value.get("method").is_some_and(Value::is_string) && value.get("id").is_some())
+        .then_some(value)
 }
 
 /// The progress in `text` when it is a `notifications/progress` for `token`.

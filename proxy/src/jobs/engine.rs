@@ -341,6 +341,13 @@ impl Engine {
                     return Ok(state);
                 }
                 Status::Working => live.cancel.cancel(),
+                // Its call is still running (the requests came on its stream): abandoned as
+                // a working job's is.
+                Status::InputRequired
+                    if guard.job.task.as_ref().is_some_and(TaskInfo::streaming) =>
+                {
+                    live.cancel.cancel()
+                }
                 // No call is running: it ends here. (Its last call was answered, so the
                 // backend has nothing to abandon.)
                 Status::InputRequired => {
@@ -542,6 +549,88 @@ impl Engine {
         }
         tracing::debug!(job = %guard.job.id, status = "input_required", "job transition");
         let _ = live.events.send(guard.job.state());
+    }
+
+    /// Records a request a working job's call sent on its stream (see
+    /// [`super::ProgressSink::input_request`]): `input_required`, durably, with the request
+    /// under a key never used before in the task.
+    pub(crate) async fn stream_input(&self, id: JobId, request: serde_json::Value) {
+        let Some(live) = self.live(id) else { return };
+        let mut guard = live.state.lock().await;
+        if !matches!(guard.job.status, Status::Working | Status::InputRequired) {
+            return;
+        }
+        let Some(backend_id) = request.get("id").cloned() else {
+            return;
+        };
+        let job = &mut guard.job;
+        let task = job.task.get_or_insert_with(TaskInfo::default);
+        if job.status == Status::Working {
+            task.input_requests.clear();
+            task.input_responses.clear();
+            task.pending_ids.clear();
+            task.request_state = None;
+            task.round_answer = None;
+        }
+        let base = match &backend_id {
+            serde_json::Value::String(s) => format!("request-{s}"),
+            other => format!("request-{other}"),
+        };
+        let mut key = base.clone();
+        let mut n = 1;
+        while task.issued_keys.contains(&key) {
+            n += 1;
+            key = format!("{base}-{n}");
+        }
+        let mut shown = serde_json::Map::new();
+        for field in ["method", "params"] {
+            if let Some(v) = request.get(field) {
+                shown.insert(field.to_owned(), v.clone());
+            }
+        }
+        task.issued_keys.push(key.clone());
+        task.input_requests
+            .insert(key.clone(), serde_json::Value::Object(shown));
+        task.pending_ids.insert(key, backend_id);
+        job.status = Status::InputRequired;
+        job.seq += 1;
+        job.updated_ms = self.clock.now_ms();
+        // Lost only with the process, and then the call is gone too (the restart handles it
+        // as an interrupted working job): no fsync.
+        let _ = self.persist(&mut guard.job, Durability::Lazy).await;
+        tracing::debug!(job = %id, status = "input_required", "job transition (request on the stream)");
+        let _ = live.events.send(guard.job.state());
+    }
+
+    /// The running call went on after its stream's requests were answered: working again.
+    pub(crate) async fn stream_resumed(&self, id: JobId) {
+        let Some(live) = self.live(id) else { return };
+        let mut guard = live.state.lock().await;
+        let streaming = guard.job.task.as_ref().is_some_and(TaskInfo::streaming);
+        if guard.job.status != Status::InputRequired || !streaming {
+            return;
+        }
+        if let Some(task) = guard.job.task.as_mut() {
+            task.input_requests.clear();
+            task.input_responses.clear();
+            task.pending_ids.clear();
+        }
+        guard.job.status = Status::Working;
+        guard.job.seq += 1;
+        guard.job.updated_ms = self.clock.now_ms();
+        let _ = self.persist(&mut guard.job, Durability::Lazy).await;
+        tracing::debug!(job = %id, status = "working", "job transition (input answered)");
+        let _ = live.events.send(guard.job.state());
+    }
+
+    /// Sends `message` to the backend in the job's session (see [`Runner::send`]).
+    pub(crate) async fn send(&self, job: &Job, message: String) -> Result<(), String> {
+        let runner = self
+            .runner
+            .get()
+            .cloned()
+            .ok_or_else(|| "the job engine is not running".to_owned())?;
+        runner.send(job, message).await
     }
 
     /// Changes a job that waits for input (see [`Engine::park`]) with `change`, durably: the

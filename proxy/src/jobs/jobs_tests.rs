@@ -95,6 +95,11 @@ impl Runner for Scripted {
         self.cancels.lock().unwrap().push(reason.to_owned());
         Box::pin(async {})
     }
+
+    fn send(&self, _job: &Job, message: String) -> BoxFuture<'static, Result<(), String>> {
+        self.cancels.lock().unwrap().push(message);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 fn settings() -> Settings {

@@ -110,6 +110,9 @@ pub enum JobError {
     /// A job for an upstream the engine does not run.
     #[error("upstream `{0}` runs no jobs")]
     UnknownUpstream(String),
+    /// The client's response to a request of the job's call did not reach the backend.
+    #[error("the response could not be delivered to the backend: {0}")]
+    Send(String),
 }
 
 /// The job engine's handle, shared by the request path, the admin listener and the server.
@@ -264,6 +267,16 @@ impl Jobs {
         change: impl FnOnce(&mut Job) -> Resume,
     ) -> Result<bool, JobError> {
         self.engine.update_waiting(id, owner, change).await
+    }
+
+    /// Sends the client's `message` (a JSON-RPC response to a request the job's running call
+    /// made) to the backend, for the job's owner.
+    pub async fn send(&self, id: JobId, owner: &Owner, message: String) -> Result<(), JobError> {
+        let job = self.engine.get(id, owner).await?;
+        self.engine
+            .send(&job, message)
+            .await
+            .map_err(JobError::Send)
     }
 
     /// Ends a job that waits for input with `outcome`; `false` if it no longer waits.

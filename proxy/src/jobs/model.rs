@@ -416,6 +416,19 @@ pub struct TaskInfo {
     /// The backend's answer that opened the current round, verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_answer: Option<String>,
+    /// For a round the backend opened by sending requests on the call's event stream (its call
+    /// still running): the backend's JSON-RPC id of each request, by key, to answer it with.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub pending_ids: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TaskInfo {
+    /// Whether the current round's requests came on the running call's event stream (answered
+    /// one by one, to the backend), not in an `input_required` answer (answered by running the
+    /// call again).
+    pub fn streaming(&self) -> bool {
+        !self.pending_ids.is_empty()
+    }
 }
 
 /// An input round a task's call opened: the backend answered with an `InputRequiredResult`.

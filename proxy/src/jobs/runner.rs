@@ -46,6 +46,10 @@ pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
     /// Tells the backend's session that the job's call was abandoned
     /// (`notifications/cancelled` with the call's id).
     fn cancel(&self, job: &Job, reason: &str) -> BoxFuture<'static, ()>;
+
+    /// Sends `message` (the client's JSON-RPC response to a request the running call made) to
+    /// the backend, in the job's session. `Err` says why it did not arrive.
+    fn send(&self, job: &Job, message: String) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// Where a running call's progress goes: the job's record and its event stream.
@@ -59,6 +63,17 @@ impl ProgressSink {
     /// Records `progress` as the job's latest and tells the job's followers.
     pub async fn report(&self, progress: Progress) {
         self.engine.progress(self.id, progress).await;
+    }
+
+    /// Records a request the running call sent on its event stream (elicitation, sampling):
+    /// the job waits for its client's input while the call goes on.
+    pub async fn input_request(&self, request: serde_json::Value) {
+        self.engine.stream_input(self.id, request).await;
+    }
+
+    /// The call went on after its requests were answered: the job is working again.
+    pub async fn input_answered(&self) {
+        self.engine.stream_resumed(self.id).await;
     }
 
     /// The progress token the sidecar put in the job's call.

@@ -238,6 +238,34 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
                 engine.persist(&mut job, Durability::Sync).await?;
                 report.rerun += 1;
             }
+            // Its call was running (the requests came on its stream): as a working job.
+            Status::InputRequired
+                if job.task.as_ref().is_some_and(super::model::TaskInfo::streaming)
+                    && (job.rerun_on_restart || job.unsent) =>
+            {
+                job.status = Status::Queued;
+                job.unsent = false;
+                if let Some(task) = job.task.as_mut() {
+                    task.input_requests.clear();
+                    task.input_responses.clear();
+                    task.pending_ids.clear();
+                }
+                job.seq += 1;
+                engine.persist(&mut job, Durability::Sync).await?;
+                report.rerun += 1;
+            }
+            Status::InputRequired if job.task.as_ref().is_some_and(super::model::TaskInfo::streaming) => {
+                let live = engine.add_live(job);
+                engine
+                    .fail(
+                        &live,
+                        FailReason::Interrupted,
+                        "the sidecar stopped while the job's call was running".to_owned(),
+                    )
+                    .await;
+                report.interrupted += 1;
+                continue;
+            }
             // Waits for its client's input, as it did before the restart.
             Status::InputRequired => {
                 engine.add_live(job);
@@ -289,7 +317,9 @@ pub(crate) async fn sweep_once(engine: &Engine) -> usize {
     for live in engine.live_jobs() {
         let overdue = {
             let guard = live.state.lock().await;
-            guard.job.status == Status::InputRequired && now >= guard.job.deadline_ms
+            guard.job.status == Status::InputRequired
+                && !guard.job.task.as_ref().is_some_and(super::model::TaskInfo::streaming)
+                && now >= guard.job.deadline_ms
         };
         if overdue {
             engine

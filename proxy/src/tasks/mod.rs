@@ -19,6 +19,7 @@
 //! The phase runs after authorization and rate limits, like the job API's offload.
 
 pub mod advert;
+mod result_stream;
 pub mod routing;
 pub mod wire;
 
@@ -47,9 +48,6 @@ use wire::Revision;
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 /// Tasks per `tasks/list` page (2025-11-25): each is read whole to show its status exactly.
 const LIST_PAGE: usize = 50;
-/// How long 2025-11-25's `tasks/result` may block past the task's deadline: the deadline ends
-/// the task, and its end is written before the answer.
-const RESULT_SLACK: Duration = Duration::from_secs(5);
 
 /// One upstream's Tasks setting and what the sidecar learned of its backend.
 #[derive(Debug)]
@@ -393,29 +391,36 @@ impl Tasks {
                         )
                     })?
                     .clone();
+                if job.status == Status::InputRequired
+                    && job.task.as_ref().is_some_and(TaskInfo::streaming)
+                {
+                    self.relay(&job, &owner, &responses, revision).await?;
+                }
                 jobs.update_waiting(job.id, &owner, |job| record_responses(job, responses))
                     .await
                     .map_err(|e| job_error(e, revision))?;
                 wire::response(id, &wire::ack())
             }
-            // "tasks/result" (2025-11-25): blocks until the task ends.
+            // "tasks/result" (2025-11-25): the result once the task has ended; before, an
+            // event stream that carries the call's requests of its client and then the result.
             _ => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                let left =
-                    Duration::from_millis(job.deadline_ms.saturating_sub(now)) + RESULT_SLACK;
-                let job = jobs
-                    .wait(job.id, &owner, left)
+                let (state, rx) = jobs
+                    .follow(job.id, &owner)
                     .await
                     .map_err(|e| job_error(e, revision))?;
-                if !job.status.is_terminal() {
-                    return Err(refuse(
-                        McpErrorKind::InvalidParams,
-                        format!("task {} has not ended; poll tasks/get", job.id),
-                        revision,
-                    ));
+                if !state.status.is_terminal() {
+                    return Ok(Step::Answer(result_stream::answer(
+                        jobs.clone(),
+                        owner,
+                        job.id,
+                        id.cloned(),
+                        rx,
+                    )));
                 }
+                let job = jobs
+                    .get(job.id, &owner)
+                    .await
+                    .map_err(|e| job_error(e, revision))?;
                 match wire::payload(&job) {
                     Ok(result) => wire::response(id, &result),
                     Err(error) => wire::error_response(id, &error),
@@ -423,6 +428,35 @@ impl Tasks {
             }
         };
         Ok(Step::Answer(json_answer(answer)))
+    }
+
+    /// Answers the requests the task's running call sent on its stream: each response goes to
+    /// the backend as the JSON-RPC response to its request (once per key).
+    async fn relay(
+        &self,
+        job: &Job,
+        owner: &Owner,
+        responses: &Map<String, Value>,
+        revision: Revision,
+    ) -> Result<(), ProxyError> {
+        let Some(task) = &job.task else {
+            return Ok(());
+        };
+        for (key, response) in responses {
+            let Some(backend_id) = task.pending_ids.get(key) else {
+                continue;
+            };
+            if task.input_responses.contains_key(key) {
+                continue;
+            }
+            let message = wire::response(Some(backend_id), response);
+            self.api
+                .jobs()
+                .send(job.id, owner, message)
+                .await
+                .map_err(|e| job_error(e, revision))?;
+        }
+        Ok(())
     }
 
     /// The task `params.taskId` names, if it is the caller's and this upstream's.
@@ -515,6 +549,10 @@ fn record_responses(job: &mut Job, responses: Map<String, Value>) -> Resume {
         if task.input_requests.contains_key(&key) {
             task.input_responses.insert(key, response);
         }
+    }
+    // The running call was sent its answers one by one (`Tasks::relay`); it goes on by itself.
+    if task.streaming() {
+        return Resume::Wait;
     }
     if task
         .input_requests
