@@ -56,7 +56,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "policies",
         &["auth", "limits", "resilience", "cors", "flood_logs", "jobs"],
     ),
-    ("the request path", &["forward", "job_api"]),
+    ("the request path", &["forward", "job_api", "tasks"]),
     ("server, admin and health", &["health", "admin", "server"]),
     ("binary", &["cli", "demo"]),
 ];
