@@ -286,6 +286,7 @@ async fn another_principals_task_is_unknown_to_it() {
     let fx = fixture(ResponseMode::Json).await;
     let mut c: Config = config(vec![facade(&fx)]);
     c.auth = AuthConfig {
+        public_url: Some("https://mcp.example.test".into()),
         api_keys: vec![
             ApiKeyConfig {
                 id: "alice".into(),
@@ -436,4 +437,160 @@ async fn a_backend_that_serves_tasks_itself_is_passed_through() {
     )
     .await;
     assert_eq!(task["result"]["taskId"], "backend-1");
+}
+
+/// A 2025-11-25 session through the sidecar that declared `elicitation`: its session id.
+async fn core_session(base: &str) -> String {
+    let resp = client()
+        .post(format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
+                "clientInfo": {"name": "e2e", "version": "1"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("\"tasks\""), "the core capability: {text}");
+    core(base, &session, json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    session
+}
+
+/// A POST in the 2025-11-25 session; the answer's text.
+async fn core(base: &str, session: &str, message: Value) -> String {
+    client()
+        .post(format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", session)
+        .body(message.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The JSON of an answer that is JSON or an event stream with one `data:` line per event.
+fn messages(text: &str) -> Vec<Value> {
+    if text.starts_with('{') {
+        return vec![serde_json::from_str(text).unwrap()];
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect()
+}
+
+/// Starts `confirm_delete` as a 2025-11-25 task in `session`; its task id once it asks.
+async fn asking_task(base: &str, session: &str) -> String {
+    let created = core(
+        base,
+        session,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "confirm_delete", "arguments": {"filename": "a.txt"}, "task": {"ttl": 60000}}}),
+    )
+    .await;
+    let created = &messages(&created)[0];
+    let id = created["result"]["task"]["taskId"].as_str().unwrap().to_owned();
+    for _ in 0..400 {
+        let got = core(
+            base,
+            session,
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"taskId": id}}),
+        )
+        .await;
+        if messages(&got)[0]["result"]["status"] == "input_required" {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("task {id} never asked for input");
+}
+
+#[tokio::test]
+async fn a_request_on_the_calls_stream_reaches_a_core_client_through_tasks_result() {
+    let fx = fixture(ResponseMode::Sse).await;
+    let sidecar = start(config(vec![facade(&fx)])).await;
+    let base = sidecar.url("");
+    let session = core_session(&base).await;
+    let id = asking_task(&base, &session).await;
+    // tasks/result streams the backend's request (with the related-task metadata), and after
+    // the client's answer, the call's result.
+    let resp = client()
+        .post(format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", &session)
+        .body(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/result", "params": {"taskId": id}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut events = mcp_e2e_tests::EventReader::new(resp);
+    let asked = mcp_e2e_tests::event_json(&events.next_event().await.unwrap());
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    assert_eq!(
+        asked["params"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        id
+    );
+    // The client answers as it answers any request: a POST of the response, which the sidecar
+    // forwards to the backend's session.
+    core(
+        &base,
+        &session,
+        json!({"jsonrpc": "2.0", "id": asked["id"], "result": {
+            "action": "accept", "content": {"confirm": true}}}),
+    )
+    .await;
+    let result = mcp_e2e_tests::event_json(&events.next_event().await.unwrap());
+    assert_eq!(result["id"], 3, "{result}");
+    assert_eq!(result["result"]["content"][0]["text"], "Deleted a.txt");
+    assert_eq!(
+        result["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        id
+    );
+}
+
+#[tokio::test]
+async fn tasks_update_relays_the_response_to_the_backends_pending_request() {
+    let fx = fixture(ResponseMode::Sse).await;
+    let sidecar = start(config(vec![facade(&fx)])).await;
+    let base = sidecar.url("");
+    let session = core_session(&base).await;
+    let id = asking_task(&base, &session).await;
+    // A client on the 2026-07-28 extension sees the request under a key and answers it with
+    // tasks/update: the sidecar sends the response to the backend's waiting request.
+    let waiting = get(&base, None, &id).await;
+    let key = waiting["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(waiting["inputRequests"][&key]["method"], "elicitation/create");
+    let (_, ack) = rpc(
+        &base,
+        None,
+        "tasks/update",
+        json!({"taskId": id, "inputResponses": {key: {"action": "decline"}}}),
+        true,
+    )
+    .await;
+    assert_eq!(ack["result"], json!({"resultType": "complete"}));
+    let done = until(&base, None, &id, "completed").await;
+    assert_eq!(done["result"]["content"][0]["text"], "Kept a.txt", "{done}");
+    // The backend got one call: the answer went to its pending request, not a new call.
+    assert_eq!(mcp_e2e_tests::tool_calls(&fx, "confirm_delete"), 1);
 }
