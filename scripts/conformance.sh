@@ -4,6 +4,7 @@
 #
 # Usage: scripts/conformance.sh URL [--scenario NAME]... [--requirements REV] [--suite SUITE]
 #                               [--allow-fail NAME]... [--output DIR] [--timeout MS]
+#        scripts/conformance.sh --install      (only install the pinned suite; test-deps.sh does)
 #   URL             the MCP endpoint, e.g. http://127.0.0.1:8080/mcp
 #   --scenario      run only this scenario (repeatable; each is one run of the suite's CLI)
 #   --requirements  run exactly the scenarios a revision requires, e.g. 2026-07-28
@@ -37,7 +38,10 @@ usage() {
 [ $# -ge 1 ] || usage
 url="$1"
 shift
+install_only=false
+[ "$url" = "--install" ] && install_only=true
 case "$url" in
+  --install) ;;
   http://* | https://*) ;;
   *) echo "conformance: the first argument must be the server's URL, got '$url'" >&2; usage ;;
 esac
@@ -77,6 +81,10 @@ if ! "$node_bin/node" --version >/dev/null 2>&1 || [ ! -x "$cli" ]; then
   exit 1
 fi
 export PATH="$node_bin:$PATH"
+if $install_only; then
+  echo "conformance: $("$cli" --version 2>/dev/null || echo installed) with Node $(node --version)"
+  exit 0
+fi
 
 if [ -z "$output" ]; then
   output="$(mktemp -d "${TMPDIR:-/tmp}/mcp-conformance.XXXXXX")"

@@ -75,4 +75,6 @@ else
   (cd "$sdk" && node -e 'import("@modelcontextprotocol/sdk/client/index.js").then(() => import.meta.resolve("@modelcontextprotocol/server-everything/dist/index.js"))' --input-type=module)
   echo "$node_wanted" >"$node_stamp"
 fi
+# The MCP conformance suite and its Node 22, pinned in tests/conformance (tests/tests/conformance.rs).
+bash "$repo/scripts/conformance.sh" --install
 echo "test-deps: done"
