@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use mcp_e2e_tests::sdk::{node, run_client, sdk_dir};
+use mcp_e2e_tests::sdk::{Backend, node, run_client, sdk_dir};
 use mcp_e2e_tests::{RunningSidecar, client, config, start, tool_calls, upstream};
 use mcp_fixtures::FixtureServer;
 use mcp_sidecar::config::{ApiKeyConfig, AuthConfig, Secret, ToolConfig, UpstreamConfig};
@@ -380,4 +380,27 @@ async fn a_required_task_tool_called_without_a_task_gets_method_not_found_and_ne
         "{report}"
     );
     assert_eq!(tool_calls(&backend, "fail"), 0, "{:?}", backend.stats());
+}
+
+/// The facade's call to the backend is a plain `tools/call`: `params.task` is the client's
+/// request to the sidecar, not to a backend that never advertised Tasks to it. A TypeScript SDK
+/// server (here `server-everything`, with the facade asked for on its `echo`) that sees
+/// `params.task` treats the call as task-augmented and refuses the tool's plain result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reaches_a_typescript_sdk_backend_as_a_plain_call_and_completes() {
+    let backend = Backend::everything("streamableHttp").await;
+    let mut up = upstream(backend.url("/mcp"), None);
+    up.tool = vec![serde_json::from_value(json!({"name": "echo", "tasks": "facade"})).unwrap()];
+    let sidecar = start(config(vec![up])).await;
+    let arguments = json!({"message": "through a task"}).to_string();
+    let report = sdk(&sidecar, None, "lifecycle", &["echo", &arguments]).await;
+    let messages = report["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["type"], "taskCreated", "{report}");
+    let last = messages.last().unwrap();
+    assert_eq!(last["type"], "result", "{report}\n{}", backend.output());
+    assert_eq!(
+        last["result"]["content"][0]["text"], "Echo: through a task",
+        "{report}"
+    );
+    assert_eq!(report["get"]["result"]["status"], "completed", "{report}");
 }

@@ -250,7 +250,7 @@ impl Tasks {
             revision: revision.as_str().to_owned(),
             ..TaskInfo::default()
         };
-        let new = self.api.call_job(
+        let mut new = self.api.call_job(
             ex,
             upstream,
             Some(tool),
@@ -258,6 +258,9 @@ impl Tasks {
             message.id.as_ref(),
             Some(info),
         )?;
+        if let Some(body) = wire::without_task_request(&new.request.body) {
+            new.request.body = body;
+        }
         let (id, owner) = (new.id, new.owner.clone());
         self.api
             .jobs()
