@@ -12,7 +12,7 @@
 //                        - creates a task (request with `task`), tasks/get, tasks/cancel,
 //                          tasks/get, tasks/cancel again, tasks/result
 //   create <tool> <arguments-json>
-//                        - creates a task and prints it (the task goes on running)
+//                        - creates a task and prints it (the task goes on running), or the error
 //   probe <taskId>       - tasks/get, tasks/result, tasks/cancel of that task, and tasks/list
 //   get <taskId>         - tasks/get
 //   list                 - tasks/list
@@ -20,7 +20,8 @@
 //                        - callTool (the SDK's own guard), then a plain tools/call without `task`
 //                          through the SDK's request()
 // Env: MCP_API_KEY, when set, is sent as `X-API-Key` on every request.
-// Output: one JSON object; a request that failed is {"error": {"code", "message"}}.
+// Output: one JSON object; a request that failed is {"error": {"code", "message"}} (code null when
+// the SDK itself refused the answer).
 // Exit code 0 with the line on success; non-zero with a message on stderr if the client broke.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -39,7 +40,8 @@ async function outcome(promise) {
     return { result: await promise };
   } catch (error) {
     if (typeof error?.code === "number") return { error: { code: error.code, message: error.message } };
-    throw error;
+    // Not a JSON-RPC error: the SDK refused the answer itself (e.g. its schema did not match).
+    return { error: { code: null, message: String(error?.message ?? error) } };
   }
 }
 
@@ -116,12 +118,11 @@ switch (scenario) {
     break;
   }
   case "create": {
-    const created = await client.request(
-      { method: "tools/call", params: toolArgs() },
-      CreateTaskResultSchema,
-      { task: { ttl: 60_000 } },
+    const created = await outcome(
+      client.request({ method: "tools/call", params: toolArgs() }, CreateTaskResultSchema, { task: { ttl: 60_000 } }),
     );
-    report.task = created.task;
+    report.task = created.result?.task ?? null;
+    report.error = created.error ?? null;
     break;
   }
   case "probe": {

@@ -91,6 +91,7 @@ async fn create(
     arguments: Value,
 ) -> String {
     let report = sdk(sidecar, key, "create", &[tool, &arguments.to_string()]).await;
+    assert_eq!(report["error"], Value::Null, "{report}");
     assert_eq!(report["task"]["status"], "working", "{report}");
     report["task"]["taskId"].as_str().unwrap().to_owned()
 }
@@ -403,4 +404,25 @@ async fn a_task_reaches_a_typescript_sdk_backend_as_a_plain_call_and_completes()
         "{report}"
     );
     assert_eq!(report["get"]["result"]["status"], "completed", "{report}");
+}
+
+/// 2025-11-25, tool-level negotiation: a tool without `execution.taskSupport` is not invoked
+/// as a task; a server SHOULD answer such a request -32601. The backend never advertised
+/// Tasks: sent on, it would run the call and answer a plain result the client cannot read as
+/// the `CreateTaskResult` it asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_request_for_a_tool_without_task_support_gets_method_not_found_and_never_runs() {
+    let backend = mcp_e2e_tests::json_fixture().await;
+    let sidecar = open_sidecar(&backend).await;
+    let arguments = json!({"text": "not a task"}).to_string();
+    let report = sdk(&sidecar, None, "create", &["echo", &arguments]).await;
+    assert_eq!(report["error"]["code"], -32601, "{report}");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("echo"),
+        "{report}"
+    );
+    assert_eq!(tool_calls(&backend, "echo"), 0, "{:?}", backend.stats());
 }

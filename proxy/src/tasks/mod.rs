@@ -218,7 +218,22 @@ impl Tasks {
         revision: Revision,
     ) -> Outcome {
         let tool = message.tool.clone().unwrap_or_default();
-        let ToolTasks::Facade { support, wait } = tool_tasks(&upstream.config, true, &tool) else {
+        let tasks = tool_tasks(&upstream.config, true, &tool);
+        let ToolTasks::Facade { support, wait } = tasks else {
+            // 2025-11-25: a task request for a tool without task support SHOULD get -32601;
+            // a backend that never advertised Tasks would answer a plain result instead.
+            let native = self.plans.get(&upstream.name).is_some_and(|p| p.native());
+            if tasks == ToolTasks::Off
+                && revision == Revision::Core
+                && wire::asks_for_task(params)
+                && !native
+            {
+                return Err(refuse(
+                    McpErrorKind::MethodNotFound,
+                    format!("tool `{tool}` does not run as a task: call it without `params.task`"),
+                    revision,
+                ));
+            }
             return Ok(Step::Next);
         };
         let negotiated = match revision {
