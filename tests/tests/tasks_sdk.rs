@@ -426,3 +426,27 @@ async fn a_task_request_for_a_tool_without_task_support_gets_method_not_found_an
     );
     assert_eq!(tool_calls(&backend, "echo"), 0, "{:?}", backend.stats());
 }
+
+/// 2025-11-25: a receiver that accepts a task-augmented request MUST answer the
+/// `CreateTaskResult`, however soon the call ends; only 2026-07-28's extension lets a server
+/// answer such a call with its result. A `task_wait` is for the latter: here the SDK gets its
+/// task, and the result through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_call_with_task_wait_still_answers_a_2025_11_25_task_request_with_the_task() {
+    let backend = mcp_e2e_tests::json_fixture().await;
+    let mut up = facade_upstream(&backend);
+    up.tool[0] =
+        serde_json::from_value(json!({"name": "sleep", "offload": "allowed", "task_wait": "5s"}))
+            .unwrap();
+    let sidecar = start(config(vec![up])).await;
+    let report = sdk(&sidecar, None, "lifecycle", &["sleep", r#"{"ms": 10}"#]).await;
+    let messages = report["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["type"], "taskCreated", "{report}");
+    let last = messages.last().unwrap();
+    assert_eq!(last["type"], "result", "{report}");
+    assert_eq!(
+        last["result"]["content"][0]["text"], "slept 10 ms",
+        "{report}"
+    );
+    assert_eq!(tool_calls(&backend, "sleep"), 1, "{:?}", backend.stats());
+}

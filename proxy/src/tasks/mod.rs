@@ -282,7 +282,10 @@ impl Tasks {
             .submit(new)
             .await
             .map_err(|e| job_error(e, revision))?;
+        // Only the extension lets a server answer a task-capable call with its result; a
+        // 2025-11-25 task request MUST get its `CreateTaskResult` (tasks.mdx, Result Retrieval).
         if !wait.is_zero()
+            && revision == Revision::Extension
             && let Some(answer) = self.answered_within(id, &owner, wait, revision).await
         {
             return Ok(Step::Answer(json_answer(answer)));
