@@ -15,7 +15,12 @@
 //                        - creates a task and prints it (the task goes on running), or the error
 //   probe <taskId>       - tasks/get, tasks/result, tasks/cancel of that task, and tasks/list
 //   get <taskId>         - tasks/get
-//   list                 - tasks/list
+//   list [cursor]        - tasks/list
+//   fetch <tool> <arguments-json>
+//                        - creates a task and at once asks tasks/result (which waits for the
+//                          end), then tasks/get
+//   call <tool> <arguments-json>
+//                        - a plain callTool (no task), after listTools
 //   required <tool> <arguments-json>
 //                        - callTool (the SDK's own guard), then a plain tools/call without `task`
 //                          through the SDK's request()
@@ -125,6 +130,25 @@ switch (scenario) {
     report.error = created.error ?? null;
     break;
   }
+  case "fetch": {
+    const created = await client.request(
+      { method: "tools/call", params: toolArgs() },
+      CreateTaskResultSchema,
+      { task: { ttl: 60_000 } },
+    );
+    const taskId = created.task.taskId;
+    report.taskId = taskId;
+    const started = Date.now();
+    report.result = await outcome(tasks.getTaskResult(taskId, CallToolResultSchema));
+    report.waitedMs = Date.now() - started;
+    report.get = await outcome(tasks.getTask(taskId));
+    break;
+  }
+  case "call": {
+    await client.listTools();
+    report.call = await outcome(client.callTool(toolArgs()));
+    break;
+  }
   case "probe": {
     const [taskId] = args;
     report.get = await outcome(tasks.getTask(taskId));
@@ -138,7 +162,7 @@ switch (scenario) {
     break;
   }
   case "list": {
-    report.list = await outcome(tasks.listTasks());
+    report.list = await outcome(tasks.listTasks(args[0]));
     break;
   }
   case "required": {

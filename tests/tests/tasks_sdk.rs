@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mcp_e2e_tests::sdk::{Backend, node, run_client, sdk_dir};
 use mcp_e2e_tests::{RunningSidecar, client, config, start, tool_calls, upstream};
-use mcp_fixtures::FixtureServer;
+use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use mcp_sidecar::config::{ApiKeyConfig, AuthConfig, Secret, ToolConfig, UpstreamConfig};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -449,4 +449,89 @@ async fn a_quick_call_with_task_wait_still_answers_a_2025_11_25_task_request_wit
         "{report}"
     );
     assert_eq!(tool_calls(&backend, "sleep"), 1, "{:?}", backend.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_task_tool_called_without_a_task_runs_live_and_makes_no_job() {
+    let backend = mcp_e2e_tests::json_fixture().await;
+    let sidecar = open_sidecar(&backend).await;
+    let report = sdk(&sidecar, None, "call", &["sleep", r#"{"ms": 10}"#]).await;
+    assert_eq!(
+        report["call"]["result"]["content"][0]["text"], "slept 10 ms",
+        "{report}"
+    );
+    assert_eq!(report["call"]["result"]["_meta"], Value::Null, "{report}");
+    let jobs: Value = client()
+        .get(sidecar.url("/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"], json!([]), "{jobs}");
+    assert_eq!(tool_calls(&backend, "sleep"), 1, "{:?}", backend.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_tasks_result_of_a_working_task_waits_for_its_end() {
+    let backend = mcp_e2e_tests::json_fixture().await;
+    let sidecar = open_sidecar(&backend).await;
+    let report = sdk(&sidecar, None, "fetch", &["sleep", r#"{"ms": 1000}"#]).await;
+    assert_eq!(
+        report["result"]["result"]["content"][0]["text"], "slept 1000 ms",
+        "{report}"
+    );
+    assert!(report["waitedMs"].as_i64().unwrap() >= 500, "{report}");
+    assert_eq!(report["get"]["result"]["status"], "completed", "{report}");
+}
+
+/// 2025-11-25 counts a tool's own error (`isError`) as a failed task; `tasks/result` still
+/// returns exactly what the call answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_task_whose_tool_reports_an_error_fails_and_tasks_result_returns_the_tools_answer() {
+    let backend = mcp_e2e_tests::json_fixture().await;
+    let sidecar = open_sidecar(&backend).await;
+    let arguments = json!({"mode": "tool_error", "message": "tool says no"}).to_string();
+    let report = sdk(&sidecar, None, "lifecycle", &["fail", &arguments]).await;
+    assert_eq!(report["get"]["result"]["status"], "failed", "{report}");
+    let result = &report["result"]["result"];
+    assert_eq!(result["isError"], true, "{report}");
+    assert_eq!(result["content"][0]["text"], "tool says no", "{report}");
+}
+
+/// A stateful backend answering in SSE (the call carries the job's progress token): the task's
+/// call runs in the client's session and its streamed answer becomes the task's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_task_on_a_stateful_sse_backend_completes_with_the_streamed_result() {
+    let backend = FixtureServer::start(FixtureConfig {
+        response_mode: ResponseMode::Sse,
+        stateless: false,
+        ..FixtureConfig::default()
+    })
+    .await
+    .unwrap();
+    let sidecar = open_sidecar(&backend).await;
+    let arguments = json!({"steps": 3, "interval_ms": 200}).to_string();
+    let report = sdk(&sidecar, None, "lifecycle", &["progress", &arguments]).await;
+    let last = report["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["type"], "result", "{report}");
+    assert_eq!(
+        last["result"]["content"][0]["text"], "completed 3 steps",
+        "{report}"
+    );
+    assert_eq!(tool_calls(&backend, "progress"), 1, "{:?}", backend.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_tasks_list_with_a_cursor_the_server_never_gave_is_invalid_params() {
+    let backend = mcp_e2e_tests::json_fixture().await;
+    let sidecar = open_sidecar(&backend).await;
+    let report = sdk(&sidecar, None, "list", &["not-a-cursor"]).await;
+    assert_eq!(report["list"]["error"]["code"], -32602, "{report}");
 }
