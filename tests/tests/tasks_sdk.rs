@@ -514,6 +514,8 @@ async fn sdk_task_on_a_stateful_sse_backend_completes_with_the_streamed_result()
     let sidecar = open_sidecar(&backend).await;
     let arguments = json!({"steps": 3, "interval_ms": 200}).to_string();
     let report = sdk(&sidecar, None, "lifecycle", &["progress", &arguments]).await;
+    // The SDK made it a task: it read the capability and `taskSupport` from SSE answers.
+    assert_eq!(report["messages"][0]["type"], "taskCreated", "{report}");
     let last = report["messages"]
         .as_array()
         .unwrap()
