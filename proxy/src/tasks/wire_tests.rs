@@ -185,7 +185,7 @@ fn the_backend_call_loses_params_task_and_nothing_else() {
     }});
     let sent: Value =
         serde_json::from_str(&without_task_request(&body.to_string()).unwrap()).unwrap();
-    let mut want = body.clone();
+    let mut want = body;
     want["params"].as_object_mut().unwrap().remove("task");
     assert_eq!(sent, want);
 }
