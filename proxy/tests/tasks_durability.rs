@@ -117,6 +117,12 @@ async fn tasks_survive_a_kill_9_between_create_and_fetch() {
     )
     .await;
     first.wait_status(&rerun, "working", &[]).await;
+    // `working` is recorded as the call is sent: wait until both reached the backend.
+    let deadline = Instant::now() + PATIENCE;
+    while calls(&backend, "sleep") < 2 || calls(&backend, "progress") < 1 {
+        assert!(Instant::now() < deadline, "{:?}", backend.stats());
+        tokio::time::sleep(POLL).await;
+    }
     assert_eq!(calls(&backend, "sleep"), 2);
     assert_eq!(calls(&backend, "progress"), 1);
 
