@@ -6,7 +6,8 @@
 //!
 //! The facade tools: `sleep` and `progress` (`offload = "allowed"`: task support optional) and
 //! `fail` (`offload = "required"`: tasks only); `echo` has no `[[upstream.tool]]` entry and stays a
-//! plain tool.
+//! plain tool. One test puts `@modelcontextprotocol/server-everything` (a TypeScript SDK server)
+//! behind the facade instead, for what a backend that reads `params.task` makes of the call.
 //!
 //! Needs `scripts/test-deps.sh` (Node packages in `tests/sdk/node_modules`); without them the
 //! tests fail with a message saying so.
@@ -15,7 +16,7 @@
 use std::time::Duration;
 
 use mcp_e2e_tests::sdk::{Backend, node, run_client, sdk_dir};
-use mcp_e2e_tests::{RunningSidecar, client, config, start, tool_calls, upstream};
+use mcp_e2e_tests::{RunningSidecar, client, config, metric_value, start, tool_calls, upstream};
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use mcp_sidecar::config::{ApiKeyConfig, AuthConfig, Secret, ToolConfig, UpstreamConfig};
 use serde_json::{Value, json};
@@ -212,6 +213,18 @@ async fn sdk_creates_a_task_polls_it_working_then_completed_and_fetches_the_tool
     assert_eq!(report["result"]["result"]["content"], expected, "{report}");
     // One call reached the backend: polling and fetching never call the tool again.
     assert_eq!(tool_calls(&backend, "sleep"), 1, "{:?}", backend.stats());
+    // The task is counted as the job it is.
+    let metrics = sidecar.metrics().await;
+    for series in [
+        r#"mcp_sidecar_jobs_submitted_total{upstream="u"}"#,
+        r#"mcp_sidecar_jobs_finished_total{status="completed",upstream="u"}"#,
+    ] {
+        assert_eq!(
+            metric_value(&metrics, series),
+            Some(1.0),
+            "{series}\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
