@@ -550,3 +550,35 @@ async fn sdk_tasks_list_with_a_cursor_the_server_never_gave_is_invalid_params() 
     let report = sdk(&sidecar, None, "list", &["not-a-cursor"]).await;
     assert_eq!(report["list"]["error"]["code"], -32602, "{report}");
 }
+
+/// The reverse of a task on `/jobs`: a job its owner submitted with `Prefer: respond-async` is a
+/// task to the same principal's SDK client (`tasks/get`, `tasks/result`, `tasks/list`), and
+/// stays unknown to another principal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_on_the_job_api_is_a_task_to_its_owner_only() {
+    let backend = mcp_e2e_tests::json_fixture().await;
+    let sidecar = keyed_sidecar(&backend).await;
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("x-api-key", KEY_A)
+        .header("content-type", "application/json")
+        .header("accept", mcp_e2e_tests::ACCEPT_BOTH)
+        .header("prefer", "respond-async")
+        .body(mcp_e2e_tests::call(1, "sleep", json!({"ms": 10})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let job: Value = resp.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+
+    let alice = sdk(&sidecar, Some(KEY_A), "probe", &[id]).await;
+    assert_eq!(alice["get"]["result"]["taskId"], id, "{alice}");
+    assert_eq!(
+        alice["result"]["result"]["content"][0]["text"], "slept 10 ms",
+        "{alice}"
+    );
+    assert!(listed(&alice["list"]).contains(&id.to_owned()), "{alice}");
+    let bob = sdk(&sidecar, Some(KEY_B), "probe", &[id]).await;
+    assert_eq!(bob["get"]["error"]["code"], -32602, "{bob}");
+}
