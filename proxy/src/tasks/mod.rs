@@ -216,7 +216,22 @@ impl Tasks {
         revision: Revision,
     ) -> Outcome {
         let tool = message.tool.clone().unwrap_or_default();
-        let ToolTasks::Facade { support, wait } = tool_tasks(&upstream.config, true, &tool) else {
+        let tasks = tool_tasks(&upstream.config, true, &tool);
+        let ToolTasks::Facade { support, wait } = tasks else {
+            // 2025-11-25: a task request for a tool without task support SHOULD get -32601;
+            // a backend that never advertised Tasks would answer a plain result instead.
+            let native = self.plans.get(&upstream.name).is_some_and(|p| p.native());
+            if tasks == ToolTasks::Off
+                && revision == Revision::Core
+                && wire::asks_for_task(params)
+                && !native
+            {
+                return Err(refuse(
+                    McpErrorKind::MethodNotFound,
+                    format!("tool `{tool}` does not run as a task: call it without `params.task`"),
+                    revision,
+                ));
+            }
             return Ok(Step::Next);
         };
         let negotiated = match revision {
@@ -248,7 +263,7 @@ impl Tasks {
             revision: revision.as_str().to_owned(),
             ..TaskInfo::default()
         };
-        let new = self.api.call_job(
+        let mut new = self.api.call_job(
             ex,
             upstream,
             Some(tool),
@@ -256,13 +271,19 @@ impl Tasks {
             message.id.as_ref(),
             Some(info),
         )?;
+        if let Some(body) = wire::without_task_request(&new.request.body) {
+            new.request.body = body;
+        }
         let (id, owner) = (new.id, new.owner.clone());
         self.api
             .jobs()
             .submit(new)
             .await
             .map_err(|e| job_error(e, revision))?;
+        // Only the extension lets a server answer a task-capable call with its result; a
+        // 2025-11-25 task request MUST get its `CreateTaskResult` (tasks.mdx, Result Retrieval).
         if !wait.is_zero()
+            && revision == Revision::Extension
             && let Some(answer) = self.answered_within(id, &owner, wait, revision).await
         {
             return Ok(Step::Answer(json_answer(answer)));

@@ -280,6 +280,25 @@ pub fn error_response(id: Option<&Value>, error: &Value) -> String {
         .to_string()
 }
 
+/// The call as the facade sends it to the backend: without the client's request for a task
+/// (2025-11-25's `params.task`, 2026-07-28's extension in the request's client capabilities),
+/// which was made to the sidecar. A backend that saw it would make a task of its own, or refuse
+/// the call: a TypeScript SDK server answers a task-augmented call whose tool returns a plain
+/// result with -32602. `None` when the call carries no such request.
+pub fn without_task_request(body: &str) -> Option<String> {
+    let mut call: Value = serde_json::from_str(body).ok()?;
+    let params = call.get_mut("params")?.as_object_mut()?;
+    let task = params.remove("task").is_some();
+    let extension = params
+        .get_mut("_meta")
+        .and_then(|m| m.get_mut(CLIENT_CAPABILITIES))
+        .and_then(|c| c.get_mut("extensions"))
+        .and_then(Value::as_object_mut)
+        .and_then(|e| e.remove(TASKS_EXTENSION))
+        .is_some();
+    (task || extension).then(|| call.to_string())
+}
+
 /// The call with the client's responses of a completed input round: `inputResponses` and
 /// the backend's `requestState` in its params (SEP-2322), ready to be sent again.
 pub fn with_input_responses(

@@ -176,3 +176,39 @@ fn the_responses_and_state_go_into_the_call_sent_again() {
         serde_json::from_str(&with_input_responses(body, &responses, None).unwrap()).unwrap();
     assert!(out["params"].get("requestState").is_none());
 }
+
+#[test]
+fn the_backend_call_loses_params_task_and_nothing_else() {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "slow", "arguments": {"x": 1}, "task": {"ttl": 60000},
+        "_meta": {"progressToken": "job-1"},
+    }});
+    let sent: Value =
+        serde_json::from_str(&without_task_request(&body.to_string()).unwrap()).unwrap();
+    let mut want = body;
+    want["params"].as_object_mut().unwrap().remove("task");
+    assert_eq!(sent, want);
+}
+
+#[test]
+fn the_backend_call_loses_the_tasks_extension_but_keeps_other_client_capabilities() {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "slow",
+        "_meta": {"io.modelcontextprotocol/clientCapabilities": {
+            "elicitation": {},
+            "extensions": {"io.modelcontextprotocol/tasks": {}, "x.example/other": {}},
+        }},
+    }});
+    let sent: Value =
+        serde_json::from_str(&without_task_request(&body.to_string()).unwrap()).unwrap();
+    assert_eq!(
+        sent["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"],
+        json!({"elicitation": {}, "extensions": {"x.example/other": {}}})
+    );
+}
+
+#[test]
+fn a_call_without_a_task_request_is_sent_unchanged() {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#;
+    assert_eq!(without_task_request(body), None);
+}
