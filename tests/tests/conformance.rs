@@ -51,10 +51,9 @@ async fn every_tasks_scenario_passes_through_the_facade_and_what_passes_directly
     .unwrap();
     let text = std::fs::read_to_string(repo_root().join("examples/tasks-facade.toml")).unwrap();
     let url = fixture.mcp_url();
-    let mut config = Config::from_toml_with_env(&text, &|name| {
-        (name == "FIXTURE_URL").then(|| url.clone())
-    })
-    .unwrap();
+    let mut config =
+        Config::from_toml_with_env(&text, &|name| (name == "FIXTURE_URL").then(|| url.clone()))
+            .unwrap();
     config.listen.addr = "127.0.0.1:0".into();
     config.admin.addr = "127.0.0.1:0".into();
     let sidecar = start(config).await;
@@ -65,7 +64,10 @@ async fn every_tasks_scenario_passes_through_the_facade_and_what_passes_directly
     let tasks: Vec<&String> = through.keys().filter(|n| n.starts_with("tasks-")).collect();
     assert!(tasks.len() >= 10, "the Tasks scenarios ran: {tasks:?}");
     let failing: Vec<&String> = tasks.into_iter().filter(|n| !through[*n]).collect();
-    assert!(failing.is_empty(), "Tasks scenarios failing through the sidecar: {failing:?}");
+    assert!(
+        failing.is_empty(),
+        "Tasks scenarios failing through the sidecar: {failing:?}"
+    );
     let broken: Vec<&String> = direct
         .iter()
         .filter(|(name, passed)| **passed && !through.get(*name).copied().unwrap_or(false))
@@ -76,5 +78,8 @@ async fn every_tasks_scenario_passes_through_the_facade_and_what_passes_directly
         "scenarios that pass directly but not through the sidecar: {broken:?}"
     );
     // The baseline is not empty: the tool and input-round scenarios pass directly.
-    assert!(direct.get("tools-list").copied().unwrap_or(false), "{direct:?}");
+    assert!(
+        direct.get("tools-list").copied().unwrap_or(false),
+        "{direct:?}"
+    );
 }

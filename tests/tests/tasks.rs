@@ -142,7 +142,13 @@ async fn a_negotiated_call_becomes_a_task_whose_result_tasks_get_inlines() {
     let fx = fixture(ResponseMode::Json).await;
     let sidecar = start(config(vec![facade(&fx)])).await;
     let base = sidecar.url("");
-    let created = call(&base, None, "slow_compute", json!({"seconds": 1, "label": "a"})).await;
+    let created = call(
+        &base,
+        None,
+        "slow_compute",
+        json!({"seconds": 1, "label": "a"}),
+    )
+    .await;
     // SEP-2663: flat, resultType "task", integer ttlMs and pollIntervalMs, no nested `task`.
     assert_eq!(created["resultType"], "task", "{created}");
     assert_eq!(created["status"], "working");
@@ -200,9 +206,15 @@ async fn without_negotiation_a_facade_tool_runs_live_and_a_required_one_is_refus
         json!({})
     );
     let (status, gated) = rpc(&base, None, "tasks/get", json!({"taskId": "x"}), false).await;
-    assert_eq!((status, gated["error"]["code"].as_i64()), (400, Some(-32021)));
+    assert_eq!(
+        (status, gated["error"]["code"].as_i64()),
+        (400, Some(-32021))
+    );
     let (status, removed) = rpc(&base, None, "tasks/list", json!({}), true).await;
-    assert_eq!((status, removed["error"]["code"].as_i64()), (404, Some(-32601)));
+    assert_eq!(
+        (status, removed["error"]["code"].as_i64()),
+        (404, Some(-32601))
+    );
 }
 
 #[tokio::test]
@@ -239,7 +251,11 @@ async fn an_input_round_waits_for_every_response_then_sends_the_call_again() {
     // Still waiting, for the other key only; the backend was not called again.
     let partial = get(&base, None, &id).await;
     assert_eq!(partial["status"], "input_required");
-    let left: Vec<&String> = partial["inputRequests"].as_object().unwrap().keys().collect();
+    let left: Vec<&String> = partial["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
     assert_eq!(left, [&keys[1]]);
     assert_eq!(mcp_e2e_tests::tool_calls(&fx, "multi_input"), 1);
     rpc(
@@ -260,16 +276,28 @@ async fn cancelling_a_task_reaches_its_job_and_a_finished_task_still_acks() {
     let fx = fixture(ResponseMode::Json).await;
     let sidecar = start(config(vec![facade(&fx)])).await;
     let base = sidecar.url("");
-    let id = call(&base, None, "slow_compute", json!({"seconds": 60, "label": "c"})).await["taskId"]
+    let id = call(
+        &base,
+        None,
+        "slow_compute",
+        json!({"seconds": 60, "label": "c"}),
+    )
+    .await["taskId"]
         .as_str()
         .unwrap()
         .to_owned();
     until(&base, None, &id, "working").await;
     let (_, ack) = rpc(&base, None, "tasks/cancel", json!({"taskId": id}), true).await;
     assert_eq!(ack["result"], json!({"resultType": "complete"}));
-    assert_eq!(until(&base, None, &id, "cancelled").await["status"], "cancelled");
+    assert_eq!(
+        until(&base, None, &id, "cancelled").await["status"],
+        "cancelled"
+    );
     let (status, again) = rpc(&base, None, "tasks/cancel", json!({"taskId": id}), true).await;
-    assert_eq!((status, &again["result"]), (200, &json!({"resultType": "complete"})));
+    assert_eq!(
+        (status, &again["result"]),
+        (200, &json!({"resultType": "complete"}))
+    );
     let (status, unknown) = rpc(
         &base,
         None,
@@ -278,7 +306,10 @@ async fn cancelling_a_task_reaches_its_job_and_a_finished_task_still_acks() {
         true,
     )
     .await;
-    assert_eq!((status, unknown["error"]["code"].as_i64()), (400, Some(-32602)));
+    assert_eq!(
+        (status, unknown["error"]["code"].as_i64()),
+        (400, Some(-32602))
+    );
 }
 
 #[tokio::test]
@@ -305,8 +336,13 @@ async fn another_principals_task_is_unknown_to_it() {
     let base = sidecar.url("");
     let alice = Some("alice-key-0123456789abcdef");
     let bob = Some("bob-key-0123456789abcdef00");
-    let id = call(&base, alice, "slow_compute", json!({"seconds": 60, "label": "mine"})).await
-        ["taskId"]
+    let id = call(
+        &base,
+        alice,
+        "slow_compute",
+        json!({"seconds": 60, "label": "mine"}),
+    )
+    .await["taskId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -420,9 +456,19 @@ async fn a_backend_that_serves_tasks_itself_is_passed_through() {
         json!({"own": true}),
         "the backend's own capability, untouched"
     );
-    let (status, task) = rpc(&base, None, "tasks/get", json!({"taskId": "backend-1"}), true).await;
+    let (status, task) = rpc(
+        &base,
+        None,
+        "tasks/get",
+        json!({"taskId": "backend-1"}),
+        true,
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(task["result"]["taskId"], "backend-1", "answered by the backend");
+    assert_eq!(
+        task["result"]["taskId"], "backend-1",
+        "answered by the backend"
+    );
 
     // `tasks = "passthrough"` says so from the start.
     let mut up = upstream(format!("{}/mcp", backend.uri()), Some("/mcp"));
@@ -454,10 +500,18 @@ async fn core_session(base: &str) -> String {
         .send()
         .await
         .unwrap();
-    let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let text = resp.text().await.unwrap();
     assert!(text.contains("\"tasks\""), "the core capability: {text}");
-    core(base, &session, json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    core(
+        base,
+        &session,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
     session
 }
 
@@ -499,7 +553,10 @@ async fn asking_task(base: &str, session: &str) -> String {
     )
     .await;
     let created = &messages(&created)[0];
-    let id = created["result"]["task"]["taskId"].as_str().unwrap().to_owned();
+    let id = created["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..400 {
         let got = core(
             base,
@@ -579,7 +636,10 @@ async fn tasks_update_relays_the_response_to_the_backends_pending_request() {
         .next()
         .unwrap()
         .clone();
-    assert_eq!(waiting["inputRequests"][&key]["method"], "elicitation/create");
+    assert_eq!(
+        waiting["inputRequests"][&key]["method"],
+        "elicitation/create"
+    );
     let (_, ack) = rpc(
         &base,
         None,

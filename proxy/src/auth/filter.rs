@@ -49,12 +49,12 @@ impl MessageRewrite for Viewer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::principal::Source;
     use crate::body::rewrite::{SseRewriteBody, Target, rewrite_json};
     use crate::body::{BoxError, ProxyBody};
+    use crate::config::RuleConfig;
     use bytes::Bytes;
     use http_body::Frame;
-    use crate::auth::principal::Source;
-    use crate::config::RuleConfig;
     use http_body_util::{BodyExt, StreamBody};
     use serde_json::json;
 
@@ -104,7 +104,8 @@ mod tests {
         assert!(rewrite_json(list(json!(3)).to_string().as_bytes(), &t, &viewer()).is_none());
         let batch = json!([list(json!(1)), list(json!(2))]).to_string();
         let v: Value =
-            serde_json::from_slice(&rewrite_json(batch.as_bytes(), &t, &viewer()).unwrap()).unwrap();
+            serde_json::from_slice(&rewrite_json(batch.as_bytes(), &t, &viewer()).unwrap())
+                .unwrap();
         assert_eq!(
             v[0]["result"]["tools"].as_array().unwrap().len(),
             4,

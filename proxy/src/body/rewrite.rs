@@ -265,9 +265,7 @@ impl<R: MessageRewrite + Unpin> Body for JsonRewriteBody<R> {
                     Ok(data) => {
                         if this.buf.len() + data.len() > MAX_REWRITE_BYTES {
                             this.finished = true;
-                            return Poll::Ready(Some(Err(
-                                "answer too large to rewrite".into()
-                            )));
+                            return Poll::Ready(Some(Err("answer too large to rewrite".into())));
                         }
                         this.buf.extend_from_slice(&data);
                     }

@@ -10,9 +10,9 @@ pub mod auth;
 pub mod cors;
 mod env;
 pub mod jobs;
-pub mod tasks;
 mod limits;
 pub mod resilience;
+pub mod tasks;
 mod validate;
 
 use std::net::SocketAddr;
@@ -31,7 +31,6 @@ pub use auth::{
 pub use cors::{CorsConfig, DEFAULT_CORS_MAX_AGE};
 pub use env::resolve_env;
 pub use jobs::{JobsConfig, Offload, StoreKind};
-pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
 pub use limits::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_PRINCIPAL, DEFAULT_SHED_RETRY_AFTER, DEFAULT_SWEEP_INTERVAL, KeyPart,
@@ -40,6 +39,7 @@ pub use limits::{
 pub use resilience::{
     BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
 };
+pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
 pub(crate) use validate::normalise_mount;
 
 /// Listener address used when neither the file nor the command line names one.

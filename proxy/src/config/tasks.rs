@@ -116,17 +116,25 @@ pub fn upstream_tasks(upstream: &UpstreamConfig, jobs_enabled: bool) -> Upstream
     match upstream.tasks {
         Some(TasksMode::Passthrough) => UpstreamTasks::Passthrough,
         Some(TasksMode::Facade) => UpstreamTasks::Facade,
-        Some(TasksMode::Off) if !upstream.tool.iter().any(|t| t.tasks == Some(TasksMode::Facade)) => {
+        Some(TasksMode::Off)
+            if !upstream
+                .tool
+                .iter()
+                .any(|t| t.tasks == Some(TasksMode::Facade)) =>
+        {
             UpstreamTasks::Off
         }
         Some(TasksMode::Off) => UpstreamTasks::Facade,
-        None if upstream.tool.iter().any(|t| t.tasks == Some(TasksMode::Facade)) => {
-            UpstreamTasks::Facade
-        }
         None if upstream
             .tool
             .iter()
-            .any(|t| t.tasks.is_none() && matches!(t.offload, Some(Offload::Allowed | Offload::Required))) =>
+            .any(|t| t.tasks == Some(TasksMode::Facade)) =>
+        {
+            UpstreamTasks::Facade
+        }
+        None if upstream.tool.iter().any(|t| {
+            t.tasks.is_none() && matches!(t.offload, Some(Offload::Allowed | Offload::Required))
+        }) =>
         {
             UpstreamTasks::Auto
         }

@@ -76,15 +76,24 @@ fn passthrough_on_the_upstream_leaves_every_tool_to_the_backend() {
         "tasks = \"passthrough\"\n[[upstream.tool]]\nname = \"t\"\noffload = \"required\"\n",
     ))
     .unwrap();
-    assert_eq!(upstream_tasks(&c.upstream[0], true), UpstreamTasks::Passthrough);
-    assert_eq!(tool_tasks(&c.upstream[0], true, "t"), ToolTasks::Passthrough);
+    assert_eq!(
+        upstream_tasks(&c.upstream[0], true),
+        UpstreamTasks::Passthrough
+    );
+    assert_eq!(
+        tool_tasks(&c.upstream[0], true, "t"),
+        ToolTasks::Passthrough
+    );
 }
 
 #[test]
 fn a_facade_without_jobs_or_on_a_never_offloaded_tool_is_refused_with_the_field() {
-    let err = load(&format!("[jobs]\nenabled = false\n{}", upstream("tasks = \"facade\"\n")))
-        .unwrap_err()
-        .to_string();
+    let err = load(&format!(
+        "[jobs]\nenabled = false\n{}",
+        upstream("tasks = \"facade\"\n")
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(err.starts_with("upstream[0].tasks"), "{err}");
     let err = load(&tool("offload = \"never\"\ntasks = \"facade\"\n"))
         .unwrap_err()
@@ -92,6 +101,8 @@ fn a_facade_without_jobs_or_on_a_never_offloaded_tool_is_refused_with_the_field(
     assert!(err.starts_with("upstream[0].tool[0].tasks"), "{err}");
     let err = load(&tool("task_wait = \"2m\"\n")).unwrap_err().to_string();
     assert!(err.starts_with("upstream[0].tool[0].task_wait"), "{err}");
-    let err = load(&upstream("tasks = \"sometimes\"\n")).unwrap_err().to_string();
+    let err = load(&upstream("tasks = \"sometimes\"\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sometimes"), "{err}");
 }

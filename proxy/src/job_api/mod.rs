@@ -371,9 +371,7 @@ pub(crate) fn job_error(err: JobError, id: &str) -> ProxyError {
         e @ (JobError::ShuttingDown
         | JobError::Store(_)
         | JobError::UnknownUpstream(_)
-        | JobError::Send(_)) => {
-            ProxyError::JobsUnavailable(e.to_string())
-        }
+        | JobError::Send(_)) => ProxyError::JobsUnavailable(e.to_string()),
     }
 }
 

@@ -101,7 +101,15 @@ pub(super) async fn offload(api: &JobApi, ex: &mut Exchange, state: &mut JobStat
     let Some(body) = ex.body.clone() else {
         return Ok(Step::Next);
     };
-    let mut new = call_job(api, ex, &upstream, tool, tool_config, message.id.as_ref(), None)?;
+    let mut new = call_job(
+        api,
+        ex,
+        &upstream,
+        tool,
+        tool_config,
+        message.id.as_ref(),
+        None,
+    )?;
     new.idempotency = idempotency_key.clone().map(|key| Idempotency {
         key,
         fingerprint: fingerprint(&body),

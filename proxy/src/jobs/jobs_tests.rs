@@ -69,7 +69,12 @@ impl Runner for Scripted {
                 Act::Input(keys) => RunOutcome::InputRequired(InputRound {
                     requests: keys
                         .iter()
-                        .map(|k| ((*k).to_owned(), serde_json::json!({"method": "elicitation/create"})))
+                        .map(|k| {
+                            (
+                                (*k).to_owned(),
+                                serde_json::json!({"method": "elicitation/create"}),
+                            )
+                        })
                         .collect(),
                     request_state: Some("s".into()),
                     answer: "{\"round\":1}".into(),
@@ -655,7 +660,11 @@ async fn a_call_that_asks_for_input_waits_and_runs_again_when_its_round_is_answe
             .await,
         Err(JobError::NotFound)
     ));
-    assert!(jobs.update_waiting(state.id, &alice(), |_| Resume::Wait).await.unwrap());
+    assert!(
+        jobs.update_waiting(state.id, &alice(), |_| Resume::Wait)
+            .await
+            .unwrap()
+    );
     assert_eq!(runner.calls.load(Ordering::SeqCst), 1, "still waiting");
     assert!(
         jobs.update_waiting(state.id, &alice(), |job| {
@@ -670,7 +679,12 @@ async fn a_call_that_asks_for_input_waits_and_runs_again_when_its_round_is_answe
     assert_eq!(job.request.body, "{\"again\":true}");
     assert!(job.task.unwrap().input_requests.is_empty());
     // A finished job is not waiting: the update changes nothing.
-    assert!(!jobs.update_waiting(state.id, &alice(), |_| Resume::Run).await.unwrap());
+    assert!(
+        !jobs
+            .update_waiting(state.id, &alice(), |_| Resume::Run)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -720,8 +734,13 @@ async fn a_waiting_job_can_be_settled_with_its_rounds_answer() {
     let job = until(&jobs, state.id, Status::InputRequired).await;
     let answer = job.task.unwrap().round_answer.unwrap();
     assert!(
-        jobs.settle_waiting(state.id, Outcome::Answered { response: answer.clone() })
-            .await
+        jobs.settle_waiting(
+            state.id,
+            Outcome::Answered {
+                response: answer.clone()
+            }
+        )
+        .await
     );
     let job = jobs.get(state.id, &alice()).await.unwrap();
     assert_eq!(job.status, Status::Completed);

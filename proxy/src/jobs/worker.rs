@@ -128,12 +128,10 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
     let outcome = match ended {
         Ended::Ran(RunOutcome::Answered(response)) => Outcome::Answered { response },
         Ended::Ran(RunOutcome::Failed { reason, message }) => Outcome::Failed { reason, message },
-        Ended::Ran(RunOutcome::NotSent { .. } | RunOutcome::InputRequired(_)) => {
-            Outcome::Failed {
-                reason: FailReason::Internal,
-                message: "not sent".to_owned(),
-            }
-        }
+        Ended::Ran(RunOutcome::NotSent { .. } | RunOutcome::InputRequired(_)) => Outcome::Failed {
+            reason: FailReason::Internal,
+            message: "not sent".to_owned(),
+        },
         Ended::Cancelled => {
             if !unsent {
                 tokio::spawn(runner.cancel(&job, "cancelled by its owner"));
@@ -240,7 +238,10 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
             }
             // Its call was running (the requests came on its stream): as a working job.
             Status::InputRequired
-                if job.task.as_ref().is_some_and(super::model::TaskInfo::streaming)
+                if job
+                    .task
+                    .as_ref()
+                    .is_some_and(super::model::TaskInfo::streaming)
                     && (job.rerun_on_restart || job.unsent) =>
             {
                 job.status = Status::Queued;
@@ -254,7 +255,12 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
                 engine.persist(&mut job, Durability::Sync).await?;
                 report.rerun += 1;
             }
-            Status::InputRequired if job.task.as_ref().is_some_and(super::model::TaskInfo::streaming) => {
+            Status::InputRequired
+                if job
+                    .task
+                    .as_ref()
+                    .is_some_and(super::model::TaskInfo::streaming) =>
+            {
                 let live = engine.add_live(job);
                 engine
                     .fail(
@@ -318,7 +324,11 @@ pub(crate) async fn sweep_once(engine: &Engine) -> usize {
         let overdue = {
             let guard = live.state.lock().await;
             guard.job.status == Status::InputRequired
-                && !guard.job.task.as_ref().is_some_and(super::model::TaskInfo::streaming)
+                && !guard
+                    .job
+                    .task
+                    .as_ref()
+                    .is_some_and(super::model::TaskInfo::streaming)
                 && now >= guard.job.deadline_ms
         };
         if overdue {

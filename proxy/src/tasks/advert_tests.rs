@@ -34,7 +34,10 @@ fn discover_gets_the_extension_and_initialize_the_core_capability() {
     let a = advert(UpstreamTasks::Auto, true);
     let mut d = result(json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}}));
     assert!(a.rewrite(&mut d));
-    assert_eq!(d["result"]["capabilities"]["extensions"][TASKS_EXTENSION], json!({}));
+    assert_eq!(
+        d["result"]["capabilities"]["extensions"][TASKS_EXTENSION],
+        json!({})
+    );
     assert!(d["result"]["capabilities"].get("tasks").is_none());
     let mut i = result(json!({"protocolVersion": "2025-11-25", "capabilities": {}}));
     assert!(a.rewrite(&mut i));
@@ -76,7 +79,10 @@ fn a_backend_that_advertises_tasks_is_passed_through_and_the_facade_steps_aside(
     assert_eq!(native, before);
     assert!(a.plan.native() && !a.plan.facade());
     let mut l = result(json!({"tools": [{"name": "slow_x"}]}));
-    assert!(!a.rewrite(&mut l), "no taskSupport once the backend has its own");
+    assert!(
+        !a.rewrite(&mut l),
+        "no taskSupport once the backend has its own"
+    );
     // An explicit facade stays.
     let forced = advert(UpstreamTasks::Facade, true);
     let mut native = result(json!({"supportedVersions": [],

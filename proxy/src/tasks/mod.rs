@@ -192,9 +192,7 @@ impl Tasks {
         let revision = Revision::of(&ex.head.headers, params);
         let method = message.method.as_deref().unwrap_or("");
         if method == "tools/call" {
-            return self
-                .call(ex, &upstream, &message, params, revision)
-                .await;
+            return self.call(ex, &upstream, &message, params, revision).await;
         }
         let request = TaskRequest {
             ex,
@@ -258,7 +256,11 @@ impl Tasks {
             }
             return Ok(Step::Next);
         }
-        let tool_config = upstream.config.tool.iter().find(|c| glob_match(&c.name, &tool));
+        let tool_config = upstream
+            .config
+            .tool
+            .iter()
+            .find(|c| glob_match(&c.name, &tool));
         let info = TaskInfo {
             revision: revision.as_str().to_owned(),
             ..TaskInfo::default()

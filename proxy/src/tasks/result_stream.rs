@@ -45,7 +45,10 @@ impl Follow {
         let Some(job) = job else {
             self.done = true;
             let error = serde_json::json!({"code": -32602, "message": "the task is gone"});
-            return Some(event(&wire::error_response(self.request_id.as_ref(), &error)));
+            return Some(event(&wire::error_response(
+                self.request_id.as_ref(),
+                &error,
+            )));
         };
         if job.status.is_terminal() {
             self.done = true;
@@ -80,7 +83,10 @@ fn requests(job: &Job) -> Vec<(String, String)> {
             let id = task.pending_ids.get(&key)?.clone();
             let mut request = serde_json::json!({"jsonrpc": "2.0", "id": id});
             request["method"] = shown.get("method")?.clone();
-            let mut params = shown.get("params").cloned().unwrap_or_else(|| serde_json::json!({}));
+            let mut params = shown
+                .get("params")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({}));
             if let Some(p) = params.as_object_mut() {
                 let meta = p.entry("_meta").or_insert_with(|| serde_json::json!({}));
                 if let Some(m) = meta.as_object_mut() {

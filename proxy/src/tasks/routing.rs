@@ -70,11 +70,7 @@ pub fn check(ex: &Exchange) -> Result<(), ProxyError> {
 }
 
 fn mismatch(message: String) -> ProxyError {
-    ProxyError::Mcp(McpRefusal::new(
-        McpErrorKind::HeaderMismatch,
-        message,
-        true,
-    ))
+    ProxyError::Mcp(McpRefusal::new(McpErrorKind::HeaderMismatch, message, true))
 }
 
 /// `params.<key>` of the body, when it is a string.
@@ -122,8 +118,7 @@ mod tests {
 
     const CALL: &str =
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"greet"}}"#;
-    const GET: &str =
-        r#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1"}}"#;
+    const GET: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1"}}"#;
 
     fn code(r: Result<(), ProxyError>) -> Option<i64> {
         r.err().map(|e| e.jsonrpc_code())
@@ -132,18 +127,42 @@ mod tests {
     #[test]
     fn matching_or_absent_routing_headers_pass() {
         assert!(check(&exchange(CALL, &[])).is_ok());
-        assert!(check(&exchange(CALL, &[("mcp-method", "tools/call"), ("mcp-name", " greet ")])).is_ok());
-        assert!(check(&exchange(GET, &[("mcp-method", "tasks/get"), ("mcp-name", "t1")])).is_ok());
+        assert!(
+            check(&exchange(
+                CALL,
+                &[("mcp-method", "tools/call"), ("mcp-name", " greet ")]
+            ))
+            .is_ok()
+        );
+        assert!(
+            check(&exchange(
+                GET,
+                &[("mcp-method", "tasks/get"), ("mcp-name", "t1")]
+            ))
+            .is_ok()
+        );
         // `greet` in SEP-2243's base64 form.
         assert!(check(&exchange(CALL, &[("mcp-name", "=?base64?Z3JlZXQ=?=")])).is_ok());
     }
 
     #[test]
     fn a_header_that_disagrees_with_the_body_is_a_header_mismatch() {
-        assert_eq!(code(check(&exchange(CALL, &[("mcp-method", "tasks/get")]))), Some(-32020));
-        assert_eq!(code(check(&exchange(CALL, &[("mcp-name", "other")]))), Some(-32020));
-        assert_eq!(code(check(&exchange(GET, &[("mcp-name", "t2")]))), Some(-32020));
-        assert_eq!(code(check(&exchange(GET, &[("mcp-name", "=?base64?!!?=")]))), Some(-32020));
+        assert_eq!(
+            code(check(&exchange(CALL, &[("mcp-method", "tasks/get")]))),
+            Some(-32020)
+        );
+        assert_eq!(
+            code(check(&exchange(CALL, &[("mcp-name", "other")]))),
+            Some(-32020)
+        );
+        assert_eq!(
+            code(check(&exchange(GET, &[("mcp-name", "t2")]))),
+            Some(-32020)
+        );
+        assert_eq!(
+            code(check(&exchange(GET, &[("mcp-name", "=?base64?!!?=")]))),
+            Some(-32020)
+        );
         let err = check(&exchange(CALL, &[("mcp-method", "tasks/get")])).unwrap_err();
         assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     }

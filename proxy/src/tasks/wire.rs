@@ -148,7 +148,9 @@ pub fn task(job: &Job, revision: Revision, ttl: Duration) -> Map<String, Value> 
 
 fn status_message(job: &Job) -> Option<String> {
     match &job.outcome {
-        Some(Outcome::Failed { reason, message }) => Some(format!("{}: {message}", reason.as_str())),
+        Some(Outcome::Failed { reason, message }) => {
+            Some(format!("{}: {message}", reason.as_str()))
+        }
         Some(Outcome::Cancelled) => Some("cancelled by its owner".to_owned()),
         _ => job.progress.as_ref().and_then(|p| p.message.clone()),
     }
@@ -276,8 +278,7 @@ pub fn response(id: Option<&Value>, result: &Value) -> String {
 
 /// A JSON-RPC error response for request `id` (an error a task's call answered).
 pub fn error_response(id: Option<&Value>, error: &Value) -> String {
-    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error})
-        .to_string()
+    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error}).to_string()
 }
 
 /// The call as the facade sends it to the backend: without the client's request for a task

@@ -87,7 +87,12 @@ fn the_create_result_is_flat_in_the_extension_and_nested_in_the_core() {
     assert_eq!(flat["ttlMs"], 60_000);
     assert_eq!(flat["pollIntervalMs"], 500);
     assert!(flat.get("task").is_none() && flat.get("ttl").is_none());
-    assert!(flat["createdAt"].as_str().unwrap().starts_with("1970-01-01T00:00:01"));
+    assert!(
+        flat["createdAt"]
+            .as_str()
+            .unwrap()
+            .starts_with("1970-01-01T00:00:01")
+    );
     let nested = created(&j, Revision::Core, TTL);
     assert_eq!(nested["task"]["taskId"], j.id.to_string());
     assert_eq!(nested["task"]["ttl"], 60_000);
@@ -153,9 +158,12 @@ fn the_inlined_result_loses_the_related_task_meta_and_tasks_result_gains_it() {
 fn an_input_required_task_shows_only_the_unanswered_requests() {
     let mut j = job(Status::InputRequired, None);
     let task = j.task.as_mut().unwrap();
-    task.input_requests.insert("a".into(), json!({"method": "elicitation/create"}));
-    task.input_requests.insert("b".into(), json!({"method": "elicitation/create"}));
-    task.input_responses.insert("a".into(), json!({"action": "accept"}));
+    task.input_requests
+        .insert("a".into(), json!({"method": "elicitation/create"}));
+    task.input_requests
+        .insert("b".into(), json!({"method": "elicitation/create"}));
+    task.input_responses
+        .insert("a".into(), json!({"action": "accept"}));
     let d = detailed(&j, Revision::Extension, TTL);
     assert_eq!(d["status"], "input_required");
     let keys: Vec<_> = d["inputRequests"].as_object().unwrap().keys().collect();
