@@ -369,6 +369,51 @@ async fn another_principals_task_is_unknown_to_it() {
 }
 
 #[tokio::test]
+async fn a_principal_limited_by_method_rules_can_still_follow_its_own_tasks() {
+    let fx = fixture(ResponseMode::Json).await;
+    let mut up = facade(&fx);
+    // Allowed one tool and no task method: the facade's task methods reach only the caller's
+    // own tasks, so the rules do not stand between a client and the task of its allowed call.
+    up.auth.rules = vec![mcp_sidecar::config::RuleConfig {
+        scopes: vec!["tools".into()],
+        methods: vec!["tools/list".into()],
+        tools: vec!["slow_compute".into()],
+    }];
+    let mut c: Config = config(vec![up]);
+    c.auth = AuthConfig {
+        public_url: Some("https://mcp.example.test".into()),
+        api_keys: vec![ApiKeyConfig {
+            id: "alice".into(),
+            key: Secret("alice-key-0123456789abcdef".into()),
+            scopes: vec!["tools".into()],
+        }],
+        ..AuthConfig::default()
+    };
+    let sidecar = start(c).await;
+    let base = sidecar.url("");
+    let alice = Some("alice-key-0123456789abcdef");
+    let id = call(&base, alice, "slow_compute", json!({"seconds": 0, "label": "r"})).await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(until(&base, alice, &id, "completed").await["status"], "completed");
+    let (status, _) = rpc(&base, alice, "tasks/cancel", json!({"taskId": id}), true).await;
+    assert_eq!(status, 200);
+    // The rules still hold for everything else.
+    let (status, refused) = rpc(&base, alice, "prompts/list", json!({}), true).await;
+    assert_eq!((status, refused["error"]["code"].as_i64()), (403, Some(-32011)));
+    let (status, _) = rpc(
+        &base,
+        alice,
+        "tools/call",
+        json!({"name": "failing_job", "arguments": {}}),
+        true,
+    )
+    .await;
+    assert_eq!(status, 403, "another tool stays forbidden, task or not");
+}
+
+#[tokio::test]
 async fn discover_and_tools_list_advertise_the_facade_in_json_and_sse_answers() {
     for mode in [ResponseMode::Json, ResponseMode::Sse] {
         let fx = fixture(mode).await;

@@ -167,8 +167,9 @@ pub struct ToolConfig {
     /// Default: the upstream's, else automatic.
     #[serde(default)]
     pub tasks: Option<super::TasksMode>,
-    /// How long a task-capable call waits for its answer before the sidecar answers with the
-    /// task (an answer within it is sent as is). Default 0: the task at once.
+    /// How long a task-capable call on the 2026-07-28 protocol waits for its answer before the
+    /// sidecar answers with the task (an answer within it is sent as is; a 2025-11-25 task
+    /// request always gets its task). Default 0: the task at once.
     #[serde(default, with = "humantime_serde")]
     pub task_wait: Option<Duration>,
 }

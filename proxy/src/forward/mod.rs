@@ -453,8 +453,17 @@ impl Proxy {
         if ex.head.method == Method::POST {
             routing::check(ex)?;
         }
-        // Authorization needs the classification (method and tool of every message).
-        phase!(self.auth().authorize(ex, &mut ()));
+        // Authorization needs the classification (method and tool of every message). The Tasks
+        // facade's own task methods reach only the caller's own tasks, authorized when they
+        // were created (see `Tasks::answers_own_task_method`).
+        let own_task_method = self
+            .services
+            .tasks
+            .as_ref()
+            .is_some_and(|t| t.answers_own_task_method(ex));
+        if !own_task_method {
+            phase!(self.auth().authorize(ex, &mut ()));
+        }
         if let Some(l) = &self.limits {
             // Rate limits need the classification (only requests are limited, keys use
             // method/tool).

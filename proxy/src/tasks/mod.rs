@@ -169,6 +169,28 @@ impl Tasks {
                 .is_some_and(|p| p.facade())
     }
 
+    /// Whether the request is a task method the facade answers itself from the caller's own
+    /// jobs (`tasks/get`, `tasks/update`, `tasks/cancel`, `tasks/result`, `tasks/list` on an
+    /// upstream it serves). Such a request is not held to the upstream's method rules: it
+    /// reaches nothing but the caller's own tasks, whose calls were authorized when they were
+    /// made (as the job API's routes are), and a client allowed a tool must be able to follow
+    /// its task.
+    pub fn answers_own_task_method(&self, ex: &Exchange) -> bool {
+        let Some(message) = ex.classified.as_ref().and_then(Classified::single) else {
+            return false;
+        };
+        message.kind == Kind::Request
+            && matches!(
+                message.method.as_deref(),
+                Some("tasks/get" | "tasks/update" | "tasks/cancel" | "tasks/result" | "tasks/list")
+            )
+            && ex
+                .upstream
+                .as_ref()
+                .and_then(|u| self.plans.get(&u.name))
+                .is_some_and(|p| p.facade())
+    }
+
     /// The Tasks phase: creates a task for a negotiated call to a facade tool, answers the task
     /// methods, refuses what the spec refuses; everything else goes on.
     pub async fn serve(&self, ex: &mut Exchange) -> Outcome {
