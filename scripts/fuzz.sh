@@ -44,6 +44,7 @@ dict_for() {
     config_load) echo fuzz/dict/toml.dict ;;
     path_rule) echo fuzz/dict/path.dict ;;
     job_api_fields) echo fuzz/dict/job.dict ;;
+    tasks_fields) echo fuzz/dict/jsonrpc.dict ;;
   esac
 }
 
