@@ -96,8 +96,8 @@ async fn rpc(
         text
     } else {
         text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("data:"))
             .unwrap_or("null")
             .trim()
             .to_owned()
@@ -392,16 +392,28 @@ async fn a_principal_limited_by_method_rules_can_still_follow_its_own_tasks() {
     let sidecar = start(c).await;
     let base = sidecar.url("");
     let alice = Some("alice-key-0123456789abcdef");
-    let id = call(&base, alice, "slow_compute", json!({"seconds": 0, "label": "r"})).await["taskId"]
+    let id = call(
+        &base,
+        alice,
+        "slow_compute",
+        json!({"seconds": 0, "label": "r"}),
+    )
+    .await["taskId"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(until(&base, alice, &id, "completed").await["status"], "completed");
+    assert_eq!(
+        until(&base, alice, &id, "completed").await["status"],
+        "completed"
+    );
     let (status, _) = rpc(&base, alice, "tasks/cancel", json!({"taskId": id}), true).await;
     assert_eq!(status, 200);
     // The rules still hold for everything else.
     let (status, refused) = rpc(&base, alice, "prompts/list", json!({}), true).await;
-    assert_eq!((status, refused["error"]["code"].as_i64()), (403, Some(-32011)));
+    assert_eq!(
+        (status, refused["error"]["code"].as_i64()),
+        (403, Some(-32011))
+    );
     let (status, _) = rpc(
         &base,
         alice,
