@@ -334,6 +334,7 @@ fn shipped_example_configs_are_valid() {
                 .arg("--config")
                 .arg(&path)
                 .env("SHIELD_URL", "http://127.0.0.1:8000/mcp")
+                .env("FIXTURE_URL", "http://127.0.0.1:8000/mcp")
                 .output()
                 .unwrap();
             assert!(

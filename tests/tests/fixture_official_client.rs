@@ -1,6 +1,9 @@
 //! The fixture MCP server against the official MCP Python SDK client (tests/sdk/fixture_client.py),
 //! in each response mode and without sessions: proves the fixture is a server real clients accept,
-//! so that what the other tests learn through it holds for real traffic.
+//! so that what the other tests learn through it holds for real traffic. The SDK (mcp 2.3) takes
+//! the fixture's 2026-07-28 offer: stateless requests after one `server/discover`. The
+//! 2025-11-25 session lifecycle through the sidecar is driven by the SDK clients of
+//! `sdk_clients.rs`.
 //!
 //! Needs `<repo>/.venv` from `scripts/test-deps.sh` (or `MCP_TEST_PYTHON` pointing at a Python with
 //! the pinned `mcp` package). Without it the tests fail, on purpose: a silently skipped check is no check.
@@ -104,7 +107,7 @@ async fn official_client_round_trip(
     let report = run_official_client(&url).await?;
 
     assert_eq!(report["server_name"], "mcp-fixture");
-    assert_eq!(report["protocol_version"], "2025-11-25");
+    assert_eq!(report["protocol_version"], "2026-07-28");
     assert_eq!(
         report["tools"],
         json!(["add", "echo", "fail", "large", "progress", "sleep"])
@@ -128,12 +131,10 @@ async fn official_client_round_trip(
     let count = |map: &std::collections::BTreeMap<String, u64>, key: &str| {
         map.get(key).copied().unwrap_or(0)
     };
-    assert_eq!(count(&stats.by_method, "initialize"), 1, "{stats:?}");
-    assert_eq!(
-        count(&stats.by_method, "notifications/initialized"),
-        1,
-        "{stats:?}"
-    );
+    // The fixture offers 2026-07-28 (`server/discover`), which the SDK takes: one discovery, no
+    // initialize handshake, no session.
+    assert_eq!(count(&stats.by_method, "server/discover"), 1, "{stats:?}");
+    assert_eq!(count(&stats.by_method, "initialize"), 0, "{stats:?}");
     assert_eq!(count(&stats.by_method, "tools/list"), 1, "{stats:?}");
     assert_eq!(count(&stats.by_method, "tools/call"), 3, "{stats:?}");
     for tool in ["echo", "add", "progress"] {
@@ -143,12 +144,13 @@ async fn official_client_round_trip(
         stats.cancelled_total, 0,
         "the client waited for every answer: {stats:?}"
     );
-    // The client ends its session with DELETE on exit; a stateless fixture never had one.
-    assert_eq!(stats.sessions_open, 0, "{stats:?}");
+    // The stateless protocol has no sessions, whether the fixture keeps them for older ones or not.
+    assert_eq!(stats.sessions_open, 0, "{stats:?} (stateless fixture: {stateless})");
     let headers = &stats.last_request_headers;
+    assert!(headers.get("mcp-session-id").is_none(), "{headers:?}");
     assert_eq!(
-        headers.get("mcp-session-id").is_some(),
-        !stateless,
+        headers.get("mcp-protocol-version").map(String::as_str),
+        Some("2026-07-28"),
         "{headers:?}"
     );
     if let Some(sidecar) = sidecar {

@@ -254,6 +254,11 @@ impl Tasks {
             }
             return Ok(Step::Next);
         };
+        // A client on a revision before Tasks (2025-06-18 and older, or no version at all)
+        // knows nothing of them: its calls are none of the facade's business.
+        if revision == Revision::Core && !wire::knows_tasks(&ex.head.headers, params) {
+            return Ok(Step::Next);
+        }
         let negotiated = match revision {
             Revision::Extension => wire::declares_extension(params),
             Revision::Core => wire::asks_for_task(params),

@@ -39,15 +39,8 @@ impl Revision {
     /// The revision of a request: its `MCP-Protocol-Version`, else its `_meta`'s (dates in
     /// `YYYY-MM-DD` compare as strings).
     pub fn of(headers: &http::HeaderMap, params: Option<&Value>) -> Self {
-        let header = headers
-            .get("mcp-protocol-version")
-            .and_then(|v| v.to_str().ok());
-        let meta = params
-            .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get(PROTOCOL_VERSION))
-            .and_then(Value::as_str);
-        match header.or(meta) {
-            Some(v) if v.trim() >= STATELESS_REVISION => Revision::Extension,
+        match version(headers, params) {
+            Some(v) if v >= STATELESS_REVISION => Revision::Extension,
             _ => Revision::Core,
         }
     }
@@ -68,6 +61,25 @@ impl Revision {
             Revision::Core
         }
     }
+}
+
+/// Whether the request's revision (its `MCP-Protocol-Version`, else its `_meta`'s) is one that
+/// defines Tasks, 2025-11-25 or later; a request without one is on 2025-03-26 (the Streamable
+/// HTTP rule for a missing header).
+pub fn knows_tasks(headers: &http::HeaderMap, params: Option<&Value>) -> bool {
+    version(headers, params).is_some_and(|v| v >= CORE_TASKS_REVISION)
+}
+
+/// The request's protocol revision: its `MCP-Protocol-Version`, else its `_meta`'s.
+fn version<'a>(headers: &'a http::HeaderMap, params: Option<&'a Value>) -> Option<&'a str> {
+    let header = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    let meta = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(PROTOCOL_VERSION))
+        .and_then(Value::as_str);
+    header.or(meta).map(str::trim)
 }
 
 /// Whether the request declares the Tasks extension in its `_meta` client capabilities

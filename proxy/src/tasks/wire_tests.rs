@@ -66,6 +66,18 @@ fn the_revision_comes_from_the_header_then_the_meta() {
 }
 
 #[test]
+fn only_a_revision_from_2025_11_25_on_knows_tasks() {
+    let mut h = http::HeaderMap::new();
+    assert!(!knows_tasks(&h, None), "no version: 2025-03-26");
+    h.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
+    assert!(!knows_tasks(&h, None));
+    h.insert("mcp-protocol-version", "2025-11-25".parse().unwrap());
+    assert!(knows_tasks(&h, None));
+    let meta = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}});
+    assert!(knows_tasks(&http::HeaderMap::new(), Some(&meta)));
+}
+
+#[test]
 fn negotiation_is_the_extension_in_meta_or_the_task_param() {
     let declared = json!({"_meta": {"io.modelcontextprotocol/clientCapabilities":
         {"extensions": {"io.modelcontextprotocol/tasks": {}}}}});
