@@ -23,7 +23,6 @@ mod result_stream;
 pub mod routing;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -85,7 +84,9 @@ impl Plan {
 #[derive(Debug, Clone)]
 pub struct Tasks {
     api: JobApi,
-    plans: Arc<HashMap<Arc<str>, Arc<Plan>>>,
+    /// Each upstream's plan, by name. A list: upstreams are few, and the name is the router's
+    /// own `Arc`, so the lookup on every `tools/call` is a pointer comparison, not a hash.
+    plans: Arc<[(Arc<str>, Arc<Plan>)]>,
     /// What a task's `ttl`/`ttlMs` says: a finished job is kept this long (`jobs.result_ttl`),
     /// so a task is never removed before its TTL from creation has passed.
     ttl: Duration,
@@ -94,7 +95,7 @@ pub struct Tasks {
 impl Tasks {
     /// The facade over `api` for `upstreams`.
     pub fn new(api: JobApi, upstreams: &[Arc<Upstream>], ttl: Duration) -> Self {
-        let plans = upstreams
+        let plans: Vec<(Arc<str>, Arc<Plan>)> = upstreams
             .iter()
             .map(|u| {
                 let plan = Plan {
@@ -106,14 +107,17 @@ impl Tasks {
             .collect();
         Self {
             api,
-            plans: Arc::new(plans),
+            plans: Arc::from(plans),
             ttl,
         }
     }
 
-    /// The upstream's plan.
-    pub fn plan(&self, upstream: &str) -> Option<&Arc<Plan>> {
-        self.plans.get(upstream)
+    /// The plan of the upstream named `name`.
+    pub fn plan(&self, name: &Arc<str>) -> Option<&Arc<Plan>> {
+        self.plans
+            .iter()
+            .find(|(n, _)| Arc::ptr_eq(n, name) || n == name)
+            .map(|(_, p)| p)
     }
 
     /// The facade's additions to the answer of `classified` (see [`advert`]): `None` unless it
@@ -134,7 +138,7 @@ impl Tasks {
         if !asks {
             return None;
         }
-        let plan = self.plans.get(&upstream.name)?;
+        let plan = self.plan(&upstream.name)?;
         if !plan.facade() {
             return None;
         }
@@ -165,7 +169,7 @@ impl Tasks {
             && ex
                 .upstream
                 .as_ref()
-                .and_then(|u| self.plans.get(&u.name))
+                .and_then(|u| self.plan(&u.name))
                 .is_some_and(|p| p.facade())
     }
 
@@ -187,7 +191,7 @@ impl Tasks {
             && ex
                 .upstream
                 .as_ref()
-                .and_then(|u| self.plans.get(&u.name))
+                .and_then(|u| self.plan(&u.name))
                 .is_some_and(|p| p.facade())
     }
 
@@ -240,7 +244,7 @@ impl Tasks {
         let ToolTasks::Facade { support, wait } = tasks else {
             // 2025-11-25: a task request for a tool without task support SHOULD get -32601;
             // a backend that never advertised Tasks would answer a plain result instead.
-            let native = self.plans.get(&upstream.name).is_some_and(|p| p.native());
+            let native = self.plan(&upstream.name).is_some_and(|p| p.native());
             if tasks == ToolTasks::Off
                 && revision == Revision::Core
                 && wire::asks_for_task(params)
