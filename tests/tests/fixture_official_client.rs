@@ -145,7 +145,10 @@ async fn official_client_round_trip(
         "the client waited for every answer: {stats:?}"
     );
     // The stateless protocol has no sessions, whether the fixture keeps them for older ones or not.
-    assert_eq!(stats.sessions_open, 0, "{stats:?} (stateless fixture: {stateless})");
+    assert_eq!(
+        stats.sessions_open, 0,
+        "{stats:?} (stateless fixture: {stateless})"
+    );
     let headers = &stats.last_request_headers;
     assert!(headers.get("mcp-session-id").is_none(), "{headers:?}");
     assert_eq!(
