@@ -293,6 +293,21 @@ async fn cancelling_a_task_reaches_its_job_and_a_finished_task_still_acks() {
         until(&base, None, &id, "cancelled").await["status"],
         "cancelled"
     );
+    // The backend is told, with routing headers that describe the notification, not the call.
+    mcp_e2e_tests::eventually("the backend got notifications/cancelled", || {
+        fx.stats()
+            .by_method
+            .get("notifications/cancelled")
+            .is_some_and(|n| *n >= 1)
+    })
+    .await;
+    let headers = fx.stats().last_request_headers;
+    assert_eq!(
+        headers.get("mcp-method").map(String::as_str),
+        Some("notifications/cancelled"),
+        "{headers:?}"
+    );
+    assert!(headers.get("mcp-name").is_none(), "{headers:?}");
     let (status, again) = rpc(&base, None, "tasks/cancel", json!({"taskId": id}), true).await;
     assert_eq!(
         (status, &again["result"]),

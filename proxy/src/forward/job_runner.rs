@@ -24,6 +24,7 @@ use crate::jobs::{FailReason, Job, Progress, ProgressSink, RunOutcome, Runner};
 use crate::limits::{Held, Limits};
 use crate::mcp;
 use crate::principal::{Principal, Source};
+use crate::tasks::routing;
 use crate::upstream::{Router, Upstream};
 
 /// How long a job waits before trying again after the sidecar itself ran short (descriptors,
@@ -222,7 +223,20 @@ impl Runner for JobRunner {
         job.request.body = message;
         Box::pin(async move {
             let body = Bytes::from(job.request.body.clone());
-            let (ex, upstream, uri) = this.exchange(&job, &body)?;
+            let (mut ex, upstream, uri) = this.exchange(&job, &body)?;
+            // The stored routing headers describe the call, not this message: a notification
+            // gets its own method, a response none (SEP-2243: the headers repeat the body).
+            let method = ex
+                .classified
+                .as_ref()
+                .and_then(mcp::Classified::single)
+                .and_then(|m| m.method.as_deref())
+                .and_then(|m| HeaderValue::from_str(m).ok());
+            ex.head.headers.remove(routing::MCP_NAME);
+            match method {
+                Some(m) => ex.head.headers.insert(routing::MCP_METHOD, m),
+                None => ex.head.headers.remove(routing::MCP_METHOD),
+            };
             // A message in the job's session is never held back by the breaker or the caps:
             // the backend is waiting for it.
             let tail = Tail {
