@@ -7,7 +7,7 @@
 //! [`Auth::check_host_origin`] (Host/Origin allow-lists), [`Auth::authenticate`] (401 without
 //! a valid credential, before the body is read) and [`Auth::authorize`] (per message, after
 //! classification). The tail calls [`Auth::prepare_upstream_headers`] and
-//! [`Auth::filter_response`] (`tools/list` answers shrink to the tools the caller may call).
+//! [`Auth::tools_filter`] (`tools/list` answers shrink to the tools the caller may call).
 
 pub mod apikey;
 pub mod authz;

@@ -141,7 +141,7 @@ impl JobApi {
     }
 
     /// The job that runs the exchange's `tools/call` to `tool` of `upstream` (see
-    /// [`submit::call_job`]); `task` marks one the MCP Tasks facade creates.
+    /// `submit::call_job`); `task` marks one the MCP Tasks facade creates.
     pub fn call_job(
         &self,
         ex: &Exchange,

@@ -33,7 +33,7 @@ const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// only (and the failure logged): losing an acknowledged result is the one thing not allowed.
 const FINAL_WRITE_ATTEMPTS: u32 = 5;
 
-/// What [`Engine::update_waiting`]'s change decided.
+/// What the change given to [`super::Jobs::update_waiting`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
     /// The job goes on waiting for input (the round is not complete).

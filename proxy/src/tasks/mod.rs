@@ -4,19 +4,24 @@
 //! - A `tools/call` to a facade tool from a client that speaks Tasks (2026-07-28: the extension
 //!   in the request's `_meta` client capabilities; 2025-11-25: `params.task`) becomes a job
 //!   whose record carries [`TaskInfo`]; the answer is the `CreateTaskResult`, sent once the job
-//!   is stored durably. A tool with `task_wait` answers as is when its call ends within it.
+//!   is stored durably, without the client's task request (the backend sees a plain call). On
+//!   2026-07-28 a tool with `task_wait` answers as is when its call ends within it.
 //! - Task methods (`tasks/get`, `tasks/update`, `tasks/cancel`; 2025-11-25's `tasks/result`
 //!   and `tasks/list`) are answered here from the job, for its owner only: another principal's
 //!   task id is unknown (-32602), as a job of another owner is on `/jobs`.
 //! - A backend answer `input_required` (SEP-2322) parks the job with the round's
 //!   `inputRequests`; `tasks/update` collects the client's responses and, once every request
-//!   of the round is answered, sends the call again with them.
+//!   of the round is answered, sends the call again with them. Requests the call sends on its
+//!   event stream (2025-11-25 style) are shown the same way; `tasks/update` relays each
+//!   response to the backend's pending request, and 2025-11-25 clients get them on the
+//!   streamed `tasks/result` (`result_stream.rs`).
 //! - Without negotiation a facade tool runs live, unless it requires tasks (-32021, or -32601
 //!   on 2025-11-25).
 //! - The capability and `execution.taskSupport` are added to the backend's answers by
 //!   [`advert`]; a backend that advertises Tasks itself is left alone (passthrough).
 //!
-//! The phase runs after authorization and rate limits, like the job API's offload.
+//! The phase runs after authorization and rate limits, like the job API's offload; the
+//! facade's own task methods skip the method rules ([`Tasks::answers_own_task_method`]).
 
 pub mod advert;
 mod result_stream;
