@@ -34,6 +34,7 @@ use crate::principal::Source;
 use crate::upstream::{Router, Upstream};
 
 pub use render::job_json;
+pub(crate) use render::{event_stream, raw_json};
 
 /// Jobs listed per page unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 50;

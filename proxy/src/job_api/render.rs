@@ -90,7 +90,7 @@ pub(super) fn json(status: StatusCode, value: &Value) -> Response<ProxyBody> {
     raw_json(status, Bytes::from(value.to_string()))
 }
 
-pub(super) fn raw_json(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+pub(crate) fn raw_json(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     let h = response.headers_mut();
@@ -247,7 +247,13 @@ pub(super) fn events(
             }
         }
     });
-    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+    event_stream(StreamBody::new(frames).boxed_unsync())
+}
+
+/// A `200` event stream the sidecar writes itself (never cached, never buffered by a proxy in
+/// front).
+pub(crate) fn event_stream(body: ProxyBody) -> Response<ProxyBody> {
+    let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

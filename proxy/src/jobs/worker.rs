@@ -226,6 +226,20 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
             report.orphaned += 1;
             continue;
         };
+        // A job whose call was running: working, or waiting on requests its call sent on its
+        // stream (the call was running all the same).
+        let streaming = job
+            .task
+            .as_ref()
+            .is_some_and(super::model::TaskInfo::streaming);
+        if job.status == Status::InputRequired && streaming {
+            job.status = Status::Working;
+            if let Some(task) = job.task.as_mut() {
+                task.input_requests.clear();
+                task.input_responses.clear();
+                task.pending_ids.clear();
+            }
+        }
         match job.status {
             Status::Queued => report.queued += 1,
             // Possibly sent, but safe to send again; or known not to have been sent.
@@ -235,42 +249,6 @@ pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
                 job.seq += 1;
                 engine.persist(&mut job, Durability::Sync).await?;
                 report.rerun += 1;
-            }
-            // Its call was running (the requests came on its stream): as a working job.
-            Status::InputRequired
-                if job
-                    .task
-                    .as_ref()
-                    .is_some_and(super::model::TaskInfo::streaming)
-                    && (job.rerun_on_restart || job.unsent) =>
-            {
-                job.status = Status::Queued;
-                job.unsent = false;
-                if let Some(task) = job.task.as_mut() {
-                    task.input_requests.clear();
-                    task.input_responses.clear();
-                    task.pending_ids.clear();
-                }
-                job.seq += 1;
-                engine.persist(&mut job, Durability::Sync).await?;
-                report.rerun += 1;
-            }
-            Status::InputRequired
-                if job
-                    .task
-                    .as_ref()
-                    .is_some_and(super::model::TaskInfo::streaming) =>
-            {
-                let live = engine.add_live(job);
-                engine
-                    .fail(
-                        &live,
-                        FailReason::Interrupted,
-                        "the sidecar stopped while the job's call was running".to_owned(),
-                    )
-                    .await;
-                report.interrupted += 1;
-                continue;
             }
             // Waits for its client's input, as it did before the restart.
             Status::InputRequired => {

@@ -33,10 +33,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 use serde_json::{Map, Value};
 
-use crate::body::{ProxyBody, full};
+use crate::body::ProxyBody;
 use crate::config::{TaskSupport, ToolTasks, UpstreamTasks, tasks::tool_tasks};
 use crate::error::{McpErrorKind, McpRefusal, ProxyError};
 use crate::exchange::{Exchange, Outcome, Step};
@@ -652,15 +652,7 @@ fn job_error(err: JobError, revision: Revision) -> ProxyError {
 
 /// A JSON-RPC answer the sidecar wrote (or the job's stored one), `200 application/json`.
 fn json_answer(body: String) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from(body)));
-    *response.status_mut() = StatusCode::OK;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::job_api::raw_json(StatusCode::OK, Bytes::from(body))
 }
 
 #[cfg(test)]

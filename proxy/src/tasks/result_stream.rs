@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::{HeaderValue, Response, header};
+use http::Response;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::Value;
@@ -155,13 +155,5 @@ pub(super) fn answer(
             }
         }
     });
-    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    crate::job_api::event_stream(StreamBody::new(frames).boxed_unsync())
 }
