@@ -1,0 +1,323 @@
+//! The command line: `mcp-load run URL ...` and `mcp-load merge REPORT...`.
+//!
+//! Exit codes: 0 all well; 1 the run could not be made (unreachable target, bad file); 2 bad
+//! usage; 3 a `--threshold` was crossed (each named with its measured value).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::client::Target;
+use crate::engine::{self, Load, Plan, Stop};
+use crate::report::{self, Report};
+use crate::threshold::Threshold;
+use crate::workload::Workload;
+
+/// Exit code of a run that crossed a threshold.
+pub const EXIT_THRESHOLD: u8 = 3;
+/// Default length of a point of the series: a second, as wrk and k6 report.
+const DEFAULT_INTERVAL: &str = "1s";
+
+/// MCP-aware load generator: open or closed loop, HDR histograms, thresholds for CI.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-load", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send load to an MCP endpoint and report.
+    Run(Box<RunArgs>),
+    /// Combine the reports of shards that ran at the same time (histograms merged exactly).
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Arrival {
+    /// Evenly spaced.
+    Constant,
+    /// Exponential gaps (a Poisson process), reproducible with --seed.
+    Poisson,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The MCP endpoint (Streamable HTTP), http:// or https://.
+    url: String,
+    /// Open loop: requests per second, each measured from its intended start.
+    #[arg(long, conflicts_with = "concurrency")]
+    rate: Option<f64>,
+    /// Closed loop: this many workers sending back to back.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// How open-loop requests arrive.
+    #[arg(long, value_enum, default_value_t = Arrival::Constant)]
+    arrival: Arrival,
+    /// How long to measure (after the warm-up), e.g. 30s, 2m.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "requests")]
+    duration: Option<Duration>,
+    /// Or: how many requests to send.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Left out of the results at the start.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    warmup: Duration,
+    /// The request: `TOOL JSON-ARGS` as a tools/call (`{{seq}}` is the sequence number).
+    #[arg(long, conflicts_with = "method")]
+    call: Option<String>,
+    /// Or a parameterless method: tools/list, ping, prompts/list.
+    #[arg(long)]
+    method: Option<String>,
+    /// Virtual sessions the requests are spread over (each initializes, and ends with DELETE).
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
+    /// Extra header, `Name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Environment variable holding a bearer token (sent as `Authorization: Bearer ...`); a
+    /// secret never goes on the command line, where shell history keeps it.
+    #[arg(long)]
+    bearer_env: Option<String>,
+    /// Environment variable holding an API key (sent as `X-API-Key`).
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// Extra PEM CA file trusted for https:// (besides the system roots).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Per-request timeout (counted as `timeout`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    timeout: Duration,
+    /// Length of a point of the report's series.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_INTERVAL)]
+    interval: Duration,
+    /// Open loop: requests in flight at most; past it the generator waits (shown as send lag).
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// Seed of the Poisson arrivals.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Pass/fail rule, e.g. 'p99<250ms', 'error_rate<0.1%', 'rps>900' (repeatable).
+    #[arg(long = "threshold")]
+    thresholds: Vec<Threshold>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set).
+    #[arg(long)]
+    summary: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// Reports to combine.
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// Write the merged report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Pass/fail rules checked on the merged report.
+    #[arg(long = "threshold")]
+    thresholds: Vec<Threshold>,
+    /// Print a Markdown summary.
+    #[arg(long)]
+    summary: bool,
+}
+
+/// Runs the command line; the process's exit code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Run(a) => run(*a).await,
+            Command::Merge(a) => merge(a),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mcp-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let load = match (a.rate, a.concurrency) {
+        (Some(r), None) if r > 0.0 && r.is_finite() => Load::Rate {
+            rate: r,
+            poisson: matches!(a.arrival, Arrival::Poisson),
+        },
+        (Some(r), None) => anyhow::bail!("--rate {r}: must be a positive number of requests per second"),
+        (None, Some(0)) => anyhow::bail!("--concurrency 0: at least one worker"),
+        (None, Some(c)) => Load::Concurrency(c),
+        _ => Load::Concurrency(1),
+    };
+    let stop = match (a.duration, a.requests) {
+        (Some(d), None) if !d.is_zero() => Stop::Duration(d),
+        (None, Some(n)) if n > 0 => Stop::Requests(n),
+        (None, None) => Stop::Duration(Duration::from_secs(10)),
+        _ => anyhow::bail!("--duration and --requests must be greater than zero"),
+    };
+    let workload = match (&a.call, &a.method) {
+        (Some(c), _) => Workload::call(c)?,
+        (None, Some(m)) => Workload::method(m),
+        (None, None) => Workload::method("tools/list"),
+    };
+    let headers = headers(&a)?;
+    let connections = match load {
+        Load::Concurrency(c) => c,
+        Load::Rate { .. } => a.max_in_flight.min(1024),
+    };
+    let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?;
+    let config = serde_json::json!({
+        "url": a.url,
+        "load": match load {
+            Load::Rate { rate, poisson } => serde_json::json!({"rate": rate, "arrival": if poisson { "poisson" } else { "constant" }}),
+            Load::Concurrency(c) => serde_json::json!({"concurrency": c}),
+        },
+        "stop": match stop {
+            Stop::Duration(d) => serde_json::json!({"duration_s": d.as_secs_f64()}),
+            Stop::Requests(n) => serde_json::json!({"requests": n}),
+        },
+        "warmup_s": a.warmup.as_secs_f64(),
+        "sessions": a.sessions,
+        "call": a.call,
+        "method": a.method,
+    });
+    let plan = Plan {
+        load,
+        stop,
+        warmup: a.warmup,
+        sessions: a.sessions,
+        interval: a.interval,
+        max_in_flight: a.max_in_flight,
+        seed: a.seed,
+    };
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        eprintln!("mcp-load: interrupted; reporting what was measured");
+    };
+    let report = engine::run(target, workload, plan, config, ctrl_c).await?;
+    if let Load::Rate { rate, .. } = load {
+        let achieved = report.rps;
+        eprintln!(
+            "target rate {rate:.1}/s, achieved {achieved:.1}/s; send lag p50 {:.3} ms, p99 {:.3} ms",
+            report.send_lag_ms.p50, report.send_lag_ms.p99
+        );
+        // The generator, not the server, set the pace: its own lag is large.
+        if report.send_lag_ms.p99 > GENERATOR_LAG_WARN_MS {
+            eprintln!(
+                "mcp-load: WARNING: the generator sent requests up to {:.1} ms late (p99): it, not the server, may be the limit; give it more cores or lower --rate",
+                report.send_lag_ms.p99
+            );
+        }
+    }
+    finish(&report, &a.thresholds, a.out.as_ref(), a.summary)
+}
+
+/// Send lag (p99) past which the generator warns that it is the bottleneck: a few ms is
+/// scheduler noise; more means requests left late because the generator was busy.
+const GENERATOR_LAG_WARN_MS: f64 = 10.0;
+
+fn headers(a: &RunArgs) -> anyhow::Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for h in &a.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header `{h}`: write it as `Name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|e| anyhow::anyhow!("--header `{h}`: {e}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|e| anyhow::anyhow!("--header `{h}`: {e}"))?;
+        map.append(name, value);
+    }
+    let secret = |var: &str| {
+        std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable `{var}` is not set"))
+    };
+    if let Some(var) = &a.bearer_env {
+        let v = HeaderValue::from_str(&format!("Bearer {}", secret(var)?))
+            .map_err(|_| anyhow::anyhow!("`{var}` holds bytes a header cannot carry"))?;
+        map.insert(http::header::AUTHORIZATION, v);
+    }
+    if let Some(var) = &a.api_key_env {
+        let v = HeaderValue::from_str(&secret(var)?)
+            .map_err(|_| anyhow::anyhow!("`{var}` holds bytes a header cannot carry"))?;
+        map.insert(HeaderName::from_static("x-api-key"), v);
+    }
+    Ok(map)
+}
+
+fn merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
+    let mut reports = Vec::new();
+    for path in &a.reports {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let r: Report = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not an mcp-load report: {e}", path.display()))?;
+        reports.push(r);
+    }
+    let merged = report::merge(&reports)?;
+    finish(&merged, &a.thresholds, a.out.as_ref(), a.summary)
+}
+
+/// Prints the table, writes the report, checks the thresholds.
+fn finish(
+    report: &Report,
+    thresholds: &[Threshold],
+    out: Option<&PathBuf>,
+    summary: bool,
+) -> anyhow::Result<ExitCode> {
+    let l = &report.latency_ms;
+    println!(
+        "requests {}  errors {} ({:.3}%)  rps {:.1}  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        report.requests,
+        report.errors,
+        report.error_rate * 100.0,
+        report.rps,
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max
+    );
+    for (kind, n) in &report.errors_by_kind {
+        println!("  error {kind}: {n}");
+    }
+    if let Some(path) = out {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if summary {
+        let md = report::markdown(report);
+        println!("{md}");
+        if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
+            use std::io::Write as _;
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+                let _ = f.write_all(md.as_bytes());
+            }
+        }
+    }
+    let crossed: Vec<_> = thresholds.iter().filter_map(|t| t.check(report).err()).collect();
+    for c in &crossed {
+        eprintln!("mcp-load: {c}");
+    }
+    Ok(if crossed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_THRESHOLD)
+    })
+}

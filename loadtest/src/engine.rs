@@ -1,0 +1,267 @@
+//! The rate models.
+//!
+//! - **Open loop** (`--rate`): request *i* has an intended start, `i / rate` after the start
+//!   (constant arrival) or the sum of exponential gaps (Poisson arrival). It is sent at that time
+//!   whatever happened to the ones before, and its latency is measured **from its intended
+//!   start**: a server that stalls for a second shows a second in the high percentiles instead of
+//!   hiding behind requests the generator politely did not send (coordinated omission). How late
+//!   the generator itself sent each request is reported as the send lag.
+//! - **Closed loop** (`--concurrency`): that many workers, each sending its next request when the
+//!   last is answered; for maximum-throughput runs. Latency is from the send.
+//!
+//! Results of requests that started during the warm-up are left out; Ctrl-C (or any `stop`
+//! future) ends the run and what was measured is still reported.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::client::{Session, Target};
+use crate::report::{Outcome, Recorder, Report};
+use crate::workload::Workload;
+
+/// How requests arrive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Open loop at `rate` requests per second; exponential gaps when `poisson`.
+    Rate {
+        /// Requests per second.
+        rate: f64,
+        /// Poisson arrivals instead of evenly spaced ones.
+        poisson: bool,
+    },
+    /// Closed loop with this many workers.
+    Concurrency(usize),
+}
+
+/// When the run ends (after the warm-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After this long.
+    Duration(Duration),
+    /// After this many requests have been started.
+    Requests(u64),
+}
+
+/// A run to make.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The rate model.
+    pub load: Load,
+    /// The end.
+    pub stop: Stop,
+    /// Left out of the results at the start.
+    pub warmup: Duration,
+    /// Virtual sessions the requests are spread over.
+    pub sessions: usize,
+    /// Length of a point of the series.
+    pub interval: Duration,
+    /// Requests in flight at most (open loop): past it the generator waits, and says so in its
+    /// send lag.
+    pub max_in_flight: usize,
+    /// Seed of the Poisson arrivals.
+    pub seed: u64,
+}
+
+/// One measured request, sent to the recorder.
+struct Measured {
+    end: Instant,
+    latency: Duration,
+    lag: Duration,
+    outcome: Outcome,
+}
+
+/// Runs `plan` against `target`; `stop` ends it early (Ctrl-C). The report covers the measured
+/// time, the warm-up excluded.
+pub async fn run(
+    target: Target,
+    workload: Workload,
+    plan: Plan,
+    config: Value,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<Report> {
+    let mut sessions = Vec::with_capacity(plan.sessions.max(1));
+    for _ in 0..plan.sessions.max(1) {
+        sessions.push(target.open().await?);
+    }
+    let sessions: Arc<[Session]> = sessions.into();
+    let workload = Arc::new(workload);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Measured>();
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let collector = {
+        let interval = plan.interval;
+        tokio::spawn(async move {
+            let mut recorder = Recorder::new(interval);
+            let mut last = measure_from;
+            while let Some(m) = rx.recv().await {
+                last = last.max(m.end);
+                recorder.record(
+                    m.end.saturating_duration_since(measure_from),
+                    m.latency,
+                    m.lag,
+                    m.outcome,
+                );
+            }
+            (recorder, last)
+        })
+    };
+    let issued = Arc::new(AtomicU64::new(0));
+    let ctx = Ctx {
+        target: target.clone(),
+        workload,
+        sessions: sessions.clone(),
+        issued: issued.clone(),
+        tx,
+        measure_from,
+    };
+    let generate = async {
+        match plan.load {
+            Load::Rate { rate, poisson } => open_loop(&ctx, &plan, rate, poisson, start).await,
+            Load::Concurrency(n) => closed_loop(&ctx, &plan, n, start).await,
+        }
+    };
+    tokio::select! {
+        () = generate => {}
+        () = stop => {}
+    }
+    drop(ctx);
+    let (recorder, last) = collector.await?;
+    for s in sessions.iter() {
+        target.close(s).await;
+    }
+    // A timed run is measured over its duration (or until Ctrl-C); a counted one until its
+    // last answer.
+    let elapsed = match plan.stop {
+        Stop::Duration(d) => d.min(Instant::now().saturating_duration_since(measure_from)),
+        Stop::Requests(_) => last.saturating_duration_since(measure_from),
+    };
+    Ok(recorder.report(elapsed, config))
+}
+
+/// What the generators share.
+struct Ctx {
+    target: Target,
+    workload: Arc<Workload>,
+    sessions: Arc<[Session]>,
+    issued: Arc<AtomicU64>,
+    tx: mpsc::UnboundedSender<Measured>,
+    measure_from: Instant,
+}
+
+impl Ctx {
+    /// Takes the next request number, unless the run is over.
+    fn next(&self, plan: &Plan, now: Instant) -> Option<u64> {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let over = match plan.stop {
+            Stop::Duration(d) => now >= self.measure_from + d,
+            Stop::Requests(max) => n >= max,
+        };
+        (!over).then_some(n)
+    }
+
+    /// Sends request `n` that was meant to start at `intended`, and records it.
+    async fn one(&self, n: u64, intended: Instant) {
+        let session = &self.sessions[(n as usize) % self.sessions.len()];
+        let (id, body): (Value, Bytes) = self.workload.request(n);
+        let sent = Instant::now();
+        let answer = self.target.call(session, &id, body).await;
+        let end = Instant::now();
+        if intended < self.measure_from {
+            return;
+        }
+        let _ = self.tx.send(Measured {
+            end,
+            latency: end.saturating_duration_since(intended),
+            lag: sent.saturating_duration_since(intended),
+            outcome: answer.outcome,
+        });
+    }
+}
+
+async fn open_loop(ctx: &Ctx, plan: &Plan, rate: f64, poisson: bool, start: Instant) {
+    let rate = rate.max(1e-6);
+    let slots = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
+    let mut rng = XorShift::new(plan.seed);
+    let mut offset = 0.0_f64;
+    let mut tasks = JoinSet::new();
+    let ctx = Arc::new(ctx_clone(ctx));
+    loop {
+        let intended = start + Duration::from_secs_f64(offset);
+        tokio::time::sleep_until(intended).await;
+        let Some(n) = ctx.next(plan, intended) else { break };
+        // At the in-flight cap the generator waits: the wait shows as send lag, and the
+        // latency still counts from the intended start.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let c = ctx.clone();
+        tasks.spawn(async move {
+            c.one(n, intended).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+        offset += if poisson {
+            -(1.0 - rng.uniform()).ln() / rate
+        } else {
+            1.0 / rate
+        };
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn closed_loop(ctx: &Ctx, plan: &Plan, workers: usize, _start: Instant) {
+    let ctx = Arc::new(ctx_clone(ctx));
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let c = ctx.clone();
+        let plan = plan.clone();
+        tasks.spawn(async move {
+            loop {
+                let now = Instant::now();
+                let Some(n) = c.next(&plan, now) else { return };
+                c.one(n, now).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn ctx_clone(ctx: &Ctx) -> Ctx {
+    Ctx {
+        target: ctx.target.clone(),
+        workload: ctx.workload.clone(),
+        sessions: ctx.sessions.clone(),
+        issued: ctx.issued.clone(),
+        tx: ctx.tx.clone(),
+        measure_from: ctx.measure_from,
+    }
+}
+
+/// xorshift64*: one uniform number per Poisson gap, reproducible from `--seed`. A generator
+/// crate would be more code than this for one distribution.
+#[derive(Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
