@@ -131,7 +131,10 @@ struct MergeArgs {
 /// Runs the command line; the process's exit code.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mcp-load: cannot start the runtime: {e}");
@@ -159,7 +162,9 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             rate: r,
             poisson: matches!(a.arrival, Arrival::Poisson),
         },
-        (Some(r), None) => anyhow::bail!("--rate {r}: must be a positive number of requests per second"),
+        (Some(r), None) => {
+            anyhow::bail!("--rate {r}: must be a positive number of requests per second")
+        }
         (None, Some(0)) => anyhow::bail!("--concurrency 0: at least one worker"),
         (None, Some(c)) => Load::Concurrency(c),
         _ => Load::Concurrency(1),
@@ -306,12 +311,19 @@ fn finish(
         println!("{md}");
         if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
             use std::io::Write as _;
-            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+            {
                 let _ = f.write_all(md.as_bytes());
             }
         }
     }
-    let crossed: Vec<_> = thresholds.iter().filter_map(|t| t.check(report).err()).collect();
+    let crossed: Vec<_> = thresholds
+        .iter()
+        .filter_map(|t| t.check(report).err())
+        .collect();
     for c in &crossed {
         eprintln!("mcp-load: {c}");
     }

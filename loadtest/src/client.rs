@@ -97,7 +97,12 @@ impl Target {
         })
     }
 
-    fn request(&self, method: Method, session: &Session, body: Bytes) -> Request<mcp_sidecar::body::ProxyBody> {
+    fn request(
+        &self,
+        method: Method,
+        session: &Session,
+        body: Bytes,
+    ) -> Request<mcp_sidecar::body::ProxyBody> {
         let mut req = Request::new(full(body));
         *req.method_mut() = method;
         *req.uri_mut() = self.uri.clone();
@@ -126,7 +131,11 @@ impl Target {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
             "clientInfo": {"name": "mcp-load", "version": env!("CARGO_PKG_VERSION")}}});
-        let req = self.request(Method::POST, &Session::default(), Bytes::from(init.to_string()));
+        let req = self.request(
+            Method::POST,
+            &Session::default(),
+            Bytes::from(init.to_string()),
+        );
         let response = tokio::time::timeout(self.timeout, self.pool.request(req))
             .await
             .map_err(|_| anyhow::anyhow!("initialize: no answer within {:?}", self.timeout))?
@@ -208,7 +217,9 @@ impl Target {
                 let Ok(frame) = frame else {
                     return (Outcome::Error("reset".into()), None);
                 };
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 pending.extend_from_slice(&data);
                 while let Some(end) = splitter.find_event_end(&pending[scanned..]) {
                     let event = pending.split_to(scanned + end);
@@ -244,7 +255,10 @@ impl Target {
             // A notification's answer.
             return (Outcome::Success, None);
         }
-        match std::str::from_utf8(&buf).ok().and_then(|t| response_to(t, id)) {
+        match std::str::from_utf8(&buf)
+            .ok()
+            .and_then(|t| response_to(t, id))
+        {
             Some(message) => (classify(&message), Some(message)),
             None => (Outcome::Error("bad_answer".into()), None),
         }

@@ -196,7 +196,9 @@ async fn open_loop(ctx: &Ctx, plan: &Plan, rate: f64, poisson: bool, start: Inst
     loop {
         let intended = start + Duration::from_secs_f64(offset);
         tokio::time::sleep_until(intended).await;
-        let Some(n) = ctx.next(plan, intended) else { break };
+        let Some(n) = ctx.next(plan, intended) else {
+            break;
+        };
         // At the in-flight cap the generator waits: the wait shows as send lag, and the
         // latency still counts from the intended start.
         let Ok(permit) = slots.clone().acquire_owned().await else {

@@ -26,7 +26,9 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(MAX_US).clamp(1, MAX_US)
+    u64::try_from(d.as_micros())
+        .unwrap_or(MAX_US)
+        .clamp(1, MAX_US)
 }
 
 /// How one request ended.
@@ -240,7 +242,9 @@ pub enum ReportError {
         why: String,
     },
     /// Reports of different interval lengths cannot be aligned.
-    #[error("reports have different intervals ({0} s and {1} s): run them with the same --interval")]
+    #[error(
+        "reports have different intervals ({0} s and {1} s): run them with the same --interval"
+    )]
     Intervals(f64, f64),
     /// Nothing to merge.
     #[error("no report to merge")]

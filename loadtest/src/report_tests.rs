@@ -12,11 +12,20 @@ fn percentiles_come_from_the_histogram_and_errors_count_by_class() {
     for i in 1..=100 {
         r.record(ms((i - 1) * 10), ms(i), Duration::ZERO, Outcome::Success);
     }
-    r.record(ms(1500), ms(1), Duration::ZERO, Outcome::Error("jsonrpc_-32601".into()));
+    r.record(
+        ms(1500),
+        ms(1),
+        Duration::ZERO,
+        Outcome::Error("jsonrpc_-32601".into()),
+    );
     let report = r.report(Duration::from_secs(2), serde_json::json!({}));
     assert_eq!((report.requests, report.errors), (101, 1));
     assert_eq!(report.errors_by_kind["jsonrpc_-32601"], 1);
-    assert!((report.latency_ms.p50 - 50.0).abs() < 0.1, "{:?}", report.latency_ms);
+    assert!(
+        (report.latency_ms.p50 - 50.0).abs() < 0.1,
+        "{:?}",
+        report.latency_ms
+    );
     assert!((report.latency_ms.max - 100.0).abs() < 0.1);
     assert_eq!(report.intervals.len(), 2);
     assert_eq!(report.intervals[0].requests, 100);
@@ -46,11 +55,20 @@ fn merged_shards_equal_one_run_over_the_same_requests() {
     }
     let d = Duration::from_secs(3);
     let whole = one.report(d, serde_json::json!({}));
-    let merged = merge(&[a.report(d, serde_json::json!({})), b.report(d, serde_json::json!({}))])
-        .unwrap();
+    let merged = merge(&[
+        a.report(d, serde_json::json!({})),
+        b.report(d, serde_json::json!({})),
+    ])
+    .unwrap();
     assert_eq!(merged.latency_ms, whole.latency_ms);
-    assert_eq!(merged.histogram, whole.histogram, "the same histogram, bit for bit");
-    assert_eq!((merged.requests, merged.errors), (whole.requests, whole.errors));
+    assert_eq!(
+        merged.histogram, whole.histogram,
+        "the same histogram, bit for bit"
+    );
+    assert_eq!(
+        (merged.requests, merged.errors),
+        (whole.requests, whole.errors)
+    );
     assert_eq!(merged.errors_by_kind, whole.errors_by_kind);
     assert!((merged.rps - whole.rps).abs() < 1e-6);
     for (m, w) in merged.intervals.iter().zip(&whole.intervals) {
@@ -61,9 +79,14 @@ fn merged_shards_equal_one_run_over_the_same_requests() {
 #[test]
 fn merge_refuses_what_it_cannot_combine() {
     assert!(matches!(merge(&[]), Err(ReportError::Empty)));
-    let a = Recorder::new(Duration::from_secs(1)).report(Duration::from_secs(1), serde_json::json!({}));
-    let b = Recorder::new(Duration::from_secs(2)).report(Duration::from_secs(1), serde_json::json!({}));
-    assert!(matches!(merge(&[a.clone(), b]), Err(ReportError::Intervals(..))));
+    let a =
+        Recorder::new(Duration::from_secs(1)).report(Duration::from_secs(1), serde_json::json!({}));
+    let b =
+        Recorder::new(Duration::from_secs(2)).report(Duration::from_secs(1), serde_json::json!({}));
+    assert!(matches!(
+        merge(&[a.clone(), b]),
+        Err(ReportError::Intervals(..))
+    ));
     let mut bad = a;
     bad.histogram = "not base64!".into();
     let err = merge(&[bad]).unwrap_err().to_string();
@@ -72,7 +95,8 @@ fn merge_refuses_what_it_cannot_combine() {
 
 #[test]
 fn the_report_has_the_documented_top_level_fields() {
-    let report = Recorder::new(Duration::from_secs(1)).report(Duration::from_secs(1), serde_json::json!({}));
+    let report =
+        Recorder::new(Duration::from_secs(1)).report(Duration::from_secs(1), serde_json::json!({}));
     let v = serde_json::to_value(&report).unwrap();
     for key in ["requests", "errors", "rps", "latency_ms"] {
         assert!(v.get(key).is_some(), "{key}");

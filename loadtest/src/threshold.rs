@@ -58,7 +58,11 @@ pub struct Crossed {
 
 impl fmt::Display for Crossed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "threshold `{}` crossed: measured {}", self.threshold, self.measured)
+        write!(
+            f,
+            "threshold `{}` crossed: measured {}",
+            self.threshold, self.measured
+        )
     }
 }
 
@@ -75,10 +79,16 @@ impl std::str::FromStr for Threshold {
             .find(['<', '>', '='])
             .ok_or_else(|| err("no comparison: write it as METRIC<VALUE, such as p99<250ms"))?;
         let (name, rest) = compact.split_at(at);
-        let (op, value) = [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("<", Op::Lt), (">", Op::Gt)]
-            .into_iter()
-            .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (op, v)))
-            .ok_or_else(|| err("the comparison must be <, <=, >, >= or =="))?;
+        let (op, value) = [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("==", Op::Eq),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ]
+        .into_iter()
+        .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (op, v)))
+        .ok_or_else(|| err("the comparison must be <, <=, >, >= or =="))?;
         let metric = match name {
             "p50" | "median" => Metric::Latency(Some(0.5)),
             "p90" => Metric::Latency(Some(0.9)),

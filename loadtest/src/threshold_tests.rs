@@ -11,7 +11,12 @@ fn report(latencies_ms: &[u64], errors: usize) -> Report {
         } else {
             Outcome::Success
         };
-        r.record(Duration::ZERO, Duration::from_millis(*l), Duration::ZERO, outcome);
+        r.record(
+            Duration::ZERO,
+            Duration::from_millis(*l),
+            Duration::ZERO,
+            outcome,
+        );
     }
     r.report(Duration::from_secs(1), serde_json::json!({}))
 }
@@ -26,21 +31,61 @@ fn thresholds_parse_with_units_and_fail_naming_the_measured_value() {
     assert_eq!(crossed.threshold, "p99 < 5ms");
     assert!(crossed.measured.starts_with("10.0"), "{crossed}");
     // Histogram values are exact to 0.1%: 10 ms reads as at most 10.01 ms.
-    assert!("max<=0.0101s".parse::<Threshold>().unwrap().check(&r).is_ok());
-    assert!("mean<10100us".parse::<Threshold>().unwrap().check(&r).is_ok());
+    assert!(
+        "max<=0.0101s"
+            .parse::<Threshold>()
+            .unwrap()
+            .check(&r)
+            .is_ok()
+    );
+    assert!(
+        "mean<10100us"
+            .parse::<Threshold>()
+            .unwrap()
+            .check(&r)
+            .is_ok()
+    );
     assert!("rps>900".parse::<Threshold>().unwrap().check(&r).is_ok());
     assert!("rps>1001".parse::<Threshold>().unwrap().check(&r).is_err());
-    assert!("requests>=1000".parse::<Threshold>().unwrap().check(&r).is_ok());
+    assert!(
+        "requests>=1000"
+            .parse::<Threshold>()
+            .unwrap()
+            .check(&r)
+            .is_ok()
+    );
     assert!("errors==0".parse::<Threshold>().unwrap().check(&r).is_ok());
 }
 
 #[test]
 fn error_rate_takes_a_percentage_or_a_fraction() {
     let r = report(&[1; 1000], 2); // 0.2%
-    assert!("error_rate<0.1%".parse::<Threshold>().unwrap().check(&r).is_err());
-    assert!("error_rate<0.5%".parse::<Threshold>().unwrap().check(&r).is_ok());
-    assert!("error_rate<0.001".parse::<Threshold>().unwrap().check(&r).is_err());
-    let crossed = "error_rate<0.1%".parse::<Threshold>().unwrap().check(&r).unwrap_err();
+    assert!(
+        "error_rate<0.1%"
+            .parse::<Threshold>()
+            .unwrap()
+            .check(&r)
+            .is_err()
+    );
+    assert!(
+        "error_rate<0.5%"
+            .parse::<Threshold>()
+            .unwrap()
+            .check(&r)
+            .is_ok()
+    );
+    assert!(
+        "error_rate<0.001"
+            .parse::<Threshold>()
+            .unwrap()
+            .check(&r)
+            .is_err()
+    );
+    let crossed = "error_rate<0.1%"
+        .parse::<Threshold>()
+        .unwrap()
+        .check(&r)
+        .unwrap_err();
     assert_eq!(crossed.measured, "0.2000%");
 }
 

@@ -94,13 +94,18 @@ mod tests {
         assert_eq!(v["method"], "tools/call");
         assert_eq!(v["params"]["name"], "echo");
         assert_eq!(v["params"]["arguments"], json!({"text": "n6", "n": 6}));
-        let bare: Value = serde_json::from_slice(&Workload::call("ping_tool").unwrap().request(0).1).unwrap();
+        let bare: Value =
+            serde_json::from_slice(&Workload::call("ping_tool").unwrap().request(0).1).unwrap();
         assert_eq!(bare["params"]["arguments"], json!({}));
     }
 
     #[test]
     fn bad_call_flags_are_refused_naming_the_problem() {
-        for (spec, why) in [("", "name a tool"), ("t [1]", "JSON object"), ("t {nope", "not JSON")] {
+        for (spec, why) in [
+            ("", "name a tool"),
+            ("t [1]", "JSON object"),
+            ("t {nope", "not JSON"),
+        ] {
             let err = Workload::call(spec).unwrap_err().to_string();
             assert!(err.contains(why), "{spec}: {err}");
         }

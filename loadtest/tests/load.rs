@@ -1,0 +1,261 @@
+//! mcp-load against real servers on loopback: the fixture (sessions, JSON and SSE answers,
+//! JSON-RPC errors) and a backend of this file's that stalls for a second in the middle of an
+//! open-loop run (the coordinated-omission check); and the binary's exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
+use mcp_loadtest::client::Target;
+use mcp_loadtest::engine::{self, Load, Plan, Stop};
+use mcp_loadtest::report::Report;
+use mcp_loadtest::workload::Workload;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+fn plan(load: Load, stop: Stop) -> Plan {
+    Plan {
+        load,
+        stop,
+        warmup: Duration::ZERO,
+        sessions: 1,
+        interval: Duration::from_millis(250),
+        max_in_flight: 10_000,
+        seed: 7,
+    }
+}
+
+async fn run(url: &str, workload: Workload, plan: Plan) -> Report {
+    let connections = match plan.load {
+        Load::Concurrency(c) => c,
+        Load::Rate { .. } => 256,
+    };
+    let target = Target::new(
+        url,
+        connections,
+        HeaderMap::new(),
+        None,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    engine::run(target, workload, plan, json!({}), std::future::pending())
+        .await
+        .unwrap()
+}
+
+/// A JSON-RPC backend that answers at once, except that every request arriving between 1 s and
+/// 2 s after it started waits until 2 s: the whole server stalls for a second.
+async fn stalling_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let started = Instant::now();
+    let (from, until) = (
+        started + Duration::from_secs(1),
+        started + Duration::from_secs(2),
+    );
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let now = Instant::now();
+                    if now >= from && now < until {
+                        tokio::time::sleep_until(until).await;
+                    }
+                    let answer = match message.get("id") {
+                        None => {
+                            return Ok::<_, Infallible>(
+                                Response::builder()
+                                    .status(202)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            );
+                        }
+                        Some(id) => json!({"jsonrpc": "2.0", "id": id, "result": {
+                            "protocolVersion": "2025-11-25", "capabilities": {},
+                            "serverInfo": {"name": "stall", "version": "1"},
+                            "content": [{"type": "text", "text": "ok"}]}}),
+                    };
+                    Ok(Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(answer.to_string())))
+                        .unwrap())
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_stall_shows_in_the_open_loop_percentiles() {
+    let addr = stalling_backend().await;
+    let report = run(
+        &format!("http://{addr}/mcp"),
+        Workload::call("echo {}").unwrap(),
+        plan(
+            Load::Rate {
+                rate: 200.0,
+                poisson: false,
+            },
+            Stop::Duration(Duration::from_secs(3)),
+        ),
+    )
+    .await;
+    assert_eq!(report.errors, 0, "{:?}", report.errors_by_kind);
+    // A fifth of the requests were due during the stall: each waited what was left of it, from
+    // its intended start. A closed-loop tool would show one slow request, not a fifth.
+    assert!(report.latency_ms.p90 >= 400.0, "{:?}", report.latency_ms);
+    assert!(report.latency_ms.p99 >= 800.0, "{:?}", report.latency_ms);
+    assert!(report.latency_ms.p50 < 200.0, "{:?}", report.latency_ms);
+    assert!(
+        report.requests >= 550,
+        "the schedule went on: {}",
+        report.requests
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_rpc_errors_and_tool_errors_are_not_successes() {
+    let fx = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    let stop = Stop::Requests(40);
+    let r = run(
+        &fx.mcp_url(),
+        Workload::call(r#"fail {"mode":"jsonrpc_error","code":-32099}"#).unwrap(),
+        plan(Load::Concurrency(2), stop),
+    )
+    .await;
+    assert_eq!((r.requests, r.errors), (40, 40));
+    assert_eq!(r.errors_by_kind["jsonrpc_-32099"], 40);
+    let r = run(
+        &fx.mcp_url(),
+        Workload::call(r#"fail {"mode":"tool_error"}"#).unwrap(),
+        plan(Load::Concurrency(2), stop),
+    )
+    .await;
+    assert_eq!(r.errors_by_kind["tool_error"], 40);
+    let r = run(
+        &fx.mcp_url(),
+        Workload::call(r#"fail {"mode":"http_status","status":503}"#).unwrap(),
+        plan(Load::Concurrency(2), stop),
+    )
+    .await;
+    assert_eq!(r.errors_by_kind["http_503"], 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_initialize_answer_over_sse_and_end_with_delete() {
+    let fx = FixtureServer::start(FixtureConfig {
+        response_mode: ResponseMode::Sse,
+        ..FixtureConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut p = plan(Load::Concurrency(4), Stop::Requests(200));
+    p.sessions = 3;
+    let r = run(
+        &fx.mcp_url(),
+        Workload::call(r#"echo {"text":"n{{seq}}"}"#).unwrap(),
+        p,
+    )
+    .await;
+    assert_eq!((r.requests, r.errors), (200, 0), "{:?}", r.errors_by_kind);
+    let stats = fx.stats();
+    assert_eq!(stats.by_method.get("initialize"), Some(&3));
+    assert_eq!(stats.by_method.get("notifications/initialized"), Some(&3));
+    assert_eq!(stats.by_tool.get("echo"), Some(&200));
+    assert_eq!(stats.sessions_open, 0, "every session ended with DELETE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_3_naming_a_crossed_threshold_and_writes_its_report() {
+    let fx = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("mcp-load-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("report.json");
+    let url = fx.mcp_url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+            .args(["run", &url, "--concurrency", "2", "--requests", "50"])
+            .args(["--call", r#"echo {"text":"hi"}"#])
+            .args(["--threshold", "p99<60s", "--threshold", "rps>1000000"])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("threshold `rps>1000000` crossed: measured"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("p99<60s"), "{stderr}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["requests"], 50);
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Usage errors are 2 (clap), a target that cannot be reached is 1.
+    let bad = Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+        .args(["run", "http://127.0.0.1:1/mcp", "--requests", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let usage = Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+        .args(["run", "http://x/", "--threshold", "p99<250"])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2), "{usage:?}");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("needs a unit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_server_is_loaded_without_sessions() {
+    let fx = FixtureServer::start(FixtureConfig {
+        stateless: true,
+        ..FixtureConfig::default()
+    })
+    .await
+    .unwrap();
+    let r = run(
+        &fx.mcp_url(),
+        Workload::method("tools/list"),
+        plan(
+            Load::Rate {
+                rate: 100.0,
+                poisson: true,
+            },
+            Stop::Requests(50),
+        ),
+    )
+    .await;
+    assert_eq!((r.requests, r.errors), (50, 0), "{:?}", r.errors_by_kind);
+}
