@@ -71,8 +71,15 @@ struct RunArgs {
     #[arg(long, conflicts_with = "method")]
     call: Option<String>,
     /// Or a parameterless method: tools/list, ping, prompts/list.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "scenario")]
     method: Option<String>,
+    /// Or a scenario file (TOML): a weighted mix of requests with templates.
+    #[arg(long, conflicts_with = "call")]
+    scenario: Option<PathBuf>,
+    /// Open loop with ramp stages: DURATION:RATE,... (the rate moves linearly to each stage's),
+    /// e.g. 30s:100,60s:1000,30s:0. Replaces --rate and --duration.
+    #[arg(long, conflicts_with_all = ["rate", "concurrency", "duration", "requests"])]
+    stages: Option<String>,
     /// Virtual sessions the requests are spread over (each initializes, and ends with DELETE).
     #[arg(long, default_value_t = 1)]
     sessions: usize,
@@ -157,7 +164,17 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let stages = match &a.stages {
+        Some(text) => {
+            if matches!(a.arrival, Arrival::Poisson) {
+                anyhow::bail!("--stages arrive evenly spaced; --arrival poisson goes with --rate");
+            }
+            Some(engine::parse_stages(text).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => None,
+    };
     let load = match (a.rate, a.concurrency) {
+        _ if stages.is_some() => Load::Stages(stages.clone().unwrap_or_default()),
         (Some(r), None) if r > 0.0 && r.is_finite() => Load::Rate {
             rate: r,
             poisson: matches!(a.arrival, Arrival::Poisson),
@@ -170,27 +187,34 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         _ => Load::Concurrency(1),
     };
     let stop = match (a.duration, a.requests) {
+        _ if stages.is_some() => Stop::Duration(stages.iter().flatten().map(|s| s.duration).sum()),
         (Some(d), None) if !d.is_zero() => Stop::Duration(d),
         (None, Some(n)) if n > 0 => Stop::Requests(n),
         (None, None) => Stop::Duration(Duration::from_secs(10)),
         _ => anyhow::bail!("--duration and --requests must be greater than zero"),
     };
-    let workload = match (&a.call, &a.method) {
-        (Some(c), _) => Workload::call(c)?,
-        (None, Some(m)) => Workload::method(m),
-        (None, None) => Workload::method("tools/list"),
+    let workload = match (&a.call, &a.method, &a.scenario) {
+        (Some(c), _, _) => Workload::call(c)?,
+        (None, Some(m), _) => Workload::method(m),
+        (None, None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Workload::scenario(&text, &path.display().to_string())?
+        }
+        (None, None, None) => Workload::method("tools/list"),
     };
     let headers = headers(&a)?;
     let connections = match load {
         Load::Concurrency(c) => c,
-        Load::Rate { .. } => a.max_in_flight.min(1024),
+        Load::Rate { .. } | Load::Stages(_) => a.max_in_flight.min(1024),
     };
     let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?;
     let config = serde_json::json!({
         "url": a.url,
-        "load": match load {
-            Load::Rate { rate, poisson } => serde_json::json!({"rate": rate, "arrival": if poisson { "poisson" } else { "constant" }}),
+        "load": match &load {
+            Load::Rate { rate, poisson } => serde_json::json!({"rate": rate, "arrival": if *poisson { "poisson" } else { "constant" }}),
             Load::Concurrency(c) => serde_json::json!({"concurrency": c}),
+            Load::Stages(_) => serde_json::json!({"stages": a.stages}),
         },
         "stop": match stop {
             Stop::Duration(d) => serde_json::json!({"duration_s": d.as_secs_f64()}),
@@ -200,7 +224,13 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         "sessions": a.sessions,
         "call": a.call,
         "method": a.method,
+        "scenario": a.scenario,
     });
+    let rate = match &load {
+        Load::Rate { rate, .. } => Some(*rate),
+        _ => None,
+    };
+    let open_loop = !matches!(load, Load::Concurrency(_));
     let plan = Plan {
         load,
         stop,
@@ -217,16 +247,18 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("mcp-load: interrupted; reporting what was measured");
     };
     let report = engine::run(target, workload, plan, config, ctrl_c).await?;
-    if let Load::Rate { rate, .. } = load {
-        let achieved = report.rps;
+    if let Some(rate) = rate {
+        eprintln!("target rate {rate:.1}/s, achieved {:.1}/s", report.rps);
+    }
+    if open_loop {
         eprintln!(
-            "target rate {rate:.1}/s, achieved {achieved:.1}/s; send lag p50 {:.3} ms, p99 {:.3} ms",
+            "send lag p50 {:.3} ms, p99 {:.3} ms",
             report.send_lag_ms.p50, report.send_lag_ms.p99
         );
         // The generator, not the server, set the pace: its own lag is large.
         if report.send_lag_ms.p99 > GENERATOR_LAG_WARN_MS {
             eprintln!(
-                "mcp-load: WARNING: the generator sent requests up to {:.1} ms late (p99): it, not the server, may be the limit; give it more cores or lower --rate",
+                "mcp-load: WARNING: the generator sent requests up to {:.1} ms late (p99): it, not the server, may be the limit; give it more cores or lower the rate",
                 report.send_lag_ms.p99
             );
         }

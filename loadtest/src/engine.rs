@@ -28,7 +28,7 @@ use crate::report::{Outcome, Recorder, Report};
 use crate::workload::Workload;
 
 /// How requests arrive.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Load {
     /// Open loop at `rate` requests per second; exponential gaps when `poisson`.
     Rate {
@@ -39,6 +39,74 @@ pub enum Load {
     },
     /// Closed loop with this many workers.
     Concurrency(usize),
+    /// Open loop whose rate ramps linearly through these stages (evenly spaced arrivals).
+    Stages(Vec<Stage>),
+}
+
+/// One ramp stage (`--stages 30s:100,60s:1000,30s:0`): over `duration` the rate moves linearly
+/// from the previous stage's target (0 before the first) to `target`, as k6's stages do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    /// How long the ramp takes.
+    pub duration: Duration,
+    /// The rate at its end, requests per second.
+    pub target: f64,
+}
+
+/// Parses `30s:100,60s:1000,30s:0`.
+pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
+    let stages = text
+        .split(',')
+        .map(|part| {
+            let (d, r) = part.trim().split_once(':').ok_or_else(|| {
+                format!("stage `{part}`: write it as DURATION:RATE, such as 30s:100")
+            })?;
+            let duration =
+                humantime::parse_duration(d.trim()).map_err(|e| format!("stage `{part}`: {e}"))?;
+            let target: f64 = r
+                .trim()
+                .parse()
+                .ok()
+                .filter(|r: &f64| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| format!("stage `{part}`: the rate must be a non-negative number"))?;
+            if duration.is_zero() {
+                return Err(format!(
+                    "stage `{part}`: the duration must be greater than zero"
+                ));
+            }
+            Ok(Stage { duration, target })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if stages.iter().all(|s| s.target == 0.0) {
+        return Err("--stages: every stage's rate is 0: nothing would be sent".into());
+    }
+    Ok(stages)
+}
+
+/// When request `k` (1-based) of a staged run is due, after the start: where the integral of
+/// the piecewise-linear rate reaches `k`. `None` after the last stage.
+fn staged_offset(stages: &[Stage], k: f64) -> Option<f64> {
+    let (mut from, mut start, mut done) = (0.0_f64, 0.0_f64, 0.0_f64);
+    for s in stages {
+        let d = s.duration.as_secs_f64();
+        let to = s.target;
+        let count = (from + to) / 2.0 * d;
+        if done + count >= k {
+            let need = k - done;
+            let alpha = (to - from) / (2.0 * d);
+            let t = if alpha.abs() < 1e-12 {
+                need / from.max(1e-12)
+            } else {
+                let disc = (from * from + 4.0 * alpha * need).max(0.0);
+                (-from + disc.sqrt()) / (2.0 * alpha)
+            };
+            return Some(start + t.clamp(0.0, d));
+        }
+        done += count;
+        start += d;
+        from = to;
+    }
+    None
 }
 
 /// When the run ends (after the warm-up).
@@ -123,9 +191,14 @@ pub async fn run(
         measure_from,
     };
     let generate = async {
-        match plan.load {
-            Load::Rate { rate, poisson } => open_loop(&ctx, &plan, rate, poisson, start).await,
-            Load::Concurrency(n) => closed_loop(&ctx, &plan, n, start).await,
+        match &plan.load {
+            Load::Rate { rate, poisson } => {
+                open_loop(&ctx, &plan, Arrivals::Rate(*rate, *poisson), start).await
+            }
+            Load::Stages(stages) => {
+                open_loop(&ctx, &plan, Arrivals::Stages(stages.clone()), start).await
+            }
+            Load::Concurrency(n) => closed_loop(&ctx, &plan, *n, start).await,
         }
     };
     tokio::select! {
@@ -161,7 +234,7 @@ impl Ctx {
     fn next(&self, plan: &Plan, now: Instant) -> Option<u64> {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
         let over = match plan.stop {
-            Stop::Duration(d) => now >= self.measure_from + d,
+            Stop::Duration(d) => now > self.measure_from + d,
             Stop::Requests(max) => n >= max,
         };
         (!over).then_some(n)
@@ -186,14 +259,29 @@ impl Ctx {
     }
 }
 
-async fn open_loop(ctx: &Ctx, plan: &Plan, rate: f64, poisson: bool, start: Instant) {
-    let rate = rate.max(1e-6);
+/// When open-loop requests are due.
+enum Arrivals {
+    /// A fixed rate, evenly spaced or Poisson.
+    Rate(f64, bool),
+    /// Ramp stages.
+    Stages(Vec<Stage>),
+}
+
+async fn open_loop(ctx: &Ctx, plan: &Plan, arrivals: Arrivals, start: Instant) {
     let slots = Arc::new(Semaphore::new(plan.max_in_flight.max(1)));
     let mut rng = XorShift::new(plan.seed);
     let mut offset = 0.0_f64;
+    let mut due = 0.0_f64;
     let mut tasks = JoinSet::new();
     let ctx = Arc::new(ctx_clone(ctx));
     loop {
+        if let Arrivals::Stages(stages) = &arrivals {
+            due += 1.0;
+            match staged_offset(stages, due) {
+                Some(t) => offset = t,
+                None => break,
+            }
+        }
         let intended = start + Duration::from_secs_f64(offset);
         tokio::time::sleep_until(intended).await;
         let Some(n) = ctx.next(plan, intended) else {
@@ -210,11 +298,14 @@ async fn open_loop(ctx: &Ctx, plan: &Plan, rate: f64, poisson: bool, start: Inst
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
-        offset += if poisson {
-            -(1.0 - rng.uniform()).ln() / rate
-        } else {
-            1.0 / rate
-        };
+        if let Arrivals::Rate(rate, poisson) = arrivals {
+            let rate = rate.max(1e-6);
+            offset += if poisson {
+                -(1.0 - rng.uniform()).ln() / rate
+            } else {
+                1.0 / rate
+            };
+        }
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -251,6 +342,45 @@ fn ctx_clone(ctx: &Ctx) -> Ctx {
 /// crate would be more code than this for one distribution.
 #[derive(Debug)]
 struct XorShift(u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_ramp_linearly_and_count_the_area_under_the_rate() {
+        let stages = parse_stages("10s:100, 10s:100, 10s:0").unwrap();
+        // 0 to 100 over 10 s is 500 requests; then 1000; then 500 more.
+        let count = (1..)
+            .map(|k| staged_offset(&stages, f64::from(k)))
+            .take_while(Option::is_some)
+            .count();
+        assert_eq!(count, 2000);
+        // Halfway up the first ramp (5 s) 125 requests are due; the plateau is even.
+        let t = staged_offset(&stages, 125.0).unwrap();
+        assert!((t - 5.0).abs() < 1e-6, "{t}");
+        let (a, b) = (
+            staged_offset(&stages, 600.0).unwrap(),
+            staged_offset(&stages, 601.0).unwrap(),
+        );
+        assert!((b - a - 0.01).abs() < 1e-9, "{a} {b}");
+        assert_eq!(staged_offset(&stages, 2001.0), None);
+    }
+
+    #[test]
+    fn malformed_stages_are_refused_naming_the_stage() {
+        for (text, why) in [
+            ("30s", "DURATION:RATE"),
+            ("30x:1", "30x:1"),
+            ("0s:10", "greater than zero"),
+            ("10s:-1", "non-negative"),
+            ("10s:0", "nothing would be sent"),
+        ] {
+            let err = parse_stages(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+}
 
 impl XorShift {
     fn new(seed: u64) -> Self {

@@ -36,7 +36,7 @@ fn plan(load: Load, stop: Stop) -> Plan {
 async fn run(url: &str, workload: Workload, plan: Plan) -> Report {
     let connections = match plan.load {
         Load::Concurrency(c) => c,
-        Load::Rate { .. } => 256,
+        Load::Rate { .. } | Load::Stages(_) => 256,
     };
     let target = Target::new(
         url,
@@ -258,4 +258,21 @@ async fn a_stateless_server_is_loaded_without_sessions() {
     )
     .await;
     assert_eq!((r.requests, r.errors), (50, 0), "{:?}", r.errors_by_kind);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_stages_send_the_area_under_the_rate() {
+    let fx = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    let stages = engine::parse_stages("1s:100,1s:100").unwrap();
+    let r = run(
+        &fx.mcp_url(),
+        Workload::call(r#"echo {"text":"x"}"#).unwrap(),
+        plan(Load::Stages(stages), Stop::Duration(Duration::from_secs(2))),
+    )
+    .await;
+    // 0 to 100/s over a second is 50 requests, then 100 in the second at 100/s.
+    assert_eq!((r.requests, r.errors), (150, 0), "{:?}", r.errors_by_kind);
+    assert_eq!(fx.stats().by_tool.get("echo"), Some(&150));
 }
