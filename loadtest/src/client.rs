@@ -60,6 +60,8 @@ pub struct Answer {
     pub outcome: Outcome,
     /// When the response head arrived.
     pub first_byte: Option<Instant>,
+    /// For an SSE answer: when its first event was complete.
+    pub first_event: Option<Instant>,
 }
 
 impl Target {
@@ -142,7 +144,7 @@ impl Target {
             .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
         let status = response.status();
         let id = response.headers().get(&SESSION_ID).cloned();
-        let (outcome, answer) = self.judge(response, &json!(0)).await;
+        let (outcome, answer) = self.judge(response, &json!(0), &mut None).await;
         if outcome != Outcome::Success {
             anyhow::bail!("initialize failed ({status}): {outcome:?}");
         }
@@ -182,12 +184,17 @@ impl Target {
             Ok(Ok(r)) => r,
         };
         let first_byte = Some(Instant::now());
-        match tokio::time::timeout_at(deadline, self.judge(response, id)).await {
+        let mut first_event = None;
+        match tokio::time::timeout_at(deadline, self.judge(response, id, &mut first_event)).await {
             Ok((outcome, _)) => Answer {
                 outcome,
                 first_byte,
+                first_event,
             },
-            Err(_) => error("timeout", first_byte),
+            Err(_) => Answer {
+                first_event,
+                ..error("timeout", first_byte)
+            },
         }
     }
 
@@ -196,6 +203,7 @@ impl Target {
         &self,
         response: http::Response<mcp_sidecar::upstream::PooledBody>,
         id: &Value,
+        first_event: &mut Option<Instant>,
     ) -> (Outcome, Option<Value>) {
         let status = response.status();
         if !status.is_success() {
@@ -222,6 +230,7 @@ impl Target {
                 };
                 pending.extend_from_slice(&data);
                 while let Some(end) = splitter.find_event_end(&pending[scanned..]) {
+                    first_event.get_or_insert_with(Instant::now);
                     let event = pending.split_to(scanned + end);
                     scanned = 0;
                     let decoded = decode(&event, at_start);
@@ -269,6 +278,7 @@ fn error(class: &str, first_byte: Option<Instant>) -> Answer {
     Answer {
         outcome: Outcome::Error(class.to_owned()),
         first_byte,
+        first_event: None,
     }
 }
 

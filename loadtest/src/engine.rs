@@ -143,6 +143,7 @@ struct Measured {
     end: Instant,
     latency: Duration,
     lag: Duration,
+    first_event: Option<Duration>,
     outcome: Outcome,
 }
 
@@ -177,6 +178,9 @@ pub async fn run(
                     m.lag,
                     m.outcome,
                 );
+                if let Some(first) = m.first_event {
+                    recorder.record_first_event(first);
+                }
             }
             (recorder, last)
         })
@@ -254,6 +258,9 @@ impl Ctx {
             end,
             latency: end.saturating_duration_since(intended),
             lag: sent.saturating_duration_since(intended),
+            first_event: answer
+                .first_event
+                .map(|t| t.saturating_duration_since(intended)),
             outcome: answer.outcome,
         });
     }

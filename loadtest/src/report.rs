@@ -47,6 +47,7 @@ pub struct Recorder {
     interval: Duration,
     total: Histogram<u64>,
     send_lag: Histogram<u64>,
+    first_event: Histogram<u64>,
     intervals: Vec<(Histogram<u64>, u64, u64)>,
     requests: u64,
     errors: BTreeMap<String, u64>,
@@ -59,6 +60,7 @@ impl Recorder {
             interval: interval.max(Duration::from_millis(10)),
             total: histogram(),
             send_lag: histogram(),
+            first_event: histogram(),
             intervals: Vec::new(),
             requests: 0,
             errors: BTreeMap::new(),
@@ -87,6 +89,11 @@ impl Recorder {
         }
     }
 
+    /// Records when an SSE answer's first event came (from the request's intended start).
+    pub fn record_first_event(&mut self, after: Duration) {
+        self.first_event.saturating_record(micros(after));
+    }
+
     /// The report of the run so far, measured over `elapsed`.
     pub fn report(&self, elapsed: Duration, config: serde_json::Value) -> Report {
         let errors = self.errors.values().sum();
@@ -103,6 +110,9 @@ impl Recorder {
             error_rate: rate(errors, self.requests),
             errors_by_kind: self.errors.clone(),
             send_lag_ms: Percentiles::of(&self.send_lag),
+            sse_answers: self.first_event.len(),
+            first_event_ms: Percentiles::of(&self.first_event),
+            first_event_histogram: encode(&self.first_event),
             interval_s: step,
             intervals: self
                 .intervals
@@ -148,6 +158,10 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
+    fn zero() -> Self {
+        Self::of(&histogram())
+    }
+
     /// The percentiles of `h` (microseconds) in milliseconds; all zero when empty.
     pub fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
@@ -214,6 +228,16 @@ pub struct Report {
     /// How late the generator sent requests after their intended start (open loop; zero in a
     /// closed loop).
     pub send_lag_ms: Percentiles,
+    /// Answers that came as an event stream.
+    #[serde(default)]
+    pub sse_answers: u64,
+    /// For those, the time to their first event (the time to the final response is
+    /// `latency_ms`).
+    #[serde(default = "Percentiles::zero")]
+    pub first_event_ms: Percentiles,
+    /// Their histogram (HdrHistogram V2, base64).
+    #[serde(default)]
+    pub first_event_histogram: String,
     /// Length of an interval of the series, in seconds.
     pub interval_s: f64,
     /// The series.
@@ -270,6 +294,7 @@ pub fn decode(text: &str, what: &str) -> Result<Histogram<u64>, ReportError> {
 pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     let first = reports.first().ok_or(ReportError::Empty)?;
     let mut total = histogram();
+    let mut first_events = histogram();
     let mut intervals: Vec<(Histogram<u64>, u64, u64)> = Vec::new();
     let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let (mut requests, mut errors, mut rps, mut duration) = (0, 0, 0.0, 0.0_f64);
@@ -278,6 +303,13 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
             return Err(ReportError::Intervals(first.interval_s, r.interval_s));
         }
         let _ = total.add(decode(&r.histogram, &format!("report {n}"))?);
+        if !r.first_event_histogram.is_empty() {
+            let h = decode(
+                &r.first_event_histogram,
+                &format!("report {n} first events"),
+            )?;
+            let _ = first_events.add(h);
+        }
         for (i, interval) in r.intervals.iter().enumerate() {
             while intervals.len() <= i {
                 intervals.push((histogram(), 0, 0));
@@ -314,6 +346,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
             .map(|r| r.send_lag_ms)
             .max_by(|a, b| a.p99.total_cmp(&b.p99))
             .unwrap_or(first.send_lag_ms),
+        sse_answers: reports.iter().map(|r| r.sse_answers).sum(),
+        first_event_ms: Percentiles::of(&first_events),
+        first_event_histogram: encode(&first_events),
         interval_s: step,
         intervals: intervals
             .iter()

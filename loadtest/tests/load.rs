@@ -182,6 +182,9 @@ async fn sessions_initialize_answer_over_sse_and_end_with_delete() {
     )
     .await;
     assert_eq!((r.requests, r.errors), (200, 0), "{:?}", r.errors_by_kind);
+    // Every answer was an event stream: the time to its first event is measured apart.
+    assert_eq!(r.sse_answers, 200);
+    assert!(r.first_event_ms.p50 > 0.0 && r.first_event_ms.p50 <= r.latency_ms.p50 + 1.0);
     let stats = fx.stats();
     assert_eq!(stats.by_method.get("initialize"), Some(&3));
     assert_eq!(stats.by_method.get("notifications/initialized"), Some(&3));
