@@ -279,3 +279,53 @@ async fn ramp_stages_send_the_area_under_the_rate() {
     assert_eq!((r.requests, r.errors), (150, 0), "{:?}", r.errors_by_kind);
     assert_eq!(fx.stats().by_tool.get("echo"), Some(&150));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_alternates_rounds_and_reports_the_ratio_with_its_spread() {
+    let a = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    let b = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("mcp-load-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("compare.json");
+    let (base, target, path) = (a.mcp_url(), b.mcp_url(), out.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+            .args([
+                "compare",
+                &base,
+                &target,
+                "--rounds",
+                "2",
+                "--duration",
+                "300ms",
+            ])
+            .args([
+                "--warmup",
+                "0s",
+                "--concurrency",
+                "2",
+                "--call",
+                r#"echo {"text":"x"}"#,
+            ])
+            .arg("--out")
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(result["rounds"].as_array().unwrap().len(), 2);
+    let ratio = &result["rps_ratio"];
+    assert!(ratio["median"].as_f64().unwrap() > 0.0, "{result}");
+    assert!(ratio["min"].as_f64().unwrap() <= ratio["max"].as_f64().unwrap());
+    // Both were loaded, each in both rounds.
+    assert!(a.stats().by_tool.get("echo").copied().unwrap_or(0) > 0);
+    assert!(b.stats().by_tool.get("echo").copied().unwrap_or(0) > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
