@@ -270,6 +270,8 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let open_loop = !matches!(load, Load::Concurrency(_));
+    let live = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        .then(|| std::sync::Arc::new(engine::Live::default()));
     let plan = Plan {
         load,
         stop,
@@ -278,14 +280,21 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         interval: a.interval,
         max_in_flight: a.max_in_flight,
         seed: a.seed,
+        live: live.clone(),
     };
+    let progress = live.map(progress_line);
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
         eprintln!("mcp-load: interrupted; reporting what was measured");
     };
-    let report = engine::run(target, workload, plan, config, ctrl_c).await?;
+    let report = engine::run(target, workload, plan, config, ctrl_c).await;
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let report = report?;
     if let Some(rate) = rate {
         eprintln!("target rate {rate:.1}/s, achieved {:.1}/s", report.rps);
     }
@@ -303,6 +312,33 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     finish(&report, &a.thresholds, a.out.as_ref(), a.summary)
+}
+
+/// A progress line on stderr (a terminal): elapsed time, rate, errors and p99, refreshed
+/// four times a second.
+fn progress_line(
+    live: std::sync::Arc<engine::Live>,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::Ordering;
+    let bar = indicatif::ProgressBar::new_spinner();
+    let shown = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            let n = live.requests.load(Ordering::Relaxed);
+            shown.set_message(format!(
+                "{secs:.0} s  {:.0} req/s  {n} requests  {} errors  p99 {:.2} ms",
+                n as f64 / secs,
+                live.errors.load(Ordering::Relaxed),
+                live.p99_us.load(Ordering::Relaxed) as f64 / 1000.0
+            ));
+            shown.tick();
+        }
+    });
+    (bar, ticker)
 }
 
 /// Send lag (p99) past which the generator warns that it is the bottleneck: a few ms is
@@ -378,6 +414,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
                 interval: Duration::from_secs(1),
                 max_in_flight: 10_000,
                 seed: round as u64 + 1,
+                live: None,
             };
             let report = engine::run(
                 target,

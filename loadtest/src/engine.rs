@@ -136,6 +136,19 @@ pub struct Plan {
     pub max_in_flight: usize,
     /// Seed of the Poisson arrivals.
     pub seed: u64,
+    /// Where the running totals go for a progress line (none: nobody is watching).
+    pub live: Option<Arc<Live>>,
+}
+
+/// The running totals of a run, for a progress line.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Requests measured so far.
+    pub requests: AtomicU64,
+    /// Of which errors.
+    pub errors: AtomicU64,
+    /// The p99 so far, in microseconds (refreshed every few hundred requests).
+    pub p99_us: AtomicU64,
 }
 
 /// One measured request, sent to the recorder.
@@ -167,6 +180,7 @@ pub async fn run(
     let measure_from = start + plan.warmup;
     let collector = {
         let interval = plan.interval;
+        let live = plan.live.clone();
         tokio::spawn(async move {
             let mut recorder = Recorder::new(interval);
             let mut last = measure_from;
@@ -180,6 +194,14 @@ pub async fn run(
                 );
                 if let Some(first) = m.first_event {
                     recorder.record_first_event(first);
+                }
+                if let Some(live) = &live {
+                    let n = live.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                    live.errors.store(recorder.errors(), Ordering::Relaxed);
+                    // A percentile walks the histogram: every 256 requests is often enough.
+                    if n % 256 == 1 {
+                        live.p99_us.store(recorder.p99_us(), Ordering::Relaxed);
+                    }
                 }
             }
             (recorder, last)
@@ -282,11 +304,23 @@ async fn open_loop(ctx: &Ctx, plan: &Plan, arrivals: Arrivals, start: Instant) {
     let mut tasks = JoinSet::new();
     let ctx = Arc::new(ctx_clone(ctx));
     loop {
-        if let Arrivals::Stages(stages) = &arrivals {
-            due += 1.0;
-            match staged_offset(stages, due) {
-                Some(t) => offset = t,
-                None => break,
+        // Request k is due when k requests' worth of time has passed: a run of D seconds at R
+        // per second sends R x D requests.
+        match &arrivals {
+            Arrivals::Stages(stages) => {
+                due += 1.0;
+                match staged_offset(stages, due) {
+                    Some(t) => offset = t,
+                    None => break,
+                }
+            }
+            Arrivals::Rate(rate, poisson) => {
+                let rate = rate.max(1e-6);
+                offset += if *poisson {
+                    -(1.0 - rng.uniform()).ln() / rate
+                } else {
+                    1.0 / rate
+                };
             }
         }
         let intended = start + Duration::from_secs_f64(offset);
@@ -305,14 +339,6 @@ async fn open_loop(ctx: &Ctx, plan: &Plan, arrivals: Arrivals, start: Instant) {
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
-        if let Arrivals::Rate(rate, poisson) = arrivals {
-            let rate = rate.max(1e-6);
-            offset += if poisson {
-                -(1.0 - rng.uniform()).ln() / rate
-            } else {
-                1.0 / rate
-            };
-        }
     }
     while tasks.join_next().await.is_some() {}
 }

@@ -89,6 +89,16 @@ impl Recorder {
         }
     }
 
+    /// Errors so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// The p99 so far, in microseconds.
+    pub fn p99_us(&self) -> u64 {
+        self.total.value_at_quantile(0.99)
+    }
+
     /// Records when an SSE answer's first event came (from the request's intended start).
     pub fn record_first_event(&mut self, after: Duration) {
         self.first_event.saturating_record(micros(after));

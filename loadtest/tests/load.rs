@@ -30,6 +30,7 @@ fn plan(load: Load, stop: Stop) -> Plan {
         interval: Duration::from_millis(250),
         max_in_flight: 10_000,
         seed: 7,
+        live: None,
     }
 }
 
