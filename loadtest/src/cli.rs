@@ -152,6 +152,9 @@ struct RunArgs {
     /// Write the JSON report here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write the HTML report (one self-contained page with charts) here.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Print a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when set).
     #[arg(long)]
     summary: bool,
@@ -165,6 +168,9 @@ struct MergeArgs {
     /// Write the merged report here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write the merged HTML report here.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Pass/fail rules checked on the merged report.
     #[arg(long = "threshold")]
     thresholds: Vec<Threshold>,
@@ -311,7 +317,13 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    finish(&report, &a.thresholds, a.out.as_ref(), a.summary)
+    finish(
+        &report,
+        &a.thresholds,
+        a.out.as_ref(),
+        a.html.as_ref(),
+        a.summary,
+    )
 }
 
 /// A progress line on stderr (a terminal): elapsed time, rate, errors and p99, refreshed
@@ -532,7 +544,13 @@ fn merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
         reports.push(r);
     }
     let merged = report::merge(&reports)?;
-    finish(&merged, &a.thresholds, a.out.as_ref(), a.summary)
+    finish(
+        &merged,
+        &a.thresholds,
+        a.out.as_ref(),
+        a.html.as_ref(),
+        a.summary,
+    )
 }
 
 /// Prints the table, writes the report, checks the thresholds.
@@ -540,6 +558,7 @@ fn finish(
     report: &Report,
     thresholds: &[Threshold],
     out: Option<&PathBuf>,
+    html: Option<&PathBuf>,
     summary: bool,
 ) -> anyhow::Result<ExitCode> {
     let l = &report.latency_ms;
@@ -561,6 +580,10 @@ fn finish(
     if let Some(path) = out {
         let text = serde_json::to_string_pretty(report)?;
         std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = html {
+        std::fs::write(path, crate::html::page(report))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     if summary {
         let md = report::markdown(report);

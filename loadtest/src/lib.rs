@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod engine;
+pub mod html;
 pub mod report;
 pub mod threshold;
 pub mod workload;
