@@ -56,12 +56,15 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// One line of a chart over time: its name, colour and value at an interval.
+type Line<'a> = (
+    &'a str,
+    RGBColor,
+    &'a dyn Fn(&crate::report::Interval) -> f64,
+);
+
 /// Lines over the series' intervals; `y` picks each line's value. An empty run draws empty axes.
-fn over_time(
-    report: &Report,
-    y_desc: &str,
-    lines: &[(&str, RGBColor, &dyn Fn(&crate::report::Interval) -> f64)],
-) -> String {
+fn over_time(report: &Report, y_desc: &str, lines: &[Line<'_>]) -> String {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
