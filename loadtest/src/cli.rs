@@ -146,6 +146,11 @@ struct RunArgs {
     /// Seed of the Poisson arrivals.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// This machine's share of a run spread over several: `i/n` sends 1/n of --rate (or of
+    /// --concurrency, or of --stages' rates), with a seed of its own; `merge` combines the
+    /// reports.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
     /// Pass/fail rule, e.g. 'p99<250ms', 'error_rate<0.1%', 'rps>900' (repeatable).
     #[arg(long = "threshold")]
     thresholds: Vec<Threshold>,
@@ -208,7 +213,46 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+/// `i/n` with 1 <= i <= n.
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("--shard `{text}`: write it as i/n, such as 2/3"))?;
+    let (i, n): (u32, u32) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("--shard `{text}`: i is not a number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("--shard `{text}`: n is not a number"))?,
+    );
+    if n == 0 || i == 0 || i > n {
+        return Err(format!("--shard `{text}`: needs 1 <= i <= n"));
+    }
+    Ok((i, n))
+}
+
+async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some((i, n)) = a.shard {
+        let share = f64::from(n);
+        a.rate = a.rate.map(|r| r / share);
+        a.concurrency = a
+            .concurrency
+            .map(|c| (c / n as usize + usize::from((i as usize) <= c % n as usize)).max(1));
+        a.stages = a.stages.as_deref().map(|text| {
+            text.split(',')
+                .map(|part| match part.split_once(':') {
+                    Some((d, r)) => match r.trim().parse::<f64>() {
+                        Ok(r) => format!("{d}:{}", r / share),
+                        Err(_) => part.to_owned(),
+                    },
+                    None => part.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        a.seed = a.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i));
+    }
     let stages = match &a.stages {
         Some(text) => {
             if matches!(a.arrival, Arrival::Poisson) {
@@ -270,6 +314,7 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         "call": a.call,
         "method": a.method,
         "scenario": a.scenario,
+        "shard": a.shard.map(|(i, n)| format!("{i}/{n}")),
     });
     let rate = match &load {
         Load::Rate { rate, .. } => Some(*rate),

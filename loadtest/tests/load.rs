@@ -330,3 +330,53 @@ async fn compare_alternates_rounds_and_reports_the_ratio_with_its_spread() {
     assert!(b.stats().by_tool.get("echo").copied().unwrap_or(0) > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_send_their_share_and_merge_into_the_whole() {
+    let fx = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("mcp-load-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = fx.mcp_url();
+    let d = dir.clone();
+    let merged = tokio::task::spawn_blocking(move || {
+        let shard = |i: u32| {
+            let out = d.join(format!("{i}.json"));
+            let status = Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+                .args(["run", &url, "--rate", "200", "--duration", "1s"])
+                .args([
+                    "--shard",
+                    &format!("{i}/2"),
+                    "--call",
+                    r#"echo {"text":"s"}"#,
+                ])
+                .arg("--out")
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            out
+        };
+        let (a, b) = (shard(1), shard(2));
+        let out = Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+            .arg("merge")
+            .args([&a, &b])
+            .args(["--threshold", "requests==200"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let bad = Command::new(env!("CARGO_BIN_EXE_mcp-load"))
+            .args(["run", "http://x/", "--shard", "3/2"])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    // Each shard sent 100 (half of 200/s for a second); together the whole.
+    assert!(merged.starts_with("requests 200 "), "{merged}");
+    assert_eq!(fx.stats().by_tool.get("echo"), Some(&200));
+    let _ = std::fs::remove_dir_all(&dir);
+}
