@@ -151,6 +151,10 @@ struct RunArgs {
     /// reports.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(u32, u32)>,
+    /// Submit each call as a sidecar job (`Prefer: respond-async`) and poll its result every
+    /// this long: the 202's latency and the completion time are reported apart.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    jobs: Option<Duration>,
     /// Pass/fail rule, e.g. 'p99<250ms', 'error_rate<0.1%', 'rps>900' (repeatable).
     #[arg(long = "threshold")]
     thresholds: Vec<Threshold>,
@@ -332,6 +336,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: a.max_in_flight,
         seed: a.seed,
         live: live.clone(),
+        jobs: a.jobs,
     };
     let progress = live.map(progress_line);
     let ctrl_c = async {
@@ -472,6 +477,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
                 max_in_flight: 10_000,
                 seed: round as u64 + 1,
                 live: None,
+                jobs: None,
             };
             let report = engine::run(
                 target,
@@ -621,6 +627,13 @@ fn finish(
     );
     for (kind, n) in &report.errors_by_kind {
         println!("  error {kind}: {n}");
+    }
+    if report.jobs > 0 {
+        let c = &report.completion_ms;
+        println!(
+            "jobs {}  completion ms: p50 {:.3}  p99 {:.3}  max {:.3} (latency above is to the 202)",
+            report.jobs, c.p50, c.p99, c.max
+        );
     }
     if let Some(path) = out {
         let text = serde_json::to_string_pretty(report)?;

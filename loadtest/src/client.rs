@@ -62,6 +62,8 @@ pub struct Answer {
     pub first_byte: Option<Instant>,
     /// For an SSE answer: when its first event was complete.
     pub first_event: Option<Instant>,
+    /// For a sidecar job: when its `202 Accepted` came (the answer is then its result).
+    pub accepted: Option<Instant>,
 }
 
 impl Target {
@@ -190,12 +192,80 @@ impl Target {
                 outcome,
                 first_byte,
                 first_event,
+                accepted: None,
             },
             Err(_) => Answer {
                 first_event,
                 ..error("timeout", first_byte)
             },
         }
+    }
+
+    /// Submits the call as a sidecar job (`Prefer: respond-async`): the `202 Accepted` and its
+    /// `Location`, then `GET <location>/result` every `poll` (409 until the job ends) and its
+    /// JSON-RPC response judged as a live answer is. A submission that is not a 202 with a
+    /// `Location` is `not_accepted` (or its HTTP status).
+    pub async fn job(&self, session: &Session, id: &Value, body: Bytes, poll: Duration) -> Answer {
+        let mut req = self.request(Method::POST, session, body);
+        req.headers_mut()
+            .insert("prefer", HeaderValue::from_static("respond-async"));
+        let deadline = Instant::now() + self.timeout;
+        let response = match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
+            Err(_) | Ok(Err(PoolError::Timeout)) => return error("timeout", None),
+            Ok(Err(PoolError::Connect(_))) => return error("connect", None),
+            Ok(Err(PoolError::Request(_))) => return error("reset", None),
+            Ok(Ok(r)) => r,
+        };
+        let accepted = Instant::now();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let _ = response.into_body().collect().await;
+        let Some(location) = location.filter(|_| status == StatusCode::ACCEPTED) else {
+            let class = if status.is_success() {
+                "not_accepted".to_owned()
+            } else {
+                format!("http_{}", status.as_u16())
+            };
+            return error(&class, Some(accepted));
+        };
+        let Ok(result_uri) = self.resolve(&format!("{location}/result")) else {
+            return error("bad_location", Some(accepted));
+        };
+        let done = |outcome| Answer {
+            outcome,
+            first_byte: Some(accepted),
+            first_event: None,
+            accepted: Some(accepted),
+        };
+        loop {
+            tokio::time::sleep(poll).await;
+            let mut req = self.request(Method::GET, session, Bytes::new());
+            *req.uri_mut() = result_uri.clone();
+            let response = match self.pool.request(req).await {
+                Ok(r) => r,
+                Err(PoolError::Connect(_)) => return done(Outcome::Error("connect".into())),
+                Err(_) => return done(Outcome::Error("reset".into())),
+            };
+            if response.status() == StatusCode::CONFLICT {
+                let _ = response.into_body().collect().await;
+                continue;
+            }
+            let (outcome, _) = self.judge(response, id, &mut None).await;
+            return done(outcome);
+        }
+    }
+
+    /// `reference` (an absolute path, as `Location` gives) on the target's origin.
+    fn resolve(&self, reference: &str) -> Result<http::Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.uri.scheme().cloned();
+        parts.authority = self.uri.authority().cloned();
+        parts.path_and_query = Some(reference.parse()?);
+        Ok(http::Uri::from_parts(parts)?)
     }
 
     /// The outcome of an answer to the request with `id`, and the response message.
@@ -279,6 +349,7 @@ fn error(class: &str, first_byte: Option<Instant>) -> Answer {
         outcome: Outcome::Error(class.to_owned()),
         first_byte,
         first_event: None,
+        accepted: None,
     }
 }
 

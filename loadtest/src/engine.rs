@@ -138,6 +138,8 @@ pub struct Plan {
     pub seed: u64,
     /// Where the running totals go for a progress line (none: nobody is watching).
     pub live: Option<Arc<Live>>,
+    /// Calls are submitted as sidecar jobs, whose results are polled this often.
+    pub jobs: Option<Duration>,
 }
 
 /// The running totals of a run, for a progress line.
@@ -157,6 +159,7 @@ struct Measured {
     latency: Duration,
     lag: Duration,
     first_event: Option<Duration>,
+    completed: Option<Duration>,
     outcome: Outcome,
 }
 
@@ -195,6 +198,9 @@ pub async fn run(
                 if let Some(first) = m.first_event {
                     recorder.record_first_event(first);
                 }
+                if let Some(done) = m.completed {
+                    recorder.record_completion(done);
+                }
                 if let Some(live) = &live {
                     let n = live.requests.fetch_add(1, Ordering::Relaxed) + 1;
                     live.errors.store(recorder.errors(), Ordering::Relaxed);
@@ -215,6 +221,7 @@ pub async fn run(
         issued: issued.clone(),
         tx,
         measure_from,
+        jobs: plan.jobs,
     };
     let generate = async {
         match &plan.load {
@@ -253,6 +260,7 @@ struct Ctx {
     issued: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Measured>,
     measure_from: Instant,
+    jobs: Option<Duration>,
 }
 
 impl Ctx {
@@ -271,14 +279,22 @@ impl Ctx {
         let session = &self.sessions[(n as usize) % self.sessions.len()];
         let (id, body): (Value, Bytes) = self.workload.request(n);
         let sent = Instant::now();
-        let answer = self.target.call(session, &id, body).await;
+        let answer = match self.jobs {
+            Some(poll) => self.target.job(session, &id, body, poll).await,
+            None => self.target.call(session, &id, body).await,
+        };
         let end = Instant::now();
         if intended < self.measure_from {
             return;
         }
+        // A job's latency is to its 202; its completion is measured apart.
+        let answered = answer.accepted.unwrap_or(end);
         let _ = self.tx.send(Measured {
             end,
-            latency: end.saturating_duration_since(intended),
+            latency: answered.saturating_duration_since(intended),
+            completed: answer
+                .accepted
+                .map(|_| end.saturating_duration_since(intended)),
             lag: sent.saturating_duration_since(intended),
             first_event: answer
                 .first_event
@@ -368,6 +384,7 @@ fn ctx_clone(ctx: &Ctx) -> Ctx {
         issued: ctx.issued.clone(),
         tx: ctx.tx.clone(),
         measure_from: ctx.measure_from,
+        jobs: ctx.jobs,
     }
 }
 

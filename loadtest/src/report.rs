@@ -48,6 +48,7 @@ pub struct Recorder {
     total: Histogram<u64>,
     send_lag: Histogram<u64>,
     first_event: Histogram<u64>,
+    completion: Histogram<u64>,
     intervals: Vec<(Histogram<u64>, u64, u64)>,
     requests: u64,
     errors: BTreeMap<String, u64>,
@@ -61,6 +62,7 @@ impl Recorder {
             total: histogram(),
             send_lag: histogram(),
             first_event: histogram(),
+            completion: histogram(),
             intervals: Vec::new(),
             requests: 0,
             errors: BTreeMap::new(),
@@ -87,6 +89,11 @@ impl Recorder {
             slot.2 += 1;
             *self.errors.entry(class).or_insert(0) += 1;
         }
+    }
+
+    /// Records when a job ended (from the request's intended start).
+    pub fn record_completion(&mut self, after: Duration) {
+        self.completion.saturating_record(micros(after));
     }
 
     /// Errors so far.
@@ -123,6 +130,9 @@ impl Recorder {
             sse_answers: self.first_event.len(),
             first_event_ms: Percentiles::of(&self.first_event),
             first_event_histogram: encode(&self.first_event),
+            jobs: self.completion.len(),
+            completion_ms: Percentiles::of(&self.completion),
+            completion_histogram: encode(&self.completion),
             interval_s: step,
             intervals: self
                 .intervals
@@ -248,6 +258,16 @@ pub struct Report {
     /// Their histogram (HdrHistogram V2, base64).
     #[serde(default)]
     pub first_event_histogram: String,
+    /// Calls submitted as sidecar jobs (`--jobs`); `latency_ms` is then the time to their
+    /// `202 Accepted`.
+    #[serde(default)]
+    pub jobs: u64,
+    /// For those, the time to their result.
+    #[serde(default = "Percentiles::zero")]
+    pub completion_ms: Percentiles,
+    /// Their histogram (HdrHistogram V2, base64).
+    #[serde(default)]
+    pub completion_histogram: String,
     /// Length of an interval of the series, in seconds.
     pub interval_s: f64,
     /// The series.
@@ -305,6 +325,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     let first = reports.first().ok_or(ReportError::Empty)?;
     let mut total = histogram();
     let mut first_events = histogram();
+    let mut completions = histogram();
     let mut intervals: Vec<(Histogram<u64>, u64, u64)> = Vec::new();
     let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let (mut requests, mut errors, mut rps, mut duration) = (0, 0, 0.0, 0.0_f64);
@@ -319,6 +340,10 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
                 &format!("report {n} first events"),
             )?;
             let _ = first_events.add(h);
+        }
+        if !r.completion_histogram.is_empty() {
+            let h = decode(&r.completion_histogram, &format!("report {n} completions"))?;
+            let _ = completions.add(h);
         }
         for (i, interval) in r.intervals.iter().enumerate() {
             while intervals.len() <= i {
@@ -359,6 +384,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         sse_answers: reports.iter().map(|r| r.sse_answers).sum(),
         first_event_ms: Percentiles::of(&first_events),
         first_event_histogram: encode(&first_events),
+        jobs: reports.iter().map(|r| r.jobs).sum(),
+        completion_ms: Percentiles::of(&completions),
+        completion_histogram: encode(&completions),
         interval_s: step,
         intervals: intervals
             .iter()

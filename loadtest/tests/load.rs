@@ -31,6 +31,7 @@ fn plan(load: Load, stop: Stop) -> Plan {
         max_in_flight: 10_000,
         seed: 7,
         live: None,
+        jobs: None,
     }
 }
 
@@ -379,4 +380,38 @@ async fn shards_send_their_share_and_merge_into_the_whole() {
     assert!(merged.starts_with("requests 200 "), "{merged}");
     assert_eq!(fx.stats().by_tool.get("echo"), Some(&200));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_report_the_202_latency_and_the_completion_apart() {
+    let fx = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    let toml = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
+         [[upstream]]\nname = \"fx\"\nurl = \"{}\"\n",
+        fx.mcp_url()
+    );
+    let config = mcp_sidecar::config::Config::from_toml_with_env(&toml, &|_| None).unwrap();
+    let sidecar = mcp_sidecar::server::Sidecar::bind(config).await.unwrap();
+    let addr = sidecar.local_addr().unwrap();
+    tokio::spawn(sidecar.serve(std::future::pending::<()>()));
+    let mut p = plan(Load::Concurrency(4), Stop::Requests(20));
+    p.jobs = Some(Duration::from_millis(20));
+    let r = run(
+        &format!("http://{addr}/mcp"),
+        Workload::call(r#"sleep {"ms":150}"#).unwrap(),
+        p,
+    )
+    .await;
+    assert_eq!(
+        (r.requests, r.errors, r.jobs),
+        (20, 0, 20),
+        "{:?}",
+        r.errors_by_kind
+    );
+    // The 202 comes at once; the result after the tool's 150 ms.
+    assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
+    assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
+    assert_eq!(fx.stats().by_tool.get("sleep"), Some(&20));
 }
