@@ -153,8 +153,12 @@ struct RunArgs {
     shard: Option<(u32, u32)>,
     /// Submit each call as a sidecar job (`Prefer: respond-async`) and poll its result every
     /// this long: the 202's latency and the completion time are reported apart.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "tasks")]
     jobs: Option<Duration>,
+    /// Run each call as an MCP task (2025-11-25 `params.task`) and poll it with `tasks/get`
+    /// every this long: the create answer's latency and the completion time are reported apart.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    tasks: Option<Duration>,
     /// Pass/fail rule, e.g. 'p99<250ms', 'error_rate<0.1%', 'rps>900' (repeatable).
     #[arg(long = "threshold")]
     thresholds: Vec<Threshold>,
@@ -337,6 +341,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         live: live.clone(),
         jobs: a.jobs,
+        tasks: a.tasks,
     };
     let progress = live.map(progress_line);
     let ctrl_c = async {
@@ -478,6 +483,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
                 seed: round as u64 + 1,
                 live: None,
                 jobs: None,
+                tasks: None,
             };
             let report = engine::run(
                 target,
@@ -631,7 +637,7 @@ fn finish(
     if report.jobs > 0 {
         let c = &report.completion_ms;
         println!(
-            "jobs {}  completion ms: p50 {:.3}  p99 {:.3}  max {:.3} (latency above is to the 202)",
+            "jobs or tasks {}  completion ms: p50 {:.3}  p99 {:.3}  max {:.3} (latency above is to the 202 or the task's creation)",
             report.jobs, c.p50, c.p99, c.max
         );
     }

@@ -259,6 +259,77 @@ impl Target {
         }
     }
 
+    /// Runs the call as an MCP task (2025-11-25: `params.task` on the session's `tools/call`):
+    /// the `CreateTaskResult`, then `tasks/get` every `poll` until the task ends, then
+    /// `tasks/result`, judged as a live answer is. A call answered without a task is
+    /// `not_a_task`.
+    pub async fn task(&self, session: &Session, id: &Value, body: Bytes, poll: Duration) -> Answer {
+        let Ok(mut call) = serde_json::from_slice::<Value>(&body) else {
+            return error("bad_request", None);
+        };
+        if let Some(params) = call.get_mut("params").and_then(Value::as_object_mut) {
+            params.insert("task".into(), json!({}));
+        }
+        let req = self.request(Method::POST, session, Bytes::from(call.to_string()));
+        let deadline = Instant::now() + self.timeout;
+        let response = match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
+            Err(_) | Ok(Err(PoolError::Timeout)) => return error("timeout", None),
+            Ok(Err(PoolError::Connect(_))) => return error("connect", None),
+            Ok(Err(PoolError::Request(_))) => return error("reset", None),
+            Ok(Ok(r)) => r,
+        };
+        let (outcome, message) = self.judge(response, id, &mut None).await;
+        let accepted = Instant::now();
+        let task_id = message
+            .as_ref()
+            .and_then(|m| m.pointer("/result/task/taskId"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(task_id) = task_id else {
+            let class = match outcome {
+                Outcome::Success => "not_a_task".to_owned(),
+                Outcome::Error(class) => class,
+            };
+            return error(&class, Some(accepted));
+        };
+        let done = |outcome| Answer {
+            outcome,
+            first_byte: Some(accepted),
+            first_event: None,
+            accepted: Some(accepted),
+        };
+        let ask = |method: &str| {
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": method,
+                "params": {"taskId": task_id}});
+            self.request(Method::POST, session, Bytes::from(body.to_string()))
+        };
+        loop {
+            tokio::time::sleep(poll).await;
+            let response = match self.pool.request(ask("tasks/get")).await {
+                Ok(r) => r,
+                Err(PoolError::Connect(_)) => return done(Outcome::Error("connect".into())),
+                Err(_) => return done(Outcome::Error("reset".into())),
+            };
+            let (outcome, message) = self.judge(response, id, &mut None).await;
+            if outcome != Outcome::Success {
+                return done(outcome);
+            }
+            let status = message
+                .as_ref()
+                .and_then(|m| m.pointer("/result/status"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if matches!(status, "completed" | "failed" | "cancelled") {
+                break;
+            }
+        }
+        match self.pool.request(ask("tasks/result")).await {
+            Ok(response) => done(self.judge(response, id, &mut None).await.0),
+            Err(PoolError::Connect(_)) => done(Outcome::Error("connect".into())),
+            Err(_) => done(Outcome::Error("reset".into())),
+        }
+    }
+
     /// `reference` (an absolute path, as `Location` gives) on the target's origin.
     fn resolve(&self, reference: &str) -> Result<http::Uri, http::Error> {
         let mut parts = http::uri::Parts::default();

@@ -140,6 +140,8 @@ pub struct Plan {
     pub live: Option<Arc<Live>>,
     /// Calls are submitted as sidecar jobs, whose results are polled this often.
     pub jobs: Option<Duration>,
+    /// Calls run as MCP tasks, polled with `tasks/get` this often.
+    pub tasks: Option<Duration>,
 }
 
 /// The running totals of a run, for a progress line.
@@ -222,6 +224,7 @@ pub async fn run(
         tx,
         measure_from,
         jobs: plan.jobs,
+        tasks: plan.tasks,
     };
     let generate = async {
         match &plan.load {
@@ -261,6 +264,7 @@ struct Ctx {
     tx: mpsc::UnboundedSender<Measured>,
     measure_from: Instant,
     jobs: Option<Duration>,
+    tasks: Option<Duration>,
 }
 
 impl Ctx {
@@ -279,9 +283,10 @@ impl Ctx {
         let session = &self.sessions[(n as usize) % self.sessions.len()];
         let (id, body): (Value, Bytes) = self.workload.request(n);
         let sent = Instant::now();
-        let answer = match self.jobs {
-            Some(poll) => self.target.job(session, &id, body, poll).await,
-            None => self.target.call(session, &id, body).await,
+        let answer = match (self.jobs, self.tasks) {
+            (Some(poll), _) => self.target.job(session, &id, body, poll).await,
+            (None, Some(poll)) => self.target.task(session, &id, body, poll).await,
+            (None, None) => self.target.call(session, &id, body).await,
         };
         let end = Instant::now();
         if intended < self.measure_from {
@@ -385,6 +390,7 @@ fn ctx_clone(ctx: &Ctx) -> Ctx {
         tx: ctx.tx.clone(),
         measure_from: ctx.measure_from,
         jobs: ctx.jobs,
+        tasks: ctx.tasks,
     }
 }
 

@@ -258,8 +258,8 @@ pub struct Report {
     /// Their histogram (HdrHistogram V2, base64).
     #[serde(default)]
     pub first_event_histogram: String,
-    /// Calls submitted as sidecar jobs (`--jobs`); `latency_ms` is then the time to their
-    /// `202 Accepted`.
+    /// Calls submitted as sidecar jobs (`--jobs`) or run as MCP tasks (`--tasks`);
+    /// `latency_ms` is then the time to their `202 Accepted` or `CreateTaskResult`.
     #[serde(default)]
     pub jobs: u64,
     /// For those, the time to their result.

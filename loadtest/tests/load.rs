@@ -32,6 +32,7 @@ fn plan(load: Load, stop: Stop) -> Plan {
         seed: 7,
         live: None,
         jobs: None,
+        tasks: None,
     }
 }
 
@@ -414,4 +415,52 @@ async fn jobs_report_the_202_latency_and_the_completion_apart() {
     assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
     assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
     assert_eq!(fx.stats().by_tool.get("sleep"), Some(&20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_report_the_creation_latency_and_the_completion_apart() {
+    let fx = FixtureServer::start(FixtureConfig::default())
+        .await
+        .unwrap();
+    // The sidecar's Tasks facade makes `sleep` a task-capable tool.
+    let toml = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
+         [[upstream]]\nname = \"fx\"\nurl = \"{}\"\n[[upstream.tool]]\nname = \"sleep\"\noffload = \"allowed\"\n",
+        fx.mcp_url()
+    );
+    let config = mcp_sidecar::config::Config::from_toml_with_env(&toml, &|_| None).unwrap();
+    let sidecar = mcp_sidecar::server::Sidecar::bind(config).await.unwrap();
+    let addr = sidecar.local_addr().unwrap();
+    tokio::spawn(sidecar.serve(std::future::pending::<()>()));
+    let mut p = plan(Load::Concurrency(4), Stop::Requests(12));
+    p.tasks = Some(Duration::from_millis(20));
+    let r = run(
+        &format!("http://{addr}/mcp"),
+        Workload::call(r#"sleep {"ms":150}"#).unwrap(),
+        p,
+    )
+    .await;
+    assert_eq!(
+        (r.requests, r.errors, r.jobs),
+        (12, 0, 12),
+        "{:?}",
+        r.errors_by_kind
+    );
+    assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
+    assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
+    // A tool the facade does not serve answers live: not a task.
+    let mut p = plan(Load::Concurrency(1), Stop::Requests(3));
+    p.tasks = Some(Duration::from_millis(20));
+    let r = run(
+        &format!("http://{addr}/mcp"),
+        Workload::call(r#"echo {"text":"x"}"#).unwrap(),
+        p,
+    )
+    .await;
+    assert_eq!(
+        r.errors_by_kind.values().sum::<u64>(),
+        3,
+        "{:?}",
+        r.errors_by_kind
+    );
 }
