@@ -134,7 +134,8 @@ struct RunArgs {
     /// Extra PEM CA file trusted for https:// (besides the system roots).
     #[arg(long)]
     ca_file: Option<PathBuf>,
-    /// Per-request timeout (counted as `timeout`).
+    /// Per-request timeout (counted as `timeout`); with --jobs or --tasks it also bounds the
+    /// wait for the end.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     timeout: Duration,
     /// Length of a point of the report's series.

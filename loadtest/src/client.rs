@@ -241,8 +241,13 @@ impl Target {
             first_event: None,
             accepted: Some(accepted),
         };
+        // The wait for the end is bounded too: a job that never ends is a timeout, not a hang.
+        let end_by = accepted + self.timeout;
         loop {
             tokio::time::sleep(poll).await;
+            if Instant::now() >= end_by {
+                return done(Outcome::Error("timeout".into()));
+            }
             let mut req = self.request(Method::GET, session, Bytes::new());
             *req.uri_mut() = result_uri.clone();
             let response = match self.pool.request(req).await {
@@ -303,8 +308,12 @@ impl Target {
                 "params": {"taskId": task_id}});
             self.request(Method::POST, session, Bytes::from(body.to_string()))
         };
+        let end_by = accepted + self.timeout;
         loop {
             tokio::time::sleep(poll).await;
+            if Instant::now() >= end_by {
+                return done(Outcome::Error("timeout".into()));
+            }
             let response = match self.pool.request(ask("tasks/get")).await {
                 Ok(r) => r,
                 Err(PoolError::Connect(_)) => return done(Outcome::Error("connect".into())),

@@ -415,6 +415,33 @@ async fn jobs_report_the_202_latency_and_the_completion_apart() {
     assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
     assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
     assert_eq!(fx.stats().by_tool.get("sleep"), Some(&20));
+
+    // A job that does not end within --timeout is a timeout, not a hang.
+    let target = Target::new(
+        &format!("http://{addr}/mcp"),
+        1,
+        HeaderMap::new(),
+        None,
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let mut p = plan(Load::Concurrency(1), Stop::Requests(1));
+    p.jobs = Some(Duration::from_millis(20));
+    let r = engine::run(
+        target,
+        Workload::call(r#"sleep {"ms":5000}"#).unwrap(),
+        p,
+        json!({}),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.errors_by_kind.get("timeout"),
+        Some(&1),
+        "{:?}",
+        r.errors_by_kind
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
