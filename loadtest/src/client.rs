@@ -179,11 +179,9 @@ impl Target {
     pub async fn call(&self, session: &Session, id: &Value, body: Bytes) -> Answer {
         let req = self.request(Method::POST, session, body);
         let deadline = Instant::now() + self.timeout;
-        let response = match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
-            Err(_) | Ok(Err(PoolError::Timeout)) => return error("timeout", None),
-            Ok(Err(PoolError::Connect(_))) => return error("connect", None),
-            Ok(Err(PoolError::Request(_))) => return error("reset", None),
-            Ok(Ok(r)) => r,
+        let response = match self.send(req, deadline).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
         };
         let first_byte = Some(Instant::now());
         let mut first_event = None;
@@ -210,11 +208,9 @@ impl Target {
         req.headers_mut()
             .insert("prefer", HeaderValue::from_static("respond-async"));
         let deadline = Instant::now() + self.timeout;
-        let response = match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
-            Err(_) | Ok(Err(PoolError::Timeout)) => return error("timeout", None),
-            Ok(Err(PoolError::Connect(_))) => return error("connect", None),
-            Ok(Err(PoolError::Request(_))) => return error("reset", None),
-            Ok(Ok(r)) => r,
+        let response = match self.send(req, deadline).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
         };
         let accepted = Instant::now();
         let status = response.status();
@@ -277,11 +273,9 @@ impl Target {
         }
         let req = self.request(Method::POST, session, Bytes::from(call.to_string()));
         let deadline = Instant::now() + self.timeout;
-        let response = match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
-            Err(_) | Ok(Err(PoolError::Timeout)) => return error("timeout", None),
-            Ok(Err(PoolError::Connect(_))) => return error("connect", None),
-            Ok(Err(PoolError::Request(_))) => return error("reset", None),
-            Ok(Ok(r)) => r,
+        let response = match self.send(req, deadline).await {
+            Ok(r) => r,
+            Err(answer) => return answer,
         };
         let (outcome, message) = self.judge(response, id, &mut None).await;
         let accepted = Instant::now();
@@ -346,6 +340,21 @@ impl Target {
         parts.authority = self.uri.authority().cloned();
         parts.path_and_query = Some(reference.parse()?);
         Ok(http::Uri::from_parts(parts)?)
+    }
+
+    /// Sends `req` by `deadline`: the response head, or the failed call's answer (`timeout`,
+    /// `connect`, `reset`).
+    async fn send(
+        &self,
+        req: Request<mcp_sidecar::body::ProxyBody>,
+        deadline: Instant,
+    ) -> Result<http::Response<mcp_sidecar::upstream::PooledBody>, Answer> {
+        match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
+            Err(_) | Ok(Err(PoolError::Timeout)) => Err(error("timeout", None)),
+            Ok(Err(PoolError::Connect(_))) => Err(error("connect", None)),
+            Ok(Err(PoolError::Request(_))) => Err(error("reset", None)),
+            Ok(Ok(r)) => Ok(r),
+        }
     }
 
     /// The outcome of an answer to the request with `id`, and the response message.

@@ -134,22 +134,26 @@ impl Recorder {
             completion_ms: Percentiles::of(&self.completion),
             completion_histogram: encode(&self.completion),
             interval_s: step,
-            intervals: self
-                .intervals
-                .iter()
-                .enumerate()
-                .map(|(i, (h, requests, errors))| Interval {
-                    start_s: i as f64 * step,
-                    requests: *requests,
-                    errors: *errors,
-                    rps: *requests as f64 / step,
-                    latency_ms: Percentiles::of(h),
-                    histogram: encode(h),
-                })
-                .collect(),
+            intervals: series(&self.intervals, step),
             histogram: encode(&self.total),
         }
     }
+}
+
+/// The report's series from each interval's histogram, requests and errors.
+fn series(intervals: &[(Histogram<u64>, u64, u64)], step: f64) -> Vec<Interval> {
+    intervals
+        .iter()
+        .enumerate()
+        .map(|(i, (h, requests, errors))| Interval {
+            start_s: i as f64 * step,
+            requests: *requests,
+            errors: *errors,
+            rps: *requests as f64 / step,
+            latency_ms: Percentiles::of(h),
+            histogram: encode(h),
+        })
+        .collect()
 }
 
 fn rate(errors: u64, requests: u64) -> f64 {
@@ -388,18 +392,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         completion_ms: Percentiles::of(&completions),
         completion_histogram: encode(&completions),
         interval_s: step,
-        intervals: intervals
-            .iter()
-            .enumerate()
-            .map(|(i, (h, requests, errors))| Interval {
-                start_s: i as f64 * step,
-                requests: *requests,
-                errors: *errors,
-                rps: *requests as f64 / step,
-                latency_ms: Percentiles::of(h),
-                histogram: encode(h),
-            })
-            .collect(),
+        intervals: series(&intervals, step),
         histogram: encode(&total),
     })
 }
