@@ -222,6 +222,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The rate model of `--rate` or `--concurrency` (one worker without either).
+fn load_of(rate: Option<f64>, concurrency: Option<usize>, poisson: bool) -> anyhow::Result<Load> {
+    Ok(match (rate, concurrency) {
+        (Some(r), None) if r > 0.0 && r.is_finite() => Load::Rate { rate: r, poisson },
+        (Some(r), None) => {
+            anyhow::bail!("--rate {r}: must be a positive number of requests per second")
+        }
+        (None, Some(0)) => anyhow::bail!("--concurrency 0: at least one worker"),
+        (None, Some(c)) => Load::Concurrency(c),
+        _ => Load::Concurrency(1),
+    })
+}
+
 /// `i/n` with 1 <= i <= n.
 fn parse_shard(text: &str) -> Result<(u32, u32), String> {
     let (i, n) = text
@@ -271,18 +284,9 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let load = match (a.rate, a.concurrency) {
-        _ if stages.is_some() => Load::Stages(stages.clone().unwrap_or_default()),
-        (Some(r), None) if r > 0.0 && r.is_finite() => Load::Rate {
-            rate: r,
-            poisson: matches!(a.arrival, Arrival::Poisson),
-        },
-        (Some(r), None) => {
-            anyhow::bail!("--rate {r}: must be a positive number of requests per second")
-        }
-        (None, Some(0)) => anyhow::bail!("--concurrency 0: at least one worker"),
-        (None, Some(c)) => Load::Concurrency(c),
-        _ => Load::Concurrency(1),
+    let load = match &stages {
+        Some(stages) => Load::Stages(stages.clone()),
+        None => load_of(a.rate, a.concurrency, matches!(a.arrival, Arrival::Poisson))?,
     };
     let stop = match (a.duration, a.requests) {
         _ if stages.is_some() => Stop::Duration(stages.iter().flatten().map(|s| s.duration).sum()),
@@ -445,16 +449,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
     if a.rounds == 0 || a.duration.is_zero() {
         anyhow::bail!("--rounds and --duration must be greater than zero");
     }
-    let load = match (a.rate, a.concurrency) {
-        (Some(r), None) if r > 0.0 && r.is_finite() => Load::Rate {
-            rate: r,
-            poisson: false,
-        },
-        (Some(r), None) => anyhow::bail!("--rate {r}: must be a positive number"),
-        (None, Some(0)) => anyhow::bail!("--concurrency 0: at least one worker"),
-        (None, Some(c)) => Load::Concurrency(c),
-        _ => Load::Concurrency(1),
-    };
+    let load = load_of(a.rate, a.concurrency, false)?;
     let workload = match (&a.call, &a.method) {
         (Some(c), _) => Workload::call(c)?,
         (None, Some(m)) => Workload::method(m),

@@ -110,6 +110,21 @@ async fn stalling_backend() -> SocketAddr {
     addr
 }
 
+/// An in-process sidecar (memory job store) in front of `fx`, with `tools` (TOML) added to its
+/// upstream; its address.
+async fn sidecar(fx: &FixtureServer, tools: &str) -> SocketAddr {
+    let toml = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
+         [[upstream]]\nname = \"fx\"\nurl = \"{}\"\n{tools}",
+        fx.mcp_url()
+    );
+    let config = mcp_sidecar::config::Config::from_toml_with_env(&toml, &|_| None).unwrap();
+    let sidecar = mcp_sidecar::server::Sidecar::bind(config).await.unwrap();
+    let addr = sidecar.local_addr().unwrap();
+    tokio::spawn(sidecar.serve(std::future::pending::<()>()));
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_second_stall_shows_in_the_open_loop_percentiles() {
     let addr = stalling_backend().await;
@@ -388,15 +403,7 @@ async fn jobs_report_the_202_latency_and_the_completion_apart() {
     let fx = FixtureServer::start(FixtureConfig::default())
         .await
         .unwrap();
-    let toml = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
-         [[upstream]]\nname = \"fx\"\nurl = \"{}\"\n",
-        fx.mcp_url()
-    );
-    let config = mcp_sidecar::config::Config::from_toml_with_env(&toml, &|_| None).unwrap();
-    let sidecar = mcp_sidecar::server::Sidecar::bind(config).await.unwrap();
-    let addr = sidecar.local_addr().unwrap();
-    tokio::spawn(sidecar.serve(std::future::pending::<()>()));
+    let addr = sidecar(&fx, "").await;
     let mut p = plan(Load::Concurrency(4), Stop::Requests(20));
     p.jobs = Some(Duration::from_millis(20));
     let r = run(
@@ -450,15 +457,11 @@ async fn tasks_report_the_creation_latency_and_the_completion_apart() {
         .await
         .unwrap();
     // The sidecar's Tasks facade makes `sleep` a task-capable tool.
-    let toml = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
-         [[upstream]]\nname = \"fx\"\nurl = \"{}\"\n[[upstream.tool]]\nname = \"sleep\"\noffload = \"allowed\"\n",
-        fx.mcp_url()
-    );
-    let config = mcp_sidecar::config::Config::from_toml_with_env(&toml, &|_| None).unwrap();
-    let sidecar = mcp_sidecar::server::Sidecar::bind(config).await.unwrap();
-    let addr = sidecar.local_addr().unwrap();
-    tokio::spawn(sidecar.serve(std::future::pending::<()>()));
+    let addr = sidecar(
+        &fx,
+        "[[upstream.tool]]\nname = \"sleep\"\noffload = \"allowed\"\n",
+    )
+    .await;
     let mut p = plan(Load::Concurrency(4), Stop::Requests(12));
     p.tasks = Some(Duration::from_millis(20));
     let r = run(
