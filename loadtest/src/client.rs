@@ -53,13 +53,11 @@ impl Session {
     }
 }
 
-/// How a call ended and when its first byte of answer came.
+/// How a call ended, and when the moments measured apart came.
 #[derive(Debug, Clone)]
 pub struct Answer {
     /// Success or the error's class.
     pub outcome: Outcome,
-    /// When the response head arrived.
-    pub first_byte: Option<Instant>,
     /// For an SSE answer: when its first event was complete.
     pub first_event: Option<Instant>,
     /// For a sidecar job: when its `202 Accepted` came (the answer is then its result).
@@ -183,18 +181,16 @@ impl Target {
             Ok(r) => r,
             Err(answer) => return answer,
         };
-        let first_byte = Some(Instant::now());
         let mut first_event = None;
         match tokio::time::timeout_at(deadline, self.judge(response, id, &mut first_event)).await {
             Ok((outcome, _)) => Answer {
                 outcome,
-                first_byte,
                 first_event,
                 accepted: None,
             },
             Err(_) => Answer {
                 first_event,
-                ..error("timeout", first_byte)
+                ..error("timeout")
             },
         }
     }
@@ -226,14 +222,13 @@ impl Target {
             } else {
                 format!("http_{}", status.as_u16())
             };
-            return error(&class, Some(accepted));
+            return error(&class);
         };
         let Ok(result_uri) = self.resolve(&format!("{location}/result")) else {
-            return error("bad_location", Some(accepted));
+            return error("bad_location");
         };
         let done = |outcome| Answer {
             outcome,
-            first_byte: Some(accepted),
             first_event: None,
             accepted: Some(accepted),
         };
@@ -266,7 +261,7 @@ impl Target {
     /// `not_a_task`.
     pub async fn task(&self, session: &Session, id: &Value, body: Bytes, poll: Duration) -> Answer {
         let Ok(mut call) = serde_json::from_slice::<Value>(&body) else {
-            return error("bad_request", None);
+            return error("bad_request");
         };
         if let Some(params) = call.get_mut("params").and_then(Value::as_object_mut) {
             params.insert("task".into(), json!({}));
@@ -289,11 +284,10 @@ impl Target {
                 Outcome::Success => "not_a_task".to_owned(),
                 Outcome::Error(class) => class,
             };
-            return error(&class, Some(accepted));
+            return error(&class);
         };
         let done = |outcome| Answer {
             outcome,
-            first_byte: Some(accepted),
             first_event: None,
             accepted: Some(accepted),
         };
@@ -350,9 +344,9 @@ impl Target {
         deadline: Instant,
     ) -> Result<http::Response<mcp_sidecar::upstream::PooledBody>, Answer> {
         match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
-            Err(_) | Ok(Err(PoolError::Timeout)) => Err(error("timeout", None)),
-            Ok(Err(PoolError::Connect(_))) => Err(error("connect", None)),
-            Ok(Err(PoolError::Request(_))) => Err(error("reset", None)),
+            Err(_) | Ok(Err(PoolError::Timeout)) => Err(error("timeout")),
+            Ok(Err(PoolError::Connect(_))) => Err(error("connect")),
+            Ok(Err(PoolError::Request(_))) => Err(error("reset")),
             Ok(Ok(r)) => Ok(r),
         }
     }
@@ -433,10 +427,9 @@ impl Target {
     }
 }
 
-fn error(class: &str, first_byte: Option<Instant>) -> Answer {
+fn error(class: &str) -> Answer {
     Answer {
         outcome: Outcome::Error(class.to_owned()),
-        first_byte,
         first_event: None,
         accepted: None,
     }

@@ -1,6 +1,7 @@
-//! `--threshold` expressions, as k6 users write them: `p99<250ms`, `p50<=10ms`, `max<2s`,
-//! `error_rate<0.1%`, `rps>900`, `errors==0`, `requests>=1000`. A crossed threshold names itself
-//! and the measured value.
+//! `--threshold` expressions in the style k6 users write. The syntax, by example (not targets):
+//! a latency percentile with a unit (`p99<250ms`, `p50<=10ms`, `max<2s`), `error_rate<0.1%`,
+//! `rps>900`, `errors==0`, `requests>=1000`. A crossed threshold names itself and the measured
+//! value.
 
 use std::fmt;
 

@@ -217,13 +217,16 @@ impl Runner for JobRunner {
         })
     }
 
-    fn send(&self, job: &Job, message: String) -> BoxFuture<'static, Result<(), String>> {
+    fn send(&self, job: &Job, message: String) -> BoxFuture<'static, Result<(), ProxyError>> {
         let this = self.clone();
         let mut job = job.clone();
         job.request.body = message;
         Box::pin(async move {
             let body = Bytes::from(job.request.body.clone());
-            let (mut ex, upstream, uri) = this.exchange(&job, &body)?;
+            // A stored job the sidecar can no longer send is its own failure.
+            let (mut ex, upstream, uri) = this
+                .exchange(&job, &body)
+                .map_err(ProxyError::JobsUnavailable)?;
             // The stored routing headers describe the call, not this message: a notification
             // gets its own method, a response none (SEP-2243: the headers repeat the body).
             let method = ex
@@ -248,14 +251,18 @@ impl Runner for JobRunner {
                 request_id: HeaderValue::from_static("job-message"),
                 held: Held::default(),
             };
-            let (response, _) = tail.run().await.0.map_err(|e| e.to_string())?;
+            // The tail's errors already say whose failure they are.
+            let (response, _) = tail.run().await.0?;
             let status = response.status();
             // Read the (empty) answer so the connection goes back to the pool.
             let _ = response.into_body().collect().await;
             if status.is_success() {
                 Ok(())
             } else {
-                Err(format!("the upstream answered HTTP {status}"))
+                Err(ProxyError::UpstreamFailed {
+                    upstream: job.request.upstream.clone(),
+                    detail: format!("it answered HTTP {status} to the relayed message"),
+                })
             }
         })
     }

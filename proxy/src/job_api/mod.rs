@@ -369,10 +369,11 @@ pub(crate) fn job_error(err: JobError, id: &str) -> ProxyError {
         JobError::NotFound => not_found(id),
         JobError::QueueFull { limit } => ProxyError::JobQueueFull { limit },
         JobError::IdempotencyMismatch => ProxyError::IdempotencyKeyReused { key: String::new() },
-        e @ (JobError::ShuttingDown
-        | JobError::Store(_)
-        | JobError::UnknownUpstream(_)
-        | JobError::Send(_)) => ProxyError::JobsUnavailable(e.to_string()),
+        e @ (JobError::ShuttingDown | JobError::Store(_) | JobError::UnknownUpstream(_)) => {
+            ProxyError::JobsUnavailable(e.to_string())
+        }
+        // Already says whose failure it was.
+        JobError::Send(e) => e,
     }
 }
 

@@ -624,12 +624,14 @@ impl Engine {
     }
 
     /// Sends `message` to the backend in the job's session (see [`Runner::send`]).
-    pub(crate) async fn send(&self, job: &Job, message: String) -> Result<(), String> {
-        let runner = self
-            .runner
-            .get()
-            .cloned()
-            .ok_or_else(|| "the job engine is not running".to_owned())?;
+    pub(crate) async fn send(
+        &self,
+        job: &Job,
+        message: String,
+    ) -> Result<(), crate::error::ProxyError> {
+        let runner = self.runner.get().cloned().ok_or_else(|| {
+            crate::error::ProxyError::JobsUnavailable("the job engine is not running".into())
+        })?;
         runner.send(job, message).await
     }
 

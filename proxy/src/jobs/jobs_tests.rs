@@ -101,7 +101,11 @@ impl Runner for Scripted {
         Box::pin(async {})
     }
 
-    fn send(&self, _job: &Job, message: String) -> BoxFuture<'static, Result<(), String>> {
+    fn send(
+        &self,
+        _job: &Job,
+        message: String,
+    ) -> BoxFuture<'static, Result<(), crate::error::ProxyError>> {
         self.cancels.lock().unwrap().push(message);
         Box::pin(async { Ok(()) })
     }

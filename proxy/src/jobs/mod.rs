@@ -110,9 +110,10 @@ pub enum JobError {
     /// A job for an upstream the engine does not run.
     #[error("upstream `{0}` runs no jobs")]
     UnknownUpstream(String),
-    /// The client's response to a request of the job's call did not reach the backend.
+    /// The client's response to a request of the job's call did not reach the backend: why,
+    /// as the request path answers it (the backend's failure, or the sidecar's own).
     #[error("the response could not be delivered to the backend: {0}")]
-    Send(String),
+    Send(crate::error::ProxyError),
 }
 
 /// The job engine's handle, shared by the request path, the admin listener and the server.

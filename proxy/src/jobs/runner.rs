@@ -48,8 +48,13 @@ pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
     fn cancel(&self, job: &Job, reason: &str) -> BoxFuture<'static, ()>;
 
     /// Sends `message` (the client's JSON-RPC response to a request the running call made) to
-    /// the backend, in the job's session. `Err` says why it did not arrive.
-    fn send(&self, job: &Job, message: String) -> BoxFuture<'static, Result<(), String>>;
+    /// the backend, in the job's session. `Err` says why it did not arrive, and whose failure
+    /// that was (the backend's, or the sidecar's own), as the request path answers it.
+    fn send(
+        &self,
+        job: &Job,
+        message: String,
+    ) -> BoxFuture<'static, Result<(), crate::error::ProxyError>>;
 }
 
 /// Where a running call's progress goes: the job's record and its event stream.

@@ -80,3 +80,26 @@ fn the_last_response_of_a_round_sends_the_call_again_with_all_of_them() {
     assert_eq!(call["params"]["requestState"], "state-1");
     assert_eq!(call["params"]["name"], "t");
 }
+
+#[test]
+fn a_relay_that_failed_is_answered_as_whose_failure_it_was() {
+    let backend = job_error(
+        JobError::Send(ProxyError::UpstreamFailed {
+            upstream: "u".into(),
+            detail: "it answered HTTP 500 to the relayed message".into(),
+        }),
+        Revision::Extension,
+    );
+    assert_eq!(backend.reason(), "upstream_failed");
+    assert_eq!(backend.status(), http::StatusCode::BAD_GATEWAY);
+    let local = job_error(
+        JobError::Send(ProxyError::JobsUnavailable(
+            "the job engine is not running".into(),
+        )),
+        Revision::Extension,
+    );
+    assert_eq!(local.reason(), "jobs_unavailable");
+    assert_eq!(local.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    let unknown = job_error(JobError::NotFound, Revision::Core);
+    assert_eq!(unknown.jsonrpc_code(), -32602);
+}

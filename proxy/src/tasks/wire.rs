@@ -52,15 +52,6 @@ impl Revision {
             Revision::Extension => STATELESS_REVISION,
         }
     }
-
-    /// The revision a stored task was created under.
-    pub fn stored(name: &str) -> Self {
-        if name >= STATELESS_REVISION {
-            Revision::Extension
-        } else {
-            Revision::Core
-        }
-    }
 }
 
 /// Whether the request's revision (its `MCP-Protocol-Version`, else its `_meta`'s) is one that
