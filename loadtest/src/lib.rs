@@ -6,12 +6,14 @@
 //! It reuses the sidecar library (`mcp-sidecar`) for everything HTTP and MCP: the pooled HTTP/1.1
 //! client leg with its TLS setup, and the SSE event scanner.
 //!
-//! Layers (imports point down): `cli` → `engine` → `client`, `workload` → `report`, `threshold`.
+//! Layers (imports point down): `cli` → `engine` → `offload` → `client`, `workload` → `report`,
+//! `threshold`.
 
 pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod html;
+pub mod offload;
 pub mod report;
 pub mod threshold;
 pub mod workload;
