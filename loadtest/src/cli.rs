@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::client::Target;
+use crate::client::{PROTOCOL_VERSION, Target};
 use crate::engine::{self, Load, Plan, Stop};
+use crate::offload::Offload;
 use crate::report::{self, Report};
 use crate::threshold::Threshold;
 use crate::workload::Workload;
@@ -152,12 +153,24 @@ struct RunArgs {
     /// reports.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(u32, u32)>,
+    /// The MCP revision asked for. From 2026-07-28 on there is no session: `server/discover`,
+    /// then every request carries the revision and the client's capabilities in `_meta` and
+    /// the `Mcp-Method` / `Mcp-Name` headers.
+    #[arg(long, default_value = PROTOCOL_VERSION, value_parser = parse_protocol)]
+    protocol: String,
     /// Submit each call as a sidecar job (`Prefer: respond-async`) and poll its result every
     /// this long: the 202's latency and the completion time are reported apart.
-    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "tasks")]
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with_all = ["tasks", "jobs_follow"])]
     jobs: Option<Duration>,
-    /// Run each call as an MCP task (2025-11-25 `params.task`) and poll it with `tasks/get`
-    /// every this long: the create answer's latency and the completion time are reported apart.
+    /// Submit each call as a sidecar job and follow its event stream (`GET …/events`) to the
+    /// end instead of polling, then fetch its result once; a stream that ends first is
+    /// `stream_closed`.
+    #[arg(long, conflicts_with = "tasks")]
+    jobs_follow: bool,
+    /// Run each call as an MCP task on the --protocol revision (2025-11-25: `params.task`;
+    /// 2026-07-28: the Tasks extension) and poll it with `tasks/get` every this long, or as
+    /// the server's `pollInterval` asks when that is longer: the create answer's latency and
+    /// the completion time are reported apart.
     #[arg(long, value_parser = humantime::parse_duration)]
     tasks: Option<Duration>,
     /// Pass/fail rule, e.g. 'p99<250ms', 'error_rate<0.1%', 'rps>900' (repeatable).
@@ -235,6 +248,17 @@ fn load_of(rate: Option<f64>, concurrency: Option<usize>, poisson: bool) -> anyh
     })
 }
 
+/// A revision: `YYYY-MM-DD`.
+fn parse_protocol(text: &str) -> Result<String, String> {
+    if crate::stateless::is_revision(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "--protocol `{text}`: a revision is a date, such as 2025-11-25 or 2026-07-28"
+        ))
+    }
+}
+
 /// `i/n` with 1 <= i <= n.
 fn parse_shard(text: &str) -> Result<(u32, u32), String> {
     let (i, n) = text
@@ -310,7 +334,14 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         Load::Concurrency(c) => c,
         Load::Rate { .. } | Load::Stages(_) => a.max_in_flight.min(1024),
     };
-    let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?;
+    let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?
+        .with_protocol(&a.protocol)?;
+    let offload = match (a.jobs, a.jobs_follow, a.tasks) {
+        (Some(poll), _, _) => Some(Offload::JobsPoll(poll)),
+        (None, true, _) => Some(Offload::JobsFollow),
+        (None, false, Some(poll)) => Some(Offload::Tasks(poll)),
+        (None, false, None) => None,
+    };
     let config = serde_json::json!({
         "url": a.url,
         "load": match &load {
@@ -328,6 +359,13 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         "method": a.method,
         "scenario": a.scenario,
         "shard": a.shard.map(|(i, n)| format!("{i}/{n}")),
+        "protocol": a.protocol,
+        "offload": match offload {
+            Some(Offload::JobsPoll(poll)) => serde_json::json!({"jobs_poll_s": poll.as_secs_f64()}),
+            Some(Offload::JobsFollow) => serde_json::json!("jobs_follow"),
+            Some(Offload::Tasks(poll)) => serde_json::json!({"tasks_poll_s": poll.as_secs_f64()}),
+            None => serde_json::Value::Null,
+        },
     });
     let rate = match &load {
         Load::Rate { rate, .. } => Some(*rate),
@@ -345,8 +383,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: a.max_in_flight,
         seed: a.seed,
         live: live.clone(),
-        jobs: a.jobs,
-        tasks: a.tasks,
+        offload,
     };
     let progress = live.map(progress_line);
     let ctrl_c = async {
@@ -478,8 +515,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
                 max_in_flight: 10_000,
                 seed: round as u64 + 1,
                 live: None,
-                jobs: None,
-                tasks: None,
+                offload: None,
             };
             let report = engine::run(
                 target,

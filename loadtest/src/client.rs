@@ -1,9 +1,10 @@
 //! One MCP endpoint as the load generator sees it: the sidecar library's pooled HTTP/1.1 client
 //! leg (rustls for `https://`, an optional CA file), MCP sessions (`initialize`,
 //! `notifications/initialized`, `Mcp-Session-Id`, the negotiated revision, `DELETE` at the end;
-//! stateless servers work too), and the judgement of one call's answer, JSON or SSE (scanned with
-//! the library's event scanner): a success is a 2xx carrying the matching JSON-RPC `result` that
-//! is not a tool error.
+//! stateless servers work too; on 2026-07-28 no session at all, `server/discover` and the
+//! per-request envelope of [`crate::stateless`]), and the judgement of one call's answer, JSON or
+//! SSE (scanned with the library's event scanner): a success is a 2xx carrying the matching
+//! JSON-RPC `result` that is not a tool error.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,14 +14,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, head
 use http_body_util::BodyExt;
 use mcp_sidecar::body::full;
 use mcp_sidecar::config::UpstreamConfig;
-use mcp_sidecar::mcp::sse::{EventSplitter, decode};
-use mcp_sidecar::upstream::{Pool, PoolError, build_client};
+use mcp_sidecar::mcp::sse::{DecodedEvent, EventSplitter, decode};
+use mcp_sidecar::upstream::{Pool, PoolError, PooledBody, build_client};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::report::Outcome;
+use crate::stateless;
 
-/// The revision a session asks for: the newest with sessions; a server may answer an older one.
+/// The revision a session asks for unless told otherwise (`--protocol`): the newest with
+/// sessions; a server may answer an older one.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
 /// Largest answer read (64 MiB, the fixture's largest tool result): a bigger one is an error,
 /// not a reason to hold unbounded memory.
@@ -29,6 +32,10 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 /// `MCP-Protocol-Version`.
 const PROTOCOL: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// `Mcp-Method` (2026-07-28).
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+/// `Mcp-Name` (2026-07-28).
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Where the load goes, and how.
 #[derive(Debug, Clone)]
@@ -37,6 +44,8 @@ pub struct Target {
     pub(crate) pool: Pool,
     headers: HeaderMap,
     pub(crate) timeout: Duration,
+    /// The revision asked for: in `initialize`, or (2026-07-28 on) in every request.
+    protocol: String,
 }
 
 /// One virtual client's session (no id: a stateless server).
@@ -44,12 +53,19 @@ pub struct Target {
 pub struct Session {
     id: Option<HeaderValue>,
     version: Option<HeaderValue>,
+    /// On the stateless protocol (2026-07-28): every request carries the envelope.
+    envelope: bool,
 }
 
 impl Session {
     /// Whether the server gave a session id.
     pub fn stateful(&self) -> bool {
         self.id.is_some()
+    }
+
+    /// Whether requests carry 2026-07-28's per-request envelope (no session).
+    pub fn stateless(&self) -> bool {
+        self.envelope
     }
 }
 
@@ -96,7 +112,18 @@ impl Target {
             pool,
             headers,
             timeout,
+            protocol: PROTOCOL_VERSION.to_owned(),
         })
+    }
+
+    /// Asks for revision `version` (`YYYY-MM-DD`): in `initialize`, or from 2026-07-28 on with
+    /// no session, the revision and the client's capabilities in every request.
+    pub fn with_protocol(mut self, version: &str) -> anyhow::Result<Self> {
+        if !stateless::is_revision(version) {
+            anyhow::bail!("--protocol `{version}`: a revision is a date, such as 2026-07-28");
+        }
+        version.clone_into(&mut self.protocol);
+        Ok(self)
     }
 
     pub(crate) fn request(
@@ -127,11 +154,56 @@ impl Target {
         req
     }
 
+    /// A POST of the JSON-RPC request `body` in `session`; on the stateless protocol with its
+    /// envelope, the Tasks extension declared when `tasks`.
+    pub(crate) fn post(
+        &self,
+        session: &Session,
+        body: Bytes,
+        tasks: bool,
+    ) -> Request<mcp_sidecar::body::ProxyBody> {
+        if !session.envelope {
+            return self.request(Method::POST, session, body);
+        }
+        // The workload writes each body whole; the envelope goes in here, so a run on an older
+        // revision pays nothing for it.
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(message) => self.post_message(session, message, tasks),
+            Err(_) => self.request(Method::POST, session, body),
+        }
+    }
+
+    /// A POST of `message` in `session`, as [`Target::post`].
+    pub(crate) fn post_message(
+        &self,
+        session: &Session,
+        mut message: Value,
+        tasks: bool,
+    ) -> Request<mcp_sidecar::body::ProxyBody> {
+        if !session.envelope {
+            return self.request(Method::POST, session, Bytes::from(message.to_string()));
+        }
+        let routing = stateless::wrap(&mut message, &self.protocol, stateless::capabilities(tasks));
+        let mut req = self.request(Method::POST, session, Bytes::from(message.to_string()));
+        let h = req.headers_mut();
+        if let Some(method) = routing.method {
+            h.insert(MCP_METHOD, method);
+        }
+        if let Some(name) = routing.name {
+            h.insert(MCP_NAME, name);
+        }
+        req
+    }
+
     /// Opens a session: `initialize` (its answer must be a result) and
-    /// `notifications/initialized`.
+    /// `notifications/initialized`; on the stateless protocol, `server/discover` instead (its
+    /// answer must be a result that lists the revision, when it lists any), and no session.
     pub async fn open(&self) -> anyhow::Result<Session> {
+        if stateless::is_stateless(&self.protocol) {
+            return self.discover().await;
+        }
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+            "protocolVersion": self.protocol, "capabilities": {},
             "clientInfo": {"name": "mcp-load", "version": env!("CARGO_PKG_VERSION")}}});
         let req = self.request(
             Method::POST,
@@ -153,11 +225,54 @@ impl Target {
             .and_then(|a| a.pointer("/result/protocolVersion"))
             .and_then(Value::as_str)
             .and_then(|v| HeaderValue::from_str(v).ok());
-        let session = Session { id, version };
+        let session = Session {
+            id,
+            version,
+            envelope: false,
+        };
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let req = self.request(Method::POST, &session, Bytes::from(note.to_string()));
         if let Ok(Ok(r)) = tokio::time::timeout(self.timeout, self.pool.request(req)).await {
             let _ = r.into_body().collect().await;
+        }
+        Ok(session)
+    }
+
+    /// `server/discover` on the stateless protocol: the server must answer it and speak the
+    /// revision.
+    async fn discover(&self) -> anyhow::Result<Session> {
+        let session = Session {
+            id: None,
+            version: HeaderValue::from_str(&self.protocol).ok(),
+            envelope: true,
+        };
+        let req = self.post_message(&session, stateless::discover(), false);
+        let response = tokio::time::timeout(self.timeout, self.pool.request(req))
+            .await
+            .map_err(|_| anyhow::anyhow!("server/discover: no answer within {:?}", self.timeout))?
+            .map_err(|e| anyhow::anyhow!("server/discover: {e}"))?;
+        let status = response.status();
+        let (outcome, answer) = self.judge(response, &json!(0), &mut None).await;
+        if outcome != Outcome::Success {
+            anyhow::bail!(
+                "server/discover failed ({status}): {outcome:?}: does the server speak {}?",
+                self.protocol
+            );
+        }
+        let supported = answer
+            .as_ref()
+            .and_then(|a| a.pointer("/result/supportedVersions"))
+            .and_then(Value::as_array);
+        if let Some(list) = supported
+            && !list
+                .iter()
+                .any(|v| v.as_str() == Some(self.protocol.as_str()))
+        {
+            anyhow::bail!(
+                "server/discover: the server does not speak {} (it lists {})",
+                self.protocol,
+                Value::Array(list.clone())
+            );
         }
         Ok(session)
     }
@@ -175,7 +290,7 @@ impl Target {
 
     /// Sends one JSON-RPC request (`body`, whose id is `id`) and judges its answer.
     pub async fn call(&self, session: &Session, id: &Value, body: Bytes) -> Answer {
-        let req = self.request(Method::POST, session, body);
+        let req = self.post(session, body, false);
         let deadline = Instant::now() + self.timeout;
         let response = match self.send(req, deadline).await {
             Ok(r) => r,
@@ -238,36 +353,21 @@ impl Target {
             .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
         let mut body = response.into_body();
         if sse {
-            let mut splitter = EventSplitter::default();
-            let mut pending = BytesMut::new();
-            let mut scanned = 0;
-            let mut at_start = true;
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else {
-                    return (Outcome::Error("reset".into()), None);
-                };
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                pending.extend_from_slice(&data);
-                while let Some(end) = splitter.find_event_end(&pending[scanned..]) {
-                    first_event.get_or_insert_with(Instant::now);
-                    let event = pending.split_to(scanned + end);
-                    scanned = 0;
-                    let decoded = decode(&event, at_start);
-                    at_start = false;
-                    if let Some(e) = decoded.filter(|e| e.event_type == "message")
-                        && let Some(message) = response_to(&e.data, id)
-                    {
-                        return (classify(&message), Some(message));
+            let mut events = EventReader::new(body);
+            loop {
+                match events.next().await {
+                    Ok(Some(event)) => {
+                        first_event.get_or_insert_with(Instant::now);
+                        if event.event_type == "message"
+                            && let Some(message) = response_to(&event.data, id)
+                        {
+                            return (classify(&message), Some(message));
+                        }
                     }
+                    Ok(None) => return (Outcome::Error("no_answer".into()), None),
+                    Err(class) => return (Outcome::Error(class.into()), None),
                 }
-                if pending.len() > MAX_ANSWER_BYTES {
-                    return (Outcome::Error("too_large".into()), None);
-                }
-                scanned = pending.len();
             }
-            return (Outcome::Error("no_answer".into()), None);
         }
         let mut buf = BytesMut::new();
         while let Some(frame) = body.frame().await {
@@ -304,8 +404,59 @@ pub(crate) fn error(class: &str) -> Answer {
     }
 }
 
+/// An event stream read event by event, as a client dispatches them (comment-only blocks
+/// skipped), with the library's event scanner.
+pub(crate) struct EventReader {
+    body: PooledBody,
+    splitter: EventSplitter,
+    pending: BytesMut,
+    scanned: usize,
+    at_start: bool,
+}
+
+impl EventReader {
+    pub(crate) fn new(body: PooledBody) -> Self {
+        Self {
+            body,
+            splitter: EventSplitter::default(),
+            pending: BytesMut::new(),
+            scanned: 0,
+            at_start: true,
+        }
+    }
+
+    /// The next event; `None` at the end of the stream; the error's class when the stream
+    /// broke off (`reset`) or an event grew past the largest answer read (`too_large`).
+    pub(crate) async fn next(&mut self) -> Result<Option<DecodedEvent>, &'static str> {
+        loop {
+            while let Some(end) = self.splitter.find_event_end(&self.pending[self.scanned..]) {
+                let event = self.pending.split_to(self.scanned + end);
+                self.scanned = 0;
+                let decoded = decode(&event, self.at_start);
+                self.at_start = false;
+                if decoded.is_some() {
+                    return Ok(decoded);
+                }
+            }
+            self.scanned = self.pending.len();
+            if self.pending.len() > MAX_ANSWER_BYTES {
+                return Err("too_large");
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(_)) => return Err("reset"),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `text` parsed when it is a JSON-RPC response to the request with `id`.
-fn response_to(text: &str, id: &Value) -> Option<Value> {
+pub(crate) fn response_to(text: &str, id: &Value) -> Option<Value> {
     let message: Value = serde_json::from_str(text).ok()?;
     let is_response = message.get("result").is_some() || message.get("error").is_some();
     (is_response && message.get("id") == Some(id)).then_some(message)

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{Session, Target};
+use crate::offload::Offload;
 use crate::report::{Outcome, Recorder, Report};
 use crate::workload::Workload;
 
@@ -138,10 +139,8 @@ pub struct Plan {
     pub seed: u64,
     /// Where the running totals go for a progress line (none: nobody is watching).
     pub live: Option<Arc<Live>>,
-    /// Calls are submitted as sidecar jobs, whose results are polled this often.
-    pub jobs: Option<Duration>,
-    /// Calls run as MCP tasks, polled with `tasks/get` this often.
-    pub tasks: Option<Duration>,
+    /// Calls are offloaded: sidecar jobs (polled or followed) or MCP tasks.
+    pub offload: Option<Offload>,
 }
 
 /// The running totals of a run, for a progress line.
@@ -223,8 +222,7 @@ pub async fn run(
         issued: issued.clone(),
         tx,
         measure_from,
-        jobs: plan.jobs,
-        tasks: plan.tasks,
+        offload: plan.offload,
     };
     let generate = async {
         match &plan.load {
@@ -263,8 +261,7 @@ struct Ctx {
     issued: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Measured>,
     measure_from: Instant,
-    jobs: Option<Duration>,
-    tasks: Option<Duration>,
+    offload: Option<Offload>,
 }
 
 impl Ctx {
@@ -283,16 +280,16 @@ impl Ctx {
         let session = &self.sessions[(n as usize) % self.sessions.len()];
         let (id, body): (Value, Bytes) = self.workload.request(n);
         let sent = Instant::now();
-        let answer = match (self.jobs, self.tasks) {
-            (Some(poll), _) => self.target.job(session, &id, body, poll).await,
-            (None, Some(poll)) => self.target.task(session, &id, body, poll).await,
-            (None, None) => self.target.call(session, &id, body).await,
+        let answer = match self.offload {
+            Some(offload) => self.target.offloaded(offload, session, &id, body).await,
+            None => self.target.call(session, &id, body).await,
         };
         let end = Instant::now();
         if intended < self.measure_from {
             return;
         }
-        // A job's latency is to its 202; its completion is measured apart.
+        // A job's latency is to its 202 (a task's to its creation); its completion is measured
+        // apart.
         let answered = answer.accepted.unwrap_or(end);
         let _ = self.tx.send(Measured {
             end,
@@ -389,8 +386,7 @@ fn ctx_clone(ctx: &Ctx) -> Ctx {
         issued: ctx.issued.clone(),
         tx: ctx.tx.clone(),
         measure_from: ctx.measure_from,
-        jobs: ctx.jobs,
-        tasks: ctx.tasks,
+        offload: ctx.offload,
     }
 }
 

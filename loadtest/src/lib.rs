@@ -15,5 +15,6 @@ pub mod engine;
 pub mod html;
 pub mod offload;
 pub mod report;
+pub mod stateless;
 pub mod threshold;
 pub mod workload;

@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use mcp_loadtest::client::Target;
 use mcp_loadtest::engine::{self, Load, Plan, Stop};
+use mcp_loadtest::offload::Offload;
 use mcp_loadtest::report::Report;
 use mcp_loadtest::workload::Workload;
 use serde_json::{Value, json};
@@ -31,8 +32,7 @@ fn plan(load: Load, stop: Stop) -> Plan {
         max_in_flight: 10_000,
         seed: 7,
         live: None,
-        jobs: None,
-        tasks: None,
+        offload: None,
     }
 }
 
@@ -405,7 +405,7 @@ async fn jobs_report_the_202_latency_and_the_completion_apart() {
         .unwrap();
     let addr = sidecar(&fx, "").await;
     let mut p = plan(Load::Concurrency(4), Stop::Requests(20));
-    p.jobs = Some(Duration::from_millis(20));
+    p.offload = Some(Offload::JobsPoll(Duration::from_millis(20)));
     let r = run(
         &format!("http://{addr}/mcp"),
         Workload::call(r#"sleep {"ms":150}"#).unwrap(),
@@ -433,7 +433,7 @@ async fn jobs_report_the_202_latency_and_the_completion_apart() {
     )
     .unwrap();
     let mut p = plan(Load::Concurrency(1), Stop::Requests(1));
-    p.jobs = Some(Duration::from_millis(20));
+    p.offload = Some(Offload::JobsPoll(Duration::from_millis(20)));
     let r = engine::run(
         target,
         Workload::call(r#"sleep {"ms":5000}"#).unwrap(),
@@ -463,7 +463,7 @@ async fn tasks_report_the_creation_latency_and_the_completion_apart() {
     )
     .await;
     let mut p = plan(Load::Concurrency(4), Stop::Requests(12));
-    p.tasks = Some(Duration::from_millis(20));
+    p.offload = Some(Offload::Tasks(Duration::from_millis(20)));
     let r = run(
         &format!("http://{addr}/mcp"),
         Workload::call(r#"sleep {"ms":150}"#).unwrap(),
@@ -480,7 +480,7 @@ async fn tasks_report_the_creation_latency_and_the_completion_apart() {
     assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
     // A tool the facade does not serve answers live: not a task.
     let mut p = plan(Load::Concurrency(1), Stop::Requests(3));
-    p.tasks = Some(Duration::from_millis(20));
+    p.offload = Some(Offload::Tasks(Duration::from_millis(20)));
     let r = run(
         &format!("http://{addr}/mcp"),
         Workload::call(r#"echo {"text":"x"}"#).unwrap(),

@@ -17,9 +17,9 @@ pub const STATELESS_REVISION: &str = "2026-07-28";
 /// The revision whose core protocol defines Tasks.
 pub const CORE_TASKS_REVISION: &str = "2025-11-25";
 /// Where a request's `_meta` carries the client's capabilities (SEP-2575).
-const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 /// Where a request's `_meta` carries its protocol revision (SEP-2575).
-const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// The 2025-11-25 metadata key tying a message to its task.
 const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 /// The suggested polling interval. Jobs record progress about once a second; a client that
