@@ -2,12 +2,14 @@
 # Installs what the end-to-end tests need besides Rust:
 # - the official MCP Python SDK, pinned in tests/sdk/requirements.txt, into <repo>/.venv;
 # - the official MCP TypeScript SDK and server-everything, pinned in tests/sdk/package.json and
-#   package-lock.json, into tests/sdk/node_modules (`npm ci`).
+#   package-lock.json, into tests/sdk/node_modules (`npm ci`);
+# - Chromium (Debian's package) for the HTML report's browser check.
 # Idempotent and quick when nothing changed: each install remembers a hash of what it was built
 # from (requirements or lockfile, and the interpreter or Node version).
 #
 # Environment: PYTHON - interpreter used to create the venv (default: python3, then python).
 #              NPM    - npm used for the Node packages (default: npm).
+#              CHROMIUM - a Chromium or Chrome to use instead of installing Debian's chromium.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
@@ -74,6 +76,25 @@ else
   # Fail here, not in a test, if the install is unusable.
   (cd "$sdk" && node -e 'import("@modelcontextprotocol/sdk/client/index.js").then(() => import.meta.resolve("@modelcontextprotocol/server-everything/dist/index.js"))' --input-type=module)
   echo "$node_wanted" >"$node_stamp"
+fi
+# Chromium, which opens mcp-load's HTML report headless (loadtest/tests/html.rs; without it that
+# test fails under CI and is skipped elsewhere): Debian's package, about 125 MB, installed in 22 s
+# when measured. CHROMIUM=/path/to/chrome uses another build instead.
+if [ -n "${CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 \
+  || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome-stable >/dev/null 2>&1 \
+  || command -v google-chrome >/dev/null 2>&1; then
+  echo "test-deps: chromium present"
+elif command -v apt-get >/dev/null 2>&1; then
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "test-deps: chromium missing and not root (no sudo)" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  echo "test-deps: installing chromium (apt)"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null
+else
+  echo "test-deps: no chromium and no apt-get: install Chromium (or set CHROMIUM) for the HTML report test" >&2
 fi
 # The MCP conformance suite and its Node 22, pinned in tests/conformance (tests/tests/conformance.rs).
 bash "$repo/scripts/conformance.sh" --install
