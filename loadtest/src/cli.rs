@@ -160,7 +160,11 @@ struct RunArgs {
     protocol: String,
     /// Submit each call as a sidecar job (`Prefer: respond-async`) and poll its result every
     /// this long: the 202's latency and the completion time are reported apart.
-    #[arg(long, value_parser = humantime::parse_duration, conflicts_with_all = ["tasks", "jobs_follow"])]
+    #[arg(
+        long,
+        value_parser = humantime::parse_duration,
+        conflicts_with_all = ["tasks", "jobs_follow"]
+    )]
     jobs: Option<Duration>,
     /// Submit each call as a sidecar job and follow its event stream (`GET …/events`) to the
     /// end instead of polling, then fetch its result once; a stream that ends first is

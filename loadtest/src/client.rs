@@ -120,7 +120,9 @@ impl Target {
     /// no session, the revision and the client's capabilities in every request.
     pub fn with_protocol(mut self, version: &str) -> anyhow::Result<Self> {
         if !stateless::is_revision(version) {
-            anyhow::bail!("--protocol `{version}`: a revision is a date, such as 2026-07-28");
+            anyhow::bail!(
+                "protocol revision `{version}`: a revision is a date, such as 2026-07-28"
+            );
         }
         version.clone_into(&mut self.protocol);
         Ok(self)

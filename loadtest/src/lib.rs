@@ -6,8 +6,8 @@
 //! It reuses the sidecar library (`mcp-sidecar`) for everything HTTP and MCP: the pooled HTTP/1.1
 //! client leg with its TLS setup, and the SSE event scanner.
 //!
-//! Layers (imports point down): `cli` → `engine` → `offload` → `client`, `workload` → `report`,
-//! `threshold`.
+//! Layers (imports point down): `cli` → `engine` → `offload` → `client` → `stateless`, and
+//! `workload` → `report`, `html`, `threshold`.
 
 pub mod cli;
 pub mod client;

@@ -78,6 +78,10 @@ async fn followed_jobs_report_the_202_latency_and_the_completion_apart() {
     );
 }
 
+/// The one event of [`cut_stream_backend`]'s job stream: the job is working.
+const WORKING: &[u8] =
+    b"retry: 2000\nid: 1\nevent: status\ndata: {\"id\":\"j1\",\"status\":\"working\"}\n\n";
+
 /// A backend that accepts every call as a job (`202`, `Location: /jobs/j1`) and whose job
 /// event stream shows the job working, then ends: the job never ends on it.
 async fn cut_stream_backend() -> SocketAddr {
@@ -97,9 +101,7 @@ async fn cut_stream_backend() -> SocketAddr {
                     let response = if path == "/jobs/j1/events" {
                         response
                             .header("content-type", "text/event-stream")
-                            .body(Full::new(Bytes::from_static(
-                                b"retry: 2000\nid: 1\nevent: status\ndata: {\"id\":\"j1\",\"status\":\"working\"}\n\n",
-                            )))
+                            .body(Full::new(Bytes::from_static(WORKING)))
                     } else if message["method"] == "initialize" {
                         let answer = json!({"jsonrpc": "2.0", "id": message["id"], "result": {
                             "protocolVersion": CORE, "capabilities": {},
