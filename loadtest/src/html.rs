@@ -35,7 +35,7 @@ pub fn page(report: &Report) -> String {
 body{font-family:sans-serif;margin:2em;max-width:960px;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}\
 td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}\
-th:first-child,td:first-child,.config td{text-align:left}\
+th:first-child,td:first-child,.config td,.config th{text-align:left}\
 code{font-size:90%}.legend span{display:inline-block;margin-right:1.5em}\
 .legend i{display:inline-block;width:24px;vertical-align:middle;margin-right:6px}\
 .note{color:#666;font-style:italic}</style></head><body>\n<h1>mcp-load report</h1>\n",

@@ -16,12 +16,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::client::{Answer, EventReader, Session, Target, classify, error, response_to};
 use crate::report::Outcome;
+
+/// Largest `202` document read for its links (the sidecar's is under 1 KiB): a larger one is
+/// not read whole, and the links under `Location` are used.
+const JOB_DOCUMENT_MAX: usize = 64 * 1024;
 
 /// How calls are offloaded (`--jobs`, `--jobs-follow`, `--tasks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +87,10 @@ impl Target {
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let document = match tokio::time::timeout_at(deadline, response.into_body().collect()).await
-        {
+        let document = Limited::new(response.into_body(), JOB_DOCUMENT_MAX).collect();
+        let document = match tokio::time::timeout_at(deadline, document).await {
             Ok(Ok(b)) => serde_json::from_slice::<Value>(&b.to_bytes()).ok(),
+            // Unreadable or too large: the links are then the ones under `Location`.
             _ => None,
         };
         let Some(location) = location.filter(|_| status == StatusCode::ACCEPTED) else {
