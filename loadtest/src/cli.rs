@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::client::Target;
 use crate::engine::{self, Load, Plan, Stop};
 use crate::report::{self, Report};
+use crate::streams::StreamPlan;
 use crate::threshold::Threshold;
 use crate::workload::Workload;
 
@@ -160,6 +161,21 @@ struct RunArgs {
     /// every this long: the create answer's latency and the completion time are reported apart.
     #[arg(long, value_parser = humantime::parse_duration)]
     tasks: Option<Duration>,
+    /// Hold this many standalone SSE GET streams open for the whole run (each on its own
+    /// connection, spread over the sessions; opened before the measured run starts, and
+    /// `streams open: N` printed on stderr when all have opened or failed). Without --rate,
+    /// --concurrency, --stages, --requests, --call, --method or --scenario the run sends no
+    /// requests: it holds the streams for --duration.
+    #[arg(long, default_value_t = 0)]
+    streams: usize,
+    /// The streams' URL when it is not the run's (query parameters pass through, e.g.
+    /// `http://host/mcp?tick_ms=100`).
+    #[arg(long)]
+    stream_url: Option<String>,
+    /// JSON pointer into a stream event's data to its send time in Unix microseconds (the
+    /// event delivery latency); events without it are counted but not timed.
+    #[arg(long, default_value = crate::streams::DEFAULT_TIMESTAMP)]
+    stream_timestamp: String,
     /// Pass/fail rule, e.g. 'p99<250ms', 'error_rate<0.1%', 'rps>900' (repeatable).
     #[arg(long = "threshold")]
     thresholds: Vec<Threshold>,
@@ -310,6 +326,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         Load::Concurrency(c) => c,
         Load::Rate { .. } | Load::Stages(_) => a.max_in_flight.min(1024),
     };
+    let streams = stream_plan(&a, &headers, connections)?;
     let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?;
     let config = serde_json::json!({
         "url": a.url,
@@ -328,6 +345,12 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         "method": a.method,
         "scenario": a.scenario,
         "shard": a.shard.map(|(i, n)| format!("{i}/{n}")),
+        "streams": (a.streams > 0).then(|| serde_json::json!({
+            "count": a.streams,
+            "url": a.stream_url.as_deref().unwrap_or(&a.url),
+            "timestamp": a.stream_timestamp,
+            "only": streams.as_ref().is_some_and(|s| s.only),
+        })),
     });
     let rate = match &load {
         Load::Rate { rate, .. } => Some(*rate),
@@ -347,6 +370,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         live: live.clone(),
         jobs: a.jobs,
         tasks: a.tasks,
+        streams,
     };
     let progress = live.map(progress_line);
     let ctrl_c = async {
@@ -384,6 +408,60 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         a.html.as_ref(),
         a.summary,
     )
+}
+
+/// Descriptors mcp-load needs besides its connections: standard streams, the runtime's epoll
+/// and wake-up descriptors, files it writes. A few dozen in practice.
+const FD_SLACK: u64 = 64;
+
+/// The streams of `--streams`, with the descriptor limit checked: the soft `RLIMIT_NOFILE`
+/// (raised to the hard one at start) must hold a descriptor per stream, and should hold the
+/// requests' `connections` too.
+fn stream_plan(
+    a: &RunArgs,
+    headers: &HeaderMap,
+    connections: usize,
+) -> anyhow::Result<Option<StreamPlan>> {
+    if a.streams == 0 {
+        return Ok(None);
+    }
+    // No request flag: the run only holds the streams (what a memory benchmark wants).
+    let only = a.rate.is_none()
+        && a.concurrency.is_none()
+        && a.stages.is_none()
+        && a.requests.is_none()
+        && a.call.is_none()
+        && a.method.is_none()
+        && a.scenario.is_none();
+    let limit = mcp_sidecar::fd_budget::raise_nofile()
+        .map_err(|e| anyhow::anyhow!("cannot raise the descriptor limit (RLIMIT_NOFILE): {e}"))?;
+    if let Some(soft) = limit.soft {
+        let streams = a.streams as u64 + FD_SLACK;
+        let with_requests = streams + if only { 0 } else { connections as u64 };
+        if soft < streams {
+            anyhow::bail!(
+                "--streams {}: the descriptor limit (RLIMIT_NOFILE) is {soft}, hard limit {}; \
+                 each stream holds one: raise it (ulimit -n) or ask for fewer",
+                a.streams,
+                limit.hard.map_or("unlimited".to_owned(), |h| h.to_string())
+            );
+        }
+        if soft < with_requests {
+            eprintln!(
+                "mcp-load: WARNING: the descriptor limit (RLIMIT_NOFILE) is {soft}: {} streams and up to {connections} request connections may not fit",
+                a.streams
+            );
+        }
+    }
+    let url = a.stream_url.as_deref().unwrap_or(&a.url);
+    // Streams never return their connection: a pool of their own keeps none idle.
+    let target = Target::new(url, 1, headers.clone(), a.ca_file.clone(), a.timeout)?;
+    Ok(Some(StreamPlan {
+        count: a.streams,
+        target,
+        timestamp: a.stream_timestamp.clone(),
+        only,
+    }))
 }
 
 /// A progress line on stderr (a terminal): elapsed time, rate, errors and p99, refreshed
@@ -480,6 +558,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
                 live: None,
                 jobs: None,
                 tasks: None,
+                streams: None,
             };
             let report = engine::run(
                 target,
@@ -629,6 +708,11 @@ fn finish(
     );
     for (kind, n) in &report.errors_by_kind {
         println!("  error {kind}: {n}");
+    }
+    if let Some(s) = &report.streams {
+        for line in crate::streams::lines(s) {
+            println!("{line}");
+        }
     }
     if report.jobs > 0 {
         let c = &report.completion_ms;

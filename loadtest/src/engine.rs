@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::client::{Session, Target};
 use crate::report::{Outcome, Recorder, Report};
+use crate::streams::{self, StreamPlan};
 use crate::workload::Workload;
 
 /// How requests arrive.
@@ -142,6 +143,8 @@ pub struct Plan {
     pub jobs: Option<Duration>,
     /// Calls run as MCP tasks, polled with `tasks/get` this often.
     pub tasks: Option<Duration>,
+    /// Standalone SSE streams held open for the run (`--streams`).
+    pub streams: Option<StreamPlan>,
 }
 
 /// The running totals of a run, for a progress line.
@@ -179,10 +182,25 @@ pub async fn run(
         sessions.push(target.open().await?);
     }
     let sessions: Arc<[Session]> = sessions.into();
+    let mut stop = std::pin::pin!(stop);
+    // Streams open before the measured run starts, so that they are held for all of it.
+    let held = match &plan.streams {
+        Some(s) => {
+            let opening = streams::open(s, sessions.clone());
+            tokio::select! {
+                held = opening => Some(held),
+                () = &mut stop => return Ok(interrupted(config, plan.interval)),
+            }
+        }
+        None => None,
+    };
     let workload = Arc::new(workload);
     let (tx, mut rx) = mpsc::unbounded_channel::<Measured>();
     let start = Instant::now();
     let measure_from = start + plan.warmup;
+    if let Some(held) = &held {
+        held.measure_from(measure_from);
+    }
     let collector = {
         let interval = plan.interval;
         let live = plan.live.clone();
@@ -226,8 +244,15 @@ pub async fn run(
         jobs: plan.jobs,
         tasks: plan.tasks,
     };
+    let streams_only = plan.streams.as_ref().is_some_and(|s| s.only);
     let generate = async {
         match &plan.load {
+            // Only streams: they are held until the end, and nothing else is sent.
+            _ if streams_only => {
+                if let Stop::Duration(d) = plan.stop {
+                    tokio::time::sleep_until(measure_from + d).await;
+                }
+            }
             Load::Rate { rate, poisson } => {
                 open_loop(&ctx, &plan, Arrivals::Rate(*rate, *poisson), start).await
             }
@@ -239,20 +264,33 @@ pub async fn run(
     };
     tokio::select! {
         () = generate => {}
-        () = stop => {}
+        () = &mut stop => {}
     }
     drop(ctx);
     let (recorder, last) = collector.await?;
-    for s in sessions.iter() {
-        target.close(s).await;
-    }
     // A timed run is measured over its duration (or until Ctrl-C); a counted one until its
     // last answer.
     let elapsed = match plan.stop {
         Stop::Duration(d) => d.min(Instant::now().saturating_duration_since(measure_from)),
         Stop::Requests(_) => last.saturating_duration_since(measure_from),
     };
-    Ok(recorder.report(elapsed, config))
+    // The streams end before the sessions do: a session's DELETE ends its streams, which
+    // would otherwise count as closed early.
+    let streams = match held {
+        Some(held) => Some(held.finish(elapsed).await),
+        None => None,
+    };
+    for s in sessions.iter() {
+        target.close(s).await;
+    }
+    let mut report = recorder.report(elapsed, config);
+    report.streams = streams;
+    Ok(report)
+}
+
+/// The report of a run stopped (Ctrl-C) before it began.
+fn interrupted(config: Value, interval: Duration) -> Report {
+    Recorder::new(interval).report(Duration::ZERO, config)
 }
 
 /// What the generators share.

@@ -13,5 +13,6 @@ pub mod client;
 pub mod engine;
 pub mod html;
 pub mod report;
+pub mod streams;
 pub mod threshold;
 pub mod workload;

@@ -33,6 +33,7 @@ fn plan(load: Load, stop: Stop) -> Plan {
         live: None,
         jobs: None,
         tasks: None,
+        streams: None,
     }
 }
 
