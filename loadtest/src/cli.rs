@@ -271,6 +271,10 @@ fn parse_shard(text: &str) -> Result<(u32, u32), String> {
 }
 
 async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
+    // Every connection and stream is a descriptor, and many systems start processes with a soft
+    // limit of 1,024 under a far higher hard one: raise it first (as the sidecar does).
+    let nofile = mcp_sidecar::fd_budget::raise_nofile()
+        .map_err(|e| anyhow::anyhow!("cannot raise the descriptor limit (RLIMIT_NOFILE): {e}"))?;
     if let Some((i, n)) = a.shard {
         let share = f64::from(n);
         a.rate = a.rate.map(|r| r / share);
@@ -326,7 +330,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         Load::Concurrency(c) => c,
         Load::Rate { .. } | Load::Stages(_) => a.max_in_flight.min(1024),
     };
-    let streams = stream_plan(&a, &headers, connections)?;
+    let streams = stream_plan(&a, &headers, connections, nofile)?;
     let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?;
     let config = serde_json::json!({
         "url": a.url,
@@ -421,6 +425,7 @@ fn stream_plan(
     a: &RunArgs,
     headers: &HeaderMap,
     connections: usize,
+    limit: mcp_sidecar::fd_budget::NofileLimit,
 ) -> anyhow::Result<Option<StreamPlan>> {
     if a.streams == 0 {
         return Ok(None);
@@ -433,8 +438,6 @@ fn stream_plan(
         && a.call.is_none()
         && a.method.is_none()
         && a.scenario.is_none();
-    let limit = mcp_sidecar::fd_budget::raise_nofile()
-        .map_err(|e| anyhow::anyhow!("cannot raise the descriptor limit (RLIMIT_NOFILE): {e}"))?;
     if let Some(soft) = limit.soft {
         let streams = a.streams as u64 + FD_SLACK;
         let with_requests = streams + if only { 0 } else { connections as u64 };
