@@ -84,10 +84,24 @@ enum Arrival {
     Poisson,
 }
 
+/// `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// Streamable HTTP (2025-03-26 on): the URL is the MCP endpoint.
+    Streamable,
+    /// The legacy HTTP+SSE transport (2024-11-05): the URL is its `GET /sse` endpoint;
+    /// requests are POSTed to the endpoint it names and answered on its stream.
+    Legacy,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The MCP endpoint (Streamable HTTP), http:// or https://.
+    /// The MCP endpoint (Streamable HTTP; with --transport legacy its `GET /sse` URL),
+    /// http:// or https://.
     url: String,
+    /// The MCP transport.
+    #[arg(long, value_enum, default_value_t = TransportArg::Streamable)]
+    transport: TransportArg,
     /// Open loop: requests per second, each measured from its intended start.
     #[arg(long, conflicts_with = "concurrency")]
     rate: Option<f64>,
@@ -295,6 +309,13 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         });
         a.seed = a.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i));
     }
+    if a.transport == TransportArg::Legacy
+        && (a.streams > 0 || a.jobs.is_some() || a.tasks.is_some())
+    {
+        anyhow::bail!(
+            "--transport legacy: --streams, --jobs and --tasks are Streamable HTTP's; the legacy transport has none"
+        );
+    }
     let stages = match &a.stages {
         Some(text) => {
             if matches!(a.arrival, Arrival::Poisson) {
@@ -349,6 +370,10 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         "method": a.method,
         "scenario": a.scenario,
         "shard": a.shard.map(|(i, n)| format!("{i}/{n}")),
+        "transport": match a.transport {
+            TransportArg::Streamable => "streamable",
+            TransportArg::Legacy => "legacy",
+        },
         "streams": (a.streams > 0).then(|| serde_json::json!({
             "count": a.streams,
             "url": a.stream_url.as_deref().unwrap_or(&a.url),
@@ -375,6 +400,10 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         jobs: a.jobs,
         tasks: a.tasks,
         streams,
+        transport: match a.transport {
+            TransportArg::Streamable => engine::Transport::Streamable,
+            TransportArg::Legacy => engine::Transport::Legacy,
+        },
     };
     let progress = live.map(progress_line);
     let ctrl_c = async {
@@ -562,6 +591,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
                 jobs: None,
                 tasks: None,
                 streams: None,
+                transport: engine::Transport::Streamable,
             };
             let report = engine::run(
                 target,

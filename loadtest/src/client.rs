@@ -133,6 +133,11 @@ impl Target {
         self.timeout
     }
 
+    /// The target's URL.
+    pub(crate) fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+
     /// Opens a session: `initialize` (its answer must be a result) and
     /// `notifications/initialized`.
     pub async fn open(&self) -> anyhow::Result<Session> {

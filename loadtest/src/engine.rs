@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{Session, Target};
+use crate::legacy;
 use crate::report::{Outcome, Recorder, Report};
 use crate::streams::{self, StreamPlan};
 use crate::workload::Workload;
@@ -110,6 +111,17 @@ fn staged_offset(stages: &[Stage], k: f64) -> Option<f64> {
     None
 }
 
+/// How requests reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Streamable HTTP: each request a POST answered with JSON or SSE.
+    #[default]
+    Streamable,
+    /// The legacy HTTP+SSE transport (2024-11-05): POSTs answered 202, responses on the
+    /// session's stream (see [`crate::legacy`]).
+    Legacy,
+}
+
 /// When the run ends (after the warm-up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -145,6 +157,8 @@ pub struct Plan {
     pub tasks: Option<Duration>,
     /// Standalone SSE streams held open for the run (`--streams`).
     pub streams: Option<StreamPlan>,
+    /// The transport.
+    pub transport: Transport,
 }
 
 /// The running totals of a run, for a progress line.
@@ -178,9 +192,24 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Report> {
     let mut sessions = Vec::with_capacity(plan.sessions.max(1));
-    for _ in 0..plan.sessions.max(1) {
-        sessions.push(target.open().await?);
-    }
+    let legacy = match plan.transport {
+        Transport::Streamable => {
+            for _ in 0..plan.sessions.max(1) {
+                sessions.push(target.open().await?);
+            }
+            None
+        }
+        Transport::Legacy => {
+            if plan.streams.is_some() || plan.jobs.is_some() || plan.tasks.is_some() {
+                anyhow::bail!(
+                    "the legacy transport has no standalone streams, jobs or tasks: they are Streamable HTTP's"
+                );
+            }
+            Some(Arc::new(
+                legacy::Sessions::open(&target, plan.sessions).await?,
+            ))
+        }
+    };
     let sessions: Arc<[Session]> = sessions.into();
     let mut stop = std::pin::pin!(stop);
     // Streams open before the measured run starts, so that they are held for all of it.
@@ -243,6 +272,7 @@ pub async fn run(
         measure_from,
         jobs: plan.jobs,
         tasks: plan.tasks,
+        legacy: legacy.clone(),
     };
     let streams_only = plan.streams.as_ref().is_some_and(|s| s.only);
     let generate = async {
@@ -268,6 +298,8 @@ pub async fn run(
     }
     drop(ctx);
     let (recorder, last) = collector.await?;
+    // A legacy session ends by dropping its stream.
+    drop(legacy);
     // A timed run is measured over its duration (or until Ctrl-C); a counted one until its
     // last answer.
     let elapsed = match plan.stop {
@@ -303,6 +335,7 @@ struct Ctx {
     measure_from: Instant,
     jobs: Option<Duration>,
     tasks: Option<Duration>,
+    legacy: Option<Arc<legacy::Sessions>>,
 }
 
 impl Ctx {
@@ -318,13 +351,17 @@ impl Ctx {
 
     /// Sends request `n` that was meant to start at `intended`, and records it.
     async fn one(&self, n: u64, intended: Instant) {
-        let session = &self.sessions[(n as usize) % self.sessions.len()];
         let (id, body): (Value, Bytes) = self.workload.request(n);
         let sent = Instant::now();
-        let answer = match (self.jobs, self.tasks) {
-            (Some(poll), _) => self.target.job(session, &id, body, poll).await,
-            (None, Some(poll)) => self.target.task(session, &id, body, poll).await,
-            (None, None) => self.target.call(session, &id, body).await,
+        let answer = if let Some(legacy) = &self.legacy {
+            legacy.call(n, &id, body).await
+        } else {
+            let session = &self.sessions[(n as usize) % self.sessions.len()];
+            match (self.jobs, self.tasks) {
+                (Some(poll), _) => self.target.job(session, &id, body, poll).await,
+                (None, Some(poll)) => self.target.task(session, &id, body, poll).await,
+                (None, None) => self.target.call(session, &id, body).await,
+            }
         };
         let end = Instant::now();
         if intended < self.measure_from {
@@ -429,6 +466,7 @@ fn ctx_clone(ctx: &Ctx) -> Ctx {
         measure_from: ctx.measure_from,
         jobs: ctx.jobs,
         tasks: ctx.tasks,
+        legacy: ctx.legacy.clone(),
     }
 }
 

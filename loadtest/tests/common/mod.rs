@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use mcp_fixtures::FixtureServer;
 use mcp_loadtest::client::Target;
-use mcp_loadtest::engine::{Load, Plan, Stop};
+use mcp_loadtest::engine::{Load, Plan, Stop, Transport};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -31,6 +31,7 @@ pub(crate) fn plan(load: Load, stop: Stop) -> Plan {
         jobs: None,
         tasks: None,
         streams: None,
+        transport: Transport::Streamable,
     }
 }
 
@@ -117,4 +118,19 @@ async fn answer(req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(answer.to_string())))
         .unwrap()
+}
+
+/// An in-process sidecar that mounts `fx` at `/legacy` (so its legacy transport is at
+/// `/legacy/sse`); its address.
+pub(crate) async fn legacy_sidecar(fx: &FixtureServer) -> SocketAddr {
+    let toml = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n\
+         [[upstream]]\nname = \"fx\"\nurl = \"http://{}/\"\npath = \"/legacy\"\n",
+        fx.addr()
+    );
+    let config = mcp_sidecar::config::Config::from_toml_with_env(&toml, &|_| None).unwrap();
+    let sidecar = mcp_sidecar::server::Sidecar::bind(config).await.unwrap();
+    let addr = sidecar.local_addr().unwrap();
+    tokio::spawn(sidecar.serve(std::future::pending::<()>()));
+    addr
 }
