@@ -366,3 +366,7 @@ impl std::fmt::Debug for Reader {
         f.debug_struct("Reader").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[path = "legacy_tests.rs"]
+mod tests;
