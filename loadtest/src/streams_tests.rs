@@ -87,3 +87,23 @@ fn stream_thresholds_read_the_streams_and_a_run_without_them_has_none() {
         "a unit is needed"
     );
 }
+
+#[test]
+fn the_summary_and_the_page_show_the_streams() {
+    let mut c = Collected::new();
+    c.add(Seen::Opened(Duration::from_millis(5)), None);
+    c.add(Seen::Failed("http_405".into()), None);
+    let mut report = crate::report::Recorder::new(Duration::from_secs(1))
+        .report(Duration::from_secs(1), serde_json::json!({}));
+    report.streams = Some(c.report(2, Duration::from_secs(1)));
+    let md = crate::report::markdown(&report);
+    assert!(md.contains("| streams | opened |"), "{md}");
+    assert!(md.contains("| `http_405` | 1 |"), "{md}");
+    let page = crate::html::page(&report);
+    assert!(page.contains("<h2>SSE streams</h2>"));
+    assert!(page.contains("<code>http_405</code>"));
+    assert!(
+        lines(report.streams.as_ref().unwrap())[0]
+            .starts_with("streams 2 asked  1 opened  1 failed")
+    );
+}
