@@ -128,6 +128,7 @@ impl Target {
         Ok(self)
     }
 
+    /// A request to the target's URL with the target's headers and the session's.
     pub(crate) fn request(
         &self,
         method: Method,
@@ -195,6 +196,16 @@ impl Target {
             h.insert(MCP_NAME, name);
         }
         req
+    }
+
+    /// The per-request timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The target's URL.
+    pub(crate) fn uri(&self) -> &http::Uri {
+        &self.uri
     }
 
     /// Opens a session: `initialize` (its answer must be a result) and

@@ -6,15 +6,17 @@
 //! It reuses the sidecar library (`mcp-sidecar`) for everything HTTP and MCP: the pooled HTTP/1.1
 //! client leg with its TLS setup, and the SSE event scanner.
 //!
-//! Layers (imports point down): `cli` → `engine` → `offload` → `client` → `stateless`, and
-//! `workload` → `report`, `html`, `threshold`.
+//! Layers (imports point down): `cli` → `engine` → `offload`, `streams`, `legacy` → `client` →
+//! `stateless`, and `workload` → `report`, `html`, `threshold`.
 
 pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod html;
+pub mod legacy;
 pub mod offload;
 pub mod report;
 pub mod stateless;
+pub mod streams;
 pub mod threshold;
 pub mod workload;
