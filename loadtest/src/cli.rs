@@ -72,6 +72,9 @@ struct CompareArgs {
     /// Per-request timeout.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     timeout: Duration,
+    /// Speak HTTP/2 to both (as `run --http2`).
+    #[arg(long)]
+    http2: bool,
     /// Write the rounds and the comparison (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -150,6 +153,10 @@ struct RunArgs {
     /// Extra PEM CA file trusted for https:// (besides the system roots).
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Speak HTTP/2 (ALPN `h2` for https://, prior knowledge for http://): every request and
+    /// stream of the run on one multiplexed connection. HTTP/1.1 otherwise.
+    #[arg(long)]
+    http2: bool,
     /// Per-request timeout (counted as `timeout`); with --jobs or --tasks it also bounds the
     /// wait for the end.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
@@ -293,6 +300,15 @@ fn parse_protocol(text: &str) -> Result<String, String> {
     }
 }
 
+/// The HTTP version `--http2` asks for.
+fn http(http2: bool) -> crate::leg::Version {
+    if http2 {
+        crate::leg::Version::Http2
+    } else {
+        crate::leg::Version::Http1
+    }
+}
+
 /// `i/n` with 1 <= i <= n.
 fn parse_shard(text: &str) -> Result<(u32, u32), String> {
     let (i, n) = text
@@ -387,6 +403,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let streams = stream_plan(&a, &headers, connections, nofile)?;
     let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?
+        .with_http(http(a.http2))?
         .with_protocol(&a.protocol)?;
     let offload = match (a.jobs, a.jobs_follow, a.tasks) {
         (Some(poll), _, _) => Some(Offload::JobsPoll(poll)),
@@ -418,6 +435,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
             Some(Offload::Tasks(poll)) => serde_json::json!({"tasks_poll_s": poll.as_secs_f64()}),
             None => serde_json::Value::Null,
         },
+        "http": if a.http2 { "2" } else { "1.1" },
         "transport": match a.transport {
             TransportArg::Streamable => "streamable",
             TransportArg::Legacy => "legacy",
@@ -534,7 +552,8 @@ fn stream_plan(
     }
     let url = a.stream_url.as_deref().unwrap_or(&a.url);
     // Streams never return their connection: a pool of their own keeps none idle.
-    let target = Target::new(url, 1, headers.clone(), a.ca_file.clone(), a.timeout)?;
+    let target = Target::new(url, 1, headers.clone(), a.ca_file.clone(), a.timeout)?
+        .with_http(http(a.http2))?;
     Ok(Some(StreamPlan {
         count: a.streams,
         target,
@@ -625,7 +644,8 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
         };
         let mut pair = Vec::new();
         for url in order {
-            let target = Target::new(url, connections, HeaderMap::new(), None, a.timeout)?;
+            let target = Target::new(url, connections, HeaderMap::new(), None, a.timeout)?
+                .with_http(http(a.http2))?;
             let plan = Plan {
                 load: load.clone(),
                 stop: Stop::Duration(a.duration),

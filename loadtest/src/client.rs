@@ -1,5 +1,6 @@
-//! One MCP endpoint as the load generator sees it: the sidecar library's pooled HTTP/1.1 client
-//! leg (rustls for `https://`, an optional CA file), MCP sessions (`initialize`,
+//! One MCP endpoint as the load generator sees it: an HTTP leg ([`crate::leg`]: the sidecar
+//! library's pooled HTTP/1.1 client, or HTTP/2; rustls for `https://`, an optional CA file), MCP
+//! sessions (`initialize`,
 //! `notifications/initialized`, `Mcp-Session-Id`, the negotiated revision, `DELETE` at the end;
 //! stateless servers work too; on 2026-07-28 no session at all, `server/discover` and the
 //! per-request envelope of [`crate::stateless`]), and the judgement of one call's answer, JSON or
@@ -15,10 +16,10 @@ use http_body_util::BodyExt;
 use mcp_sidecar::body::full;
 use mcp_sidecar::config::UpstreamConfig;
 use mcp_sidecar::mcp::sse::{DecodedEvent, EventSplitter, decode};
-use mcp_sidecar::upstream::{Pool, PoolError, PooledBody, build_client};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::leg::{Leg, LegBody, LegError, Version};
 use crate::report::Outcome;
 use crate::stateless;
 
@@ -41,7 +42,9 @@ const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 #[derive(Debug, Clone)]
 pub struct Target {
     uri: http::Uri,
-    pub(crate) pool: Pool,
+    pub(crate) pool: Leg,
+    /// What the leg was built from, to build it again in another HTTP version.
+    leg_config: std::sync::Arc<UpstreamConfig>,
     headers: HeaderMap,
     pub(crate) timeout: Duration,
     /// The revision asked for: in `initialize`, or (2026-07-28 on) in every request.
@@ -94,7 +97,7 @@ impl Target {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("URL `{url}`: {e}"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        let (Some(scheme), Some(_)) = (uri.scheme_str(), uri.authority()) else {
             anyhow::bail!("URL `{url}` must be absolute: http://host:port/path or https://…");
         };
         if scheme != "http" && scheme != "https" {
@@ -105,15 +108,21 @@ impl Target {
         config.pool_max_idle = connections.max(1);
         config.pool_idle_timeout = Duration::from_secs(60);
         config.connect_timeout = timeout;
-        let pool = build_client(&config, format!("{scheme}://{authority}").parse()?)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pool = Leg::new(Version::Http1, &config, origin(&uri)?)?;
         Ok(Self {
             uri,
             pool,
+            leg_config: std::sync::Arc::new(config),
             headers,
             timeout,
             protocol: PROTOCOL_VERSION.to_owned(),
         })
+    }
+
+    /// Speaks `version` of HTTP (HTTP/1.1 unless told otherwise).
+    pub fn with_http(mut self, version: Version) -> anyhow::Result<Self> {
+        self.pool = Leg::new(version, &self.leg_config, origin(&self.uri)?)?;
+        Ok(self)
     }
 
     /// Asks for revision `version` (`YYYY-MM-DD`): in `initialize`, or from 2026-07-28 on with
@@ -338,11 +347,11 @@ impl Target {
         &self,
         req: Request<mcp_sidecar::body::ProxyBody>,
         deadline: Instant,
-    ) -> Result<http::Response<mcp_sidecar::upstream::PooledBody>, Answer> {
+    ) -> Result<http::Response<LegBody>, Answer> {
         match tokio::time::timeout_at(deadline, self.pool.request(req)).await {
-            Err(_) | Ok(Err(PoolError::Timeout)) => Err(error("timeout")),
-            Ok(Err(PoolError::Connect(_))) => Err(error("connect")),
-            Ok(Err(PoolError::Request(_))) => Err(error("reset")),
+            Err(_) | Ok(Err(LegError::Timeout)) => Err(error("timeout")),
+            Ok(Err(LegError::Connect(_))) => Err(error("connect")),
+            Ok(Err(LegError::Reset(_))) => Err(error("reset")),
             Ok(Ok(r)) => Ok(r),
         }
     }
@@ -350,7 +359,7 @@ impl Target {
     /// The outcome of an answer to the request with `id`, and the response message.
     pub(crate) async fn judge(
         &self,
-        response: http::Response<mcp_sidecar::upstream::PooledBody>,
+        response: http::Response<LegBody>,
         id: &Value,
         first_event: &mut Option<Instant>,
     ) -> (Outcome, Option<Value>) {
@@ -420,7 +429,7 @@ pub(crate) fn error(class: &str) -> Answer {
 /// An event stream read event by event, as a client dispatches them (comment-only blocks
 /// skipped), with the library's event scanner.
 pub(crate) struct EventReader {
-    body: PooledBody,
+    body: LegBody,
     splitter: EventSplitter,
     pending: BytesMut,
     scanned: usize,
@@ -428,7 +437,7 @@ pub(crate) struct EventReader {
 }
 
 impl EventReader {
-    pub(crate) fn new(body: PooledBody) -> Self {
+    pub(crate) fn new(body: LegBody) -> Self {
         Self {
             body,
             splitter: EventSplitter::default(),
@@ -488,5 +497,13 @@ pub fn classify(message: &Value) -> Outcome {
         }
         Some(_) => Outcome::Success,
         None => Outcome::Error("bad_answer".into()),
+    }
+}
+
+/// `scheme://authority` of an absolute `uri`.
+fn origin(uri: &http::Uri) -> anyhow::Result<http::Uri> {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => Ok(format!("{scheme}://{authority}").parse()?),
+        _ => anyhow::bail!("URL `{uri}` must be absolute: http://host:port/path or https://…"),
     }
 }

@@ -19,11 +19,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::leg::LegBody;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use mcp_sidecar::mcp::sse::{EventSplitter, decode};
-use mcp_sidecar::upstream::PooledBody;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -315,7 +315,7 @@ pub fn resolve(base: &http::Uri, reference: &str) -> Result<http::Uri, String> {
 
 /// A session's stream, read event by event.
 struct Reader {
-    body: PooledBody,
+    body: LegBody,
     splitter: EventSplitter,
     pending: BytesMut,
     scanned: usize,
@@ -323,7 +323,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(body: PooledBody) -> Self {
+    fn new(body: LegBody) -> Self {
         Self {
             body,
             splitter: EventSplitter::default(),

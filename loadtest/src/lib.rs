@@ -7,12 +7,13 @@
 //! client leg with its TLS setup, and the SSE event scanner.
 //!
 //! Layers (imports point down): `cli` → `engine` → `offload`, `streams`, `legacy` → `client` →
-//! `stateless`, and `workload` → `report`, `html`, `threshold`.
+//! `stateless`, `leg` (HTTP/1.1 or HTTP/2), and `workload` → `report`, `html`, `threshold`.
 
 pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod html;
+pub mod leg;
 pub mod legacy;
 pub mod offload;
 pub mod report;

@@ -270,11 +270,7 @@ impl Stream {
 
     /// Reads events until the stream ends; why it ended (`stream_closed` when the server ended
     /// it cleanly).
-    async fn read(
-        &self,
-        mut body: mcp_sidecar::upstream::PooledBody,
-        sent: Instant,
-    ) -> &'static str {
+    async fn read(&self, mut body: crate::leg::LegBody, sent: Instant) -> &'static str {
         let mut splitter = EventSplitter::default();
         let mut pending = BytesMut::new();
         let (mut scanned, mut at_start) = (0, true);

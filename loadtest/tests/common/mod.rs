@@ -112,7 +112,7 @@ pub(crate) async fn scripted_backend() -> SocketAddr {
     addr
 }
 
-async fn answer(req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn answer(req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     if req.method() == Method::GET {
         if req.uri().path() == "/short" {
             let events = "event: message\ndata: {\"n\":1}\n\nevent: message\ndata: {\"n\":2}\n\n";

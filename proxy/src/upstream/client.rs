@@ -43,7 +43,9 @@ pub fn build_client(
     ))
 }
 
-fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigError> {
+/// The rustls client settings of an upstream: the system roots (best effort) and its `ca_file`.
+/// Public for other clients of the library (the load generator's HTTP/2 leg).
+pub fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigError> {
     let field = format!("upstream `{}` ca_file", config.name);
     let mut roots = rustls::RootCertStore::empty();
     // System roots are best effort: a minimal container may have none, and a CA file may be all

@@ -7,7 +7,7 @@ pub mod path;
 mod pool;
 mod route;
 
-pub use client::{UpstreamClient, build_client};
+pub use client::{UpstreamClient, build_client, tls_config};
 pub use path::{PathRefusal, check_path};
 pub use pool::{Pool, PoolError, PooledBody, Unsent};
 pub use route::{Router, Upstream};
