@@ -368,11 +368,7 @@ impl Target {
             let _ = response.into_body().collect().await;
             return (Outcome::Error(format!("http_{}", status.as_u16())), None);
         }
-        let sse = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let sse = is_event_stream(response.headers());
         let mut body = response.into_body();
         if sse {
             let mut events = EventReader::new(body);
@@ -434,16 +430,24 @@ pub(crate) struct EventReader {
     pending: BytesMut,
     scanned: usize,
     at_start: bool,
+    limit: usize,
 }
 
 impl EventReader {
+    /// Reads `body`, an event of at most the largest answer read.
     pub(crate) fn new(body: LegBody) -> Self {
+        Self::with_limit(body, MAX_ANSWER_BYTES)
+    }
+
+    /// Reads `body`, an event of at most `limit` bytes.
+    pub(crate) fn with_limit(body: LegBody, limit: usize) -> Self {
         Self {
             body,
             splitter: EventSplitter::default(),
             pending: BytesMut::new(),
             scanned: 0,
             at_start: true,
+            limit,
         }
     }
 
@@ -461,7 +465,7 @@ impl EventReader {
                 }
             }
             self.scanned = self.pending.len();
-            if self.pending.len() > MAX_ANSWER_BYTES {
+            if self.pending.len() > self.limit {
                 return Err("too_large");
             }
             match self.body.frame().await {
@@ -475,6 +479,14 @@ impl EventReader {
             }
         }
     }
+}
+
+/// Whether a response is an event stream (`Content-Type: text/event-stream`).
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 /// `text` parsed when it is a JSON-RPC response to the request with `id`.

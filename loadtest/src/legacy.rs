@@ -20,23 +20,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::leg::LegBody;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
-use mcp_sidecar::mcp::sse::{EventSplitter, decode};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::client::{Answer, Session, Target, classify};
+use crate::client::{Answer, EventReader, Session, Target, classify};
 use crate::report::Outcome;
 
 /// The revision the legacy transport belongs to, asked for in `initialize`.
 pub const LEGACY_PROTOCOL_VERSION: &str = "2024-11-05";
-/// Largest event read on a session's stream (the fixture's largest tool result is 64 MiB): a
-/// bigger one ends the stream rather than holding unbounded memory.
-const MAX_EVENT_BYTES: usize = 64 * 1024 * 1024 + 4096;
-
 /// The calls waiting for their responses on one stream, by the JSON text of their id; `None`
 /// once the stream has ended (a call then cannot wait on it).
 type Waiters = Arc<Mutex<Option<HashMap<String, oneshot::Sender<Value>>>>>;
@@ -315,45 +310,20 @@ pub fn resolve(base: &http::Uri, reference: &str) -> Result<http::Uri, String> {
 
 /// A session's stream, read event by event.
 struct Reader {
-    body: LegBody,
-    splitter: EventSplitter,
-    pending: BytesMut,
-    scanned: usize,
-    at_start: bool,
+    events: EventReader,
 }
 
 impl Reader {
     fn new(body: LegBody) -> Self {
         Self {
-            body,
-            splitter: EventSplitter::default(),
-            pending: BytesMut::new(),
-            scanned: 0,
-            at_start: true,
+            events: EventReader::new(body),
         }
     }
 
     /// The next dispatched event as (type, data); `None` when the stream ends or breaks.
     async fn next(&mut self) -> Option<(String, String)> {
-        loop {
-            while let Some(end) = self.splitter.find_event_end(&self.pending[self.scanned..]) {
-                let event = self.pending.split_to(self.scanned + end);
-                self.scanned = 0;
-                let decoded = decode(&event, self.at_start);
-                self.at_start = false;
-                if let Some(e) = decoded {
-                    return Some((e.event_type, e.data));
-                }
-            }
-            self.scanned = self.pending.len();
-            if self.pending.len() > MAX_EVENT_BYTES {
-                return None;
-            }
-            let frame = self.body.frame().await?.ok()?;
-            if let Ok(data) = frame.into_data() {
-                self.pending.extend_from_slice(&data);
-            }
-        }
+        let event = self.events.next().await.ok()??;
+        Some((event.event_type, event.data))
     }
 
     /// The `endpoint` event's data (events before it are skipped); `None` if the stream ends

@@ -20,7 +20,9 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::client::{Answer, EventReader, Session, Target, classify, error, response_to};
+use crate::client::{
+    Answer, EventReader, Session, Target, classify, error, is_event_stream, response_to,
+};
 use crate::report::Outcome;
 
 /// Largest `202` document read for its links (the sidecar's is under 1 KiB): a larger one is
@@ -176,11 +178,7 @@ impl Target {
             Err(answer) => return answer.outcome,
         };
         let status = response.status();
-        let sse = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let sse = is_event_stream(response.headers());
         if !status.is_success() || !sse {
             let _ = response.into_body().collect().await;
             return Outcome::Error(if status.is_success() {

@@ -21,18 +21,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::{HeaderValue, Method, header};
-use http_body_util::BodyExt;
-use mcp_sidecar::mcp::sse::{EventSplitter, decode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Session, Target};
+use crate::client::{EventReader, Session, Target, is_event_stream};
 use crate::report::{Outcome, Percentiles, ReportError, decode as decode_histogram, encode};
 
 /// Where the fixture's tick notifications carry their send time (Unix microseconds).
@@ -237,11 +235,7 @@ impl Stream {
             }
         };
         let status = response.status();
-        let sse = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        let sse = is_event_stream(response.headers());
         if !status.is_success() || !sse {
             let class = if status.is_success() {
                 "not_sse".to_owned()
@@ -270,48 +264,30 @@ impl Stream {
 
     /// Reads events until the stream ends; why it ended (`stream_closed` when the server ended
     /// it cleanly).
-    async fn read(&self, mut body: crate::leg::LegBody, sent: Instant) -> &'static str {
-        let mut splitter = EventSplitter::default();
-        let mut pending = BytesMut::new();
-        let (mut scanned, mut at_start) = (0, true);
+    async fn read(&self, body: crate::leg::LegBody, sent: Instant) -> &'static str {
+        let mut events = EventReader::with_limit(body, MAX_EVENT_BYTES);
         let mut last: Option<Instant> = None;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                return "reset";
+        loop {
+            let event = match events.next().await {
+                Ok(Some(event)) => event,
+                Ok(None) => return "stream_closed",
+                Err(class) => return class,
             };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            pending.extend_from_slice(&data);
-            while let Some(end) = splitter.find_event_end(&pending[scanned..]) {
-                let now = Instant::now();
-                let event = pending.split_to(scanned + end);
-                scanned = 0;
-                let decoded = decode(&event, at_start);
-                at_start = false;
-                let Some(event) = decoded else {
-                    continue;
-                };
-                if last.is_none() {
-                    let _ = self
-                        .tx
-                        .send(Seen::FirstEvent(now.saturating_duration_since(sent)));
-                }
-                let delivery = sent_at(&event.data, &self.timestamp)
-                    .map(|sent_us| Duration::from_micros(unix_micros().saturating_sub(sent_us)));
-                let _ = self.tx.send(Seen::Event {
-                    gap: last.map(|l| now.saturating_duration_since(l)),
-                    delivery,
-                    at: now,
-                });
-                last = Some(now);
+            let now = Instant::now();
+            if last.is_none() {
+                let _ = self
+                    .tx
+                    .send(Seen::FirstEvent(now.saturating_duration_since(sent)));
             }
-            if pending.len() > MAX_EVENT_BYTES {
-                return "too_large";
-            }
-            scanned = pending.len();
+            let delivery = sent_at(&event.data, &self.timestamp)
+                .map(|sent_us| Duration::from_micros(unix_micros().saturating_sub(sent_us)));
+            let _ = self.tx.send(Seen::Event {
+                gap: last.map(|l| now.saturating_duration_since(l)),
+                delivery,
+                at: now,
+            });
+            last = Some(now);
         }
-        "stream_closed"
     }
 }
 

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use mcp_loadtest::client::Target;
-use mcp_loadtest::engine::{self, Load, Plan, Stop, Transport};
+use mcp_loadtest::engine::{self, Load, Plan, Stop};
 use mcp_loadtest::offload::Offload;
 use mcp_loadtest::report::Report;
 use mcp_loadtest::workload::Workload;
@@ -22,38 +22,17 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-fn plan(load: Load, stop: Stop) -> Plan {
-    Plan {
-        load,
-        stop,
-        warmup: Duration::ZERO,
-        sessions: 1,
-        interval: Duration::from_millis(250),
-        max_in_flight: 10_000,
-        seed: 7,
-        live: None,
-        offload: None,
-        streams: None,
-        transport: Transport::Streamable,
-    }
-}
+mod common;
 
+use common::{plan, pooled, run_on, sidecar};
+
+/// Runs `plan` against `url` over as many connections as the load needs.
 async fn run(url: &str, workload: Workload, plan: Plan) -> Report {
     let connections = match plan.load {
         Load::Concurrency(c) => c,
         Load::Rate { .. } | Load::Stages(_) => 256,
     };
-    let target = Target::new(
-        url,
-        connections,
-        HeaderMap::new(),
-        None,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    engine::run(target, workload, plan, json!({}), std::future::pending())
-        .await
-        .unwrap()
+    run_on(pooled(url, connections), workload, plan).await
 }
 
 /// A JSON-RPC backend that answers at once, except that every request arriving between 1 s and
@@ -109,21 +88,6 @@ async fn stalling_backend() -> SocketAddr {
             });
         }
     });
-    addr
-}
-
-/// An in-process sidecar (memory job store) in front of `fx`, with `tools` (TOML) added to its
-/// upstream; its address.
-async fn sidecar(fx: &FixtureServer, tools: &str) -> SocketAddr {
-    let toml = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
-         [[upstream]]\nname = \"fx\"\nurl = \"{}\"\n{tools}",
-        fx.mcp_url()
-    );
-    let config = mcp_sidecar::config::Config::from_toml_with_env(&toml, &|_| None).unwrap();
-    let sidecar = mcp_sidecar::server::Sidecar::bind(config).await.unwrap();
-    let addr = sidecar.local_addr().unwrap();
-    tokio::spawn(sidecar.serve(std::future::pending::<()>()));
     addr
 }
 
