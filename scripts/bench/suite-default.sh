@@ -1,0 +1,409 @@
+# shellcheck shell=bash
+# Sourced by scripts/bench.sh after common.sh, whose functions read the variables it sets
+# (FAILED, STEP, UPSTREAM_EXTRA ...): SC2034 cannot see across the files.
+# shellcheck disable=SC2034
+# Suite `default` of scripts/bench.sh (sourced by it): the sidecar as a forwarding hop against
+# the fixture directly and two reference proxies, all in one run, the same echo tools/call:
+#   direct            the fixture itself: the ceiling of the load side
+#   sidecar           mcp-sidecar, no policies (breaker off, no auth, no rate limits; access log on)
+#   sidecar-policies  mcp-sidecar with JWT auth (ES256, fixtures/keys, token cached), three
+#                     rate-limit rules that match every call and never refuse, and the breaker on
+#   haproxy           HAProxy, one thread, keep-alive + `http-reuse always` (haproxy.cfg.in)
+#   nginx             nginx, one worker, HTTP/1.1 keep-alive upstream, proxy_buffering off
+#                     (nginx.conf.in)
+#   (opt-in: haproxy-eq, HAProxy adding the sidecar's headers and an access-log line; and
+#   sidecar-nolog, the sidecar with its access log off: the same-work pairs of earlier runs)
+# It measures, in this order:
+#   1. closed-loop throughput: mcp-load --concurrency CONNECTIONS for DURATION per target, ROUNDS
+#      interleaved rounds in rotating order (a warm-up each first); medians, and the median of
+#      the per-round ratios (each proxy / direct; sidecar / haproxy and / nginx), with each
+#      proxy's CPU per request (/proc/PID/stat); CPU 0: mcp-load + fixture, CPU 1: the proxy.
+#   2. added latency at fixed rates: mcp-load --rate R (open loop, latency from each request's
+#      intended start) for LAT_DURATION per target and rate, ROUNDS rounds; p50/p99 of each
+#      proxy minus direct's in the same round (median over rounds). mcp-load spins before each
+#      send, so here it has CPU 0 alone and the fixture joins the proxy on CPU 1.
+#   3. the `sidecar`'s RSS (VmRSS) idle at start, idle after the load, and with STREAMS
+#      standalone SSE streams held open through it (mcp-load --streams).
+#   4. CALLGRIND=1: user-space instructions per request of each proxy under callgrind.
+# Every measured run must have no error (mcp-load's report) and every proxied request must have
+# reached the fixture (its /stats); a run during which other processes used more than
+# DISTURBED_THRESHOLD cores is discarded and repeated (at most RETRIES times).
+#
+# Environment (all optional; see `scripts/bench.sh --help` for the shared ones):
+#   TARGETS="direct sidecar sidecar-policies haproxy nginx"   a subset, or more (haproxy-eq,
+#                      sidecar-nolog); direct is needed for the ratios and added latency
+#   CONNECTIONS=32  DURATION=10s  WARMUP=3s  ROUNDS=3    the closed-loop runs
+#   RATES="1000 5000"  LAT_DURATION=10s                 the fixed-rate runs ("" skips them)
+#   STREAMS=10000  STREAM_HOLD=20s    streams held open for the RSS figure (0 skips it); clamped
+#                      to what the open-files limit allows the sidecar (two sockets a stream)
+#   SIDECAR_RUST_LOG=info   the sidecars' RUST_LOG (info: one access-log line per request)
+#   DISTURBED_THRESHOLD=0.15  RETRIES=3   RESULTS_TSV=path (every run as TSV)
+#   CALLGRIND=1  CG_SECS=10   instructions per request (mcp-load -c4 for CG_SECS per proxy)
+# External targets (no local servers, no CPU or RSS figures): TARGET_URL=https://... and
+# optionally BASELINE_URL=... (say the backend behind it) measure those two in the same rounds,
+# rates and report; BEARER_ENV=VAR (the name of a variable holding a token) and CA_FILE=path
+# are passed to mcp-load.
+
+CONNECTIONS="${CONNECTIONS:-32}"
+DURATION="${DURATION:-10s}"
+WARMUP="${WARMUP:-3s}"
+ROUNDS="${ROUNDS:-3}"
+RATES="${RATES-1000 5000}"
+LAT_DURATION="${LAT_DURATION:-10s}"
+STREAMS="${STREAMS:-10000}"
+STREAM_HOLD="${STREAM_HOLD:-20s}"
+SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
+DISTURBED_THRESHOLD="${DISTURBED_THRESHOLD:-0.15}"
+RETRIES="${RETRIES:-3}"
+RESULTS_TSV="${RESULTS_TSV:-}"
+CALLGRIND="${CALLGRIND:-0}"
+CG_SECS="${CG_SECS:-10}"
+TARGET_URL="${TARGET_URL:-}"
+BASELINE_URL="${BASELINE_URL:-}"
+BEARER_ENV="${BEARER_ENV:-}"
+CA_FILE="${CA_FILE:-}"
+ALL_TARGETS="direct sidecar sidecar-policies haproxy nginx haproxy-eq sidecar-nolog"
+EXTERNAL=0
+if [[ -n "$TARGET_URL" ]]; then
+  EXTERNAL=1
+  TARGETS="${BASELINE_URL:+baseline }target"
+elif [[ -n "$BASELINE_URL" ]]; then
+  die "BASELINE_URL needs TARGET_URL (the deployment measured against it)"
+fi
+read -ra TARGETS <<<"${TARGETS:-direct sidecar sidecar-policies haproxy nginx}"
+
+for v in CONNECTIONS ROUNDS; do require_uint "$v" 1; done
+for v in RETRIES STREAMS CG_SECS; do require_uint "$v" 0; done
+for v in DURATION LAT_DURATION STREAM_HOLD; do require_duration "$v"; done
+[[ "$WARMUP" == 0 ]] || require_duration WARMUP
+for r in $RATES; do [[ "$r" =~ ^[0-9]+$ && "$r" -gt 0 ]] || die "RATES must be positive integers (got '$r')"; done
+((${#TARGETS[@]} > 0)) || die "TARGETS is empty (choose from: $ALL_TARGETS)"
+if ((!EXTERNAL)); then
+  for t in "${TARGETS[@]}"; do
+    [[ " $ALL_TARGETS " == *" $t "* ]] || die "unknown target '$t' in TARGETS (choose from: $ALL_TARGETS)"
+  done
+fi
+measured() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+BASE=direct; ((EXTERNAL)) && BASE=baseline
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------------------------
+tools=(curl jq taskset ss)
+if ((!EXTERNAL)); then
+  { measured haproxy || measured haproxy-eq; } && tools+=(haproxy)
+  measured nginx && tools+=(nginx)
+fi
+[[ "$CALLGRIND" == 1 ]] && tools+=(callgrind_control)
+install_missing "${tools[@]}"
+build_binaries
+raise_nofile
+pin_layout
+bench_workdir
+
+declare -A URL PID
+LOAD_AUTH=()
+if ((EXTERNAL)); then
+  URL[target]="$TARGET_URL"
+  [[ -n "$BASELINE_URL" ]] && URL[baseline]="$BASELINE_URL"
+  [[ -n "$BEARER_ENV" ]] && { [[ -n "${!BEARER_ENV:-}" ]] || die "BEARER_ENV=$BEARER_ENV: that variable is empty"; LOAD_AUTH+=(--bearer-env "$BEARER_ENV"); }
+  [[ -n "$CA_FILE" ]] && LOAD_AUTH+=(--ca-file "$CA_FILE")
+  STREAMS=0
+  [[ "$CALLGRIND" == 1 ]] && die "CALLGRIND=1 needs local servers (unset TARGET_URL)"
+else
+  start_fixture
+  URL[direct]="$FIXTURE_URL"
+  # The streams of the RSS figure: two sockets each in the sidecar, and some to spare.
+  max_streams=$(( (NOFILE - 200) / 2 ))
+  if ((STREAMS > max_streams)); then
+    log "open-files limit $NOFILE (ulimit -Hn): $STREAMS streams need $((2 * STREAMS + 200)) in the sidecar; holding $max_streams"
+    STREAMS=$max_streams
+  fi
+  # The sidecar caps standalone streams at 1,024 by default ([limits] max_streams); the RSS
+  # figure needs STREAMS of them, so the cap goes up (it does not touch the POST path).
+  STREAM_LIMITS=$(printf '[limits]\nmax_streams = %d' "$((STREAMS + 100))")
+  NO_BREAKER=$'[upstream.breaker]\nenabled = false'
+  for t in sidecar sidecar-nolog sidecar-policies; do
+    measured "$t" || continue
+    port=$(free_port); admin=$(free_port)
+    URL[$t]="http://127.0.0.1:$port/mcp"
+    case "$t" in
+      sidecar | sidecar-nolog) UPSTREAM_EXTRA="$NO_BREAKER" sidecar_config "$WORK/$t.toml" "$port" "$admin" "$STREAM_LIMITS" ;;
+      sidecar-policies)
+        UPSTREAM_EXTRA="$AUTH_RULE"$'\n[upstream.breaker]\nenabled = true' \
+          sidecar_config "$WORK/$t.toml" "$port" "$admin" "$(auth_toml "http://127.0.0.1:$port" ES256)"$'\n'"$LIMITS_TOML"
+        BENCH_TOKEN=$(mint_token ES256 "${URL[$t]}")
+        export BENCH_TOKEN ;;
+    esac
+    rust_log="$SIDECAR_RUST_LOG"; [[ "$t" == sidecar-nolog ]] && rust_log=warn
+    start_sidecar "$t" "$WORK/$t.toml" "$rust_log"
+    PID[$t]=$STARTED_PID
+  done
+  if measured sidecar-policies; then
+    [[ "$(post_code "${URL[sidecar-policies]}")" == 401 ]] || die "sidecar-policies answers without a token: auth is not on"
+    post_ok "${URL[sidecar-policies]}" "$BENCH_TOKEN" || die "sidecar-policies refuses the minted token"
+  fi
+  for t in haproxy haproxy-eq; do
+    measured "$t" || continue
+    port=$(free_port); URL[$t]="http://127.0.0.1:$port/mcp"
+    extra=""; [[ "$t" == haproxy-eq ]] && extra="$ROOT/scripts/bench/haproxy-eq.frontend"
+    start_haproxy "$t" "$port" "$extra"
+    PID[$t]=$STARTED_PID
+  done
+  if measured nginx; then
+    port=$(free_port); URL[nginx]="http://127.0.0.1:$port/mcp"
+    start_nginx nginx "$port"
+    PID[nginx]=$NGINX_WORKER_PID
+  fi
+  measured sidecar && RSS_START=$(rss_kib "${PID[sidecar]}")
+fi
+auth_of() { # auth_of TARGET: mcp-load's credential flags for TARGET
+  AUTH=("${LOAD_AUTH[@]}")
+  [[ "$1" == sidecar-policies ]] && AUTH+=(--bearer-env BENCH_TOKEN)
+  return 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# Measurement: one mcp-load run, with the proxy's CPU and the machine's other load around it.
+# ---------------------------------------------------------------------------------------------
+ROWS="$WORK/rows.tsv"; : >"$ROWS"
+TSV_HEADER="kind	target	round	rps	p50_ms	p90_ms	p99_ms	max_ms	requests	errors	proxy_cores	proxy_us_per_req	other_cores	forwarded"
+
+# run_one KIND TARGET ROUND MCP-LOAD-ARGS...: appends a row to $ROWS.
+run_one() {
+  local kind="$1" t="$2" round="$3" out pid="${PID[$2]:-}" px0=0 px1=0 served0=0 served1=0
+  local busy0 busy1 ours0=0 ours1=0 kids0 kids1 wall0 wall1 p; shift 3
+  ((EXTERNAL)) || alive
+  out="$WORK/$kind-$t-$round.json"
+  auth_of "$t"
+  wait_quiet
+  if ((!EXTERNAL)); then
+    served0=$(fixture_served)
+    [[ -n "$pid" ]] && px0=$(proc_ticks "$pid")
+    for p in "${PIDS[@]}"; do ours0=$((ours0 + $(proc_ticks "$p"))); done
+  fi
+  # `times` must run in this shell, not in a $(...) subshell, to see the reaped mcp-load's CPU.
+  busy0=$(system_busy_ticks); times >"$WORK/times0"; wall0=$(date +%s%N)
+  STEP="$kind run against $t (round $round)"
+  load "$out" "${URL[$t]}" "${AUTH[@]}" "$@"
+  times >"$WORK/times1"; busy1=$(system_busy_ticks); wall1=$(date +%s%N)
+  if ((!EXTERNAL)); then
+    [[ -n "$pid" ]] && px1=$(proc_ticks "$pid")
+    for p in "${PIDS[@]}"; do ours1=$((ours1 + $(proc_ticks "$p"))); done
+    served1=$(fixture_served)
+    case "$t" in sidecar*) keep_sidecar_problems "$t" ;; haproxy-eq) : >"$WORK/$t.log" ;; esac
+  fi
+  kids0=$(children_cpu_secs "$WORK/times0"); kids1=$(children_cpu_secs "$WORK/times1")
+  jq -r --arg kind "$kind" --arg t "$t" --arg round "$round" --argjson px "$((px1 - px0))" \
+    --argjson proxy "$([[ -n "$pid" ]] && echo true || echo false)" --argjson tck "$CLK_TCK" \
+    --argjson other "$(( (busy1 - busy0) - (ours1 - ours0) ))" --argjson kids "$(awk -v a="$kids0" -v b="$kids1" 'BEGIN { print b - a }')" \
+    --argjson served "$((served1 - served0))" --argjson external "$EXTERNAL" \
+    --argjson wall "$(( (wall1 - wall0) / 1000000 ))" '
+    (.duration_s + 0.000001) as $s |
+    [$kind, $t, $round, (.rps | round), .latency_ms.p50, .latency_ms.p90, .latency_ms.p99, .latency_ms.max,
+     .requests, .errors,
+     (if $proxy then ($px / $tck / $s * 100 | round / 100) else "-" end),
+     (if $proxy and .requests > 0 then ($px / $tck * 1e6 / .requests * 10 | round / 10) else "-" end),
+     ([($other / $tck - $kids) / ($wall / 1000 + 0.001), 0] | max * 100 | round / 100),
+     (if $external == 1 or $served >= .requests then "ok" else "MISSING" end)] | @tsv' "$out" >>"$ROWS"
+  local rps p50 p99 errs cores us other fwd
+  IFS=$'\t' read -r _ _ _ rps p50 _ p99 _ _ errs cores us other fwd <<<"$(tail -n 1 "$ROWS")"
+  log "$(printf '%-9s %-16s %-2s %8s req/s  p50 %7s ms  p99 %7s ms  errors %s  proxy %s cores, %s us/req  other load %s  forwarded %s' \
+    "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$other" "$fwd")"
+  if [[ "$fwd" != ok ]]; then
+    log "$t: the fixture served fewer requests than mcp-load counted answers: the proxy answered some itself"
+    FAILED=1
+  fi
+}
+# measure KIND TARGET ROUND ARGS...: run_one, repeated while other processes disturbed it.
+measure() {
+  local try
+  for ((try = 0; ; try++)); do
+    run_one "$@"
+    tail -n 1 "$ROWS" | awk -F'\t' -v th="$DISTURBED_THRESHOLD" '{ exit !($13 + 0 > th + 0) }' || return 0
+    if ((try >= RETRIES)); then
+      log "$2 round $3: still disturbed after $RETRIES retries; kept (see its other-load column)"
+      return 0
+    fi
+    log "$2 round $3: other processes used more than $DISTURBED_THRESHOLD cores; discarding and repeating"
+    sed -i '$ s/^\([^\t]*\)\t/discarded-\1\t/' "$ROWS"
+  done
+}
+# rounds KIND ARGS...: ROUNDS rounds over TARGETS in rotating order.
+rounds() {
+  local kind="$1" r k; shift
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for ((k = 0; k < ${#TARGETS[@]}; k++)); do
+      measure "$kind" "${TARGETS[$(((k + r - 1) % ${#TARGETS[@]}))]}" "$r" "$@"
+    done
+  done
+}
+
+step "closed loop: mcp-load --concurrency $CONNECTIONS, $DURATION per run, $ROUNDS round(s); pinning: mcp-load ${LOAD_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}"
+if [[ "$WARMUP" != 0 ]]; then
+  for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 --concurrency "$CONNECTIONS" --duration "$WARMUP"; done
+fi
+rounds closed --concurrency "$CONNECTIONS" --duration "$DURATION"
+
+if [[ -n "$RATES" ]]; then
+  # The open loop spins before each send: it gets CPU 0 alone, the fixture joins the proxy.
+  LAT_FIXTURE_CPUS="$FIXTURE_CPUS"
+  if ((!EXTERNAL)) && [[ "$PIN" == split && -n "$PROXY_CPUS" && -n "$FIXTURE_CPUS" ]]; then
+    taskset -a -p -c "$PROXY_CPUS" "$FIXTURE_PID" >/dev/null || die "cannot re-pin the fixture"
+    LAT_FIXTURE_CPUS="$PROXY_CPUS"
+  fi
+  for rate in $RATES; do
+    step "fixed rate $rate/s: mcp-load --rate $rate, $LAT_DURATION per run (1 s warm-up), $ROUNDS round(s); fixture on ${LAT_FIXTURE_CPUS:-any}"
+    rounds "rate-$rate" --rate "$rate" --duration "$LAT_DURATION" --warmup 1s
+  done
+fi
+
+# The sidecar's resident memory: idle, then with STREAMS standalone SSE streams held open.
+RSS_IDLE=""; RSS_STREAMS=""; STREAMS_OPEN=0; RSS_START="${RSS_START:-}"
+if ((!EXTERNAL)) && measured sidecar; then
+  RSS_IDLE=$(rss_kib "${PID[sidecar]}")
+  if ((STREAMS > 0)); then
+    step "holding $STREAMS SSE streams through the sidecar for $STREAM_HOLD (mcp-load --streams)"
+    wait_quiet
+    base_streams=$(fixture_stat get_streams_open)
+    (pinned "$LOAD_CPUS" "$LOAD_BIN" run "${URL[sidecar]}" --streams "$STREAMS" --duration "$STREAM_HOLD" \
+      --out "$WORK/streams.json") >"$WORK/streams.json.log" 2>&1 &
+    streams_pid=$!; PIDS+=("$streams_pid")
+    hold=$(secs_of "$STREAM_HOLD")
+    for ((i = 0; i < hold * 10; i++)); do
+      kill -0 "$streams_pid" 2>/dev/null || break
+      STREAMS_OPEN=$(( $(fixture_stat get_streams_open) - base_streams ))
+      ((STREAMS_OPEN >= STREAMS)) && break
+      sleep 0.1
+    done
+    ((STREAMS_OPEN >= STREAMS)) || { cat "$WORK/streams.json.log" >&2; die "only $STREAMS_OPEN of $STREAMS streams reached the fixture"; }
+    sleep 2 # the sidecar settles (buffers allocated, first keep-alives)
+    RSS_STREAMS=$(rss_kib "${PID[sidecar]}")
+    log "$STREAMS_OPEN streams open: sidecar RSS $RSS_STREAMS KiB (idle $RSS_IDLE KiB)"
+    rc=0; wait "$streams_pid" || rc=$?
+    ((rc == 0)) || { cat "$WORK/streams.json.log" >&2; die "mcp-load --streams failed (exit $rc)"; }
+    streams_err=$(report_field "$WORK/streams.json" '.errors // 0')
+    ((streams_err == 0)) || { log "the streams run had $streams_err error(s): $(jq -c .errors_by_kind "$WORK/streams.json")"; FAILED=1; }
+  fi
+fi
+
+declare -A IR_PER_REQ
+if [[ "$CALLGRIND" == 1 ]]; then
+  for t in "${TARGETS[@]}"; do
+    port=$(free_port); admin=$(free_port)
+    case "$t" in
+      haproxy | haproxy-eq)
+        extra=""; [[ "$t" == haproxy-eq ]] && extra="$ROOT/scripts/bench/haproxy-eq.frontend"
+        haproxy_config "$WORK/cg-$t.cfg" "$port" "$extra"
+        cg_count "$t" "$port" haproxy -db -f "$WORK/cg-$t.cfg" ;;
+      nginx)
+        nginx_config "$WORK/cg-nginx.conf" "$port" "$WORK/cg-nginx"
+        # One process: callgrind follows no fork (the master would be counted, not the worker).
+        cg_count nginx "$port" nginx -p "$WORK/cg-nginx" -c "$WORK/cg-nginx.conf" -g 'master_process off;' ;;
+      sidecar | sidecar-nolog)
+        rust_log="$SIDECAR_RUST_LOG"; [[ "$t" == sidecar-nolog ]] && rust_log=warn
+        UPSTREAM_EXTRA="$NO_BREAKER" sidecar_config "$WORK/cg-$t.toml" "$port" "$admin"
+        RUST_LOG="$rust_log" cg_count "$t" "$port" "$SIDECAR_BIN" run --config "$WORK/cg-$t.toml" --worker-threads 1 ;;
+      sidecar-policies)
+        UPSTREAM_EXTRA="$AUTH_RULE" sidecar_config "$WORK/cg-$t.toml" "$port" "$admin" \
+          "$(auth_toml "http://127.0.0.1:$port" ES256)"$'\n'"$LIMITS_TOML"
+        CG_TOKEN=$(mint_token ES256 "http://127.0.0.1:$port/mcp") RUST_LOG="$SIDECAR_RUST_LOG" \
+          cg_count "$t" "$port" "$SIDECAR_BIN" run --config "$WORK/cg-$t.toml" --worker-threads 1 ;;
+    esac
+  done
+fi
+[[ -n "$RESULTS_TSV" ]] && { echo "$TSV_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+STEP="the report"
+echo
+report_header "mcp-sidecar benchmark (scripts/bench.sh)"
+echo "mcp-load: closed loop --concurrency $CONNECTIONS for $DURATION (warm-up $WARMUP), fixed rates ${RATES:-none} for $LAT_DURATION; $ROUNDS round(s); pinning: mcp-load ${LOAD_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}; sidecars --worker-threads 1, RUST_LOG=$SIDECAR_RUST_LOG"
+if ((!EXTERNAL)); then
+  versions="$("$LOAD_BIN" --version)"
+  measured haproxy && versions+=", $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
+  measured nginx && versions+=", $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+  echo "$versions"
+else
+  echo "targets: ${BASELINE_URL:+baseline $BASELINE_URL, }target $TARGET_URL"
+fi
+echo
+awk -F'\t' -v rounds="$ROUNDS" -v order="${TARGETS[*]}" -v base="$BASE" -v rates="$RATES" "$AWK_MEDIAN"'
+  $1 ~ /^discarded/ { discarded++ }
+  $1 == "closed" {
+    rr[$2, $3] = $4
+    rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $7
+    other[$2] = other[$2] " " $13
+    if ($11 != "-") { pc[$2] = pc[$2] " " $11; pu[$2] = pu[$2] " " $12 }
+  }
+  $1 ~ /^rate-/ {
+    r = substr($1, 6); l50[r, $2, $3] = $5; l99[r, $2, $3] = $7
+    a50[r, $2] = a50[r, $2] " " $5; a99[r, $2] = a99[r, $2] " " $7; ach[r, $2] = ach[r, $2] " " $4
+  }
+  END {
+    n = split(order, T, " ")
+    print "Closed-loop throughput (medians over the rounds)"
+    printf "%-17s %9s %8s %8s %11s %12s %10s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "other load", "req/s per round"
+    for (i = 1; i <= n; i++) {
+      t = T[i]; if (!(t in rps)) continue
+      R[t] = median(rps[t])
+      printf "%-17s %9.0f %8.3f %8.3f %11s %12s %10.2f  %s\n", t, R[t], median(p50[t]), median(p99[t]),
+        t in pc ? sprintf("%.2f", median(pc[t])) : "-", t in pu ? sprintf("%.1f", median(pu[t])) : "-", median(other[t]), rps[t]
+    }
+    print ""
+    print "Throughput ratios: median of the per-round ratios (ratio of the medians)"
+    np = 0
+    for (i = 1; i <= n; i++) if (T[i] != base) pair[++np] = T[i] "|" base
+    ne = split("sidecar|haproxy sidecar|nginx sidecar-policies|sidecar sidecar-policies|haproxy sidecar-policies|nginx sidecar|haproxy-eq sidecar-nolog|haproxy", extra, " ")
+    for (i = 1; i <= ne; i++) pair[++np] = extra[i]
+    for (i = 1; i <= np; i++) {
+      split(pair[i], q, "|"); a = q[1]; b = q[2]
+      if (!(a in R) || !(b in R) || R[b] == 0) continue
+      list = ""; m = 0
+      for (k = 1; k <= rounds; k++) if ((a, k) in rr && (b, k) in rr && rr[b, k] > 0) { list = list " " sprintf("%.3f", rr[a, k] / rr[b, k]); m++ }
+      printf "  %-17s / %-9s %6.3f  (%.3f)   rounds:%s\n", a, b, m ? median(list) : 0, R[a] / R[b], list
+    }
+    nr = split(rates, RT, " ")
+    for (j = 1; j <= nr; j++) {
+      r = RT[j]
+      print ""
+      printf "Fixed rate %d req/s (open loop): latency ms, medians over the rounds; added = target minus %s in the same round\n", r, base
+      printf "%-17s %10s %8s %8s %12s %12s\n", "target", "achieved/s", "p50", "p99", "added p50", "added p99"
+      for (i = 1; i <= n; i++) {
+        t = T[i]; if (!((r, t) in a50)) continue
+        d50 = ""; d99 = ""
+        for (k = 1; k <= rounds; k++) if ((r, t, k) in l50 && (r, base, k) in l50) {
+          d50 = d50 " " (l50[r, t, k] - l50[r, base, k]); d99 = d99 " " (l99[r, t, k] - l99[r, base, k])
+        }
+        printf "%-17s %10.0f %8.3f %8.3f %12s %12s\n", t, median(ach[r, t]), median(a50[r, t]), median(a99[r, t]),
+          t == base ? "-" : sprintf("%+.3f", median(d50)), t == base ? "-" : sprintf("%+.3f", median(d99))
+      }
+    }
+    print ""
+    print "proxy cores: CPU the proxy process used (1.00 = one core); proxy us/req: its CPU time per answered"
+    print "request; other load: cores used by processes outside the benchmark during the run (above ~0.1"
+    print "the figures are disturbed). Latency at a fixed rate counts from each request'"'"'s intended start."
+    if (discarded) printf "%d disturbed run(s) were discarded and repeated (RESULTS_TSV keeps them).\n", discarded
+  }' "$ROWS"
+if [[ -n "$RSS_IDLE" ]]; then
+  echo
+  line="sidecar RSS (VmRSS): $RSS_START KiB at start, $RSS_IDLE KiB idle after the load"
+  if [[ -n "$RSS_STREAMS" ]]; then
+    line+=", $RSS_STREAMS KiB with $STREAMS_OPEN open SSE streams ($(awk -v a="$RSS_STREAMS" -v b="$RSS_IDLE" -v n="$STREAMS_OPEN" 'BEGIN { printf "%.1f", (a - b) / n }') KiB per stream)"
+  fi
+  echo "$line"
+fi
+if [[ "$CALLGRIND" == 1 ]]; then
+  line="callgrind, user-space instructions per request:"
+  for t in "${TARGETS[@]}"; do [[ -n "${IR_PER_REQ[$t]:-}" ]] && line+=" $t ${IR_PER_REQ[$t]},"; done
+  echo "${line%,}"
+  for pair in sidecar:haproxy sidecar:nginx sidecar-policies:sidecar sidecar:haproxy-eq sidecar-nolog:haproxy; do
+    a=${pair%%:*}; b=${pair##*:}
+    [[ -n "${IR_PER_REQ[$a]:-}" && -n "${IR_PER_REQ[$b]:-}" ]] || continue
+    awk -v a="$a" -v b="$b" -v x="${IR_PER_REQ[$a]}" -v y="${IR_PER_REQ[$b]}" 'BEGIN { printf "  %s / %s: %.2fx\n", a, b, x / y }'
+  done
+fi
+echo
+finish "no errors in any measured run; every proxied request reached the fixture"
