@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::client::Target;
 use crate::engine::{self, Load, Plan, Stop};
 use crate::report::{self, Report};
+use crate::streams::StreamPlan;
 use crate::threshold::Threshold;
 use crate::workload::Workload;
 
@@ -83,10 +84,24 @@ enum Arrival {
     Poisson,
 }
 
+/// `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// Streamable HTTP (2025-03-26 on): the URL is the MCP endpoint.
+    Streamable,
+    /// The legacy HTTP+SSE transport (2024-11-05): the URL is its `GET /sse` endpoint;
+    /// requests are POSTed to the endpoint it names and answered on its stream.
+    Legacy,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The MCP endpoint (Streamable HTTP), http:// or https://.
+    /// The MCP endpoint (Streamable HTTP; with --transport legacy its `GET /sse` URL),
+    /// http:// or https://.
     url: String,
+    /// The MCP transport.
+    #[arg(long, value_enum, default_value_t = TransportArg::Streamable)]
+    transport: TransportArg,
     /// Open loop: requests per second, each measured from its intended start.
     #[arg(long, conflicts_with = "concurrency")]
     rate: Option<f64>,
@@ -160,6 +175,21 @@ struct RunArgs {
     /// every this long: the create answer's latency and the completion time are reported apart.
     #[arg(long, value_parser = humantime::parse_duration)]
     tasks: Option<Duration>,
+    /// Hold this many standalone SSE GET streams open for the whole run (each on its own
+    /// connection, spread over the sessions; opened before the measured run starts, and
+    /// `streams open: N` printed on stderr when all have opened or failed). Without --rate,
+    /// --concurrency, --stages, --requests, --call, --method or --scenario the run sends no
+    /// requests: it holds the streams for --duration.
+    #[arg(long, default_value_t = 0)]
+    streams: usize,
+    /// The streams' URL when it is not the run's (query parameters pass through, e.g.
+    /// `http://host/mcp?tick_ms=100`).
+    #[arg(long)]
+    stream_url: Option<String>,
+    /// JSON pointer into a stream event's data to its send time in Unix microseconds (the
+    /// event delivery latency); events without it are counted but not timed.
+    #[arg(long, default_value = crate::streams::DEFAULT_TIMESTAMP)]
+    stream_timestamp: String,
     /// Pass/fail rule, e.g. 'p99<250ms', 'error_rate<0.1%', 'rps>900' (repeatable).
     #[arg(long = "threshold")]
     thresholds: Vec<Threshold>,
@@ -255,6 +285,10 @@ fn parse_shard(text: &str) -> Result<(u32, u32), String> {
 }
 
 async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
+    // Every connection and stream is a descriptor, and many systems start processes with a soft
+    // limit of 1,024 under a far higher hard one: raise it first (as the sidecar does).
+    let nofile = mcp_sidecar::fd_budget::raise_nofile()
+        .map_err(|e| anyhow::anyhow!("cannot raise the descriptor limit (RLIMIT_NOFILE): {e}"))?;
     if let Some((i, n)) = a.shard {
         let share = f64::from(n);
         a.rate = a.rate.map(|r| r / share);
@@ -274,6 +308,13 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
                 .join(",")
         });
         a.seed = a.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(i));
+    }
+    if a.transport == TransportArg::Legacy
+        && (a.streams > 0 || a.jobs.is_some() || a.tasks.is_some())
+    {
+        anyhow::bail!(
+            "--transport legacy: --streams, --jobs and --tasks are Streamable HTTP's; the legacy transport has none"
+        );
     }
     let stages = match &a.stages {
         Some(text) => {
@@ -310,6 +351,7 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         Load::Concurrency(c) => c,
         Load::Rate { .. } | Load::Stages(_) => a.max_in_flight.min(1024),
     };
+    let streams = stream_plan(&a, &headers, connections, nofile)?;
     let target = Target::new(&a.url, connections, headers, a.ca_file.clone(), a.timeout)?;
     let config = serde_json::json!({
         "url": a.url,
@@ -328,6 +370,16 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         "method": a.method,
         "scenario": a.scenario,
         "shard": a.shard.map(|(i, n)| format!("{i}/{n}")),
+        "transport": match a.transport {
+            TransportArg::Streamable => "streamable",
+            TransportArg::Legacy => "legacy",
+        },
+        "streams": (a.streams > 0).then(|| serde_json::json!({
+            "count": a.streams,
+            "url": a.stream_url.as_deref().unwrap_or(&a.url),
+            "timestamp": a.stream_timestamp,
+            "only": streams.as_ref().is_some_and(|s| s.only),
+        })),
     });
     let rate = match &load {
         Load::Rate { rate, .. } => Some(*rate),
@@ -347,6 +399,11 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         live: live.clone(),
         jobs: a.jobs,
         tasks: a.tasks,
+        streams,
+        transport: match a.transport {
+            TransportArg::Streamable => engine::Transport::Streamable,
+            TransportArg::Legacy => engine::Transport::Legacy,
+        },
     };
     let progress = live.map(progress_line);
     let ctrl_c = async {
@@ -384,6 +441,59 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
         a.html.as_ref(),
         a.summary,
     )
+}
+
+/// Descriptors mcp-load needs besides its connections: standard streams, the runtime's epoll
+/// and wake-up descriptors, files it writes. A few dozen in practice.
+const FD_SLACK: u64 = 64;
+
+/// The streams of `--streams`, with the descriptor limit checked: the soft `RLIMIT_NOFILE`
+/// (raised to the hard one at start) must hold a descriptor per stream, and should hold the
+/// requests' `connections` too.
+fn stream_plan(
+    a: &RunArgs,
+    headers: &HeaderMap,
+    connections: usize,
+    limit: mcp_sidecar::fd_budget::NofileLimit,
+) -> anyhow::Result<Option<StreamPlan>> {
+    if a.streams == 0 {
+        return Ok(None);
+    }
+    // No request flag: the run only holds the streams (what a memory benchmark wants).
+    let only = a.rate.is_none()
+        && a.concurrency.is_none()
+        && a.stages.is_none()
+        && a.requests.is_none()
+        && a.call.is_none()
+        && a.method.is_none()
+        && a.scenario.is_none();
+    if let Some(soft) = limit.soft {
+        let streams = a.streams as u64 + FD_SLACK;
+        let with_requests = streams + if only { 0 } else { connections as u64 };
+        if soft < streams {
+            anyhow::bail!(
+                "--streams {}: the descriptor limit (RLIMIT_NOFILE) is {soft}, hard limit {}; \
+                 each stream holds one: raise it (ulimit -n) or ask for fewer",
+                a.streams,
+                limit.hard.map_or("unlimited".to_owned(), |h| h.to_string())
+            );
+        }
+        if soft < with_requests {
+            eprintln!(
+                "mcp-load: WARNING: the descriptor limit (RLIMIT_NOFILE) is {soft}: {} streams and up to {connections} request connections may not fit",
+                a.streams
+            );
+        }
+    }
+    let url = a.stream_url.as_deref().unwrap_or(&a.url);
+    // Streams never return their connection: a pool of their own keeps none idle.
+    let target = Target::new(url, 1, headers.clone(), a.ca_file.clone(), a.timeout)?;
+    Ok(Some(StreamPlan {
+        count: a.streams,
+        target,
+        timestamp: a.stream_timestamp.clone(),
+        only,
+    }))
 }
 
 /// A progress line on stderr (a terminal): elapsed time, rate, errors and p99, refreshed
@@ -480,6 +590,8 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
                 live: None,
                 jobs: None,
                 tasks: None,
+                streams: None,
+                transport: engine::Transport::Streamable,
             };
             let report = engine::run(
                 target,
@@ -629,6 +741,11 @@ fn finish(
     );
     for (kind, n) in &report.errors_by_kind {
         println!("  error {kind}: {n}");
+    }
+    if let Some(s) = &report.streams {
+        for line in crate::streams::lines(s) {
+            println!("{line}");
+        }
     }
     if report.jobs > 0 {
         let c = &report.completion_ms;

@@ -99,7 +99,8 @@ impl Target {
         })
     }
 
-    fn request(
+    /// A request to the target's URL with the target's headers and the session's.
+    pub(crate) fn request(
         &self,
         method: Method,
         session: &Session,
@@ -125,6 +126,16 @@ impl Target {
             h.insert(PROTOCOL, v.clone());
         }
         req
+    }
+
+    /// The per-request timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The target's URL.
+    pub(crate) fn uri(&self) -> &http::Uri {
+        &self.uri
     }
 
     /// Opens a session: `initialize` (its answer must be a result) and
@@ -338,7 +349,7 @@ impl Target {
 
     /// Sends `req` by `deadline`: the response head, or the failed call's answer (`timeout`,
     /// `connect`, `reset`).
-    async fn send(
+    pub(crate) async fn send(
         &self,
         req: Request<mcp_sidecar::body::ProxyBody>,
         deadline: Instant,

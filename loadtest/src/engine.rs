@@ -24,7 +24,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{Session, Target};
+use crate::legacy;
 use crate::report::{Outcome, Recorder, Report};
+use crate::streams::{self, StreamPlan};
 use crate::workload::Workload;
 
 /// How requests arrive.
@@ -109,6 +111,17 @@ fn staged_offset(stages: &[Stage], k: f64) -> Option<f64> {
     None
 }
 
+/// How requests reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Streamable HTTP: each request a POST answered with JSON or SSE.
+    #[default]
+    Streamable,
+    /// The legacy HTTP+SSE transport (2024-11-05): POSTs answered 202, responses on the
+    /// session's stream (see [`crate::legacy`]).
+    Legacy,
+}
+
 /// When the run ends (after the warm-up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -142,6 +155,10 @@ pub struct Plan {
     pub jobs: Option<Duration>,
     /// Calls run as MCP tasks, polled with `tasks/get` this often.
     pub tasks: Option<Duration>,
+    /// Standalone SSE streams held open for the run (`--streams`).
+    pub streams: Option<StreamPlan>,
+    /// The transport.
+    pub transport: Transport,
 }
 
 /// The running totals of a run, for a progress line.
@@ -174,17 +191,50 @@ pub async fn run(
     config: Value,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<Report> {
-    // No sessions (`--sessions 0`): requests go without `initialize`, so an endpoint that
-    // answers only errors (a 404 route, an open circuit) can be measured too.
-    let mut sessions = vec![Session::default(); usize::from(plan.sessions == 0)];
-    for _ in 0..plan.sessions {
-        sessions.push(target.open().await?);
-    }
+    let mut sessions = Vec::with_capacity(plan.sessions.max(1));
+    let legacy = match plan.transport {
+        Transport::Streamable => {
+            // No sessions (`--sessions 0`): requests go without `initialize`, so an endpoint
+            // that answers only errors (a 404 route, an open circuit) can be measured too.
+            if plan.sessions == 0 {
+                sessions.push(Session::default());
+            }
+            for _ in 0..plan.sessions {
+                sessions.push(target.open().await?);
+            }
+            None
+        }
+        Transport::Legacy => {
+            if plan.streams.is_some() || plan.jobs.is_some() || plan.tasks.is_some() {
+                anyhow::bail!(
+                    "the legacy transport has no standalone streams, jobs or tasks: they are Streamable HTTP's"
+                );
+            }
+            Some(Arc::new(
+                legacy::Sessions::open(&target, plan.sessions).await?,
+            ))
+        }
+    };
     let sessions: Arc<[Session]> = sessions.into();
+    let mut stop = std::pin::pin!(stop);
+    // Streams open before the measured run starts, so that they are held for all of it.
+    let held = match &plan.streams {
+        Some(s) => {
+            let opening = streams::open(s, sessions.clone());
+            tokio::select! {
+                held = opening => Some(held),
+                () = &mut stop => return Ok(interrupted(config, plan.interval)),
+            }
+        }
+        None => None,
+    };
     let workload = Arc::new(workload);
     let (tx, mut rx) = mpsc::unbounded_channel::<Measured>();
     let start = Instant::now();
     let measure_from = start + plan.warmup;
+    if let Some(held) = &held {
+        held.measure_from(measure_from);
+    }
     let collector = {
         let interval = plan.interval;
         let live = plan.live.clone();
@@ -227,9 +277,17 @@ pub async fn run(
         measure_from,
         jobs: plan.jobs,
         tasks: plan.tasks,
+        legacy: legacy.clone(),
     };
+    let streams_only = plan.streams.as_ref().is_some_and(|s| s.only);
     let generate = async {
         match &plan.load {
+            // Only streams: they are held until the end, and nothing else is sent.
+            _ if streams_only => {
+                if let Stop::Duration(d) = plan.stop {
+                    tokio::time::sleep_until(measure_from + d).await;
+                }
+            }
             Load::Rate { rate, poisson } => {
                 open_loop(&ctx, &plan, Arrivals::Rate(*rate, *poisson), start).await
             }
@@ -241,20 +299,35 @@ pub async fn run(
     };
     tokio::select! {
         () = generate => {}
-        () = stop => {}
+        () = &mut stop => {}
     }
     drop(ctx);
     let (recorder, last) = collector.await?;
-    for s in sessions.iter() {
-        target.close(s).await;
-    }
+    // A legacy session ends by dropping its stream.
+    drop(legacy);
     // A timed run is measured over its duration (or until Ctrl-C); a counted one until its
     // last answer.
     let elapsed = match plan.stop {
         Stop::Duration(d) => d.min(Instant::now().saturating_duration_since(measure_from)),
         Stop::Requests(_) => last.saturating_duration_since(measure_from),
     };
-    Ok(recorder.report(elapsed, config))
+    // The streams end before the sessions do: a session's DELETE ends its streams, which
+    // would otherwise count as closed early.
+    let streams = match held {
+        Some(held) => Some(held.finish(elapsed).await),
+        None => None,
+    };
+    for s in sessions.iter() {
+        target.close(s).await;
+    }
+    let mut report = recorder.report(elapsed, config);
+    report.streams = streams;
+    Ok(report)
+}
+
+/// The report of a run stopped (Ctrl-C) before it began.
+fn interrupted(config: Value, interval: Duration) -> Report {
+    Recorder::new(interval).report(Duration::ZERO, config)
 }
 
 /// What the generators share.
@@ -267,6 +340,7 @@ struct Ctx {
     measure_from: Instant,
     jobs: Option<Duration>,
     tasks: Option<Duration>,
+    legacy: Option<Arc<legacy::Sessions>>,
 }
 
 impl Ctx {
@@ -282,13 +356,17 @@ impl Ctx {
 
     /// Sends request `n` that was meant to start at `intended`, and records it.
     async fn one(&self, n: u64, intended: Instant) {
-        let session = &self.sessions[(n as usize) % self.sessions.len()];
         let (id, body): (Value, Bytes) = self.workload.request(n);
         let sent = Instant::now();
-        let answer = match (self.jobs, self.tasks) {
-            (Some(poll), _) => self.target.job(session, &id, body, poll).await,
-            (None, Some(poll)) => self.target.task(session, &id, body, poll).await,
-            (None, None) => self.target.call(session, &id, body).await,
+        let answer = if let Some(legacy) = &self.legacy {
+            legacy.call(n, &id, body).await
+        } else {
+            let session = &self.sessions[(n as usize) % self.sessions.len()];
+            match (self.jobs, self.tasks) {
+                (Some(poll), _) => self.target.job(session, &id, body, poll).await,
+                (None, Some(poll)) => self.target.task(session, &id, body, poll).await,
+                (None, None) => self.target.call(session, &id, body).await,
+            }
         };
         let end = Instant::now();
         if intended < self.measure_from {
@@ -413,6 +491,7 @@ fn ctx_clone(ctx: &Ctx) -> Ctx {
         measure_from: ctx.measure_from,
         jobs: ctx.jobs,
         tasks: ctx.tasks,
+        legacy: ctx.legacy.clone(),
     }
 }
 

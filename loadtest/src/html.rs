@@ -31,7 +31,7 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}code{{font-size:
 <tr><td>{req}</td><td>{err}</td><td>{rate:.3}%</td><td>{rps:.1}</td><td>{p50:.2} ms</td><td>{p90:.2} ms</td><td>{p99:.2} ms</td><td>{p999:.2} ms</td><td>{max:.2} ms</td></tr></table>\
 <h2>Latency over time</h2>{latency}<h2>Throughput and errors over time</h2>{throughput}\
 <h2>Latency distribution</h2>{distribution}<h2>Errors</h2><table><tr><th>kind</th><th>count</th></tr>{errors}</table>\
-</body></html>\n",
+{streams}</body></html>\n",
         tool = escape(&report.tool),
         config = escape(&report.config.to_string()),
         req = report.requests,
@@ -46,6 +46,51 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}code{{font-size:
         latency = latency_chart(report),
         throughput = throughput_chart(report),
         distribution = distribution_chart(report),
+        streams = report
+            .streams
+            .as_ref()
+            .map(streams_table)
+            .unwrap_or_default(),
+    )
+}
+
+/// The streams' table (`--streams`): counts, rates, and the open, first-event, gap and
+/// delivery percentiles.
+fn streams_table(s: &crate::streams::StreamReport) -> String {
+    let row = |name: &str, p: &crate::report::Percentiles| {
+        format!(
+            "<tr><td>{name}</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td></tr>",
+            p.p50, p.p90, p.p99, p.max
+        )
+    };
+    let mut errors = String::new();
+    for (kind, n) in &s.errors_by_kind {
+        errors.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{n}</td></tr>",
+            escape(kind)
+        ));
+    }
+    format!(
+        "<h2>SSE streams</h2><table><tr><th>asked</th><th>opened</th><th>failed</th><th>errors</th><th>events</th><th>events/s</th><th>timed events</th></tr>\
+<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr></table>\
+<h3>Stream timings</h3><table><tr><th></th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>{}{}{}{}</table>\
+<h3>Stream errors</h3><table><tr><th>kind</th><th>count</th></tr>{}</table>",
+        s.asked,
+        s.opened,
+        s.failed,
+        s.errors,
+        s.events,
+        s.events_per_s,
+        s.timed_events,
+        row("open (to the head)", &s.open_ms),
+        row("first event", &s.first_event_ms),
+        row("gap between events", &s.gap_ms),
+        row("delivery (send time to receipt)", &s.delivery_ms),
+        if errors.is_empty() {
+            "<tr><td colspan=\"2\">none</td></tr>".to_owned()
+        } else {
+            errors
+        },
     )
 }
 

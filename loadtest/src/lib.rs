@@ -12,6 +12,8 @@ pub mod cli;
 pub mod client;
 pub mod engine;
 pub mod html;
+pub mod legacy;
 pub mod report;
+pub mod streams;
 pub mod threshold;
 pub mod workload;

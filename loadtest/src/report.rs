@@ -136,6 +136,7 @@ impl Recorder {
             interval_s: step,
             intervals: series(&self.intervals, step),
             histogram: encode(&self.total),
+            streams: None,
         }
     }
 }
@@ -278,6 +279,9 @@ pub struct Report {
     pub intervals: Vec<Interval>,
     /// The whole run's histogram (HdrHistogram V2, base64).
     pub histogram: String,
+    /// Standalone SSE streams held open (`--streams`), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<crate::streams::StreamReport>,
 }
 
 /// A histogram as base64 of its HdrHistogram V2 serialisation.
@@ -367,6 +371,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         duration = duration.max(r.duration_s);
     }
     let step = first.interval_s;
+    let streams: Vec<_> = reports.iter().filter_map(|r| r.streams.as_ref()).collect();
+    let streams = crate::streams::merge(&streams)?;
     Ok(Report {
         tool: first.tool.clone(),
         config: serde_json::json!({
@@ -394,6 +400,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         interval_s: step,
         intervals: series(&intervals, step),
         histogram: encode(&total),
+        streams,
     })
 }
 
@@ -421,6 +428,9 @@ pub fn markdown(r: &Report) -> String {
         for (k, v) in &r.errors_by_kind {
             out.push_str(&format!("| `{k}` | {v} |\n"));
         }
+    }
+    if let Some(s) = &r.streams {
+        out.push_str(&crate::streams::markdown(s));
     }
     out
 }

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use mcp_fixtures::{FixtureConfig, FixtureServer, ResponseMode};
 use mcp_loadtest::client::Target;
-use mcp_loadtest::engine::{self, Load, Plan, Stop};
+use mcp_loadtest::engine::{self, Load, Plan, Stop, Transport};
 use mcp_loadtest::report::Report;
 use mcp_loadtest::workload::Workload;
 use serde_json::{Value, json};
@@ -33,6 +33,8 @@ fn plan(load: Load, stop: Stop) -> Plan {
         live: None,
         jobs: None,
         tasks: None,
+        streams: None,
+        transport: Transport::Streamable,
     }
 }
 
