@@ -477,3 +477,126 @@ cg_count() {
   IR_PER_REQ[$name]=$((ir / reqs))
   log "callgrind $name: $reqs requests, $ir instructions, ${IR_PER_REQ[$name]} per request"
 }
+
+# ---------------------------------------------------------------------------------------------
+# Rounds of mcp-load runs against named targets, the machinery of the default, auth and limits
+# suites. The suite fills URL[TARGET] and PID[TARGET] (the process whose CPU is the proxy's; none
+# for the backend itself), may define auth_of TARGET (sets AUTH, mcp-load's credential flags),
+# sets EXTERNAL=1 when the targets are not ours (no CPU, /stats or log checks) and calls
+# rows_init once. Columns of $ROWS (TSV, ROWS_HEADER): see below.
+# ---------------------------------------------------------------------------------------------
+ROWS_HEADER="kind	target	round	rps	p50_ms	p90_ms	p99_ms	max_ms	requests	errors	proxy_cores	proxy_us_per_req	other_cores	forwarded"
+EXTERNAL=0
+DISTURBED_THRESHOLD="${DISTURBED_THRESHOLD:-0.15}"
+RETRIES="${RETRIES:-3}"
+rows_init() { ROWS="$WORK/rows.tsv"; : >"$ROWS"; }
+auth_of() { AUTH=(); }
+
+# run_one KIND TARGET ROUND MCP-LOAD-ARGS...: one run; appends its row to $ROWS. The proxy's
+# CPU (cores, µs per answered request) comes from /proc/PID/stat; `other` is the CPU that
+# processes outside the benchmark used meanwhile (all busy CPU minus our servers' and
+# mcp-load's), per second of the run; `forwarded` checks the fixture saw every answered request.
+run_one() {
+  local kind="$1" t="$2" round="$3" out pid="${PID[$2]:-}" px0=0 px1=0 served0=0 served1=0
+  local busy0 busy1 ours0=0 ours1=0 kids0 kids1 wall0 wall1 p; shift 3
+  ((EXTERNAL)) || alive
+  out="$WORK/$kind-$t-$round.json"
+  auth_of "$t"
+  wait_quiet
+  if ((!EXTERNAL)); then
+    served0=$(fixture_served)
+    [[ -n "$pid" ]] && px0=$(proc_ticks "$pid")
+    for p in "${PIDS[@]}"; do ours0=$((ours0 + $(proc_ticks "$p"))); done
+  fi
+  # `times` must run in this shell, not in a $(...) subshell, to see the reaped mcp-load's CPU.
+  busy0=$(system_busy_ticks); times >"$WORK/times0"; wall0=$(date +%s%N)
+  STEP="$kind run against $t (round $round)"
+  load "$out" "${URL[$t]}" "${AUTH[@]}" "$@"
+  times >"$WORK/times1"; busy1=$(system_busy_ticks); wall1=$(date +%s%N)
+  if ((!EXTERNAL)); then
+    [[ -n "$pid" ]] && px1=$(proc_ticks "$pid")
+    for p in "${PIDS[@]}"; do ours1=$((ours1 + $(proc_ticks "$p"))); done
+    served1=$(fixture_served)
+    if [[ -f "$WORK/$t.toml" ]]; then keep_sidecar_problems "$t"; elif [[ -f "$WORK/$t.log" ]]; then : >"$WORK/$t.log"; fi
+  fi
+  kids0=$(children_cpu_secs "$WORK/times0"); kids1=$(children_cpu_secs "$WORK/times1")
+  jq -r --arg kind "$kind" --arg t "$t" --arg round "$round" --argjson px "$((px1 - px0))" \
+    --argjson proxy "$([[ -n "$pid" ]] && echo true || echo false)" --argjson tck "$CLK_TCK" \
+    --argjson other "$(( (busy1 - busy0) - (ours1 - ours0) ))" --argjson kids "$(awk -v a="$kids0" -v b="$kids1" 'BEGIN { print b - a }')" \
+    --argjson served "$((served1 - served0))" --argjson external "$EXTERNAL" \
+    --argjson wall "$(( (wall1 - wall0) / 1000000 ))" '
+    (.duration_s + 0.000001) as $s |
+    [$kind, $t, $round, (.rps | round), .latency_ms.p50, .latency_ms.p90, .latency_ms.p99, .latency_ms.max,
+     .requests, .errors,
+     (if $proxy then ($px / $tck / $s * 100 | round / 100) else "-" end),
+     (if $proxy and .requests > 0 then ($px / $tck * 1e6 / .requests * 10 | round / 10) else "-" end),
+     ([($other / $tck - $kids) / ($wall / 1000 + 0.001), 0] | max * 100 | round / 100),
+     (if $external == 1 or $served >= .requests then "ok" else "MISSING" end)] | @tsv' "$out" >>"$ROWS"
+  local rps p50 p99 errs cores us other fwd
+  IFS=$'\t' read -r _ _ _ rps p50 _ p99 _ _ errs cores us other fwd <<<"$(tail -n 1 "$ROWS")"
+  log "$(printf '%-9s %-16s %-2s %8s req/s  p50 %7s ms  p99 %7s ms  errors %s  proxy %s cores, %s us/req  other load %s  forwarded %s' \
+    "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$other" "$fwd")"
+  if [[ "$fwd" != ok ]]; then
+    log "$t: the fixture served fewer requests than mcp-load counted answers: the proxy answered some itself"
+    FAILED=1
+  fi
+}
+# measure KIND TARGET ROUND ARGS...: run_one, repeated (RETRIES times at most) while other
+# processes used more than DISTURBED_THRESHOLD cores during it; the discarded rows are relabelled.
+measure() {
+  local try
+  for ((try = 0; ; try++)); do
+    run_one "$@"
+    tail -n 1 "$ROWS" | awk -F'\t' -v th="$DISTURBED_THRESHOLD" '{ exit !($13 + 0 > th + 0) }' || return 0
+    if ((try >= RETRIES)); then
+      log "$2 round $3: still disturbed after $RETRIES retries; kept (see its other-load column)"
+      return 0
+    fi
+    log "$2 round $3: other processes used more than $DISTURBED_THRESHOLD cores; discarding and repeating"
+    sed -i '$ s/^\([^\t]*\)\t/discarded-\1\t/' "$ROWS"
+  done
+}
+# rounds KIND ARGS...: ROUNDS rounds over TARGETS in rotating order (drift between minutes
+# falls on every target alike).
+rounds() {
+  local kind="$1" r k; shift
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for ((k = 0; k < ${#TARGETS[@]}; k++)); do
+      measure "$kind" "${TARGETS[$(((k + r - 1) % ${#TARGETS[@]}))]}" "$r" "$@"
+    done
+  done
+}
+# throughput_report KIND PAIRS: the table of KIND's rows (medians over the rounds) in TARGETS'
+# order, then for each pair `a|b` of PAIRS (space-separated) the median of the per-round ratios
+# a/b of req/s and the ratio of the medians.
+throughput_report() {
+  awk -F'\t' -v kind="$1" -v pairs="$2" -v rounds="$ROUNDS" -v order="${TARGETS[*]}" "$AWK_MEDIAN"'
+  $1 ~ /^discarded/ { discarded++ }
+  $1 == kind {
+    rr[$2, $3] = $4; rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $7
+    other[$2] = other[$2] " " $13
+    if ($11 != "-") { pc[$2] = pc[$2] " " $11; pu[$2] = pu[$2] " " $12 }
+  }
+  END {
+    n = split(order, T, " ")
+    printf "%-17s %9s %8s %8s %11s %12s %10s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "other load", "req/s per round"
+    for (i = 1; i <= n; i++) {
+      t = T[i]; if (!(t in rps)) continue
+      R[t] = median(rps[t])
+      printf "%-17s %9.0f %8.3f %8.3f %11s %12s %10.2f  %s\n", t, R[t], median(p50[t]), median(p99[t]),
+        t in pc ? sprintf("%.2f", median(pc[t])) : "-", t in pu ? sprintf("%.1f", median(pu[t])) : "-", median(other[t]), rps[t]
+    }
+    print ""
+    print "req/s ratios: median of the per-round ratios (ratio of the medians; CPU per request ratio)"
+    np = split(pairs, P, " ")
+    for (i = 1; i <= np; i++) {
+      split(P[i], q, "|"); a = q[1]; b = q[2]
+      if (!(a in R) || !(b in R) || R[b] == 0) continue
+      list = ""; m = 0
+      for (k = 1; k <= rounds; k++) if ((a, k) in rr && (b, k) in rr && rr[b, k] > 0) { list = list " " sprintf("%.3f", rr[a, k] / rr[b, k]); m++ }
+      cpu = (a in pu && b in pu && median(pu[b]) > 0) ? sprintf("; CPU/req %.3f", median(pu[a]) / median(pu[b])) : ""
+      printf "  %-17s / %-16s %6.3f  (%.3f%s)   rounds:%s\n", a, b, m ? median(list) : 0, R[a] / R[b], cpu, list
+    }
+    if (discarded) printf "(%d disturbed run(s) were discarded and repeated)\n", discarded
+  }' "$ROWS"
+}

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Sourced by scripts/bench.sh after common.sh, whose functions read the variables it sets
 # (FAILED, STEP, UPSTREAM_EXTRA ...): SC2034 cannot see across the files.
-# shellcheck disable=SC2034
+# shellcheck disable=SC2034,SC2153
 # Suite `default` of scripts/bench.sh (sourced by it): the sidecar as a forwarding hop against
 # the fixture directly and two reference proxies, all in one run, the same echo tools/call:
 #   direct            the fixture itself: the ceiling of the load side
@@ -53,8 +53,6 @@ LAT_DURATION="${LAT_DURATION:-10s}"
 STREAMS="${STREAMS:-10000}"
 STREAM_HOLD="${STREAM_HOLD:-20s}"
 SIDECAR_RUST_LOG="${SIDECAR_RUST_LOG:-info}"
-DISTURBED_THRESHOLD="${DISTURBED_THRESHOLD:-0.15}"
-RETRIES="${RETRIES:-3}"
 RESULTS_TSV="${RESULTS_TSV:-}"
 CALLGRIND="${CALLGRIND:-0}"
 CG_SECS="${CG_SECS:-10}"
@@ -63,7 +61,6 @@ BASELINE_URL="${BASELINE_URL:-}"
 BEARER_ENV="${BEARER_ENV:-}"
 CA_FILE="${CA_FILE:-}"
 ALL_TARGETS="direct sidecar sidecar-policies haproxy nginx haproxy-eq sidecar-nolog"
-EXTERNAL=0
 if [[ -n "$TARGET_URL" ]]; then
   EXTERNAL=1
   TARGETS="${BASELINE_URL:+baseline }target"
@@ -163,82 +160,7 @@ auth_of() { # auth_of TARGET: mcp-load's credential flags for TARGET
   return 0
 }
 
-# ---------------------------------------------------------------------------------------------
-# Measurement: one mcp-load run, with the proxy's CPU and the machine's other load around it.
-# ---------------------------------------------------------------------------------------------
-ROWS="$WORK/rows.tsv"; : >"$ROWS"
-TSV_HEADER="kind	target	round	rps	p50_ms	p90_ms	p99_ms	max_ms	requests	errors	proxy_cores	proxy_us_per_req	other_cores	forwarded"
-
-# run_one KIND TARGET ROUND MCP-LOAD-ARGS...: appends a row to $ROWS.
-run_one() {
-  local kind="$1" t="$2" round="$3" out pid="${PID[$2]:-}" px0=0 px1=0 served0=0 served1=0
-  local busy0 busy1 ours0=0 ours1=0 kids0 kids1 wall0 wall1 p; shift 3
-  ((EXTERNAL)) || alive
-  out="$WORK/$kind-$t-$round.json"
-  auth_of "$t"
-  wait_quiet
-  if ((!EXTERNAL)); then
-    served0=$(fixture_served)
-    [[ -n "$pid" ]] && px0=$(proc_ticks "$pid")
-    for p in "${PIDS[@]}"; do ours0=$((ours0 + $(proc_ticks "$p"))); done
-  fi
-  # `times` must run in this shell, not in a $(...) subshell, to see the reaped mcp-load's CPU.
-  busy0=$(system_busy_ticks); times >"$WORK/times0"; wall0=$(date +%s%N)
-  STEP="$kind run against $t (round $round)"
-  load "$out" "${URL[$t]}" "${AUTH[@]}" "$@"
-  times >"$WORK/times1"; busy1=$(system_busy_ticks); wall1=$(date +%s%N)
-  if ((!EXTERNAL)); then
-    [[ -n "$pid" ]] && px1=$(proc_ticks "$pid")
-    for p in "${PIDS[@]}"; do ours1=$((ours1 + $(proc_ticks "$p"))); done
-    served1=$(fixture_served)
-    case "$t" in sidecar*) keep_sidecar_problems "$t" ;; haproxy-eq) : >"$WORK/$t.log" ;; esac
-  fi
-  kids0=$(children_cpu_secs "$WORK/times0"); kids1=$(children_cpu_secs "$WORK/times1")
-  jq -r --arg kind "$kind" --arg t "$t" --arg round "$round" --argjson px "$((px1 - px0))" \
-    --argjson proxy "$([[ -n "$pid" ]] && echo true || echo false)" --argjson tck "$CLK_TCK" \
-    --argjson other "$(( (busy1 - busy0) - (ours1 - ours0) ))" --argjson kids "$(awk -v a="$kids0" -v b="$kids1" 'BEGIN { print b - a }')" \
-    --argjson served "$((served1 - served0))" --argjson external "$EXTERNAL" \
-    --argjson wall "$(( (wall1 - wall0) / 1000000 ))" '
-    (.duration_s + 0.000001) as $s |
-    [$kind, $t, $round, (.rps | round), .latency_ms.p50, .latency_ms.p90, .latency_ms.p99, .latency_ms.max,
-     .requests, .errors,
-     (if $proxy then ($px / $tck / $s * 100 | round / 100) else "-" end),
-     (if $proxy and .requests > 0 then ($px / $tck * 1e6 / .requests * 10 | round / 10) else "-" end),
-     ([($other / $tck - $kids) / ($wall / 1000 + 0.001), 0] | max * 100 | round / 100),
-     (if $external == 1 or $served >= .requests then "ok" else "MISSING" end)] | @tsv' "$out" >>"$ROWS"
-  local rps p50 p99 errs cores us other fwd
-  IFS=$'\t' read -r _ _ _ rps p50 _ p99 _ _ errs cores us other fwd <<<"$(tail -n 1 "$ROWS")"
-  log "$(printf '%-9s %-16s %-2s %8s req/s  p50 %7s ms  p99 %7s ms  errors %s  proxy %s cores, %s us/req  other load %s  forwarded %s' \
-    "$kind" "$t" "$round" "$rps" "$p50" "$p99" "$errs" "$cores" "$us" "$other" "$fwd")"
-  if [[ "$fwd" != ok ]]; then
-    log "$t: the fixture served fewer requests than mcp-load counted answers: the proxy answered some itself"
-    FAILED=1
-  fi
-}
-# measure KIND TARGET ROUND ARGS...: run_one, repeated while other processes disturbed it.
-measure() {
-  local try
-  for ((try = 0; ; try++)); do
-    run_one "$@"
-    tail -n 1 "$ROWS" | awk -F'\t' -v th="$DISTURBED_THRESHOLD" '{ exit !($13 + 0 > th + 0) }' || return 0
-    if ((try >= RETRIES)); then
-      log "$2 round $3: still disturbed after $RETRIES retries; kept (see its other-load column)"
-      return 0
-    fi
-    log "$2 round $3: other processes used more than $DISTURBED_THRESHOLD cores; discarding and repeating"
-    sed -i '$ s/^\([^\t]*\)\t/discarded-\1\t/' "$ROWS"
-  done
-}
-# rounds KIND ARGS...: ROUNDS rounds over TARGETS in rotating order.
-rounds() {
-  local kind="$1" r k; shift
-  for ((r = 1; r <= ROUNDS; r++)); do
-    for ((k = 0; k < ${#TARGETS[@]}; k++)); do
-      measure "$kind" "${TARGETS[$(((k + r - 1) % ${#TARGETS[@]}))]}" "$r" "$@"
-    done
-  done
-}
-
+rows_init
 step "closed loop: mcp-load --concurrency $CONNECTIONS, $DURATION per run, $ROUNDS round(s); pinning: mcp-load ${LOAD_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}"
 if [[ "$WARMUP" != 0 ]]; then
   for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 --concurrency "$CONNECTIONS" --duration "$WARMUP"; done
@@ -312,7 +234,7 @@ if [[ "$CALLGRIND" == 1 ]]; then
     esac
   done
 fi
-[[ -n "$RESULTS_TSV" ]] && { echo "$TSV_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
+[[ -n "$RESULTS_TSV" ]] && { echo "$ROWS_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -330,41 +252,18 @@ else
   echo "targets: ${BASELINE_URL:+baseline $BASELINE_URL, }target $TARGET_URL"
 fi
 echo
+echo "Closed-loop throughput (mcp-load --concurrency $CONNECTIONS; medians over the rounds)"
+pairs=""
+for t in "${TARGETS[@]}"; do [[ "$t" != "$BASE" ]] && pairs+=" $t|$BASE"; done
+pairs+=" sidecar|haproxy sidecar|nginx sidecar-policies|sidecar sidecar-policies|haproxy sidecar-policies|nginx sidecar|haproxy-eq sidecar-nolog|haproxy"
+throughput_report closed "$pairs"
 awk -F'\t' -v rounds="$ROUNDS" -v order="${TARGETS[*]}" -v base="$BASE" -v rates="$RATES" "$AWK_MEDIAN"'
-  $1 ~ /^discarded/ { discarded++ }
-  $1 == "closed" {
-    rr[$2, $3] = $4
-    rps[$2] = rps[$2] " " $4; p50[$2] = p50[$2] " " $5; p99[$2] = p99[$2] " " $7
-    other[$2] = other[$2] " " $13
-    if ($11 != "-") { pc[$2] = pc[$2] " " $11; pu[$2] = pu[$2] " " $12 }
-  }
   $1 ~ /^rate-/ {
     r = substr($1, 6); l50[r, $2, $3] = $5; l99[r, $2, $3] = $7
     a50[r, $2] = a50[r, $2] " " $5; a99[r, $2] = a99[r, $2] " " $7; ach[r, $2] = ach[r, $2] " " $4
   }
   END {
     n = split(order, T, " ")
-    print "Closed-loop throughput (medians over the rounds)"
-    printf "%-17s %9s %8s %8s %11s %12s %10s   %s\n", "target", "req/s", "p50 ms", "p99 ms", "proxy cores", "proxy us/req", "other load", "req/s per round"
-    for (i = 1; i <= n; i++) {
-      t = T[i]; if (!(t in rps)) continue
-      R[t] = median(rps[t])
-      printf "%-17s %9.0f %8.3f %8.3f %11s %12s %10.2f  %s\n", t, R[t], median(p50[t]), median(p99[t]),
-        t in pc ? sprintf("%.2f", median(pc[t])) : "-", t in pu ? sprintf("%.1f", median(pu[t])) : "-", median(other[t]), rps[t]
-    }
-    print ""
-    print "Throughput ratios: median of the per-round ratios (ratio of the medians)"
-    np = 0
-    for (i = 1; i <= n; i++) if (T[i] != base) pair[++np] = T[i] "|" base
-    ne = split("sidecar|haproxy sidecar|nginx sidecar-policies|sidecar sidecar-policies|haproxy sidecar-policies|nginx sidecar|haproxy-eq sidecar-nolog|haproxy", extra, " ")
-    for (i = 1; i <= ne; i++) pair[++np] = extra[i]
-    for (i = 1; i <= np; i++) {
-      split(pair[i], q, "|"); a = q[1]; b = q[2]
-      if (!(a in R) || !(b in R) || R[b] == 0) continue
-      list = ""; m = 0
-      for (k = 1; k <= rounds; k++) if ((a, k) in rr && (b, k) in rr && rr[b, k] > 0) { list = list " " sprintf("%.3f", rr[a, k] / rr[b, k]); m++ }
-      printf "  %-17s / %-9s %6.3f  (%.3f)   rounds:%s\n", a, b, m ? median(list) : 0, R[a] / R[b], list
-    }
     nr = split(rates, RT, " ")
     for (j = 1; j <= nr; j++) {
       r = RT[j]
@@ -378,14 +277,13 @@ awk -F'\t' -v rounds="$ROUNDS" -v order="${TARGETS[*]}" -v base="$BASE" -v rates
           d50 = d50 " " (l50[r, t, k] - l50[r, base, k]); d99 = d99 " " (l99[r, t, k] - l99[r, base, k])
         }
         printf "%-17s %10.0f %8.3f %8.3f %12s %12s\n", t, median(ach[r, t]), median(a50[r, t]), median(a99[r, t]),
-          t == base ? "-" : sprintf("%+.3f", median(d50)), t == base ? "-" : sprintf("%+.3f", median(d99))
+          t == base || d50 == "" ? "-" : sprintf("%+.3f", median(d50)), t == base || d99 == "" ? "-" : sprintf("%+.3f", median(d99))
       }
     }
     print ""
     print "proxy cores: CPU the proxy process used (1.00 = one core); proxy us/req: its CPU time per answered"
     print "request; other load: cores used by processes outside the benchmark during the run (above ~0.1"
     print "the figures are disturbed). Latency at a fixed rate counts from each request'"'"'s intended start."
-    if (discarded) printf "%d disturbed run(s) were discarded and repeated (RESULTS_TSV keeps them).\n", discarded
   }' "$ROWS"
 if [[ -n "$RSS_IDLE" ]]; then
   echo
