@@ -14,7 +14,7 @@
 # second, since every job also runs and is read back). Fails on any error answer or refused job.
 #
 # Environment (all optional; see `scripts/bench.sh --help` for the shared ones):
-#   RATE=1000  SECS=5  ROUNDS=3  POLL=5ms  CONNECTIONS=64  PEAK_SECS=5 (0 skips the peak)
+#   RATE=1000  SECS=5  ROUNDS=3  POLL=20ms  CONNECTIONS=128  PEAK_SECS=5 (0 skips the peak)
 #   WORKERS=2   the sidecars' --worker-threads
 # Pinning (PIN=split): mcp-load alone on CPU 0 (it spins before each send), the sidecars and
 # the fixture on CPU 1.
@@ -24,8 +24,8 @@
 RATE="${RATE:-1000}"
 SECS="${SECS:-5}"
 ROUNDS="${ROUNDS:-3}"
-POLL="${POLL:-5ms}"
-CONNECTIONS="${CONNECTIONS:-64}"
+POLL="${POLL:-20ms}"
+CONNECTIONS="${CONNECTIONS:-128}"
 PEAK_SECS="${PEAK_SECS:-5}"
 SIDECAR_WORKERS="${WORKERS:-2}"
 for v in RATE SECS ROUNDS CONNECTIONS SIDECAR_WORKERS; do require_uint "$v" 1; done

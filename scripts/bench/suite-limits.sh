@@ -74,7 +74,7 @@ paired_run() {
   busy0=$(system_busy_ticks); times >"$WORK/times0"; wall0=$(date +%s%N)
   STEP="$kind paired run (round $round)"
   for t in "${TARGETS[@]}"; do
-    (pinned "$LOAD_CPUS" "$LOAD_BIN" run "${URL[$t]}" --call "$CALL" --concurrency "$CONNECTIONS" \
+    (pinned "$LOAD_CPUS" "$LOAD_BIN" run "${URL[$t]}" --call "$CALL" --sessions 0 --concurrency "$CONNECTIONS" \
       --duration "$dur" --out "$WORK/$kind-$t-$round.json") >"$WORK/$kind-$t-$round.log" 2>&1 &
     lpid[$t]=$!
   done
@@ -123,14 +123,15 @@ if [[ "$MODE" == paired ]]; then
   for ((r = 1; r <= ROUNDS; r++)); do paired_measure "$r"; done
 else
   if [[ "$WARMUP" != 0 ]]; then
-    for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 --concurrency "$CONNECTIONS" --duration "$WARMUP"; done
+    for t in "${TARGETS[@]}"; do run_one warmup "$t" 0 --sessions 0 --concurrency "$CONNECTIONS" --duration "$WARMUP"; done
   fi
-  rounds closed --concurrency "$CONNECTIONS" --duration "$DURATION"
+  rounds closed --sessions 0 --concurrency "$CONNECTIONS" --duration "$DURATION"
 fi
 [[ -n "$RESULTS_TSV" ]] && { echo "$ROWS_HEADER"; cat "$ROWS"; } >"$RESULTS_TSV"
 
 # Every request through rules3 was decided by all three rules, and none was refused. (A rule may
-# have admitted a few more than were answered: requests in flight when mcp-load stopped.)
+# have admitted a few more than were answered: requests in flight when mcp-load stopped. The
+# runs send no initialize, --sessions 0: every 200 is a tools/call of echo.)
 STEP="the rules' counters on /metrics"
 answered=$(metric_sum rules3 'mcp_sidecar_requests_total{method="POST",status="200",upstream="fixture"}')
 for rule in "${RULES[@]}"; do
