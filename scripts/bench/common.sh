@@ -289,7 +289,7 @@ start_haproxy() {
 
 # start_nginx NAME PORT: nginx (one worker process) on PROXY_CPUS in front of the fixture, from
 # scripts/bench/nginx.conf.in. Its master's pid in STARTED_PID, the worker's in NGINX_WORKER_PID
-# (the process whose CPU time is the proxy's).
+# (the process whose CPU time is the proxy's); both join PIDS.
 nginx_config() { # nginx_config OUT PORT PREFIX
   mkdir -p "$3"
   fill_template "$ROOT/scripts/bench/nginx.conf.in" "$1" "LISTEN=127.0.0.1:$2" \
@@ -310,6 +310,8 @@ start_nginx() {
     sleep 0.1
   done
   [[ -n "$NGINX_WORKER_PID" ]] || die "nginx worker process not found"
+  # Ours too: its CPU is the proxy's, not other processes' (the quiet wait, the other-load figure).
+  PIDS+=("$NGINX_WORKER_PID")
 }
 
 # mint_token ALG AUDIENCE: a JWT (2 h) signed with the key of fixtures/keys/ for ALG (ES256 or

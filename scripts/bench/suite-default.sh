@@ -1,7 +1,4 @@
 # shellcheck shell=bash
-# Sourced by scripts/bench.sh after common.sh, whose functions read the variables it sets
-# (FAILED, STEP, UPSTREAM_EXTRA ...): SC2034 cannot see across the files.
-# shellcheck disable=SC2034,SC2153
 # Suite `default` of scripts/bench.sh (sourced by it): the sidecar as a forwarding hop against
 # the fixture directly and two reference proxies, all in one run, the same echo tools/call:
 #   direct            the fixture itself: the ceiling of the load side
@@ -43,6 +40,8 @@
 # optionally BASELINE_URL=... (say the backend behind it) measure those two in the same rounds,
 # rates and report; BEARER_ENV=VAR (the name of a variable holding a token) and CA_FILE=path
 # are passed to mcp-load.
+# Sourced after common.sh, which reads the variables it sets (SC2034 cannot see across files).
+# shellcheck disable=SC2034,SC2153
 
 CONNECTIONS="${CONNECTIONS:-32}"
 DURATION="${DURATION:-10s}"
