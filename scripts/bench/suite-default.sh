@@ -241,7 +241,9 @@ fi
 STEP="the report"
 echo
 report_header "mcp-sidecar benchmark (scripts/bench.sh)"
-echo "mcp-load: closed loop --concurrency $CONNECTIONS for $DURATION (warm-up $WARMUP), fixed rates ${RATES:-none} for $LAT_DURATION; $ROUNDS round(s); pinning: mcp-load ${LOAD_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}; sidecars --worker-threads 1, RUST_LOG=$SIDECAR_RUST_LOG"
+where="pinning: mcp-load ${LOAD_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy ${PROXY_CPUS:-any}; sidecars --worker-threads 1, RUST_LOG=$SIDECAR_RUST_LOG"
+((EXTERNAL)) && where="mcp-load on CPUs ${LOAD_CPUS:-any}; external targets"
+echo "mcp-load: closed loop --concurrency $CONNECTIONS for $DURATION (warm-up $WARMUP), fixed rates ${RATES:-none} for $LAT_DURATION; $ROUNDS round(s); $where"
 if ((!EXTERNAL)); then
   versions="$("$LOAD_BIN" --version)"
   measured haproxy && versions+=", $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
@@ -303,4 +305,4 @@ if [[ "$CALLGRIND" == 1 ]]; then
   done
 fi
 echo
-finish "no errors in any measured run; every proxied request reached the fixture"
+if ((EXTERNAL)); then finish "no errors in any measured run"; else finish "no errors in any measured run; every proxied request reached the fixture"; fi
