@@ -223,7 +223,12 @@ pub async fn run(
             let opening = streams::open(s, sessions.clone());
             tokio::select! {
                 held = opening => Some(held),
-                () = &mut stop => return Ok(interrupted(config, plan.interval)),
+                () = &mut stop => {
+                    for s in sessions.iter() {
+                        target.close(s).await;
+                    }
+                    return Ok(interrupted(config, plan.interval));
+                }
             }
         }
         None => None,

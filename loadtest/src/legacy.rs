@@ -82,6 +82,37 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Why a session's stream could not be opened: the class a call counts it as, and what to
+/// tell a person at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenError {
+    /// `http_<status>`, `connect`, `timeout`, `reset`, `stream_closed`, `bad_endpoint`, or the
+    /// class of `initialize`'s answer (`jsonrpc_<code>`...).
+    pub class: String,
+    /// What happened.
+    pub detail: String,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.detail, self.class)
+    }
+}
+
+fn open_error(class: impl Into<String>, detail: impl Into<String>) -> OpenError {
+    OpenError {
+        class: class.into(),
+        detail: detail.into(),
+    }
+}
+
+fn class_of(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Error(class) => class,
+        Outcome::Success => "bad_answer".to_owned(),
+    }
+}
+
 fn failed(class: &str) -> Answer {
     Answer {
         outcome: Outcome::Error(class.to_owned()),
@@ -97,7 +128,7 @@ impl Sessions {
         for _ in 0..count.max(1) {
             let conn = Conn::open(target)
                 .await
-                .map_err(|why| anyhow::anyhow!("legacy session: {why}"))?;
+                .map_err(|e| anyhow::anyhow!("legacy session at {}: {e}", target.uri()))?;
             sessions.push(LegacySession {
                 conn: Mutex::new(Arc::new(conn)),
                 reopening: tokio::sync::Mutex::new(()),
@@ -116,7 +147,7 @@ impl Sessions {
         let deadline = Instant::now() + self.target.timeout();
         let conn = match tokio::time::timeout_at(deadline, session.current(&self.target)).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(class)) => return failed(&class),
+            Ok(Err(e)) => return failed(&e.class),
             Err(_) => return failed("timeout"),
         };
         let outcome = conn.exchange(&self.target, id, body, deadline).await;
@@ -130,7 +161,7 @@ impl Sessions {
 
 impl LegacySession {
     /// The session's stream, reopened first if it ended.
-    async fn current(&self, target: &Target) -> Result<Arc<Conn>, String> {
+    async fn current(&self, target: &Target) -> Result<Arc<Conn>, OpenError> {
         let conn = lock(&self.conn).clone();
         if !conn.closed() {
             return Ok(conn);
@@ -149,8 +180,8 @@ impl LegacySession {
 
 impl Conn {
     /// `GET` the stream, read its `endpoint` event, start its reader, and initialize the
-    /// session; why not, as an error class.
-    async fn open(target: &Target) -> Result<Self, String> {
+    /// session.
+    async fn open(target: &Target) -> Result<Self, OpenError> {
         let mut req = target.request(Method::GET, &Session::default(), Bytes::new());
         let h = req.headers_mut();
         h.remove(header::CONTENT_TYPE);
@@ -162,19 +193,26 @@ impl Conn {
         let response = target
             .send(req, deadline)
             .await
-            .map_err(|a| match a.outcome {
-                Outcome::Error(class) => class,
-                Outcome::Success => "bad_answer".to_owned(),
-            })?;
+            .map_err(|a| open_error(class_of(a.outcome), "the GET for the stream failed"))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("http_{}", status.as_u16()));
+            return Err(open_error(
+                format!("http_{}", status.as_u16()),
+                format!("the GET for the stream was answered {status}"),
+            ));
         }
         let mut reader = Reader::new(response.into_body());
         let endpoint = tokio::time::timeout_at(deadline, reader.endpoint())
             .await
-            .map_err(|_| "timeout: no endpoint event".to_owned())??;
-        let endpoint = resolve(target.uri(), &endpoint)?;
+            .map_err(|_| open_error("timeout", "no endpoint event within --timeout"))?
+            .ok_or_else(|| {
+                open_error(
+                    "stream_closed",
+                    "the stream ended before its endpoint event",
+                )
+            })?;
+        let endpoint =
+            resolve(target.uri(), &endpoint).map_err(|why| open_error("bad_endpoint", why))?;
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
         let routed = waiters.clone();
         let conn = Conn {
@@ -191,12 +229,12 @@ impl Conn {
             .await
         {
             Outcome::Success => {}
-            Outcome::Error(class) => return Err(format!("initialize failed: {class}")),
+            Outcome::Error(class) => return Err(open_error(class, "initialize failed")),
         }
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         conn.post(target, Bytes::from(note.to_string()), deadline)
             .await
-            .map_err(|class| format!("notifications/initialized: {class}"))?;
+            .map_err(|class| open_error(class, "notifications/initialized failed"))?;
         Ok(conn)
     }
 
@@ -207,10 +245,7 @@ impl Conn {
         let response = target
             .send(req, deadline)
             .await
-            .map_err(|a| match a.outcome {
-                Outcome::Error(class) => class,
-                Outcome::Success => "bad_answer".to_owned(),
-            })?;
+            .map_err(|a| class_of(a.outcome))?;
         let status = response.status();
         let _ = response.into_body().collect().await;
         if status == StatusCode::ACCEPTED {
@@ -321,13 +356,13 @@ impl Reader {
         }
     }
 
-    /// The `endpoint` event's data (events before it are skipped).
-    async fn endpoint(&mut self) -> Result<String, String> {
+    /// The `endpoint` event's data (events before it are skipped); `None` if the stream ends
+    /// first.
+    async fn endpoint(&mut self) -> Option<String> {
         loop {
-            match self.next().await {
-                Some((kind, data)) if kind == "endpoint" => return Ok(data),
-                Some(_) => {}
-                None => return Err("stream_closed: no endpoint event".into()),
+            match self.next().await? {
+                (kind, data) if kind == "endpoint" => return Some(data),
+                _ => {}
             }
         }
     }
@@ -366,3 +401,7 @@ impl std::fmt::Debug for Reader {
         f.debug_struct("Reader").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[path = "legacy_tests.rs"]
+mod tests;

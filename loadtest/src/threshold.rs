@@ -20,6 +20,12 @@ enum Metric {
     Errors,
     /// Requests.
     Requests,
+    /// Standalone streams that failed to open or ended early (`--streams`).
+    StreamErrors,
+    /// Standalone streams opened.
+    StreamsOpened,
+    /// A percentile (0.5, 0.99) or the max (1.0) of the streams' event delivery latency, in ms.
+    Delivery(f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,9 +107,14 @@ impl std::str::FromStr for Threshold {
             "rps" => Metric::Rps,
             "errors" => Metric::Errors,
             "requests" => Metric::Requests,
+            "stream_errors" => Metric::StreamErrors,
+            "streams_opened" => Metric::StreamsOpened,
+            "delivery_p50" => Metric::Delivery(0.5),
+            "delivery_p99" => Metric::Delivery(0.99),
+            "delivery_max" => Metric::Delivery(1.0),
             _ => {
                 return Err(err(
-                    "unknown metric: p50, p90, p99, p999, max, mean, error_rate, rps, errors or requests",
+                    "unknown metric: p50, p90, p99, p999, max, mean, error_rate, rps, errors, requests, stream_errors, streams_opened, delivery_p50, delivery_p99 or delivery_max",
                 ));
             }
         };
@@ -114,7 +125,7 @@ impl std::str::FromStr for Threshold {
                 .ok_or_else(|| err("the value is not a non-negative number"))
         };
         let value = match metric {
-            Metric::Latency(_) => {
+            Metric::Latency(_) | Metric::Delivery(_) => {
                 let (digits, scale) = if let Some(v) = value.strip_suffix("ms") {
                     (v, 1.0)
                 } else if let Some(v) = value.strip_suffix("us") {
@@ -164,6 +175,24 @@ impl Threshold {
             Metric::Rps => (report.rps, format!("{:.1} rps", report.rps)),
             Metric::Errors => (report.errors as f64, report.errors.to_string()),
             Metric::Requests => (report.requests as f64, report.requests.to_string()),
+            // A run without streams has none of them: no errors, none opened, no delivery.
+            Metric::StreamErrors => {
+                let n = report.streams.as_ref().map_or(0, |s| s.errors);
+                (n as f64, n.to_string())
+            }
+            Metric::StreamsOpened => {
+                let n = report.streams.as_ref().map_or(0, |s| s.opened);
+                (n as f64, n.to_string())
+            }
+            Metric::Delivery(q) => {
+                let d = report.streams.as_ref().map(|s| s.delivery_ms);
+                let v = d.map_or(0.0, |d| match q {
+                    q if q >= 1.0 => d.max,
+                    q if q >= 0.99 => d.p99,
+                    _ => d.p50,
+                });
+                (v, format!("{v:.3} ms"))
+            }
         };
         let holds = match self.op {
             Op::Lt => measured < self.value,

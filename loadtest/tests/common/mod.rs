@@ -50,7 +50,7 @@ pub(crate) fn target(url: &str, connections: usize) -> Target {
 /// An in-process sidecar in front of `fx` (no policies); its address.
 pub(crate) async fn sidecar(fx: &FixtureServer) -> SocketAddr {
     let toml = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n\
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
          [[upstream]]\nname = \"fx\"\nurl = \"{}\"\n",
         fx.mcp_url()
     );
@@ -124,7 +124,7 @@ async fn answer(req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
 /// `/legacy/sse`); its address.
 pub(crate) async fn legacy_sidecar(fx: &FixtureServer) -> SocketAddr {
     let toml = format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n\
+        "[listen]\naddr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n[jobs]\nstore = \"memory\"\n\
          [[upstream]]\nname = \"fx\"\nurl = \"http://{}/\"\npath = \"/legacy\"\n",
         fx.addr()
     );
