@@ -246,7 +246,8 @@ where="pinning: mcp-load ${LOAD_CPUS:-any}, fixture ${FIXTURE_CPUS:-any}, proxy 
 echo "mcp-load: closed loop --concurrency $CONNECTIONS for $DURATION (warm-up $WARMUP), fixed rates ${RATES:-none} for $LAT_DURATION; $ROUNDS round(s); $where"
 if ((!EXTERNAL)); then
   versions="$("$LOAD_BIN" --version)"
-  measured haproxy && versions+=", $(haproxy -v | head -n 1 | cut -d' ' -f1-3)"
+  # awk reads all of haproxy's output: `head` would exit first and SIGPIPE fail the pipeline.
+  measured haproxy && versions+=", $(haproxy -v | awk 'NR == 1 { print $1, $2, $3 }')"
   measured nginx && versions+=", $(nginx -v 2>&1 | sed 's/^nginx version: //')"
   echo "$versions"
 else
