@@ -137,7 +137,9 @@ struct RunArgs {
     /// e.g. 30s:100,60s:1000,30s:0. Replaces --rate and --duration.
     #[arg(long, conflicts_with_all = ["rate", "concurrency", "duration", "requests"])]
     stages: Option<String>,
-    /// Virtual sessions the requests are spread over (each initializes, and ends with DELETE).
+    /// Virtual sessions the requests are spread over (each initializes, and ends with DELETE);
+    /// 0 sends the requests as they are, with no `initialize` (or `server/discover`) first: an
+    /// endpoint that answers only errors (a 404 route, an open circuit) can be measured too.
     #[arg(long, default_value_t = 1)]
     sessions: usize,
     /// Extra header, `Name: value` (repeatable).
@@ -358,6 +360,11 @@ async fn run(mut a: RunArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!(
             "--transport legacy: --streams, --jobs, --jobs-follow and --tasks are Streamable HTTP's; the legacy transport has none"
+        );
+    }
+    if a.transport == TransportArg::Legacy && a.sessions == 0 {
+        anyhow::bail!(
+            "--transport legacy --sessions 0: a legacy request needs its session's stream; at least 1"
         );
     }
     if a.transport == TransportArg::Legacy && a.protocol != PROTOCOL_VERSION {

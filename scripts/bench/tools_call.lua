@@ -1,6 +1,7 @@
 -- wrk script: POST an MCP `tools/call` of the fixture's `echo` tool (stateless Streamable HTTP).
--- Used by scripts/bench.sh for every target, so each one sees byte-identical requests.
--- At the end it prints one machine-readable line (BENCH_RESULT ...) that bench.sh parses.
+-- The request mcp-load's bench sends (`--call 'echo {"text":"hi"}'`), for wrk: kept to compare
+-- mcp-load with wrk (BENCHMARKS.md, "mcp-load against wrk"); scripts/bench.sh uses mcp-load.
+-- At the end it prints one machine-readable line (BENCH_RESULT ...).
 
 wrk.method = "POST"
 wrk.path   = "/mcp"
