@@ -31,7 +31,7 @@ async fn open_loop_requests_leave_at_their_intended_start_not_on_the_next_timer_
         Stop::Requests(1000),
     );
     let report = engine::run(
-        common::target(&fx.mcp_url(), 64),
+        common::pooled(&fx.mcp_url(), 64),
         echo(),
         plan,
         serde_json::json!({}),
@@ -53,11 +53,11 @@ async fn without_sessions_an_endpoint_that_only_answers_errors_is_measured() {
     let fx = FixtureServer::start(FixtureConfig::default())
         .await
         .unwrap();
-    let sidecar = common::sidecar(&fx).await;
+    let sidecar = common::sidecar(&fx, "").await;
     // The sidecar has no route here: every request, `initialize` included, gets a 404.
     let url = format!("http://{sidecar}/nope");
     let with_session = engine::run(
-        common::target(&url, 4),
+        common::pooled(&url, 4),
         echo(),
         common::plan(Load::Concurrency(1), Stop::Requests(5)),
         serde_json::json!({}),
@@ -68,7 +68,7 @@ async fn without_sessions_an_endpoint_that_only_answers_errors_is_measured() {
     let mut plan = common::plan(Load::Concurrency(2), Stop::Requests(20));
     plan.sessions = 0;
     let report = engine::run(
-        common::target(&url, 4),
+        common::pooled(&url, 4),
         echo(),
         plan,
         serde_json::json!({}),
