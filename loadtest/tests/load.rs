@@ -385,7 +385,7 @@ async fn jobs_report_the_202_latency_and_the_completion_apart() {
         r.errors_by_kind
     );
     // The 202 comes at once; the result after the tool's 150 ms.
-    assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
+    assert!(r.latency_ms.p50 < 150.0, "{:?}", r.latency_ms); // before the tool could end
     assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
     assert_eq!(fx.stats().by_tool.get("sleep"), Some(&20));
 
@@ -442,7 +442,7 @@ async fn tasks_report_the_creation_latency_and_the_completion_apart() {
         "{:?}",
         r.errors_by_kind
     );
-    assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
+    assert!(r.latency_ms.p50 < 150.0, "{:?}", r.latency_ms); // before the tool could end
     assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
     // A tool the facade does not serve answers live: not a task.
     let mut p = plan(Load::Concurrency(1), Stop::Requests(3));

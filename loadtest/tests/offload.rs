@@ -56,7 +56,7 @@ async fn followed_jobs_report_the_202_latency_and_the_completion_apart() {
     );
     // The 202 comes at once; the end after the tool's 150 ms, seen on the stream as it
     // happens (no poll interval added).
-    assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
+    assert!(r.latency_ms.p50 < 150.0, "{:?}", r.latency_ms); // before the tool could end
     assert!(r.completion_ms.p50 >= 150.0, "{:?}", r.completion_ms);
     assert!(r.completion_ms.p50 < 1000.0, "{:?}", r.completion_ms);
     assert_eq!(fx.stats().by_tool.get("sleep"), Some(&20));
@@ -172,7 +172,7 @@ async fn tasks_on_the_2026_07_28_wire_complete_through_the_facade_and_are_counte
         "{:?}",
         r.errors_by_kind
     );
-    assert!(r.latency_ms.p50 < 100.0, "{:?}", r.latency_ms);
+    assert!(r.latency_ms.p50 < 150.0, "{:?}", r.latency_ms); // before the tool could end
     // The facade asks for 500 ms between polls, longer than the 20 ms given: honoured.
     assert!(r.completion_ms.p50 >= 500.0, "{:?}", r.completion_ms);
     let stats = fx.stats();

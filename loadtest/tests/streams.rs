@@ -113,10 +113,11 @@ async fn streams_through_the_sidecar_arrive_event_by_event() {
     let s = r.streams.expect("a streams report");
     assert_eq!((s.opened, s.errors), (4, 0), "{:?}", s.errors_by_kind);
     assert!(s.events >= 4 * 6, "{} events", s.events);
-    // Relayed, not buffered: events come one tick apart, each well within its tick of being
-    // sent. A buffering proxy would deliver them in bursts (gaps near zero, delays of ticks).
+    // Relayed, not buffered: events come one tick apart, most within their tick of being
+    // sent. A buffering proxy would deliver them in bursts (gaps near zero), each held until
+    // the next arrives (a tick or more late).
     assert!(s.gap_ms.p50 >= 90.0, "{:?}", s.gap_ms);
-    assert!(s.delivery_ms.p90 < 50.0, "{:?}", s.delivery_ms);
+    assert!(s.delivery_ms.p50 < 100.0, "{:?}", s.delivery_ms);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
