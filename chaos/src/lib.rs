@@ -1,0 +1,12 @@
+//! `mcp-chaos`: breaks things between the sidecar and its backends on purpose and checks the
+//! sidecar's promises (a failing backend gives fast, clear errors; traffic recovers by itself; no
+//! accepted job is lost), in this project's CI and in users' CI against their own configs.
+//!
+//! - [`rng`]: seeded fault decisions (the same seed replays the same decisions).
+//! - `tcp`: the TCP fault proxy, with Toxiproxy's toxics and names.
+//! - `http`: per-request HTTP/MCP faults.
+//!
+//! Layers (imports point down): `cli` → `http`, `tcp` → `rng`.
+
+pub mod cli;
+pub mod rng;
