@@ -13,7 +13,7 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:8474")]
     listen_api: String,
     /// A proxy to create at start: NAME=LISTEN=UPSTREAM (e.g. backend=127.0.0.1:9001=127.0.0.1:9000).
-    #[arg(long = "proxy", value_parser = parse_proxy)]
+    #[arg(long = "proxy", value_name = "NAME=LISTEN=UPSTREAM", value_parser = parse_proxy)]
     proxies: Vec<(String, String, String)>,
     /// Seed of the toxicity draws and jitter (printed at start; default: from the clock).
     #[arg(long)]

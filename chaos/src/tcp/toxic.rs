@@ -266,3 +266,7 @@ impl Toxic {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "toxic_tests.rs"]
+mod tests;
