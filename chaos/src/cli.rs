@@ -16,6 +16,8 @@ struct Args {
 enum Command {
     /// Print the version and exit (more subcommands come with the fault proxy and the runner).
     Version,
+    /// Run the TCP fault proxy with its Toxiproxy-shaped control API until Ctrl-C.
+    Proxy(crate::tcp::cli::ProxyArgs),
 }
 
 /// Runs the command line; the process's exit code.
@@ -26,5 +28,6 @@ pub fn main() -> ExitCode {
             println!("mcp-chaos {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Proxy(args) => crate::tcp::cli::run(args),
     }
 }
