@@ -9,4 +9,5 @@
 //! Layers (imports point down): `cli` → `http`, `tcp` → `rng`.
 
 pub mod cli;
+pub mod http;
 pub mod rng;
