@@ -44,7 +44,7 @@ pub enum FaultBody {
         flushed: bool,
     },
     /// An SSE stream reshaped event by event.
-    Sse(Box<SseFaultBody>),
+    Sse(Box<SseFaultBody<PooledBody>>),
 }
 
 impl FaultBody {

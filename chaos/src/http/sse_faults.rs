@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use mcp_sidecar::mcp::sse::{EventKind, EventSplitter, classify};
-use mcp_sidecar::upstream::PooledBody;
 use tokio::time::Sleep;
 
 use mcp_sidecar::body::BoxError;
@@ -25,9 +24,9 @@ pub(crate) enum SseShape {
     Drip(Duration),
 }
 
-/// An SSE response body reshaped event by event.
-pub struct SseFaultBody {
-    inner: Option<PooledBody>,
+/// An SSE response body (the backend's, `B`) reshaped event by event.
+pub struct SseFaultBody<B> {
+    inner: Option<B>,
     shape: SseShape,
     splitter: EventSplitter,
     /// Bytes read and not yet forwarded.
@@ -42,7 +41,7 @@ pub struct SseFaultBody {
     held: Option<(Pin<Box<Sleep>>, Bytes)>,
 }
 
-impl std::fmt::Debug for SseFaultBody {
+impl<B> std::fmt::Debug for SseFaultBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SseFaultBody")
             .field("shape", &self.shape)
@@ -51,8 +50,8 @@ impl std::fmt::Debug for SseFaultBody {
     }
 }
 
-impl SseFaultBody {
-    pub(crate) fn new(inner: PooledBody, shape: SseShape) -> Self {
+impl<B> SseFaultBody<B> {
+    pub(crate) fn new(inner: B, shape: SseShape) -> Self {
         let done = matches!(shape, SseShape::CutAfter(0));
         Self {
             // Cut after none: the stream ends at once (dropping the body closes the backend's
@@ -85,7 +84,11 @@ impl SseFaultBody {
     }
 }
 
-impl Body for SseFaultBody {
+impl<B> Body for SseFaultBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -137,7 +140,7 @@ impl Body for SseFaultBody {
                 }
                 Some(Err(e)) => {
                     this.inner = None;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(e.into())));
                 }
                 None => {
                     this.inner = None;
@@ -156,3 +159,7 @@ impl Body for SseFaultBody {
         self.inner.is_none() && self.held.is_none() && self.buf.is_empty()
     }
 }
+
+#[cfg(test)]
+#[path = "sse_faults_tests.rs"]
+mod tests;
