@@ -16,6 +16,8 @@ struct Args {
 enum Command {
     /// Print the version and exit (more subcommands come with the fault proxy and the runner).
     Version,
+    /// Run the HTTP/MCP fault proxy alone, with the faults of a file.
+    HttpProxy(crate::http::command::HttpProxyArgs),
 }
 
 /// Runs the command line; the process's exit code.
@@ -26,5 +28,6 @@ pub fn main() -> ExitCode {
             println!("mcp-chaos {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::HttpProxy(args) => crate::http::command::run(args),
     }
 }

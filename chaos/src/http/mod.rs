@@ -13,7 +13,9 @@
 //! and the same requests replay the same decisions.
 
 mod body;
+pub mod command;
 mod fault;
+pub mod spec;
 mod sse_faults;
 
 use std::convert::Infallible;
