@@ -354,11 +354,13 @@ async fn bad_faults_are_refused_naming_the_problem() {
         .add_fault(HttpFault::new("p", Action::Status(500)).percent(150.0))
         .unwrap_err();
     assert!(err.to_string().contains("percent"), "{err}");
-    let err = rig
-        .proxy
-        .add_fault(HttpFault::new("s", Action::Status(42)))
-        .unwrap_err();
-    assert!(err.to_string().contains("42"), "{err}");
+    for status in [42, 101, 600] {
+        let err = rig
+            .proxy
+            .add_fault(HttpFault::new("s", Action::Status(status)))
+            .unwrap_err();
+        assert!(err.to_string().contains(&status.to_string()), "{err}");
+    }
     rig.proxy
         .add_fault(HttpFault::new("d", Action::Status(500)))
         .unwrap();
@@ -370,4 +372,25 @@ async fn bad_faults_are_refused_naming_the_problem() {
     assert!(rig.proxy.remove_fault("d"));
     assert!(!rig.proxy.remove_fault("d"));
     assert_eq!(rig.ping(1).await.status(), 200);
+}
+
+#[tokio::test]
+async fn dropping_the_proxy_closes_its_open_streams() {
+    let rig = Rig::new(SEED).await;
+    // An idle standalone stream: open until someone closes it.
+    let response = rig.stream("count=0").await;
+    assert_eq!(response.status(), 200);
+    let Rig {
+        _fixture, proxy, ..
+    } = rig;
+    drop(proxy);
+    let mut stream = response.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream stayed open after the proxy was dropped"
+    );
 }

@@ -116,8 +116,8 @@ pub enum FaultError {
         /// The value given.
         percent: String,
     },
-    /// The status is not a valid HTTP status code.
-    #[error("fault `{name}`: {status} is not an HTTP status code")]
+    /// The status is not a final HTTP status (200-599).
+    #[error("fault `{name}`: status {status} is not a final HTTP status (200-599)")]
     Status {
         /// The fault.
         name: String,
@@ -158,8 +158,9 @@ impl ActiveFault {
                 percent: fault.percent.to_string(),
             });
         }
+        // A 1xx is not a final answer: the client would wait for the real one.
         if let Action::Status(status) = fault.action
-            && http::StatusCode::from_u16(status).is_err()
+            && !(200..=599).contains(&status)
         {
             return Err(FaultError::Status {
                 name: fault.name,

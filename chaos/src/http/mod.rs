@@ -35,6 +35,7 @@ use mcp_sidecar::mcp::{Message, classify};
 use mcp_sidecar::upstream::{Pool, PooledBody, build_client};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use body::{DroppedMidBody, FaultBody};
@@ -81,12 +82,15 @@ struct Shared {
     faults: RwLock<Arc<[Arc<ActiveFault>]>>,
 }
 
-/// A running fault proxy; dropping it stops accepting connections.
+/// A running fault proxy; dropping it stops it: the listener and every open connection close
+/// (as a proxy that went down would).
 #[derive(Debug)]
 pub struct HttpFaultProxy {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     accept: JoinHandle<()>,
+    /// Dropped with the proxy: its receivers, one per connection, then end their connections.
+    _running: watch::Sender<()>,
 }
 
 impl HttpFaultProxy {
@@ -131,12 +135,14 @@ impl HttpFaultProxy {
             active: AtomicBool::new(false),
             faults: RwLock::new(Arc::from(Vec::new())),
         });
-        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let (running, stopped) = watch::channel(());
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
         tracing::info!(%local_addr, upstream = upstream_url, seed, "http fault proxy listening");
         Ok(Self {
             shared,
             local_addr,
             accept,
+            _running: running,
         })
     }
 
@@ -225,7 +231,7 @@ impl Shared {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stopped: watch::Receiver<()>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -238,6 +244,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let shared = Arc::clone(&shared);
@@ -246,8 +253,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "http fault proxy: connection ended");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "http fault proxy: connection ended");
+                },
+                // The proxy was dropped: the connection closes with it, mid-response or not.
+                _ = stopped.changed() => {}
             }
         });
     }
