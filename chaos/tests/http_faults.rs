@@ -394,3 +394,27 @@ async fn dropping_the_proxy_closes_its_open_streams() {
         "the stream stayed open after the proxy was dropped"
     );
 }
+
+#[tokio::test]
+async fn a_body_past_the_match_bound_is_forwarded_whole() {
+    let rig = Rig::new(SEED).await;
+    let matcher = Match {
+        tool: Some("add".into()),
+        ..Match::default()
+    };
+    rig.proxy
+        .add_fault(HttpFault::new("f", Action::Status(500)).matching(matcher))
+        .unwrap();
+    let text = "x".repeat(mcp_chaos::http::MAX_MATCHED_BODY + 100_000);
+    let response = rig
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}}}))
+        .await;
+    // Read to the bound (and the frame crossing it) to match, then forwarded unchanged.
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["result"]["content"][0]["text"].as_str(),
+        Some(text.as_str())
+    );
+}

@@ -47,8 +47,8 @@ use sse_faults::SseShape;
 
 /// Largest request body read to match a JSON-RPC method or tool name (1 MiB: far above any
 /// `tools/call` a test sends, small enough that a fault never holds much memory). A larger body
-/// is matched on what was read (the message does not parse, so JSON-RPC conditions fail) and
-/// forwarded whole.
+/// is matched on what was read (the frame that crossed the bound is kept whole; a message cut
+/// short does not parse, so JSON-RPC conditions fail) and forwarded whole.
 pub const MAX_MATCHED_BODY: usize = 1024 * 1024;
 
 /// Why the proxy could not start.
@@ -388,9 +388,14 @@ fn shape_bytes(action: &Action, upstream: PooledBody) -> FaultBody {
 
 /// The upstream's absolute URI for a request's path and query.
 fn upstream_uri(origin: &Uri, request: &Uri) -> Result<Uri, http::Error> {
-    let path = request.path_and_query().map_or("/", |p| p.as_str());
     let mut parts = origin.clone().into_parts();
-    parts.path_and_query = Some(path.parse()?);
+    // A clone shares the request's bytes: no copy, no parse.
+    parts.path_and_query = Some(
+        request
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
     Ok(Uri::from_parts(parts)?)
 }
 
@@ -448,6 +453,23 @@ where
             }
         }
         std::pin::Pin::new(&mut this.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.as_ref().is_none_or(H::is_end_stream) && self.rest.is_end_stream()
+    }
+
+    // Exact when the client announced a length: the backend gets the `Content-Length` it would
+    // have had, not a chunked body.
+    fn size_hint(&self) -> http_body::SizeHint {
+        let head = self.head.as_ref().map_or(0, |h| h.size_hint().lower());
+        let rest = self.rest.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(head + rest.lower());
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(head + upper);
+        }
+        hint
     }
 }
 
