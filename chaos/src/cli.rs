@@ -18,6 +18,8 @@ enum Command {
     Version,
     /// Run the TCP fault proxy with its Toxiproxy-shaped control API until Ctrl-C.
     Proxy(crate::tcp::cli::ProxyArgs),
+    /// Run the HTTP/MCP fault proxy alone, with the faults of a file.
+    HttpProxy(crate::http::command::HttpProxyArgs),
 }
 
 /// Runs the command line; the process's exit code.
@@ -29,5 +31,6 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Proxy(args) => crate::tcp::cli::run(args),
+        Command::HttpProxy(args) => crate::http::command::run(args),
     }
 }

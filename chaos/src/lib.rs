@@ -9,5 +9,6 @@
 //! Layers (imports point down): `cli` → `http`, `tcp` → `rng`.
 
 pub mod cli;
+pub mod http;
 pub mod rng;
 pub mod tcp;
