@@ -175,9 +175,15 @@ pub struct Assert {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
     /// The circuit opens within `requests` failed requests (admin `/breakers` and metrics).
-    CircuitOpensWithin { requests: u64, fault: Option<String> },
+    CircuitOpensWithin {
+        requests: u64,
+        fault: Option<String>,
+    },
     /// While the circuit is open, p99 of the answers is below `p99`.
-    FastFail { p99: Duration, fault: Option<String> },
+    FastFail {
+        p99: Duration,
+        fault: Option<String>,
+    },
     /// While the circuit is open, the backend's counters do not move.
     NoBackendRequestsWhileOpen { fault: Option<String> },
     /// Success returns within this long after the fault ends.

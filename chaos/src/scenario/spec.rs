@@ -190,12 +190,23 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> 
     let steady_state = steady_state(&cx, spec.steady_state)?;
     let mut faults: Vec<Fault> = Vec::with_capacity(spec.fault.len());
     for (i, entry) in spec.fault.into_iter().enumerate() {
+        // Timeline errors point at the key that sets the time in question.
+        let e = entry.get_ref();
+        let at_offset = e.at.span().start;
+        let (end_key, end_offset) = [
+            ("until", &e.until),
+            ("for", &e.for_),
+            ("restart_after", &e.restart_after),
+        ]
+        .into_iter()
+        .find_map(|(k, v)| v.as_ref().map(|v| (k, v.span().start)))
+        .unwrap_or(("until", entry.span().start));
         let f = fault(&cx, i, entry, &system)?;
         if f.until > traffic.duration {
             return Err(cx.err(
-                line_start(cx.text, f.line),
+                end_offset,
                 format!(
-                    "fault `{}`: ends at {} but the run lasts {} (traffic.duration)",
+                    "fault `{}`: {end_key}: ends at {} but the run lasts {} (traffic.duration)",
                     f.name,
                     humantime::format_duration(f.until),
                     humantime::format_duration(traffic.duration)
@@ -204,7 +215,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> 
         }
         if f.at < steady_state.duration {
             return Err(cx.err(
-                line_start(cx.text, f.line),
+                at_offset,
                 format!(
                     "fault `{}`: at = {} starts before the steady state is measured \
                      (steady_state.duration = {})",
@@ -342,7 +353,10 @@ fn traffic(cx: &Ctx<'_>, spec: Spanned<TrafficSpec>) -> Result<Traffic, Scenario
     };
     let duration = cx.duration("traffic.duration", &t.duration)?;
     if duration.is_zero() {
-        return Err(cx.err(t.duration.span().start, "traffic.duration: must be above 0".into()));
+        return Err(cx.err(
+            t.duration.span().start,
+            "traffic.duration: must be above 0".into(),
+        ));
     }
     Ok(Traffic {
         load,
@@ -401,18 +415,22 @@ fn fault(
     let f = spec.into_inner();
     let name = f.name.unwrap_or_else(|| format!("fault-{}", i + 1));
     let err = |offset: usize, m: String| cx.err(offset, format!("fault `{name}`: {m}"));
-    let at = cx.duration("at", &f.at).map_err(|e| err(f.at.span().start, e.message))?;
+    let at = cx
+        .duration("at", &f.at)
+        .map_err(|e| err(f.at.span().start, e.message))?;
     let mut actions = Vec::new();
     if let Some(table) = f.toxic {
-        let json = serde_json::to_value(&table)
-            .map_err(|e| err(start, format!("toxic: {e}")))?;
+        let json = serde_json::to_value(&table).map_err(|e| err(start, format!("toxic: {e}")))?;
         let toxic = Toxic::from_json(&json).map_err(|m| err(start, format!("toxic.{m}")))?;
         actions.push(FaultAction::Toxic(toxic.named(&name)));
     }
     match f.proxy_down {
         Some(true) => actions.push(FaultAction::ProxyDown),
         Some(false) => {
-            return Err(err(start, "proxy_down = false is not a fault (leave it out)".into()));
+            return Err(err(
+                start,
+                "proxy_down = false is not a fault (leave it out)".into(),
+            ));
         }
         None => {}
     }
@@ -458,7 +476,8 @@ fn fault(
     }
     let action = actions.remove(0);
     let end = |key: &str, v: &Spanned<String>| {
-        cx.duration(key, v).map_err(|e| err(v.span().start, e.message))
+        cx.duration(key, v)
+            .map_err(|e| err(v.span().start, e.message))
     };
     let until = match (&action, &f.until, &f.for_, &f.restart_after) {
         (FaultAction::KillSidecar { .. }, None, None, Some(r)) => at + end("restart_after", r)?,
@@ -469,7 +488,10 @@ fn fault(
             ));
         }
         (_, _, _, Some(r)) => {
-            return Err(err(r.span().start, "restart_after: only with kill_sidecar".into()));
+            return Err(err(
+                r.span().start,
+                "restart_after: only with kill_sidecar".into(),
+            ));
         }
         (_, Some(u), None, None) => {
             let until = end("until", u)?;
@@ -493,7 +515,10 @@ fn fault(
             at + d
         }
         _ => {
-            return Err(err(start, "give either until or for (when the fault ends)".into()));
+            return Err(err(
+                start,
+                "give either until or for (when the fault ends)".into(),
+            ));
         }
     };
     Ok(Fault {
@@ -519,7 +544,10 @@ fn assertion(
         None => None,
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         Some(v) => {
-            return Err(cx.err(start, format!("assert: name = {v}: expected a non-empty string")));
+            return Err(cx.err(
+                start,
+                format!("assert: name = {v}: expected a non-empty string"),
+            ));
         }
     };
     let label = match (&name, table.get("kind")) {

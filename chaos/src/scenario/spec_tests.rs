@@ -116,10 +116,13 @@ fn good_file_parses_to_the_expected_structure() {
     let FaultAction::Toxic(t) = &slow.action else {
         panic!("{:?}", slow.action)
     };
-    assert_eq!(t.kind, ToxicKind::Latency {
-        latency: 300,
-        jitter: 0
-    });
+    assert_eq!(
+        t.kind,
+        ToxicKind::Latency {
+            latency: 300,
+            jitter: 0
+        }
+    );
     assert_eq!((t.name.as_str(), t.toxicity), ("slow", 0.5));
     assert_eq!(s.faults[1].name, "fault-2");
     let FaultAction::Http(h) = &s.faults[1].action else {
@@ -127,27 +130,33 @@ fn good_file_parses_to_the_expected_structure() {
     };
     assert_eq!((h.name.as_str(), h.percent), ("fault-2", 50.0));
     assert_eq!(s.faults[2].until, Duration::from_secs(23));
-    assert_eq!(s.faults[2].action, FaultAction::KillSidecar {
-        signal: Signal::Kill
-    });
+    assert_eq!(
+        s.faults[2].action,
+        FaultAction::KillSidecar {
+            signal: Signal::Kill
+        }
+    );
     let checks: Vec<_> = s.asserts.iter().map(|a| a.check.clone()).collect();
-    assert_eq!(checks, vec![
-        Check::CircuitOpensWithin {
-            requests: 5,
-            fault: Some("fault-2".into())
-        },
-        Check::RecoversWithin {
-            within: Recovery::OpenPeriodPlus(Duration::from_secs(1)),
-            fault: None
-        },
-        Check::JobsAllTerminal,
-        Check::RssBelow {
-            bytes: 64 * 1024 * 1024
-        },
-        Check::NoStatus {
-            status: StatusPattern::Class(5)
-        },
-    ]);
+    assert_eq!(
+        checks,
+        vec![
+            Check::CircuitOpensWithin {
+                requests: 5,
+                fault: Some("fault-2".into())
+            },
+            Check::RecoversWithin {
+                within: Recovery::OpenPeriodPlus(Duration::from_secs(1)),
+                fault: None
+            },
+            Check::JobsAllTerminal,
+            Check::RssBelow {
+                bytes: 64 * 1024 * 1024
+            },
+            Check::NoStatus {
+                status: StatusPattern::Class(5)
+            },
+        ]
+    );
     assert_eq!(s.asserts[1].name.as_deref(), Some("recovery"));
     assert_eq!(s.asserts[1].line, line_of("name = \"recovery\"", GOOD) - 1);
 }
@@ -162,7 +171,9 @@ fn external_system_with_urls_parses() {
         .replace("[[fault]]\nname = \"crash\"\nat = \"21s\"\nkill_sidecar = \"SIGKILL\"\nrestart_after = \"2s\"\n", "")
         .replace("[[assert]]\nkind = \"rss_below\"\nmib = 64\n", "");
     let s = parse(&text).unwrap();
-    assert!(matches!(s.system, System::External { ref target_url, .. } if target_url == "http://127.0.0.1:8080/mcp"));
+    assert!(
+        matches!(s.system, System::External { ref target_url, .. } if target_url == "http://127.0.0.1:8080/mcp")
+    );
 }
 
 #[test]
@@ -177,7 +188,10 @@ fn unknown_key_is_refused_with_its_line_and_name() {
 fn unknown_key_in_an_assert_is_refused_naming_it() {
     let e = refused("requests = 5", "requests = 5\nwithin = \"1s\"");
     assert!(e.to_string().contains("within"), "{e}");
-    assert_eq!(e.line, Some(line_of("kind = \"circuit_opens_within\"", GOOD) - 1));
+    assert_eq!(
+        e.line,
+        Some(line_of("kind = \"circuit_opens_within\"", GOOD) - 1)
+    );
 }
 
 #[test]
@@ -203,13 +217,15 @@ fn until_before_at_is_refused() {
 #[test]
 fn fault_past_the_end_of_the_run_is_refused() {
     let e = refused("for = \"5s\"", "for = \"25s\"");
-    assert_eq!(e.line, Some(line_of("name = \"slow\"", GOOD) - 1), "{e}");
+    assert_eq!(e.line, Some(line_of("for = \"5s\"", GOOD)), "{e}");
+    assert!(e.to_string().contains("`slow`: for:"), "{e}");
     assert!(e.to_string().contains("traffic.duration"), "{e}");
 }
 
 #[test]
 fn fault_before_the_steady_state_ends_is_refused() {
     let e = refused("at = \"10s\"", "at = \"1s\"");
+    assert_eq!(e.line, Some(line_of("at = \"10s\"", GOOD)), "{e}");
     assert!(e.to_string().contains("steady_state.duration"), "{e}");
 }
 
@@ -218,7 +234,10 @@ fn bad_duration_is_refused_naming_key_and_line() {
     let e = refused("max_p99 = \"250ms\"", "max_p99 = \"fast\"");
     assert_eq!(e.line, Some(line_of("max_p99", GOOD)), "{e}");
     assert!(e.to_string().contains("steady_state.max_p99"), "{e}");
-    let e = refused("open_period_plus = \"1s\"", "open_period_plus = \"1 parsec\"");
+    let e = refused(
+        "open_period_plus = \"1s\"",
+        "open_period_plus = \"1 parsec\"",
+    );
     assert!(e.to_string().contains("open_period_plus"), "{e}");
 }
 
@@ -237,14 +256,20 @@ fn assert_about_an_undeclared_fault_is_refused() {
 
 #[test]
 fn bad_toxic_is_refused_naming_the_attribute() {
-    let e = refused("attributes = { latency = 300 }", "attributes = { latncy = 300 }");
+    let e = refused(
+        "attributes = { latency = 300 }",
+        "attributes = { latncy = 300 }",
+    );
     assert!(e.to_string().contains("toxic.attributes.latncy"), "{e}");
     assert_eq!(e.line, Some(line_of("name = \"slow\"", GOOD) - 1));
 }
 
 #[test]
 fn bad_http_fault_is_refused_naming_the_key() {
-    let e = refused("percent = 50, status = 500", "percent = 50, status = 500, delay = \"1s\"");
+    let e = refused(
+        "percent = 50, status = 500",
+        "percent = 50, status = 500, delay = \"1s\"",
+    );
     assert!(e.to_string().contains("exactly one action"), "{e}");
     let e = refused("percent = 50, status = 500", "percnt = 50, status = 500");
     assert!(e.to_string().contains("percnt"), "{e}");
