@@ -326,3 +326,15 @@ fn every_shipped_scenario_parses() {
     }
     assert!(n >= 3, "only {n} scenarios in {}", dir.display());
 }
+
+#[test]
+fn readme_example_parses() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let section = &readme[readme.find("### Scenario files").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    let s = parse(&section[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.faults[0].action, FaultAction::ProxyDown);
+}
