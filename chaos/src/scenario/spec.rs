@@ -11,7 +11,7 @@ use super::{
     Assert, Check, Fault, FaultAction, FixtureOptions, Load, Recovery, Request, Scenario,
     ScenarioError, Signal, StatusPattern, SteadyState, System, Traffic,
 };
-use crate::http::spec::FaultSpec;
+use crate::http::spec::{FaultSpec, SpecError};
 use crate::tcp::toxic::Toxic;
 
 /// Default virtual sessions: one, so a plain scenario needs no session arithmetic.
@@ -93,10 +93,10 @@ struct FaultEntry {
     until: Option<Spanned<String>>,
     #[serde(rename = "for")]
     for_: Option<Spanned<String>>,
-    toxic: Option<Table>,
-    proxy_down: Option<bool>,
-    http: Option<Table>,
-    kill_sidecar: Option<String>,
+    toxic: Option<Spanned<Table>>,
+    proxy_down: Option<Spanned<bool>>,
+    http: Option<Spanned<Table>>,
+    kill_sidecar: Option<Spanned<String>>,
     restart_after: Option<Spanned<String>>,
 }
 
@@ -420,45 +420,53 @@ fn fault(
         .map_err(|e| err(f.at.span().start, e.message))?;
     let mut actions = Vec::new();
     if let Some(table) = f.toxic {
-        let json = serde_json::to_value(&table).map_err(|e| err(start, format!("toxic: {e}")))?;
-        let toxic = Toxic::from_json(&json).map_err(|m| err(start, format!("toxic.{m}")))?;
+        let at = table.span().start;
+        let json =
+            serde_json::to_value(table.get_ref()).map_err(|e| err(at, format!("toxic: {e}")))?;
+        let toxic = Toxic::from_json(&json).map_err(|m| err(at, format!("toxic.{m}")))?;
         actions.push(FaultAction::Toxic(toxic.named(&name)));
     }
     match f.proxy_down {
-        Some(true) => actions.push(FaultAction::ProxyDown),
-        Some(false) => {
+        Some(down) if *down.get_ref() => actions.push(FaultAction::ProxyDown),
+        Some(down) => {
             return Err(err(
-                start,
+                down.span().start,
                 "proxy_down = false is not a fault (leave it out)".into(),
             ));
         }
         None => {}
     }
-    if let Some(mut table) = f.http {
+    if let Some(table) = f.http {
+        let at = table.span().start;
+        let mut table = table.into_inner();
         table
             .entry("name")
             .or_insert_with(|| Value::String(name.clone()));
         let http = Value::Table(table)
             .try_into::<FaultSpec>()
-            .map_err(|e| err(start, format!("http: {}", e.message().trim())))?
+            .map_err(|e| err(at, format!("http: {}", e.message().trim())))?
             .into_fault()
-            .map_err(|e| err(start, format!("http: {e}")))?;
+            .map_err(|e| match e {
+                SpecError::Fault { problem, .. } => err(at, format!("http: {problem}")),
+                SpecError::Toml(e) => err(at, format!("http: {}", e.message().trim())),
+            })?;
         actions.push(FaultAction::Http(http));
     }
     if let Some(signal) = &f.kill_sidecar {
-        let signal = match signal.as_str() {
+        let at = signal.span().start;
+        let signal = match signal.get_ref().as_str() {
             "SIGKILL" => Signal::Kill,
             "SIGTERM" => Signal::Term,
             other => {
                 return Err(err(
-                    start,
+                    at,
                     format!("kill_sidecar = \"{other}\": expected \"SIGKILL\" or \"SIGTERM\""),
                 ));
             }
         };
         if !system.is_managed() {
             return Err(err(
-                start,
+                at,
                 "kill_sidecar: needs system.sidecar_config (the runner must own the process)"
                     .into(),
             ));

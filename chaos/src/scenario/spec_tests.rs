@@ -261,7 +261,7 @@ fn bad_toxic_is_refused_naming_the_attribute() {
         "attributes = { latncy = 300 }",
     );
     assert!(e.to_string().contains("toxic.attributes.latncy"), "{e}");
-    assert_eq!(e.line, Some(line_of("name = \"slow\"", GOOD) - 1));
+    assert_eq!(e.line, Some(line_of("toxic = {", GOOD)), "{e}");
 }
 
 #[test]
@@ -271,6 +271,8 @@ fn bad_http_fault_is_refused_naming_the_key() {
         "percent = 50, status = 500, delay = \"1s\"",
     );
     assert!(e.to_string().contains("exactly one action"), "{e}");
+    assert!(!e.to_string().contains("http: fault"), "said twice: {e}");
+    assert_eq!(e.line, Some(line_of("http = {", GOOD)), "{e}");
     let e = refused("percent = 50, status = 500", "percnt = 50, status = 500");
     assert!(e.to_string().contains("percnt"), "{e}");
 }
