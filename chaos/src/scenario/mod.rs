@@ -3,7 +3,8 @@
 //! TOML by [`Scenario::from_toml`] with errors naming the file, the line and the key.
 //!
 //! This module holds the format and its checks only; the runner that executes a scenario is
-//! separate (it reads these types, never the TOML).
+//! separate (it reads these types, never the TOML). `spec`: the file's tables and the timeline
+//! checks; `checks`: the `[[assert]]` kinds.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use crate::http::HttpFault;
 use crate::tcp::toxic::Toxic;
 
+mod checks;
 mod spec;
 
 /// A checked scenario: every key known, every value usable, the timeline consistent.
