@@ -20,6 +20,13 @@ enum Command {
     Proxy(crate::tcp::cli::ProxyArgs),
     /// Run the HTTP/MCP fault proxy alone, with the faults of a file.
     HttpProxy(crate::http::command::HttpProxyArgs),
+    /// Parse scenario files and print a one-line summary of each (exit 2 naming a bad file's
+    /// problem: its line and key).
+    Check {
+        /// The scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<std::path::PathBuf>,
+    },
 }
 
 /// Runs the command line; the process's exit code.
@@ -32,5 +39,25 @@ pub fn main() -> ExitCode {
         }
         Command::Proxy(args) => crate::tcp::cli::run(args),
         Command::HttpProxy(args) => crate::http::command::run(args),
+        Command::Check { scenarios } => check(&scenarios),
+    }
+}
+
+/// `mcp-chaos check`: every file is checked (all problems shown, not just the first file's).
+fn check(paths: &[std::path::PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in paths {
+        match crate::scenario::Scenario::from_file(path) {
+            Ok(s) => println!("ok {}: {}", path.display(), s.summary()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }

@@ -5,10 +5,12 @@
 //! - [`rng`]: seeded fault decisions (the same seed replays the same decisions).
 //! - `tcp`: the TCP fault proxy, with Toxiproxy's toxics and names.
 //! - `http`: per-request HTTP/MCP faults.
+//! - `scenario`: scenario files (system, traffic, steady state, fault timeline, assertions).
 //!
-//! Layers (imports point down): `cli` → `http`, `tcp` → `rng`.
+//! Layers (imports point down): `cli` → `scenario` → `http`, `tcp` → `rng`.
 
 pub mod cli;
 pub mod http;
 pub mod rng;
+pub mod scenario;
 pub mod tcp;
