@@ -40,3 +40,35 @@ fn bad_scenario_exits_2_naming_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_sidecar_config_a_shipped_scenario_names_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let scenario = mcp_chaos::scenario::Scenario::from_file(&path).unwrap();
+        let mcp_chaos::scenario::System::Managed { sidecar_config, .. } = &scenario.system else {
+            continue;
+        };
+        let text = std::fs::read_to_string(sidecar_config)
+            .unwrap_or_else(|e| panic!("{}: {e}", sidecar_config.display()));
+        // What the runner puts in the sidecar's environment.
+        let env = |name: &str| match name {
+            "CHAOS_LISTEN" => Some("127.0.0.1:0".to_owned()),
+            "CHAOS_ADMIN" => Some("127.0.0.1:0".to_owned()),
+            "CHAOS_BACKEND_URL" => Some("http://127.0.0.1:1".to_owned()),
+            _ => None,
+        };
+        mcp_sidecar::config::Config::from_toml_with_env(&text, &env)
+            .unwrap_or_else(|e| panic!("{}: {e}", sidecar_config.display()));
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} scenarios name a sidecar config"
+    );
+}
