@@ -70,7 +70,7 @@ code{font-size:90%}.legend span{display:inline-block;margin-right:1.5em}\
 
 /// The streams' table (`--streams`): counts, rates, and the open, first-event, gap and
 /// delivery percentiles.
-fn streams_table(s: &crate::streams::StreamReport) -> String {
+fn streams_table(s: &crate::report::streams::StreamReport) -> String {
     let row = |name: &str, p: &crate::report::Percentiles| {
         format!(
             "<tr><td>{name}</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td></tr>",

@@ -7,7 +7,7 @@
 //! client leg with its TLS setup, and the SSE event scanner.
 //!
 //! Layers (imports point down): `cli` → `engine` → `offload`, `streams`, `legacy` → `client` →
-//! `stateless`, `leg` (HTTP/1.1 or HTTP/2), and `workload` → `report`, `html`, `threshold`.
+//! `stateless`, `leg` (HTTP/1.1 or HTTP/2), and `workload` → `report` (with `report::streams`, the streams' part), `html`, `threshold`.
 
 pub mod cli;
 pub mod client;

@@ -12,6 +12,9 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
+#[path = "report_streams.rs"]
+pub mod streams;
+
 /// Significant digits kept: 0.1% relative error, the precision wrk and HdrHistogram users
 /// expect.
 const SIGFIGS: u8 = 3;
@@ -281,7 +284,7 @@ pub struct Report {
     pub histogram: String,
     /// Standalone SSE streams held open (`--streams`), when there were any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub streams: Option<crate::streams::StreamReport>,
+    pub streams: Option<streams::StreamReport>,
 }
 
 /// A histogram as base64 of its HdrHistogram V2 serialisation.
@@ -372,7 +375,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     }
     let step = first.interval_s;
     let streams: Vec<_> = reports.iter().filter_map(|r| r.streams.as_ref()).collect();
-    let streams = crate::streams::merge(&streams)?;
+    let streams = streams::merge(&streams)?;
     Ok(Report {
         tool: first.tool.clone(),
         config: serde_json::json!({
@@ -430,7 +433,7 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     if let Some(s) = &r.streams {
-        out.push_str(&crate::streams::markdown(s));
+        out.push_str(&streams::markdown(s));
     }
     out
 }
