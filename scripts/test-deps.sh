@@ -12,6 +12,8 @@
 #              CHROMIUM - a Chromium or Chrome to use instead of installing Debian's chromium.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/npm-ci.sh
+. "$repo/scripts/npm-ci.sh"
 venv="$repo/.venv"
 requirements="$repo/tests/sdk/requirements.txt"
 stamp="$venv/.requirements.sha256"
@@ -72,7 +74,7 @@ if [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$node_wanted" ]; then
   echo "test-deps: Node SDK packages up to date in $sdk/node_modules"
 else
   echo "test-deps: installing the pinned Node SDK packages (npm ci)"
-  (cd "$sdk" && "$npm" ci --no-audit --no-fund --loglevel=error)
+  NPM="$npm" npm_ci "$sdk"
   # Fail here, not in a test, if the install is unusable.
   (cd "$sdk" && node -e 'import("@modelcontextprotocol/sdk/client/index.js").then(() => import.meta.resolve("@modelcontextprotocol/server-everything/dist/index.js"))' --input-type=module)
   echo "$node_wanted" >"$node_stamp"
