@@ -6,11 +6,14 @@
 //! - `tcp`: the TCP fault proxy, with Toxiproxy's toxics and names.
 //! - `http`: per-request HTTP/MCP faults.
 //! - `scenario`: scenario files (system, traffic, steady state, fault timeline, assertions).
+//! - `run`: the scenario runner (`mcp-chaos run`): the system under test, traffic, the fault
+//!   timeline, the verdicts and the reports (summary, JSON, JUnit).
 //!
-//! Layers (imports point down): `cli` → `scenario` → `http`, `tcp` → `rng`.
+//! Layers (imports point down): `cli` → `run` → `scenario` → `http`, `tcp` → `rng`.
 
 pub mod cli;
 pub mod http;
 pub mod rng;
+pub mod run;
 pub mod scenario;
 pub mod tcp;

@@ -83,6 +83,26 @@ pub struct Answer {
     pub accepted: Option<Instant>,
 }
 
+/// A call's answer as [`Target::call_observed`] gives it.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The outcome and its moments.
+    pub answer: Answer,
+    /// The head of an answer that was not a 2xx.
+    pub refusal: Option<Refusal>,
+    /// The JSON-RPC response, when one came.
+    pub message: Option<Value>,
+}
+
+/// The head of an answer that was not a 2xx.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+}
+
 impl Target {
     /// The endpoint at `url`, over at most `connections` kept-alive connections, with `headers`
     /// on every request (credentials among them), a `ca_file` trusted beside the system roots,
@@ -312,23 +332,53 @@ impl Target {
 
     /// Sends one JSON-RPC request (`body`, whose id is `id`) and judges its answer.
     pub async fn call(&self, session: &Session, id: &Value, body: Bytes) -> Answer {
+        self.call_observed(session, id, body).await.answer
+    }
+
+    /// [`Target::call`], with what callers that check more than the outcome need (mcp-chaos):
+    /// the head of an answer that was not a 2xx (its status and headers: `Retry-After`, the
+    /// sidecar's `X-Circuit-Open`) and the JSON-RPC response itself.
+    pub async fn call_observed(&self, session: &Session, id: &Value, body: Bytes) -> Observed {
         let req = self.post(session, body, false);
         let deadline = Instant::now() + self.timeout;
         let response = match self.send(req, deadline).await {
             Ok(r) => r,
-            Err(answer) => return answer,
+            Err(answer) => {
+                return Observed {
+                    answer,
+                    refusal: None,
+                    message: None,
+                };
+            }
         };
+        let refusal = (!response.status().is_success()).then(|| Refusal {
+            status: response.status(),
+            headers: response.headers().clone(),
+        });
         let mut first_event = None;
-        match tokio::time::timeout_at(deadline, self.judge(response, id, &mut first_event)).await {
-            Ok((outcome, _)) => Answer {
-                outcome,
-                first_event,
-                accepted: None,
-            },
-            Err(_) => Answer {
-                first_event,
-                ..error("timeout")
-            },
+        let judged =
+            tokio::time::timeout_at(deadline, self.judge(response, id, &mut first_event)).await;
+        let (answer, message) = match judged {
+            Ok((outcome, message)) => (
+                Answer {
+                    outcome,
+                    first_event,
+                    accepted: None,
+                },
+                message,
+            ),
+            Err(_) => (
+                Answer {
+                    first_event,
+                    ..error("timeout")
+                },
+                None,
+            ),
+        };
+        Observed {
+            answer,
+            refusal,
+            message,
         }
     }
 

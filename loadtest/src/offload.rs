@@ -41,6 +41,17 @@ pub enum Offload {
     Tasks(Duration),
 }
 
+/// A job the sidecar accepted.
+#[derive(Debug, Clone)]
+pub struct SubmittedJob {
+    /// When its `202 Accepted` came.
+    pub accepted: Instant,
+    /// Its result (`GET`: 409 until it ends).
+    pub result: http::Uri,
+    /// Its event stream.
+    pub events: http::Uri,
+}
+
 /// The statuses after which a job or a task changes no more.
 fn terminal(status: &str) -> bool {
     matches!(status, "completed" | "failed" | "cancelled")
@@ -74,14 +85,41 @@ impl Target {
         body: Bytes,
         poll: Option<Duration>,
     ) -> Answer {
+        let deadline = Instant::now() + self.timeout;
+        let job = match self.submit_job(session, body, deadline).await {
+            Ok(job) => job,
+            Err(answer) => return answer,
+        };
+        let (accepted, result_uri, events_uri) = (job.accepted, job.result, job.events);
+        let end_by = accepted + self.timeout;
+        let wait = async {
+            match poll {
+                Some(poll) => {
+                    self.poll_result(session, id, result_uri, poll, end_by)
+                        .await
+                }
+                None => {
+                    self.follow(session, id, events_uri, result_uri, end_by)
+                        .await
+                }
+            }
+        };
+        bounded(accepted, end_by, wait).await
+    }
+
+    /// Submits the call as a sidecar job (`Prefer: respond-async`) by `deadline`: its links, or
+    /// the failed submission's answer (a submission that is not a 202 with a `Location` is
+    /// `not_accepted`, or its HTTP status).
+    pub async fn submit_job(
+        &self,
+        session: &Session,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<SubmittedJob, Answer> {
         let mut req = self.post(session, body, false);
         req.headers_mut()
             .insert("prefer", HeaderValue::from_static("respond-async"));
-        let deadline = Instant::now() + self.timeout;
-        let response = match self.send(req, deadline).await {
-            Ok(r) => r,
-            Err(answer) => return answer,
-        };
+        let response = self.send(req, deadline).await?;
         let accepted = Instant::now();
         let status = response.status();
         let location = response
@@ -101,7 +139,7 @@ impl Target {
             } else {
                 format!("http_{}", status.as_u16())
             };
-            return error(&class);
+            return Err(error(&class));
         };
         let link = |name: &str| {
             document
@@ -110,25 +148,38 @@ impl Target {
                 .and_then(Value::as_str)
                 .map_or_else(|| format!("{location}/{name}"), str::to_owned)
         };
-        let (Ok(result_uri), Ok(events_uri)) =
+        let (Ok(result), Ok(events)) =
             (self.resolve(&link("result")), self.resolve(&link("events")))
         else {
-            return error("bad_location");
+            return Err(error("bad_location"));
         };
-        let end_by = accepted + self.timeout;
-        let wait = async {
-            match poll {
-                Some(poll) => {
-                    self.poll_result(session, id, result_uri, poll, end_by)
-                        .await
-                }
-                None => {
-                    self.follow(session, id, events_uri, result_uri, end_by)
-                        .await
-                }
-            }
+        Ok(SubmittedJob {
+            accepted,
+            result,
+            events,
+        })
+    }
+
+    /// One `GET` of a job's result by `deadline`: `None` while the job has not ended (409),
+    /// else its outcome and the JSON-RPC response (none when it failed to come).
+    pub async fn job_result(
+        &self,
+        session: &Session,
+        id: &Value,
+        result_uri: &http::Uri,
+        deadline: Instant,
+    ) -> Option<(Outcome, Option<Value>)> {
+        let mut req = self.request(Method::GET, session, Bytes::new());
+        *req.uri_mut() = result_uri.clone();
+        let response = match self.send(req, deadline).await {
+            Ok(r) => r,
+            Err(answer) => return Some((answer.outcome, None)),
         };
-        bounded(accepted, end_by, wait).await
+        if response.status() == StatusCode::CONFLICT {
+            let _ = response.into_body().collect().await;
+            return None;
+        }
+        Some(self.judge(response, id, &mut None).await)
     }
 
     /// The job's result, polled every `poll` until it is there.
@@ -142,17 +193,9 @@ impl Target {
     ) -> Outcome {
         loop {
             tokio::time::sleep(poll).await;
-            let mut req = self.request(Method::GET, session, Bytes::new());
-            *req.uri_mut() = result_uri.clone();
-            let response = match self.send(req, end_by).await {
-                Ok(r) => r,
-                Err(answer) => return answer.outcome,
-            };
-            if response.status() == StatusCode::CONFLICT {
-                let _ = response.into_body().collect().await;
-                continue;
+            if let Some((outcome, _)) = self.job_result(session, id, &result_uri, end_by).await {
+                return outcome;
             }
-            return self.judge(response, id, &mut None).await.0;
         }
     }
 

@@ -20,7 +20,7 @@ mod sse_faults;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -79,6 +79,8 @@ struct Shared {
     seed: u64,
     /// Whether any fault is set: the one check on a request when none is.
     active: AtomicBool,
+    /// Requests received, faulted or not: what reached "the backend" as the sidecar sees it.
+    requests: AtomicU64,
     faults: RwLock<Arc<[Arc<ActiveFault>]>>,
 }
 
@@ -133,6 +135,7 @@ impl HttpFaultProxy {
             origin,
             seed,
             active: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
             faults: RwLock::new(Arc::from(Vec::new())),
         });
         let (running, stopped) = watch::channel(());
@@ -194,6 +197,12 @@ impl HttpFaultProxy {
             .iter()
             .map(|f| f.fault.clone())
             .collect()
+    }
+
+    /// Requests received so far, faulted or not (the scenario runner's proof that no request
+    /// reached the backend while a circuit was open).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
     }
 
     /// The decisions of the fault named `name` so far (`None`: no such fault set).
@@ -266,6 +275,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stopped: watch:
 
 /// One request: decide, then answer or forward.
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<FaultBody> {
+    shared.requests.fetch_add(1, Ordering::Relaxed);
     if !shared.active.load(Ordering::Acquire) {
         return forward(shared, req.map(box_incoming), None).await;
     }

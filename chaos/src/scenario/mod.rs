@@ -88,8 +88,11 @@ pub struct Traffic {
     pub timeout: Duration,
     /// How long the run lasts; every fault ends within it.
     pub duration: Duration,
-    /// Task-augmented jobs submitted during the run (0: none).
+    /// Sidecar jobs (`Prefer: respond-async`) submitted evenly over the first half of the run
+    /// (0: none); each is followed to its end after the run.
     pub jobs: u32,
+    /// The jobs' `tools/call`, in mcp-load's `--call` form (default: the traffic's call).
+    pub job_call: Option<String>,
 }
 
 /// How hard the traffic pushes.

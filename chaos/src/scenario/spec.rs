@@ -73,6 +73,7 @@ struct TrafficSpec {
     duration: Spanned<String>,
     #[serde(default)]
     jobs: u32,
+    job_call: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +318,20 @@ fn traffic(cx: &Ctx<'_>, spec: Spanned<TrafficSpec>) -> Result<Traffic, Scenario
             "traffic.duration: must be above 0".into(),
         ));
     }
+    let job_call = match t.job_call {
+        Some(_) if t.jobs == 0 => {
+            return Err(cx.err(
+                at,
+                "traffic.job_call: only with jobs (the number of jobs to submit)".into(),
+            ));
+        }
+        Some(call) => {
+            mcp_loadtest::workload::Workload::call(&call)
+                .map_err(|e| cx.err(at, format!("traffic.job_call: {e}")))?;
+            Some(call)
+        }
+        None => None,
+    };
     Ok(Traffic {
         load,
         request,
@@ -324,6 +339,7 @@ fn traffic(cx: &Ctx<'_>, spec: Spanned<TrafficSpec>) -> Result<Traffic, Scenario
         timeout,
         duration,
         jobs: t.jobs,
+        job_call,
     })
 }
 

@@ -1,0 +1,488 @@
+//! `mcp-chaos run`: executes scenarios. For each: set up the system under test ([`system`]);
+//! send the traffic from the start ([`traffic`]) and watch the system ([`observe`]); check the
+//! steady state before anything breaks (a system that is not healthy to begin with proves
+//! nothing, so the faults are then not injected); put each fault on and off on its timeline;
+//! submit and follow the jobs ([`jobs`]); remove every fault at the end, whatever happened; judge
+//! the assertions ([`verdict`]) and report ([`report`]).
+//!
+//! Layers (imports point down): this module → `system`, `traffic`, `jobs`, `observe` →
+//! `sidecar`, `admin`; `verdict` → `report`.
+
+mod admin;
+pub mod jobs;
+pub mod observe;
+pub mod report;
+mod sidecar;
+pub mod system;
+pub mod traffic;
+pub mod verdict;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::HeaderMap;
+use mcp_loadtest::client::Target;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::scenario::{FaultAction, Scenario};
+use observe::Observation;
+use report::{Event, ScenarioReport, TrafficSummary};
+use system::Sut;
+use traffic::Sessions;
+use verdict::{Record, Verdict};
+
+pub use sidecar::find_binary;
+
+/// Connections the traffic may keep open to the target: enough for the scenarios' rates with
+/// answers as slow as their timeouts allow (50/s × 5 s) to reuse connections.
+const TRAFFIC_CONNECTIONS: usize = 256;
+/// After the steady state's last request was due, how long its answers are waited for before
+/// it is judged: a healthy system answers well within this.
+const STEADY_GRACE: Duration = Duration::from_millis(500);
+
+/// Why a scenario could not be run (not an assertion that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Something the run needs could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// The sidecar under test could not be started, killed or restarted.
+    #[error("sidecar: {0}")]
+    Sidecar(String),
+    /// A fault could not be put on or taken off.
+    #[error("fault `{0}`: {1}")]
+    Fault(String, String),
+}
+
+/// How scenarios are run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `mcp-sidecar` binary for managed scenarios.
+    pub sidecar_bin: PathBuf,
+    /// Overrides every scenario's seed.
+    pub seed: Option<u64>,
+}
+
+/// Runs `scenario` (read from `file`); `cancel` (Ctrl-C) cuts it short, faults removed and the
+/// sidecar stopped all the same.
+pub async fn run(
+    scenario: &Scenario,
+    file: &Path,
+    options: &Options,
+    cancel: &CancellationToken,
+) -> ScenarioReport {
+    let seed = options.seed.or(scenario.seed).unwrap_or_else(clock_seed);
+    let started = std::time::Instant::now();
+    let mut report = ScenarioReport {
+        name: scenario.name.clone(),
+        file: file.display().to_string(),
+        description: scenario.description.clone(),
+        seed,
+        passed: false,
+        error: None,
+        duration_s: 0.0,
+        traffic: TrafficSummary::default(),
+        timeline: Vec::new(),
+        verdicts: Vec::new(),
+        jobs: Vec::new(),
+        sidecar_log_tail: None,
+    };
+    if !scenario.system.is_managed()
+        && let Some(f) = scenario
+            .faults
+            .iter()
+            .find(|f| !matches!(f.action, FaultAction::KillSidecar { .. }))
+    {
+        report.error = Some(format!(
+            "fault `{}` (line {}): faults on the backend link need a managed system \
+             (system.sidecar_config), where the runner places its fault proxies",
+            f.name, f.line
+        ));
+        return report;
+    }
+    let sut = match Sut::start(&scenario.system, &options.sidecar_bin, seed).await {
+        Ok(sut) => sut,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            report.duration_s = started.elapsed().as_secs_f64();
+            return report;
+        }
+    };
+    let outcome = execute(scenario, &sut, cancel, &mut report).await;
+    if let Err(e) = outcome {
+        report.error = Some(e.to_string());
+    }
+    report.passed = report.error.is_none() && report.verdicts.iter().all(|v| v.passed);
+    if !report.passed
+        && let Some(m) = &sut.managed
+    {
+        report.sidecar_log_tail = Some(m.sidecar.lock().await.log_tail());
+    }
+    sut.shutdown().await;
+    report.duration_s = started.elapsed().as_secs_f64();
+    report
+}
+
+/// A seed for a scenario that sets none: the clock's nanoseconds (printed in every report, so
+/// the run can be replayed with `--seed`).
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(0)
+        })
+}
+
+/// The run proper, on a system that is up.
+async fn execute(
+    scenario: &Scenario,
+    sut: &Sut,
+    cancel: &CancellationToken,
+    report: &mut ScenarioReport,
+) -> Result<(), RunError> {
+    let traffic_spec = &scenario.traffic;
+    let target = Target::new(
+        &sut.target_url,
+        TRAFFIC_CONNECTIONS,
+        HeaderMap::new(),
+        None,
+        traffic_spec.timeout,
+    )
+    .map_err(|e| RunError::Setup(format!("target {}: {e:#}", sut.target_url)))?;
+    let sessions = Sessions::open(&target, traffic_spec.sessions).await?;
+    let workload = Arc::new(traffic::workload(&traffic_spec.request)?);
+    let job_workload = match &traffic_spec.job_call {
+        Some(call) => traffic::workload(&crate::scenario::Request::Call(call.clone()))?,
+        None => traffic::workload(&traffic_spec.request)?,
+    };
+    let samples: traffic::Samples = Arc::default();
+    let stop_traffic = Arc::new(AtomicBool::new(false));
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let origin = Instant::now();
+    let mut timeline = vec![Event {
+        at_s: 0.0,
+        what: format!(
+            "traffic starts: {} for {}",
+            match traffic_spec.load {
+                crate::scenario::Load::Rate(r) => format!("{r} requests/s"),
+                crate::scenario::Load::Concurrency(c) => format!("{c} in flight"),
+            },
+            humantime::format_duration(traffic_spec.duration)
+        ),
+    }];
+
+    let sender = traffic::send(
+        traffic_spec,
+        Arc::clone(&sessions),
+        Arc::clone(&workload),
+        origin,
+        Arc::clone(&samples),
+        Arc::clone(&stop_traffic),
+    );
+    let watcher = observe::watch(sut, origin, Arc::clone(&stop_watch));
+    let submitter = async {
+        if traffic_spec.jobs == 0 {
+            return Vec::new();
+        }
+        jobs::submit(
+            &target,
+            &sessions,
+            &job_workload,
+            traffic_spec.jobs,
+            origin,
+            traffic_spec.duration / 2,
+        )
+        .await
+    };
+    let conductor = async {
+        let result = conduct(scenario, sut, &samples, origin, cancel, &mut timeline).await;
+        // Whatever happened: every fault off, the sidecar running, the traffic stopped when
+        // the run was cut short.
+        let cleanup = remove_all(sut).await;
+        let steady_held = result
+            .as_ref()
+            .is_ok_and(|steady| steady.iter().all(|v| v.passed));
+        if !steady_held || cancel.is_cancelled() {
+            stop_traffic.store(true, Ordering::Release);
+        }
+        match (result, cleanup) {
+            (Ok(steady), Ok(())) => Ok(steady),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        }
+    };
+    let sent_and_submitted = async {
+        let ((), submitted) = tokio::join!(sender, submitter);
+        submitted
+    };
+    let watched = async {
+        let (submitted, conducted) = tokio::join!(sent_and_submitted, conductor);
+        stop_watch.store(true, Ordering::Release);
+        (submitted, conducted)
+    };
+    let ((submitted, conducted), observations) = tokio::join!(watched, watcher);
+    let steady = conducted?;
+    let steady_failed = steady.is_empty() || !steady.iter().all(|v| v.passed);
+    if steady.is_empty() {
+        return Err(RunError::Setup(
+            "interrupted before the steady state was judged".into(),
+        ));
+    }
+    timeline.push(Event {
+        at_s: report::at(origin.elapsed()),
+        what: "traffic ends".into(),
+    });
+    let samples = traffic::snapshot(&samples);
+
+    // The jobs, followed after the run (the system is whole again).
+    let mut job_ends = Vec::new();
+    if !submitted.is_empty() && !steady_failed {
+        let expected = expected_results(sut, &job_workload, &submitted).await;
+        let deadline = Instant::now() + traffic_spec.timeout;
+        job_ends = jobs::follow(&target, &submitted, &expected, deadline).await;
+        timeline.push(Event {
+            at_s: report::at(origin.elapsed()),
+            what: format!("{} jobs followed to their end", job_ends.len()),
+        });
+    }
+    sessions.close().await;
+
+    let (crashes, alive_at_end) = match &sut.managed {
+        Some(m) => {
+            let mut sidecar = m.sidecar.lock().await;
+            let alive = sidecar.alive();
+            (sidecar.crashes().to_vec(), Some(alive))
+        }
+        None => (Vec::new(), None),
+    };
+    timeline.extend(breaker_events(&observations));
+    timeline.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let record = Record {
+        samples,
+        observations,
+        jobs: job_ends,
+        crashes,
+        alive_at_end,
+    };
+    report.traffic = TrafficSummary::of(&record.samples);
+    report.timeline = timeline;
+    report.verdicts = steady;
+    if !steady_failed {
+        report.verdicts.extend(verdict::judge(scenario, &record));
+    }
+    report.jobs = record.jobs;
+    Ok(())
+}
+
+/// The timeline: the steady state judged at its end, then each fault on and off. Returns the
+/// steady state's verdicts; when it failed, no fault is injected and the traffic is stopped.
+async fn conduct(
+    scenario: &Scenario,
+    sut: &Sut,
+    samples: &traffic::Samples,
+    origin: Instant,
+    cancel: &CancellationToken,
+    timeline: &mut Vec<Event>,
+) -> Result<Vec<Verdict>, RunError> {
+    let steady = &scenario.steady_state;
+    if !wait_until(origin + steady.duration + STEADY_GRACE, cancel).await {
+        return Ok(Vec::new());
+    }
+    let verdicts = verdict::steady_state(steady, &traffic::snapshot(samples));
+    let held = verdicts.iter().all(|v| v.passed);
+    timeline.push(Event {
+        at_s: report::at(origin.elapsed()),
+        what: if held {
+            "steady state holds".into()
+        } else {
+            "steady state does NOT hold: no fault is injected".into()
+        },
+    });
+    if !held {
+        return Ok(verdicts);
+    }
+    // Every fault's start and end, in time order (an end before a start at the same moment).
+    let mut steps: Vec<(Duration, bool, usize)> = Vec::new();
+    for (i, f) in scenario.faults.iter().enumerate() {
+        steps.push((f.at, true, i));
+        steps.push((f.until, false, i));
+    }
+    steps.sort_by_key(|&(at, on, _)| (at, on));
+    for (at, on, i) in steps {
+        if !wait_until(origin + at, cancel).await {
+            break;
+        }
+        let fault = &scenario.faults[i];
+        let what = if on {
+            apply(sut, &fault.action).await
+        } else {
+            lift(sut, &fault.action).await
+        }
+        .map_err(|e| RunError::Fault(fault.name.clone(), e))?;
+        timeline.push(Event {
+            at_s: report::at(origin.elapsed()),
+            what: format!(
+                "fault `{}` {}: {what}",
+                fault.name,
+                if on { "on" } else { "off" }
+            ),
+        });
+    }
+    wait_until(origin + scenario.traffic.duration, cancel).await;
+    Ok(verdicts)
+}
+
+/// Sleeps until `when`; false when cancelled first.
+async fn wait_until(when: Instant, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep_until(when) => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
+/// Puts a fault on; what was done, for the timeline.
+async fn apply(sut: &Sut, action: &FaultAction) -> Result<String, String> {
+    let m = sut
+        .managed
+        .as_ref()
+        .ok_or_else(|| "needs a managed system".to_owned())?;
+    match action {
+        FaultAction::Toxic(t) => {
+            m.tcp.add_toxic(t.clone()).map_err(|e| e.to_string())?;
+            Ok(format!("toxic {} on the backend link", t.kind.type_name()))
+        }
+        FaultAction::ProxyDown => {
+            m.tcp.set_enabled(false).await.map_err(|e| e.to_string())?;
+            Ok("backend link down (connections refused)".into())
+        }
+        FaultAction::Http(f) => {
+            m.http.add_fault(f.clone()).map_err(|e| e.to_string())?;
+            Ok(format!("HTTP fault, {}% of matching requests", f.percent))
+        }
+        FaultAction::KillSidecar { signal } => {
+            m.sidecar
+                .lock()
+                .await
+                .kill(*signal)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("sidecar killed ({signal:?})"))
+        }
+    }
+}
+
+/// Takes a fault off.
+async fn lift(sut: &Sut, action: &FaultAction) -> Result<String, String> {
+    let m = sut
+        .managed
+        .as_ref()
+        .ok_or_else(|| "needs a managed system".to_owned())?;
+    match action {
+        FaultAction::Toxic(t) => {
+            m.tcp.remove_toxic(&t.name).map_err(|e| e.to_string())?;
+            Ok("toxic removed".into())
+        }
+        FaultAction::ProxyDown => {
+            m.tcp.set_enabled(true).await.map_err(|e| e.to_string())?;
+            Ok("backend link up".into())
+        }
+        FaultAction::Http(f) => {
+            m.http.remove_fault(&f.name);
+            Ok("HTTP fault removed".into())
+        }
+        FaultAction::KillSidecar { .. } => {
+            m.sidecar
+                .lock()
+                .await
+                .start()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok("sidecar restarted and ready".into())
+        }
+    }
+}
+
+/// Every fault off and the sidecar running, at the end of a run whatever happened.
+async fn remove_all(sut: &Sut) -> Result<(), RunError> {
+    let Some(m) = &sut.managed else {
+        return Ok(());
+    };
+    m.http.clear();
+    m.tcp
+        .reset()
+        .await
+        .map_err(|e| RunError::Fault("(all)".into(), e.to_string()))?;
+    let mut sidecar = m.sidecar.lock().await;
+    if !sidecar.alive() && sidecar.crashes().is_empty() {
+        // Killed by the timeline and not yet restarted (the run was cut short).
+        sidecar.start().await?;
+    }
+    Ok(())
+}
+
+/// Each job's result straight from the fixture backend (a managed system only).
+async fn expected_results(
+    sut: &Sut,
+    workload: &mcp_loadtest::workload::Workload,
+    submitted: &[jobs::Submitted],
+) -> BTreeMap<u64, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    let Some(m) = &sut.managed else {
+        return out;
+    };
+    let Ok(direct) = Target::new(
+        &m.fixture.mcp_url(),
+        submitted.len().max(1),
+        HeaderMap::new(),
+        None,
+        Duration::from_secs(60),
+    ) else {
+        return out;
+    };
+    let Ok(session) = direct.open().await else {
+        return out;
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for job in submitted.iter().filter(|j| j.accepted.is_ok()) {
+        let (id, body) = workload.request(job.n);
+        let (direct, session, n) = (direct.clone(), session.clone(), job.n);
+        calls.spawn(async move {
+            let observed = direct.call_observed(&session, &id, body).await;
+            (n, observed.message.and_then(|m| m.get("result").cloned()))
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        if let Ok((n, Some(result))) = done {
+            out.insert(n, result);
+        }
+    }
+    direct.close(&session).await;
+    out
+}
+
+/// The breakers' state changes, for the timeline.
+fn breaker_events(observations: &[Observation]) -> Vec<Event> {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for o in observations {
+        for b in &o.breakers {
+            let prev = last.insert(b.id.clone(), b.state.clone());
+            let changed = prev.as_deref().is_some_and(|p| p != b.state)
+                || (prev.is_none() && b.state != "closed");
+            if changed {
+                let detail = match (b.state.as_str(), b.open_remaining_ms) {
+                    ("open", Some(ms)) => format!(" for {ms} ms (trip {})", b.trips),
+                    _ => String::new(),
+                };
+                out.push(Event {
+                    at_s: report::at(o.at),
+                    what: format!("circuit `{}` {}{detail}", b.id, b.state),
+                });
+            }
+        }
+    }
+    out
+}
