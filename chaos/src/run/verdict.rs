@@ -499,3 +499,6 @@ pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+#[cfg(test)]
+#[path = "verdict_tests.rs"]
+mod tests;
