@@ -5,11 +5,13 @@
 //! - [`rng`]: seeded fault decisions (the same seed replays the same decisions).
 //! - `tcp`: the TCP fault proxy, with Toxiproxy's toxics and names.
 //! - `http`: per-request HTTP/MCP faults.
+//! - `control`: what the two proxies' control APIs share (server loop, bounded body, errors).
 //! - `scenario`: scenario files (system, traffic, steady state, fault timeline, assertions).
 //!
-//! Layers (imports point down): `cli` → `scenario` → `http`, `tcp` → `rng`.
+//! Layers (imports point down): `cli` → `scenario` → `http`, `tcp` → `control`, `rng`.
 
 pub mod cli;
+mod control;
 pub mod http;
 pub mod rng;
 pub mod scenario;
