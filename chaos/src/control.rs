@@ -13,7 +13,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -102,7 +102,10 @@ pub(crate) async fn serve<R: Routes>(routes: Arc<R>, listener: TcpListener) {
                 let routes = Arc::clone(&routes);
                 async move { Ok::<_, Infallible>(handle(&*routes, req).await) }
             });
+            // The timer arms hyper's header read timeout (30 s): a client that never finishes
+            // its request does not hold a connection forever.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -24,9 +24,8 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::fault::ActiveFault;
 use super::spec::{FaultSpec, SpecError, action_json, match_json};
-use super::{FaultError, HttpFaultProxy};
+use super::{FaultCounts, FaultError, HttpFault, HttpFaultProxy};
 use crate::control::{self, ApiError, Reply, Routes, parse};
 
 /// Serves the control API of `proxy` on `listener` until the task is dropped.
@@ -49,14 +48,18 @@ impl Routes for HttpFaultProxy {
             }
             (["faults"], &Method::GET) => {
                 let all = self.shared.snapshot();
-                let all = all.iter().map(|f| fault_json(f)).collect();
+                let all = all
+                    .iter()
+                    .map(|f| fault_json(&f.fault, f.counts()))
+                    .collect();
                 Ok((StatusCode::OK, Some(Value::Array(all))))
             }
             (["faults"], &Method::POST) => {
                 let fault = FaultSpec::from_json(&parse(body)?).map_err(spec_error)?;
-                let name = fault.name.clone();
+                // Answered from what was added, not looked up again: a DELETE may follow at once.
+                let added = fault_json(&fault, FaultCounts::default());
                 self.add_fault(fault).map_err(fault_error)?;
-                Ok((StatusCode::CREATED, Some(self.find(&name)?)))
+                Ok((StatusCode::CREATED, Some(added)))
             }
             (["faults", name], &Method::GET) => Ok((StatusCode::OK, Some(self.find(name)?))),
             (["faults", name], &Method::DELETE) => {
@@ -82,7 +85,7 @@ impl HttpFaultProxy {
             .snapshot()
             .iter()
             .find(|f| f.fault.name == name)
-            .map(|f| fault_json(f))
+            .map(|f| fault_json(&f.fault, f.counts()))
             .ok_or_else(|| not_found(name))
     }
 }
@@ -92,13 +95,12 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// A fault as the API shows it: its settings with the keys of the TOML file, and its counts.
-fn fault_json(f: &ActiveFault) -> Value {
-    let counts = f.counts();
+fn fault_json(fault: &HttpFault, counts: FaultCounts) -> Value {
     json!({
-        "name": f.fault.name,
-        "percent": f.fault.percent,
-        "match": match_json(&f.fault.matcher),
-        "action": action_json(&f.fault.action),
+        "name": fault.name,
+        "percent": fault.percent,
+        "match": match_json(&fault.matcher),
+        "action": action_json(&fault.action),
         "counts": {"matched": counts.matched, "fired": counts.fired},
     })
 }

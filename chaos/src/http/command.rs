@@ -87,7 +87,10 @@ async fn serve(args: HttpProxyArgs) -> anyhow::Result<()> {
     );
     match api {
         Some(api) => {
-            println!("mcp-chaos http-proxy: control API on http://{}", api.local_addr()?);
+            println!(
+                "mcp-chaos http-proxy: control API on http://{}",
+                api.local_addr()?
+            );
             tokio::select! {
                 () = super::api::serve(Arc::clone(&proxy), api) => {}
                 r = tokio::signal::ctrl_c() => r?,

@@ -180,7 +180,9 @@ impl FaultSpec {
     /// same way (`in `match.path``).
     pub fn from_json(json: &Json) -> Result<HttpFault, SpecError> {
         if !json.is_object() {
-            return Err(custom("body: expected a JSON object with the keys of a `[[fault]]`"));
+            return Err(custom(
+                "body: expected a JSON object with the keys of a `[[fault]]` table",
+            ));
         }
         let spec: Self = toml_value(json, "")?.try_into()?;
         spec.into_fault()
@@ -198,7 +200,11 @@ fn toml_value(json: &Json, key: &str) -> Result<toml::Value, SpecError> {
     };
     Ok(match json {
         // TOML has no null: a key without a value is left out.
-        Json::Null => return Err(custom(format!("{key}: null is not a value (leave the key out)"))),
+        Json::Null => {
+            return Err(custom(format!(
+                "{key}: null is not a value (leave the key out)"
+            )));
+        }
         Json::Bool(b) => toml::Value::Boolean(*b),
         Json::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => toml::Value::Integer(i),
@@ -235,7 +241,10 @@ pub fn match_json(m: &Match) -> Json {
         }
     };
     put("path", m.path.as_deref());
-    put("http_method", m.http_method.as_ref().map(http::Method::as_str));
+    put(
+        "http_method",
+        m.http_method.as_ref().map(http::Method::as_str),
+    );
     put("rpc_method", m.rpc_method.as_deref());
     put("tool", m.tool.as_deref());
     Json::Object(out)

@@ -131,7 +131,10 @@ fn json_the_toml_reader_cannot_take_is_refused_naming_the_key() {
     let e = err(serde_json::json!({"name": "x", "status": 500, "match": {"tool": null}}));
     assert!(e.contains("match.tool: null"), "{e}");
     let e = err(serde_json::json!({"name": "x", "drop_mid_body": u64::MAX}));
-    assert!(e.contains("drop_mid_body: 18446744073709551615 is too large"), "{e}");
+    assert!(
+        e.contains("drop_mid_body: 18446744073709551615 is too large"),
+        "{e}"
+    );
     let e = err(serde_json::json!({"name": "x", "status": 500.5}));
     assert!(e.contains("in `status`"), "{e}");
     let e = err(serde_json::json!([1]));

@@ -174,9 +174,8 @@ impl Routes for Registry {
             }
             (["proxies", name], Method::DELETE) => {
                 let proxy = self.proxies.lock().await.remove(*name);
-                let proxy = proxy.ok_or_else(|| {
-                    ApiError::not_found(format!("proxy `{name}` not found"))
-                })?;
+                let proxy = proxy
+                    .ok_or_else(|| ApiError::not_found(format!("proxy `{name}` not found")))?;
                 proxy.set_enabled(false).await?;
                 Ok((StatusCode::NO_CONTENT, None))
             }
