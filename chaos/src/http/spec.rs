@@ -177,7 +177,7 @@ impl FaultSpec {
 impl FaultSpec {
     /// The fault a JSON object with the keys of a `[[fault]]` table describes (the control API's
     /// body). It is converted to TOML and read as a file's table is, so errors name the key the
-    /// same way (`in `match.path``).
+    /// same way (e.g. `match.path`).
     pub fn from_json(json: &Json) -> Result<HttpFault, SpecError> {
         if !json.is_object() {
             return Err(custom(
@@ -208,7 +208,7 @@ fn toml_value(json: &Json, key: &str) -> Result<toml::Value, SpecError> {
         Json::Bool(b) => toml::Value::Boolean(*b),
         Json::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => toml::Value::Integer(i),
-            // Only integers past i64 are neither (serde_json keeps them as u64).
+            // A u64 past i64::MAX has no TOML integer to become.
             (None, Some(f)) if !n.is_u64() => toml::Value::Float(f),
             _ => return Err(custom(format!("{key}: {n} is too large"))),
         },
