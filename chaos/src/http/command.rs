@@ -1,9 +1,11 @@
-//! `mcp-chaos http-proxy`: the HTTP/MCP fault proxy alone, with the faults of a file, until
-//! Ctrl-C; then each fault's decisions (matched, fired) and the seed that replays them.
+//! `mcp-chaos http-proxy`: the HTTP/MCP fault proxy alone, with the faults of a file and (with
+//! `--listen-api`) its control API, until Ctrl-C; then each fault's decisions (matched, fired)
+//! and the seed that replays them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use super::HttpFaultProxy;
 use super::spec::FaultFile;
@@ -23,6 +25,10 @@ pub struct HttpProxyArgs {
     /// TOML file of `[[fault]]`s (see the README's "HTTP/MCP faults").
     #[arg(long)]
     faults: Option<PathBuf>,
+    /// Where the control API listens (GET/POST /faults, DELETE /faults/{name}, POST /reset; see
+    /// the README's "HTTP control API"); none when not given.
+    #[arg(long, value_name = "ADDR")]
+    listen_api: Option<SocketAddr>,
 }
 
 /// Runs the proxy until Ctrl-C: 0 on a clean stop, 1 when it could not start.
@@ -61,17 +67,37 @@ async fn serve(args: HttpProxyArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    let proxy = HttpFaultProxy::start(args.listen, &args.upstream, seed).await?;
+    let proxy = Arc::new(HttpFaultProxy::start(args.listen, &args.upstream, seed).await?);
     for fault in faults {
         proxy.add_fault(fault)?;
     }
+    let api = match args.listen_api {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--listen-api {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     println!(
         "mcp-chaos http-proxy: {} -> {} (seed {seed}, {} fault(s)); Ctrl-C stops",
         proxy.local_addr(),
         args.upstream,
         proxy.faults().len()
     );
-    tokio::signal::ctrl_c().await?;
+    match api {
+        Some(api) => {
+            println!(
+                "mcp-chaos http-proxy: control API on http://{}",
+                api.local_addr()?
+            );
+            tokio::select! {
+                () = super::api::serve(Arc::clone(&proxy), api) => {}
+                r = tokio::signal::ctrl_c() => r?,
+            }
+        }
+        None => tokio::signal::ctrl_c().await?,
+    }
     for fault in proxy.faults() {
         let counts = proxy.counts(&fault.name).unwrap_or_default();
         println!(

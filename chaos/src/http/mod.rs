@@ -11,7 +11,10 @@
 //! Faults are checked in the order they were added; the first that matches and fires acts. Each
 //! draws from dice seeded by the run's seed and its name ([`crate::rng::Dice`]), so the same seed
 //! and the same requests replay the same decisions.
+//!
+//! Controlled in-process (this module) or over an HTTP control API ([`api`]).
 
+pub mod api;
 mod body;
 pub mod command;
 mod fault;

@@ -12,10 +12,15 @@
 //! Actions: `status = 503`, `rpc_error = { code = -32001, message = "..." }`,
 //! `tool_error = "text"`, `delay = "200ms"`, `slow_first_byte = "1s"`, `cut_sse_after = 3`,
 //! `drip_sse = "100ms"`, `drop_mid_body = 100`, `malformed_body = true`.
+//!
+//! The control API takes the same keys as JSON ([`FaultSpec::from_json`]: converted to TOML and
+//! read by this same code, so the two forms cannot drift) and answers with them
+//! ([`match_json`], [`action_json`]).
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::{Value as Json, json};
 
 use super::fault::{Action, HttpFault, Match};
 
@@ -166,6 +171,100 @@ impl FaultSpec {
         Ok(HttpFault::new(self.name, action)
             .percent(self.percent.unwrap_or(DEFAULT_PERCENT))
             .matching(matcher))
+    }
+}
+
+impl FaultSpec {
+    /// The fault a JSON object with the keys of a `[[fault]]` table describes (the control API's
+    /// body). It is converted to TOML and read as a file's table is, so errors name the key the
+    /// same way (e.g. `match.path`).
+    pub fn from_json(json: &Json) -> Result<HttpFault, SpecError> {
+        if !json.is_object() {
+            return Err(custom(
+                "body: expected a JSON object with the keys of a `[[fault]]` table",
+            ));
+        }
+        let spec: Self = toml_value(json, "")?.try_into()?;
+        spec.into_fault()
+    }
+}
+
+/// `json` as a TOML value; `key` is its dotted path, for errors.
+fn toml_value(json: &Json, key: &str) -> Result<toml::Value, SpecError> {
+    let child = |k: &str| {
+        if key.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    Ok(match json {
+        // TOML has no null: a key without a value is left out.
+        Json::Null => {
+            return Err(custom(format!(
+                "{key}: null is not a value (leave the key out)"
+            )));
+        }
+        Json::Bool(b) => toml::Value::Boolean(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => toml::Value::Integer(i),
+            // A u64 past i64::MAX has no TOML integer to become.
+            (None, Some(f)) if !n.is_u64() => toml::Value::Float(f),
+            _ => return Err(custom(format!("{key}: {n} is too large"))),
+        },
+        Json::String(s) => toml::Value::String(s.clone()),
+        Json::Array(items) => toml::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| toml_value(v, &child(&i.to_string())))
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Object(map) => toml::Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), toml_value(v, &child(k))?)))
+                .collect::<Result<_, SpecError>>()?,
+        ),
+    })
+}
+
+fn custom(message: impl std::fmt::Display) -> SpecError {
+    SpecError::Toml(<toml::de::Error as serde::de::Error>::custom(message))
+}
+
+/// The `match` table as written (only the conditions set).
+pub fn match_json(m: &Match) -> Json {
+    let mut out = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            out.insert(key.to_owned(), Json::String(v.to_owned()));
+        }
+    };
+    put("path", m.path.as_deref());
+    put(
+        "http_method",
+        m.http_method.as_ref().map(http::Method::as_str),
+    );
+    put("rpc_method", m.rpc_method.as_deref());
+    put("tool", m.tool.as_deref());
+    Json::Object(out)
+}
+
+/// The action as written: its one key and value (`{"status": 503}`, `{"delay": "200ms"}`).
+pub fn action_json(action: &Action) -> Json {
+    let duration = |d: &Duration| humantime::format_duration(*d).to_string();
+    match action {
+        Action::Status(status) => json!({"status": status}),
+        Action::RpcError { code, message } => {
+            json!({"rpc_error": {"code": code, "message": message}})
+        }
+        Action::ToolError(text) => json!({"tool_error": text}),
+        Action::Delay(d) => json!({"delay": duration(d)}),
+        Action::SlowFirstByte(d) => json!({"slow_first_byte": duration(d)}),
+        Action::CutSseAfter(n) => json!({"cut_sse_after": n}),
+        Action::DripSse(d) => json!({"drip_sse": duration(d)}),
+        Action::DropMidBody(n) => json!({"drop_mid_body": n}),
+        Action::MalformedBody => json!({"malformed_body": true}),
     }
 }
 

@@ -11,48 +11,30 @@
 //! | `GET/POST/DELETE /proxies/{name}/toxics/{toxic}` | reads; updates `toxicity`/`attributes`; removes (204) |
 //!
 //! Errors are `{"error": "...", "status": N}` naming the field or object at fault: 400 bad input,
-//! 404 unknown proxy or toxic, 405 wrong method, 409 name or address taken, 413 body too large.
+//! 404 unknown proxy or toxic, 405 wrong method (with `Allow`), 409 name or address taken, 413
+//! body too large. The server plumbing is shared with the HTTP fault proxy's API
+//! (`crate::control`), so the two answer alike.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use super::{TcpError, TcpProxy, Toxic};
-
-/// Largest request body accepted: a toxic or proxy definition is a few hundred bytes.
-const MAX_BODY: usize = 64 * 1024;
+pub use crate::control::ApiError;
+use crate::control::{self, Reply, Routes, parse};
 
 /// The proxies the API manages, by name, and the seed new ones get.
 #[derive(Debug)]
 pub struct Registry {
     seed: u64,
     proxies: Mutex<BTreeMap<String, TcpProxy>>,
-}
-
-/// An API error: status and message.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl ApiError {
-    fn bad(msg: impl Into<String>) -> Self {
-        Self(StatusCode::BAD_REQUEST, msg.into())
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.1, self.0)
-    }
 }
 
 impl From<TcpError> for ApiError {
@@ -65,11 +47,9 @@ impl From<TcpError> for ApiError {
             }
             TcpError::Listen { .. } => StatusCode::BAD_REQUEST,
         };
-        Self(status, e.to_string())
+        Self::new(status, e.to_string())
     }
 }
-
-type Reply = Result<(StatusCode, Option<Value>), ApiError>;
 
 impl Registry {
     /// An empty registry whose proxies draw from `seed`.
@@ -90,7 +70,7 @@ impl Registry {
     ) -> Result<TcpProxy, ApiError> {
         let mut proxies = self.proxies.lock().await;
         if proxies.contains_key(name) {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("proxy `{name}` already exists"),
             ));
@@ -111,145 +91,17 @@ impl Registry {
     async fn find(&self, name: &str) -> Result<TcpProxy, ApiError> {
         self.get(name)
             .await
-            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("proxy `{name}` not found")))
+            .ok_or_else(|| ApiError::not_found(format!("proxy `{name}` not found")))
     }
 
     /// Serves the control API on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            };
-            let registry = Arc::clone(&self);
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let registry = Arc::clone(&registry);
-                    async move { Ok::<_, Infallible>(registry.handle(req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+        control::serve(self, listener).await;
     }
 
     /// Answers one API request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let (parts, body) = req.into_parts();
-        let reply = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(body) => {
-                let path: Vec<&str> = parts.path_segments();
-                self.route(&parts.method, &path, &body.to_bytes()).await
-            }
-            Err(_) => Err(ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body: larger than {MAX_BODY} bytes"),
-            )),
-        };
-        let (status, body) = match reply {
-            Ok((status, body)) => (status, body),
-            Err(ApiError(status, msg)) => (
-                status,
-                Some(json!({"error": msg, "status": status.as_u16()})),
-            ),
-        };
-        let mut res = Response::new(Full::new(
-            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-        ));
-        *res.status_mut() = status;
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        res
-    }
-
-    async fn route(&self, method: &Method, path: &[&str], body: &[u8]) -> Reply {
-        let m = method.clone();
-        match (path, m) {
-            (["version"], Method::GET) => Ok((
-                StatusCode::OK,
-                Some(json!({"version": env!("CARGO_PKG_VERSION")})),
-            )),
-            (["reset"], Method::POST) => {
-                let proxies: Vec<_> = self.proxies.lock().await.values().cloned().collect();
-                for p in proxies {
-                    p.reset().await?;
-                }
-                Ok((StatusCode::NO_CONTENT, None))
-            }
-            (["proxies"], Method::GET) => {
-                let proxies: Vec<_> = self.proxies.lock().await.values().cloned().collect();
-                let mut all = serde_json::Map::new();
-                for p in proxies {
-                    all.insert(p.name().to_owned(), proxy_json(&p).await);
-                }
-                Ok((StatusCode::OK, Some(Value::Object(all))))
-            }
-            (["proxies"], Method::POST) => self.create_from_json(&parse(body)?).await,
-            (["proxies", name], Method::GET) => Ok((
-                StatusCode::OK,
-                Some(proxy_json(&self.find(name).await?).await),
-            )),
-            (["proxies", name], Method::POST) => {
-                let proxy = self.find(name).await?;
-                update_proxy(&proxy, &parse(body)?).await?;
-                Ok((StatusCode::OK, Some(proxy_json(&proxy).await)))
-            }
-            (["proxies", name], Method::DELETE) => {
-                let proxy = self.proxies.lock().await.remove(*name);
-                let proxy = proxy.ok_or_else(|| {
-                    ApiError(StatusCode::NOT_FOUND, format!("proxy `{name}` not found"))
-                })?;
-                proxy.set_enabled(false).await?;
-                Ok((StatusCode::NO_CONTENT, None))
-            }
-            (["proxies", name, "toxics"], Method::GET) => {
-                let toxics = self.find(name).await?.toxics();
-                Ok((
-                    StatusCode::OK,
-                    Some(Value::Array(toxics.iter().map(Toxic::to_json).collect())),
-                ))
-            }
-            (["proxies", name, "toxics"], Method::POST) => {
-                let proxy = self.find(name).await?;
-                let toxic = Toxic::from_json(&parse(body)?).map_err(ApiError::bad)?;
-                proxy.add_toxic(toxic.clone())?;
-                Ok((StatusCode::OK, Some(toxic.to_json())))
-            }
-            (["proxies", name, "toxics", toxic], Method::GET) => {
-                let t =
-                    self.find(name).await?.toxic(toxic).ok_or_else(|| {
-                        ApiError::from(TcpError::ToxicNotFound((*toxic).to_owned()))
-                    })?;
-                Ok((StatusCode::OK, Some(t.to_json())))
-            }
-            (["proxies", name, "toxics", toxic], Method::POST) => {
-                let proxy = self.find(name).await?;
-                let cur = proxy
-                    .toxic(toxic)
-                    .ok_or_else(|| ApiError::from(TcpError::ToxicNotFound((*toxic).to_owned())))?;
-                let new = cur.update_from_json(&parse(body)?).map_err(ApiError::bad)?;
-                proxy.update_toxic(new.clone())?;
-                Ok((StatusCode::OK, Some(new.to_json())))
-            }
-            (["proxies", name, "toxics", toxic], Method::DELETE) => {
-                self.find(name).await?.remove_toxic(toxic)?;
-                Ok((StatusCode::NO_CONTENT, None))
-            }
-            (["version" | "reset" | "proxies"], _)
-            | (["proxies", _] | ["proxies", _, "toxics"] | ["proxies", _, "toxics", _], _) => {
-                Err(ApiError(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("method {method} not allowed here"),
-                ))
-            }
-            _ => Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no such endpoint: /{}", path.join("/")),
-            )),
-        }
+        control::handle(self, req).await
     }
 
     async fn create_from_json(&self, v: &Value) -> Reply {
@@ -290,23 +142,87 @@ impl Registry {
     }
 }
 
-/// Segments of a request path (`/proxies/a/` → `["proxies", "a"]`).
-trait PathSegments {
-    fn path_segments(&self) -> Vec<&str>;
-}
-
-impl PathSegments for http::request::Parts {
-    fn path_segments(&self) -> Vec<&str> {
-        self.uri
-            .path()
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect()
+impl Routes for Registry {
+    async fn route(&self, method: &Method, path: &[&str], body: &[u8]) -> Reply {
+        let m = method.clone();
+        match (path, m) {
+            (["version"], Method::GET) => control::version(),
+            (["reset"], Method::POST) => {
+                let proxies: Vec<_> = self.proxies.lock().await.values().cloned().collect();
+                for p in proxies {
+                    p.reset().await?;
+                }
+                Ok((StatusCode::NO_CONTENT, None))
+            }
+            (["proxies"], Method::GET) => {
+                let proxies: Vec<_> = self.proxies.lock().await.values().cloned().collect();
+                let mut all = serde_json::Map::new();
+                for p in proxies {
+                    all.insert(p.name().to_owned(), proxy_json(&p).await);
+                }
+                Ok((StatusCode::OK, Some(Value::Object(all))))
+            }
+            (["proxies"], Method::POST) => self.create_from_json(&parse(body)?).await,
+            (["proxies", name], Method::GET) => Ok((
+                StatusCode::OK,
+                Some(proxy_json(&self.find(name).await?).await),
+            )),
+            (["proxies", name], Method::POST) => {
+                let proxy = self.find(name).await?;
+                update_proxy(&proxy, &parse(body)?).await?;
+                Ok((StatusCode::OK, Some(proxy_json(&proxy).await)))
+            }
+            (["proxies", name], Method::DELETE) => {
+                let proxy = self.proxies.lock().await.remove(*name);
+                let proxy = proxy
+                    .ok_or_else(|| ApiError::not_found(format!("proxy `{name}` not found")))?;
+                proxy.set_enabled(false).await?;
+                Ok((StatusCode::NO_CONTENT, None))
+            }
+            (["proxies", name, "toxics"], Method::GET) => {
+                let toxics = self.find(name).await?.toxics();
+                Ok((
+                    StatusCode::OK,
+                    Some(Value::Array(toxics.iter().map(Toxic::to_json).collect())),
+                ))
+            }
+            (["proxies", name, "toxics"], Method::POST) => {
+                let proxy = self.find(name).await?;
+                let toxic = Toxic::from_json(&parse(body)?).map_err(ApiError::bad)?;
+                proxy.add_toxic(toxic.clone())?;
+                Ok((StatusCode::OK, Some(toxic.to_json())))
+            }
+            (["proxies", name, "toxics", toxic], Method::GET) => {
+                let t =
+                    self.find(name).await?.toxic(toxic).ok_or_else(|| {
+                        ApiError::from(TcpError::ToxicNotFound((*toxic).to_owned()))
+                    })?;
+                Ok((StatusCode::OK, Some(t.to_json())))
+            }
+            (["proxies", name, "toxics", toxic], Method::POST) => {
+                let proxy = self.find(name).await?;
+                let cur = proxy
+                    .toxic(toxic)
+                    .ok_or_else(|| ApiError::from(TcpError::ToxicNotFound((*toxic).to_owned())))?;
+                let new = cur.update_from_json(&parse(body)?).map_err(ApiError::bad)?;
+                proxy.update_toxic(new.clone())?;
+                Ok((StatusCode::OK, Some(new.to_json())))
+            }
+            (["proxies", name, "toxics", toxic], Method::DELETE) => {
+                self.find(name).await?.remove_toxic(toxic)?;
+                Ok((StatusCode::NO_CONTENT, None))
+            }
+            (["version"], _) => Err(ApiError::method_not_allowed(method, "GET")),
+            (["reset"], _) => Err(ApiError::method_not_allowed(method, "POST")),
+            (["proxies"] | ["proxies", _, "toxics"], _) => {
+                Err(ApiError::method_not_allowed(method, "GET, POST"))
+            }
+            (["proxies", _] | ["proxies", _, "toxics", _], _) => {
+                Err(ApiError::method_not_allowed(method, "GET, POST, DELETE"))
+            }
+            _ => Err(ApiError::no_endpoint(path)),
+        }
     }
-}
-
-fn parse(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("body: invalid JSON: {e}")))
 }
 
 async fn update_proxy(proxy: &TcpProxy, v: &Value) -> Result<(), ApiError> {
