@@ -130,7 +130,7 @@ impl Sut {
             ("CHAOS_ADMIN".to_owned(), admin_addr.to_string()),
             (
                 "CHAOS_BACKEND_URL".to_owned(),
-                format!("http://{}/mcp", tcp.local_addr().await),
+                format!("http://{}", tcp.local_addr().await),
             ),
             (
                 "CHAOS_STATE_DIR".to_owned(),

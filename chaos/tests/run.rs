@@ -1,0 +1,190 @@
+//! `mcp-chaos run` end to end: the real binary starts the fixture, its fault proxies and the
+//! real `mcp-sidecar`, breaks the backend link under traffic and judges the assertions. A
+//! sidecar whose breaker works passes; the same scenario against a sidecar whose breaker is
+//! disabled (a broken config) exits 1, naming the assertion and the measured value.
+//!
+//! These run in real time (two processes and real sockets: tokio's paused clock cannot reach
+//! the sidecar), 12 s of traffic each.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scenario: backend down from 3 s to 7 s of a 12 s run at 40 requests/s.
+fn scenario(config: &Path) -> String {
+    format!(
+        r#"name = "short-refusal"
+description = "The circuit opens on a refusing backend, fails fast, keeps requests off it and recovers."
+seed = 7
+
+[system]
+sidecar_config = "{}"
+
+[traffic]
+rate = 40
+call = 'echo {{"text":"hi"}}'
+timeout = "5s"
+duration = "12s"
+
+[steady_state]
+duration = "2s"
+min_success_rate = 0.99
+
+[[fault]]
+name = "refuse"
+at = "3s"
+until = "7s"
+proxy_down = true
+
+[[assert]]
+kind = "circuit_opens_within"
+requests = 10
+
+[[assert]]
+kind = "fast_fail"
+p99 = "50ms"
+
+[[assert]]
+kind = "no_backend_requests_while_open"
+
+[[assert]]
+kind = "recovers_within"
+open_period_plus = "2s"
+
+[[assert]]
+kind = "no_hang_past_timeout"
+
+[[assert]]
+kind = "sidecar_alive"
+"#,
+        config.display()
+    )
+}
+
+struct Run {
+    out: Output,
+    junit: String,
+    report: serde_json::Value,
+}
+
+fn run_with(config_text: &str, name: &str) -> Run {
+    let dir = std::env::temp_dir().join(format!("mcp-chaos-run-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let file = dir.join("scenario.toml");
+    std::fs::write(&file, scenario(&config)).unwrap();
+    let (junit, report) = (dir.join("junit.xml"), dir.join("report.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mcp-chaos"))
+        .arg("run")
+        .arg(&file)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--out")
+        .arg(&report)
+        .arg("--sidecar")
+        .arg(sidecar_binary())
+        .output()
+        .unwrap();
+    let run = Run {
+        out,
+        junit: std::fs::read_to_string(&junit).unwrap_or_default(),
+        report: std::fs::read_to_string(&report)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+    };
+    std::fs::remove_dir_all(&dir).unwrap();
+    run
+}
+
+/// The workspace's `mcp-sidecar`, built beside this test's binary by the workspace build.
+fn sidecar_binary() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_mcp-chaos"));
+    let bin = exe.with_file_name(format!("mcp-sidecar{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+fn breaker_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/configs/breaker.toml");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn a_working_breaker_passes_and_reports_in_json_and_junit() {
+    let run = run_with(&breaker_config(), "pass");
+    let stdout = String::from_utf8_lossy(&run.out.stdout);
+    assert!(
+        run.out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.out.stderr)
+    );
+    assert!(stdout.contains("scenario short-refusal"), "{stdout}");
+    assert!(stdout.contains("seed 7: PASS"), "{stdout}");
+    assert!(stdout.contains("fault `refuse` on"), "{stdout}");
+    assert!(stdout.contains("circuit `backend` open"), "{stdout}");
+    assert_eq!(run.report["passed"], true);
+    let scenario = &run.report["scenarios"][0];
+    assert_eq!(scenario["seed"], 7);
+    // The steady state's two... one verdict (a rate) and the six assertions.
+    assert_eq!(scenario["verdicts"].as_array().unwrap().len(), 7);
+    assert!(scenario["traffic"]["requests"].as_u64().unwrap() > 400);
+    assert!(
+        run.junit
+            .contains("<testsuite name=\"short-refusal\" tests=\"7\" failures=\"0\""),
+        "{}",
+        run.junit
+    );
+}
+
+#[test]
+fn a_disabled_breaker_fails_naming_the_assertion_and_the_measured_value() {
+    let broken = breaker_config().replace("enabled = true", "enabled = false");
+    assert_ne!(
+        broken,
+        breaker_config(),
+        "the config must have its breaker enabled to break"
+    );
+    let run = run_with(&broken, "broken");
+    let stdout = String::from_utf8_lossy(&run.out.stdout);
+    let stderr = String::from_utf8_lossy(&run.out.stderr);
+    assert_eq!(run.out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("seed 7: FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL circuit_opens_within (line 33): never opened during fault(s) refuse"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("FAILED: short-refusal"), "{stderr}");
+    assert_eq!(run.report["passed"], false);
+    assert!(run.junit.contains("<failure message=\"never opened during fault(s) refuse; expected opens within 10 failed requests\""), "{}", run.junit);
+}
+
+#[test]
+fn a_bad_scenario_file_exits_2_before_anything_runs() {
+    let dir = std::env::temp_dir().join(format!("mcp-chaos-run-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        scenario(Path::new("x.toml")).replace("rate = 40", "rate = -1"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcp-chaos"))
+        .arg("run")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:8: traffic.rate: must be above 0"),
+        "{stderr}"
+    );
+}
