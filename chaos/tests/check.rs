@@ -156,6 +156,22 @@ fn every_sidecar_config_a_shipped_scenario_names_loads() {
     );
 }
 
+/// The runner's `CHAOS_BACKEND_URL` is an origin, and the fixture serves MCP at `/mcp`: a config
+/// whose url is the bare origin would send every call to `/` (404 from the fixture).
+#[test]
+fn every_shipped_config_reaches_the_fixtures_mcp_endpoint() {
+    for file in toml_files(&scenarios_dir()) {
+        let scenario = Scenario::from_file(&file).unwrap();
+        let Some((path, config)) = sidecar_config(&scenario) else {
+            continue;
+        };
+        for upstream in &config.upstream {
+            let url: http::Uri = upstream.url.parse().unwrap();
+            assert_eq!(url.path(), "/mcp", "{}: {}", path.display(), upstream.url);
+        }
+    }
+}
+
 #[test]
 fn every_config_in_configs_is_named_by_a_shipped_scenario() {
     let named: Vec<PathBuf> = toml_files(&scenarios_dir())
