@@ -157,7 +157,7 @@ fn a_disabled_breaker_fails_naming_the_assertion_and_the_measured_value() {
     assert_eq!(run.out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("seed 7: FAIL"), "{stdout}");
     assert!(
-        stdout.contains("FAIL circuit_opens_within (line 33): never opened during fault(s) refuse"),
+        stdout.contains("FAIL circuit_opens_within (line 24): never opened during fault(s) refuse"),
         "{stdout}"
     );
     assert!(stderr.contains("FAILED: short-refusal"), "{stderr}");
