@@ -13,8 +13,7 @@ use mcp_chaos::http::Action;
 use mcp_chaos::scenario::{FaultAction, Scenario, System};
 use mcp_sidecar::config::{Config, StoreKind};
 
-/// The scenarios of the shipped suite, by file stem: issue 19's list but `jwks-down` (not written
-/// yet; add it here when it is).
+/// The scenarios of the shipped suite, by file stem: issue 19's list.
 const SHIPPED: &[&str] = &[
     "backend-refusing",
     "backend-blackhole",
@@ -25,6 +24,7 @@ const SHIPPED: &[&str] = &[
     "flapping-backend",
     "sidecar-kill-jobs",
     "rate-limit-burst",
+    "jwks-down",
 ];
 
 /// The longest traffic a shipped scenario may send: the suite runs in CI in a few minutes.
@@ -66,6 +66,8 @@ fn runner_env(name: &str) -> Option<String> {
         "CHAOS_LISTEN" | "CHAOS_ADMIN" => Some("127.0.0.1:0".to_owned()),
         "CHAOS_BACKEND_URL" => Some("http://127.0.0.1:1".to_owned()),
         "CHAOS_STATE_DIR" => Some(STATE_DIR.to_owned()),
+        "CHAOS_JWKS_URL" => Some("http://127.0.0.1:1/jwks.json".to_owned()),
+        "CHAOS_JWT_ISSUER" | "CHAOS_JWT_AUDIENCE" => Some("mcp-chaos".to_owned()),
         _ => None,
     }
 }

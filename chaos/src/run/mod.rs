@@ -10,6 +10,7 @@
 
 mod admin;
 pub mod jobs;
+mod jwks;
 pub mod observe;
 pub mod report;
 mod sidecar;
@@ -28,7 +29,7 @@ use mcp_loadtest::client::Target;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::scenario::{FaultAction, Scenario};
+use crate::scenario::{Check, Fault, FaultAction, Scenario};
 use observe::Observation;
 use report::{Event, ScenarioReport, TrafficSummary};
 use system::Sut;
@@ -145,14 +146,7 @@ async fn execute(
     report: &mut ScenarioReport,
 ) -> Result<(), RunError> {
     let traffic_spec = &scenario.traffic;
-    let target = Target::new(
-        &sut.target_url,
-        TRAFFIC_CONNECTIONS,
-        HeaderMap::new(),
-        None,
-        traffic_spec.timeout,
-    )
-    .map_err(|e| RunError::Setup(format!("target {}: {e:#}", sut.target_url)))?;
+    let target = client(sut, sut.bearer.as_deref(), traffic_spec.timeout)?;
     let sessions = Sessions::open(&target, traffic_spec.sessions).await?;
     let workload = Arc::new(traffic::workload(&traffic_spec.request)?);
     let job_workload = match &traffic_spec.job_call {
@@ -198,6 +192,31 @@ async fn execute(
         )
         .await
     };
+    let wants_probes = scenario
+        .asserts
+        .iter()
+        .any(|a| matches!(a.check, Check::UnknownKeyRefused { .. }));
+    let probes: traffic::Samples = Arc::default();
+    let prober = async {
+        if !wants_probes {
+            return Ok(());
+        }
+        let probe_target = client(
+            sut,
+            Some(&jwks::unknown_key_bearer()?),
+            traffic_spec.timeout,
+        )?;
+        traffic::probe(
+            &probe_target,
+            &workload,
+            origin,
+            traffic_spec.duration,
+            Arc::clone(&probes),
+            Arc::clone(&stop_traffic),
+        )
+        .await;
+        Ok::<(), RunError>(())
+    };
     let conductor = async {
         let result = conduct(scenario, sut, &samples, origin, cancel, &mut timeline).await;
         // Whatever happened: every fault off, the sidecar running, the traffic stopped when
@@ -215,15 +234,16 @@ async fn execute(
         }
     };
     let sent_and_submitted = async {
-        let ((), submitted) = tokio::join!(sender, submitter);
-        submitted
+        let ((), submitted, probed) = tokio::join!(sender, submitter, prober);
+        (submitted, probed)
     };
     let watched = async {
         let (submitted, conducted) = tokio::join!(sent_and_submitted, conductor);
         stop_watch.store(true, Ordering::Release);
         (submitted, conducted)
     };
-    let ((submitted, conducted), observations) = tokio::join!(watched, watcher);
+    let (((submitted, probed), conducted), observations) = tokio::join!(watched, watcher);
+    probed?;
     let steady = conducted?;
     let steady_failed = steady.is_empty() || !steady.iter().all(|v| v.passed);
     if steady.is_empty() {
@@ -261,6 +281,7 @@ async fn execute(
     timeline.extend(breaker_events(&observations));
     timeline.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let record = Record {
+        probes: traffic::snapshot(&probes),
         samples,
         observations,
         jobs: job_ends,
@@ -275,6 +296,18 @@ async fn execute(
     }
     report.jobs = record.jobs;
     Ok(())
+}
+
+/// A client of the system's MCP URL, with `bearer` as its `Authorization`.
+fn client(sut: &Sut, bearer: Option<&str>, timeout: Duration) -> Result<Target, RunError> {
+    let mut headers = HeaderMap::new();
+    if let Some(bearer) = bearer {
+        let value = http::HeaderValue::from_str(bearer)
+            .map_err(|e| RunError::Setup(format!("Authorization: {e}")))?;
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    Target::new(&sut.target_url, TRAFFIC_CONNECTIONS, headers, None, timeout)
+        .map_err(|e| RunError::Setup(format!("target {}: {e:#}", sut.target_url)))
 }
 
 /// The timeline: the steady state judged at its end, then each fault on and off. Returns the
@@ -317,9 +350,9 @@ async fn conduct(
         }
         let fault = &scenario.faults[i];
         let what = if on {
-            apply(sut, &fault.action).await
+            apply(sut, fault).await
         } else {
-            lift(sut, &fault.action).await
+            lift(sut, fault).await
         }
         .map_err(|e| RunError::Fault(fault.name.clone(), e))?;
         timeline.push(Event {
@@ -344,19 +377,33 @@ async fn wait_until(when: Instant, cancel: &CancellationToken) -> bool {
 }
 
 /// Puts a fault on; what was done, for the timeline.
-async fn apply(sut: &Sut, action: &FaultAction) -> Result<String, String> {
+async fn apply(sut: &Sut, fault: &Fault) -> Result<String, String> {
     let m = sut
         .managed
         .as_ref()
         .ok_or_else(|| "needs a managed system".to_owned())?;
-    match action {
+    let link = || {
+        sut.link(fault.link)
+            .ok_or_else(|| format!("no {} link in this system", fault.link.as_str()))
+    };
+    match &fault.action {
         FaultAction::Toxic(t) => {
-            m.tcp.add_toxic(t.clone()).map_err(|e| e.to_string())?;
-            Ok(format!("toxic {} on the backend link", t.kind.type_name()))
+            link()?.add_toxic(t.clone()).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "toxic {} on the {} link",
+                t.kind.type_name(),
+                fault.link.as_str()
+            ))
         }
         FaultAction::ProxyDown => {
-            m.tcp.set_enabled(false).await.map_err(|e| e.to_string())?;
-            Ok("backend link down (connections refused)".into())
+            link()?
+                .set_enabled(false)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "{} link down (connections refused)",
+                fault.link.as_str()
+            ))
         }
         FaultAction::Http(f) => {
             m.http.add_fault(f.clone()).map_err(|e| e.to_string())?;
@@ -375,19 +422,23 @@ async fn apply(sut: &Sut, action: &FaultAction) -> Result<String, String> {
 }
 
 /// Takes a fault off.
-async fn lift(sut: &Sut, action: &FaultAction) -> Result<String, String> {
+async fn lift(sut: &Sut, fault: &Fault) -> Result<String, String> {
     let m = sut
         .managed
         .as_ref()
         .ok_or_else(|| "needs a managed system".to_owned())?;
-    match action {
+    let link = || {
+        sut.link(fault.link)
+            .ok_or_else(|| format!("no {} link in this system", fault.link.as_str()))
+    };
+    match &fault.action {
         FaultAction::Toxic(t) => {
-            m.tcp.remove_toxic(&t.name).map_err(|e| e.to_string())?;
+            link()?.remove_toxic(&t.name).map_err(|e| e.to_string())?;
             Ok("toxic removed".into())
         }
         FaultAction::ProxyDown => {
-            m.tcp.set_enabled(true).await.map_err(|e| e.to_string())?;
-            Ok("backend link up".into())
+            link()?.set_enabled(true).await.map_err(|e| e.to_string())?;
+            Ok(format!("{} link up", fault.link.as_str()))
         }
         FaultAction::Http(f) => {
             m.http.remove_fault(&f.name);
@@ -411,10 +462,14 @@ async fn remove_all(sut: &Sut) -> Result<(), RunError> {
         return Ok(());
     };
     m.http.clear();
-    m.tcp
-        .reset()
-        .await
-        .map_err(|e| RunError::Fault("(all)".into(), e.to_string()))?;
+    for link in [Some(&m.tcp), m.jwks.as_ref().map(|(_, link)| link)]
+        .into_iter()
+        .flatten()
+    {
+        link.reset()
+            .await
+            .map_err(|e| RunError::Fault("(all)".into(), e.to_string()))?;
+    }
     let mut sidecar = m.sidecar.lock().await;
     if !sidecar.alive() && sidecar.crashes().is_empty() {
         // Killed by the timeline and not yet restarted (the run was cut short).

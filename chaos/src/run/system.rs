@@ -3,7 +3,8 @@
 //! Managed (`sidecar_config`): the fixture backend in-process; in front of it the fault chain,
 //! sidecar → TCP fault proxy (toxics, `proxy_down`) → HTTP fault proxy (`http` faults) →
 //! fixture, so that every fault sits where a real network or backend would fail; and the real
-//! `mcp-sidecar` process, configured through `CHAOS_*` variables. External (`target_url`): the
+//! `mcp-sidecar` process, configured through `CHAOS_*` variables. With `system.jwks`, also a
+//! JWKS server behind a TCP fault proxy of its own (`CHAOS_JWKS_URL`). External (`target_url`): the
 //! runner only sends traffic and reads what it is given.
 
 use std::net::SocketAddr;
@@ -14,13 +15,15 @@ use tokio::sync::Mutex;
 
 use super::RunError;
 use super::admin::Admin;
+use super::jwks::{self, JwksServer};
 use super::sidecar::Sidecar;
 use crate::http::HttpFaultProxy;
-use crate::scenario::{FixtureOptions, System};
+use crate::scenario::{FixtureOptions, Link, System};
 use crate::tcp::TcpProxy;
 
-/// The TCP proxy's name in reports (Toxiproxy names each proxy).
+/// The TCP proxies' names in reports (Toxiproxy names each proxy).
 const BACKEND_PROXY: &str = "backend";
+const JWKS_PROXY: &str = "jwks";
 
 /// The system under test.
 #[derive(Debug)]
@@ -33,6 +36,8 @@ pub struct Sut {
     backend: Backend,
     /// What the runner started (none for an external system).
     pub managed: Option<Managed>,
+    /// The traffic's `Authorization` (`system.jwks`).
+    pub bearer: Option<String>,
 }
 
 /// Where the requests that reached the backend are counted.
@@ -55,6 +60,8 @@ pub struct Managed {
     pub http: HttpFaultProxy,
     /// The TCP fault proxy in front of the HTTP one; the sidecar's upstream.
     pub tcp: TcpProxy,
+    /// The JWKS server and the TCP fault proxy in front of it (`system.jwks`).
+    pub jwks: Option<(JwksServer, TcpProxy)>,
     /// The sidecar process.
     pub sidecar: Mutex<Sidecar>,
     /// The run's directory: the sidecar's log, `CHAOS_STATE_DIR`.
@@ -78,17 +85,20 @@ impl Sut {
                     None => Backend::Unknown,
                 },
                 managed: None,
+                bearer: None,
             }),
             System::Managed {
                 sidecar_config,
                 fixture,
-            } => Self::managed(sidecar_config, fixture, sidecar_bin, seed).await,
+                jwks,
+            } => Self::managed(sidecar_config, fixture, *jwks, sidecar_bin, seed).await,
         }
     }
 
     async fn managed(
         config: &Path,
         options: &FixtureOptions,
+        with_jwks: bool,
         bin: &Path,
         seed: u64,
     ) -> Result<Self, RunError> {
@@ -125,7 +135,7 @@ impl Sut {
         let admin_addr = free_port()?;
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir).map_err(|e| setup("state directory", e.to_string()))?;
-        let env = vec![
+        let mut env = vec![
             ("CHAOS_LISTEN".to_owned(), listen.to_string()),
             ("CHAOS_ADMIN".to_owned(), admin_addr.to_string()),
             (
@@ -137,6 +147,23 @@ impl Sut {
                 state_dir.to_string_lossy().into_owned(),
             ),
         ];
+        let (jwks, bearer) = if with_jwks {
+            let server = JwksServer::start().await?;
+            let link = TcpProxy::start(JWKS_PROXY, "127.0.0.1:0", &server.addr().to_string(), seed)
+                .await
+                .map_err(|e| setup("TCP fault proxy (JWKS)", e.to_string()))?;
+            env.extend([
+                (
+                    "CHAOS_JWKS_URL".to_owned(),
+                    format!("http://{}/jwks.json", link.local_addr().await),
+                ),
+                ("CHAOS_JWT_ISSUER".to_owned(), jwks::ISSUER.to_owned()),
+                ("CHAOS_JWT_AUDIENCE".to_owned(), jwks::AUDIENCE.to_owned()),
+            ]);
+            (Some((server, link)), Some(jwks::known_key_bearer()?))
+        } else {
+            (None, None)
+        };
         let mut sidecar = Sidecar::new(
             bin.to_owned(),
             config.to_owned(),
@@ -153,10 +180,21 @@ impl Sut {
                 fixture,
                 http,
                 tcp,
+                jwks,
                 sidecar: Mutex::new(sidecar),
                 dir,
             }),
+            bearer,
         })
+    }
+
+    /// The TCP fault proxy of `link`.
+    pub fn link(&self, link: Link) -> Option<&TcpProxy> {
+        let m = self.managed.as_ref()?;
+        match link {
+            Link::Backend => Some(&m.tcp),
+            Link::Jwks => m.jwks.as_ref().map(|(_, proxy)| proxy),
+        }
     }
 
     /// Requests that reached the backend so far, when it can be known.
@@ -179,6 +217,9 @@ impl Sut {
             let _ = m.tcp.reset().await;
             m.sidecar.lock().await.stop().await;
             let _ = m.tcp.set_enabled(false).await;
+            if let Some((_, link)) = &m.jwks {
+                let _ = link.set_enabled(false).await;
+            }
             drop(m.http);
             m.fixture.shutdown().await;
         }

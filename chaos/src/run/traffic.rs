@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::HeaderMap;
-use mcp_loadtest::client::{Session, Target};
+use mcp_loadtest::client::{Observed, Session, Target};
 use mcp_loadtest::report::Outcome;
 use mcp_loadtest::workload::Workload;
 use serde_json::Value;
@@ -27,6 +27,9 @@ use crate::scenario::{Load, Request, Traffic};
 /// (50/s × 5 s = 250), low enough that a hung system cannot exhaust descriptors. Past it the
 /// generator waits, and the wait shows in the latencies (they count from when each was due).
 const MAX_IN_FLIGHT: usize = 2048;
+/// How often a probe (`unknown_key_refused`) is sent: a few a second is enough to see every
+/// fault window, and adds nothing to speak of to the traffic.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// One request as it went.
 #[derive(Debug, Clone)]
@@ -207,6 +210,35 @@ pub async fn send(
     }
 }
 
+/// Every [`PROBE_EVERY`] from `origin` for `duration` (or until `stop`): one request of
+/// `workload` with no session, by `target` (whose credential the sidecar must refuse), recorded
+/// in `probes`.
+pub async fn probe(
+    target: &Target,
+    workload: &Workload,
+    origin: Instant,
+    duration: Duration,
+    probes: Samples,
+    stop: Arc<AtomicBool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0u64.. {
+        let due = origin + PROBE_EVERY * u32::try_from(n).unwrap_or(u32::MAX);
+        if due >= origin + duration || stop.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let (target, probes) = (target.clone(), Arc::clone(&probes));
+        let (id, body) = workload.request(n);
+        tasks.spawn(async move {
+            let observed = target.call_observed(&Session::default(), &id, body).await;
+            record(&probes, sample(&observed, origin, due));
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
 fn record(samples: &Samples, sample: Sample) {
     samples
         .lock()
@@ -232,11 +264,19 @@ async fn one(
     if class == "http_404" && session.stateful() {
         sessions.reopen(slot);
     }
+    sample(&observed, origin, due)
+}
+
+/// The sample of an observed call due at `due`.
+fn sample(observed: &Observed, origin: Instant, due: Instant) -> Sample {
     let headers = observed.refusal.as_ref().map(|r| &r.headers);
     Sample {
         start: due.saturating_duration_since(origin),
         latency: due.elapsed(),
-        class,
+        class: match &observed.answer.outcome {
+            Outcome::Success => "ok".to_owned(),
+            Outcome::Error(class) => class.clone(),
+        },
         status: observed.refusal.as_ref().map(|r| r.status.as_u16()),
         retry_after: headers.and_then(|h| header(h, "retry-after")),
         circuit_open: headers.is_some_and(|h| h.contains_key("x-circuit-open")),

@@ -43,6 +43,8 @@ pub struct Verdict {
 pub struct Record {
     /// The requests, by when they were due.
     pub samples: Vec<Sample>,
+    /// The probes signed with a key the JWKS lacks (`unknown_key_refused`).
+    pub probes: Vec<Sample>,
     /// The system over time.
     pub observations: Vec<Observation>,
     /// The jobs' ends.
@@ -351,6 +353,7 @@ fn one(scenario: &Scenario, a: &Assert, record: &Record, windows: &[Window]) -> 
                 format!("no {label}"),
             )
         }
+        other => judge_more(other, record, windows, &faults),
     };
     Verdict {
         name: a.name.clone().unwrap_or_else(|| a.check.kind().to_owned()),
@@ -359,6 +362,84 @@ fn one(scenario: &Scenario, a: &Assert, record: &Record, windows: &[Window]) -> 
         passed,
         measured,
         expected,
+    }
+}
+
+/// The verdicts of the checks about a fault's window: the share served, the backoff, the
+/// probes with an unknown key.
+fn judge_more<'a>(
+    check: &Check,
+    record: &Record,
+    windows: &[Window],
+    faults: &dyn Fn(&Option<String>) -> Vec<&'a Fault>,
+) -> (bool, String, String) {
+    match check {
+        Check::SuccessRateDuring { min, fault } => {
+            let faults = faults(fault);
+            let during: Vec<&Sample> = record
+                .samples
+                .iter()
+                .filter(|s| faults.iter().any(|f| s.start >= f.at && s.start < f.until))
+                .collect();
+            let rate = success_rate(&during);
+            (
+                !during.is_empty() && rate >= *min,
+                format!(
+                    "{rate:.4} of {} requests due during the fault",
+                    during.len()
+                ),
+                format!(">= {min}"),
+            )
+        }
+        Check::OpenPeriodGrows { fault } => {
+            let periods: Vec<u64> = fault_windows(&faults(fault), windows)
+                .iter()
+                .map(|w| w.period_ms)
+                .collect();
+            let grew = periods
+                .first()
+                .is_some_and(|first| periods.iter().any(|p| p > first));
+            let list: Vec<String> = periods.iter().map(|p| format!("{p} ms")).collect();
+            (
+                grew,
+                if list.is_empty() {
+                    "the circuit never opened".into()
+                } else {
+                    format!("open periods {}", list.join(", "))
+                },
+                "a later open period longer than the first".into(),
+            )
+        }
+        Check::UnknownKeyRefused { status, fault } => {
+            let faults = faults(fault);
+            let during: Vec<&Sample> = record
+                .probes
+                .iter()
+                .filter(|s| faults.iter().any(|f| s.start >= f.at && s.start < f.until))
+                .collect();
+            let wrong: Vec<&str> = during
+                .iter()
+                .filter(|s| s.status != Some(*status))
+                .map(|s| s.class.as_str())
+                .collect();
+            let slowest = during.iter().map(|s| s.latency).max();
+            let others = if wrong.is_empty() {
+                String::new()
+            } else {
+                format!(" (others: {})", wrong[..wrong.len().min(5)].join(", "))
+            };
+            (
+                !during.is_empty() && wrong.is_empty(),
+                format!(
+                    "{} of {} probes answered {status}{others}; slowest {}",
+                    during.len() - wrong.len(),
+                    during.len(),
+                    slowest.map_or_else(|| "none".into(), ms)
+                ),
+                format!("every probe signed with an unknown key answered {status}"),
+            )
+        }
+        _ => (false, "not judged here".into(), String::new()),
     }
 }
 

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::run::observe::BreakerView;
-use crate::scenario::{Load, Request, StatusPattern, SteadyState, System, Traffic};
+use crate::scenario::{Link, Load, Request, StatusPattern, SteadyState, System, Traffic};
 
 fn s(ms_at: u64, latency_ms: u64, class: &str) -> Sample {
     Sample {
@@ -44,6 +44,7 @@ fn fault(at: u64, until: u64) -> Fault {
         at: Duration::from_millis(at),
         until: Duration::from_millis(until),
         action: FaultAction::ProxyDown,
+        link: Link::Backend,
         line: 10,
     }
 }
@@ -326,4 +327,93 @@ fn percentile_is_nearest_rank() {
     );
     assert_eq!(percentile(values, 0.5), Some(Duration::from_millis(50)));
     assert_eq!(percentile(std::iter::empty(), 0.5), None);
+}
+
+#[test]
+fn success_rate_during_counts_only_requests_due_inside_the_fault() {
+    let record = breaker_run();
+    // Inside 2 s..4 s: three 502s and the refusals due before 4 s.
+    let v = verdicts(
+        vec![
+            Check::SuccessRateDuring {
+                min: 0.0,
+                fault: None,
+            },
+            Check::SuccessRateDuring {
+                min: 0.5,
+                fault: None,
+            },
+        ],
+        &record,
+    );
+    assert!(v[0].passed, "{v:?}");
+    assert_eq!(v[0].measured, "0.0000 of 20 requests due during the fault");
+    assert!(!v[1].passed);
+}
+
+#[test]
+fn open_period_grows_needs_a_later_longer_period() {
+    let mut record = breaker_run();
+    let check = || vec![Check::OpenPeriodGrows { fault: None }];
+    // One window of 5 s: nothing grew.
+    let v = verdicts(check(), &record);
+    assert!(!v[0].passed);
+    assert_eq!(v[0].measured, "open periods 5000 ms");
+    // Half-open at 3.5 s, then open again for 10 s.
+    record.observations[12].breakers[0].state = "half_open".into();
+    for o in &mut record.observations[13..38] {
+        o.breakers[0].open_remaining_ms = Some(10_000);
+    }
+    let v = verdicts(check(), &record);
+    assert!(v[0].passed, "{v:?}");
+    assert_eq!(v[0].measured, "open periods 5000 ms, 10000 ms");
+}
+
+#[test]
+fn unknown_key_refused_wants_every_probe_in_the_fault_refused_with_the_status() {
+    let mut record = breaker_run();
+    let check = || {
+        vec![Check::UnknownKeyRefused {
+            status: 401,
+            fault: None,
+        }]
+    };
+    assert!(
+        !verdicts(check(), &record)[0].passed,
+        "no probes is no proof"
+    );
+    record.probes = (0..8).map(|i| s(2000 + i * 250, 3, "http_401")).collect();
+    let v = verdicts(check(), &record);
+    assert!(v[0].passed, "{v:?}");
+    record.probes[3] = s(2750, 5000, "timeout");
+    let v = verdicts(check(), &record);
+    assert!(!v[0].passed);
+    assert!(
+        v[0].measured
+            .starts_with("7 of 8 probes answered 401 (others: timeout)"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_lost_job_fails_jobs_all_terminal_and_an_unaccepted_one_does_not() {
+    let mut record = breaker_run();
+    let job = |n: u64, end: &str| JobEnd {
+        n,
+        submitted_s: 1.0,
+        end: end.into(),
+        detail: None,
+    };
+    record.jobs = vec![
+        job(1, "completed"),
+        job(2, "failed"),
+        job(3, "not_accepted"),
+    ];
+    assert!(verdicts(vec![Check::JobsAllTerminal], &record)[0].passed);
+    record.jobs.push(job(4, "lost"));
+    let v = verdicts(vec![Check::JobsAllTerminal], &record);
+    assert!(!v[0].passed);
+    assert!(v[0].measured.contains("[job 4 lost]"), "{v:?}");
+    record.jobs[3] = job(4, "wrong_result");
+    assert!(!verdicts(vec![Check::JobsAllTerminal], &record)[0].passed);
 }

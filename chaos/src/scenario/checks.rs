@@ -50,6 +50,17 @@ enum CheckSpec {
     NoStatus {
         status: Value,
     },
+    SuccessRateDuring {
+        min: f64,
+        fault: Option<String>,
+    },
+    OpenPeriodGrows {
+        fault: Option<String>,
+    },
+    UnknownKeyRefused {
+        status: Option<u16>,
+        fault: Option<String>,
+    },
 }
 
 pub(super) fn assertion(
@@ -178,6 +189,30 @@ pub(super) fn assertion(
         CheckSpec::NoStatus { status } => Check::NoStatus {
             status: status_pattern(&status).map_err(&err)?,
         },
+        CheckSpec::SuccessRateDuring { min, fault } => {
+            about_fault(&fault)?;
+            if !(0.0..=1.0).contains(&min) {
+                return Err(err(format!("min = {min}: must be from 0 to 1")));
+            }
+            Check::SuccessRateDuring { min, fault }
+        }
+        CheckSpec::OpenPeriodGrows { fault } => {
+            about_fault(&fault)?;
+            Check::OpenPeriodGrows { fault }
+        }
+        CheckSpec::UnknownKeyRefused { status, fault } => {
+            about_fault(&fault)?;
+            if !matches!(system, System::Managed { jwks: true, .. }) {
+                return Err(err(
+                    "needs system.jwks = true (the runner signs the probes with a key its JWKS lacks)"
+                        .into(),
+                ));
+            }
+            Check::UnknownKeyRefused {
+                status: valid_status(status.unwrap_or(401)).map_err(&err)?,
+                fault,
+            }
+        }
     };
     Ok(Assert { name, check, line })
 }

@@ -45,6 +45,9 @@ pub enum System {
         sidecar_config: PathBuf,
         /// How the fixture backend runs.
         fixture: FixtureOptions,
+        /// The runner serves a JWKS of the shipped test keys (`CHAOS_JWKS_URL`, behind a fault
+        /// link of its own) and signs the traffic's requests with one of them.
+        jwks: bool,
     },
     /// A system already running.
     External {
@@ -135,8 +138,30 @@ pub struct Fault {
     pub until: Duration,
     /// What breaks.
     pub action: FaultAction,
+    /// The link a TCP fault (`toxic`, `proxy_down`) acts on.
+    pub link: Link,
     /// The line of its `[[fault]]` table, for reports.
     pub line: usize,
+}
+
+/// A link the runner can break at the TCP level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Link {
+    /// Between the sidecar and the backend.
+    #[default]
+    Backend,
+    /// Between the sidecar and the JWKS endpoint (`system.jwks`).
+    Jwks,
+}
+
+impl Link {
+    /// Its name in files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backend => "backend",
+            Self::Jwks => "jwks",
+        }
+    }
 }
 
 /// What a fault breaks.
@@ -208,6 +233,15 @@ pub enum Check {
     StatusSeen { status: u16, retry_after: bool },
     /// No answer has a status matching this.
     NoStatus { status: StatusPattern },
+    /// While the fault is on, at least this share of the traffic succeeds (the others are
+    /// still served).
+    SuccessRateDuring { min: f64, fault: Option<String> },
+    /// The breaker's open period grows from one trip to the next (backoff on a flapping
+    /// backend).
+    OpenPeriodGrows { fault: Option<String> },
+    /// While the fault is on, requests signed with a key the JWKS does not have are refused
+    /// with `status` (401), each within the traffic's timeout (`system.jwks`).
+    UnknownKeyRefused { status: u16, fault: Option<String> },
 }
 
 impl Check {
@@ -224,6 +258,9 @@ impl Check {
             Self::RssBelow { .. } => "rss_below",
             Self::StatusSeen { .. } => "status_seen",
             Self::NoStatus { .. } => "no_status",
+            Self::SuccessRateDuring { .. } => "success_rate_during",
+            Self::OpenPeriodGrows { .. } => "open_period_grows",
+            Self::UnknownKeyRefused { .. } => "unknown_key_refused",
         }
     }
 }

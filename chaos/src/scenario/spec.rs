@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::{Spanned, Table, Value};
 
 use super::{
-    Fault, FaultAction, FixtureOptions, Load, Request, Scenario, ScenarioError, Signal,
+    Fault, FaultAction, FixtureOptions, Link, Load, Request, Scenario, ScenarioError, Signal,
     SteadyState, System, Traffic,
 };
 use crate::http::spec::{FaultSpec, SpecError};
@@ -39,6 +39,8 @@ struct ScenarioSpec {
 struct SystemSpec {
     sidecar_config: Option<String>,
     fixture: Option<FixtureSpec>,
+    #[serde(default)]
+    jwks: bool,
     target_url: Option<String>,
     admin_url: Option<String>,
     backend_stats_url: Option<String>,
@@ -97,6 +99,7 @@ struct FaultEntry {
     http: Option<Spanned<Table>>,
     kill_sidecar: Option<Spanned<String>>,
     restart_after: Option<Spanned<String>>,
+    link: Option<Spanned<String>>,
 }
 
 /// Errors of one file: the path and the text, to turn byte offsets into lines.
@@ -242,6 +245,7 @@ fn system(cx: &Ctx<'_>, spec: Spanned<SystemSpec>) -> Result<System, ScenarioErr
                 conformance_tools: false,
             });
             Ok(System::Managed {
+                jwks: s.jwks,
                 sidecar_config,
                 fixture: FixtureOptions {
                     sse: matches!(f.mode, Some(FixtureMode::Sse)),
@@ -251,6 +255,12 @@ fn system(cx: &Ctx<'_>, spec: Spanned<SystemSpec>) -> Result<System, ScenarioErr
             })
         }
         (None, Some(target_url)) => {
+            if s.jwks {
+                return Err(cx.err(
+                    at,
+                    "system.jwks: only with sidecar_config (the runner serves the JWKS)".into(),
+                ));
+            }
             if s.fixture.is_some() {
                 return Err(cx.err(
                     at,
@@ -458,6 +468,31 @@ fn fault(
         ));
     }
     let action = actions.remove(0);
+    let link = match &f.link {
+        None => Link::Backend,
+        Some(l) => {
+            let at = l.span().start;
+            if !matches!(action, FaultAction::Toxic(_) | FaultAction::ProxyDown) {
+                return Err(err(at, "link: only with toxic or proxy_down".into()));
+            }
+            match l.get_ref().as_str() {
+                "backend" => Link::Backend,
+                "jwks" if matches!(system, System::Managed { jwks: true, .. }) => Link::Jwks,
+                "jwks" => {
+                    return Err(err(
+                        at,
+                        "link = \"jwks\": needs system.jwks = true (the runner's JWKS)".into(),
+                    ));
+                }
+                other => {
+                    return Err(err(
+                        at,
+                        format!("link = \"{other}\": expected \"backend\" or \"jwks\""),
+                    ));
+                }
+            }
+        }
+    };
     let end = |key: &str, v: &Spanned<String>| {
         cx.duration(key, v)
             .map_err(|e| err(v.span().start, e.message))
@@ -509,6 +544,7 @@ fn fault(
         at,
         until,
         action,
+        link,
         line,
     })
 }

@@ -91,6 +91,7 @@ fn good_file_parses_to_the_expected_structure() {
     assert_eq!(
         s.system,
         System::Managed {
+            jwks: false,
             sidecar_config: "dir/configs/breaker.toml".into(),
             fixture: FixtureOptions {
                 sse: true,
@@ -339,4 +340,75 @@ fn readme_example_parses() {
     let end = start + section[start..].find("```").unwrap();
     let s = parse(&section[start..end]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.faults[0].action, FaultAction::ProxyDown);
+}
+
+#[test]
+fn jwks_link_needs_the_runners_jwks() {
+    let e = refused(
+        "toxic = { type = \"latency\"",
+        "link = \"jwks\"\ntoxic = { type = \"latency\"",
+    );
+    assert!(
+        e.to_string()
+            .contains("link = \"jwks\": needs system.jwks = true"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(line_of("toxic = {", GOOD)), "{e}");
+    let s = Scenario::from_toml(
+        &GOOD
+            .replace("fixture = {", "jwks = true\nfixture = {")
+            .replace(
+                "toxic = { type = \"latency\"",
+                "link = \"jwks\"\ntoxic = { type = \"latency\"",
+            ),
+        Path::new("dir/s.toml"),
+    )
+    .unwrap();
+    assert_eq!(s.faults[0].link, Link::Jwks);
+    assert_eq!(s.faults[1].link, Link::Backend);
+    let e = refused("http = {", "link = \"backend\"\nhttp = {");
+    assert!(
+        e.to_string()
+            .contains("link: only with toxic or proxy_down"),
+        "{e}"
+    );
+    let e = refused(
+        "toxic = { type = \"latency\"",
+        "link = \"idp\"\ntoxic = { type = \"latency\"",
+    );
+    assert!(
+        e.to_string().contains("expected \"backend\" or \"jwks\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn window_checks_are_checked_against_the_scenario() {
+    let e = refused(
+        "kind = \"jobs_all_terminal\"",
+        "kind = \"unknown_key_refused\"",
+    );
+    assert!(e.to_string().contains("needs system.jwks = true"), "{e}");
+    let e = refused(
+        "kind = \"jobs_all_terminal\"",
+        "kind = \"success_rate_during\"\nmin = 1.5",
+    );
+    assert!(
+        e.to_string().contains("min = 1.5: must be from 0 to 1"),
+        "{e}"
+    );
+    let e = refused(
+        "kind = \"jobs_all_terminal\"",
+        "kind = \"open_period_grows\"\nfault = \"nope\"",
+    );
+    assert!(
+        e.to_string()
+            .contains("fault = \"nope\": no fault has this name"),
+        "{e}"
+    );
+    let e = refused("jobs = 3\n", "job_call = 'sleep {\"ms\": 10}'\n");
+    assert!(
+        e.to_string().contains("traffic.job_call: only with jobs"),
+        "{e}"
+    );
 }
