@@ -17,22 +17,22 @@ use tokio::task::JoinHandle;
 use super::RunError;
 
 /// The `iss` of the runner's tokens (`CHAOS_JWT_ISSUER`).
-pub const ISSUER: &str = "mcp-chaos";
+pub(super) const ISSUER: &str = "mcp-chaos";
 /// The `aud` of the runner's tokens (`CHAOS_JWT_AUDIENCE`; a config lists it in `audiences`).
-pub const AUDIENCE: &str = "mcp-chaos";
+pub(super) const AUDIENCE: &str = "mcp-chaos";
 /// How long the runner's tokens are valid: longer than any run.
 const TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// A running JWKS server; dropping it stops it.
 #[derive(Debug)]
-pub struct JwksServer {
+pub(super) struct JwksServer {
     addr: SocketAddr,
     accept: JoinHandle<()>,
 }
 
 impl JwksServer {
     /// Serves the JWKS on a free loopback port.
-    pub async fn start() -> Result<Self, RunError> {
+    pub(super) async fn start() -> Result<Self, RunError> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| RunError::Setup(format!("JWKS server: {e}")))?;
@@ -69,7 +69,7 @@ impl JwksServer {
     }
 
     /// Its address.
-    pub fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         self.addr
     }
 }
@@ -89,11 +89,11 @@ fn bearer(key: &token::TestKey) -> Result<String, RunError> {
 }
 
 /// The traffic's credential: signed with a key the JWKS has (`ec-p256`).
-pub fn known_key_bearer() -> Result<String, RunError> {
+pub(super) fn known_key_bearer() -> Result<String, RunError> {
     bearer(&token::EC_P256)
 }
 
 /// The probes' credential: signed with a key the JWKS lacks (`ec-p256-rotated`).
-pub fn unknown_key_bearer() -> Result<String, RunError> {
+pub(super) fn unknown_key_bearer() -> Result<String, RunError> {
     bearer(&token::EC_P256_ROTATED)
 }

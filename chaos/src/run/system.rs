@@ -61,7 +61,7 @@ pub struct Managed {
     /// The TCP fault proxy in front of the HTTP one; the sidecar's upstream.
     pub tcp: TcpProxy,
     /// The JWKS server and the TCP fault proxy in front of it (`system.jwks`).
-    pub jwks: Option<(JwksServer, TcpProxy)>,
+    pub(super) jwks: Option<(JwksServer, TcpProxy)>,
     /// The sidecar process.
     pub sidecar: Mutex<Sidecar>,
     /// The run's directory: the sidecar's log, `CHAOS_STATE_DIR`.

@@ -311,7 +311,7 @@ fn steady_state_fails_without_requests_or_below_the_rate() {
     assert!(none.iter().all(|v| !v.passed));
     let good: Vec<Sample> = (0..10).map(|i| s(i * 50, 2, "ok")).collect();
     assert!(steady_state(&steady, &good).iter().all(|v| v.passed));
-    let mut bad = good.clone();
+    let mut bad = good;
     bad[0].class = "connect".into();
     bad[1].class = "connect".into();
     let v = steady_state(&steady, &bad);
