@@ -188,3 +188,102 @@ fn a_bad_scenario_file_exits_2_before_anything_runs() {
         "{stderr}"
     );
 }
+
+/// The processes `pid`'s threads started and that still exist.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+/// Whether process `pid` is gone (or a zombie nobody will run again).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[test]
+fn ctrl_c_ends_the_run_with_130_and_stops_the_sidecar() {
+    if !Path::new("/proc/self/task").exists() {
+        return; // Linux's /proc is how the sidecar process is found
+    }
+    let dir = std::env::temp_dir().join(format!("mcp-chaos-run-int-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(&config, breaker_config()).unwrap();
+    let file = dir.join("scenario.toml");
+    // A long run: Ctrl-C comes while the backend link is down.
+    let text = scenario(&config)
+        .replace("duration = \"12s\"", "duration = \"60s\"")
+        .replace(
+            "at = \"3s\"\nuntil = \"7s\"",
+            "at = \"3s\"\nuntil = \"50s\"",
+        );
+    std::fs::write(&file, text).unwrap();
+    let mut chaos = Command::new(env!("CARGO_BIN_EXE_mcp-chaos"))
+        .arg("run")
+        .arg(&file)
+        .arg("--sidecar")
+        .arg(sidecar_binary())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The sidecar appears within the runner's 15 s start bound.
+    let mut sidecar = None;
+    for _ in 0..300 {
+        if let Some(&pid) = children(chaos.id()).first() {
+            sidecar = Some(pid);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sidecar = sidecar.expect("the runner started no sidecar");
+    // Into the fault (at 3 s).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(chaos.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let mut status = None;
+    for _ in 0..400 {
+        if let Some(s) = chaos.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        chaos.kill().unwrap();
+        panic!("mcp-chaos still running 20 s after Ctrl-C");
+    };
+    let out = chaos.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: removing the faults and stopping the sidecar"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("interrupted: every fault removed, traffic stopped"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("error: interrupted (Ctrl-C)"), "{stdout}");
+    assert!(
+        gone(sidecar),
+        "the sidecar {sidecar} outlived the run: {stdout}"
+    );
+}

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mcp_loadtest::client::{Session, Target};
@@ -58,7 +59,7 @@ pub struct JobEnd {
     pub detail: Option<String>,
 }
 
-/// Submits `count` jobs evenly over `[0, span)` from `origin`.
+/// Submits `count` jobs evenly over `[0, span)` from `origin`, until `stop`.
 pub async fn submit(
     target: &Target,
     sessions: &Arc<Sessions>,
@@ -66,12 +67,16 @@ pub async fn submit(
     count: u32,
     origin: Instant,
     span: Duration,
+    stop: &AtomicBool,
 ) -> Vec<Submitted> {
     let mut out = Vec::with_capacity(count as usize);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
         let at = span.mul_f64(f64::from(i) / f64::from(count.max(1)));
         tokio::time::sleep_until(origin + at).await;
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
         // Ids apart from the traffic's (which count up from 1).
         let n = 1_000_000_000 + u64::from(i);
         let (_, session) = sessions.get(u64::from(i));

@@ -54,6 +54,9 @@ pub enum RunError {
     /// The sidecar under test could not be started, killed or restarted.
     #[error("sidecar: {0}")]
     Sidecar(String),
+    /// Ctrl-C cut the run short.
+    #[error("interrupted (Ctrl-C): the assertions were not judged")]
+    Interrupted,
     /// A fault could not be put on or taken off.
     #[error("fault `{0}`: {1}")]
     Fault(String, String),
@@ -114,11 +117,13 @@ pub async fn run(
         }
     };
     let outcome = execute(scenario, &sut, cancel, &mut report).await;
+    let interrupted = matches!(outcome, Err(RunError::Interrupted));
     if let Err(e) = outcome {
         report.error = Some(e.to_string());
     }
     report.passed = report.error.is_none() && report.verdicts.iter().all(|v| v.passed);
     if !report.passed
+        && !interrupted
         && let Some(m) = &sut.managed
     {
         report.sidecar_log_tail = Some(m.sidecar.lock().await.log_tail());
@@ -189,6 +194,7 @@ async fn execute(
             traffic_spec.jobs,
             origin,
             traffic_spec.duration / 2,
+            &stop_traffic,
         )
         .await
     };
@@ -228,6 +234,12 @@ async fn execute(
         if !steady_held || cancel.is_cancelled() {
             stop_traffic.store(true, Ordering::Release);
         }
+        if cancel.is_cancelled() {
+            timeline.push(Event {
+                at_s: report::at(origin.elapsed()),
+                what: "interrupted: every fault removed, traffic stopped".into(),
+            });
+        }
         match (result, cleanup) {
             (Ok(steady), Ok(())) => Ok(steady),
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
@@ -259,7 +271,7 @@ async fn execute(
 
     // The jobs, followed after the run (the system is whole again).
     let mut job_ends = Vec::new();
-    if !submitted.is_empty() && !steady_failed {
+    if !submitted.is_empty() && !steady_failed && !cancel.is_cancelled() {
         let expected = expected_results(sut, &job_workload, &submitted).await;
         let deadline = Instant::now() + traffic_spec.timeout;
         job_ends = jobs::follow(&target, &submitted, &expected, deadline).await;
@@ -291,6 +303,11 @@ async fn execute(
     report.traffic = TrafficSummary::of(&record.samples);
     report.timeline = timeline;
     report.verdicts = steady;
+    if cancel.is_cancelled() {
+        // A run cut short proves nothing either way: its assertions are not judged.
+        report.jobs = record.jobs;
+        return Err(RunError::Interrupted);
+    }
     if !steady_failed {
         report.verdicts.extend(verdict::judge(scenario, &record));
     }
