@@ -287,3 +287,92 @@ fn ctrl_c_ends_the_run_with_130_and_stops_the_sidecar() {
         "the sidecar {sidecar} outlived the run: {stdout}"
     );
 }
+
+/// A loopback address free now.
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_system_is_judged_from_its_traffic_and_admin_endpoints() {
+    let fixture = mcp_fixtures::FixtureServer::start(mcp_fixtures::FixtureConfig::default())
+        .await
+        .unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut sidecar = tokio::process::Command::new(sidecar_binary())
+        .args(["run", "--upstream", &fixture.mcp_url()])
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("http://{admin}/readyz")).send().await
+            && r.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the sidecar did not become ready");
+    let text = format!(
+        r#"name = "external"
+description = "A running sidecar serves steady traffic without a 5xx."
+
+[system]
+target_url = "http://{listen}/mcp"
+admin_url = "http://{admin}"
+backend_stats_url = "http://{}/stats"
+
+[traffic]
+rate = 50
+call = 'echo {{"text":"hi"}}'
+duration = "3s"
+
+[steady_state]
+duration = "1s"
+min_success_rate = 0.99
+
+[[assert]]
+kind = "no_status"
+status = "5xx"
+
+[[assert]]
+kind = "no_hang_past_timeout"
+"#,
+        fixture.addr()
+    );
+    let dir = std::env::temp_dir().join(format!("mcp-chaos-run-ext-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("external.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-chaos"))
+        .arg("run")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("traffic: 150 requests, 150 ok"), "{stdout}");
+    // The fixture saw the traffic: the initialize, the calls and the session's end at least.
+    assert!(fixture.stats().jsonrpc_requests_total >= 150);
+    sidecar.kill().await.unwrap();
+}

@@ -95,19 +95,6 @@ pub async fn run(
         jobs: Vec::new(),
         sidecar_log_tail: None,
     };
-    if !scenario.system.is_managed()
-        && let Some(f) = scenario
-            .faults
-            .iter()
-            .find(|f| !matches!(f.action, FaultAction::KillSidecar { .. }))
-    {
-        report.error = Some(format!(
-            "fault `{}` (line {}): faults on the backend link need a managed system \
-             (system.sidecar_config), where the runner places its fault proxies",
-            f.name, f.line
-        ));
-        return report;
-    }
     let sut = match Sut::start(&scenario.system, &options.sidecar_bin, seed).await {
         Ok(sut) => sut,
         Err(e) => {

@@ -403,6 +403,30 @@ fn fault(
     let at = cx
         .duration("at", &f.at)
         .map_err(|e| err(f.at.span().start, e.message))?;
+    // The backend link's faults live in the runner's fault chain, which only a managed system
+    // has (against a running system, put `mcp-chaos proxy`/`http-proxy` in front of its backend).
+    let managed_only = |key: &str, at: usize| {
+        if system.is_managed() {
+            Ok(())
+        } else {
+            Err(err(
+                at,
+                format!(
+                    "{key}: needs system.sidecar_config (the runner's fault proxies sit \
+                     between the sidecar it starts and the backend)"
+                ),
+            ))
+        }
+    };
+    if let Some(t) = &f.toxic {
+        managed_only("toxic", t.span().start)?;
+    }
+    if let Some(d) = &f.proxy_down {
+        managed_only("proxy_down", d.span().start)?;
+    }
+    if let Some(h) = &f.http {
+        managed_only("http", h.span().start)?;
+    }
     let mut actions = Vec::new();
     if let Some(table) = f.toxic {
         let at = table.span().start;

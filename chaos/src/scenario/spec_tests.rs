@@ -163,7 +163,7 @@ fn good_file_parses_to_the_expected_structure() {
 }
 
 #[test]
-fn external_system_with_urls_parses() {
+fn external_system_refuses_faults_on_the_backend_link() {
     let text = GOOD
         .replace(
             "sidecar_config = \"configs/breaker.toml\"\nfixture = { mode = \"sse\", stateless = true }",
@@ -171,7 +171,38 @@ fn external_system_with_urls_parses() {
         )
         .replace("[[fault]]\nname = \"crash\"\nat = \"21s\"\nkill_sidecar = \"SIGKILL\"\nrestart_after = \"2s\"\n", "")
         .replace("[[assert]]\nkind = \"rss_below\"\nmib = 64\n", "");
-    let s = parse(&text).unwrap();
+    let e = parse(&text).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("fault `slow`: toxic: needs system.sidecar_config"),
+        "{e}"
+    );
+    assert_eq!(e.line, Some(line_of("toxic = {", &text)), "{e}");
+}
+
+#[test]
+fn external_system_without_faults_parses() {
+    let text = r#"name = "staging-burst"
+description = "Bursts over the limit get 429 with Retry-After, never a 5xx."
+
+[system]
+target_url = "http://127.0.0.1:8080/mcp"
+admin_url = "http://127.0.0.1:9090"
+
+[traffic]
+rate = 100
+method = "tools/list"
+duration = "10s"
+
+[steady_state]
+duration = "2s"
+max_p99 = "1s"
+
+[[assert]]
+kind = "no_status"
+status = "5xx"
+"#;
+    let s = parse(text).unwrap();
     assert!(
         matches!(s.system, System::External { ref target_url, .. } if target_url == "http://127.0.0.1:8080/mcp")
     );
