@@ -73,6 +73,14 @@ impl Admin {
         self.get(path).await.map(|(status, _)| status)
     }
 
+    /// The text body of a 200 answer to `GET path`.
+    pub async fn text(&self, path: &str) -> Option<String> {
+        match self.get(path).await? {
+            (200, body) => String::from_utf8(body.to_vec()).ok(),
+            _ => None,
+        }
+    }
+
     /// The JSON body of a 200 answer to `GET path`.
     pub async fn json(&self, path: &str) -> Option<Value> {
         match self.get(path).await? {

@@ -277,6 +277,7 @@ async fn execute(
         }
         None => (Vec::new(), None),
     };
+    let metrics = observe::breaker_metrics(sut).await;
     timeline.extend(breaker_events(&observations));
     timeline.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     let record = Record {
@@ -286,6 +287,7 @@ async fn execute(
         jobs: job_ends,
         crashes,
         alive_at_end,
+        metrics,
     };
     report.traffic = TrafficSummary::of(&record.samples);
     report.timeline = timeline;

@@ -111,3 +111,49 @@ fn breakers(report: &Value) -> Vec<BreakerView> {
         })
         .unwrap_or_default()
 }
+
+/// The sidecar's own count of its breakers' work (`/metrics`), read at the end of a run: the
+/// second witness, beside `/breakers`, that the circuit opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BreakerMetrics {
+    /// `mcp_sidecar_breaker_transitions_total{to="open"}`, summed over breakers.
+    pub opened: u64,
+    /// `mcp_sidecar_breaker_rejections_total`, summed over breakers.
+    pub rejections: u64,
+}
+
+/// The breaker counters of a sidecar's `/metrics` (none when it cannot be read). A managed
+/// sidecar restarted by the timeline counts from its restart.
+pub async fn breaker_metrics(sut: &Sut) -> Option<BreakerMetrics> {
+    let text = sut.admin.as_ref()?.text("/metrics").await?;
+    Some(parse_breaker_metrics(&text))
+}
+
+/// Sums the two counters in Prometheus's text format. Read by hand: two counters' samples are
+/// a line prefix and a last field each, and the sidecar writes the format itself.
+pub fn parse_breaker_metrics(text: &str) -> BreakerMetrics {
+    let value = |line: &str| {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map_or(0, |v| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let n = v as u64;
+                n
+            })
+    };
+    let mut m = BreakerMetrics::default();
+    for line in text.lines() {
+        if line.starts_with("mcp_sidecar_breaker_transitions_total{")
+            && line.contains("to=\"open\"")
+        {
+            m.opened += value(line);
+        } else if line.starts_with("mcp_sidecar_breaker_rejections_total{")
+            || line.starts_with("mcp_sidecar_breaker_rejections_total ")
+        {
+            m.rejections += value(line);
+        }
+    }
+    m
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::jobs::JobEnd;
-use super::observe::{OBSERVE_EVERY, Observation};
+use super::observe::{BreakerMetrics, OBSERVE_EVERY, Observation};
 use super::traffic::Sample;
 use crate::scenario::{Assert, Check, Fault, FaultAction, Recovery, Scenario, SteadyState};
 
@@ -53,6 +53,8 @@ pub struct Record {
     pub crashes: Vec<String>,
     /// A managed sidecar was running at the end.
     pub alive_at_end: Option<bool>,
+    /// The sidecar's breaker counters at the end (none: `/metrics` not readable).
+    pub metrics: Option<BreakerMetrics>,
 }
 
 /// A window in which the circuit was seen open: `[from, to)` from the start of the run.
@@ -129,13 +131,24 @@ fn one(scenario: &Scenario, a: &Assert, record: &Record, windows: &[Window]) -> 
                     None => never.push(f.name.clone()),
                 }
             }
-            let measured = if never.is_empty() {
+            let mut measured = if never.is_empty() {
                 format!("{} failed requests before it opened", worst.unwrap_or(0))
             } else {
                 format!("never opened during fault(s) {}", never.join(", "))
             };
+            // The sidecar's own counters must agree that it opened.
+            let metrics_agree = match record.metrics {
+                Some(m) => {
+                    measured.push_str(&format!(
+                        " (metrics: {} openings, {} fast rejections)",
+                        m.opened, m.rejections
+                    ));
+                    !never.is_empty() || m.opened > 0
+                }
+                None => true,
+            };
             (
-                never.is_empty() && worst.is_some_and(|w| w <= *requests),
+                never.is_empty() && metrics_agree && worst.is_some_and(|w| w <= *requests),
                 measured,
                 format!("opens within {requests} failed requests"),
             )

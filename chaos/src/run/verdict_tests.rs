@@ -417,3 +417,58 @@ fn a_lost_job_fails_jobs_all_terminal_and_an_unaccepted_one_does_not() {
     record.jobs[3] = job(4, "wrong_result");
     assert!(!verdicts(vec![Check::JobsAllTerminal], &record)[0].passed);
 }
+
+#[test]
+fn breaker_metrics_are_summed_from_the_text_format() {
+    let text = "# TYPE mcp_sidecar_breaker_transitions_total counter
+mcp_sidecar_breaker_transitions_total{upstream=\"backend\",tool=\"\",from=\"closed\",to=\"open\"} 2
+mcp_sidecar_breaker_transitions_total{upstream=\"backend\",tool=\"\",from=\"half_open\",to=\"open\"} 1
+mcp_sidecar_breaker_transitions_total{upstream=\"backend\",tool=\"\",from=\"open\",to=\"half_open\"} 3
+mcp_sidecar_breaker_rejections_total{upstream=\"backend\",tool=\"\"} 750
+mcp_sidecar_breaker_rejections_totally_else 9
+";
+    let m = crate::run::observe::parse_breaker_metrics(text);
+    assert_eq!(
+        m,
+        BreakerMetrics {
+            opened: 3,
+            rejections: 750
+        }
+    );
+}
+
+#[test]
+fn circuit_opens_within_fails_when_the_metrics_saw_no_opening() {
+    let mut record = breaker_run();
+    record.metrics = Some(BreakerMetrics {
+        opened: 0,
+        rejections: 0,
+    });
+    let v = verdicts(
+        vec![Check::CircuitOpensWithin {
+            requests: 10,
+            fault: None,
+        }],
+        &record,
+    );
+    assert!(!v[0].passed, "{v:?}");
+    assert!(
+        v[0].measured
+            .ends_with("(metrics: 0 openings, 0 fast rejections)"),
+        "{v:?}"
+    );
+    record.metrics = Some(BreakerMetrics {
+        opened: 1,
+        rejections: 30,
+    });
+    assert!(
+        verdicts(
+            vec![Check::CircuitOpensWithin {
+                requests: 10,
+                fault: None
+            }],
+            &record
+        )[0]
+        .passed
+    );
+}
