@@ -246,9 +246,8 @@ async fn execute(
     let steady = conducted?;
     let steady_failed = steady.is_empty() || !steady.iter().all(|v| v.passed);
     if steady.is_empty() {
-        return Err(RunError::Setup(
-            "interrupted before the steady state was judged".into(),
-        ));
+        // Cut short before the steady state was judged.
+        return Err(RunError::Interrupted);
     }
     timeline.push(Event {
         at_s: report::at(origin.elapsed()),

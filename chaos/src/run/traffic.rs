@@ -16,7 +16,6 @@ use http::HeaderMap;
 use mcp_loadtest::client::{Observed, Session, Target};
 use mcp_loadtest::report::Outcome;
 use mcp_loadtest::workload::Workload;
-use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -288,9 +287,4 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-/// The `result` of a JSON-RPC response.
-pub fn result_of(message: &Value) -> Option<&Value> {
-    message.get("result")
 }
