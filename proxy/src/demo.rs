@@ -104,6 +104,11 @@ Try (bash):
   curl -s http://{admin}/metrics | grep ^mcp_sidecar
 
 Ctrl-C stops the demo.
+
+Next: put it in front of your own server,
+  mcp-sidecar run --upstream http://127.0.0.1:8000/mcp        (quick start, no file)
+  mcp-sidecar check --config examples/sidecar.toml           (then run --config FILE)
+and see the README's "Configuration reference" and docs/OPERATIONS.md for deploying it.
 "#
     )
 }
