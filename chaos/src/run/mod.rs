@@ -354,12 +354,9 @@ async fn conduct(
             break;
         }
         let fault = &scenario.faults[i];
-        let what = if on {
-            apply(sut, fault).await
-        } else {
-            lift(sut, fault).await
-        }
-        .map_err(|e| RunError::Fault(fault.name.clone(), e))?;
+        let what = switch(sut, fault, on)
+            .await
+            .map_err(|e| RunError::Fault(fault.name.clone(), e))?;
         timeline.push(Event {
             at_s: report::at(origin.elapsed()),
             what: format!(
@@ -381,81 +378,51 @@ async fn wait_until(when: Instant, cancel: &CancellationToken) -> bool {
     }
 }
 
-/// Puts a fault on; what was done, for the timeline.
-async fn apply(sut: &Sut, fault: &Fault) -> Result<String, String> {
+/// Puts a fault on (`on`) or takes it off; what was done, for the timeline.
+async fn switch(sut: &Sut, fault: &Fault, on: bool) -> Result<String, String> {
     let m = sut
         .managed
         .as_ref()
         .ok_or_else(|| "needs a managed system".to_owned())?;
+    let name = fault.link.as_str();
     let link = || {
         sut.link(fault.link)
-            .ok_or_else(|| format!("no {} link in this system", fault.link.as_str()))
+            .ok_or_else(|| format!("no {name} link in this system"))
     };
-    match &fault.action {
-        FaultAction::Toxic(t) => {
-            link()?.add_toxic(t.clone()).map_err(|e| e.to_string())?;
-            Ok(format!(
-                "toxic {} on the {} link",
-                t.kind.type_name(),
-                fault.link.as_str()
-            ))
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    match (&fault.action, on) {
+        (FaultAction::Toxic(t), true) => {
+            link()?.add_toxic(t.clone()).map_err(|e| text(&e))?;
+            Ok(format!("toxic {} on the {name} link", t.kind.type_name()))
         }
-        FaultAction::ProxyDown => {
-            link()?
-                .set_enabled(false)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(format!(
-                "{} link down (connections refused)",
-                fault.link.as_str()
-            ))
-        }
-        FaultAction::Http(f) => {
-            m.http.add_fault(f.clone()).map_err(|e| e.to_string())?;
-            Ok(format!("HTTP fault, {}% of matching requests", f.percent))
-        }
-        FaultAction::KillSidecar { signal } => {
-            m.sidecar
-                .lock()
-                .await
-                .kill(*signal)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(format!("sidecar killed ({signal:?})"))
-        }
-    }
-}
-
-/// Takes a fault off.
-async fn lift(sut: &Sut, fault: &Fault) -> Result<String, String> {
-    let m = sut
-        .managed
-        .as_ref()
-        .ok_or_else(|| "needs a managed system".to_owned())?;
-    let link = || {
-        sut.link(fault.link)
-            .ok_or_else(|| format!("no {} link in this system", fault.link.as_str()))
-    };
-    match &fault.action {
-        FaultAction::Toxic(t) => {
-            link()?.remove_toxic(&t.name).map_err(|e| e.to_string())?;
+        (FaultAction::Toxic(t), false) => {
+            link()?.remove_toxic(&t.name).map_err(|e| text(&e))?;
             Ok("toxic removed".into())
         }
-        FaultAction::ProxyDown => {
-            link()?.set_enabled(true).await.map_err(|e| e.to_string())?;
-            Ok(format!("{} link up", fault.link.as_str()))
+        (FaultAction::ProxyDown, on) => {
+            link()?.set_enabled(!on).await.map_err(|e| text(&e))?;
+            Ok(if on {
+                format!("{name} link down (connections refused)")
+            } else {
+                format!("{name} link up")
+            })
         }
-        FaultAction::Http(f) => {
+        (FaultAction::Http(f), true) => {
+            m.http.add_fault(f.clone()).map_err(|e| text(&e))?;
+            Ok(format!("HTTP fault, {}% of matching requests", f.percent))
+        }
+        (FaultAction::Http(f), false) => {
             m.http.remove_fault(&f.name);
             Ok("HTTP fault removed".into())
         }
-        FaultAction::KillSidecar { .. } => {
-            m.sidecar
-                .lock()
-                .await
-                .start()
-                .await
-                .map_err(|e| e.to_string())?;
+        (FaultAction::KillSidecar { signal }, true) => {
+            let mut sidecar = m.sidecar.lock().await;
+            sidecar.kill(*signal).await.map_err(|e| text(&e))?;
+            Ok(format!("sidecar killed ({signal:?})"))
+        }
+        (FaultAction::KillSidecar { .. }, false) => {
+            let mut sidecar = m.sidecar.lock().await;
+            sidecar.start().await.map_err(|e| text(&e))?;
             Ok("sidecar restarted and ready".into())
         }
     }

@@ -388,12 +388,7 @@ fn judge_more<'a>(
 ) -> (bool, String, String) {
     match check {
         Check::SuccessRateDuring { min, fault } => {
-            let faults = faults(fault);
-            let during: Vec<&Sample> = record
-                .samples
-                .iter()
-                .filter(|s| faults.iter().any(|f| s.start >= f.at && s.start < f.until))
-                .collect();
+            let during = due_during(&record.samples, &faults(fault));
             let rate = success_rate(&during);
             (
                 !during.is_empty() && rate >= *min,
@@ -424,12 +419,7 @@ fn judge_more<'a>(
             )
         }
         Check::UnknownKeyRefused { status, fault } => {
-            let faults = faults(fault);
-            let during: Vec<&Sample> = record
-                .probes
-                .iter()
-                .filter(|s| faults.iter().any(|f| s.start >= f.at && s.start < f.until))
-                .collect();
+            let during = due_during(&record.probes, &faults(fault));
             let wrong: Vec<&str> = during
                 .iter()
                 .filter(|s| s.status != Some(*status))
@@ -454,6 +444,14 @@ fn judge_more<'a>(
         }
         _ => (false, "not judged here".into(), String::new()),
     }
+}
+
+/// The samples due while one of `faults` was on.
+fn due_during<'s>(samples: &'s [Sample], faults: &[&Fault]) -> Vec<&'s Sample> {
+    samples
+        .iter()
+        .filter(|s| faults.iter().any(|f| s.start >= f.at && s.start < f.until))
+        .collect()
 }
 
 /// The windows in which some breaker was seen open.
