@@ -129,5 +129,12 @@ impl JobMetrics {
         self.running.with_label_values(&[upstream]).set(0);
         self.queued.with_label_values(&[upstream]).set(0);
         self.submitted.with_label_values(&[upstream]);
+        // The series alerts divide by (failed over finished) and watch (refusals), at 0.
+        for status in ["completed", "failed", "cancelled"] {
+            self.finished.with_label_values(&[upstream, status]);
+        }
+        for reason in ["queue_full", "shutting_down", "store"] {
+            self.refused.with_label_values(&[upstream, reason]);
+        }
     }
 }
