@@ -107,9 +107,7 @@ fn a_configured_glob_is_the_label_of_the_tools_it_matches() {
 fn a_name_the_backend_listed_becomes_a_label_a_name_only_a_client_used_does_not() {
     let (m, r) = rpc(&["crawl_*"]);
     let learner = r.learner().unwrap();
-    learner.learn_from(&tools_list_answer(
-        ["echo".into(), "crawl_site".into()].into_iter(),
-    ));
+    learner.learn_from(&tools_list_answer(["echo".into(), "crawl_site".into()]));
     r.record(&call("echo"), OK, 0.01);
     r.record(&call("made_up_by_client"), OK, 0.01);
     r.record(&call("crawl_site"), OK, 0.01);
@@ -156,22 +154,22 @@ fn a_client_cannot_grow_the_series_past_the_cap() {
         tool_labels + method_labels
     );
     let dropped = m.rpc.tool_labels_dropped.with_label_values(&["u"]).get();
-    assert_eq!(dropped, (5 * MAX_TOOL_LABELS - (MAX_TOOL_LABELS - 1)) as u64);
+    assert_eq!(
+        dropped,
+        (5 * MAX_TOOL_LABELS - (MAX_TOOL_LABELS - 1)) as u64
+    );
 }
 
 #[test]
 fn unusable_names_are_not_learned() {
     let (m, r) = rpc(&[]);
-    r.learner().unwrap().learn_from(&tools_list_answer(
-        [
-            String::new(),
-            "x".repeat(MAX_TOOL_NAME_BYTES + 1),
-            "bad\nname".into(),
-            "other".into(),
-            "fine".into(),
-        ]
-        .into_iter(),
-    ));
+    r.learner().unwrap().learn_from(&tools_list_answer([
+        String::new(),
+        "x".repeat(MAX_TOOL_NAME_BYTES + 1),
+        "bad\nname".into(),
+        "other".into(),
+        "fine".into(),
+    ]));
     assert_eq!(m.rpc.tool_labels_dropped.with_label_values(&["u"]).get(), 4);
     assert_eq!(&*r.tool_label(Some("fine")), "fine");
     assert_eq!(&*r.tool_label(Some("bad\nname")), "other");

@@ -141,6 +141,12 @@ name = "p"
 url = "{url}"
 path = "/p"
 
+# The key's principal sees and may call `echo` only.
+[[upstream.auth.rules]]
+scopes = ["tools:read"]
+methods = ["tools/list"]
+tools = ["echo"]
+
 [[upstream]]
 name = "dead"
 url = "http://127.0.0.1:1/mcp"
@@ -200,14 +206,39 @@ async fn job_status(sidecar: &RunningSidecar, id: &str) -> String {
 /// Traffic that makes every family of the sidecar show a sample.
 async fn exercise(sidecar: &RunningSidecar, backend: &FixtureServer) {
     // Tool names are learned from the backend's tools/list answer, then calls count under them.
-    assert_eq!(post(sidecar, "/mcp", rpc(1, "tools/list", json!({}))).await.status(), 200);
-    assert_eq!(post(sidecar, "/mcp", call(2, "echo", json!({"text": "hi"}))).await.status(), 200);
+    assert_eq!(
+        post(sidecar, "/mcp", rpc(1, "tools/list", json!({})))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(sidecar, "/mcp", call(2, "echo", json!({"text": "hi"})))
+            .await
+            .status(),
+        200
+    );
     // A status the retry policy retries, then a failure: retries, upstream failures.
-    let resp = post(sidecar, "/mcp", call(3, "fail", json!({"mode": "http_status", "status": 503}))).await;
+    let resp = post(
+        sidecar,
+        "/mcp",
+        call(3, "fail", json!({"mode": "http_status", "status": 503})),
+    )
+    .await;
     assert_eq!(resp.status(), 503);
     // The rate-limit rule admits one `add`, refuses the next.
-    assert_eq!(post(sidecar, "/mcp", call(4, "add", json!({"a": 1, "b": 2}))).await.status(), 200);
-    assert_eq!(post(sidecar, "/mcp", call(5, "add", json!({"a": 1, "b": 2}))).await.status(), 429);
+    assert_eq!(
+        post(sidecar, "/mcp", call(4, "add", json!({"a": 1, "b": 2})))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(sidecar, "/mcp", call(5, "add", json!({"a": 1, "b": 2})))
+            .await
+            .status(),
+        429
+    );
     // The upstream cap (1): a slow call holds it, the next is shed.
     let slow = {
         let url = sidecar.url("/mcp");
@@ -220,11 +251,24 @@ async fn exercise(sidecar: &RunningSidecar, backend: &FixtureServer) {
                 .send(),
         )
     };
-    eventually("the slow call at the backend", || backend.stats().in_flight == 1).await;
-    assert_eq!(post(sidecar, "/mcp", call(7, "echo", json!({"text": "x"}))).await.status(), 503);
+    eventually("the slow call at the backend", || {
+        backend.stats().in_flight == 1
+    })
+    .await;
+    assert_eq!(
+        post(sidecar, "/mcp", call(7, "echo", json!({"text": "x"})))
+            .await
+            .status(),
+        503
+    );
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
     // Authentication: refused without a credential, admitted with the API key.
-    assert_eq!(post(sidecar, "/p", rpc(8, "ping", json!({}))).await.status(), 401);
+    assert_eq!(
+        post(sidecar, "/p", rpc(8, "ping", json!({})))
+            .await
+            .status(),
+        401
+    );
     let resp = client()
         .post(sidecar.url("/p"))
         .header("accept", ACCEPT_BOTH)
@@ -235,8 +279,29 @@ async fn exercise(sidecar: &RunningSidecar, backend: &FixtureServer) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let listed: Value = resp.json().await.unwrap();
+    assert_eq!(
+        listed["result"]["tools"].as_array().unwrap().len(),
+        1,
+        "the answer is filtered to what the principal may call"
+    );
+    let resp = client()
+        .post(sidecar.url("/p"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .header("x-api-key", API_KEY)
+        .body(call(10, "add", json!({"a": 1, "b": 2})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
     // An upstream nobody listens on.
-    assert_eq!(post(sidecar, "/dead", rpc(10, "ping", json!({}))).await.status(), 502);
+    assert_eq!(
+        post(sidecar, "/dead", rpc(10, "ping", json!({})))
+            .await
+            .status(),
+        502
+    );
     // Jobs: one completes, one fails.
     let ok = submit_job(sidecar, call(11, "echo", json!({"text": "job"}))).await;
     let failed = submit_job(
@@ -299,6 +364,14 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported() {
     assert_eq!(calls("echo", "server_error"), Some(1.0));
     assert_eq!(calls("slee*", "ok"), Some(1.0), "the configured glob");
     assert_eq!(calls("add", "client_error"), Some(1.0), "the refused call");
+    // The learner read the backend's whole list, before the principal's filter shrank it.
+    assert_eq!(
+        metric_value(
+            &text,
+            "mcp_sidecar_rpc_requests_total{outcome=\"client_error\",rpc_method=\"tools/call\",tool=\"add\",upstream=\"p\"}"
+        ),
+        Some(1.0)
+    );
     sidecar.stop().await;
 }
 
@@ -317,7 +390,8 @@ fn names_are_read_from_promql_and_prose() {
             "mcp_sidecar_w"
         ]
     );
-    let text = "# TYPE mcp_sidecar_h histogram\nmcp_sidecar_h_bucket{le=\"1\"} 0\nmcp_sidecar_g 1\n";
+    let text =
+        "# TYPE mcp_sidecar_h histogram\nmcp_sidecar_h_bucket{le=\"1\"} 0\nmcp_sidecar_g 1\n";
     assert!(exported(text, "mcp_sidecar_h"));
     assert!(exported(text, "mcp_sidecar_h_bucket"));
     assert!(exported(text, "mcp_sidecar_g"));

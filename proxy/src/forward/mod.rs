@@ -290,9 +290,7 @@ impl Proxy {
                     .record_request(&method, status, ttfb.as_secs_f64());
                 // Per JSON-RPC method and tool: only for a body the path read and classified.
                 if let Some(classified) = &facts.classified {
-                    u.metrics
-                        .rpc
-                        .record(classified, status, ttfb.as_secs_f64());
+                    u.metrics.rpc.record(classified, status, ttfb.as_secs_f64());
                 }
             }
             None => self.metrics().record_request(

@@ -12,7 +12,6 @@ use http_body_util::BodyExt;
 
 use crate::auth::Auth;
 use crate::body::rewrite::{self, MessageRewrite, Rewrites, Target};
-use crate::rpc_metrics::ToolLearner;
 use crate::body::{BoxError, EndpointRewrite, EndpointRewriteBody, ProxyBody, SseBody};
 use crate::error::ProxyError;
 use crate::exchange::{Exchange, Facts};
@@ -21,6 +20,7 @@ use crate::limits::{self, Held};
 use crate::mcp::Classified;
 use crate::metrics::Metrics;
 use crate::resilience::{self, Resilience};
+use crate::rpc_metrics::ToolLearner;
 use crate::tasks::{Tasks, advert::ADVERTISED};
 use crate::upstream::{PooledBody, Upstream};
 
@@ -167,10 +167,14 @@ fn answer_rewrites(
         .as_ref()
         .and_then(|t| t.advert(upstream, facts.classified.as_ref(), headers));
     // The tool labels of the metrics are learned from the backend's own `tools/list` answers
-    // (POSTs only; none once the upstream's labels are all given).
-    let learner = facts
-        .classified
-        .is_some()
+    // (POSTs only; none once the upstream's labels are all given). Other requests pay one scan
+    // of their (usually one) messages' methods.
+    let lists_tools = facts.classified.as_ref().is_some_and(|c| {
+        c.messages.iter().any(|m| {
+            m.kind == crate::mcp::Kind::Request && m.method.as_deref() == Some("tools/list")
+        })
+    });
+    let learner = lists_tools
         .then(|| upstream.metrics.rpc.learner())
         .flatten();
     if viewer.is_none() && advert.is_none() && learner.is_none() {
