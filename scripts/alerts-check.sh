@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Prometheus alert rules in deploy/prometheus/: `promtool check rules` (syntax,
 # PromQL, templates), `promtool check config` on the example scrape config, and
-# `promtool test rules` (each alert's firing and quiet cases in alerts_test.yml).
+# `promtool test rules` (each alert's firing and quiet cases in alerts_test.yml); and the PromQL
+# of the Grafana dashboard (deploy/grafana/mcp-sidecar.json), checked as rules (needs python3).
 #
 # promtool comes with Debian's `prometheus` package; it is installed when missing (CI runs as
 # root; elsewhere through sudo when there is one). Set PROMTOOL to use another binary.
@@ -36,3 +37,26 @@ cd deploy/prometheus
 "$promtool" check rules alerts.yml
 "$promtool" check config --syntax-only prometheus.yml
 "$promtool" test rules alerts_test.yml
+
+# The dashboard's queries must parse too: each becomes a recording rule of a scratch rules file
+# (Grafana's variables replaced by what they stand for), which promtool checks.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+python3 - ../grafana/mcp-sidecar.json > "$scratch/dashboard-rules.yml" <<'PY'
+import json, sys
+dash = json.load(open(sys.argv[1]))
+exprs = []
+def walk(panels):
+    for p in panels:
+        walk(p.get("panels", []))
+        exprs.extend(t["expr"] for t in p.get("targets", []) if t.get("expr"))
+walk(dash["panels"])
+if not exprs:
+    sys.exit("no queries in the dashboard")
+print("groups:\n  - name: dashboard\n    rules:")
+for i, e in enumerate(exprs):
+    e = e.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$instance", ".*").replace("$upstream", ".*")
+    print(f"      - record: dashboard:query_{i}\n        expr: {json.dumps(e)}")
+PY
+echo "Checking the dashboard's queries"
+"$promtool" check rules "$scratch/dashboard-rules.yml"

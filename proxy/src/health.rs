@@ -8,6 +8,7 @@
 //!
 //! The sidecar is ready when it is not shutting down and every upstream passed its last check.
 //! Before the first check completes an upstream is `unknown`, which counts as not ready.
+//! `mcp_sidecar_ready` and `mcp_sidecar_shutting_down` read the same state at each scrape.
 //!
 //! A check that could not be made because the sidecar itself is out of descriptors, buffers or
 //! ports (`crate::local_resources`) says nothing about the backend: it is counted as such and

@@ -34,6 +34,11 @@ fn names_in(dir: &Path, ext: &str) -> BTreeSet<String> {
         }
         files += 1;
         let text = std::fs::read_to_string(&path).unwrap();
+        if ext == "json" {
+            let doc: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            assert!(doc["panels"].is_array(), "{}: no panels", path.display());
+        }
         names.extend(metric_names(&text));
     }
     assert!(files > 0, "no .{ext} files in {}", dir.display());
