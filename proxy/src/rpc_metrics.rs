@@ -220,7 +220,8 @@ impl RpcMetrics {
         (!self.tools.is_full()).then(|| ToolLearner(self.tools.clone()))
     }
 
-    /// The `tool` label a `tools/call` of `name` counts under.
+    /// The `tool` label a `tools/call` of `name` counts under (for tests and diagnostics: it
+    /// copies the label).
     pub fn tool_label(&self, name: Option<&str>) -> Arc<str> {
         let mut label = Arc::from(OTHER);
         self.tools
