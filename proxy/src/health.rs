@@ -8,6 +8,7 @@
 //!
 //! The sidecar is ready when it is not shutting down and every upstream passed its last check.
 //! Before the first check completes an upstream is `unknown`, which counts as not ready.
+//! `mcp_sidecar_ready` and `mcp_sidecar_shutting_down` read the same state at each scrape.
 //!
 //! A check that could not be made because the sidecar itself is out of descriptors, buffers or
 //! ports (`crate::local_resources`) says nothing about the backend: it is counted as such and
@@ -18,6 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use http::{Method, Request, Uri, header};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGauge, Registry};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +123,22 @@ impl Readiness {
         })
     }
 
+    /// Registers `mcp_sidecar_ready` (1 while `/readyz` answers 200) and
+    /// `mcp_sidecar_shutting_down` into `registry`, read from this state at each scrape.
+    pub fn register(self: &Arc<Self>, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(ReadinessCollector {
+            readiness: self.clone(),
+            ready: IntGauge::new(
+                "mcp_sidecar_ready",
+                "1 while /readyz answers 200 (every upstream passed its last check, no shutdown).",
+            )?,
+            shutting_down: IntGauge::new(
+                "mcp_sidecar_shutting_down",
+                "1 once shutdown has begun (readiness fails, open streams drain).",
+            )?,
+        }))
+    }
+
     fn record(&self, index: usize, result: Result<(), String>) {
         let Some(u) = self.upstreams.get(index) else {
             return;
@@ -134,6 +154,31 @@ impl Readiness {
         if let Ok(mut slot) = u.last_error.lock() {
             *slot = result.err();
         }
+    }
+}
+
+/// The readiness gauges, set from [`Readiness`] when scraped: nothing to keep in step.
+#[derive(Debug)]
+struct ReadinessCollector {
+    readiness: Arc<Readiness>,
+    ready: IntGauge,
+    shutting_down: IntGauge,
+}
+
+impl Collector for ReadinessCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.ready.desc();
+        descs.extend(self.shutting_down.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.ready.set(i64::from(self.readiness.is_ready()));
+        self.shutting_down
+            .set(i64::from(self.readiness.is_shutting_down()));
+        let mut families = self.ready.collect();
+        families.extend(self.shutting_down.collect());
+        families
     }
 }
 

@@ -6,7 +6,8 @@
 //! The modules form layers; each imports only its own layer and those below
 //! (`proxy/tests/layers.rs` checks it; docs/ARCHITECTURE.md draws it), bottom first:
 //! - **config and plain types**: [`config`] (the TOML file, defaults, validation), [`cidr`],
-//!   [`glob`] (the `*` / `?` matcher of every allow-list), [`principal`], [`metrics`],
+//!   [`glob`] (the `*` / `?` matcher of every allow-list), [`principal`], [`metrics`] and
+//!   [`rpc_metrics`] (per JSON-RPC method and tool, bounded labels),
 //!   [`local_resources`] and [`fd_budget`] (running out of descriptors is not a backend outage),
 //!   [`lazy_timer`], [`tcp_keepalive`], [`log_writer`] and [`access_line`] (batched log output,
 //!   the access-log line), [`rate_limited_log`];
@@ -73,6 +74,7 @@ pub mod principal;
 pub mod rate_limited_log;
 pub mod replay_io;
 pub mod resilience;
+pub mod rpc_metrics;
 pub mod server;
 pub mod tasks;
 pub mod tcp_keepalive;

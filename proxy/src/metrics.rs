@@ -3,9 +3,14 @@
 //!
 //! Labels are bounded: `upstream` comes from config (plus `none` for unrouted requests), `method`
 //! is one of the HTTP methods MCP uses (others become `other`), `status` is an HTTP status code.
+//! The JSON-RPC method and tool have their own families ([`crate::rpc_metrics`]).
+//!
+//! On Linux the registry also holds the standard `process_*` metrics (CPU seconds, resident
+//! memory, open and maximum descriptors, threads, start time), read from `/proc` at each scrape.
 
 use std::sync::OnceLock;
 
+use crate::rpc_metrics::{RpcFamilies, RpcMetrics};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -44,6 +49,8 @@ pub struct Metrics {
     /// `mcp_sidecar_local_resource_errors_total{kind,op}`: system calls that failed because the
     /// sidecar ran out of descriptors, buffers or ports (`crate::local_resources`).
     pub local_resource_errors: IntCounterVec,
+    /// The per-JSON-RPC-method and per-tool families ([`crate::rpc_metrics`]).
+    pub rpc: RpcFamilies,
 }
 
 /// `op` label of [`Metrics::local_resource_errors`]: opening a connection to a backend.
@@ -127,7 +134,43 @@ impl Metrics {
                 local_resource_errors.with_label_values(&[kind.label(), op]);
             }
         }
+        let rpc = RpcFamilies {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "mcp_sidecar_rpc_requests_total",
+                    "JSON-RPC messages answered, by upstream, JSON-RPC method, tool and outcome.",
+                ),
+                &["upstream", "rpc_method", "tool", "outcome"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "mcp_sidecar_rpc_request_duration_seconds",
+                    "Time from request received to response headers sent, by JSON-RPC method and \
+                     tool.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["upstream", "rpc_method", "tool"],
+            )?,
+            tool_labels_dropped: IntCounterVec::new(
+                Opts::new(
+                    "mcp_sidecar_tool_labels_dropped_total",
+                    "Tool names from tools/list answers left without their own label (per-upstream \
+                     cap reached, or an unusable name); their calls count as tool=\"other\".",
+                ),
+                &["upstream"],
+            )?,
+        };
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(rpc.requests.clone()))?;
+        registry.register(Box::new(rpc.duration.clone()))?;
+        registry.register(Box::new(rpc.tool_labels_dropped.clone()))?;
+        // The standard process metrics every Prometheus exporter has (`process_cpu_seconds_total`,
+        // `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`...), read from
+        // /proc when scraped: nothing to update on the request path.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(sse_streams_open.clone()))?;
@@ -147,6 +190,7 @@ impl Metrics {
             stream_errors,
             upstream_up,
             local_resource_errors,
+            rpc,
         })
     }
 
@@ -197,6 +241,8 @@ pub struct UpstreamMetrics {
     /// Per method (POST, GET, DELETE, OPTIONS): the request duration histogram and the request
     /// counters of the two statuses nearly every MCP answer has (200, 202).
     by_method: [MethodSeries; HOT_METHODS.len()],
+    /// Per JSON-RPC method and tool.
+    pub rpc: RpcMetrics,
 }
 
 /// The methods MCP clients use; others take the slow path.
@@ -215,8 +261,9 @@ struct MethodSeries {
 }
 
 impl UpstreamMetrics {
-    /// Resolves `name`'s series in `metrics` and sets its gauges to 0 so they show from start.
-    pub fn new(metrics: &Metrics, name: std::sync::Arc<str>) -> Self {
+    /// Resolves `name`'s series in `metrics` and sets its gauges to 0 so they show from start;
+    /// `tool_globs` are its `[[upstream.tool]]` names, the configured `tool` labels.
+    pub fn new(metrics: &Metrics, name: std::sync::Arc<str>, tool_globs: &[&str]) -> Self {
         metrics.upstream_up.with_label_values(&[&*name]).set(0);
         let sse_streams_open = metrics.sse_streams_open.with_label_values(&[&*name]);
         sse_streams_open.set(0);
@@ -224,6 +271,7 @@ impl UpstreamMetrics {
             upstream_duration: metrics.upstream_duration.with_label_values(&[&*name]),
             sse_streams_open,
             by_method: Default::default(),
+            rpc: RpcMetrics::new(metrics.rpc.clone(), name.clone(), tool_globs),
             metrics: metrics.clone(),
             name,
         }
@@ -288,7 +336,7 @@ mod tests {
     #[test]
     fn render_contains_registered_series() {
         let m = Metrics::new().unwrap();
-        let u = UpstreamMetrics::new(&m, "shield".into());
+        let u = UpstreamMetrics::new(&m, "shield".into(), &[]);
         u.record_request(&http::Method::POST, http::StatusCode::OK, 0.001);
         let text = String::from_utf8(m.render().unwrap()).unwrap();
         assert!(text.contains(
@@ -301,7 +349,7 @@ mod tests {
     #[test]
     fn cached_and_uncached_series_count_into_the_same_families() {
         let m = Metrics::new().unwrap();
-        let u = UpstreamMetrics::new(&m, "u".into());
+        let u = UpstreamMetrics::new(&m, "u".into(), &[]);
         let post = http::Method::POST;
         for status in [200, 202, 200, 404, 503] {
             u.record_request(&post, http::StatusCode::from_u16(status).unwrap(), 0.002);
@@ -320,6 +368,22 @@ mod tests {
             !text.contains("method=\"GET\""),
             "no series for a method that never happened"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_exported() {
+        let m = Metrics::new().unwrap();
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} missing");
+        }
     }
 
     #[test]

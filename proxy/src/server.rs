@@ -74,6 +74,7 @@ impl Sidecar {
             .map(|u| Upstream::from_config(u, &metrics).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let readiness = Readiness::new(&upstreams);
+        readiness.register(metrics.registry())?;
         let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
         let limits = Arc::new(Limits::new(&config, metrics.registry())?);
         let tls = config

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "rate_limited_log",
             "local_resources",
             "metrics",
+            "rpc_metrics",
             "access_line",
             "log_writer",
             "tcp_keepalive",

@@ -1,6 +1,7 @@
 //! Rewriting the JSON-RPC responses in an answer, as it passes: the `tools/list` filter of the
 //! authorization rules and the Tasks facade's capability and `taskSupport` additions are
-//! [`MessageRewrite`]s applied by these bodies.
+//! [`MessageRewrite`]s applied by these bodies (so is the metrics' tool-name learner, which only
+//! reads).
 //!
 //! - JSON answers to a POST are read whole (bounded by [`MAX_REWRITE_BYTES`]) and rewritten
 //!   when a targeted response changed; batches element by element, matched by the requests' ids.

@@ -285,9 +285,14 @@ impl Proxy {
         let status = response.status();
         let ttfb = start.elapsed();
         match &facts.upstream {
-            Some(u) => u
-                .metrics
-                .record_request(&method, status, ttfb.as_secs_f64()),
+            Some(u) => {
+                u.metrics
+                    .record_request(&method, status, ttfb.as_secs_f64());
+                // Per JSON-RPC method and tool: only for a body the path read and classified.
+                if let Some(classified) = &facts.classified {
+                    u.metrics.rpc.record(classified, status, ttfb.as_secs_f64());
+                }
+            }
             None => self.metrics().record_request(
                 metrics::NO_UPSTREAM,
                 &method,

@@ -20,6 +20,7 @@ use crate::limits::{self, Held};
 use crate::mcp::Classified;
 use crate::metrics::Metrics;
 use crate::resilience::{self, Resilience};
+use crate::rpc_metrics::ToolLearner;
 use crate::tasks::{Tasks, advert::ADVERTISED};
 use crate::upstream::{PooledBody, Upstream};
 
@@ -165,7 +166,18 @@ fn answer_rewrites(
         .tasks
         .as_ref()
         .and_then(|t| t.advert(upstream, facts.classified.as_ref(), headers));
-    if viewer.is_none() && advert.is_none() {
+    // The tool labels of the metrics are learned from the backend's own `tools/list` answers
+    // (POSTs only; none once the upstream's labels are all given). Other requests pay one scan
+    // of their (usually one) messages' methods.
+    let lists_tools = facts.classified.as_ref().is_some_and(|c| {
+        c.messages.iter().any(|m| {
+            m.kind == crate::mcp::Kind::Request && m.method.as_deref() == Some("tools/list")
+        })
+    });
+    let learner = lists_tools
+        .then(|| upstream.metrics.rpc.learner())
+        .flatten();
+    if viewer.is_none() && advert.is_none() && learner.is_none() {
         return None;
     }
     let target = match &facts.classified {
@@ -176,7 +188,7 @@ fn answer_rewrites(
                 .filter(|m| m.kind == crate::mcp::Kind::Request)
                 .filter(|m| {
                     m.method.as_deref().is_some_and(|method| {
-                        (viewer.is_some() && method == "tools/list")
+                        ((viewer.is_some() || learner.is_some()) && method == "tools/list")
                             || (advert.is_some() && ADVERTISED.contains(&method))
                     })
                 })
@@ -189,7 +201,11 @@ fn answer_rewrites(
         }
         None => Target::Shape,
     };
-    let mut rewrites: Vec<Arc<dyn MessageRewrite>> = Vec::with_capacity(2);
+    let mut rewrites: Vec<Arc<dyn MessageRewrite>> = Vec::with_capacity(3);
+    // First: it must see the backend's whole list, before the filter below shrinks it.
+    if let Some(l) = learner.filter(|_| matches!(target, Target::Ids(_))) {
+        rewrites.push(Arc::new(Learn(l)));
+    }
     if let Some(v) = viewer {
         rewrites.push(Arc::new(v));
     }
@@ -198,6 +214,16 @@ fn answer_rewrites(
         rewrites.push(Arc::new(a));
     }
     (!rewrites.is_empty()).then_some((target, Rewrites(rewrites)))
+}
+
+/// The metrics' tool-name learner as an answer rewrite that reads and never changes.
+struct Learn(ToolLearner);
+
+impl MessageRewrite for Learn {
+    fn rewrite(&self, message: &mut serde_json::Value) -> bool {
+        self.0.learn_from(message);
+        false
+    }
 }
 
 /// The response phase: header hygiene and the streaming body wrappers.

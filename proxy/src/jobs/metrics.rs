@@ -1,7 +1,9 @@
 //! The job engine's metrics, registered into the sidecar's registry. Labels are bounded:
 //! `upstream` comes from config, `status`, `reason` and `op` are fixed sets.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Queue waits and run times span milliseconds to hours.
 const DURATION_BUCKETS: &[f64] = &[
@@ -29,6 +31,9 @@ pub struct JobMetrics {
     pub running: IntGaugeVec,
     /// `mcp_sidecar_jobs_queued{upstream}`.
     pub queued: IntGaugeVec,
+    /// `mcp_sidecar_jobs_queue_capacity`: `jobs.max_queued`, the bound on the sum of `queued`
+    /// over all upstreams (so an alert can divide by it).
+    pub queue_capacity: IntGauge,
     /// `mcp_sidecar_jobs_queue_wait_seconds{upstream}`: submission to first send.
     pub queue_wait: HistogramVec,
     /// `mcp_sidecar_jobs_run_duration_seconds{upstream,status}`: first send to the end.
@@ -75,6 +80,11 @@ impl JobMetrics {
             )?,
             running: gauge("mcp_sidecar_jobs_running", "Jobs whose call is running.")?,
             queued: gauge("mcp_sidecar_jobs_queued", "Jobs waiting to run.")?,
+            queue_capacity: IntGauge::new(
+                "mcp_sidecar_jobs_queue_capacity",
+                "Jobs that may wait to run over all upstreams (jobs.max_queued); submissions \
+                 past it are refused with queue_full.",
+            )?,
             queue_wait: histogram(
                 "mcp_sidecar_jobs_queue_wait_seconds",
                 "Time from a job's submission to its first send.",
@@ -105,6 +115,7 @@ impl JobMetrics {
         registry.register(Box::new(m.finished.clone()))?;
         registry.register(Box::new(m.running.clone()))?;
         registry.register(Box::new(m.queued.clone()))?;
+        registry.register(Box::new(m.queue_capacity.clone()))?;
         registry.register(Box::new(m.queue_wait.clone()))?;
         registry.register(Box::new(m.run_duration.clone()))?;
         registry.register(Box::new(m.store_errors.clone()))?;
@@ -118,5 +129,12 @@ impl JobMetrics {
         self.running.with_label_values(&[upstream]).set(0);
         self.queued.with_label_values(&[upstream]).set(0);
         self.submitted.with_label_values(&[upstream]);
+        // The series alerts divide by (failed over finished) and watch (refusals), at 0.
+        for status in ["completed", "failed", "cancelled"] {
+            self.finished.with_label_values(&[upstream, status]);
+        }
+        for reason in ["queue_full", "shutting_down", "store"] {
+            self.refused.with_label_values(&[upstream, reason]);
+        }
     }
 }

@@ -145,6 +145,9 @@ impl Jobs {
         registry: &prometheus::Registry,
     ) -> Result<Self, prometheus::Error> {
         let metrics = JobMetrics::new(registry)?;
+        metrics
+            .queue_capacity
+            .set(i64::try_from(settings.max_queued).unwrap_or(i64::MAX));
         Ok(Self {
             engine: Arc::new(Engine::new(store, settings, metrics)),
             workers: Arc::new(Mutex::new(JoinSet::new())),

@@ -63,8 +63,9 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .map_err(|e| invalid(&e))?;
+        let tool_globs: Vec<&str> = config.tool.iter().map(|t| t.name.as_str()).collect();
         Ok(Self {
-            metrics: UpstreamMetrics::new(metrics, name.clone()),
+            metrics: UpstreamMetrics::new(metrics, name.clone(), &tool_globs),
             scheme,
             uri_authority,
             name,
