@@ -115,4 +115,5 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 else
   say "SKIPPED: systemd-analyze not found; deploy/systemd/mcp-sidecar.service not verified"
 fi
+say "image build: not part of this check (a fat-LTO build of minutes): scripts/docker-build.sh"
 say "ok"
