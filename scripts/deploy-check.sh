@@ -6,7 +6,8 @@
 #     `sleep` action) and the newest the validator knows; a deliberately broken copy must fail;
 #   - the Dockerfile with hadolint, and its structure (scripts/deploy_check.py);
 #   - that the manifests, the image and the unit agree with their sidecar configs (ports, probe
-#     paths, grace periods, env for every `${ENV}`, the job store's volume);
+#     paths, grace periods, env for every `${ENV}`, the job store's volume), and that each of
+#     those checks fails on a copy of deploy/ with a mistake planted for it;
 #   - every shipped sidecar config, the ConfigMap's extracted, with `mcp-sidecar check`, run by
 #     the stripped binary that scripts/dist.sh makes (split from the debug build: the split is
 #     checked too: no debug info left, the same build ID, the debuglink);
@@ -75,6 +76,29 @@ mkdir -p "$work/configs"
 "$venv/bin/python" scripts/deploy_check.py "$repo" "$work/configs" \
   || fail "deploy/ disagrees with its sidecar configs (above)"
 say "manifests, image and unit agree with their sidecar configs"
+# Each check must catch its mistake: a copy of deploy/ with one mistake at a time must fail,
+# naming it. (file | sed expression | what the failure says)
+mutations=(
+  "kubernetes/deployment.yaml|s/terminationGracePeriodSeconds: 50/terminationGracePeriodSeconds: 30/|terminationGracePeriodSeconds 30"
+  "kubernetes/deployment.yaml|s/- name: MCP_API_KEY/- name: MCP_API_KEY_X/|references \${MCP_API_KEY}"
+  "kubernetes/deployment.yaml|s#path: /readyz#path: /healthz#|readinessProbe is not GET /readyz"
+  "kubernetes/configmap.yaml|s/addr = \"0.0.0.0:9090\"/addr = \"0.0.0.0:9091\"/|port \`admin\`"
+  "kubernetes/configmap.yaml|s#http://127.0.0.1:8001/#http://10.0.0.1:8001/#|not on loopback"
+  "Dockerfile|s/^USER 65532:65532/USER root/|runtime user is root"
+  "Dockerfile|s/^EXPOSE 8080 9090/EXPOSE 8080/|EXPOSE does not match"
+  "systemd/mcp-sidecar.service|s/^TimeoutStopSec=45s/TimeoutStopSec=20s/|TimeoutStopSec does not exceed"
+)
+for m in "${mutations[@]}"; do
+  IFS='|' read -r file expr says <<<"$m"
+  rm -rf "$work/mutant" && mkdir -p "$work/mutant/configs" && cp -r deploy "$work/mutant/"
+  sed -i "$expr" "$work/mutant/deploy/$file"
+  cmp -s "deploy/$file" "$work/mutant/deploy/$file" && fail "self-test: '$expr' changed nothing in deploy/$file"
+  if out="$("$venv/bin/python" scripts/deploy_check.py "$work/mutant" "$work/mutant/configs" 2>&1)"; then
+    fail "self-test: deploy_check.py accepted deploy/$file with '$expr'"
+  fi
+  grep -qF -- "$says" <<<"$out" || fail "self-test: deploy/$file with '$expr' failed without saying '$says': $out"
+done
+say "deploy_check.py catches each of ${#mutations[@]} planted mistakes"
 
 # --- The deployable binary's shape (scripts/dist.sh on the quick debug build) and the configs.
 cargo build --quiet -p mcp-sidecar --bin mcp-sidecar
