@@ -114,19 +114,23 @@ leftover="$(debug_sections "$bin" | tr '\n' ' ')"
 [ -z "$leftover" ] || fail "scripts/dist.sh left debug info or symbols in the binary: $leftover"
 sections "$debug" | grep -qx '.debug_info' || fail "the .debug file has no .debug_info"
 sections "$debug" | grep -qx '.symtab' || fail "the .debug file has no symbol table"
-[ -n "$(build_id "$bin")" ] && [ "$(build_id "$bin")" = "$(build_id "$debug")" ] \
-  || fail "the binary and its .debug file do not share a build ID"
+id="$(build_id "$bin")"
+if [ -z "$id" ] || [ "$id" != "$(build_id "$debug")" ]; then
+  fail "the binary and its .debug file do not share a build ID"
+fi
 readelf -p .gnu_debuglink "$bin" | grep -q 'mcp-sidecar.debug' || fail "no .gnu_debuglink to mcp-sidecar.debug"
 "$bin" --version >/dev/null || fail "the stripped binary does not run"
 say "scripts/dist.sh: stripped binary + .debug file (same build ID, debuglink)"
 
 dummy_env=(MCP_API_KEY=deploy-check-0123456789abcdef0123456789 MCP_PUBLIC_URL=https://mcp.example.com
   MCP_UPSTREAM_URL=http://127.0.0.1:8000/mcp)
+checked=0
 for config in "$work"/configs/*.toml; do
+  checked=$((checked + 1))
   env "${dummy_env[@]}" "$bin" check --config "$config" >/dev/null \
     || fail "mcp-sidecar check rejects the config of $(basename "$config" .toml | sed 's/-sidecar$//')"
 done
-say "mcp-sidecar check: $(ls "$work"/configs/*.toml | wc -l) shipped configs valid (the ConfigMap's extracted)"
+say "mcp-sidecar check: $checked shipped configs valid (the ConfigMap's extracted)"
 
 # --- systemd unit.
 if command -v systemd-analyze >/dev/null 2>&1; then

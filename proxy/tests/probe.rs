@@ -165,9 +165,15 @@ fn probe_of_a_bad_or_non_http_url_exits_1_not_2() {
 
 #[test]
 fn probe_has_help_naming_its_exit_codes() {
-    let out = Command::new(BIN).args(["probe", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["probe", "--help"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("Usage") && help.contains("--timeout"), "{help}");
+    assert!(
+        help.contains("Usage") && help.contains("--timeout"),
+        "{help}"
+    );
     assert!(help.contains("exit 0 on a 2xx answer, 1 on"), "{help}");
 }
