@@ -1,4 +1,4 @@
-//! Command line: `run`, `check` and `demo`, and logging set-up.
+//! Command line: `run`, `check`, `probe` and `demo`, and logging set-up.
 
 use std::path::PathBuf;
 
@@ -37,6 +37,9 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// GET an http:// URL (the admin `/healthz` or `/readyz`) and exit 0 on a 2xx answer, 1 on
+    /// anything else: a container health check for images without curl (deploy/Dockerfile).
+    Probe(ProbeArgs),
     /// Start a fixture MCP server in-process with the sidecar in front of it, and print what to try
     /// (in builds with the `demo` feature: `cargo run -p mcp-sidecar --features demo -- demo`).
     Demo(DemoArgs),
@@ -62,6 +65,17 @@ pub struct RunArgs {
     /// single-threaded event loop, like HAProxy's `nbthread 1`).
     #[arg(long)]
     pub worker_threads: Option<usize>,
+}
+
+/// `probe` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// The URL to GET, e.g. http://127.0.0.1:9090/healthz.
+    pub url: String,
+    /// Longest wait for the answer's status line, connecting included. Keep it below the
+    /// orchestrator's own probe timeout, so the probe says why it failed before it is killed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub timeout: std::time::Duration,
 }
 
 /// `demo` arguments.

@@ -7,6 +7,8 @@ use mcp_sidecar::Sidecar;
 use mcp_sidecar::cli::{Cli, Command, init_logging, shutdown_signal};
 use mcp_sidecar::config::Config;
 
+mod probe;
+
 /// mimalloc instead of glibc's malloc: the request path allocates a dozen small blocks per
 /// request (header maps, the classified message, buffers), and glibc's malloc and free were a
 /// visible share of the instructions per request (BENCHMARKS.md, "Figures behind code
@@ -38,6 +40,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    // Before logging: a health check prints only its outcome.
+    if let Command::Probe(args) = &cli.command {
+        return probe::run(args);
     }
     // A usage error, as clap's own (exit code 2): the command exists, this build lacks it.
     #[cfg(not(feature = "demo"))]
@@ -95,7 +101,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => mcp_sidecar::demo::run(args, shutdown_signal()).await,
             #[cfg(not(feature = "demo"))]
             Command::Demo(_) => Err(anyhow::anyhow!(NO_DEMO)),
-            Command::Check { .. } => Ok(()),
+            Command::Check { .. } | Command::Probe(_) => Ok(()),
         }
     });
     // Background tasks may still log while the runtime winds down; stop it first, then write

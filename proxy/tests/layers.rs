@@ -59,7 +59,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("the request path", &["forward", "job_api", "tasks"]),
     ("server, admin and health", &["health", "admin", "server"]),
-    ("binary", &["cli", "demo"]),
+    ("binary", &["cli", "demo", "probe"]),
 ];
 
 fn src_dir() -> PathBuf {
