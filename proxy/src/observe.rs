@@ -126,8 +126,15 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if let Some(log) = this.log.take() {
                 // A body hyper never had to poll (empty, HEAD) is complete; anything else dropped
-                // before its end means the client went away or shutdown cut the stream.
-                let outcome = if this.inner.is_end_stream() { "complete" } else { "client_gone" };
+                // before its end was either cut by the shutdown (the grace period ran out) or
+                // abandoned by its client.
+                let outcome = if this.inner.is_end_stream() {
+                    "complete"
+                } else if crate::server::closed_by_shutdown() {
+                    "shutdown"
+                } else {
+                    "client_gone"
+                };
                 log.emit(*this.bytes, outcome);
             }
         }

@@ -50,6 +50,16 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
 /// How long in-flight requests may run after SIGTERM. 30 s matches Kubernetes'
 /// default `terminationGracePeriodSeconds`, so the pod is not killed before we are done.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// How long the listener keeps accepting after SIGTERM while `/readyz` already says 503. Whoever
+/// routes to the sidecar learns of the shutdown late: Kubernetes endpoints propagate to kube-proxy
+/// and ingress controllers in a second or two, and a load balancer stops sending after its next
+/// failed readiness probe. 5 s covers both with a margin (the usual `preStop: sleep 5`) without
+/// making every rollout noticeably slower.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// Longest `shutdown.drain_delay` accepted: a longer one is almost surely a unit typo (`5m` for
+/// `5s`) that would keep a terminating instance taking traffic; no endpoint controller or load
+/// balancer needs more than a few probe intervals.
+pub const MAX_DRAIN_DELAY: Duration = Duration::from_secs(300);
 /// Time allowed to read a request's headers: stops slowloris clients from holding connections.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the next bytes of a request body (408 after): nginx's `client_body_timeout`,
@@ -174,6 +184,10 @@ pub struct ShutdownConfig {
     /// How long in-flight requests and streams may run after SIGTERM/SIGINT. Default 30 s.
     #[serde(default = "default_grace_period", with = "humantime_serde")]
     pub grace_period: Duration,
+    /// How long, after SIGTERM/SIGINT, the listener keeps accepting while `/readyz` answers 503,
+    /// before the grace period starts; `0s` goes straight to it. Default 5 s.
+    #[serde(default = "default_drain_delay", with = "humantime_serde")]
+    pub drain_delay: Duration,
 }
 
 /// One `[[upstream]]`: a backend MCP server and the path it is mounted on.
@@ -249,6 +263,9 @@ fn default_admin_addr() -> String {
 fn default_grace_period() -> Duration {
     DEFAULT_GRACE_PERIOD
 }
+fn default_drain_delay() -> Duration {
+    DEFAULT_DRAIN_DELAY
+}
 fn default_header_read_timeout() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
 }
@@ -306,6 +323,7 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             grace_period: DEFAULT_GRACE_PERIOD,
+            drain_delay: DEFAULT_DRAIN_DELAY,
         }
     }
 }

@@ -48,6 +48,16 @@ impl Config {
                 }
             }
         }
+        if self.shutdown.drain_delay > super::MAX_DRAIN_DELAY {
+            return Err(ConfigError::invalid(
+                "shutdown.drain_delay",
+                format!(
+                    "{} is longer than the {} allowed; it only needs to cover how long load balancers take to stop sending (a few seconds)",
+                    humantime::format_duration(self.shutdown.drain_delay),
+                    humantime::format_duration(super::MAX_DRAIN_DELAY)
+                ),
+            ));
+        }
         nonzero(
             "listen.header_read_timeout",
             self.listen.header_read_timeout,
@@ -242,6 +252,19 @@ mod tests {
         assert_eq!(c.shutdown.grace_period, DEFAULT_GRACE_PERIOD);
         assert_eq!(c.upstream[0].mount_path(), "/mcp");
         assert_eq!(c.upstream[0].sse_keepalive, DEFAULT_SSE_KEEPALIVE);
+    }
+
+    #[test]
+    fn drain_delay_defaults_and_refuses_what_is_surely_a_typo() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.shutdown.drain_delay, DEFAULT_DRAIN_DELAY);
+        let c = load(&format!("[shutdown]\ndrain_delay = \"0s\"\n{MINIMAL}")).unwrap();
+        assert!(c.shutdown.drain_delay.is_zero(), "0s goes straight to the grace period");
+        let err = load(&format!("[shutdown]\ndrain_delay = \"5m 1s\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("shutdown.drain_delay:"), "{err}");
+        assert!(err.contains("5m"), "{err}");
     }
 
     #[test]
