@@ -35,7 +35,10 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
             addr: args.listen,
             ..ListenConfig::default()
         },
-        admin: AdminConfig { addr: args.admin },
+        admin: AdminConfig {
+            addr: args.admin,
+            ..AdminConfig::default()
+        },
         // No drain delay: nothing balances load onto the demo; Ctrl-C ends it at once.
         shutdown: ShutdownConfig {
             drain_delay: std::time::Duration::ZERO,

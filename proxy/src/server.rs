@@ -177,6 +177,11 @@ impl Sidecar {
                 readiness,
                 resilience: Some(resilience),
                 jobs,
+                token: config
+                    .admin
+                    .token
+                    .as_ref()
+                    .map(|t| crate::admin::AdminToken::new(t.expose())),
             },
             upstreams,
             listener,
@@ -268,45 +273,48 @@ impl Sidecar {
             }
         };
         {
-        tokio::pin!(stop);
-        loop {
-            let (stream, remote) = tokio::select! {
-                _ = &mut stop => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        accept_errors.record(&e);
-                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            // Reap finished connection tasks so the set stays as large as the open connections.
-            while connections.try_join_next().is_some() {}
-            let _ = stream.set_nodelay(true);
-            // Standing streams have no idle timeout: a client that vanished is found by probes.
-            if let Err(e) = crate::tcp_keepalive::enable(&stream) {
-                tracing::debug!(%remote, error = %e, "cannot enable TCP keepalive");
-            }
-            connections.spawn(CLOSING.scope(
-                closing.clone(),
-                serve_connection(
-                    stream,
-                    remote,
-                    self.tls.clone(),
-                    self.header_read_timeout,
-                    protocols.clone(),
-                    self.proxy.clone(),
-                    Watchers {
-                        hyper: graceful.watcher(),
-                        h1: drain.watch(),
+            tokio::pin!(stop);
+            loop {
+                let (stream, remote) = tokio::select! {
+                    _ = &mut stop => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            accept_errors.record(&e);
+                            tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                            continue;
+                        }
                     },
-                ),
-            ));
-        }
+                };
+                // Reap finished connection tasks so the set stays as large as the open connections.
+                while connections.try_join_next().is_some() {}
+                let _ = stream.set_nodelay(true);
+                // Standing streams have no idle timeout: a client that vanished is found by probes.
+                if let Err(e) = crate::tcp_keepalive::enable(&stream) {
+                    tracing::debug!(%remote, error = %e, "cannot enable TCP keepalive");
+                }
+                connections.spawn(CLOSING.scope(
+                    closing.clone(),
+                    serve_connection(
+                        stream,
+                        remote,
+                        self.tls.clone(),
+                        self.header_read_timeout,
+                        protocols.clone(),
+                        self.proxy.clone(),
+                        Watchers {
+                            hyper: graceful.watcher(),
+                            h1: drain.watch(),
+                        },
+                    ),
+                ));
+            }
         }
 
-        tracing::info!(?grace_period, "shutting down: listener closed, draining connections");
+        tracing::info!(
+            ?grace_period,
+            "shutting down: listener closed, draining connections"
+        );
         drop(listener);
         tokio::select! {
             _ = async { tokio::join!(graceful.shutdown(), drain.drain()) } => {

@@ -46,14 +46,21 @@ async fn sighup_is_logged_as_a_reload_request_and_does_not_end_the_process() {
     })
     .await;
     assert!(
-        line["message"].as_str().unwrap().contains("reload requested"),
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("reload requested"),
         "{line}"
     );
     // Still serving, on both listeners.
     let health = reqwest::get(sidecar.admin_url("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
     let resp = sidecar
-        .post("/mcp", &tool_call(1, "echo", json!({"text": "after hup"})), &[])
+        .post(
+            "/mcp",
+            &tool_call(1, "echo", json!({"text": "after hup"})),
+            &[],
+        )
         .await;
     assert_eq!(resp.status(), 200);
     sidecar.terminate();

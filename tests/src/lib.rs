@@ -90,6 +90,7 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         },
         admin: AdminConfig {
             addr: "127.0.0.1:0".into(),
+            ..AdminConfig::default()
         },
         // No drain delay: nothing balances load onto an in-process sidecar, and tests of the
         // delay set their own.

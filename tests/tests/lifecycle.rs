@@ -255,7 +255,11 @@ async fn drain_delay_keeps_accepting_while_readyz_says_503_then_the_grace_period
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
     // A stream opened during the delay is one the grace period then waits for.
     let stream = client()
         .get(sidecar.url("/mcp"))
@@ -264,7 +268,11 @@ async fn drain_delay_keeps_accepting_while_readyz_says_503_then_the_grace_period
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
 
     // After the delay the listener closes; the grace period runs from there.
     tokio::time::sleep_until(began + Duration::from_secs(5)).await;
@@ -306,5 +314,9 @@ async fn a_second_signal_cuts_the_drain_delay_short() {
     assert!(!task.is_finished(), "still in the drain delay");
     again_tx.send(()).unwrap();
     task.await.unwrap();
-    assert!(began.elapsed() < Duration::from_secs(2), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
 }

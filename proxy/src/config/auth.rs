@@ -1,7 +1,7 @@
 //! `[auth]` (who may call: API keys, JWT issuers, Host/Origin allow-lists, claim headers) and
 //! `upstream[].auth` (public or protected, the backend's own credential, authorization rules).
 //!
-//! Secrets (`api_keys[].key`, `jwt[].secret`, `upstream[].auth.credential.value`) must come from
+//! Secrets (`api_keys[].key`, `jwt[].secret`, `upstream[].auth.credential.value`, `admin.token`) must come from
 //! the environment: `check_secret_refs` runs on the raw TOML, before `${VAR}` resolution, and
 //! refuses inline values, so a secret never sits in a config file or a repository.
 
@@ -268,7 +268,7 @@ impl JwtIssuerConfig {
     }
 }
 
-/// Refuses secrets written inline: `auth.api_keys[].key` and `auth.jwt[].secret` must be exactly
+/// Refuses secrets written inline: `auth.api_keys[].key`, `auth.jwt[].secret` and `admin.token` must be exactly
 /// one `${VAR}` reference, `upstream[].auth.credential.value` must contain one. Runs on the raw
 /// TOML, before references are resolved.
 pub(crate) fn check_secret_refs(tree: &toml::Table) -> Result<(), ConfigError> {
@@ -292,6 +292,18 @@ pub(crate) fn check_secret_refs(tree: &toml::Table) -> Result<(), ConfigError> {
                 ));
             }
         }
+    }
+    let admin_token = tree
+        .get("admin")
+        .and_then(|a| a.get("token"))
+        .and_then(toml::Value::as_str);
+    if let Some(value) = admin_token
+        && !whole_ref(value)
+    {
+        return Err(ConfigError::invalid(
+            "admin.token",
+            "secrets are never written inline; use an environment reference such as \"${ADMIN_TOKEN}\"",
+        ));
     }
     let upstreams = tree.get("upstream").and_then(toml::Value::as_array);
     for (i, up) in upstreams.into_iter().flatten().enumerate() {

@@ -47,6 +47,10 @@ pub(crate) use validate::normalise_mount;
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 /// Admin listener address: loopback so metrics and health never leak onto a public interface by default.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
+/// Shortest `admin.token`: one shared credential guards every operator action (forcing circuits,
+/// the config, the metrics), so it must be a random string, not a word; 32 characters is 128 bits
+/// as `openssl rand -hex 16` writes them, the HMAC secret's minimum too.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 /// How long in-flight requests may run after SIGTERM. 30 s matches Kubernetes'
 /// default `terminationGracePeriodSeconds`, so the pod is not killed before we are done.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -175,6 +179,10 @@ pub struct AdminConfig {
     /// Address of the admin listener. Default `127.0.0.1:9090`.
     #[serde(default = "default_admin_addr")]
     pub addr: String,
+    /// Bearer token every admin request but `/healthz` and `/readyz` must carry; an environment
+    /// reference (`"${ADMIN_TOKEN}"`), at least [`MIN_ADMIN_TOKEN_LEN`] characters. Default: none.
+    #[serde(default)]
+    pub token: Option<Secret>,
 }
 
 /// `[shutdown]`
@@ -316,6 +324,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             addr: default_admin_addr(),
+            token: None,
         }
     }
 }
