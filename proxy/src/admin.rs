@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz`
-//! (readiness, with each component's state) and `/breakers` (circuit breakers; `POST
+//! (readiness, with each component's state), `/config` (the running config, secrets redacted,
+//! and its hash) and `/breakers` (circuit breakers; `POST
 //! /breakers/{upstream}[/{tool}]/open|close` forces one) and `/jobs` (the job engine's
 //! read-only operator view: jobs per status, the oldest queued job's age). It runs on its own port, loopback by
 //! default, so scraping and probing never compete with (or are exposed like) client traffic;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::apikey::{CredentialDigest, digest};
 use crate::body::{ProxyBody, full};
+use crate::config::ConfigView;
 use crate::health::Readiness;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
@@ -39,6 +41,8 @@ pub struct Admin {
     pub jobs: Option<Jobs>,
     /// The digest of `admin.token`, when one is required.
     pub token: Option<AdminToken>,
+    /// The running config, redacted, and its hash (`GET /config`).
+    pub config: Arc<ConfigView>,
 }
 
 /// `admin.token`, kept only as its SHA-256 digest.
@@ -151,6 +155,14 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/config" => {
+                let mut resp = json_response(StatusCode::OK, &self.config.document());
+                // The hash is the document's identity: caches and scripts can compare it.
+                if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", self.config.hash)) {
+                    resp.headers_mut().insert(header::ETAG, etag);
+                }
+                resp
+            }
             "/readyz" => {
                 let status = if self.readiness.is_ready() {
                     StatusCode::OK
@@ -181,7 +193,7 @@ impl Admin {
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /metrics, /healthz or /readyz\n",
+                "not found; try /metrics, /healthz, /readyz, /config, /breakers or /jobs\n",
             ),
         }
     }

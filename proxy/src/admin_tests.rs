@@ -9,6 +9,12 @@ fn admin(token: Option<&str>) -> Admin {
         resilience: None,
         jobs: None,
         token: token.map(AdminToken::new),
+        config: Arc::new(
+            crate::config::Config::quick_start("http://127.0.0.1:9/mcp")
+                .unwrap()
+                .view()
+                .unwrap(),
+        ),
     }
 }
 
@@ -94,4 +100,21 @@ async fn probes_need_no_token() {
     assert_eq!(admin.respond(&get("/healthz", &[])).await.status(), 200);
     // Ready or not, never 401: no upstream here, so ready.
     assert_eq!(admin.respond(&get("/readyz", &[])).await.status(), 200);
+}
+
+#[tokio::test]
+async fn config_answers_the_redacted_config_with_its_hash_as_etag() {
+    use http_body_util::BodyExt;
+    let admin = admin(None);
+    let resp = admin.respond(&get("/config", &[])).await;
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(etag, format!("\"{}\"", doc["hash"].as_str().unwrap()));
+    assert_eq!(doc["hash"], admin.config.hash);
+    assert_eq!(
+        doc["config"]["upstream"][0]["url"],
+        "http://127.0.0.1:9/mcp"
+    );
 }

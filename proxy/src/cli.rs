@@ -11,7 +11,7 @@ use crate::log_writer::LogWriter;
 
 /// MCP sidecar reverse proxy.
 #[derive(Debug, Parser)]
-#[command(name = "mcp-sidecar", version, about, long_about = None)]
+#[command(name = "mcp-sidecar", version = crate::build_info::LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log format. The level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]

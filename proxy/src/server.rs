@@ -86,7 +86,9 @@ impl Sidecar {
     /// Validates `config`, builds the upstream clients and binds both listeners.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        let view = Arc::new(config.view()?);
         let metrics = Metrics::new()?;
+        crate::build_info::register_info_metrics(metrics.registry(), &view.hash)?;
         let upstreams = config
             .upstream
             .iter()
@@ -182,6 +184,7 @@ impl Sidecar {
                     .token
                     .as_ref()
                     .map(|t| crate::admin::AdminToken::new(t.expose())),
+                config: view,
             },
             upstreams,
             listener,

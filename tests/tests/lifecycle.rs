@@ -320,3 +320,34 @@ async fn a_second_signal_cuts_the_drain_delay_short() {
         began.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn config_endpoint_and_info_metrics_name_the_running_config_and_build() {
+    let backend = fixture().await;
+    let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
+    let resp = reqwest::get(sidecar.admin_url("/config")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    let hash = doc["hash"].as_str().unwrap().to_owned();
+    assert_eq!(doc["config"]["upstream"][0]["url"], backend.mcp_url());
+    let metrics = sidecar.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            &format!("mcp_sidecar_config_info{{hash=\"{hash}\"}}")
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let build = metrics
+        .lines()
+        .find(|l| l.starts_with("mcp_sidecar_build_info{"))
+        .unwrap_or_else(|| panic!("no build_info: {metrics}"));
+    assert!(
+        build.contains(&format!("version=\"{}\"", mcp_sidecar::build_info::VERSION)),
+        "{build}"
+    );
+    assert!(build.contains("commit=\""), "{build}");
+    assert!(build.ends_with(" 1"), "{build}");
+    sidecar.stop().await;
+}

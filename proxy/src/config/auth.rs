@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError, UpstreamConfig};
 
@@ -48,6 +48,15 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// What a secret serialises as (`GET /config`): never its text.
+pub const REDACTED: &str = "[redacted]";
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
 impl Secret {
     /// The secret's text.
     pub fn expose(&self) -> &str {
@@ -56,7 +65,7 @@ impl Secret {
 }
 
 /// `[auth]`: authentication for every upstream that is not `public`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The sidecar's external base URL (`https://mcp.example.com`): the base of each upstream's
@@ -100,7 +109,7 @@ pub struct AuthConfig {
 }
 
 /// `[[auth.api_keys]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Names the key in logs and metrics (and is the principal's subject).
@@ -113,7 +122,7 @@ pub struct ApiKeyConfig {
 }
 
 /// `[[auth.jwt]]`: one trusted token issuer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuerConfig {
     /// Names the issuer in logs and metrics.
@@ -158,7 +167,7 @@ pub struct JwtIssuerConfig {
 }
 
 /// `[upstream.auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamAuthConfig {
     /// No authentication or authorization for this upstream.
@@ -176,7 +185,7 @@ pub struct UpstreamAuthConfig {
 }
 
 /// `upstream[].auth.credential`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
     /// Header name, e.g. `Authorization`.
@@ -186,7 +195,7 @@ pub struct CredentialConfig {
 }
 
 /// `[[upstream.auth.rules]]`: what principals holding one of `scopes` may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Scopes the rule applies to; `*` means every authenticated principal.

@@ -14,12 +14,13 @@ mod limits;
 pub mod resilience;
 pub mod tasks;
 mod validate;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Policy name of the per-principal stream cap in headers and metrics (reserved for rules).
 pub const STREAMS_POLICY: &str = "streams-per-principal";
@@ -41,6 +42,7 @@ pub use resilience::{
 };
 pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
 pub(crate) use validate::normalise_mount;
+pub use view::ConfigView;
 
 /// Listener address used when neither the file nor the command line names one.
 /// Loopback, because a sidecar is reached by its neighbours, not by the world, until told otherwise.
@@ -105,7 +107,7 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The client-facing listener.
@@ -138,7 +140,7 @@ pub struct Config {
 }
 
 /// `[listen]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     /// Address to accept clients on. Default `127.0.0.1:8080`.
@@ -163,7 +165,7 @@ pub struct ListenConfig {
 }
 
 /// `[listen.tls]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -173,7 +175,7 @@ pub struct TlsConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin listener. Default `127.0.0.1:9090`.
@@ -186,7 +188,7 @@ pub struct AdminConfig {
 }
 
 /// `[shutdown]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long in-flight requests and streams may run after SIGTERM/SIGINT. Default 30 s.
@@ -199,7 +201,7 @@ pub struct ShutdownConfig {
 }
 
 /// One `[[upstream]]`: a backend MCP server and the path it is mounted on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name used in metrics and logs: letters, digits, `_` and `-`.
