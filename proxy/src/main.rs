@@ -33,6 +33,11 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            // A placed error names the file in its `-->` line already.
+            Err(e) if e.location().is_some() => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 eprintln!("{}: {e}", config.display());
                 ExitCode::FAILURE

@@ -1,16 +1,19 @@
 //! Configuration: the TOML file's shape, its defaults and its loading.
 //!
-//! Loading is three steps, each with errors that name the field:
-//! 1. parse the TOML text into a generic tree,
-//! 2. resolve `${ENV_VAR}` references inside string values ([`env`]),
-//! 3. deserialize into the typed structs below (`deny_unknown_fields`, so a typo is an error) and
-//!    [`validate`](Config::validate) what types alone cannot express.
+//! Loading is three steps ([`load`]), each with errors that name the field's full path and its
+//! file, line and column:
+//! 1. parse the TOML text into a tree that keeps every position,
+//! 2. resolve `${ENV_VAR}` references inside its string values ([`env`]),
+//! 3. deserialize into the typed structs below (`deny_unknown_fields`, so a typo is an error,
+//!    with the closest key suggested) and [`validate`](Config::validate) what types alone
+//!    cannot express.
 
 pub mod auth;
 pub mod cors;
 mod env;
 pub mod jobs;
 mod limits;
+mod load;
 pub mod resilience;
 pub mod tasks;
 mod validate;
@@ -37,6 +40,7 @@ pub use limits::{
     DEFAULT_MAX_STREAMS_PER_PRINCIPAL, DEFAULT_SHED_RETRY_AFTER, DEFAULT_SWEEP_INTERVAL, KeyPart,
     LimitsConfig, MAX_PERIOD, RateLimitRule,
 };
+pub use load::Location;
 pub use resilience::{
     BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
 };
@@ -366,7 +370,9 @@ impl UpstreamConfig {
     }
 }
 
-/// Why a configuration was rejected. Every message names the field and what to do.
+/// Why a configuration was rejected. Every message names the field and what to do, and, for a
+/// config read from text, where in it the problem is: the message, then `  --> FILE:LINE:COL`
+/// (rustc's layout, so editors and terminals link to it).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -377,40 +383,114 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Not TOML, or a field of the wrong type or an unknown field.
-    #[error("invalid config: {0}")]
-    Parse(String),
+    /// Not TOML, or a field of the wrong type or an unknown field (the message names the field).
+    #[error("{0}")]
+    Parse(ParseError),
     /// `${VAR}` names a variable that is not set.
-    #[error("{field}: environment variable `{var}` is not set (referenced as `${{{var}}}`)")]
+    #[error(
+        "{field}: environment variable `{var}` is not set (referenced as `${{{var}}}`){}",
+        at(location)
+    )]
     MissingEnv {
         /// Dotted path of the field.
         field: String,
         /// The variable.
         var: String,
+        /// Where the reference is.
+        location: Option<Location>,
     },
     /// Malformed `${...}` reference.
-    #[error("{field}: {message}")]
+    #[error("{field}: {message}{}", at(location))]
     BadEnvReference {
         /// Dotted path of the field.
         field: String,
         /// What is wrong.
         message: String,
+        /// Where the reference is.
+        location: Option<Location>,
     },
     /// A value that parses but makes no sense.
-    #[error("{field}: {message}")]
+    #[error("{field}: {message}{}", at(location))]
     Invalid {
         /// Dotted path of the field.
         field: String,
         /// What is wrong and how to fix it.
         message: String,
+        /// Where the value (or, for a key left at its default, its table) is.
+        location: Option<Location>,
     },
 }
 
+/// A TOML syntax or deserialization error: the message (starting with the field's path when
+/// it is known) and where.
+#[derive(Debug)]
+pub struct ParseError {
+    /// What is wrong.
+    pub message: String,
+    /// Where.
+    pub location: Option<Location>,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.message, at(&self.location))
+    }
+}
+
+/// The `  --> FILE:LINE:COL` line that follows a located message.
+fn at(location: &Option<Location>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!("\n  --> {l}"))
+        .unwrap_or_default()
+}
+
 impl ConfigError {
+    /// The dotted path of the field the error is about, if it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::MissingEnv { field, .. }
+            | Self::BadEnvReference { field, .. }
+            | Self::Invalid { field, .. } => Some(field),
+            Self::Read { .. } | Self::Parse(_) => None,
+        }
+    }
+
+    /// Where in the file the error is, when known.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Self::MissingEnv { location, .. }
+            | Self::BadEnvReference { location, .. }
+            | Self::Invalid { location, .. }
+            | Self::Parse(ParseError { location, .. }) => location.as_ref(),
+            Self::Read { .. } => None,
+        }
+    }
+
+    /// This error, placed at `location`.
+    pub(crate) fn at(mut self, place: Location) -> Self {
+        match &mut self {
+            Self::MissingEnv { location, .. }
+            | Self::BadEnvReference { location, .. }
+            | Self::Invalid { location, .. }
+            | Self::Parse(ParseError { location, .. }) => *location = Some(place),
+            Self::Read { .. } => {}
+        }
+        self
+    }
+
+    pub(crate) fn parse(message: impl Into<String>) -> Self {
+        Self::Parse(ParseError {
+            message: message.into(),
+            location: None,
+        })
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.into(),
             message: message.into(),
+            location: None,
         }
     }
 }
@@ -422,7 +502,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_with_env(&text, &|name| std::env::var(name).ok())
+        load::parse(&text, Some(path), &|name| std::env::var(name).ok())
     }
 
     /// Parses TOML text, resolving `${VAR}` with `lookup`, and validates the result.
@@ -430,15 +510,7 @@ impl Config {
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut tree: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        auth::check_secret_refs(&tree)?;
-        resolve_env(&mut tree, lookup)?;
-        let config: Config = toml::Value::Table(tree)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+        load::parse(text, None, lookup)
     }
 
     /// A config with one upstream and everything else at defaults (`run --upstream URL`).
