@@ -364,7 +364,10 @@ fn http_url(field: &str, value: &str) -> Result<url::Url, ConfigError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::invalid(
             field,
-            format!("`{value}` must not have a query or fragment"),
+            format!(
+                "`{}` must not have a query or fragment",
+                super::view::shown_url(value)
+            ),
         ));
     }
     Ok(url)

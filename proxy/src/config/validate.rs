@@ -192,7 +192,10 @@ fn validate_upstream(
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::invalid(
             field("url"),
-            format!("`{}` must not have a query or fragment", up.url),
+            format!(
+                "`{}` must not have a query or fragment",
+                super::view::shown_url(&up.url)
+            ),
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {

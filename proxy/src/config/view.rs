@@ -72,6 +72,12 @@ fn redact_urls(value: &mut Value) {
     }
 }
 
+/// `text` as an error message may show it: its secrets redacted (an error about a URL must not
+/// print the password or token an `${ENV}` reference put in it).
+pub(super) fn shown_url(text: &str) -> String {
+    redact_url(text).unwrap_or_else(|| text.to_owned())
+}
+
 /// `text` with its secrets redacted, or `None` when it is not a URL or has none (then it is
 /// shown as written, not as the URL parser would normalise it).
 fn redact_url(text: &str) -> Option<String> {

@@ -113,3 +113,14 @@ fn urls_without_secrets_are_shown_as_written() {
         Some("https://u:%5Bredacted%5D@h.example/x?access_token=%5Bredacted%5D&a=b")
     );
 }
+
+#[test]
+fn an_error_about_a_url_does_not_show_its_secrets() {
+    let text =
+        "[[upstream]]\nname = \"a\"\nurl = \"http://u:${P}@127.0.0.1:8000/mcp?token=${P}\"\n";
+    let err = Config::from_toml_with_env(text, &|_| Some("hunter2-secret".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("upstream[0].url: "), "{err}");
+    assert!(!err.contains("hunter2-secret"), "{err}");
+}
