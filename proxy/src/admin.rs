@@ -81,14 +81,12 @@ fn is_probe(path: &str) -> bool {
 const REALM: &str = "mcp-sidecar-admin";
 
 impl Admin {
-    /// `Err` with the 401 to send when `admin.token` is set and `req` (not a probe) does not
-    /// carry it as `Authorization: Bearer TOKEN`.
-    pub fn authorize<B>(&self, req: &Request<B>) -> Result<(), Response<ProxyBody>> {
-        let Some(token) = &self.token else {
-            return Ok(());
-        };
+    /// The 401 to send when `admin.token` is set and `req` (not a probe) does not carry it as
+    /// `Authorization: Bearer TOKEN`; `None` lets the request through.
+    pub fn refusal<B>(&self, req: &Request<B>) -> Option<Response<ProxyBody>> {
+        let token = self.token.as_ref()?;
         if is_probe(req.uri().path()) {
-            return Ok(());
+            return None;
         }
         let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
         let presented = match (values.next(), values.next()) {
@@ -96,7 +94,7 @@ impl Admin {
             _ => None,
         };
         let (challenge, message) = match presented {
-            Some(t) if token.matches(t) => return Ok(()),
+            Some(t) if token.matches(t) => return None,
             Some(_) => (
                 format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
                 "the admin token is not valid\n",
@@ -111,12 +109,12 @@ impl Admin {
         if let Ok(value) = HeaderValue::from_str(&challenge) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
-        Err(resp)
+        Some(resp)
     }
 
     /// Answers one admin request: the token check, then the endpoint.
     pub async fn respond<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
-        if let Err(refused) = self.authorize(req) {
+        if let Some(refused) = self.refusal(req) {
             return refused;
         }
         if req.uri().path() == "/jobs" {
