@@ -58,20 +58,6 @@ pub struct Sidecar {
     max_result_bytes: usize,
 }
 
-tokio::task_local! {
-    /// Set in every connection task (and every HTTP/2 stream task): whether the sidecar itself is
-    /// closing what is still open because the grace period ran out.
-    static CLOSING: Arc<AtomicBool>;
-}
-
-/// Whether a response dropped before its end now is being closed by the sidecar's shutdown (the
-/// grace period ran out) rather than abandoned by its client. Read by the access log.
-pub(crate) fn closed_by_shutdown() -> bool {
-    CLOSING
-        .try_with(|closing| closing.load(Ordering::Relaxed))
-        .unwrap_or(false)
-}
-
 impl std::fmt::Debug for Sidecar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sidecar")
@@ -296,7 +282,7 @@ impl Sidecar {
                 if let Err(e) = crate::tcp_keepalive::enable(&stream) {
                     tracing::debug!(%remote, error = %e, "cannot enable TCP keepalive");
                 }
-                connections.spawn(CLOSING.scope(
+                connections.spawn(crate::observe::CLOSING.scope(
                     closing.clone(),
                     serve_connection(
                         stream,
@@ -353,7 +339,8 @@ impl Protocols {
     }
 }
 
-/// hyper's HTTP/2 server runs each stream in a task of its own: spawned with [`CLOSING`] set, so
+/// hyper's HTTP/2 server runs each stream in a task of its own: spawned with
+/// [`crate::observe::CLOSING`] set, so
 /// a stream cut at the end of the grace period is logged as closed by the shutdown there too.
 #[derive(Clone)]
 struct StreamExecutor {
@@ -366,7 +353,7 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::spawn(CLOSING.scope(self.closing.clone(), fut));
+        tokio::spawn(crate::observe::CLOSING.scope(self.closing.clone(), fut));
     }
 }
 

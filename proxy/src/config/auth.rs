@@ -48,12 +48,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// What a secret serialises as (`GET /config`): never its text.
-pub const REDACTED: &str = "[redacted]";
-
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
+        serializer.serialize_str(super::view::REDACTED)
     }
 }
 
