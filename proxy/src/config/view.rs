@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{Config, ConfigError};
 
 /// What a secret is shown as: never its text.
-pub const REDACTED: &str = "[redacted]";
+pub(super) const REDACTED: &str = "[redacted]";
 
 /// Parts of a query parameter's name that make its value a secret.
 const SECRET_PARAM_WORDS: &[&str] = &[
