@@ -85,6 +85,18 @@ async fn sigterm_keeps_accepting_through_the_drain_delay_and_logs_cut_streams_as
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
+    // The same over HTTP/2, whose streams run in tasks of their own.
+    let mut h2_stream = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .get(sidecar.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h2_stream.status(), 200);
+    assert_eq!(h2_stream.version(), reqwest::Version::HTTP_2);
 
     let began = Instant::now();
     sidecar.terminate();
@@ -113,10 +125,29 @@ async fn sigterm_keeps_accepting_through_the_drain_delay_and_logs_cut_streams_as
         began.elapsed()
     );
     while let Ok(Some(_)) = stream.chunk().await {}
+    while let Ok(Some(_)) = h2_stream.chunk().await {}
     assert_eq!(sidecar.wait_exit().await, Some(0));
     assert!(began.elapsed() >= std::time::Duration::from_secs(4));
-    let cut = wait_for_line(&log, |v| v["target"] == "access" && v["method"] == "GET").await;
-    assert_eq!(cut["outcome"], "shutdown", "{cut}");
+    let cut = |v: &Value| v["target"] == "access" && v["method"] == "GET";
+    // Both lines were written before the exit; the reader thread may still be taking them in.
+    let deadline = Instant::now() + PATIENCE;
+    let lines = loop {
+        let lines: Vec<Value> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| cut(v))
+            .collect();
+        if lines.len() >= 2 || Instant::now() >= deadline {
+            break lines;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(lines.len(), 2, "one line per stream: {lines:#?}");
+    for line in &lines {
+        assert_eq!(line["outcome"], "shutdown", "{line}");
+    }
     let served = wait_for_line(&log, |v| v["target"] == "access" && v["method"] == "POST").await;
     assert_eq!(served["outcome"], "complete", "{served}");
 }
