@@ -43,7 +43,7 @@ pub struct AccessFields<'a> {
     pub ttfb: Duration,
     /// Body bytes sent.
     pub bytes: u64,
-    /// `complete`, `client_gone`, `idle_timeout`, `upstream_error`.
+    /// `complete`, `client_gone`, `shutdown`, `idle_timeout`, `upstream_error`.
     pub outcome: &'a str,
     /// Why the sidecar answered itself, or empty.
     pub error: &'a str,

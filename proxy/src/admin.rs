@@ -1,9 +1,15 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz`
-//! (readiness, with each component's state) and `/breakers` (circuit breakers; `POST
+//! (readiness, with each component's state), `/config` (the running config, secrets redacted,
+//! and its hash) and `/breakers` (circuit breakers; `POST
 //! /breakers/{upstream}[/{tool}]/open|close` forces one) and `/jobs` (the job engine's
 //! read-only operator view: jobs per status, the oldest queued job's age). It runs on its own port, loopback by
 //! default, so scraping and probing never compete with (or are exposed like) client traffic;
 //! since it can force circuits, it must stay unreachable from clients.
+//!
+//! With `admin.token` set, every request but the probes (`/healthz`, `/readyz`: kubelets and
+//! load balancers send no credentials) must carry `Authorization: Bearer TOKEN`, else 401 with
+//! `WWW-Authenticate: Bearer`. The token is kept as its SHA-256 digest and compared in constant
+//! time, as the API keys are.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::apikey::{CredentialDigest, digest};
 use crate::body::{ProxyBody, full};
+use crate::config::ConfigView;
 use crate::health::Readiness;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
@@ -31,9 +39,91 @@ pub struct Admin {
     pub resilience: Option<Arc<Resilience>>,
     /// The job engine, for its operator view (`None` when `jobs.enabled = false`).
     pub jobs: Option<Jobs>,
+    /// The digest of `admin.token`, when one is required.
+    pub token: Option<AdminToken>,
+    /// The running config, redacted, and its hash (`GET /config`).
+    pub config: Arc<ConfigView>,
 }
 
+/// `admin.token`, kept only as its SHA-256 digest.
+#[derive(Clone)]
+pub struct AdminToken(CredentialDigest);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken([redacted])")
+    }
+}
+
+impl AdminToken {
+    /// From the configured token's text.
+    pub fn new(token: &str) -> Self {
+        Self(digest(token))
+    }
+
+    /// Whether `presented` is the token: digests compared in constant time, so timing reveals
+    /// neither the token's length nor how much of it matched.
+    fn matches(&self, presented: &str) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            &self.0[..],
+            &digest(presented)[..],
+        ))
+    }
+}
+
+/// The probes: answered without a token (kubelets and load balancers send none, and they
+/// disclose nothing but up/ready and each upstream's state).
+fn is_probe(path: &str) -> bool {
+    path == "/healthz" || path == "/readyz"
+}
+
+/// The realm named in the `WWW-Authenticate` challenge.
+const REALM: &str = "mcp-sidecar-admin";
+
 impl Admin {
+    /// The 401 to send when `admin.token` is set and `req` (not a probe) does not carry it as
+    /// `Authorization: Bearer TOKEN`; `None` lets the request through.
+    pub fn refusal<B>(&self, req: &Request<B>) -> Option<Response<ProxyBody>> {
+        let token = self.token.as_ref()?;
+        if is_probe(req.uri().path()) {
+            return None;
+        }
+        let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+        let presented = match (values.next(), values.next()) {
+            (Some(value), None) => value.to_str().ok().and_then(bearer),
+            _ => None,
+        };
+        let (challenge, message) = match presented {
+            Some(t) if token.matches(t) => return None,
+            Some(_) => (
+                format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+                "the admin token is not valid\n",
+            ),
+            None => (
+                format!("Bearer realm=\"{REALM}\""),
+                "this admin endpoint requires admin.token: send Authorization: Bearer TOKEN \
+                 (/healthz and /readyz need none)\n",
+            ),
+        };
+        let mut resp = text(StatusCode::UNAUTHORIZED, message);
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        Some(resp)
+    }
+
+    /// Answers one admin request: the token check, then the endpoint.
+    pub async fn respond<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
+        if let Some(refused) = self.refusal(req) {
+            return refused;
+        }
+        if req.uri().path() == "/jobs" {
+            self.jobs_view(req.method()).await
+        } else {
+            self.handle(req)
+        }
+    }
+
     /// `GET /jobs`: the job engine's operator view (read-only: jobs belong to their owners,
     /// and the admin listener does not act on them).
     pub async fn jobs_view(&self, method: &Method) -> Response<ProxyBody> {
@@ -63,6 +153,14 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/config" => {
+                let mut resp = json_response(StatusCode::OK, &self.config.document());
+                // The hash is the document's identity: caches and scripts can compare it.
+                if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", self.config.hash)) {
+                    resp.headers_mut().insert(header::ETAG, etag);
+                }
+                resp
+            }
             "/readyz" => {
                 let status = if self.readiness.is_ready() {
                     StatusCode::OK
@@ -93,7 +191,7 @@ impl Admin {
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /metrics, /healthz or /readyz\n",
+                "not found; try /metrics, /healthz, /readyz, /config, /breakers or /jobs\n",
             ),
         }
     }
@@ -163,14 +261,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let admin = admin.clone();
-                    async move {
-                        let resp = if req.uri().path() == "/jobs" {
-                            admin.jobs_view(req.method()).await
-                        } else {
-                            admin.handle(&req)
-                        };
-                        Ok::<_, Infallible>(resp)
-                    }
+                    async move { Ok::<_, Infallible>(admin.respond(&req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
@@ -180,6 +271,14 @@ impl Admin {
             });
         }
     }
+}
+
+/// The credential of an `Authorization: Bearer TOKEN` value (scheme case-insensitive, RFC 7235
+/// 2.1), `None` for any other scheme or an empty token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
@@ -207,3 +306,7 @@ fn with_allow(mut resp: Response<ProxyBody>, allow: &'static str) -> Response<Pr
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;

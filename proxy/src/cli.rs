@@ -11,7 +11,7 @@ use crate::log_writer::LogWriter;
 
 /// MCP sidecar reverse proxy.
 #[derive(Debug, Parser)]
-#[command(name = "mcp-sidecar", version, about, long_about = None)]
+#[command(name = "mcp-sidecar", version = crate::build_info::LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log format. The level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
@@ -143,6 +143,129 @@ pub fn init_logging(format: LogFormat, flush_interval: std::time::Duration) -> L
         LogFormat::Pretty => builder.compact().init(),
     }
     writer
+}
+
+/// What the process's signals asked for, as futures [`crate::Sidecar::serve_with`] takes.
+#[derive(Debug)]
+pub struct Signals {
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+    hurry: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Signals {
+    /// Installs the handlers for SIGINT, SIGTERM and SIGHUP now (from here on SIGHUP no longer
+    /// ends the process, as its default action would, silently, with 129) and spawns the task
+    /// that reads them: the first SIGINT or SIGTERM starts the shutdown, the next one cuts its
+    /// drain delay short, SIGHUP is logged as a reload request. Call on the runtime.
+    pub fn install() -> Self {
+        let (shutdown_tx, shutdown) = tokio::sync::oneshot::channel();
+        let (hurry_tx, hurry) = tokio::sync::oneshot::channel();
+        let mut pending = [Some(shutdown_tx), Some(hurry_tx)].into_iter().flatten();
+        let mut incoming = SignalStreams::install();
+        tokio::spawn(async move {
+            loop {
+                match incoming.recv().await {
+                    Received::Stop(name) => match pending.next() {
+                        Some(tx) => {
+                            tracing::info!("{name} received");
+                            let _ = tx.send(());
+                        }
+                        None => tracing::info!("{name} received again: already shutting down"),
+                    },
+                    Received::Reload => tracing::warn!(
+                        "SIGHUP received: reload requested, but reloading the config is not \
+                         supported yet; the running config stays (restart to apply a change)"
+                    ),
+                }
+            }
+        });
+        Self { shutdown, hurry }
+    }
+
+    /// The two futures: shutdown begins, and the drain delay is cut short. A sender that went
+    /// away (the runtime is ending) never resolves them.
+    pub fn into_futures(
+        self,
+    ) -> (
+        impl std::future::Future<Output = ()> + Send,
+        impl std::future::Future<Output = ()> + Send,
+    ) {
+        let wait = |rx: tokio::sync::oneshot::Receiver<()>| async move {
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        (wait(self.shutdown), wait(self.hurry))
+    }
+}
+
+/// A signal [`Signals`] acts on.
+enum Received {
+    /// SIGINT or SIGTERM, by name.
+    Stop(&'static str),
+    /// SIGHUP.
+    Reload,
+}
+
+/// The signal handlers, installed.
+struct SignalStreams {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl SignalStreams {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    None
+                }
+            };
+            Self {
+                term: install(SignalKind::terminate(), "SIGTERM"),
+                int: install(SignalKind::interrupt(), "SIGINT"),
+                hup: install(SignalKind::hangup(), "SIGHUP"),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn recv(&mut self) -> Received {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                let received = match s {
+                    Some(s) => s.recv().await.is_some(),
+                    None => false,
+                };
+                if !received {
+                    std::future::pending::<()>().await;
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => Received::Stop("SIGTERM"),
+                _ = next(&mut self.int) => Received::Stop("SIGINT"),
+                _ = next(&mut self.hup) => Received::Reload,
+            }
+        }
+        #[cfg(not(unix))]
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => Received::Stop("Ctrl-C"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C");
+                std::future::pending().await
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -35,8 +35,15 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
             addr: args.listen,
             ..ListenConfig::default()
         },
-        admin: AdminConfig { addr: args.admin },
-        shutdown: ShutdownConfig::default(),
+        admin: AdminConfig {
+            addr: args.admin,
+            ..AdminConfig::default()
+        },
+        // No drain delay: nothing balances load onto the demo; Ctrl-C ends it at once.
+        shutdown: ShutdownConfig {
+            drain_delay: std::time::Duration::ZERO,
+            ..ShutdownConfig::default()
+        },
         upstream: vec![
             UpstreamConfig::new("demo", fixture.mcp_url(), Some("/mcp".to_owned())),
             UpstreamConfig::new(

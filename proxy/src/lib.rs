@@ -45,6 +45,7 @@ pub mod access_line;
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod build_info;
 pub mod cidr;
 pub mod cli;
 pub mod codec;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mcp_sidecar::Sidecar;
-use mcp_sidecar::cli::{Cli, Command, init_logging, shutdown_signal};
+use mcp_sidecar::cli::{Cli, Command, Signals, init_logging};
 use mcp_sidecar::config::Config;
 
 mod probe;
@@ -34,6 +34,11 @@ fn main() -> ExitCode {
                     c.upstream.len()
                 );
                 ExitCode::SUCCESS
+            }
+            // A placed error names the file in its `-->` line already.
+            Err(e) if e.location().is_some() => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
             }
             Err(e) => {
                 eprintln!("{}: {e}", config.display());
@@ -82,6 +87,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => {
+                // First: from here on SIGHUP is logged, not fatal, and a SIGTERM during start-up
+                // is kept for when serving begins.
+                let signals = Signals::install();
                 let config = args.config()?;
                 // Before binding: the listeners and pools live under the raised limit.
                 mcp_sidecar::fd_budget::apply(&config);
@@ -94,11 +102,14 @@ fn main() -> ExitCode {
                 // Whoever waits for this line (a supervisor, a test) gets it now, not a flush
                 // interval later.
                 log.flush();
-                sidecar.serve(shutdown_signal()).await;
+                let (shutdown, hurry) = signals.into_futures();
+                sidecar.serve_with(shutdown, hurry).await;
                 Ok(())
             }
             #[cfg(feature = "demo")]
-            Command::Demo(args) => mcp_sidecar::demo::run(args, shutdown_signal()).await,
+            Command::Demo(args) => {
+                mcp_sidecar::demo::run(args, mcp_sidecar::cli::shutdown_signal()).await
+            }
             #[cfg(not(feature = "demo"))]
             Command::Demo(_) => Err(anyhow::anyhow!(NO_DEMO)),
             Command::Check { .. } | Command::Probe(_) => Ok(()),

@@ -16,6 +16,20 @@ use tokio::time::Instant;
 use crate::access_line::AccessFields;
 use crate::body::{BoxError, StreamIdleTimeout};
 
+tokio::task_local! {
+    /// Set by the server in every connection task (and every HTTP/2 stream task): whether the
+    /// sidecar itself is closing what is still open because its shutdown's grace period ran out.
+    pub(crate) static CLOSING: std::sync::Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Whether a response dropped before its end now is being closed by the sidecar's shutdown
+/// rather than abandoned by its client.
+fn closed_by_shutdown() -> bool {
+    CLOSING
+        .try_with(|closing| closing.load(std::sync::atomic::Ordering::Relaxed))
+        .unwrap_or(false)
+}
+
 /// What the access log says about one request.
 #[derive(Debug)]
 pub struct AccessLog {
@@ -126,8 +140,15 @@ pin_project_lite::pin_project! {
             let this = this.project();
             if let Some(log) = this.log.take() {
                 // A body hyper never had to poll (empty, HEAD) is complete; anything else dropped
-                // before its end means the client went away or shutdown cut the stream.
-                let outcome = if this.inner.is_end_stream() { "complete" } else { "client_gone" };
+                // before its end was either cut by the shutdown (the grace period ran out) or
+                // abandoned by its client.
+                let outcome = if this.inner.is_end_stream() {
+                    "complete"
+                } else if closed_by_shutdown() {
+                    "shutdown"
+                } else {
+                    "client_gone"
+                };
                 log.emit(*this.bytes, outcome);
             }
         }

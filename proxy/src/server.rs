@@ -1,19 +1,23 @@
 //! The sidecar's lifecycle: bind both listeners, accept connections (plain or TLS), serve them
 //! with the [`Proxy`], and shut down gracefully.
 //!
-//! Shutdown order: readiness turns 503 at once, the listener stops accepting, in-flight requests
-//! and streams get the grace period to finish, then whatever is left is closed and `serve` returns.
+//! Shutdown order: readiness turns 503 at once and the job engine stops taking jobs; the listener
+//! keeps accepting for `shutdown.drain_delay` (load balancers and endpoint controllers need that
+//! long to stop sending; a second signal cuts it short), then stops; in-flight requests and streams
+//! get the grace period to finish, then whatever is left is closed (logged with the outcome
+//! `shutdown`, not `client_gone`) and `serve` returns.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +54,7 @@ pub struct Sidecar {
     tls: Option<TlsAcceptor>,
     header_read_timeout: Duration,
     grace_period: Duration,
+    drain_delay: Duration,
     max_result_bytes: usize,
 }
 
@@ -67,7 +72,9 @@ impl Sidecar {
     /// Validates `config`, builds the upstream clients and binds both listeners.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        let view = Arc::new(config.view()?);
         let metrics = Metrics::new()?;
+        crate::build_info::register_info_metrics(metrics.registry(), &view.hash)?;
         let upstreams = config
             .upstream
             .iter()
@@ -159,6 +166,12 @@ impl Sidecar {
                 readiness,
                 resilience: Some(resilience),
                 jobs,
+                token: config
+                    .admin
+                    .token
+                    .as_ref()
+                    .map(|t| crate::admin::AdminToken::new(t.expose())),
+                config: view,
             },
             upstreams,
             listener,
@@ -166,6 +179,7 @@ impl Sidecar {
             tls,
             header_read_timeout: config.listen.header_read_timeout,
             grace_period: config.shutdown.grace_period,
+            drain_delay: config.shutdown.drain_delay,
             max_result_bytes: config.jobs.max_result_bytes,
         })
     }
@@ -180,8 +194,18 @@ impl Sidecar {
         self.admin_listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains within the grace period and returns.
+    /// Serves until `shutdown` resolves, then drains (see the module docs) and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        self.serve_with(shutdown, std::future::pending()).await;
+    }
+
+    /// [`Sidecar::serve`], where `hurry` resolving during the drain delay cuts it short (a second
+    /// SIGTERM or Ctrl-C: whoever sends it wants the process gone, not the load balancer served).
+    pub async fn serve_with(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        hurry: impl Future<Output = ()> + Send,
+    ) {
         let background = CancellationToken::new();
         let readiness = self.admin.readiness.clone();
         if let Some(limits) = self.proxy.limits() {
@@ -204,7 +228,8 @@ impl Sidecar {
                 .serve(self.admin_listener, background.clone()),
         );
 
-        let protocols = Protocols::new();
+        let closing = Arc::new(AtomicBool::new(false));
+        let protocols = Protocols::new(closing.clone());
         // HTTP/2 connections are hyper's and drain through its graceful shutdown; HTTP/1 ones
         // are the sidecar's own and drain through `downstream::drain`.
         let graceful = GracefulShutdown::new();
@@ -212,61 +237,87 @@ impl Sidecar {
         let mut connections = JoinSet::new();
         let listener = self.listener;
         let accept_errors = AcceptErrors::new("listen", &self.admin.metrics);
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, remote) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        accept_errors.record(&e);
-                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            // Reap finished connection tasks so the set stays as large as the open connections.
-            while connections.try_join_next().is_some() {}
-            let _ = stream.set_nodelay(true);
-            // Standing streams have no idle timeout: a client that vanished is found by probes.
-            if let Err(e) = crate::tcp_keepalive::enable(&stream) {
-                tracing::debug!(%remote, error = %e, "cannot enable TCP keepalive");
+        let grace_period = self.grace_period;
+        let drain_delay = self.drain_delay;
+        // Running jobs get the grace period from the signal on: a job taken now would almost
+        // surely be interrupted, so submissions are refused at once (503 with Retry-After, which
+        // a client retries on another instance) while plain requests are still served.
+        let mut jobs_drained = None;
+        let stop = async {
+            shutdown.await;
+            readiness.begin_shutdown();
+            if let Some(jobs) = jobs.clone() {
+                jobs_drained = Some(tokio::spawn(async move { jobs.drain(grace_period).await }));
             }
-            connections.spawn(serve_connection(
-                stream,
-                remote,
-                self.tls.clone(),
-                self.header_read_timeout,
-                protocols.clone(),
-                self.proxy.clone(),
-                Watchers {
-                    hyper: graceful.watcher(),
-                    h1: drain.watch(),
-                },
-            ));
+            if drain_delay.is_zero() {
+                return;
+            }
+            tracing::info!(
+                ?drain_delay,
+                ?grace_period,
+                "shutting down: readiness off; still accepting for the drain delay (signal again to skip it)"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(drain_delay) => {}
+                _ = hurry => tracing::info!("second signal: drain delay cut short"),
+            }
+        };
+        {
+            tokio::pin!(stop);
+            loop {
+                let (stream, remote) = tokio::select! {
+                    _ = &mut stop => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            accept_errors.record(&e);
+                            tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                            continue;
+                        }
+                    },
+                };
+                // Reap finished connection tasks so the set stays as large as the open connections.
+                while connections.try_join_next().is_some() {}
+                let _ = stream.set_nodelay(true);
+                // Standing streams have no idle timeout: a client that vanished is found by probes.
+                if let Err(e) = crate::tcp_keepalive::enable(&stream) {
+                    tracing::debug!(%remote, error = %e, "cannot enable TCP keepalive");
+                }
+                connections.spawn(crate::observe::CLOSING.scope(
+                    closing.clone(),
+                    serve_connection(
+                        stream,
+                        remote,
+                        self.tls.clone(),
+                        self.header_read_timeout,
+                        protocols.clone(),
+                        self.proxy.clone(),
+                        Watchers {
+                            hyper: graceful.watcher(),
+                            h1: drain.watch(),
+                        },
+                    ),
+                ));
+            }
         }
 
-        tracing::info!(grace_period = ?self.grace_period, "shutting down: readiness off, draining");
-        readiness.begin_shutdown();
+        tracing::info!(
+            ?grace_period,
+            "shutting down: listener closed, draining connections"
+        );
         drop(listener);
-        // Jobs stop being taken at once (503); running ones get the same grace period as the
-        // connections, then are interrupted (queued again or failed, durably).
-        let jobs_drained = async {
-            if let Some(jobs) = &jobs {
-                jobs.drain(self.grace_period).await;
+        tokio::select! {
+            _ = async { tokio::join!(graceful.shutdown(), drain.drain()) } => {
+                tracing::info!("all connections drained");
             }
-        };
-        let connections_drained = async {
-            tokio::select! {
-                _ = async { tokio::join!(graceful.shutdown(), drain.drain()) } => {
-                    tracing::info!("all connections drained");
-                }
-                _ = tokio::time::sleep(self.grace_period) => {
-                    tracing::warn!(open = connections.len(), "grace period over; closing remaining connections");
-                }
+            _ = tokio::time::sleep(grace_period) => {
+                tracing::warn!(open = connections.len(), "grace period over; closing remaining connections");
             }
-        };
-        tokio::join!(jobs_drained, connections_drained);
+        }
+        closing.store(true, Ordering::Relaxed);
+        if let Some(jobs_drained) = jobs_drained {
+            let _ = jobs_drained.await;
+        }
         connections.abort_all();
         while connections.join_next().await.is_some() {}
         background.cancel();
@@ -278,14 +329,32 @@ impl Sidecar {
 /// sidecar's own HTTP/1 server ([`downstream`]).
 #[derive(Clone)]
 struct Protocols {
-    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    http2: hyper::server::conn::http2::Builder<StreamExecutor>,
 }
 
 impl Protocols {
-    fn new() -> Self {
-        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    fn new(closing: Arc<AtomicBool>) -> Self {
+        let mut http2 = hyper::server::conn::http2::Builder::new(StreamExecutor { closing });
         http2.timer(TokioTimer::new());
         Self { http2 }
+    }
+}
+
+/// hyper's HTTP/2 server runs each stream in a task of its own: spawned with
+/// [`crate::observe::CLOSING`] set, so
+/// a stream cut at the end of the grace period is logged as closed by the shutdown there too.
+#[derive(Clone)]
+struct StreamExecutor {
+    closing: Arc<AtomicBool>,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(crate::observe::CLOSING.scope(self.closing.clone(), fut));
     }
 }
 

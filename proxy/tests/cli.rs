@@ -352,3 +352,21 @@ fn shipped_example_configs_are_valid() {
         examples.display()
     );
 }
+
+#[test]
+fn version_names_the_version_and_the_commit() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = format!("mcp-sidecar {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    let commit = text
+        .trim_end()
+        .trim_start_matches(&expected)
+        .trim_end_matches(')');
+    assert!(
+        commit == "unknown"
+            || (!commit.is_empty() && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+}

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "log_writer",
             "tcp_keepalive",
             "fd_budget",
+            "build_info",
         ],
     ),
     // The MCP model is below every layer here: the `mcp-model` crate (`crate::mcp`), which

@@ -90,8 +90,14 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         },
         admin: AdminConfig {
             addr: "127.0.0.1:0".into(),
+            ..AdminConfig::default()
         },
-        shutdown: ShutdownConfig::default(),
+        // No drain delay: nothing balances load onto an in-process sidecar, and tests of the
+        // delay set their own.
+        shutdown: ShutdownConfig {
+            drain_delay: Duration::ZERO,
+            ..ShutdownConfig::default()
+        },
         upstream: upstreams,
         limits: mcp_sidecar::config::LimitsConfig::default(),
         rate_limit: Vec::new(),

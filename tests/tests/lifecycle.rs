@@ -230,3 +230,124 @@ async fn metrics_move_after_traffic() {
         "every request reached the backend once"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn drain_delay_keeps_accepting_while_readyz_says_503_then_the_grace_period_starts() {
+    let backend = fixture().await;
+    let mut cfg = config(vec![upstream(backend.mcp_url(), None)]);
+    cfg.shutdown.drain_delay = Duration::from_secs(5);
+    cfg.shutdown.grace_period = Duration::from_secs(20);
+    let mut sidecar = start(cfg).await;
+    sidecar.wait_readyz(200).await;
+    let began = Instant::now();
+    sidecar.begin_shutdown();
+
+    // Readiness fails at once...
+    let report = sidecar.wait_readyz(503).await;
+    assert_eq!(report["shutting_down"], true);
+    // ...while new connections are still accepted and served, as load balancers catch up.
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(initialize(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    // A stream opened during the delay is one the grace period then waits for.
+    let stream = client()
+        .get(sidecar.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+
+    // After the delay the listener closes; the grace period runs from there.
+    tokio::time::sleep_until(began + Duration::from_secs(5)).await;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(sidecar.addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(tokio::net::TcpStream::connect(sidecar.addr).await.is_err());
+    sidecar.task.await.unwrap();
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(25) && waited < Duration::from_secs(26),
+        "drain delay then the whole grace period: {waited:?}"
+    );
+    drop(stream);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_signal_cuts_the_drain_delay_short() {
+    let backend = fixture().await;
+    let mut cfg = config(vec![upstream(backend.mcp_url(), None)]);
+    cfg.shutdown.drain_delay = Duration::from_secs(60);
+    let sidecar = mcp_sidecar::Sidecar::bind(cfg).await.unwrap();
+    let (first_tx, first) = tokio::sync::oneshot::channel::<()>();
+    let (again_tx, again) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sidecar.serve_with(
+        async move {
+            let _ = first.await;
+        },
+        async move {
+            let _ = again.await;
+        },
+    ));
+    let began = Instant::now();
+    first_tx.send(()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!task.is_finished(), "still in the drain delay");
+    again_tx.send(()).unwrap();
+    task.await.unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn config_endpoint_and_info_metrics_name_the_running_config_and_build() {
+    let backend = fixture().await;
+    let sidecar = start(config(vec![upstream(backend.mcp_url(), None)])).await;
+    let resp = reqwest::get(sidecar.admin_url("/config")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.unwrap();
+    let hash = doc["hash"].as_str().unwrap().to_owned();
+    assert_eq!(doc["config"]["upstream"][0]["url"], backend.mcp_url());
+    let metrics = sidecar.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            &format!("mcp_sidecar_config_info{{hash=\"{hash}\"}}")
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let build = metrics
+        .lines()
+        .find(|l| l.starts_with("mcp_sidecar_build_info{"))
+        .unwrap_or_else(|| panic!("no build_info: {metrics}"));
+    assert!(
+        build.contains(&format!("version=\"{}\"", mcp_sidecar::build_info::VERSION)),
+        "{build}"
+    );
+    assert!(build.contains("commit=\""), "{build}");
+    assert!(build.ends_with(" 1"), "{build}");
+    sidecar.stop().await;
+}

@@ -1,7 +1,7 @@
 //! `[auth]` (who may call: API keys, JWT issuers, Host/Origin allow-lists, claim headers) and
 //! `upstream[].auth` (public or protected, the backend's own credential, authorization rules).
 //!
-//! Secrets (`api_keys[].key`, `jwt[].secret`, `upstream[].auth.credential.value`) must come from
+//! Secrets (`api_keys[].key`, `jwt[].secret`, `upstream[].auth.credential.value`, `admin.token`) must come from
 //! the environment: `check_secret_refs` runs on the raw TOML, before `${VAR}` resolution, and
 //! refuses inline values, so a secret never sits in a config file or a repository.
 
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError, UpstreamConfig};
 
@@ -48,6 +48,12 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(super::view::REDACTED)
+    }
+}
+
 impl Secret {
     /// The secret's text.
     pub fn expose(&self) -> &str {
@@ -56,7 +62,7 @@ impl Secret {
 }
 
 /// `[auth]`: authentication for every upstream that is not `public`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The sidecar's external base URL (`https://mcp.example.com`): the base of each upstream's
@@ -100,7 +106,7 @@ pub struct AuthConfig {
 }
 
 /// `[[auth.api_keys]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Names the key in logs and metrics (and is the principal's subject).
@@ -113,7 +119,7 @@ pub struct ApiKeyConfig {
 }
 
 /// `[[auth.jwt]]`: one trusted token issuer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuerConfig {
     /// Names the issuer in logs and metrics.
@@ -158,7 +164,7 @@ pub struct JwtIssuerConfig {
 }
 
 /// `[upstream.auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamAuthConfig {
     /// No authentication or authorization for this upstream.
@@ -176,7 +182,7 @@ pub struct UpstreamAuthConfig {
 }
 
 /// `upstream[].auth.credential`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialConfig {
     /// Header name, e.g. `Authorization`.
@@ -186,7 +192,7 @@ pub struct CredentialConfig {
 }
 
 /// `[[upstream.auth.rules]]`: what principals holding one of `scopes` may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Scopes the rule applies to; `*` means every authenticated principal.
@@ -268,7 +274,7 @@ impl JwtIssuerConfig {
     }
 }
 
-/// Refuses secrets written inline: `auth.api_keys[].key` and `auth.jwt[].secret` must be exactly
+/// Refuses secrets written inline: `auth.api_keys[].key`, `auth.jwt[].secret` and `admin.token` must be exactly
 /// one `${VAR}` reference, `upstream[].auth.credential.value` must contain one. Runs on the raw
 /// TOML, before references are resolved.
 pub(crate) fn check_secret_refs(tree: &toml::Table) -> Result<(), ConfigError> {
@@ -292,6 +298,18 @@ pub(crate) fn check_secret_refs(tree: &toml::Table) -> Result<(), ConfigError> {
                 ));
             }
         }
+    }
+    let admin_token = tree
+        .get("admin")
+        .and_then(|a| a.get("token"))
+        .and_then(toml::Value::as_str);
+    if let Some(value) = admin_token
+        && !whole_ref(value)
+    {
+        return Err(ConfigError::invalid(
+            "admin.token",
+            "secrets are never written inline; use an environment reference such as \"${ADMIN_TOKEN}\"",
+        ));
     }
     let upstreams = tree.get("upstream").and_then(toml::Value::as_array);
     for (i, up) in upstreams.into_iter().flatten().enumerate() {
@@ -343,7 +361,10 @@ fn http_url(field: &str, value: &str) -> Result<url::Url, ConfigError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::invalid(
             field,
-            format!("`{value}` must not have a query or fragment"),
+            format!(
+                "`{}` must not have a query or fragment",
+                super::view::shown_url(value)
+            ),
         ));
     }
     Ok(url)

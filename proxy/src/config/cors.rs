@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
@@ -48,7 +48,7 @@ pub const DEFAULT_EXPOSED_HEADERS: [&str; 6] = [
 ];
 
 /// `[cors]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// The sidecar answers preflights and adds CORS headers. `false`: the sidecar does no CORS; a

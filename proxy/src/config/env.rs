@@ -58,6 +58,7 @@ pub(crate) fn substitute(
             let end = body.find('}').ok_or_else(|| ConfigError::BadEnvReference {
                 field: field.to_owned(),
                 message: "unterminated `${` (write `$$` for a literal `$`)".to_owned(),
+                location: None,
             })?;
             let name = &body[..end];
             if name.is_empty()
@@ -69,11 +70,13 @@ pub(crate) fn substitute(
                     message: format!(
                         "`${{{name}}}` is not a valid environment variable name (letters, digits and `_`)"
                     ),
+                    location: None,
                 });
             }
             let value = lookup(name).ok_or_else(|| ConfigError::MissingEnv {
                 field: field.to_owned(),
                 var: name.to_owned(),
+                location: None,
             })?;
             out.push_str(&value);
             rest = &body[end + 1..];

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
@@ -33,7 +33,7 @@ pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const STORE_FILE: &str = "jobs.redb";
 
 /// `[jobs]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsConfig {
     /// Whether the job engine runs. Off: `Prefer: respond-async` is ignored (calls run live)
@@ -69,7 +69,7 @@ pub struct JobsConfig {
 }
 
 /// `jobs.store`
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// The embedded durable store in `jobs.data_dir`.
@@ -80,7 +80,7 @@ pub enum StoreKind {
 }
 
 /// `[[upstream.tool]] offload`: whether a tool's calls may, or must, run as jobs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Offload {
     /// Always live: `Prefer: respond-async` is ignored, `POST /jobs/...` is refused.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError};
 use crate::cidr::Cidr;
@@ -39,7 +39,7 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 pub const MAX_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `[limits]`: caps on concurrency and settings shared by the rate-limit rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Requests in flight across the sidecar (standing streams, GET and `subscriptions/listen`,
@@ -77,7 +77,7 @@ impl Default for LimitsConfig {
 }
 
 /// What a rate-limit key is made of. Several parts combine (principal + tool).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyPart {
     /// The authenticated principal; the client IP when the request is unauthenticated.
@@ -93,7 +93,7 @@ pub enum KeyPart {
 }
 
 /// One `[[rate_limit]]` / `[[upstream.rate_limit]]` rule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitRule {
     /// Policy name: in `RateLimit-Policy`, in metrics and logs. `[A-Za-z0-9_-]`, unique.

@@ -1,25 +1,29 @@
 //! Configuration: the TOML file's shape, its defaults and its loading.
 //!
-//! Loading is three steps, each with errors that name the field:
-//! 1. parse the TOML text into a generic tree,
-//! 2. resolve `${ENV_VAR}` references inside string values ([`env`]),
-//! 3. deserialize into the typed structs below (`deny_unknown_fields`, so a typo is an error) and
-//!    [`validate`](Config::validate) what types alone cannot express.
+//! Loading is three steps ([`load`]), each with errors that name the field's full path and its
+//! file, line and column:
+//! 1. parse the TOML text into a tree that keeps every position,
+//! 2. resolve `${ENV_VAR}` references inside its string values ([`env`]),
+//! 3. deserialize into the typed structs below (`deny_unknown_fields`, so a typo is an error,
+//!    with the closest key suggested) and [`validate`](Config::validate) what types alone
+//!    cannot express.
 
 pub mod auth;
 pub mod cors;
 mod env;
 pub mod jobs;
 mod limits;
+mod load;
 pub mod resilience;
 pub mod tasks;
 mod validate;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Policy name of the per-principal stream cap in headers and metrics (reserved for rules).
 pub const STREAMS_POLICY: &str = "streams-per-principal";
@@ -36,20 +40,36 @@ pub use limits::{
     DEFAULT_MAX_STREAMS_PER_PRINCIPAL, DEFAULT_SHED_RETRY_AFTER, DEFAULT_SWEEP_INTERVAL, KeyPart,
     LimitsConfig, MAX_PERIOD, RateLimitRule,
 };
+pub use load::Location;
 pub use resilience::{
     BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
 };
 pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
 pub(crate) use validate::normalise_mount;
+pub use view::ConfigView;
 
 /// Listener address used when neither the file nor the command line names one.
 /// Loopback, because a sidecar is reached by its neighbours, not by the world, until told otherwise.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 /// Admin listener address: loopback so metrics and health never leak onto a public interface by default.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
+/// Shortest `admin.token`: one shared credential guards every operator action (forcing circuits,
+/// the config, the metrics), so it must be a random string, not a word; 32 characters is 128 bits
+/// as `openssl rand -hex 16` writes them, the HMAC secret's minimum too.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 /// How long in-flight requests may run after SIGTERM. 30 s matches Kubernetes'
 /// default `terminationGracePeriodSeconds`, so the pod is not killed before we are done.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// How long the listener keeps accepting after SIGTERM while `/readyz` already says 503. Whoever
+/// routes to the sidecar learns of the shutdown late: Kubernetes endpoints propagate to kube-proxy
+/// and ingress controllers in a second or two, and a load balancer stops sending after its next
+/// failed readiness probe. 5 s covers both with a margin (the usual `preStop: sleep 5`) without
+/// making every rollout noticeably slower.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// Longest `shutdown.drain_delay` accepted: a longer one is almost surely a unit typo (`5m` for
+/// `5s`) that would keep a terminating instance taking traffic; no endpoint controller or load
+/// balancer needs more than a few probe intervals.
+pub const MAX_DRAIN_DELAY: Duration = Duration::from_secs(300);
 /// Time allowed to read a request's headers: stops slowloris clients from holding connections.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the next bytes of a request body (408 after): nginx's `client_body_timeout`,
@@ -91,7 +111,7 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The client-facing listener.
@@ -124,7 +144,7 @@ pub struct Config {
 }
 
 /// `[listen]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     /// Address to accept clients on. Default `127.0.0.1:8080`.
@@ -149,7 +169,7 @@ pub struct ListenConfig {
 }
 
 /// `[listen.tls]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -159,25 +179,33 @@ pub struct TlsConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin listener. Default `127.0.0.1:9090`.
     #[serde(default = "default_admin_addr")]
     pub addr: String,
+    /// Bearer token every admin request but `/healthz` and `/readyz` must carry; an environment
+    /// reference (`"${ADMIN_TOKEN}"`), at least [`MIN_ADMIN_TOKEN_LEN`] characters. Default: none.
+    #[serde(default)]
+    pub token: Option<Secret>,
 }
 
 /// `[shutdown]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long in-flight requests and streams may run after SIGTERM/SIGINT. Default 30 s.
     #[serde(default = "default_grace_period", with = "humantime_serde")]
     pub grace_period: Duration,
+    /// How long, after SIGTERM/SIGINT, the listener keeps accepting while `/readyz` answers 503,
+    /// before the grace period starts; `0s` goes straight to it. Default 5 s.
+    #[serde(default = "default_drain_delay", with = "humantime_serde")]
+    pub drain_delay: Duration,
 }
 
 /// One `[[upstream]]`: a backend MCP server and the path it is mounted on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name used in metrics and logs: letters, digits, `_` and `-`.
@@ -249,6 +277,9 @@ fn default_admin_addr() -> String {
 fn default_grace_period() -> Duration {
     DEFAULT_GRACE_PERIOD
 }
+fn default_drain_delay() -> Duration {
+    DEFAULT_DRAIN_DELAY
+}
 fn default_header_read_timeout() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
 }
@@ -299,6 +330,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             addr: default_admin_addr(),
+            token: None,
         }
     }
 }
@@ -306,6 +338,7 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             grace_period: DEFAULT_GRACE_PERIOD,
+            drain_delay: DEFAULT_DRAIN_DELAY,
         }
     }
 }
@@ -337,7 +370,9 @@ impl UpstreamConfig {
     }
 }
 
-/// Why a configuration was rejected. Every message names the field and what to do.
+/// Why a configuration was rejected. Every message names the field and what to do, and, for a
+/// config read from text, where in it the problem is: the message, then `  --> FILE:LINE:COL`
+/// (rustc's layout, so editors and terminals link to it).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -348,40 +383,114 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Not TOML, or a field of the wrong type or an unknown field.
-    #[error("invalid config: {0}")]
-    Parse(String),
+    /// Not TOML, or a field of the wrong type or an unknown field (the message names the field).
+    #[error("{0}")]
+    Parse(ParseError),
     /// `${VAR}` names a variable that is not set.
-    #[error("{field}: environment variable `{var}` is not set (referenced as `${{{var}}}`)")]
+    #[error(
+        "{field}: environment variable `{var}` is not set (referenced as `${{{var}}}`){}",
+        at(location)
+    )]
     MissingEnv {
         /// Dotted path of the field.
         field: String,
         /// The variable.
         var: String,
+        /// Where the reference is.
+        location: Option<Location>,
     },
     /// Malformed `${...}` reference.
-    #[error("{field}: {message}")]
+    #[error("{field}: {message}{}", at(location))]
     BadEnvReference {
         /// Dotted path of the field.
         field: String,
         /// What is wrong.
         message: String,
+        /// Where the reference is.
+        location: Option<Location>,
     },
     /// A value that parses but makes no sense.
-    #[error("{field}: {message}")]
+    #[error("{field}: {message}{}", at(location))]
     Invalid {
         /// Dotted path of the field.
         field: String,
         /// What is wrong and how to fix it.
         message: String,
+        /// Where the value (or, for a key left at its default, its table) is.
+        location: Option<Location>,
     },
 }
 
+/// A TOML syntax or deserialization error: the message (starting with the field's path when
+/// it is known) and where.
+#[derive(Debug)]
+pub struct ParseError {
+    /// What is wrong.
+    pub message: String,
+    /// Where.
+    pub location: Option<Location>,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.message, at(&self.location))
+    }
+}
+
+/// The `  --> FILE:LINE:COL` line that follows a located message.
+fn at(location: &Option<Location>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!("\n  --> {l}"))
+        .unwrap_or_default()
+}
+
 impl ConfigError {
+    /// The dotted path of the field the error is about, if it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::MissingEnv { field, .. }
+            | Self::BadEnvReference { field, .. }
+            | Self::Invalid { field, .. } => Some(field),
+            Self::Read { .. } | Self::Parse(_) => None,
+        }
+    }
+
+    /// Where in the file the error is, when known.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Self::MissingEnv { location, .. }
+            | Self::BadEnvReference { location, .. }
+            | Self::Invalid { location, .. }
+            | Self::Parse(ParseError { location, .. }) => location.as_ref(),
+            Self::Read { .. } => None,
+        }
+    }
+
+    /// This error, placed at `location`.
+    pub(crate) fn at(mut self, place: Location) -> Self {
+        match &mut self {
+            Self::MissingEnv { location, .. }
+            | Self::BadEnvReference { location, .. }
+            | Self::Invalid { location, .. }
+            | Self::Parse(ParseError { location, .. }) => *location = Some(place),
+            Self::Read { .. } => {}
+        }
+        self
+    }
+
+    pub(crate) fn parse(message: impl Into<String>) -> Self {
+        Self::Parse(ParseError {
+            message: message.into(),
+            location: None,
+        })
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.into(),
             message: message.into(),
+            location: None,
         }
     }
 }
@@ -393,7 +502,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_with_env(&text, &|name| std::env::var(name).ok())
+        load::parse(&text, Some(path), &|name| std::env::var(name).ok())
     }
 
     /// Parses TOML text, resolving `${VAR}` with `lookup`, and validates the result.
@@ -401,15 +510,7 @@ impl Config {
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut tree: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        auth::check_secret_refs(&tree)?;
-        resolve_env(&mut tree, lookup)?;
-        let config: Config = toml::Value::Table(tree)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+        load::parse(text, None, lookup)
     }
 
     /// A config with one upstream and everything else at defaults (`run --upstream URL`).

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, UpstreamConfig};
 
@@ -73,7 +73,7 @@ pub const DEFAULT_IDEMPOTENT_METHODS: &[&str] = &[
 pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `[upstream.breaker]`: when the circuit opens, for how long, and how it closes again.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Whether the upstream has a breaker at all. Default true.
@@ -113,7 +113,7 @@ pub struct BreakerConfig {
 
 /// A tool's `breaker = { ... }`: the upstream's settings with these fields replaced; the tool
 /// then has a circuit of its own.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct BreakerOverride {
@@ -134,7 +134,7 @@ pub struct BreakerOverride {
 }
 
 /// One `[[upstream.tool]]`: settings for the `tools/call`s whose tool name matches `name`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolConfig {
     /// Tool name glob: `*` matches any run of characters, `?` one character. The first matching
@@ -182,7 +182,7 @@ impl ToolConfig {
 }
 
 /// `[upstream.retry]`: which requests are retried, how often, and the budget that bounds them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Retries after the first attempt; 0 turns the sidecar's retries off. Default 2.
@@ -212,7 +212,7 @@ pub struct RetryConfig {
 }
 
 /// What an active health check sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckKind {
     /// Open a TCP connection (the default; proves only that something listens).
@@ -225,7 +225,7 @@ pub enum HealthCheckKind {
 }
 
 /// `[upstream.health_check]`: the background check behind `/readyz` (every `health_interval`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `tcp`, `mcp_ping` or `http`. Default `tcp`.

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Offload, ToolConfig, UpstreamConfig};
 use crate::glob::glob_match;
@@ -21,7 +21,7 @@ use crate::glob::glob_match;
 pub const MAX_TASK_WAIT: Duration = Duration::from_secs(60);
 
 /// `tasks = "off" | "facade" | "passthrough"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TasksMode {
     /// No Tasks from the sidecar: nothing advertised, task methods go to the backend.

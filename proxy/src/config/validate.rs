@@ -38,6 +38,26 @@ impl Config {
                 format!("`{admin}` is also listen.addr; the admin listener needs its own port"),
             ));
         }
+        if let Some(token) = &self.admin.token {
+            let token = token.expose();
+            if token.len() < super::MIN_ADMIN_TOKEN_LEN {
+                return Err(ConfigError::invalid(
+                    "admin.token",
+                    format!(
+                        "the token must be at least {} characters (use a random one: openssl rand -hex 32)",
+                        super::MIN_ADMIN_TOKEN_LEN
+                    ),
+                ));
+            }
+            // What a client can send in `Authorization: Bearer` (RFC 6750 b64token, widened to
+            // any visible ASCII): a token no request can carry would lock the operator out.
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::invalid(
+                    "admin.token",
+                    "the token must be visible ASCII without spaces (it is sent as `Authorization: Bearer TOKEN`)",
+                ));
+            }
+        }
         if let Some(tls) = &self.listen.tls {
             for (field, path) in [("listen.tls.cert", &tls.cert), ("listen.tls.key", &tls.key)] {
                 if !path.is_file() {
@@ -47,6 +67,16 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.shutdown.drain_delay > super::MAX_DRAIN_DELAY {
+            return Err(ConfigError::invalid(
+                "shutdown.drain_delay",
+                format!(
+                    "{} is longer than the {} allowed; it only needs to cover how long load balancers take to stop sending (a few seconds)",
+                    humantime::format_duration(self.shutdown.drain_delay),
+                    humantime::format_duration(super::MAX_DRAIN_DELAY)
+                ),
+            ));
         }
         nonzero(
             "listen.header_read_timeout",
@@ -162,7 +192,10 @@ fn validate_upstream(
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::invalid(
             field("url"),
-            format!("`{}` must not have a query or fragment", up.url),
+            format!(
+                "`{}` must not have a query or fragment",
+                super::view::shown_url(&up.url)
+            ),
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -242,6 +275,49 @@ mod tests {
         assert_eq!(c.shutdown.grace_period, DEFAULT_GRACE_PERIOD);
         assert_eq!(c.upstream[0].mount_path(), "/mcp");
         assert_eq!(c.upstream[0].sse_keepalive, DEFAULT_SSE_KEEPALIVE);
+    }
+
+    #[test]
+    fn drain_delay_defaults_and_refuses_what_is_surely_a_typo() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.shutdown.drain_delay, DEFAULT_DRAIN_DELAY);
+        let c = load(&format!("[shutdown]\ndrain_delay = \"0s\"\n{MINIMAL}")).unwrap();
+        assert!(
+            c.shutdown.drain_delay.is_zero(),
+            "0s goes straight to the grace period"
+        );
+        let err = load(&format!("[shutdown]\ndrain_delay = \"5m 1s\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("shutdown.drain_delay:"), "{err}");
+        assert!(err.contains("5m"), "{err}");
+    }
+
+    #[test]
+    fn admin_token_must_be_a_long_enough_env_reference() {
+        let env = |name: &str| match name {
+            "LONG" => Some("0123456789abcdef0123456789abcdef".to_owned()),
+            "SHORT" => Some("tooshort".to_owned()),
+            "SPACED" => Some("0123456789abcdef 0123456789abcdef".to_owned()),
+            _ => None,
+        };
+        let load = |token: &str| {
+            Config::from_toml_with_env(&format!("[admin]\ntoken = \"{token}\"\n{MINIMAL}"), &env)
+        };
+        let c = load("${LONG}").unwrap();
+        assert_eq!(
+            c.admin.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        for (token, says) in [
+            ("0123456789abcdef0123456789abcdef", "environment reference"),
+            ("${SHORT}", "at least 32"),
+            ("${SPACED}", "visible ASCII"),
+        ] {
+            let err = load(token).unwrap_err().to_string();
+            assert!(err.starts_with("admin.token:"), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

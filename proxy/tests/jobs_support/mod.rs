@@ -141,11 +141,21 @@ impl Sidecar {
 
     /// Sends SIGTERM (the process goes on through its shutdown).
     pub(crate) fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal named `name` (`TERM`, `HUP`, ...).
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// The log lines, as they keep coming (also after the process exited).
+    pub(crate) fn log_handle(&self) -> Arc<Mutex<Vec<String>>> {
+        self.log.clone()
     }
 
     /// Waits (bounded) for the process to exit; its exit code.
