@@ -162,7 +162,7 @@ fn a_disabled_breaker_fails_naming_the_assertion_and_the_measured_value() {
     );
     assert!(stderr.contains("FAILED: short-refusal"), "{stderr}");
     assert_eq!(run.report["passed"], false);
-    assert!(run.junit.contains("<failure message=\"never opened during fault(s) refuse; expected opens within 10 failed requests\""), "{}", run.junit);
+    assert!(run.junit.contains("<failure message=\"never opened during fault(s) refuse (metrics: 0 openings, 0 fast rejections); expected opens within 10 failed requests\""), "{}", run.junit);
 }
 
 #[test]
