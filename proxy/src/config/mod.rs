@@ -1,6 +1,6 @@
 //! Configuration: the TOML file's shape, its defaults and its loading.
 //!
-//! Loading is three steps ([`load`]), each with errors that name the field's full path and its
+//! Loading is three steps (`load`), each with errors that name the field's full path and its
 //! file, line and column:
 //! 1. parse the TOML text into a tree that keeps every position,
 //! 2. resolve `${ENV_VAR}` references inside its string values ([`env`]),
