@@ -7,6 +7,16 @@ use std::sync::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// A seed for a run that was given none: the clock's nanoseconds (the low 64 bits). Every
+/// command prints it, so the run can be replayed with `--seed`.
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(0)
+        })
+}
+
 /// A seeded source of decisions, shared by the connections or requests one fault sees.
 #[derive(Debug)]
 pub struct Dice {

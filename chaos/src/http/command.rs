@@ -61,12 +61,7 @@ async fn serve(args: HttpProxyArgs) -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    // No seed given: the clock's nanoseconds (the low 64 bits), printed so the run replays.
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
+    let seed = args.seed.unwrap_or_else(crate::rng::clock_seed);
     let proxy = Arc::new(HttpFaultProxy::start(args.listen, &args.upstream, seed).await?);
     for fault in faults {
         proxy.add_fault(fault)?;

@@ -79,7 +79,10 @@ pub async fn run(
     options: &Options,
     cancel: &CancellationToken,
 ) -> ScenarioReport {
-    let seed = options.seed.or(scenario.seed).unwrap_or_else(clock_seed);
+    let seed = options
+        .seed
+        .or(scenario.seed)
+        .unwrap_or_else(crate::rng::clock_seed);
     let started = std::time::Instant::now();
     let mut report = ScenarioReport {
         name: scenario.name.clone(),
@@ -118,16 +121,6 @@ pub async fn run(
     sut.shutdown().await;
     report.duration_s = started.elapsed().as_secs_f64();
     report
-}
-
-/// A seed for a scenario that sets none: the clock's nanoseconds (printed in every report, so
-/// the run can be replayed with `--seed`).
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| {
-            u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(0)
-        })
 }
 
 /// The run proper, on a system that is up.

@@ -30,11 +30,11 @@ pub struct TrafficSummary {
     pub ok: u64,
     /// The others, by class.
     pub errors: BTreeMap<String, u64>,
-    /// Latency percentiles in milliseconds (none without requests).
+    /// The median latency in milliseconds (none without requests).
     pub p50_ms: Option<f64>,
-    /// .
+    /// The 99th percentile latency in milliseconds.
     pub p99_ms: Option<f64>,
-    /// .
+    /// The slowest request's latency in milliseconds.
     pub max_ms: Option<f64>,
 }
 

@@ -366,7 +366,13 @@ fn one(scenario: &Scenario, a: &Assert, record: &Record, windows: &[Window]) -> 
                 format!("no {label}"),
             )
         }
-        other => judge_more(other, record, windows, &faults),
+        Check::SuccessRateDuring { min, fault } => {
+            success_rate_during(*min, &faults(fault), record)
+        }
+        Check::OpenPeriodGrows { fault } => open_period_grows(&faults(fault), windows),
+        Check::UnknownKeyRefused { status, fault } => {
+            unknown_key_refused(*status, &faults(fault), record)
+        }
     };
     Verdict {
         name: a.name.clone().unwrap_or_else(|| a.check.kind().to_owned()),
@@ -378,72 +384,65 @@ fn one(scenario: &Scenario, a: &Assert, record: &Record, windows: &[Window]) -> 
     }
 }
 
-/// The verdicts of the checks about a fault's window: the share served, the backoff, the
-/// probes with an unknown key.
-fn judge_more<'a>(
-    check: &Check,
-    record: &Record,
-    windows: &[Window],
-    faults: &dyn Fn(&Option<String>) -> Vec<&'a Fault>,
-) -> (bool, String, String) {
-    match check {
-        Check::SuccessRateDuring { min, fault } => {
-            let during = due_during(&record.samples, &faults(fault));
-            let rate = success_rate(&during);
-            (
-                !during.is_empty() && rate >= *min,
-                format!(
-                    "{rate:.4} of {} requests due during the fault",
-                    during.len()
-                ),
-                format!(">= {min}"),
-            )
-        }
-        Check::OpenPeriodGrows { fault } => {
-            let periods: Vec<u64> = fault_windows(&faults(fault), windows)
-                .iter()
-                .map(|w| w.period_ms)
-                .collect();
-            let grew = periods
-                .first()
-                .is_some_and(|first| periods.iter().any(|p| p > first));
-            let list: Vec<String> = periods.iter().map(|p| format!("{p} ms")).collect();
-            (
-                grew,
-                if list.is_empty() {
-                    "the circuit never opened".into()
-                } else {
-                    format!("open periods {}", list.join(", "))
-                },
-                "a later open period longer than the first".into(),
-            )
-        }
-        Check::UnknownKeyRefused { status, fault } => {
-            let during = due_during(&record.probes, &faults(fault));
-            let wrong: Vec<&str> = during
-                .iter()
-                .filter(|s| s.status != Some(*status))
-                .map(|s| s.class.as_str())
-                .collect();
-            let slowest = during.iter().map(|s| s.latency).max();
-            let others = if wrong.is_empty() {
-                String::new()
-            } else {
-                format!(" (others: {})", wrong[..wrong.len().min(5)].join(", "))
-            };
-            (
-                !during.is_empty() && wrong.is_empty(),
-                format!(
-                    "{} of {} probes answered {status}{others}; slowest {}",
-                    during.len() - wrong.len(),
-                    during.len(),
-                    slowest.map_or_else(|| "none".into(), ms)
-                ),
-                format!("every probe signed with an unknown key answered {status}"),
-            )
-        }
-        _ => (false, "not judged here".into(), String::new()),
-    }
+/// `success_rate_during`: the share of the requests due during `faults` that succeeded.
+fn success_rate_during(min: f64, faults: &[&Fault], record: &Record) -> (bool, String, String) {
+    let during = due_during(&record.samples, faults);
+    let rate = success_rate(&during);
+    (
+        !during.is_empty() && rate >= min,
+        format!(
+            "{rate:.4} of {} requests due during the fault",
+            during.len()
+        ),
+        format!(">= {min}"),
+    )
+}
+
+/// `open_period_grows`: a later open window of `faults` longer than the first.
+fn open_period_grows(faults: &[&Fault], windows: &[Window]) -> (bool, String, String) {
+    let periods: Vec<u64> = fault_windows(faults, windows)
+        .iter()
+        .map(|w| w.period_ms)
+        .collect();
+    let grew = periods
+        .first()
+        .is_some_and(|first| periods.iter().any(|p| p > first));
+    let list: Vec<String> = periods.iter().map(|p| format!("{p} ms")).collect();
+    (
+        grew,
+        if list.is_empty() {
+            "the circuit never opened".into()
+        } else {
+            format!("open periods {}", list.join(", "))
+        },
+        "a later open period longer than the first".into(),
+    )
+}
+
+/// `unknown_key_refused`: every probe due during `faults` answered `status`.
+fn unknown_key_refused(status: u16, faults: &[&Fault], record: &Record) -> (bool, String, String) {
+    let during = due_during(&record.probes, faults);
+    let wrong: Vec<&str> = during
+        .iter()
+        .filter(|s| s.status != Some(status))
+        .map(|s| s.class.as_str())
+        .collect();
+    let slowest = during.iter().map(|s| s.latency).max();
+    let others = if wrong.is_empty() {
+        String::new()
+    } else {
+        format!(" (others: {})", wrong[..wrong.len().min(5)].join(", "))
+    };
+    (
+        !during.is_empty() && wrong.is_empty(),
+        format!(
+            "{} of {} probes answered {status}{others}; slowest {}",
+            during.len() - wrong.len(),
+            during.len(),
+            slowest.map_or_else(|| "none".into(), ms)
+        ),
+        format!("every probe signed with an unknown key answered {status}"),
+    )
 }
 
 /// The samples due while one of `faults` was on.

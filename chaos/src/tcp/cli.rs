@@ -49,11 +49,7 @@ pub fn run(args: ProxyArgs) -> ExitCode {
 }
 
 async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
+    let seed = args.seed.unwrap_or_else(crate::rng::clock_seed);
     let registry = Registry::new(seed);
     for (name, listen, upstream) in &args.proxies {
         let p = registry
