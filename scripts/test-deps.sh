@@ -3,7 +3,8 @@
 # - the official MCP Python SDK, pinned in tests/sdk/requirements.txt, into <repo>/.venv;
 # - the official MCP TypeScript SDK and server-everything, pinned in tests/sdk/package.json and
 #   package-lock.json, into tests/sdk/node_modules (`npm ci`);
-# - Chromium (Debian's package) for the HTML report's browser check.
+# - Chromium (Debian's package) for the HTML report's browser check;
+# - redis-server (Debian's package) for the multi-replica tests.
 # Idempotent and quick when nothing changed: each install remembers a hash of what it was built
 # from (requirements or lockfile, and the interpreter or Node version).
 #
@@ -78,6 +79,24 @@ else
   # Fail here, not in a test, if the install is unusable.
   (cd "$sdk" && node -e 'import("@modelcontextprotocol/sdk/client/index.js").then(() => import.meta.resolve("@modelcontextprotocol/server-everything/dist/index.js"))' --input-type=module)
   echo "$node_wanted" >"$node_stamp"
+fi
+# redis-server, which the multi-replica tests start on a loopback port of their own (shared job
+# store, global rate limits; tests/tests/replicas*.rs): Debian's package. REDIS_SERVER=/path uses
+# another build.
+if [ -n "${REDIS_SERVER:-}" ] || command -v redis-server >/dev/null 2>&1; then
+  echo "test-deps: redis-server present"
+elif command -v apt-get >/dev/null 2>&1; then
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "test-deps: redis-server missing and not root (no sudo)" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  echo "test-deps: installing redis-server (apt)"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # The package starts a system-wide server on 6379; the tests run their own on other ports.
+else
+  echo "test-deps: no redis-server and no apt-get: install Redis 6+ (or set REDIS_SERVER) for the multi-replica tests" >&2
 fi
 # Chromium, which opens mcp-load's HTML report headless (loadtest/tests/html.rs; without it that
 # test fails under CI and is skipped elsewhere): Debian's package, about 125 MB, installed in 22 s

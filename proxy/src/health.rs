@@ -30,6 +30,7 @@ use crate::body::{ProxyBody, full};
 use crate::config::HealthCheckKind;
 use crate::local_resources::LocalResource;
 use crate::metrics::{self, Metrics};
+use crate::redis_conn::RedisConn;
 use crate::resilience::Resilience;
 use crate::upstream::Upstream;
 
@@ -46,6 +47,8 @@ const DOWN: u8 = 2;
 pub struct Readiness {
     shutting_down: AtomicBool,
     upstreams: Vec<UpstreamHealth>,
+    /// Shown in `/readyz`, not part of readiness (see [`RedisConn::report`]).
+    redis: std::sync::OnceLock<Arc<RedisConn>>,
 }
 
 #[derive(Debug)]
@@ -74,7 +77,13 @@ impl Readiness {
                     last_error: std::sync::Mutex::new(None),
                 })
                 .collect(),
+            redis: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shows the `[redis]` connection's state in `/readyz` (once; later calls are ignored).
+    pub fn set_redis(&self, redis: Arc<RedisConn>) {
+        let _ = self.redis.set(redis);
     }
 
     /// Marks the start of shutdown: readiness fails from now on.
@@ -116,11 +125,15 @@ impl Readiness {
                 (u.name.to_string(), entry)
             })
             .collect();
-        json!({
+        let mut report = json!({
             "ready": self.is_ready(),
             "shutting_down": self.is_shutting_down(),
             "upstreams": upstreams,
-        })
+        });
+        if let Some(redis) = self.redis.get() {
+            report["redis"] = redis.report();
+        }
+        report
     }
 
     /// Registers `mcp_sidecar_ready` (1 while `/readyz` answers 200) and

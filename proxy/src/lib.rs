@@ -19,7 +19,8 @@
 //!   [`accept_errors`];
 //! - **request model**: [`error`] (the one error type and its mapping to responses),
 //!   [`exchange`] (the seam: what a phase sees and returns);
-//! - **policies**: [`auth`], [`limits`], [`resilience`], [`cors`], [`flood_logs`];
+//! - **policies**: [`auth`], [`limits`], [`resilience`], [`cors`], [`flood_logs`], [`jobs`],
+//!   [`redis_conn`] (the one Redis connection of the features shared between replicas);
 //! - **request path**: [`forward`] (the phase order, written once; the detachable tail);
 //! - **server**: [`server`] (listeners, TLS, lifecycle, graceful shutdown), [`admin`],
 //!   [`health`]; then [`cli`] and the binary.
@@ -73,6 +74,7 @@ pub mod metrics;
 pub mod observe;
 pub mod principal;
 pub mod rate_limited_log;
+pub mod redis_conn;
 pub mod replay_io;
 pub mod resilience;
 pub mod rpc_metrics;

@@ -39,6 +39,7 @@ use crate::job_api::JobApi;
 use crate::jobs::{Jobs, Settings};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::redis_conn::RedisConn;
 use crate::replay_io::ReplayIo;
 use crate::resilience::Resilience;
 use crate::tasks::Tasks;
@@ -82,6 +83,16 @@ impl Sidecar {
             .collect::<Result<Vec<_>, _>>()?;
         let readiness = Readiness::new(&upstreams);
         readiness.register(metrics.registry())?;
+        // The connection shared by the features that span replicas; nothing is dialled yet.
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|c| RedisConn::new(c, metrics.registry()))
+            .transpose()
+            .map_err(|e| StartError::Redis(e.to_string()))?;
+        if let Some(redis) = &redis {
+            readiness.set_redis(redis.clone());
+        }
         let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
         let limits = Arc::new(Limits::new(&config, metrics.registry())?);
         let tls = config

@@ -56,7 +56,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "policies",
-        &["auth", "limits", "resilience", "cors", "flood_logs", "jobs"],
+        &[
+            "auth",
+            "limits",
+            "resilience",
+            "cors",
+            "flood_logs",
+            "jobs",
+            "redis_conn",
+        ],
     ),
     ("the request path", &["forward", "job_api", "tasks"]),
     ("server, admin and health", &["health", "admin", "server"]),

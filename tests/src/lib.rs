@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 pub mod attack;
 pub mod raw;
+pub mod redis_server;
 
 /// A sidecar running on the test's runtime.
 #[derive(Debug)]
@@ -106,6 +107,7 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         // In memory: in-process sidecars run side by side, and a durable store is one file per
         // directory (the job tests give theirs a directory of its own).
         jobs: mcp_sidecar::config::JobsConfig::in_memory(),
+        redis: None,
     }
 }
 

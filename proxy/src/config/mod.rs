@@ -14,6 +14,7 @@ mod env;
 pub mod jobs;
 mod limits;
 mod load;
+pub mod redis;
 pub mod resilience;
 pub mod tasks;
 mod validate;
@@ -41,6 +42,7 @@ pub use limits::{
     LimitsConfig, MAX_PERIOD, RateLimitRule,
 };
 pub use load::Location;
+pub use redis::RedisConfig;
 pub use resilience::{
     BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
 };
@@ -141,6 +143,10 @@ pub struct Config {
     /// The job engine: 202 offloading of long calls, and its store (`[jobs]`).
     #[serde(default)]
     pub jobs: JobsConfig,
+    /// The Redis connection shared by the features that span replicas (`[redis]`): the job
+    /// store `redis` and `scope = "global"` rate limits. Default: none.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
 }
 
 /// `[listen]`
@@ -525,6 +531,7 @@ impl Config {
             rate_limit: Vec::new(),
             cors: CorsConfig::default(),
             jobs: JobsConfig::default(),
+            redis: None,
         };
         config.validate()?;
         Ok(config)

@@ -141,6 +141,9 @@ impl Config {
         self.validate_auth()?;
         self.cors.validate()?;
         self.jobs.validate()?;
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
+        }
         Ok(())
     }
 }
