@@ -15,6 +15,7 @@
 #     exists; skipped with a message otherwise.
 # The tools come from PyPI, pinned in deploy/requirements.txt, into <repo>/.venv/deploy-tools.
 # Building the image itself: scripts/docker-build.sh (needs a Docker daemon).
+# Environment: SKIP_BUILD=1 - check target/debug/mcp-sidecar as built, do not build it.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -101,7 +102,12 @@ done
 say "deploy_check.py catches each of ${#mutations[@]} planted mistakes"
 
 # --- The deployable binary's shape (scripts/dist.sh on the quick debug build) and the configs.
-cargo build --quiet -p mcp-sidecar --bin mcp-sidecar
+# SKIP_BUILD=1 takes the debug binary already built (CI: the test run's).
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+  [ -x target/debug/mcp-sidecar ] || fail "target/debug/mcp-sidecar is not built (drop SKIP_BUILD)"
+else
+  cargo build --quiet -p mcp-sidecar --bin mcp-sidecar
+fi
 PROFILE=dev SKIP_BUILD=1 DIST_DIR="$work/dist" bash scripts/dist.sh >/dev/null
 bin="$work/dist/mcp-sidecar"
 debug="$work/dist/mcp-sidecar.debug"
