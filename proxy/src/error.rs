@@ -664,6 +664,9 @@ pub enum StartError {
     /// The job store could not be opened or read (the message names the file).
     #[error("jobs: {0}")]
     Jobs(String),
+    /// The span exporter could not be set up (`[tracing]`).
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
 /// `error: cause: cause` for logs and error bodies; hyper's top-level messages alone are vague.

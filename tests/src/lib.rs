@@ -106,6 +106,7 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         // In memory: in-process sidecars run side by side, and a durable store is one file per
         // directory (the job tests give theirs a directory of its own).
         jobs: mcp_sidecar::config::JobsConfig::in_memory(),
+        tracing: mcp_sidecar::config::TracingConfig::default(),
     }
 }
 

@@ -16,6 +16,7 @@ mod limits;
 mod load;
 pub mod resilience;
 pub mod tasks;
+mod traces;
 mod validate;
 mod view;
 
@@ -45,6 +46,10 @@ pub use resilience::{
     BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
 };
 pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
+pub use traces::{
+    DEFAULT_TRACING_ENDPOINT, DEFAULT_TRACING_EXPORT_TIMEOUT, DEFAULT_TRACING_SAMPLING,
+    DEFAULT_TRACING_SERVICE_NAME, MAX_TRACING_EXPORT_TIMEOUT, TracingConfig,
+};
 pub(crate) use validate::normalise_mount;
 pub use view::ConfigView;
 
@@ -141,6 +146,9 @@ pub struct Config {
     /// The job engine: 202 offloading of long calls, and its store (`[jobs]`).
     #[serde(default)]
     pub jobs: JobsConfig,
+    /// OpenTelemetry traces, exported over OTLP/HTTP (`[tracing]`; off by default).
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 /// `[listen]`
@@ -525,6 +533,7 @@ impl Config {
             rate_limit: Vec::new(),
             cors: CorsConfig::default(),
             jobs: JobsConfig::default(),
+            tracing: TracingConfig::default(),
         };
         config.validate()?;
         Ok(config)

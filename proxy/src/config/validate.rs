@@ -141,6 +141,7 @@ impl Config {
         self.validate_auth()?;
         self.cors.validate()?;
         self.jobs.validate()?;
+        self.tracing.validate()?;
         Ok(())
     }
 }

@@ -110,6 +110,7 @@ impl Proxy {
                 auth: Arc::new(Auth::disabled()),
                 resilience: None,
                 tasks: None,
+                tracing: None,
             }),
             limits: None,
             cors: None,
@@ -167,6 +168,18 @@ impl Proxy {
         self
     }
 
+    /// Adds OpenTelemetry spans (without: none, and the request's trace fields go to the
+    /// backend untouched).
+    pub fn with_tracing(mut self, tracing: Option<Arc<crate::trace::Tracing>>) -> Self {
+        Arc::make_mut(&mut self.services).tracing = tracing;
+        self
+    }
+
+    /// The tracer, for the server's lifecycle (the last spans' export at shutdown).
+    pub fn tracing(&self) -> Option<&Arc<crate::trace::Tracing>> {
+        self.services.tracing.as_ref()
+    }
+
     /// The job API, for the server's lifecycle (start, drain) and the admin view.
     pub fn jobs(&self) -> Option<&JobApi> {
         self.jobs.as_ref()
@@ -199,7 +212,7 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
-        let (head, body) = req.into_parts();
+        let (mut head, body) = req.into_parts();
         let request_id = headers::request_id(&head.headers);
         let rid = headers::request_id_str(&request_id);
         let method = head.method.clone();
@@ -210,6 +223,12 @@ impl Proxy {
         // share of the sidecar's CPU per request (BENCHMARKS.md, "Figures behind code decisions").
         // Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
+        // One `None` check when tracing is off.
+        let mut server_span = self
+            .services
+            .tracing
+            .as_ref()
+            .map(|t| t.server_span(&mut head, &conn));
         let mut ex = Exchange::new(head, conn);
         let mut cx = RequestContext::default();
         // The span is entered around each poll of the phases, pinned where they are built:
@@ -270,6 +289,10 @@ impl Proxy {
                     .as_ref()
                     .and_then(mcp::Classified::request_id);
                 let response = err.to_response(jsonrpc_id, rid);
+                if let Some(span) = &mut server_span {
+                    let upstream = facts.upstream.as_deref();
+                    span.answered(upstream, facts.classified.as_ref(), response.status(), Some(&err));
+                }
                 (response, false, Some(err.reason()))
             }
         };
@@ -283,6 +306,11 @@ impl Proxy {
             cors.apply(grant, response.headers_mut());
         }
         let status = response.status();
+        if error.is_none()
+            && let Some(span) = &mut server_span
+        {
+            span.answered(facts.upstream.as_deref(), facts.classified.as_ref(), status, None);
+        }
         let ttfb = start.elapsed();
         match &facts.upstream {
             Some(u) => {
@@ -316,6 +344,7 @@ impl Proxy {
             ttfb,
             error,
             subject: facts.principal.as_ref().map(|p| p.subject.clone()),
+            trace: server_span,
         };
         let stream_errors = Some(self.metrics().stream_errors.clone());
         let idle_timeouts = self
