@@ -299,11 +299,11 @@ mod tests {
             ..fields("/mcp", "rid-1")
         };
         assert!(
-            line(LogFormat::Pretty, &traced)
-                .contains(" request_id=rid-1 trace_id=4bf92f3577b34da6a3ce929d0e0e4736 duration_ms=")
+            line(LogFormat::Pretty, &traced).contains(
+                " request_id=rid-1 trace_id=4bf92f3577b34da6a3ce929d0e0e4736 duration_ms="
+            )
         );
-        let v: serde_json::Value =
-            serde_json::from_str(&line(LogFormat::Json, &traced)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line(LogFormat::Json, &traced)).unwrap();
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert!(!line(LogFormat::Pretty, &fields("/mcp", "rid-1")).contains("trace_id"));
         let v: serde_json::Value =

@@ -53,7 +53,7 @@ pub struct AccessLog {
     pub subject: Option<String>,
     /// The request's server span when tracing is on: its trace id goes into the line, and it
     /// ends with the line.
-    pub trace: Option<crate::trace::ServerSpan>,
+    pub trace: Option<Box<crate::trace::ServerSpan>>,
 }
 
 impl AccessLog {

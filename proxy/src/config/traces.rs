@@ -191,6 +191,9 @@ mod tests {
         ] {
             assert_eq!(field_of(load(toml).unwrap_err()), field, "{toml}");
         }
-        assert!(matches!(load("exporter = \"otlp\""), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            load("exporter = \"otlp\""),
+            Err(ConfigError::Parse(_))
+        ));
     }
 }

@@ -164,9 +164,11 @@ impl Runner for JobRunner {
             };
             // The run is a child of the request that submitted the job (its stored
             // `traceparent`), and the parent of the run's attempts.
-            let span = this.services.tracing.as_ref().map(|t| {
-                t.job_span(&mut ex.head.headers, &job_id.to_string(), job_attempts)
-            });
+            let span = this
+                .services
+                .tracing
+                .as_ref()
+                .map(|t| t.job_span(&mut ex.head.headers, &job_id.to_string(), job_attempts));
             let outcome = async {
                 let mut held = Held::default();
                 if let Some(limits) = &this.limits

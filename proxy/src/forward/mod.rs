@@ -291,7 +291,12 @@ impl Proxy {
                 let response = err.to_response(jsonrpc_id, rid);
                 if let Some(span) = &mut server_span {
                     let upstream = facts.upstream.as_deref();
-                    span.answered(upstream, facts.classified.as_ref(), response.status(), Some(&err));
+                    span.answered(
+                        upstream,
+                        facts.classified.as_ref(),
+                        response.status(),
+                        Some(&err),
+                    );
                 }
                 (response, false, Some(err.reason()))
             }
@@ -309,7 +314,12 @@ impl Proxy {
         if error.is_none()
             && let Some(span) = &mut server_span
         {
-            span.answered(facts.upstream.as_deref(), facts.classified.as_ref(), status, None);
+            span.answered(
+                facts.upstream.as_deref(),
+                facts.classified.as_ref(),
+                status,
+                None,
+            );
         }
         let ttfb = start.elapsed();
         match &facts.upstream {

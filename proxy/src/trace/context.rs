@@ -113,15 +113,27 @@ fn trace_state(headers: &http::HeaderMap) -> TraceState {
 
 /// The `traceparent` value (version 00) naming `cx` as the parent.
 pub fn traceparent_value(cx: &SpanContext) -> http::HeaderValue {
-    let mut out = [0u8; TRACEPARENT_LEN];
-    out[..3].copy_from_slice(b"00-");
-    hex_out(&cx.trace_id().to_bytes(), &mut out[3..35]);
-    out[35] = b'-';
-    hex_out(&cx.span_id().to_bytes(), &mut out[36..52]);
-    out[52] = b'-';
-    hex_out(&[u8::from(cx.is_sampled())], &mut out[53..55]);
+    let parent = TraceParent {
+        trace_id: cx.trace_id().to_bytes(),
+        parent_id: cx.span_id().to_bytes(),
+        sampled: cx.is_sampled(),
+    };
     // Lowercase hex and dashes: always a valid field value.
-    http::HeaderValue::from_bytes(&out).unwrap_or(http::HeaderValue::from_static(""))
+    http::HeaderValue::from_bytes(&parent.to_bytes()).unwrap_or(http::HeaderValue::from_static(""))
+}
+
+impl TraceParent {
+    /// The field's text, version 00 (flags `01` or `00`).
+    pub fn to_bytes(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = [0u8; TRACEPARENT_LEN];
+        out[..3].copy_from_slice(b"00-");
+        hex_out(&self.trace_id, &mut out[3..35]);
+        out[35] = b'-';
+        hex_out(&self.parent_id, &mut out[36..52]);
+        out[52] = b'-';
+        hex_out(&[u8::from(self.sampled)], &mut out[53..55]);
+        out
+    }
 }
 
 /// The trace id as 32 lowercase hex digits (for the access log).

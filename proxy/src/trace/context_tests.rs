@@ -20,7 +20,11 @@ fn a_valid_traceparent_is_read() {
     let unsampled = parse_traceparent(VALID.replace("-01", "-00").as_bytes()).unwrap();
     assert!(!unsampled.sampled);
     // Other flag bits are allowed; only `sampled` is read.
-    assert!(parse_traceparent(VALID.replace("-01", "-03").as_bytes()).unwrap().sampled);
+    assert!(
+        parse_traceparent(VALID.replace("-01", "-03").as_bytes())
+            .unwrap()
+            .sampled
+    );
 }
 
 #[test]
@@ -87,7 +91,10 @@ fn tracestate_is_kept_when_valid_and_dropped_when_not() {
 
     let long = format!("k={}", "v".repeat(MAX_TRACESTATE_LEN));
     headers.insert(TRACESTATE, long.parse().unwrap());
-    assert_eq!(remote_parent(&headers).unwrap().trace_state(), &TraceState::NONE);
+    assert_eq!(
+        remote_parent(&headers).unwrap().trace_state(),
+        &TraceState::NONE
+    );
 }
 
 #[test]

@@ -20,8 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
-    TracerProvider as _,
+    Span as _, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
@@ -70,10 +69,7 @@ impl Tracing {
             .map_err(|e| format!("tracing.endpoint: {e}"))?;
         let resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
-            .with_attribute(KeyValue::new(
-                "service.version",
-                crate::build_info::VERSION,
-            ))
+            .with_attribute(KeyValue::new("service.version", crate::build_info::VERSION))
             .build();
         exporter.set_resource(&resource);
         let (queue, spans) = mpsc::channel(export::QUEUE_SPANS);
@@ -116,7 +112,9 @@ impl Tracing {
         // The queue holds at most four batches.
         let bound = self.export_timeout.saturating_mul(5);
         if tokio::time::timeout(bound, task).await.is_err() {
-            tracing::warn!("the OTLP collector did not take the last spans in time; they are dropped");
+            tracing::warn!(
+                "the OTLP collector did not take the last spans in time; they are dropped"
+            );
         }
         let _ = self.provider.shutdown();
     }
@@ -127,7 +125,7 @@ impl Tracing {
         &self,
         head: &mut http::request::Parts,
         conn: &crate::conn_info::ConnInfo,
-    ) -> ServerSpan {
+    ) -> Box<ServerSpan> {
         let parent = parent_context(&head.headers);
         let mut attributes = Vec::with_capacity(8);
         attributes.push(KeyValue::new(
@@ -143,7 +141,10 @@ impl Tracing {
             "network.protocol.version",
             protocol_version(head.version),
         ));
-        attributes.push(KeyValue::new("client.address", conn.remote.ip().to_string()));
+        attributes.push(KeyValue::new(
+            "client.address",
+            conn.remote.ip().to_string(),
+        ));
         attributes.push(KeyValue::new("client.port", i64::from(conn.remote.port())));
         if let Some(agent) = head
             .headers
@@ -160,11 +161,11 @@ impl Tracing {
             .start_with_context(&self.tracer, &parent);
         let cx = span.span_context().clone();
         head.headers.insert(TRACEPARENT, traceparent_value(&cx));
-        ServerSpan {
+        Box::new(ServerSpan {
             span,
             trace_id: cx.trace_id(),
             method: head.method.clone(),
-        }
+        })
     }
 
     /// The parent of a request's upstream attempts: the span its `traceparent` names (the
@@ -207,7 +208,10 @@ impl Tracing {
         ));
         attributes.push(KeyValue::new("mcp_sidecar.upstream", upstream.to_owned()));
         if resend > 0 {
-            attributes.push(KeyValue::new("http.request.resend_count", i64::from(resend)));
+            attributes.push(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(resend),
+            ));
         }
         let span = self
             .tracer
@@ -217,7 +221,9 @@ impl Tracing {
             .start_with_context(&self.tracer, parent);
         req.headers_mut()
             .insert(TRACEPARENT, traceparent_value(span.span_context()));
-        AttemptSpan { span }
+        AttemptSpan {
+            span: Box::new(span),
+        }
     }
 
     /// Starts the span of a job's run (`attempt`: its runs before this one), a child of the
@@ -235,7 +241,9 @@ impl Tracing {
             ])
             .start_with_context(&self.tracer, &parent);
         headers.insert(TRACEPARENT, traceparent_value(span.span_context()));
-        JobSpan { span }
+        JobSpan {
+            span: Box::new(span),
+        }
     }
 }
 
@@ -265,7 +273,8 @@ fn bounded(text: &str) -> String {
     text[..end].to_owned()
 }
 
-/// A request's server span, ended when its answer's body ends (or is dropped).
+/// A request's server span, ended when its answer's body ends (or is dropped). Handed out
+/// boxed: the request's future and its access-log record hold one pointer, not the span.
 #[derive(Debug)]
 pub struct ServerSpan {
     span: opentelemetry_sdk::trace::Span,
@@ -321,7 +330,10 @@ impl ServerSpan {
                 span.set_attribute(KeyValue::new("gen_ai.tool.name", bounded(tool)));
             }
             if let Some(id) = &message.id {
-                span.set_attribute(KeyValue::new("jsonrpc.request.id", bounded(&id.to_string())));
+                span.set_attribute(KeyValue::new(
+                    "jsonrpc.request.id",
+                    bounded(&id.to_string()),
+                ));
             }
         }
         span.update_name(name);
@@ -346,7 +358,7 @@ impl ServerSpan {
     }
 
     /// Ends the span when the answer's body has ended: how it ended and the bytes sent.
-    pub fn end(mut self, outcome: &'static str, bytes: u64) {
+    pub fn end(mut self: Box<Self>, outcome: &'static str, bytes: u64) {
         if self.span.is_recording() {
             self.span
                 .set_attribute(KeyValue::new("mcp_sidecar.outcome", outcome));
@@ -360,9 +372,11 @@ impl ServerSpan {
 }
 
 /// One upstream attempt's client span, ended when the answer's head (or the failure) is back.
+/// Boxed: it lives in the send's future, which stays small for the requests of a sidecar
+/// without tracing.
 #[derive(Debug)]
 pub struct AttemptSpan {
-    span: opentelemetry_sdk::trace::Span,
+    span: Box<opentelemetry_sdk::trace::Span>,
 }
 
 impl AttemptSpan {
@@ -378,10 +392,8 @@ impl AttemptSpan {
                     ));
                     // A client span fails on any 4xx or 5xx.
                     if status.is_client_error() || status.is_server_error() {
-                        self.span.set_attribute(KeyValue::new(
-                            "error.type",
-                            status.as_str().to_owned(),
-                        ));
+                        self.span
+                            .set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
                         self.span.set_status(Status::error(""));
                     }
                 }
@@ -399,7 +411,7 @@ impl AttemptSpan {
 /// A job run's span.
 #[derive(Debug)]
 pub struct JobSpan {
-    span: opentelemetry_sdk::trace::Span,
+    span: Box<opentelemetry_sdk::trace::Span>,
 }
 
 impl JobSpan {

@@ -56,7 +56,10 @@ async fn a_valid_client_traceparent_is_continued_and_replaced_by_the_server_span
     let client = parse_traceparent(CLIENT.as_bytes()).unwrap();
     let ours = traceparent(&head.headers);
     assert_eq!(ours.trace_id, client.trace_id);
-    assert_ne!(ours.parent_id, client.parent_id, "the server span is a new span");
+    assert_ne!(
+        ours.parent_id, client.parent_id,
+        "the server span is a new span"
+    );
     assert!(ours.sampled);
     assert_eq!(span.trace_id(), TraceId::from_bytes(client.trace_id));
     // tracestate goes on as the client sent it.
