@@ -249,3 +249,7 @@ impl HttpClient for HyperClient {
             .map_err(|_| HttpError::from("the collector did not answer in time"))?
     }
 }
+
+#[cfg(test)]
+#[path = "export_tests.rs"]
+mod tests;

@@ -66,7 +66,9 @@ impl Tracing {
             .with_endpoint(config.endpoint.clone())
             .with_timeout(config.export_timeout)
             .build()
-            .map_err(|e| format!("tracing.endpoint: {e}"))?;
+            .map_err(|e| {
+                format!("the OTLP exporter (tracing.endpoint, OTEL_EXPORTER_OTLP_* variables): {e}")
+            })?;
         let resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .with_attribute(KeyValue::new("service.version", crate::build_info::VERSION))
