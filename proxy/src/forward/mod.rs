@@ -41,6 +41,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::resilience::Resilience;
 use crate::tasks::{Tasks, routing};
+use crate::trace::{Failed, Routed};
 use crate::upstream::Router;
 use crate::upstream::check_path;
 pub use job_runner::JobRunner;
@@ -290,13 +291,13 @@ impl Proxy {
                     .and_then(mcp::Classified::request_id);
                 let response = err.to_response(jsonrpc_id, rid);
                 if let Some(span) = &mut server_span {
-                    let upstream = facts.upstream.as_deref();
-                    span.answered(
-                        upstream,
-                        facts.classified.as_ref(),
-                        response.status(),
-                        Some(&err),
-                    );
+                    let failure = Failed {
+                        reason: err.reason(),
+                        detail: &err,
+                    };
+                    let routed = facts.upstream.as_deref().map(routed);
+                    let classified = facts.classified.as_ref();
+                    span.answered(routed, classified, response.status(), Some(failure));
                 }
                 (response, false, Some(err.reason()))
             }
@@ -314,12 +315,8 @@ impl Proxy {
         if error.is_none()
             && let Some(span) = &mut server_span
         {
-            span.answered(
-                facts.upstream.as_deref(),
-                facts.classified.as_ref(),
-                status,
-                None,
-            );
+            let routed = facts.upstream.as_deref().map(routed);
+            span.answered(routed, facts.classified.as_ref(), status, None);
         }
         let ttfb = start.elapsed();
         match &facts.upstream {
@@ -614,6 +611,15 @@ fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, ProxyError> {
     );
     http::Uri::from_parts(parts)
         .map_err(|e| ProxyError::BadRequest(format!("job submission path: {e}")))
+}
+
+/// An upstream as the request's server span records it.
+fn routed(upstream: &crate::upstream::Upstream) -> Routed<'_> {
+    Routed {
+        name: &upstream.name,
+        mount: &upstream.mount,
+        rpc: &upstream.metrics.rpc,
+    }
 }
 
 /// Whether the client waits for `100 Continue` before sending the body (`Expect: 100-continue`;

@@ -19,7 +19,7 @@ use crate::error::ProxyError;
 use crate::error::error_chain;
 use crate::local_resources::LocalResource;
 use crate::metrics::{self, Metrics};
-use crate::trace::Tracing;
+use crate::trace::{self, Tracing};
 use crate::upstream::h1::ClientError;
 use crate::upstream::{PoolError, PooledBody, Unsent, Upstream};
 
@@ -157,7 +157,13 @@ impl Call {
                 self.timeout
             ));
             if let Some(span) = span {
-                span.end(&result);
+                span.end(match &result {
+                    Ok(response) => Ok(response.status()),
+                    Err(err) => Err(trace::Failed {
+                        reason: err.reason(),
+                        detail: err,
+                    }),
+                });
             }
             if let Err(
                 ProxyError::LocalResourceExhausted { .. }

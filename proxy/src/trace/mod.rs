@@ -29,8 +29,8 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExport
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::TracingConfig;
-use crate::error::ProxyError;
 use crate::mcp::Classified;
+use crate::rpc_metrics::RpcMetrics;
 use context::{TRACEPARENT, remote_parent, traceparent_value};
 
 /// Longest tool name or JSON-RPC id recorded on a span: the metrics' bound on tool names; a
@@ -275,6 +275,35 @@ fn bounded(text: &str) -> String {
     text[..end].to_owned()
 }
 
+/// The upstream a request was routed to, as its server span records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a> {
+    /// The upstream's name.
+    pub name: &'a str,
+    /// Where it is mounted (the span's `http.route`).
+    pub mount: &'a str,
+    /// Its per-tool labels: a tool in the span's name is one the metrics label.
+    pub rpc: &'a RpcMetrics,
+}
+
+/// Why the sidecar answered a request or an attempt failed: the error's reason label and its
+/// message (the span's `error.type` and status description).
+#[derive(Clone, Copy)]
+pub struct Failed<'a> {
+    /// `ProxyError::reason`.
+    pub reason: &'static str,
+    /// The error itself, written only when the span is recorded.
+    pub detail: &'a dyn std::fmt::Display,
+}
+
+impl std::fmt::Debug for Failed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failed")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A request's server span, ended when its answer's body ends (or is dropped). Handed out
 /// boxed: the request's future and its access-log record hold one pointer, not the span.
 #[derive(Debug)]
@@ -295,10 +324,10 @@ impl ServerSpan {
     /// MCP method and tool of a single message, the status and the sidecar's error reason.
     pub fn answered(
         &mut self,
-        upstream: Option<&crate::upstream::Upstream>,
+        upstream: Option<Routed<'_>>,
         classified: Option<&Classified>,
         status: http::StatusCode,
-        error: Option<&ProxyError>,
+        error: Option<Failed<'_>>,
     ) {
         let span = &mut self.span;
         if !span.is_recording() {
@@ -306,9 +335,9 @@ impl ServerSpan {
         }
         let method = self.method.as_str();
         let mut name = method.to_owned();
-        if let Some(u) = upstream {
-            span.set_attribute(KeyValue::new("http.route", u.mount.clone()));
-            span.set_attribute(KeyValue::new("mcp_sidecar.upstream", u.name.to_string()));
+        if let Some(u) = &upstream {
+            span.set_attribute(KeyValue::new("http.route", u.mount.to_owned()));
+            span.set_attribute(KeyValue::new("mcp_sidecar.upstream", u.name.to_owned()));
             name = format!("{method} {}", u.mount);
         }
         if let Some(message) = classified.and_then(Classified::single) {
@@ -320,8 +349,8 @@ impl ServerSpan {
                 let tool = message
                     .tool
                     .as_deref()
-                    .zip(upstream)
-                    .map(|(t, u)| u.metrics.rpc.tool_label(Some(t)));
+                    .zip(upstream.as_ref())
+                    .map(|(t, u)| u.rpc.tool_label(Some(t)));
                 name = match (known, tool) {
                     (true, Some(tool)) => format!("{m} {tool}"),
                     (true, None) => m.clone(),
@@ -343,13 +372,13 @@ impl ServerSpan {
             "http.response.status_code",
             i64::from(status.as_u16()),
         ));
-        if let Some(err) = error {
-            span.set_attribute(KeyValue::new("error.type", err.reason()));
+        if let Some(err) = &error {
+            span.set_attribute(KeyValue::new("error.type", err.reason));
         }
         // A server span fails on 5xx only: a 4xx is the client's error, not the request's.
         if status.is_server_error() {
-            let description = match error {
-                Some(err) => Cow::Owned(err.to_string()),
+            let description = match &error {
+                Some(err) => Cow::Owned(err.detail.to_string()),
                 None => Cow::Borrowed(""),
             };
             span.set_status(Status::error(description));
@@ -383,11 +412,10 @@ pub struct AttemptSpan {
 
 impl AttemptSpan {
     /// Ends the span with the backend's status, or the error the attempt ended in.
-    pub fn end<B>(mut self, result: &Result<http::Response<B>, ProxyError>) {
+    pub fn end(mut self, result: Result<http::StatusCode, Failed<'_>>) {
         if self.span.is_recording() {
             match result {
-                Ok(response) => {
-                    let status = response.status();
+                Ok(status) => {
                     self.span.set_attribute(KeyValue::new(
                         "http.response.status_code",
                         i64::from(status.as_u16()),
@@ -401,8 +429,8 @@ impl AttemptSpan {
                 }
                 Err(err) => {
                     self.span
-                        .set_attribute(KeyValue::new("error.type", err.reason()));
-                    self.span.set_status(Status::error(err.to_string()));
+                        .set_attribute(KeyValue::new("error.type", err.reason));
+                    self.span.set_status(Status::error(err.detail.to_string()));
                 }
             }
         }
