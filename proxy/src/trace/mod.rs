@@ -101,19 +101,22 @@ impl Tracing {
         })))
     }
 
-    /// Exports what is queued (at most one export timeout per batch, bounded overall) and stops
-    /// the export task. Spans ended after this are dropped.
+    /// Exports what is queued and stops the export task, within one export timeout in all: a
+    /// collector that does not answer must not hold up the process's exit (what did not go out
+    /// by then is dropped). Spans ended after this are dropped too.
     pub async fn shutdown(&self) {
         let task = self
             .exports
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let Some(task) = task else { return };
+        let Some(mut task) = task else { return };
         self.stop.notify_one();
-        // The queue holds at most four batches.
-        let bound = self.export_timeout.saturating_mul(5);
-        if tokio::time::timeout(bound, task).await.is_err() {
+        if tokio::time::timeout(self.export_timeout, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
             tracing::warn!(
                 "the OTLP collector did not take the last spans in time; they are dropped"
             );

@@ -134,3 +134,30 @@ async fn a_job_run_is_a_child_of_the_stored_context_and_parents_its_attempts() {
     assert_ne!(run.parent_id, stored.parent_id);
     span.end("answered", None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_a_stalled_collector_one_export_timeout_at_most() {
+    // A collector that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let config = TracingConfig {
+        enabled: true,
+        endpoint: format!("http://{addr}/v1/traces"),
+        export_timeout: Duration::from_secs(3),
+        ..TracingConfig::default()
+    };
+    let t = Tracing::start(&config, &prometheus::Registry::new())
+        .unwrap()
+        .unwrap();
+    let mut head = head(None);
+    t.server_span(&mut head, &conn()).end("complete", 0);
+    let started = tokio::time::Instant::now();
+    t.shutdown().await;
+    assert!(started.elapsed() <= Duration::from_secs(3) + Duration::from_millis(100));
+}
