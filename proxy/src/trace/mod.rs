@@ -125,13 +125,22 @@ impl Tracing {
     }
 
     /// Starts a request's server span: a child of the client's span when its `traceparent` is
-    /// valid, else a new trace. The request's `traceparent` names the new span from here on.
+    /// valid, else a new trace (and the client's `tracestate` is dropped with its parent). The
+    /// request's `traceparent` names the new span from here on.
     pub fn server_span(
         &self,
         head: &mut http::request::Parts,
         conn: &crate::conn_info::ConnInfo,
     ) -> Box<ServerSpan> {
-        let parent = parent_context(&head.headers);
+        let parent = match remote_parent(&head.headers) {
+            Some(cx) => Context::new().with_remote_span_context(cx),
+            None => {
+                // A new trace: a `tracestate` without a valid parent belongs to no trace, and
+                // W3C Trace Context says it goes with the parent (it is not passed on).
+                head.headers.remove(context::TRACESTATE);
+                Context::new()
+            }
+        };
         let mut attributes = Vec::with_capacity(8);
         attributes.push(KeyValue::new(
             "http.request.method",

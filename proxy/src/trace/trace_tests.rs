@@ -71,7 +71,13 @@ async fn an_invalid_client_traceparent_starts_a_new_trace() {
     let t = tracing(1.0);
     let bad = CLIENT.to_uppercase();
     let mut head = head(Some(&bad));
+    head.headers
+        .insert(TRACESTATE, "congo=t61rcWkgMzE".parse().unwrap());
     let span = t.server_span(&mut head, &conn());
+    assert!(
+        head.headers.get(TRACESTATE).is_none(),
+        "a tracestate without its parent is not passed on"
+    );
     let ours = traceparent(&head.headers);
     assert_ne!(
         ours.trace_id,
