@@ -45,6 +45,7 @@ dict_for() {
     path_rule) echo fuzz/dict/path.dict ;;
     job_api_fields) echo fuzz/dict/job.dict ;;
     tasks_fields) echo fuzz/dict/jsonrpc.dict ;;
+    traceparent) echo fuzz/dict/traceparent.dict ;;
   esac
 }
 

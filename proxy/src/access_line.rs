@@ -49,6 +49,9 @@ pub struct AccessFields<'a> {
     pub error: &'a str,
     /// The caller's subject, or empty.
     pub subject: &'a str,
+    /// The W3C trace id (32 lowercase hex digits) when tracing is on, or empty (then the field
+    /// is left out of the line).
+    pub trace_id: &'a str,
 }
 
 /// Appends the line (with its newline) for `fields` at `now` in `format` to `out`.
@@ -71,6 +74,10 @@ fn write_pretty(out: &mut Vec<u8>, now: SystemTime, f: &AccessFields<'_>) {
     push_plain(out, f.upstream);
     out.extend_from_slice(b" request_id=");
     push_plain(out, f.request_id);
+    if !f.trace_id.is_empty() {
+        out.extend_from_slice(b" trace_id=");
+        push_plain(out, f.trace_id);
+    }
     out.extend_from_slice(b" duration_ms=");
     push_millis(out, f.duration);
     out.extend_from_slice(b" ttfb_ms=");
@@ -99,6 +106,10 @@ fn write_json(out: &mut Vec<u8>, now: SystemTime, f: &AccessFields<'_>) {
     push_json(out, f.upstream);
     out.extend_from_slice(b",\"request_id\":");
     push_json(out, f.request_id);
+    if !f.trace_id.is_empty() {
+        out.extend_from_slice(b",\"trace_id\":");
+        push_json(out, f.trace_id);
+    }
     out.extend_from_slice(b",\"duration_ms\":");
     push_millis(out, f.duration);
     out.extend_from_slice(b",\"ttfb_ms\":");
@@ -256,6 +267,7 @@ mod tests {
             outcome: "complete",
             error: "",
             subject: "",
+            trace_id: "",
         }
     }
 
@@ -278,6 +290,25 @@ mod tests {
              upstream=default request_id=rid-1 duration_ms=1.060 ttfb_ms=0.086 bytes=75 \
              outcome=\"complete\" error=\"\" subject=\"\"\n"
         );
+    }
+
+    #[test]
+    fn trace_id_follows_the_request_id_only_when_traced() {
+        let traced = AccessFields {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            ..fields("/mcp", "rid-1")
+        };
+        assert!(
+            line(LogFormat::Pretty, &traced).contains(
+                " request_id=rid-1 trace_id=4bf92f3577b34da6a3ce929d0e0e4736 duration_ms="
+            )
+        );
+        let v: serde_json::Value = serde_json::from_str(&line(LogFormat::Json, &traced)).unwrap();
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!line(LogFormat::Pretty, &fields("/mcp", "rid-1")).contains("trace_id"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line(LogFormat::Json, &fields("/mcp", "rid-1"))).unwrap();
+        assert!(v.get("trace_id").is_none());
     }
 
     #[test]

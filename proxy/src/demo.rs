@@ -59,6 +59,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()> + Send) -> a
         // Durable, in the default data directory: the demo's jobs survive a restart too.
         jobs: crate::config::JobsConfig::default(),
         redis: None,
+        tracing: crate::config::TracingConfig::default(),
     };
     if let Some(demo_auth) = &demo_auth {
         config.auth = demo_auth.config.clone();

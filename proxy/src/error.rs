@@ -667,6 +667,9 @@ pub enum StartError {
     /// The `[redis]` connection could not be set up.
     #[error("{0}")]
     Redis(String),
+    /// The span exporter could not be set up (`[tracing]`).
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
 /// `error: cause: cause` for logs and error bodies; hyper's top-level messages alone are vague.

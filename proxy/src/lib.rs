@@ -82,6 +82,7 @@ pub mod server;
 pub mod tasks;
 pub mod tcp_keepalive;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 /// The MCP model (JSON-RPC classification, SSE scanning and encoding): the `mcp-model` crate,

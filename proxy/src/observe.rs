@@ -51,6 +51,9 @@ pub struct AccessLog {
     pub error: Option<&'static str>,
     /// The authenticated caller's subject (never its credential).
     pub subject: Option<String>,
+    /// The request's server span when tracing is on: its trace id goes into the line, and it
+    /// ends with the line.
+    pub trace: Option<Box<crate::trace::ServerSpan>>,
 }
 
 impl AccessLog {
@@ -64,12 +67,27 @@ impl AccessLog {
         crate::headers::request_id_str(&self.request_id)
     }
 
-    fn emit(&self, bytes: u64, outcome: &str) {
+    fn emit(mut self, bytes: u64, outcome: &'static str) {
+        let trace = self.trace.take();
+        let trace_id = trace
+            .as_ref()
+            .map(|t| crate::trace::context::trace_id_hex(t.trace_id()));
+        self.write(bytes, outcome, trace_id.as_ref());
+        if let Some(span) = trace {
+            span.end(outcome, bytes);
+        }
+    }
+
+    fn write(&self, bytes: u64, outcome: &str, trace_id: Option<&[u8; 32]>) {
         // `RUST_LOG` decides as for any event (`access=off`, `warn`, ...); the check is a cached
         // per-callsite answer.
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
+        // Lowercase hex digits: always UTF-8.
+        let trace_id = trace_id
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .unwrap_or("");
         let fields = AccessFields {
             method: self.method.as_str(),
             path: self.uri.path(),
@@ -82,6 +100,7 @@ impl AccessLog {
             outcome,
             error: self.error.unwrap_or(""),
             subject: self.subject.as_deref().unwrap_or(""),
+            trace_id,
         };
         match crate::log_writer::access_sink() {
             Some(sink) => sink.write(&fields),
@@ -93,6 +112,7 @@ impl AccessLog {
                 status = fields.status,
                 upstream = %fields.upstream,
                 request_id = %fields.request_id,
+                trace_id = fields.trace_id,
                 duration_ms = fields.duration.as_secs_f64() * 1000.0,
                 ttfb_ms = fields.ttfb.as_secs_f64() * 1000.0,
                 bytes,

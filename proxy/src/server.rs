@@ -94,6 +94,8 @@ impl Sidecar {
             readiness.set_redis(redis.clone());
         }
         let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
+        let tracing = crate::trace::Tracing::start(&config.tracing, metrics.registry())
+            .map_err(StartError::Tracing)?;
         let limits = Arc::new(Limits::new(&config, metrics.registry())?);
         let tls = config
             .listen
@@ -168,7 +170,8 @@ impl Sidecar {
             .with_auth(auth)
             .with_cors(cors)
             .with_jobs(jobs)
-            .with_tasks(tasks);
+            .with_tasks(tasks)
+            .with_tracing(tracing);
         let jobs = proxy.jobs().map(|api| api.jobs().clone());
         Ok(Self {
             proxy: Arc::new(proxy),
@@ -331,6 +334,10 @@ impl Sidecar {
         }
         connections.abort_all();
         while connections.join_next().await.is_some() {}
+        // The spans of the last requests and jobs go out before the process ends.
+        if let Some(tracing) = self.proxy.tracing() {
+            tracing.shutdown().await;
+        }
         background.cancel();
     }
 }

@@ -47,6 +47,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tls",
             "replay_io",
             "observe",
+            "trace",
             "accept_errors",
         ],
     ),

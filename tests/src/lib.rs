@@ -108,6 +108,7 @@ pub fn config(upstreams: Vec<UpstreamConfig>) -> Config {
         // directory (the job tests give theirs a directory of its own).
         jobs: mcp_sidecar::config::JobsConfig::in_memory(),
         redis: None,
+        tracing: mcp_sidecar::config::TracingConfig::default(),
     }
 }
 

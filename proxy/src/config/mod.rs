@@ -17,6 +17,7 @@ mod load;
 pub mod redis;
 pub mod resilience;
 pub mod tasks;
+mod traces;
 mod validate;
 mod view;
 
@@ -47,6 +48,10 @@ pub use resilience::{
     BreakerConfig, BreakerOverride, HealthCheckConfig, HealthCheckKind, RetryConfig, ToolConfig,
 };
 pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
+pub use traces::{
+    DEFAULT_TRACING_ENDPOINT, DEFAULT_TRACING_EXPORT_TIMEOUT, DEFAULT_TRACING_SAMPLING,
+    DEFAULT_TRACING_SERVICE_NAME, MAX_TRACING_EXPORT_TIMEOUT, TracingConfig,
+};
 pub(crate) use validate::normalise_mount;
 pub use view::ConfigView;
 
@@ -147,6 +152,9 @@ pub struct Config {
     /// store `redis` and `scope = "global"` rate limits. Default: none.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// OpenTelemetry traces, exported over OTLP/HTTP (`[tracing]`; off by default).
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 /// `[listen]`
@@ -532,6 +540,7 @@ impl Config {
             cors: CorsConfig::default(),
             jobs: JobsConfig::default(),
             redis: None,
+            tracing: TracingConfig::default(),
         };
         config.validate()?;
         Ok(config)

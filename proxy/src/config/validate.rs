@@ -144,6 +144,7 @@ impl Config {
         if let Some(redis) = &self.redis {
             redis.validate()?;
         }
+        self.tracing.validate()?;
         Ok(())
     }
 }

@@ -151,6 +151,7 @@ impl Runner for JobRunner {
         let is_task = job.task.is_some();
         let request_id = HeaderValue::from_str(&format!("job-{}-{}", job.id, job.attempts))
             .unwrap_or(HeaderValue::from_static("job"));
+        let (job_id, job_attempts) = (job.id, job.attempts);
         Box::pin(async move {
             let (mut ex, upstream, uri) = match prepared {
                 Ok(p) => p,
@@ -161,40 +162,59 @@ impl Runner for JobRunner {
                     };
                 }
             };
-            let mut held = Held::default();
-            if let Some(limits) = &this.limits
-                && let Err(err) = limits.reserve_upstream(&mut ex, &mut held)
-            {
-                return not_sent_or_failed(err);
-            }
-            let tail = Tail {
-                services: this.services.clone(),
-                upstream,
-                ex,
-                uri,
-                body: full(body),
-                request_id,
-                held,
-            };
-            let (result, _facts) = tail.run().await;
-            match result {
-                Ok((response, sse)) => {
-                    let outcome = read_answer(
-                        response,
-                        sse,
-                        jsonrpc_id.as_ref(),
-                        &progress,
-                        this.max_result_bytes,
-                        is_task,
-                    )
-                    .await;
-                    match outcome {
-                        RunOutcome::Answered(answer) if is_task => input_round(answer),
-                        outcome => outcome,
-                    }
+            // The run is a child of the request that submitted the job (its stored
+            // `traceparent`), and the parent of the run's attempts.
+            let span = this
+                .services
+                .tracing
+                .as_ref()
+                .map(|t| t.job_span(&mut ex.head.headers, &job_id.to_string(), job_attempts));
+            let outcome = async {
+                let mut held = Held::default();
+                if let Some(limits) = &this.limits
+                    && let Err(err) = limits.reserve_upstream(&mut ex, &mut held)
+                {
+                    return not_sent_or_failed(err);
                 }
-                Err(err) => not_sent_or_failed(err),
+                let tail = Tail {
+                    services: this.services.clone(),
+                    upstream,
+                    ex,
+                    uri,
+                    body: full(body),
+                    request_id,
+                    held,
+                };
+                let (result, _facts) = tail.run().await;
+                match result {
+                    Ok((response, sse)) => {
+                        let outcome = read_answer(
+                            response,
+                            sse,
+                            jsonrpc_id.as_ref(),
+                            &progress,
+                            this.max_result_bytes,
+                            is_task,
+                        )
+                        .await;
+                        match outcome {
+                            RunOutcome::Answered(answer) if is_task => input_round(answer),
+                            outcome => outcome,
+                        }
+                    }
+                    Err(err) => not_sent_or_failed(err),
+                }
             }
+            .await;
+            if let Some(span) = span {
+                match &outcome {
+                    RunOutcome::Answered(_) => span.end("answered", None),
+                    RunOutcome::InputRequired(_) => span.end("input_required", None),
+                    RunOutcome::NotSent { why, .. } => span.end("not_sent", Some(why)),
+                    RunOutcome::Failed { message, .. } => span.end("failed", Some(message)),
+                }
+            }
+            outcome
         })
     }
 

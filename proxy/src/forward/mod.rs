@@ -41,6 +41,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::{AccessLog, GaugeGuard, ObservedBody};
 use crate::resilience::Resilience;
 use crate::tasks::{Tasks, routing};
+use crate::trace::{Failed, Routed};
 use crate::upstream::Router;
 use crate::upstream::check_path;
 pub use job_runner::JobRunner;
@@ -110,6 +111,7 @@ impl Proxy {
                 auth: Arc::new(Auth::disabled()),
                 resilience: None,
                 tasks: None,
+                tracing: None,
             }),
             limits: None,
             cors: None,
@@ -167,6 +169,18 @@ impl Proxy {
         self
     }
 
+    /// Adds OpenTelemetry spans (without: none, and the request's trace fields go to the
+    /// backend untouched).
+    pub fn with_tracing(mut self, tracing: Option<Arc<crate::trace::Tracing>>) -> Self {
+        Arc::make_mut(&mut self.services).tracing = tracing;
+        self
+    }
+
+    /// The tracer, for the server's lifecycle (the last spans' export at shutdown).
+    pub fn tracing(&self) -> Option<&Arc<crate::trace::Tracing>> {
+        self.services.tracing.as_ref()
+    }
+
     /// The job API, for the server's lifecycle (start, drain) and the admin view.
     pub fn jobs(&self) -> Option<&JobApi> {
         self.jobs.as_ref()
@@ -199,7 +213,7 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
-        let (head, body) = req.into_parts();
+        let (mut head, body) = req.into_parts();
         let request_id = headers::request_id(&head.headers);
         let rid = headers::request_id_str(&request_id);
         let method = head.method.clone();
@@ -210,6 +224,12 @@ impl Proxy {
         // share of the sidecar's CPU per request (BENCHMARKS.md, "Figures behind code decisions").
         // Warnings below name the request id themselves.
         let span = tracing::debug_span!("request", request_id = %rid, method = %method, path = %uri.path());
+        // One `None` check when tracing is off.
+        let mut server_span = self
+            .services
+            .tracing
+            .as_ref()
+            .map(|t| t.server_span(&mut head, &conn));
         let mut ex = Exchange::new(head, conn);
         let mut cx = RequestContext::default();
         // The span is entered around each poll of the phases, pinned where they are built:
@@ -270,6 +290,15 @@ impl Proxy {
                     .as_ref()
                     .and_then(mcp::Classified::request_id);
                 let response = err.to_response(jsonrpc_id, rid);
+                if let Some(span) = &mut server_span {
+                    let failure = Failed {
+                        reason: err.reason(),
+                        detail: &err,
+                    };
+                    let routed = facts.upstream.as_deref().map(routed);
+                    let classified = facts.classified.as_ref();
+                    span.answered(routed, classified, response.status(), Some(failure));
+                }
                 (response, false, Some(err.reason()))
             }
         };
@@ -283,6 +312,12 @@ impl Proxy {
             cors.apply(grant, response.headers_mut());
         }
         let status = response.status();
+        if error.is_none()
+            && let Some(span) = &mut server_span
+        {
+            let routed = facts.upstream.as_deref().map(routed);
+            span.answered(routed, facts.classified.as_ref(), status, None);
+        }
         let ttfb = start.elapsed();
         match &facts.upstream {
             Some(u) => {
@@ -316,6 +351,7 @@ impl Proxy {
             ttfb,
             error,
             subject: facts.principal.as_ref().map(|p| p.subject.clone()),
+            trace: server_span,
         };
         let stream_errors = Some(self.metrics().stream_errors.clone());
         let idle_timeouts = self
@@ -575,6 +611,15 @@ fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, ProxyError> {
     );
     http::Uri::from_parts(parts)
         .map_err(|e| ProxyError::BadRequest(format!("job submission path: {e}")))
+}
+
+/// An upstream as the request's server span records it.
+fn routed(upstream: &crate::upstream::Upstream) -> Routed<'_> {
+    Routed {
+        name: &upstream.name,
+        mount: &upstream.mount,
+        rpc: &upstream.metrics.rpc,
+    }
 }
 
 /// Whether the client waits for `100 Continue` before sending the body (`Expect: 100-continue`;

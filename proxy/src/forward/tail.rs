@@ -35,6 +35,8 @@ pub struct Services {
     pub resilience: Option<Arc<Resilience>>,
     /// The MCP Tasks facade, for what it adds to answers (without: nothing is added).
     pub tasks: Option<Tasks>,
+    /// OpenTelemetry spans (without: none, and no trace field is read or written).
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 /// One admitted request's way to the upstream and back, owning all it needs.
@@ -122,7 +124,14 @@ impl Tail {
             Awaits::Answer
         };
         let idle_timeout = call.stream_idle_timeout();
-        let sent = await_in_place!(call.send(upstream, &services.metrics, head, self.body, replay));
+        let sent = await_in_place!(call.send(
+            upstream,
+            &services.metrics,
+            services.tracing.as_deref(),
+            head,
+            self.body,
+            replay
+        ));
         let response = match sent {
             Ok(response) => response,
             Err(err) => return (Err(err), facts),

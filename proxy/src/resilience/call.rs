@@ -19,6 +19,7 @@ use crate::error::ProxyError;
 use crate::error::error_chain;
 use crate::local_resources::LocalResource;
 use crate::metrics::{self, Metrics};
+use crate::trace::{self, Tracing};
 use crate::upstream::h1::ClientError;
 use crate::upstream::{PoolError, PooledBody, Unsent, Upstream};
 
@@ -120,11 +121,14 @@ impl Call {
         mut self,
         upstream: &Upstream,
         metrics: &Metrics,
+        tracing: Option<&Tracing>,
         parts: Parts,
         body: ProxyBody,
         replay: Option<Bytes>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let mut permit = self.permit.take();
+        // Every attempt is a child of the span the request's `traceparent` names.
+        let parent = tracing.map(|t| (t, t.attempts_parent(&parts.headers)));
         let max_retries = self.policy.as_ref().map_or(0, |p| p.max_retries);
         let replay = (max_retries > 0 && self.idempotent)
             .then(|| replay.or_else(|| body.is_end_stream().then(Bytes::new)))
@@ -142,6 +146,9 @@ impl Call {
         let mut req = Request::from_parts(parts, body);
         let mut retries = 0;
         loop {
+            let span = parent
+                .as_ref()
+                .map(|(t, cx)| t.attempt(cx, &mut req, &upstream.name, retries));
             let (result, unsent) = await_in_place!(attempt(
                 upstream,
                 metrics,
@@ -149,6 +156,15 @@ impl Call {
                 req,
                 self.timeout
             ));
+            if let Some(span) = span {
+                span.end(match &result {
+                    Ok(response) => Ok(response.status()),
+                    Err(err) => Err(trace::Failed {
+                        reason: err.reason(),
+                        detail: err,
+                    }),
+                });
+            }
             if let Err(
                 ProxyError::LocalResourceExhausted { .. }
                 | ProxyError::RequestBodyTimeout(_)
