@@ -6,15 +6,18 @@ fn admin(token: Option<&str>) -> Admin {
     Admin {
         metrics: Metrics::new().unwrap(),
         readiness: Readiness::new(&[]),
-        resilience: None,
         jobs: None,
-        token: token.map(AdminToken::new),
-        config: Arc::new(
-            crate::config::Config::quick_start("http://127.0.0.1:9/mcp")
-                .unwrap()
-                .view()
-                .unwrap(),
-        ),
+        view: Arc::new(ArcSwap::from_pointee(AdminView {
+            resilience: None,
+            token: token.map(AdminToken::new),
+            config: Arc::new(
+                crate::config::Config::quick_start("http://127.0.0.1:9/mcp")
+                    .unwrap()
+                    .view()
+                    .unwrap(),
+            ),
+        })),
+        reloader: None,
     }
 }
 
@@ -112,7 +115,7 @@ async fn config_answers_the_redacted_config_with_its_hash_as_etag() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(etag, format!("\"{}\"", doc["hash"].as_str().unwrap()));
-    assert_eq!(doc["hash"], admin.config.hash);
+    assert_eq!(doc["hash"], admin.view.load().config.hash);
     assert_eq!(
         doc["config"]["upstream"][0]["url"],
         "http://127.0.0.1:9/mcp"

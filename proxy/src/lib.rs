@@ -73,6 +73,7 @@ pub mod metrics;
 pub mod observe;
 pub mod principal;
 pub mod rate_limited_log;
+pub mod reload;
 pub mod replay_io;
 pub mod resilience;
 pub mod rpc_metrics;

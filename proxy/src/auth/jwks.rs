@@ -236,7 +236,7 @@ impl KeyStore {
     /// start.
     pub async fn from_config(
         config: &JwtIssuerConfig,
-        field: &dyn Fn(&str) -> String,
+        field: &(dyn Fn(&str) -> String + Sync),
         metrics: &AuthMetrics,
     ) -> Result<Option<Arc<Self>>, ConfigError> {
         let source = match (&config.jwks_url, &config.jwks_file) {

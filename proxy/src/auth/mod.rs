@@ -130,8 +130,31 @@ impl Auth {
         metrics: &Metrics,
         clock: Clock,
     ) -> Result<Self, StartError> {
-        let auth = &config.auth;
         let auth_metrics = AuthMetrics::new(metrics.registry())?;
+        Self::build(config, auth_metrics, clock).await
+    }
+
+    /// The auth state of a reloaded `config`, on the metrics `previous` registered (JWKS from
+    /// URLs load again on first use; files are read now, as at start).
+    pub async fn rebuilt(
+        config: &Config,
+        metrics: &Metrics,
+        previous: &Auth,
+    ) -> Result<Self, StartError> {
+        match &previous.metrics {
+            Some((auth_metrics, _)) => {
+                Self::build(config, auth_metrics.clone(), jwt::system_clock()).await
+            }
+            None => Self::new(config, metrics).await,
+        }
+    }
+
+    async fn build(
+        config: &Config,
+        auth_metrics: AuthMetrics,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
+        let auth = &config.auth;
         let hot = Hot::new(&auth_metrics);
         let listen = config.listen_addr().ok();
         let claim_headers = principal::claim_header_names(&auth.claim_headers);
