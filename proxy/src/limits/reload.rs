@@ -75,6 +75,12 @@ impl Limits {
         }
     }
 
+    /// The global in-flight counter (tests).
+    #[cfg(test)]
+    pub(crate) fn global_in_flight(&self) -> &std::sync::Arc<super::InFlight> {
+        &self.global
+    }
+
     /// Whether the rule `name` (global: `scope` `None`) keeps its buckets in the very table it
     /// has in `other` (tests).
     #[cfg(test)]
