@@ -27,7 +27,7 @@ use crate::config::ConfigView;
 use crate::health::Readiness;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::reload::{ReloadError, Reloader};
+use crate::reload::{Generation, ReloadError, Reloader};
 use crate::resilience::{Resilience, percent_decode};
 
 /// State the admin endpoints read.
@@ -55,6 +55,22 @@ pub struct AdminView {
     pub token: Option<AdminToken>,
     /// The running config, redacted, and its hash (`GET /config`).
     pub config: Arc<ConfigView>,
+}
+
+impl AdminView {
+    /// What the admin listener shows while `generation` runs.
+    pub fn of(generation: &Generation) -> Self {
+        Self {
+            resilience: Some(generation.resilience.clone()),
+            token: generation
+                .config
+                .admin
+                .token
+                .as_ref()
+                .map(|t| AdminToken::new(t.expose())),
+            config: generation.view.clone(),
+        }
+    }
 }
 
 /// `admin.token`, kept only as its SHA-256 digest.

@@ -258,11 +258,19 @@ pub fn spawn_checks(
                     _ = interval.tick() => {}
                 }
                 let kind = upstream.config.health_check.kind;
-                let result = match kind {
-                    HealthCheckKind::Tcp => check(&upstream).await,
-                    HealthCheckKind::McpPing | HealthCheckKind::Http => {
-                        active_check(&upstream).await
+                let checked = async {
+                    match kind {
+                        HealthCheckKind::Tcp => check(&upstream).await,
+                        HealthCheckKind::McpPing | HealthCheckKind::Http => {
+                            active_check(&upstream).await
+                        }
                     }
+                };
+                // A check cut short by the cancel records nothing: after a reload, the
+                // upstream's series and state belong to the new generation's checks.
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    result = checked => result,
                 };
                 let result = match result {
                     Err(Failed::Local(resource)) => {

@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept_errors::{ACCEPT_ERROR_BACKOFF, AcceptErrors};
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminView};
 use crate::body::BoxError;
 use crate::config::Config;
 use crate::conn_info::ConnInfo;
@@ -140,13 +140,14 @@ impl Sidecar {
         let generation = Generation::build(config, &shared, None).await?;
         shared.readiness.replace(&generation.upstreams);
         shared.readiness.register(shared.metrics.registry())?;
-        let admin_view = Arc::new(ArcSwap::from_pointee(Reloader::admin_view(&generation)));
+        let admin_view = Arc::new(ArcSwap::from_pointee(AdminView::of(&generation)));
         let live = Arc::new(Live::new(generation));
+        let follows = admin_view.clone();
         let reloader = Reloader::new(
             live.clone(),
             shared.clone(),
             source,
-            admin_view.clone(),
+            Box::new(move |next| follows.store(Arc::new(AdminView::of(next)))),
             config_info,
         )?;
         Ok(Self {

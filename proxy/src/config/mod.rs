@@ -46,7 +46,7 @@ pub use resilience::{
 };
 pub use tasks::{TaskSupport, TasksMode, ToolTasks, UpstreamTasks};
 pub(crate) use validate::normalise_mount;
-pub use view::ConfigView;
+pub use view::{ConfigView, same};
 
 /// Listener address used when neither the file nor the command line names one.
 /// Loopback, because a sidecar is reached by its neighbours, not by the world, until told otherwise.

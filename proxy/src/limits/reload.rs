@@ -9,8 +9,7 @@
 //! A rule whose settings changed starts with empty buckets, as a new rule does.
 
 use super::{Limits, store::CappedStore};
-use crate::config::{Config, RateLimitRule};
-use crate::reload::same;
+use crate::config::{Config, RateLimitRule, same};
 
 /// The limits a reload replaces, with the config they were built from.
 pub(super) struct Previous<'a> {

@@ -118,16 +118,6 @@ pub fn warnings(old: &Config, new: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Whether `a` and `b` serialize the same: the settings comparison of a reload (the config
-/// types are compared as their effective values, defaults filled in). Secrets serialize
-/// redacted: use it only on sections without any.
-pub fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
-    match (serde_json::to_value(a), serde_json::to_value(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }

@@ -25,14 +25,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::{Value, json};
 
-pub use diff::{RestartField, changed_sections, restart_fields, same, warnings};
+pub use diff::{RestartField, changed_sections, restart_fields, warnings};
 pub use generation::{Generation, Live, LiveRunner, Shared};
 
-use crate::admin::{AdminToken, AdminView};
 use crate::build_info::ConfigInfo;
 use crate::config::{Config, ConfigError};
 
@@ -168,18 +166,21 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// What else follows the running generation (the admin listener's view of it).
+pub type OnCommit = Box<dyn Fn(&Generation) + Send + Sync>;
+
 /// Reloads the config: shared by the signal handler and the admin listener.
 #[derive(Debug, Clone)]
 pub struct Reloader {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     live: Arc<Live>,
     shared: Arc<Shared>,
     source: Option<ConfigSource>,
-    admin: Arc<ArcSwap<AdminView>>,
+    /// Called with each generation put to work (the admin listener's view follows it).
+    on_commit: OnCommit,
     config_info: ConfigInfo,
     metrics: ReloadMetrics,
     /// Whether serving began: from then on each generation runs its background tasks.
@@ -188,14 +189,23 @@ struct Inner {
     lock: tokio::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("source", &self.source)
+            .field("running", &self.live.current().view.hash)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Reloader {
     /// The reloader of a sidecar serving `live`, started from `source` (`None`: no file, no
-    /// reloads). Registers the reload metrics.
+    /// reloads); `on_commit` is told of each new generation. Registers the reload metrics.
     pub fn new(
         live: Arc<Live>,
         shared: Arc<Shared>,
         source: Option<ConfigSource>,
-        admin: Arc<ArcSwap<AdminView>>,
+        on_commit: OnCommit,
         config_info: ConfigInfo,
     ) -> Result<Self, prometheus::Error> {
         let metrics = ReloadMetrics::register(shared.metrics.registry())?;
@@ -204,27 +214,13 @@ impl Reloader {
                 live,
                 shared,
                 source,
-                admin,
+                on_commit,
                 config_info,
                 metrics,
                 serving: AtomicBool::new(false),
                 lock: tokio::sync::Mutex::new(()),
             }),
         })
-    }
-
-    /// What the admin listener shows for `generation`.
-    pub fn admin_view(generation: &Generation) -> AdminView {
-        AdminView {
-            resilience: Some(generation.resilience.clone()),
-            token: generation
-                .config
-                .admin
-                .token
-                .as_ref()
-                .map(|t| AdminToken::new(t.expose())),
-            config: generation.view.clone(),
-        }
     }
 
     /// Serving begins: the running generation's background tasks start (and every later
@@ -307,7 +303,7 @@ impl Reloader {
         if inner.serving.load(Ordering::SeqCst) {
             next.start(shared);
         }
-        inner.admin.store(Arc::new(Self::admin_view(&next)));
+        (inner.on_commit)(&next);
         let old = inner.live.swap(next.clone());
         old.stop();
         old.resilience.retire(&next.resilience);

@@ -75,9 +75,9 @@ async fn reloader(path: &Path) -> (Reloader, Arc<Live>, Arc<Shared>) {
     let view = first.view.clone();
     let info =
         crate::build_info::register_info_metrics(shared.metrics.registry(), &view.hash).unwrap();
-    let admin = Arc::new(ArcSwap::from_pointee(Reloader::admin_view(&first)));
     let live = Arc::new(Live::new(first));
-    let reloader = Reloader::new(live.clone(), shared.clone(), Some(source), admin, info).unwrap();
+    let reloader =
+        Reloader::new(live.clone(), shared.clone(), Some(source), Box::new(|_| {}), info).unwrap();
     (reloader, live, shared)
 }
 
@@ -262,9 +262,8 @@ async fn a_reload_without_a_file_is_refused() {
     let info =
         crate::build_info::register_info_metrics(shared.metrics.registry(), &first.view.hash)
             .unwrap();
-    let admin = Arc::new(ArcSwap::from_pointee(Reloader::admin_view(&first)));
     let live = Arc::new(Live::new(first));
-    let reloader = Reloader::new(live, shared, None, admin, info).unwrap();
+    let reloader = Reloader::new(live, shared, None, Box::new(|_| {}), info).unwrap();
     assert!(matches!(
         reloader.reload("test").await,
         Err(ReloadError::NoFile)

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Breaker, BreakerKey, Resilience, UpstreamPolicy};
 use crate::config::{BreakerConfig, Config, UpstreamConfig};
-use crate::reload::same;
+use crate::config::same;
 use crate::upstream::{ByName, Upstream};
 
 impl Resilience {
