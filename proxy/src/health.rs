@@ -185,7 +185,6 @@ impl Readiness {
             )?,
         }))
     }
-
 }
 
 impl UpstreamHealth {

@@ -274,7 +274,10 @@ impl Sidecar {
                 // apply to the connections accepted after it.
                 let (tls, header_read_timeout) = {
                     let generation = self.live.current();
-                    (generation.tls.clone(), generation.config.listen.header_read_timeout)
+                    (
+                        generation.tls.clone(),
+                        generation.config.listen.header_read_timeout,
+                    )
                 };
                 connections.spawn(crate::observe::CLOSING.scope(
                     closing.clone(),

@@ -59,7 +59,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["auth", "limits", "resilience", "cors", "flood_logs", "jobs"],
     ),
     ("the request path", &["forward", "job_api", "tasks"]),
-    ("server, admin and health", &["health", "reload", "admin", "server"]),
+    (
+        "server, admin and health",
+        &["health", "reload", "admin", "server"],
+    ),
     ("binary", &["cli", "demo", "probe"]),
 ];
 

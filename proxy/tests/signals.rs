@@ -84,11 +84,19 @@ async fn sighup_reloads_the_config_file_and_refuses_an_invalid_one() {
     let reloaded = wait_for_line(&log, |v| v["message"] == "config reloaded").await;
     assert_eq!(reloaded["trigger"], "SIGHUP", "{reloaded}");
     let resp = sidecar
-        .post("/other", &tool_call(1, "echo", json!({"text": "new route"})), &[])
+        .post(
+            "/other",
+            &tool_call(1, "echo", json!({"text": "new route"})),
+            &[],
+        )
         .await;
     assert_eq!(resp.status(), 200);
 
-    std::fs::write(&file, other.replace("path = \"/other\"", "pth = \"/other\"")).unwrap();
+    std::fs::write(
+        &file,
+        other.replace("path = \"/other\"", "pth = \"/other\""),
+    )
+    .unwrap();
     sidecar.signal("HUP");
     let refused = wait_for_line(&log, |v| {
         v["message"] == "config reload refused; the running config stays"

@@ -4,6 +4,7 @@
 //! stays open; an invalid file is refused with its place and the old config serves on; a changed
 //! listener address is refused as needing a restart. (SIGHUP, the same reload, is proven on the
 //! binary in `proxy/tests/signals.rs`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
@@ -121,9 +122,19 @@ async fn a_reload_applies_to_new_requests_while_a_stream_and_a_slow_call_finish(
     assert_eq!(answer["changed"], json!(["rate_limit", "upstream"]));
 
     // New requests: the new route serves, and the new rule counts from the first.
-    let resp = post(&sidecar, "/v", call(3, "echo", json!({"text": "new route"}))).await;
+    let resp = post(
+        &sidecar,
+        "/v",
+        call(3, "echo", json!({"text": "new route"})),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
-    let resp = post(&sidecar, "/mcp", call(4, "echo", json!({"text": "limited"}))).await;
+    let resp = post(
+        &sidecar,
+        "/mcp",
+        call(4, "echo", json!({"text": "limited"})),
+    )
+    .await;
     assert_eq!(resp.status(), 429);
 
     // What started before finishes, on the old config.
@@ -132,7 +143,10 @@ async fn a_reload_applies_to_new_requests_while_a_stream_and_a_slow_call_finish(
         last = Some(event);
     }
     let last = last.expect("the stream went on after the reload");
-    assert!(last.contains("completed 4 steps"), "ends with the result: {last}");
+    assert!(
+        last.contains("completed 4 steps"),
+        "ends with the result: {last}"
+    );
     let slow = slow.await.unwrap();
     assert_eq!(slow.status(), 200);
     assert!(slow.text().await.unwrap().contains("slept 800 ms"));
@@ -142,7 +156,10 @@ async fn a_reload_applies_to_new_requests_while_a_stream_and_a_slow_call_finish(
     let metrics = sidecar.metrics().await;
     let info = format!("mcp_sidecar_config_info{{hash=\"{hash_after}\"}}");
     assert_eq!(metric_value(&metrics, &info), Some(1.0), "{metrics}");
-    assert!(!metrics.contains(&hash_before), "the old hash's series is gone");
+    assert!(
+        !metrics.contains(&hash_before),
+        "the old hash's series is gone"
+    );
     assert_eq!(
         metric_value(&metrics, "mcp_sidecar_config_reloads_total{result=\"ok\"}"),
         Some(1.0)
@@ -172,7 +189,10 @@ async fn an_open_circuit_of_an_unchanged_upstream_stays_open_across_a_reload() {
 
     write(
         &file,
-        &config(&format!("{broken}{}", upstream("ok", &backend.mcp_url(), "/ok"))),
+        &config(&format!(
+            "{broken}{}",
+            upstream("ok", &backend.mcp_url(), "/ok")
+        )),
     );
     let (status, answer) = reload(&sidecar).await;
     assert_eq!(status, 200, "{answer}");
@@ -212,7 +232,10 @@ async fn an_invalid_file_is_refused_with_its_place_and_the_old_config_serves_on(
 
     write(
         &file,
-        &good.replace("path = \"/mcp\"", "path = \"/mcp\"\nconect_timeout = \"1s\""),
+        &good.replace(
+            "path = \"/mcp\"",
+            "path = \"/mcp\"\nconect_timeout = \"1s\"",
+        ),
     );
     let (status, answer) = reload(&sidecar).await;
     assert_eq!(status, 400, "{answer}");
@@ -232,7 +255,10 @@ async fn an_invalid_file_is_refused_with_its_place_and_the_old_config_serves_on(
     assert_eq!(running_hash(&sidecar).await, hash);
     let metrics = sidecar.metrics().await;
     assert_eq!(
-        metric_value(&metrics, "mcp_sidecar_config_reloads_total{result=\"error\"}"),
+        metric_value(
+            &metrics,
+            "mcp_sidecar_config_reloads_total{result=\"error\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
@@ -255,7 +281,10 @@ async fn a_changed_listener_address_is_refused_as_needing_a_restart() {
     // A new route along with it: nothing of the file applies (all or nothing).
     let moved = format!(
         "{}{}",
-        good.replace("[admin]\naddr = \"127.0.0.1:0\"", "[admin]\naddr = \"127.0.0.1:1\""),
+        good.replace(
+            "[admin]\naddr = \"127.0.0.1:0\"",
+            "[admin]\naddr = \"127.0.0.1:1\""
+        ),
         upstream("v", &backend.mcp_url(), "/v")
     );
     write(&file, &moved);

@@ -195,7 +195,11 @@ impl Limits {
                     });
                 let limits = UpstreamLimits {
                     in_flight,
-                    rules: u.rate_limit.iter().map(|c| rule(Some(&u.name), c)).collect(),
+                    rules: u
+                        .rate_limit
+                        .iter()
+                        .map(|c| rule(Some(&u.name), c))
+                        .collect(),
                 };
                 (Arc::from(u.name.as_str()), limits)
             })

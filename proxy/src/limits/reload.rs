@@ -89,7 +89,11 @@ impl Limits {
                 None => Some(&l.rules),
                 Some(u) => l.upstreams.get(u).map(|u| &u.rules),
             };
-            rules.and_then(|r| r.iter().find(|r| &*r.name == name).map(|r| r.store().clone()))
+            rules.and_then(|r| {
+                r.iter()
+                    .find(|r| &*r.name == name)
+                    .map(|r| r.store().clone())
+            })
         };
         match (find(self), find(other)) {
             (Some(a), Some(b)) => a.same_table(&b),

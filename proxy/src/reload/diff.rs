@@ -33,7 +33,8 @@ pub fn restart_fields(old: &Config, new: &Config) -> Vec<RestartField> {
     let mut out = Vec::new();
     let mut addr = |field: &str, before: Option<std::net::SocketAddr>, after| {
         if before != after {
-            let show = |a: Option<std::net::SocketAddr>| a.map_or("?".to_owned(), |a| a.to_string());
+            let show =
+                |a: Option<std::net::SocketAddr>| a.map_or("?".to_owned(), |a| a.to_string());
             out.push(RestartField {
                 field: field.to_owned(),
                 why: format!(

@@ -312,7 +312,10 @@ impl Reloader {
             .iter()
             .filter(|u| next.upstream(&u.name).is_none())
         {
-            let _ = shared.metrics.upstream_up.remove_label_values(&[&gone.name]);
+            let _ = shared
+                .metrics
+                .upstream_up
+                .remove_label_values(&[&gone.name]);
         }
         inner.config_info.replace(&old.view.hash, &next.view.hash);
     }

@@ -76,8 +76,14 @@ async fn reloader(path: &Path) -> (Reloader, Arc<Live>, Arc<Shared>) {
     let info =
         crate::build_info::register_info_metrics(shared.metrics.registry(), &view.hash).unwrap();
     let live = Arc::new(Live::new(first));
-    let reloader =
-        Reloader::new(live.clone(), shared.clone(), Some(source), Box::new(|_| {}), info).unwrap();
+    let reloader = Reloader::new(
+        live.clone(),
+        shared.clone(),
+        Some(source),
+        Box::new(|_| {}),
+        info,
+    )
+    .unwrap();
     (reloader, live, shared)
 }
 
@@ -106,10 +112,18 @@ async fn an_open_circuit_of_an_unchanged_upstream_stays_open_across_a_reload() {
     let shared = shared();
     let before = build(&toml(UPSTREAM_A), &shared, None).await;
     before.resilience.force("a", true).unwrap();
-    let after = build(&toml(&format!("{UPSTREAM_A}{UPSTREAM_B}")), &shared, Some(&before)).await;
+    let after = build(
+        &toml(&format!("{UPSTREAM_A}{UPSTREAM_B}")),
+        &shared,
+        Some(&before),
+    )
+    .await;
     let a = after.resilience.breaker("a").unwrap();
     assert_eq!(a.snapshot().state, State::Open);
-    assert_eq!(after.resilience.breaker("b").unwrap().snapshot().state, State::Closed);
+    assert_eq!(
+        after.resilience.breaker("b").unwrap().snapshot().state,
+        State::Closed
+    );
 }
 
 #[tokio::test]
@@ -119,13 +133,39 @@ async fn an_unchanged_rule_keeps_its_buckets_and_a_changed_rule_starts_empty() {
         "{UPSTREAM_A}[[upstream.rate_limit]]\nname = \"a-calls\"\nrate = 5\nper = \"1s\"\nkey = [\"principal\"]\n"
     );
     let before = build(&toml(&format!("{upstream_rule}{RULE}")), &shared, None).await;
-    let unchanged = build(&toml(&format!("{upstream_rule}{RULE}")), &shared, Some(&before)).await;
-    assert!(unchanged.limits.shares_buckets(&before.limits, None, "per-ip"));
-    assert!(unchanged.limits.shares_buckets(&before.limits, Some("a"), "a-calls"));
+    let unchanged = build(
+        &toml(&format!("{upstream_rule}{RULE}")),
+        &shared,
+        Some(&before),
+    )
+    .await;
+    assert!(
+        unchanged
+            .limits
+            .shares_buckets(&before.limits, None, "per-ip")
+    );
+    assert!(
+        unchanged
+            .limits
+            .shares_buckets(&before.limits, Some("a"), "a-calls")
+    );
     let faster = RULE.replace("rate = 10", "rate = 20");
-    let changed = build(&toml(&format!("{upstream_rule}{faster}")), &shared, Some(&before)).await;
-    assert!(!changed.limits.shares_buckets(&before.limits, None, "per-ip"));
-    assert!(changed.limits.shares_buckets(&before.limits, Some("a"), "a-calls"));
+    let changed = build(
+        &toml(&format!("{upstream_rule}{faster}")),
+        &shared,
+        Some(&before),
+    )
+    .await;
+    assert!(
+        !changed
+            .limits
+            .shares_buckets(&before.limits, None, "per-ip")
+    );
+    assert!(
+        changed
+            .limits
+            .shares_buckets(&before.limits, Some("a"), "a-calls")
+    );
 }
 
 #[tokio::test]
@@ -133,7 +173,12 @@ async fn an_unchanged_upstream_keeps_its_connection_pool() {
     let shared = shared();
     let before = build(&toml(&format!("{UPSTREAM_A}{UPSTREAM_B}")), &shared, None).await;
     let b_moved = UPSTREAM_B.replace("127.0.0.1:9", "127.0.0.1:10");
-    let after = build(&toml(&format!("{UPSTREAM_A}{b_moved}")), &shared, Some(&before)).await;
+    let after = build(
+        &toml(&format!("{UPSTREAM_A}{b_moved}")),
+        &shared,
+        Some(&before),
+    )
+    .await;
     let same_pool = |name: &str| {
         after
             .upstream(name)
@@ -205,7 +250,10 @@ async fn an_invalid_file_is_refused_with_its_place_and_the_running_config_stays(
     assert!(matches!(err, ReloadError::Invalid(_)), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("consecutive_failure"), "{text}");
-    assert!(text.contains("did you mean `consecutive_failures`"), "{text}");
+    assert!(
+        text.contains("did you mean `consecutive_failures`"),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("{}:", path.display())),
         "names the file: {text}"
@@ -235,8 +283,14 @@ async fn a_valid_file_replaces_the_config_and_its_hash_everywhere() {
     assert_eq!(now.view.hash, report.hash);
     assert!(now.upstream("b").is_some());
     let metrics = String::from_utf8(shared.metrics.render().unwrap()).unwrap();
-    assert!(metrics.contains(&format!("mcp_sidecar_config_info{{hash=\"{}\"}} 1", report.hash)));
-    assert!(!metrics.contains(&format!("hash=\"{before}\"")), "{metrics}");
+    assert!(metrics.contains(&format!(
+        "mcp_sidecar_config_info{{hash=\"{}\"}} 1",
+        report.hash
+    )));
+    assert!(
+        !metrics.contains(&format!("hash=\"{before}\"")),
+        "{metrics}"
+    );
     assert!(metrics.contains("mcp_sidecar_config_reloads_total{result=\"ok\"} 1"));
 }
 

@@ -108,9 +108,8 @@ impl Resilience {
         let now = Instant::now();
         let mut by_name = ByName::default();
         for upstream in upstreams {
-            let policy = UpstreamPolicy::new(&upstream.name, &upstream.config, &metrics, now, &|_| {
-                None
-            });
+            let policy =
+                UpstreamPolicy::new(&upstream.name, &upstream.config, &metrics, now, &|_| None);
             metrics.init_upstream(&upstream.name);
             by_name.insert(upstream.name.clone(), Arc::new(policy));
         }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::{Breaker, BreakerKey, Resilience, UpstreamPolicy};
-use crate::config::{BreakerConfig, Config, UpstreamConfig};
 use crate::config::same;
+use crate::config::{BreakerConfig, Config, UpstreamConfig};
 use crate::upstream::{ByName, Upstream};
 
 impl Resilience {
@@ -23,10 +23,7 @@ impl Resilience {
         let keep = |key: BreakerKey<'_>| -> Option<Arc<Breaker>> {
             let before = old_upstream(key.upstream)?;
             let (settings, id) = match key.tool {
-                None => (
-                    Some(before.breaker.clone()),
-                    key.upstream.to_owned(),
-                ),
+                None => (Some(before.breaker.clone()), key.upstream.to_owned()),
                 Some(glob) => (
                     before
                         .tool
@@ -66,7 +63,11 @@ impl Resilience {
     /// has are removed (an upstream taken out of the config must not leave an "open" circuit
     /// behind for the alerts).
     pub fn retire(&self, next: &Resilience) {
-        for gone in self.breakers.iter().filter(|b| next.breaker(&b.id).is_none()) {
+        for gone in self
+            .breakers
+            .iter()
+            .filter(|b| next.breaker(&b.id).is_none())
+        {
             let tool = gone.tool.as_deref().unwrap_or("");
             let _ = self
                 .metrics
