@@ -1,5 +1,6 @@
 //! The sidecar's lifecycle: bind both listeners, accept connections (plain or TLS), serve them
-//! with the [`Proxy`], and shut down gracefully.
+//! with the running [`Generation`]'s [`Proxy`](crate::forward::Proxy) (swapped by a config
+//! reload, [`crate::reload`]), and shut down gracefully.
 //!
 //! Shutdown order: readiness turns 503 at once and the job engine stops taking jobs; the listener
 //! keeps accepting for `shutdown.drain_delay` (load balancers and endpoint controllers need that
