@@ -165,7 +165,8 @@ pub fn init_logging(format: LogFormat, flush_interval: std::time::Duration) -> L
 pub struct Signals {
     shutdown: tokio::sync::oneshot::Receiver<()>,
     hurry: tokio::sync::oneshot::Receiver<()>,
-    reloads: tokio::sync::mpsc::Receiver<()>,
+    /// Taken by [`Signals::reload_with`].
+    reloads: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 impl Signals {
@@ -202,15 +203,16 @@ impl Signals {
         Self {
             shutdown,
             hurry,
-            reloads,
+            reloads: Some(reloads),
         }
     }
 
     /// Spawns the task that makes the reloads SIGHUP asks for with `reloader`, one at a time;
     /// each outcome is logged by the reloader.
     pub fn reload_with(&mut self, reloader: Reloader) {
-        let (_, mut reloads) = tokio::sync::mpsc::channel(1);
-        std::mem::swap(&mut reloads, &mut self.reloads);
+        let Some(mut reloads) = self.reloads.take() else {
+            return;
+        };
         tokio::spawn(async move {
             while reloads.recv().await.is_some() {
                 let _ = reloader.reload("SIGHUP").await;
