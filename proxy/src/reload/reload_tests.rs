@@ -323,3 +323,41 @@ async fn a_reload_without_a_file_is_refused() {
         Err(ReloadError::NoFile)
     ));
 }
+
+#[tokio::test]
+async fn an_issuer_with_an_unchanged_jwks_url_keeps_its_keys() {
+    let shared = shared();
+    let issuer = |id: &str, url: &str| {
+        format!(
+            "[[auth.jwt]]\nid = \"{id}\"\nissuer = \"https://{id}.test\"\n\
+             algorithms = [\"RS256\"]\njwks_url = \"{url}\"\n"
+        )
+    };
+    let auth = |issuers: &str| {
+        toml(&format!(
+            "[auth]\npublic_url = \"https://mcp.example.test\"\n{issuers}{UPSTREAM_A}"
+        ))
+    };
+    let before = build(
+        &auth(&format!(
+            "{}{}",
+            issuer("idp", "https://idp.test/jwks.json"),
+            issuer("corp", "https://corp.test/jwks.json")
+        )),
+        &shared,
+        None,
+    )
+    .await;
+    let after = build(
+        &auth(&format!(
+            "{}{}",
+            issuer("idp", "https://idp.test/jwks.json"),
+            issuer("corp", "https://corp.test/other-jwks.json")
+        )),
+        &shared,
+        Some(&before),
+    )
+    .await;
+    assert!(after.auth.shares_keys(&before.auth, "idp"));
+    assert!(!after.auth.shares_keys(&before.auth, "corp"));
+}
