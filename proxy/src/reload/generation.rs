@@ -90,10 +90,6 @@ impl Generation {
     ) -> Result<Self, StartError> {
         let metrics = &shared.metrics;
         let view = Arc::new(config.view()?);
-        let auth = Arc::new(match previous {
-            Some(p) => Auth::rebuilt(&config, metrics, &p.auth).await?,
-            None => Auth::new(&config, metrics).await?,
-        });
         let cors = Cors::with_metric(&config.cors, Some(&shared.cors_preflights));
         let tls = config
             .listen
@@ -113,7 +109,13 @@ impl Generation {
             Some(p) => Limits::rebuilt(&config, &p.limits, &p.config)?,
             None => Limits::new(&config, metrics.registry())?,
         });
-        // Last, because nothing after it may fail: a breaker built new sets its state series.
+        // The last two steps set series of what they build new (a JWKS store's key count, a
+        // breaker's state): after every step that may still fail on a file, and in that order,
+        // because nothing after the breakers may fail.
+        let auth = Arc::new(match previous {
+            Some(p) => Auth::rebuilt(&config, metrics, &p.auth).await?,
+            None => Auth::new(&config, metrics).await?,
+        });
         let resilience = Arc::new(match previous {
             Some(p) => Resilience::rebuilt(&upstreams, &p.resilience, &p.config),
             None => Resilience::new(&upstreams, metrics)?,
