@@ -80,9 +80,10 @@ impl std::fmt::Debug for Generation {
 impl Generation {
     /// Builds the generation of a validated `config`. With `previous` (a reload) the stateful
     /// parts are taken over from it where their settings did not change: upstream connection
-    /// pools, breakers and retry budgets, in-flight counters and rate-limit buckets (see
-    /// [`Upstream::rebuilt`], [`Resilience::rebuilt`], [`Limits::rebuilt`]). Building changes
-    /// nothing `previous` serves with; [`Generation::start`] puts the new one to work.
+    /// pools, in-flight counters and rate-limit buckets, JWKS key stores, breakers and retry
+    /// budgets (see [`Upstream::rebuilt`], [`Limits::rebuilt`], [`Auth::rebuilt`],
+    /// [`Resilience::rebuilt`]). Building changes nothing `previous` serves with;
+    /// [`Generation::start`] puts the new one to work.
     pub async fn build(
         config: Config,
         shared: &Shared,
