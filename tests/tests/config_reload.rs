@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use mcp_e2e_tests::{
-    ACCEPT_BOTH, EventReader, RunningSidecar, call, client, json_fixture, metric_value,
+    ACCEPT_BOTH, EventReader, RunningSidecar, call, client, eventually, json_fixture, metric_value,
     start_from_file,
 };
 use serde_json::{Value, json};
@@ -103,6 +103,12 @@ async fn a_reload_applies_to_new_requests_while_a_stream_and_a_slow_call_finish(
                 .unwrap()
         }
     });
+
+    // The slow call is with the backend (so admitted on the old config) before the reload.
+    eventually("the slow call reached the backend", || {
+        backend.stats().by_tool.get("sleep") == Some(&1)
+    })
+    .await;
 
     // The new config: a second route, and a rate limit of one call a minute per client.
     write(
@@ -298,5 +304,88 @@ async fn a_changed_listener_address_is_refused_as_needing_a_restart() {
     assert_eq!(resp.status(), 404);
     let resp = post(&sidecar, "/mcp", call(2, "echo", json!({"text": "yes"}))).await;
     assert_eq!(resp.status(), 200);
+    sidecar.stop().await;
+}
+
+/// Submits `body` as a job (`Prefer: respond-async`); its id.
+async fn submit(sidecar: &RunningSidecar, body: String) -> String {
+    let resp = client()
+        .post(sidecar.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT_BOTH)
+        .header("prefer", "respond-async")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let doc: Value = resp.json().await.unwrap();
+    doc["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls the job until it has ended (bounded); its document.
+async fn ended(sidecar: &RunningSidecar, id: &str) -> Value {
+    reached(sidecar, id, &["completed", "failed", "cancelled"]).await
+}
+
+/// Polls the job until its status is one of `statuses` (bounded); its document.
+async fn reached(sidecar: &RunningSidecar, id: &str, statuses: &[&str]) -> Value {
+    for _ in 0..400 {
+        let doc: Value = client()
+            .get(sidecar.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if doc["status"]
+            .as_str()
+            .is_some_and(|s| statuses.contains(&s))
+        {
+            return doc;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("job {id} never reached {statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_a_reload_and_a_queued_one_runs_on_the_new_config() {
+    let old_backend = json_fixture().await;
+    let new_backend = json_fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sidecar.toml");
+    // One job at a time, in memory: the second waits in the queue across the reload.
+    let with_jobs = |url: &str| {
+        config(&upstream("u", url, "/mcp")).replace(
+            "[jobs]\nenabled = false",
+            "[jobs]\nstore = \"memory\"\nmax_running = 1",
+        )
+    };
+    write(&file, &with_jobs(&old_backend.mcp_url()));
+    let sidecar = start_from_file(&file).await;
+    let running = submit(&sidecar, call(1, "sleep", json!({"ms": 600}))).await;
+    reached(&sidecar, &running, &["working"]).await;
+    let queued = submit(&sidecar, call(2, "echo", json!({"text": "queued"}))).await;
+    let doc = reached(&sidecar, &queued, &["queued"]).await;
+    assert_eq!(doc["status"], "queued");
+
+    // The same upstream, moved to another backend.
+    write(&file, &with_jobs(&new_backend.mcp_url()));
+    let (status, answer) = reload(&sidecar).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let done = ended(&sidecar, &running).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let done = ended(&sidecar, &queued).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let calls = |backend: &mcp_fixtures::FixtureServer, tool: &str| {
+        backend.stats().by_tool.get(tool).copied().unwrap_or(0)
+    };
+    // The running job finished where it started; the queued one ran on the new config.
+    assert_eq!(calls(&old_backend, "sleep"), 1);
+    assert_eq!(calls(&old_backend, "echo"), 0);
+    assert_eq!(calls(&new_backend, "echo"), 1);
     sidecar.stop().await;
 }
