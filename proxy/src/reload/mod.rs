@@ -232,8 +232,17 @@ impl Reloader {
     }
 
     /// Reads the file again and applies it (see the module docs); `trigger` (`SIGHUP`,
-    /// `admin`) is logged. The outcome is logged and counted here.
-    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
+    /// `admin`) is logged. The outcome is logged and counted here. The reload runs in a task
+    /// of its own: one whose caller goes away (an admin client that hung up) still ends, and
+    /// is still logged and counted.
+    pub async fn reload(&self, trigger: &'static str) -> Result<ReloadReport, ReloadError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.reload_here(trigger).await })
+            .await
+            .unwrap_or_else(|e| Err(ReloadError::Invalid(format!("the reload failed: {e}"))))
+    }
+
+    async fn reload_here(&self, trigger: &'static str) -> Result<ReloadReport, ReloadError> {
         let _one = self.inner.lock.lock().await;
         let result = self.try_reload().await;
         let m = &self.inner.metrics;
