@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz`
 //! (readiness, with each component's state), `/config` (the running config, secrets redacted,
-//! and its hash) and `/breakers` (circuit breakers; `POST
+//! and its hash; `POST /config/reload` re-reads the file, [`crate::reload`]) and `/breakers` (circuit breakers; `POST
 //! /breakers/{upstream}[/{tool}]/open|close` forces one) and `/jobs` (the job engine's
 //! read-only operator view: jobs per status, the oldest queued job's age). It runs on its own port, loopback by
 //! default, so scraping and probing never compete with (or are exposed like) client traffic;
@@ -14,6 +14,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,6 +27,7 @@ use crate::config::ConfigView;
 use crate::health::Readiness;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::reload::{Generation, ReloadError, Reloader};
 use crate::resilience::{Resilience, percent_decode};
 
 /// State the admin endpoints read.
@@ -35,14 +37,40 @@ pub struct Admin {
     pub metrics: Metrics,
     /// Readiness to report.
     pub readiness: Arc<Readiness>,
-    /// Circuit breakers to report and force.
-    pub resilience: Option<Arc<Resilience>>,
     /// The job engine, for its operator view (`None` when `jobs.enabled = false`).
     pub jobs: Option<Jobs>,
+    /// What a config reload replaces, read once per admin request.
+    pub view: Arc<ArcSwap<AdminView>>,
+    /// Re-reads the config file for `POST /config/reload` (`None`: no reloads, as for a
+    /// sidecar started without a file).
+    pub reloader: Option<Reloader>,
+}
+
+/// The part of the admin state that follows the running config.
+#[derive(Debug)]
+pub struct AdminView {
+    /// Circuit breakers to report and force.
+    pub resilience: Option<Arc<Resilience>>,
     /// The digest of `admin.token`, when one is required.
     pub token: Option<AdminToken>,
     /// The running config, redacted, and its hash (`GET /config`).
     pub config: Arc<ConfigView>,
+}
+
+impl AdminView {
+    /// What the admin listener shows while `generation` runs.
+    pub fn of(generation: &Generation) -> Self {
+        Self {
+            resilience: Some(generation.resilience.clone()),
+            token: generation
+                .config
+                .admin
+                .token
+                .as_ref()
+                .map(|t| AdminToken::new(t.expose())),
+            config: generation.view.clone(),
+        }
+    }
 }
 
 /// `admin.token`, kept only as its SHA-256 digest.
@@ -84,7 +112,8 @@ impl Admin {
     /// The 401 to send when `admin.token` is set and `req` (not a probe) does not carry it as
     /// `Authorization: Bearer TOKEN`; `None` lets the request through.
     pub fn refusal<B>(&self, req: &Request<B>) -> Option<Response<ProxyBody>> {
-        let token = self.token.as_ref()?;
+        let view = self.view.load();
+        let token = view.token.as_ref()?;
         if is_probe(req.uri().path()) {
             return None;
         }
@@ -117,10 +146,42 @@ impl Admin {
         if let Some(refused) = self.refusal(req) {
             return refused;
         }
-        if req.uri().path() == "/jobs" {
-            self.jobs_view(req.method()).await
-        } else {
-            self.handle(req)
+        match req.uri().path() {
+            "/jobs" => self.jobs_view(req.method()).await,
+            "/config/reload" => self.reload(req.method()).await,
+            _ => self.handle(req),
+        }
+    }
+
+    /// `POST /config/reload`: re-reads the config file. 200 with the new hash and what changed;
+    /// 400 when the file is not a valid config (the error names the field, file, line and
+    /// column), 409 when it changes what only a restart can (or there is no file to re-read);
+    /// in both the running config stays.
+    pub async fn reload(&self, method: &Method) -> Response<ProxyBody> {
+        if method != Method::POST {
+            return with_allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST");
+        }
+        let Some(reloader) = &self.reloader else {
+            return json_response(
+                StatusCode::CONFLICT,
+                &serde_json::json!({
+                    "result": "error",
+                    "error": ReloadError::NoFile.to_string(),
+                }),
+            );
+        };
+        match reloader.reload("admin").await {
+            Ok(report) => json_response(StatusCode::OK, &report.to_json()),
+            Err(e) => {
+                let status = match e {
+                    ReloadError::NeedsRestart(_) | ReloadError::NoFile => StatusCode::CONFLICT,
+                    ReloadError::Invalid(_) => StatusCode::BAD_REQUEST,
+                };
+                json_response(
+                    status,
+                    &serde_json::json!({ "result": "error", "error": e.to_string() }),
+                )
+            }
         }
     }
 
@@ -154,9 +215,10 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/config" => {
-                let mut resp = json_response(StatusCode::OK, &self.config.document());
+                let config = self.view.load().config.clone();
+                let mut resp = json_response(StatusCode::OK, &config.document());
                 // The hash is the document's identity: caches and scripts can compare it.
-                if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", self.config.hash)) {
+                if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", config.hash)) {
                     resp.headers_mut().insert(header::ETAG, etag);
                 }
                 resp
@@ -191,14 +253,16 @@ impl Admin {
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /metrics, /healthz, /readyz, /config, /breakers or /jobs\n",
+                "not found; try /metrics, /healthz, /readyz, /config, /config/reload, /breakers \
+                 or /jobs\n",
             ),
         }
     }
 
     /// `GET /breakers` and `POST /breakers/{id}/open|close`.
     fn breakers(&self, method: &Method, path: &str) -> Response<ProxyBody> {
-        let Some(resilience) = &self.resilience else {
+        let view = self.view.load();
+        let Some(resilience) = &view.resilience else {
             return text(
                 StatusCode::NOT_FOUND,
                 "no circuit breakers in this sidecar\n",

@@ -6,15 +6,18 @@ fn admin(token: Option<&str>) -> Admin {
     Admin {
         metrics: Metrics::new().unwrap(),
         readiness: Readiness::new(&[]),
-        resilience: None,
         jobs: None,
-        token: token.map(AdminToken::new),
-        config: Arc::new(
-            crate::config::Config::quick_start("http://127.0.0.1:9/mcp")
-                .unwrap()
-                .view()
-                .unwrap(),
-        ),
+        view: Arc::new(ArcSwap::from_pointee(AdminView {
+            resilience: None,
+            token: token.map(AdminToken::new),
+            config: Arc::new(
+                crate::config::Config::quick_start("http://127.0.0.1:9/mcp")
+                    .unwrap()
+                    .view()
+                    .unwrap(),
+            ),
+        })),
+        reloader: None,
     }
 }
 
@@ -112,9 +115,37 @@ async fn config_answers_the_redacted_config_with_its_hash_as_etag() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(etag, format!("\"{}\"", doc["hash"].as_str().unwrap()));
-    assert_eq!(doc["hash"], admin.config.hash);
+    assert_eq!(doc["hash"], admin.view.load().config.hash);
     assert_eq!(
         doc["config"]["upstream"][0]["url"],
         "http://127.0.0.1:9/mcp"
+    );
+}
+
+#[tokio::test]
+async fn config_reload_takes_only_post_and_the_token() {
+    let admin = admin(Some(TOKEN));
+    let post = |authorization: &[&str]| {
+        let mut req = get("/config/reload", authorization);
+        *req.method_mut() = Method::POST;
+        req
+    };
+    assert_eq!(admin.respond(&post(&[])).await.status(), 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let resp = admin
+        .respond(&get("/config/reload", &[bearer.as_str()]))
+        .await;
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()[header::ALLOW], "POST");
+    // Without a file to read again (no reloader): 409, saying so.
+    let resp = admin.respond(&post(&[bearer.as_str()])).await;
+    assert_eq!(resp.status(), 409);
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["result"], "error");
+    assert!(
+        doc["error"].as_str().unwrap().contains("without --config"),
+        "{doc}"
     );
 }

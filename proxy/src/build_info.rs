@@ -15,13 +15,28 @@ pub const LONG_VERSION: &str = concat!(
     ")"
 );
 
+/// `mcp_sidecar_config_info{hash}`: one series, the running config's. A reload moves it to the
+/// new hash (the old series goes: a join on it must see one config at a time).
+#[derive(Debug, Clone)]
+pub struct ConfigInfo(IntGaugeVec);
+
+impl ConfigInfo {
+    /// The running config is now the one hashed `new` (it was `old`).
+    pub fn replace(&self, old: &str, new: &str) {
+        if old != new {
+            let _ = self.0.remove_label_values(&[old]);
+        }
+        self.0.with_label_values(&[new]).set(1);
+    }
+}
+
 /// Registers the two info gauges, each one series at 1 (the Prometheus "info" pattern: join on
 /// them for the labels): `mcp_sidecar_build_info{version,commit}` and
-/// `mcp_sidecar_config_info{hash}` with `config_hash`.
+/// `mcp_sidecar_config_info{hash}` with `config_hash`; the second is returned for reloads.
 pub fn register_info_metrics(
     registry: &Registry,
     config_hash: &str,
-) -> Result<(), prometheus::Error> {
+) -> Result<ConfigInfo, prometheus::Error> {
     let build = IntGaugeVec::new(
         Opts::new(
             "mcp_sidecar_build_info",
@@ -40,6 +55,6 @@ pub fn register_info_metrics(
     )?;
     config.with_label_values(&[config_hash]).set(1);
     registry.register(Box::new(build))?;
-    registry.register(Box::new(config))?;
-    Ok(())
+    registry.register(Box::new(config.clone()))?;
+    Ok(ConfigInfo(config))
 }

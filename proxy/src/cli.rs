@@ -8,6 +8,7 @@ pub use crate::access_line::LogFormat;
 
 use crate::config::{Config, ConfigError};
 use crate::log_writer::LogWriter;
+use crate::reload::{ConfigSource, Reloader};
 
 /// MCP sidecar reverse proxy.
 #[derive(Debug, Parser)]
@@ -96,8 +97,21 @@ pub struct DemoArgs {
 }
 
 impl RunArgs {
+    /// Where a reload reads the config again: the file with the same command-line overrides
+    /// (`None` for a quick start, which has no file).
+    pub fn source(&self) -> Option<ConfigSource> {
+        self.config.as_ref().map(|path| ConfigSource {
+            path: path.clone(),
+            listen: self.listen.clone(),
+            admin: self.admin.clone(),
+        })
+    }
+
     /// The effective config: file or quick start, then command-line overrides, validated.
     pub fn config(&self) -> Result<Config, ConfigError> {
+        if let Some(source) = self.source() {
+            return source.load();
+        }
         let mut config = match (&self.config, &self.upstream) {
             (Some(path), _) => Config::load(path)?,
             (None, Some(url)) => Config::quick_start(url)?,
@@ -145,21 +159,28 @@ pub fn init_logging(format: LogFormat, flush_interval: std::time::Duration) -> L
     writer
 }
 
-/// What the process's signals asked for, as futures [`crate::Sidecar::serve_with`] takes.
+/// What the process's signals asked for, as futures [`crate::Sidecar::serve_with`] takes, and
+/// the reloads SIGHUP asks for.
 #[derive(Debug)]
 pub struct Signals {
     shutdown: tokio::sync::oneshot::Receiver<()>,
     hurry: tokio::sync::oneshot::Receiver<()>,
+    /// Taken by [`Signals::reload_with`].
+    reloads: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 impl Signals {
     /// Installs the handlers for SIGINT, SIGTERM and SIGHUP now (from here on SIGHUP no longer
     /// ends the process, as its default action would, silently, with 129) and spawns the task
     /// that reads them: the first SIGINT or SIGTERM starts the shutdown, the next one cuts its
-    /// drain delay short, SIGHUP is logged as a reload request. Call on the runtime.
+    /// drain delay short, SIGHUP asks for a reload ([`Signals::reload_with`]; one asked for
+    /// while starting is made once serving can begin). Call on the runtime.
     pub fn install() -> Self {
         let (shutdown_tx, shutdown) = tokio::sync::oneshot::channel();
         let (hurry_tx, hurry) = tokio::sync::oneshot::channel();
+        // One pending reload is enough: a reload reads the file as it is when it runs, so
+        // SIGHUPs that arrive while one waits are answered by it.
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
         let mut pending = [Some(shutdown_tx), Some(hurry_tx)].into_iter().flatten();
         let mut incoming = SignalStreams::install();
         tokio::spawn(async move {
@@ -172,14 +193,31 @@ impl Signals {
                         }
                         None => tracing::info!("{name} received again: already shutting down"),
                     },
-                    Received::Reload => tracing::warn!(
-                        "SIGHUP received: reload requested, but reloading the config is not \
-                         supported yet; the running config stays (restart to apply a change)"
-                    ),
+                    Received::Reload => {
+                        tracing::info!("SIGHUP received: reload requested");
+                        let _ = reload_tx.try_send(());
+                    }
                 }
             }
         });
-        Self { shutdown, hurry }
+        Self {
+            shutdown,
+            hurry,
+            reloads: Some(reloads),
+        }
+    }
+
+    /// Spawns the task that makes the reloads SIGHUP asks for with `reloader`, one at a time;
+    /// each outcome is logged by the reloader.
+    pub fn reload_with(&mut self, reloader: Reloader) {
+        let Some(mut reloads) = self.reloads.take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while reloads.recv().await.is_some() {
+                let _ = reloader.reload("SIGHUP").await;
+            }
+        });
     }
 
     /// The two futures: shutdown begins, and the drain delay is cut short. A sender that went

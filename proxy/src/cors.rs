@@ -125,25 +125,36 @@ impl Cors {
         if !config.enabled {
             return Ok(None);
         }
-        let preflights = match registry {
-            Some(registry) => {
-                let vec = IntCounterVec::new(
-                    Opts::new(
-                        "mcp_sidecar_cors_preflights_total",
-                        "CORS preflights answered by the sidecar, by outcome (allowed, \
-                         origin_not_allowed, method_not_allowed, headers_not_allowed).",
-                    ),
-                    &["outcome"],
-                )?;
-                registry.register(Box::new(vec.clone()))?;
-                Some(Outcome::ALL.map(|o| vec.with_label_values(&[o.label()])))
-            }
-            None => None,
-        };
+        let counters = registry.map(Self::register_metric).transpose()?;
+        Ok(Self::with_metric(config, counters.as_ref()))
+    }
+
+    /// Registers `mcp_sidecar_cors_preflights_total{outcome}` into `registry`; the policies
+    /// built on it ([`Cors::with_metric`]), a config reload's included, count there.
+    pub fn register_metric(registry: &Registry) -> Result<IntCounterVec, prometheus::Error> {
+        let vec = IntCounterVec::new(
+            Opts::new(
+                "mcp_sidecar_cors_preflights_total",
+                "CORS preflights answered by the sidecar, by outcome (allowed, \
+                 origin_not_allowed, method_not_allowed, headers_not_allowed).",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(vec.clone()))?;
+        Ok(vec)
+    }
+
+    /// The policy of `config` (`None` when CORS is off), counting preflights in `counters`.
+    pub fn with_metric(config: &CorsConfig, counters: Option<&IntCounterVec>) -> Option<Self> {
+        if !config.enabled {
+            return None;
+        }
+        let preflights =
+            counters.map(|vec| Outcome::ALL.map(|o| vec.with_label_values(&[o.label()])));
         let lower = |list: &[String]| -> Vec<String> {
             list.iter().map(|s| s.to_ascii_lowercase()).collect()
         };
-        Ok(Some(Self {
+        Some(Self {
             origins: config.allowed_origins.as_ref().map(|list| {
                 list.iter()
                     .map(|o| Glob::new(&o.trim_end_matches('/').to_ascii_lowercase()))
@@ -156,7 +167,7 @@ impl Cors {
             expose_headers: joined(&lower(&config.exposed_headers)),
             max_age: HeaderValue::from(config.max_age.as_secs()),
             preflights,
-        }))
+        })
     }
 
     /// Whether `headers` make an `OPTIONS` a CORS preflight (the caller knows `Origin` is there).

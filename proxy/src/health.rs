@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use http::{Method, Request, Uri, header};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -42,11 +44,12 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// Shared readiness state.
+/// Shared readiness state. The upstreams' list is replaced by a config reload
+/// ([`Readiness::replace`]); the shutdown flag outlives every reload.
 #[derive(Debug)]
 pub struct Readiness {
     shutting_down: AtomicBool,
-    upstreams: Vec<UpstreamHealth>,
+    upstreams: ArcSwap<Vec<Arc<UpstreamHealth>>>,
     /// Shown in `/readyz`, not part of readiness (see [`RedisConn::report`]).
     redis: std::sync::OnceLock<Arc<RedisConn>>,
 }
@@ -54,9 +57,33 @@ pub struct Readiness {
 #[derive(Debug)]
 struct UpstreamHealth {
     name: Arc<str>,
+    /// What was checked: the backend's URL and the check, so a reload that changes either
+    /// starts the upstream over at `unknown`.
+    target: (String, HealthCheckKind, Option<String>),
     check: &'static str,
     state: AtomicU8,
     last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl UpstreamHealth {
+    fn new(u: &Upstream) -> Self {
+        Self {
+            name: u.name.clone(),
+            target: target_of(u),
+            check: match u.config.health_check.kind {
+                HealthCheckKind::Tcp => "tcp",
+                HealthCheckKind::McpPing => "mcp_ping",
+                HealthCheckKind::Http => "http",
+            },
+            state: AtomicU8::new(UNKNOWN),
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+fn target_of(u: &Upstream) -> (String, HealthCheckKind, Option<String>) {
+    let hc = &u.config.health_check;
+    (u.config.url.clone(), hc.kind, hc.path.clone())
 }
 
 impl Readiness {
@@ -64,19 +91,12 @@ impl Readiness {
     pub fn new(upstreams: &[Arc<Upstream>]) -> Arc<Self> {
         Arc::new(Self {
             shutting_down: AtomicBool::new(false),
-            upstreams: upstreams
-                .iter()
-                .map(|u| UpstreamHealth {
-                    name: u.name.clone(),
-                    check: match u.config.health_check.kind {
-                        HealthCheckKind::Tcp => "tcp",
-                        HealthCheckKind::McpPing => "mcp_ping",
-                        HealthCheckKind::Http => "http",
-                    },
-                    state: AtomicU8::new(UNKNOWN),
-                    last_error: std::sync::Mutex::new(None),
-                })
-                .collect(),
+            upstreams: ArcSwap::from_pointee(
+                upstreams
+                    .iter()
+                    .map(|u| Arc::new(UpstreamHealth::new(u)))
+                    .collect(),
+            ),
             redis: std::sync::OnceLock::new(),
         })
     }
@@ -84,6 +104,31 @@ impl Readiness {
     /// Shows the `[redis]` connection's state in `/readyz` (once; later calls are ignored).
     pub fn set_redis(&self, redis: Arc<RedisConn>) {
         let _ = self.redis.set(redis);
+    }
+
+    /// After a config reload: state for these upstreams. One with the same name, URL and check
+    /// as before keeps its state (`/readyz` does not flap to `unknown` for a reload that did not
+    /// touch it); a new or changed one starts `unknown`, and a removed one is forgotten.
+    pub fn replace(&self, upstreams: &[Arc<Upstream>]) {
+        let old = self.upstreams.load_full();
+        let next = upstreams
+            .iter()
+            .map(|u| {
+                old.iter()
+                    .find(|h| h.name == u.name && h.target == target_of(u))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(UpstreamHealth::new(u)))
+            })
+            .collect();
+        self.upstreams.store(Arc::new(next));
+    }
+
+    fn entry(&self, name: &str) -> Option<Arc<UpstreamHealth>> {
+        self.upstreams
+            .load()
+            .iter()
+            .find(|h| &*h.name == name)
+            .cloned()
     }
 
     /// Marks the start of shutdown: readiness fails from now on.
@@ -101,6 +146,7 @@ impl Readiness {
         !self.is_shutting_down()
             && self
                 .upstreams
+                .load()
                 .iter()
                 .all(|u| u.state.load(Ordering::SeqCst) == UP)
     }
@@ -109,6 +155,7 @@ impl Readiness {
     pub fn report(&self) -> Value {
         let upstreams: serde_json::Map<String, Value> = self
             .upstreams
+            .load()
             .iter()
             .map(|u| {
                 let state = match u.state.load(Ordering::SeqCst) {
@@ -151,11 +198,11 @@ impl Readiness {
             )?,
         }))
     }
+}
 
-    fn record(&self, index: usize, result: Result<(), String>) {
-        let Some(u) = self.upstreams.get(index) else {
-            return;
-        };
+impl UpstreamHealth {
+    fn record(&self, result: Result<(), String>) {
+        let u = self;
         let was = u
             .state
             .swap(if result.is_ok() { UP } else { DOWN }, Ordering::SeqCst);
@@ -204,8 +251,12 @@ pub fn spawn_checks(
     resilience: Option<Arc<Resilience>>,
     cancel: CancellationToken,
 ) {
-    for (index, upstream) in upstreams.iter().enumerate() {
-        let readiness = readiness.clone();
+    for upstream in upstreams {
+        // The entry, not an index: a check still running when a reload replaced the list
+        // records into the entry it was started for, never into another upstream's.
+        let Some(entry) = readiness.entry(&upstream.name) else {
+            continue;
+        };
         let upstream = upstream.clone();
         let metrics = metrics.clone();
         let resilience = resilience.clone();
@@ -219,11 +270,19 @@ pub fn spawn_checks(
                     _ = interval.tick() => {}
                 }
                 let kind = upstream.config.health_check.kind;
-                let result = match kind {
-                    HealthCheckKind::Tcp => check(&upstream).await,
-                    HealthCheckKind::McpPing | HealthCheckKind::Http => {
-                        active_check(&upstream).await
+                let checked = async {
+                    match kind {
+                        HealthCheckKind::Tcp => check(&upstream).await,
+                        HealthCheckKind::McpPing | HealthCheckKind::Http => {
+                            active_check(&upstream).await
+                        }
                     }
+                };
+                // A check cut short by the cancel records nothing: after a reload, the
+                // upstream's series and state belong to the new generation's checks.
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    result = checked => result,
                 };
                 let result = match result {
                     Err(Failed::Local(resource)) => {
@@ -255,7 +314,7 @@ pub fn spawn_checks(
                         r.health_ok(&upstream.name);
                     }
                 }
-                readiness.record(index, result);
+                entry.record(result);
             }
         });
     }

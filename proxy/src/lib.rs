@@ -75,6 +75,7 @@ pub mod observe;
 pub mod principal;
 pub mod rate_limited_log;
 pub mod redis_conn;
+pub mod reload;
 pub mod replay_io;
 pub mod resilience;
 pub mod rpc_metrics;

@@ -89,11 +89,12 @@ fn main() -> ExitCode {
             Command::Run(args) => {
                 // First: from here on SIGHUP is logged, not fatal, and a SIGTERM during start-up
                 // is kept for when serving begins.
-                let signals = Signals::install();
+                let mut signals = Signals::install();
                 let config = args.config()?;
                 // Before binding: the listeners and pools live under the raised limit.
                 mcp_sidecar::fd_budget::apply(&config);
-                let sidecar = Sidecar::bind(config).await?;
+                let sidecar = Sidecar::bind_with(config, args.source()).await?;
+                signals.reload_with(sidecar.reloader());
                 tracing::info!(
                     listen = %sidecar.local_addr()?,
                     admin = %sidecar.admin_addr()?,

@@ -1,5 +1,6 @@
 //! The sidecar's lifecycle: bind both listeners, accept connections (plain or TLS), serve them
-//! with the [`Proxy`], and shut down gracefully.
+//! with the running [`Generation`]'s [`Proxy`](crate::forward::Proxy) (swapped by a config
+//! reload, [`crate::reload`]), and shut down gracefully.
 //!
 //! Shutdown order: readiness turns 503 at once and the job engine stops taking jobs; the listener
 //! keeps accepting for `shutdown.drain_delay` (load balancers and endpoint controllers need that
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use http::Request;
 use hyper::body::Incoming;
@@ -26,36 +28,28 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::accept_errors::{ACCEPT_ERROR_BACKOFF, AcceptErrors};
-use crate::admin::Admin;
-use crate::body::{BodyReadLimits, BoxError};
+use crate::admin::{Admin, AdminView};
+use crate::body::BoxError;
 use crate::config::Config;
 use crate::conn_info::ConnInfo;
 use crate::downstream::body::READ_BUF_BYTES;
-use crate::downstream::{self, drain, drain::Drain};
+use crate::downstream::{self, Handler, drain, drain::Drain};
 use crate::error::StartError;
-use crate::forward::Proxy;
-use crate::health::{self, Readiness};
-use crate::job_api::JobApi;
+use crate::health::Readiness;
 use crate::jobs::{Jobs, Settings};
-use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConn;
+use crate::reload::{ConfigSource, Generation, Live, LiveRunner, Reloader, Shared};
 use crate::replay_io::ReplayIo;
-use crate::resilience::Resilience;
-use crate::tasks::Tasks;
-use crate::upstream::{Router, Upstream};
 
 /// A bound, not yet serving, sidecar.
 pub struct Sidecar {
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
+    shared: Arc<Shared>,
+    reloader: Reloader,
     admin: Admin,
-    upstreams: Vec<Arc<Upstream>>,
     listener: TcpListener,
     admin_listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    header_read_timeout: Duration,
-    grace_period: Duration,
-    drain_delay: Duration,
     max_result_bytes: usize,
 }
 
@@ -64,45 +58,34 @@ impl std::fmt::Debug for Sidecar {
         f.debug_struct("Sidecar")
             .field("listener", &self.listener.local_addr().ok())
             .field("admin", &self.admin_listener.local_addr().ok())
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.live.current().tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Sidecar {
-    /// Validates `config`, builds the upstream clients and binds both listeners.
+    /// Validates `config`, builds the upstream clients and binds both listeners. Without a
+    /// file to read again, reloads are refused ([`Sidecar::bind_source`] reloads).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
+        Self::bind_with(config, None).await
+    }
+
+    /// [`Sidecar::bind`] for the config `source` loads; reloads (`SIGHUP`,
+    /// `POST /config/reload`) read it again.
+    pub async fn bind_source(source: ConfigSource) -> Result<Self, StartError> {
+        let config = source.load()?;
+        Self::bind_with(config, Some(source)).await
+    }
+
+    /// [`Sidecar::bind`] for `config`, loaded from `source` when given.
+    pub async fn bind_with(
+        config: Config,
+        source: Option<ConfigSource>,
+    ) -> Result<Self, StartError> {
         config.validate()?;
-        let view = Arc::new(config.view()?);
         let metrics = Metrics::new()?;
-        crate::build_info::register_info_metrics(metrics.registry(), &view.hash)?;
-        let upstreams = config
-            .upstream
-            .iter()
-            .map(|u| Upstream::from_config(u, &metrics).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        let readiness = Readiness::new(&upstreams);
-        readiness.register(metrics.registry())?;
-        // The connection shared by the features that span replicas; nothing is dialled yet.
-        let redis = config
-            .redis
-            .as_ref()
-            .map(|c| RedisConn::new(c, metrics.registry()))
-            .transpose()
-            .map_err(|e| StartError::Redis(e.to_string()))?;
-        if let Some(redis) = &redis {
-            readiness.set_redis(redis.clone());
-        }
-        let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
-        let tracing = crate::trace::Tracing::start(&config.tracing, metrics.registry())
-            .map_err(StartError::Tracing)?;
-        let limits = Arc::new(Limits::new(&config, metrics.registry())?);
-        let tls = config
-            .listen
-            .tls
-            .as_ref()
-            .map(crate::tls::acceptor)
-            .transpose()?;
+        let view = config.view()?;
+        let config_info = crate::build_info::register_info_metrics(metrics.registry(), &view.hash)?;
         let listen_addr = config.listen_addr()?;
         let admin_addr = config.admin_addr()?;
         let listener = TcpListener::bind(listen_addr)
@@ -120,9 +103,15 @@ impl Sidecar {
                     addr: admin_addr,
                     source,
                 })?;
-        let auth = Arc::new(crate::auth::Auth::new(&config, &metrics).await?);
-        let cors = crate::cors::Cors::new(&config.cors, Some(metrics.registry()))?;
-        let router = Router::new(upstreams.clone());
+        // The connection shared by the features that span replicas; nothing is dialled yet.
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|c| RedisConn::new(c, metrics.registry()))
+            .transpose()
+            .map_err(|e| StartError::Redis(e.to_string()))?;
+        let tracing = crate::trace::Tracing::start(&config.tracing, metrics.registry())
+            .map_err(StartError::Tracing)?;
         let jobs = if config.jobs.enabled {
             // Opening reads and checks the whole file: off the runtime's threads.
             let jobs_config = config.jobs.clone();
@@ -136,7 +125,7 @@ impl Sidecar {
                          jobs.enabled = false run without a file)"
                     ))
                 })?;
-            let names = upstreams.iter().map(|u| u.name.to_string()).collect();
+            let names = config.upstream.iter().map(|u| u.name.clone()).collect();
             let jobs = Jobs::new(
                 store,
                 Settings::from_config(&config.jobs, names),
@@ -147,55 +136,57 @@ impl Sidecar {
             jobs.recover()
                 .await
                 .map_err(|e| StartError::Jobs(e.to_string()))?;
-            Some(JobApi::new(
-                jobs,
-                &config.jobs.path,
-                router.clone(),
-                Some(limits.clone()),
-            ))
+            Some(jobs)
         } else {
             None
         };
-        // The MCP Tasks facade runs on the job engine.
-        let tasks = jobs
-            .as_ref()
-            .map(|api| Tasks::new(api.clone(), router.upstreams(), config.jobs.result_ttl));
-        let proxy = Proxy::new(router, metrics.clone(), config.listen.max_body_bytes)
-            .with_body_read_limits(BodyReadLimits {
-                idle: config.listen.body_read_timeout,
-                min_rate: config.listen.body_min_rate,
-            })
-            .with_resilience(resilience.clone())
-            .with_limits(limits)
-            .with_auth(auth)
-            .with_cors(cors)
-            .with_jobs(jobs)
-            .with_tasks(tasks)
-            .with_tracing(tracing);
-        let jobs = proxy.jobs().map(|api| api.jobs().clone());
+        let max_result_bytes = config.jobs.max_result_bytes;
+        let readiness = Readiness::new(&[]);
+        if let Some(redis) = &redis {
+            readiness.set_redis(redis.clone());
+        }
+        let shared = Arc::new(Shared {
+            readiness,
+            cors_preflights: crate::cors::Cors::register_metric(metrics.registry())?,
+            tracing,
+            redis,
+            metrics,
+            jobs,
+            background: CancellationToken::new(),
+        });
+        let generation = Generation::build(config, &shared, None).await?;
+        shared.readiness.replace(&generation.upstreams);
+        shared.readiness.register(shared.metrics.registry())?;
+        let admin_view = Arc::new(ArcSwap::from_pointee(AdminView::of(&generation)));
+        let live = Arc::new(Live::new(generation));
+        let follows = admin_view.clone();
+        let reloader = Reloader::new(
+            live.clone(),
+            shared.clone(),
+            source,
+            Box::new(move |next| follows.store(Arc::new(AdminView::of(next)))),
+            config_info,
+        )?;
         Ok(Self {
-            proxy: Arc::new(proxy),
             admin: Admin {
-                metrics,
-                readiness,
-                resilience: Some(resilience),
-                jobs,
-                token: config
-                    .admin
-                    .token
-                    .as_ref()
-                    .map(|t| crate::admin::AdminToken::new(t.expose())),
-                config: view,
+                metrics: shared.metrics.clone(),
+                readiness: shared.readiness.clone(),
+                jobs: shared.jobs.clone(),
+                view: admin_view,
+                reloader: Some(reloader.clone()),
             },
-            upstreams,
+            live,
+            shared,
+            reloader,
             listener,
             admin_listener,
-            tls,
-            header_read_timeout: config.listen.header_read_timeout,
-            grace_period: config.shutdown.grace_period,
-            drain_delay: config.shutdown.drain_delay,
-            max_result_bytes: config.jobs.max_result_bytes,
+            max_result_bytes,
         })
+    }
+
+    /// What reloads the config (the binary hands it to its `SIGHUP` handler).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The client listener's address.
@@ -220,22 +211,16 @@ impl Sidecar {
         shutdown: impl Future<Output = ()> + Send,
         hurry: impl Future<Output = ()> + Send,
     ) {
-        let background = CancellationToken::new();
+        let background = self.shared.background.clone();
         let readiness = self.admin.readiness.clone();
-        if let Some(limits) = self.proxy.limits() {
-            limits.spawn_sweeper(background.clone());
-        }
         let jobs = self.admin.jobs.clone();
         if let Some(jobs) = &jobs {
-            jobs.start(Arc::new(self.proxy.job_runner(self.max_result_bytes)));
+            jobs.start(Arc::new(LiveRunner {
+                live: self.live.clone(),
+                max_result_bytes: self.max_result_bytes,
+            }));
         }
-        health::spawn_checks(
-            readiness.clone(),
-            &self.upstreams,
-            self.admin.metrics.clone(),
-            self.admin.resilience.clone(),
-            background.clone(),
-        );
+        self.reloader.begin_serving().await;
         tokio::spawn(
             self.admin
                 .clone()
@@ -251,8 +236,10 @@ impl Sidecar {
         let mut connections = JoinSet::new();
         let listener = self.listener;
         let accept_errors = AcceptErrors::new("listen", &self.admin.metrics);
-        let grace_period = self.grace_period;
-        let drain_delay = self.drain_delay;
+        // The config running when shutdown begins decides how it goes.
+        let live = self.live.clone();
+        let shutdown_settings = move || live.current().config.shutdown.clone();
+        let mut grace_period = shutdown_settings().grace_period;
         // Running jobs get the grace period from the signal on: a job taken now would almost
         // surely be interrupted, so submissions are refused at once (503 with Retry-After, which
         // a client retries on another instance) while plain requests are still served.
@@ -260,6 +247,9 @@ impl Sidecar {
         let stop = async {
             shutdown.await;
             readiness.begin_shutdown();
+            let settings = shutdown_settings();
+            grace_period = settings.grace_period;
+            let drain_delay = settings.drain_delay;
             if let Some(jobs) = jobs.clone() {
                 jobs_drained = Some(tokio::spawn(async move { jobs.drain(grace_period).await }));
             }
@@ -297,15 +287,24 @@ impl Sidecar {
                 if let Err(e) = crate::tcp_keepalive::enable(&stream) {
                     tracing::debug!(%remote, error = %e, "cannot enable TCP keepalive");
                 }
+                // Per connection, from the running config: a reload's certificate and timeout
+                // apply to the connections accepted after it.
+                let (tls, header_read_timeout) = {
+                    let generation = self.live.current();
+                    (
+                        generation.tls.clone(),
+                        generation.config.listen.header_read_timeout,
+                    )
+                };
                 connections.spawn(crate::observe::CLOSING.scope(
                     closing.clone(),
                     serve_connection(
                         stream,
                         remote,
-                        self.tls.clone(),
-                        self.header_read_timeout,
+                        tls,
+                        header_read_timeout,
                         protocols.clone(),
-                        self.proxy.clone(),
+                        self.live.clone(),
                         Watchers {
                             hyper: graceful.watcher(),
                             h1: drain.watch(),
@@ -335,7 +334,7 @@ impl Sidecar {
         connections.abort_all();
         while connections.join_next().await.is_some() {}
         // The spans of the last requests and jobs go out before the process ends.
-        if let Some(tracing) = self.proxy.tracing() {
+        if let Some(tracing) = &self.shared.tracing {
             tracing.shutdown().await;
         }
         background.cancel();
@@ -422,7 +421,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     protocols: Protocols,
-    proxy: Arc<Proxy>,
+    proxy: Arc<Live>,
     watchers: Watchers,
 ) {
     let Watchers {
@@ -430,11 +429,11 @@ async fn serve_connection(
         h1: drain,
     } = watchers;
     let conn = ConnInfo::new(remote, tls.is_some());
-    let hyper_service = |proxy: Arc<Proxy>, conn: ConnInfo| {
+    let hyper_service = |proxy: Arc<Live>, conn: ConnInfo| {
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(proxy.serve(req, conn).await) }
+            async move { Ok::<_, Infallible>(proxy.call(req, conn).await) }
         })
     };
     let result: Result<(), BoxError> = match tls {

@@ -68,7 +68,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("the request path", &["forward", "job_api", "tasks"]),
-    ("server, admin and health", &["health", "admin", "server"]),
+    (
+        "server, admin and health",
+        &["health", "reload", "admin", "server"],
+    ),
     ("binary", &["cli", "demo", "probe"]),
 ];
 

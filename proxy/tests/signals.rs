@@ -1,6 +1,6 @@
 //! The `mcp-sidecar` binary's signals: SIGTERM's drain delay (readiness off at once, connections
 //! still accepted), streams cut at the end of the grace period logged as `shutdown`, and SIGHUP
-//! no longer ending the process.
+//! reloading the config file (no longer ending the process).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod jobs_support;
@@ -63,6 +63,55 @@ async fn sighup_is_logged_as_a_reload_request_and_does_not_end_the_process() {
         )
         .await;
     assert_eq!(resp.status(), 200);
+    sidecar.terminate();
+    assert_eq!(sidecar.wait_exit().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_refuses_an_invalid_one() {
+    let backend = fixture().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&backend.mcp_url(), &data_dir(dir.path()), "", "", "");
+    let sidecar = Sidecar::start(&cfg, dir.path(), &[]).await;
+    let log = sidecar.log_handle();
+    let file = dir.path().join("sidecar.toml");
+    let other = format!(
+        "{cfg}\n[[upstream]]\nname = \"other\"\nurl = \"{}\"\npath = \"/other\"\n",
+        backend.mcp_url()
+    );
+    std::fs::write(&file, &other).unwrap();
+    sidecar.signal("HUP");
+    let reloaded = wait_for_line(&log, |v| v["message"] == "config reloaded").await;
+    assert_eq!(reloaded["trigger"], "SIGHUP", "{reloaded}");
+    let resp = sidecar
+        .post(
+            "/other",
+            &tool_call(1, "echo", json!({"text": "new route"})),
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+
+    std::fs::write(
+        &file,
+        other.replace("path = \"/other\"", "pth = \"/other\""),
+    )
+    .unwrap();
+    sidecar.signal("HUP");
+    let refused = wait_for_line(&log, |v| {
+        v["message"] == "config reload refused; the running config stays"
+    })
+    .await;
+    let error = refused["error"].as_str().unwrap();
+    assert!(error.contains("did you mean `path`"), "{error}");
+    assert!(error.contains(&format!("{}:", file.display())), "{error}");
+    // Both routes still served: the running config stayed.
+    for path in ["/mcp", "/other"] {
+        let resp = sidecar
+            .post(path, &tool_call(2, "echo", json!({"text": "still"})), &[])
+            .await;
+        assert_eq!(resp.status(), 200, "{path}");
+    }
     sidecar.terminate();
     assert_eq!(sidecar.wait_exit().await, Some(0));
 }

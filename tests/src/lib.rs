@@ -125,6 +125,18 @@ pub async fn start(mut config: Config) -> RunningSidecar {
         config.jobs.store = mcp_sidecar::config::StoreKind::Memory;
     }
     let sidecar = Sidecar::bind(config).await.expect("sidecar binds");
+    serve(sidecar)
+}
+
+/// Binds and serves the config in the file at `path` on the current runtime, as `run --config`
+/// does: `POST /config/reload` on the admin listener reads the file again.
+pub async fn start_from_file(path: &std::path::Path) -> RunningSidecar {
+    let source = mcp_sidecar::reload::ConfigSource::file(path);
+    let sidecar = Sidecar::bind_source(source).await.expect("sidecar binds");
+    serve(sidecar)
+}
+
+fn serve(sidecar: Sidecar) -> RunningSidecar {
     let addr = sidecar.local_addr().unwrap();
     let admin = sidecar.admin_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

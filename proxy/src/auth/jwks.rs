@@ -203,6 +203,9 @@ pub struct KeyStore {
     /// A background refresh is spawned and not finished: do not spawn another.
     background: AtomicBool,
     metrics: AuthMetrics,
+    /// What a config reload compares to keep this store (a `jwks_url` without a CA file, and
+    /// its refresh settings); `None`: never kept (a file is read again, as is a CA file).
+    kept_as: Option<String>,
 }
 
 impl KeyStore {
@@ -227,6 +230,7 @@ impl KeyStore {
             refreshing: tokio::sync::Mutex::new(()),
             background: AtomicBool::new(false),
             metrics,
+            kept_as: None,
         }
     }
 
@@ -234,11 +238,34 @@ impl KeyStore {
     /// neither `jwks_url` nor `jwks_file` (HMAC only). A `jwks_url` (with its `jwks_ca_file`) is
     /// fetched on first use; a `jwks_file` is loaded now, so a broken or keyless file stops the
     /// start.
+    ///
+    /// After a config reload, `previous` (the issuer's store before it) is kept when its
+    /// `jwks_url` and refresh settings are unchanged: its keys stay, served stale through an
+    /// outage of the authorization server as before the reload, and nothing is fetched again.
     pub async fn from_config(
         config: &JwtIssuerConfig,
-        field: &dyn Fn(&str) -> String,
+        field: &(dyn Fn(&str) -> String + Sync),
         metrics: &AuthMetrics,
+        previous: Option<&Arc<Self>>,
     ) -> Result<Option<Arc<Self>>, ConfigError> {
+        let kept_as = config
+            .jwks_url
+            .as_ref()
+            .filter(|_| config.jwks_ca_file.is_none())
+            .map(|url| {
+                serde_json::json!({
+                    "url": url,
+                    "refresh": config.jwks_refresh,
+                    "min_refresh": config.jwks_min_refresh_interval,
+                    "timeout": config.jwks_timeout,
+                })
+                .to_string()
+            });
+        if let (Some(kept_as), Some(previous)) = (&kept_as, previous)
+            && previous.kept_as.as_ref() == Some(kept_as)
+        {
+            return Ok(Some(previous.clone()));
+        }
         let source = match (&config.jwks_url, &config.jwks_file) {
             (Some(url), _) => {
                 let ca = match &config.jwks_ca_file {
@@ -258,14 +285,16 @@ impl KeyStore {
             (None, None) => return Ok(None),
         };
         let is_file = matches!(source, KeySource::File(_));
-        let store = Arc::new(Self::new(
+        let mut store = Self::new(
             &config.id,
             source,
             config.jwks_refresh,
             config.jwks_min_refresh_interval,
             config.jwks_timeout,
             metrics.clone(),
-        ));
+        );
+        store.kept_as = kept_as;
+        let store = Arc::new(store);
         if is_file {
             let n = store
                 .load_now()

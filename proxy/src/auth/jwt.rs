@@ -119,13 +119,16 @@ pub struct JwtIssuer {
 impl JwtIssuer {
     /// `auth.jwt[i]` compiled: its key store (a `jwks_file` loaded now) and, when one of its
     /// algorithms is HMAC, its secret.
+    /// `previous`: the issuer of the same id before a config reload (its key store may be kept).
     pub async fn from_config(
         i: usize,
         config: &JwtIssuerConfig,
         metrics: &AuthMetrics,
+        previous: Option<&JwtIssuer>,
     ) -> Result<Self, ConfigError> {
         let field = |f: &str| format!("auth.jwt[{i}].{f}");
-        let keys = KeyStore::from_config(config, &field, metrics).await?;
+        let kept = previous.and_then(|p| p.keys.as_ref());
+        let keys = KeyStore::from_config(config, &field, metrics, kept).await?;
         let hmac = config
             .secret
             .as_ref()
@@ -176,11 +179,13 @@ impl JwtValidator {
     /// The validator of `auth.jwt`, `None` when no issuer is configured. Installs the crypto
     /// provider first; issuers are compiled in order, so the first broken one names the error.
     /// `claim_headers` (claim, header) are the claims forwarded from a validated token.
+    /// `previous`: the validator a config reload replaces (issuers' key stores may be kept).
     pub async fn from_config(
         auth: &AuthConfig,
         clock: Clock,
         claim_headers: &[(String, http::HeaderName)],
         metrics: &AuthMetrics,
+        previous: Option<&JwtValidator>,
     ) -> Result<Option<Self>, ConfigError> {
         if auth.jwt.is_empty() {
             return Ok(None);
@@ -190,7 +195,8 @@ impl JwtValidator {
         }
         let mut issuers = Vec::with_capacity(auth.jwt.len());
         for (i, config) in auth.jwt.iter().enumerate() {
-            issuers.push(JwtIssuer::from_config(i, config, metrics).await?);
+            let before = previous.and_then(|p| p.issuers.iter().find(|b| b.id == config.id));
+            issuers.push(JwtIssuer::from_config(i, config, metrics, before).await?);
         }
         Ok(Some(Self::new(
             issuers,
@@ -199,6 +205,11 @@ impl JwtValidator {
             clock,
             claim_headers.to_vec(),
         )))
+    }
+
+    /// The issuer `id`.
+    pub fn issuer(&self, id: &str) -> Option<&JwtIssuer> {
+        self.issuers.iter().find(|i| i.id == id)
     }
 
     /// A validator over `issuers`.

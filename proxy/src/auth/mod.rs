@@ -130,13 +130,41 @@ impl Auth {
         metrics: &Metrics,
         clock: Clock,
     ) -> Result<Self, StartError> {
-        let auth = &config.auth;
         let auth_metrics = AuthMetrics::new(metrics.registry())?;
+        Self::build(config, auth_metrics, clock, None).await
+    }
+
+    /// The auth state of a reloaded `config`, on the metrics `previous` registered. An issuer
+    /// whose `jwks_url` and refresh settings are unchanged keeps its keys; JWKS and CA files are
+    /// read again, as at start.
+    pub async fn rebuilt(
+        config: &Config,
+        metrics: &Metrics,
+        previous: &Auth,
+    ) -> Result<Self, StartError> {
+        match &previous.metrics {
+            Some((auth_metrics, _)) => {
+                let clock = jwt::system_clock();
+                Self::build(config, auth_metrics.clone(), clock, Some(previous)).await
+            }
+            None => Self::new(config, metrics).await,
+        }
+    }
+
+    async fn build(
+        config: &Config,
+        auth_metrics: AuthMetrics,
+        clock: Clock,
+        previous: Option<&Auth>,
+    ) -> Result<Self, StartError> {
+        let auth = &config.auth;
         let hot = Hot::new(&auth_metrics);
         let listen = config.listen_addr().ok();
         let claim_headers = principal::claim_header_names(&auth.claim_headers);
         let api_keys = ApiKeys::from_config(&auth.api_keys, &claim_headers);
-        let jwt = JwtValidator::from_config(auth, clock, &claim_headers, &auth_metrics).await?;
+        let before = previous.and_then(|p| p.jwt.as_ref());
+        let jwt =
+            JwtValidator::from_config(auth, clock, &claim_headers, &auth_metrics, before).await?;
         let (upstreams, resources) = per_upstream::compile(config);
         Ok(Self {
             enabled: auth.enabled(),
@@ -153,6 +181,18 @@ impl Auth {
             claim_header_names: claim_headers.into_iter().map(|(_, n)| n).collect(),
             metrics: Some((auth_metrics, hot)),
         })
+    }
+
+    /// Whether the issuer `id`'s key store is the very one it is in `other` (tests).
+    #[cfg(test)]
+    pub(crate) fn shares_keys(&self, other: &Auth, id: &str) -> bool {
+        let keys = |a: &Auth| {
+            a.jwt
+                .as_ref()
+                .and_then(|j| j.issuer(id))
+                .and_then(|i| i.keys.clone())
+        };
+        matches!((keys(self), keys(other)), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
     }
 
     fn count(&self, method: &str, outcome: &str) {

@@ -53,7 +53,7 @@ pub use traces::{
     DEFAULT_TRACING_SERVICE_NAME, MAX_TRACING_EXPORT_TIMEOUT, TracingConfig,
 };
 pub(crate) use validate::normalise_mount;
-pub use view::ConfigView;
+pub use view::{ConfigView, same};
 
 /// Listener address used when neither the file nor the command line names one.
 /// Loopback, because a sidecar is reached by its neighbours, not by the world, until told otherwise.

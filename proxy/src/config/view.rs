@@ -46,6 +46,16 @@ impl ConfigView {
     }
 }
 
+/// Whether `a` and `b` serialize the same: how a config reload compares settings (as their
+/// effective values, defaults filled in). Secrets serialize redacted: use it only on sections
+/// without any.
+pub fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 impl Config {
     /// This config as [`ConfigView`] shows it.
     pub fn view(&self) -> Result<ConfigView, ConfigError> {

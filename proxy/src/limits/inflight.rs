@@ -13,10 +13,11 @@ use prometheus::IntGauge;
 
 use crate::body::BoxError;
 
-/// A cap on things in flight (`cap == 0`: counted, never refused).
+/// A cap on things in flight (`cap == 0`: counted, never refused). The cap is atomic so that a
+/// config reload changes it on the same counter: what is in flight stays counted against it.
 #[derive(Debug)]
 pub struct InFlight {
-    cap: usize,
+    cap: AtomicUsize,
     count: AtomicUsize,
     gauge: IntGauge,
 }
@@ -26,7 +27,7 @@ impl InFlight {
     pub fn new(cap: usize, gauge: IntGauge) -> Arc<Self> {
         gauge.set(0);
         Arc::new(Self {
-            cap,
+            cap: AtomicUsize::new(cap),
             count: AtomicUsize::new(0),
             gauge,
         })
@@ -34,12 +35,13 @@ impl InFlight {
 
     /// A slot, unless the cap is reached. Never waits.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        if self.cap == 0 {
+        let cap = self.cap();
+        if cap == 0 {
             return Some(self.acquire_anyway());
         }
         self.count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.cap).then_some(n + 1)
+                (n < cap).then_some(n + 1)
             })
             .ok()?;
         self.gauge.inc();
@@ -56,7 +58,13 @@ impl InFlight {
 
     /// The cap (0: none).
     pub fn cap(&self) -> usize {
-        self.cap
+        self.cap.load(Ordering::Relaxed)
+    }
+
+    /// A new cap (a config reload): what is in flight stays counted; beyond the new cap,
+    /// nothing more is admitted until enough has ended.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
     }
 
     /// In flight now.
@@ -79,7 +87,7 @@ impl Drop for Permit {
 /// Open standalone streams per principal (keyed by a digest of the principal).
 #[derive(Debug)]
 pub(super) struct PerKeyStreams {
-    cap: usize,
+    cap: AtomicUsize,
     open: Mutex<HashMap<u64, usize>>,
 }
 
@@ -87,9 +95,14 @@ impl PerKeyStreams {
     /// At most `cap` streams per key.
     pub(super) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
-            cap,
+            cap: AtomicUsize::new(cap),
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A new cap (a config reload); open streams stay counted.
+    pub(super) fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
     }
 
     /// A stream slot for `key`, unless it already holds `cap`. The map only holds keys with open
@@ -97,7 +110,7 @@ impl PerKeyStreams {
     pub(super) fn try_acquire(self: &Arc<Self>, key: u64) -> Option<StreamPermit> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(key).or_insert(0);
-        if *count >= self.cap {
+        if *count >= self.cap.load(Ordering::Relaxed) {
             if *count == 0 {
                 open.remove(&key);
             }

@@ -31,6 +31,7 @@ mod clock;
 mod evaluate;
 mod inflight;
 mod metrics;
+mod reload;
 mod rule;
 mod store;
 
@@ -144,6 +145,17 @@ impl Limits {
     pub fn new(config: &Config, registry: &Registry) -> Result<Self, crate::StartError> {
         let metrics = LimitMetrics::new()?;
         metrics.register(registry)?;
+        Self::build(config, metrics, None)
+    }
+
+    /// The limits of `config` on registered `metrics`; after a reload, keeping from `previous`
+    /// what must survive it ([`reload::Previous`]: the counters in flight, unchanged rules'
+    /// buckets, the key hasher).
+    fn build(
+        config: &Config,
+        metrics: LimitMetrics,
+        previous: Option<&reload::Previous<'_>>,
+    ) -> Result<Self, crate::StartError> {
         let trusted = config
             .limits
             .trusted_proxies
@@ -158,22 +170,36 @@ impl Limits {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let sweep_early = Arc::new(Notify::new());
+        let kept = previous.map(|p| p.limits);
+        let sweep_early = kept.map_or_else(|| Arc::new(Notify::new()), |p| p.sweep_early.clone());
         let next_index = std::cell::Cell::new(0);
-        let rule = |c: &crate::config::RateLimitRule| {
+        let rule = |scope: Option<&str>, c: &crate::config::RateLimitRule| {
             let m = metrics.rule(&c.name, c.shadow);
             let index = next_index.replace(next_index.get() + 1);
-            Rule::new(c, index, TokioClock, m, sweep_early.clone())
+            match previous.and_then(|p| p.store(scope, c)) {
+                Some(store) => Rule::with_store(c, index, TokioClock, m, store),
+                None => Rule::new(c, index, TokioClock, m, sweep_early.clone()),
+            }
         };
-        let rules = config.rate_limit.iter().map(rule).collect();
+        let rules = config.rate_limit.iter().map(|c| rule(None, c)).collect();
         let upstreams = config
             .upstream
             .iter()
             .map(|u| {
-                let gauge = metrics.upstream_in_flight.with_label_values(&[&u.name]);
+                let in_flight = kept
+                    .and_then(|p| p.upstreams.get(u.name.as_str()))
+                    .map(|p| p.in_flight.clone())
+                    .unwrap_or_else(|| {
+                        let gauge = metrics.upstream_in_flight.with_label_values(&[&u.name]);
+                        InFlight::new(u.max_in_flight, gauge)
+                    });
                 let limits = UpstreamLimits {
-                    in_flight: InFlight::new(u.max_in_flight, gauge),
-                    rules: u.rate_limit.iter().map(rule).collect(),
+                    in_flight,
+                    rules: u
+                        .rate_limit
+                        .iter()
+                        .map(|c| rule(Some(&u.name), c))
+                        .collect(),
                 };
                 (Arc::from(u.name.as_str()), limits)
             })
@@ -182,16 +208,26 @@ impl Limits {
         let streams_policy =
             format!("\"{STREAMS_POLICY}\";q={per_principal};qu=\"concurrent-requests\"");
         Ok(Self {
-            global: InFlight::new(config.limits.max_in_flight, metrics.in_flight.clone()),
-            streams: InFlight::new(config.limits.max_streams, metrics.streams_open.clone()),
-            principal_streams: (per_principal > 0).then(|| PerKeyStreams::new(per_principal)),
+            global: kept.map_or_else(
+                || InFlight::new(config.limits.max_in_flight, metrics.in_flight.clone()),
+                |p| p.global.clone(),
+            ),
+            streams: kept.map_or_else(
+                || InFlight::new(config.limits.max_streams, metrics.streams_open.clone()),
+                |p| p.streams.clone(),
+            ),
+            principal_streams: (per_principal > 0).then(|| {
+                kept.and_then(|p| p.principal_streams.clone())
+                    .unwrap_or_else(|| PerKeyStreams::new(per_principal))
+            }),
             streams_policy: HeaderValue::from_str(&streams_policy)
                 .unwrap_or_else(|_| HeaderValue::from_static("\"streams-per-principal\"")),
             shed_retry_after: config.limits.shed_retry_after,
             trusted,
             rules,
             upstreams,
-            hasher: RandomState::new(),
+            // Rule keys are digests under this hasher: a new one would orphan every bucket.
+            hasher: kept.map_or_else(RandomState::new, |p| p.hasher.clone()),
             policy_cache: evaluate::PolicyCache::default(),
             sweep_interval: config.limits.sweep_interval,
             sweep_early,

@@ -134,13 +134,25 @@ impl<C: Clock> Rule<C> {
         metrics: RuleMetrics,
         sweep_early: Arc<Notify>,
     ) -> Self {
+        let store = CappedStore::new(config.max_keys, metrics.store.clone(), sweep_early);
+        Self::with_store(config, index, clock, metrics, store)
+    }
+
+    /// [`Rule::new`] over an existing key table: a config reload keeps an unchanged rule's
+    /// buckets (what each key has spent) by handing its store to the rule that replaces it.
+    pub fn with_store(
+        config: &RateLimitRule,
+        index: usize,
+        clock: C,
+        metrics: RuleMetrics,
+        store: CappedStore,
+    ) -> Self {
         let burst = config.burst().max(1);
         let rate = config.rate.max(1);
         let interval = (config.per / rate).max(Duration::from_nanos(1));
         let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-        let store = CappedStore::new(config.max_keys, metrics.store.clone(), sweep_early);
         let limiter: Limiter<C> = RateLimiter::new(quota, store.clone(), clock);
         let mut policy = format!(
             "\"{}\";q={};w={}",
@@ -271,6 +283,11 @@ impl<C: Clock> Rule<C> {
     /// Whether a new key met the cap since the last call.
     pub fn take_full(&self) -> bool {
         self.store.take_full()
+    }
+
+    /// The key table (its buckets), for a reload to keep.
+    pub(super) fn store(&self) -> &CappedStore {
+        &self.store
     }
 
     /// Keys tracked now.

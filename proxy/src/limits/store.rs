@@ -128,6 +128,12 @@ impl std::fmt::Debug for CappedStore {
 }
 
 impl CappedStore {
+    /// Whether `other` is a handle on this very table (a reload kept it).
+    #[cfg(test)]
+    pub(crate) fn same_table(&self, other: &CappedStore) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// An empty store tracking at most `max_keys` keys; `sweep_early` is notified when a new key
     /// meets the cap.
     pub fn new(max_keys: usize, metrics: StoreMetrics, sweep_early: Arc<Notify>) -> Self {

@@ -29,6 +29,7 @@ mod budget;
 mod call;
 mod machine;
 mod metrics;
+mod reload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,22 +107,34 @@ impl Resilience {
         let metrics = ResilienceMetrics::new(Some(metrics.registry()))?;
         let now = Instant::now();
         let mut by_name = ByName::default();
-        let mut breakers = Vec::new();
         for upstream in upstreams {
-            let policy = UpstreamPolicy::new(&upstream.name, &upstream.config, &metrics, now);
+            let policy =
+                UpstreamPolicy::new(&upstream.name, &upstream.config, &metrics, now, &|_| None);
             metrics.init_upstream(&upstream.name);
+            by_name.insert(upstream.name.clone(), Arc::new(policy));
+        }
+        Ok(Self::from_policies(upstreams, by_name, metrics))
+    }
+
+    /// The layer over `policies` (one per upstream), its breakers listed in config order.
+    fn from_policies(
+        upstreams: &[Arc<Upstream>],
+        policies: ByName<Arc<str>, Arc<UpstreamPolicy>>,
+        metrics: ResilienceMetrics,
+    ) -> Self {
+        let mut breakers: Vec<Arc<Breaker>> = Vec::new();
+        for policy in upstreams.iter().filter_map(|u| policies.get(&u.name)) {
             breakers.extend(policy.breaker.iter().cloned());
             breakers.extend(policy.tools.iter().filter_map(|t| match &t.breaker {
                 ToolBreaker::Own(b) => Some(b.clone()),
                 _ => None,
             }));
-            by_name.insert(upstream.name.clone(), Arc::new(policy));
         }
-        Ok(Self {
-            upstreams: by_name,
+        Self {
+            upstreams: policies,
             breakers,
             metrics,
-        })
+        }
     }
 
     /// The metrics (for the stream idle timeout counter and the health checks).
@@ -177,12 +190,36 @@ pub fn breaker_json(b: &Breaker) -> Value {
     })
 }
 
+/// A breaker a config reload keeps, asked for by id (`upstream` or `upstream/tool-glob`) and
+/// settings: `None` builds a new one.
+type KeepBreaker<'a> = dyn Fn(BreakerKey<'_>) -> Option<Arc<Breaker>> + 'a;
+
+/// What identifies a breaker across reloads: where it sits and how it is set.
+#[derive(Debug, Clone, Copy)]
+struct BreakerKey<'a> {
+    upstream: &'a str,
+    tool: Option<&'a str>,
+    settings: &'a crate::config::BreakerConfig,
+}
+
 impl UpstreamPolicy {
-    fn new(name: &Arc<str>, c: &UpstreamConfig, metrics: &ResilienceMetrics, now: Instant) -> Self {
-        let breaker = c
-            .breaker
-            .enabled
-            .then(|| Breaker::new(name.clone(), None, &c.breaker, metrics.breaker(name, "")));
+    fn new(
+        name: &Arc<str>,
+        c: &UpstreamConfig,
+        metrics: &ResilienceMetrics,
+        now: Instant,
+        keep: &KeepBreaker<'_>,
+    ) -> Self {
+        let breaker = c.breaker.enabled.then(|| {
+            keep(BreakerKey {
+                upstream: name,
+                tool: None,
+                settings: &c.breaker,
+            })
+            .unwrap_or_else(|| {
+                Breaker::new(name.clone(), None, &c.breaker, metrics.breaker(name, ""))
+            })
+        });
         let tools = c
             .tool
             .iter()
@@ -192,9 +229,16 @@ impl UpstreamPolicy {
                     Some(o) => {
                         let own = o.apply(&c.breaker);
                         if own.enabled {
-                            let glob: Arc<str> = t.name.as_str().into();
-                            let m = metrics.breaker(name, &t.name);
-                            ToolBreaker::Own(Breaker::new(name.clone(), Some(glob), &own, m))
+                            let key = BreakerKey {
+                                upstream: name,
+                                tool: Some(&t.name),
+                                settings: &own,
+                            };
+                            ToolBreaker::Own(keep(key).unwrap_or_else(|| {
+                                let glob: Arc<str> = t.name.as_str().into();
+                                let m = metrics.breaker(name, &t.name);
+                                Breaker::new(name.clone(), Some(glob), &own, m)
+                            }))
                         } else {
                             ToolBreaker::Off
                         }

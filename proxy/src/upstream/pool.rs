@@ -151,6 +151,12 @@ impl Inner {
 }
 
 impl Pool {
+    /// Whether `other` is a handle on this very pool (a reload kept it).
+    #[cfg(test)]
+    pub(crate) fn same_pool(&self, other: &Pool) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// A pool dialing `target` (`scheme://host:port`) with `connector`. Must be created inside a
     /// Tokio runtime when `idle_timeout` is non-zero (the sweeper is a task).
     pub fn new(

@@ -43,6 +43,38 @@ pub struct Upstream {
 impl Upstream {
     /// Builds an upstream from validated config; its series are created in `metrics`.
     pub fn from_config(config: &UpstreamConfig, metrics: &Metrics) -> Result<Self, ConfigError> {
+        Self::from_config_with(config, metrics, None)
+    }
+
+    /// [`Upstream::from_config`] after a config reload: the pooled client of `previous` (the
+    /// upstream it replaces) is kept, with its open connections, when everything the pool is
+    /// built from is unchanged. An upstream with a `ca_file` always gets a new pool: the file
+    /// is read again (a rotated CA applies on reload).
+    pub fn rebuilt(
+        config: &UpstreamConfig,
+        metrics: &Metrics,
+        previous: Option<&Upstream>,
+    ) -> Result<Self, ConfigError> {
+        let pool_settings = |c: &UpstreamConfig| {
+            (
+                c.url.clone(),
+                c.connect_timeout,
+                c.pool_idle_timeout,
+                c.pool_max_idle,
+            )
+        };
+        let client = previous
+            .filter(|p| config.ca_file.is_none() && p.config.ca_file.is_none())
+            .filter(|p| pool_settings(&p.config) == pool_settings(config))
+            .map(|p| p.client.clone());
+        Self::from_config_with(config, metrics, client)
+    }
+
+    fn from_config_with(
+        config: &UpstreamConfig,
+        metrics: &Metrics,
+        client: Option<UpstreamClient>,
+    ) -> Result<Self, ConfigError> {
         let url = url::Url::parse(&config.url)
             .map_err(|e| ConfigError::invalid("upstream.url", e.to_string()))?;
         let host = url.host_str().unwrap_or_default();
@@ -71,7 +103,10 @@ impl Upstream {
             name,
             mount: config.mount_path(),
             base_path: normalise_mount(url.path()),
-            client: build_client(config, target)?,
+            client: match client {
+                Some(kept) => kept,
+                None => build_client(config, target)?,
+            },
             url,
             authority,
             config: config.clone(),
