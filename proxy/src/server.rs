@@ -124,7 +124,8 @@ impl Sidecar {
         let jobs = if config.jobs.enabled {
             // Opening reads and checks the whole file: off the runtime's threads.
             let jobs_config = config.jobs.clone();
-            let store = tokio::task::spawn_blocking(move || Jobs::open_store(&jobs_config))
+            let jobs_redis = redis.clone();
+            let store = tokio::task::spawn_blocking(move || Jobs::open_store(&jobs_config, jobs_redis))
                 .await
                 .map_err(|e| StartError::Jobs(format!("opening the store: {e}")))?
                 .map_err(|e| {
