@@ -185,10 +185,9 @@ async fn a_job_submitted_through_one_replica_is_followed_and_fetched_through_ano
     let mut events = EventReader::new(resp);
     let mut progress = Vec::new();
     let mut statuses = Vec::new();
-    while let Some(event) =
-        tokio::time::timeout(Duration::from_secs(20), events.next_event())
-            .await
-            .expect("the event stream goes on until the job ends")
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(20), events.next_event())
+        .await
+        .expect("the event stream goes on until the job ends")
     {
         let doc = event_json(&event);
         if event.lines().any(|l| l == "event: progress") {
@@ -321,7 +320,10 @@ async fn with_redis_down_submissions_get_a_quick_503_and_work_again_once_it_is_b
         assert_eq!(resp.status(), 503);
         assert!(resp.headers().contains_key("retry-after"));
         let doc: Value = resp.json().await.unwrap();
-        assert_eq!(doc["error"]["data"]["reason"], "job_store_unavailable", "{doc}");
+        assert_eq!(
+            doc["error"]["data"]["reason"], "job_store_unavailable",
+            "{doc}"
+        );
     }
     let started = std::time::Instant::now();
     let (status, doc) = status_doc(&b, &before).await;

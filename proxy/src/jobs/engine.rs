@@ -549,7 +549,7 @@ impl Engine {
             self.finish_locked(live, &mut guard, outcome).await;
             return None;
         }
-        self.announce(&live, guard.job.state());
+        self.announce(live, guard.job.state());
         tracing::debug!(job = %guard.job.id, upstream = %guard.job.request.upstream, status = "working", attempt = guard.job.attempts, "job transition");
         Some(guard.job.clone())
     }
@@ -600,7 +600,7 @@ impl Engine {
             return;
         }
         tracing::debug!(job = %guard.job.id, status = "input_required", "job transition");
-        self.announce(&live, guard.job.state());
+        self.announce(live, guard.job.state());
     }
 
     /// Records a request a working job's call sent on its stream (see

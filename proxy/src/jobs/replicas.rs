@@ -26,12 +26,12 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use tokio::sync::broadcast;
 
+use super::JobError;
 use super::engine::{EVENT_BUFFER, Engine};
 use super::model::{JobId, JobState, Owner};
 use super::store::redis::CLAIM_BATCH;
 use super::store::{JobStore, RedisStore, StoreError};
 use super::worker::{Recovered, resume};
-use super::JobError;
 
 /// How often a follower on a replica that does not run the job re-reads its record: pub/sub
 /// is at-most-once (a message sent while the subscription reconnects is lost), and the record

@@ -139,10 +139,12 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
     let outcome = match ended {
         Ended::Ran(RunOutcome::Answered(response)) => Outcome::Answered { response },
         Ended::Ran(RunOutcome::Failed { reason, message }) => Outcome::Failed { reason, message },
-        Ended::Ran(RunOutcome::NotSent { .. } | RunOutcome::InputRequired(_)) | Ended::Lost => Outcome::Failed {
-            reason: FailReason::Internal,
-            message: "not sent".to_owned(),
-        },
+        Ended::Ran(RunOutcome::NotSent { .. } | RunOutcome::InputRequired(_)) | Ended::Lost => {
+            Outcome::Failed {
+                reason: FailReason::Internal,
+                message: "not sent".to_owned(),
+            }
+        }
         Ended::Cancelled => {
             if !unsent {
                 tokio::spawn(runner.cancel(&job, "cancelled by its owner"));
@@ -222,7 +224,14 @@ pub struct Recovered {
 /// [`super::replicas::take_over`].
 pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
     if engine.store.as_redis().is_some() {
-        return super::replicas::take_over(engine).await;
+        // Redis being down does not stop the start (nothing else depends on it at start): the
+        // lease keeper's next scans take the jobs over once it is back.
+        return Ok(super::replicas::take_over(engine)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "jobs of stopped replicas not taken over at start; retried every scan");
+                Recovered::default()
+            }));
     }
     let jobs = engine
         .timed("unfinished", engine.store.unfinished())

@@ -56,7 +56,10 @@ impl TestRedis {
         };
         let started = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < START_TIMEOUT, "redis-server did not start");
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         Some(server)
@@ -93,7 +96,10 @@ fn conn(url: &str) -> Arc<RedisConn> {
 async fn pttl(conn: &RedisConn, key: &str) -> i64 {
     let key = key.to_owned();
     conn.run("pttl", |mut c| async move {
-        ::redis::cmd("PTTL").arg(&key).query_async::<i64>(&mut c).await
+        ::redis::cmd("PTTL")
+            .arg(&key)
+            .query_async::<i64>(&mut c)
+            .await
     })
     .await
     .unwrap()
@@ -142,7 +148,10 @@ async fn a_listing_skips_and_drops_entries_of_jobs_redis_expired() {
     server
         .conn()
         .run("del", |mut c| async move {
-            ::redis::cmd("DEL").arg(&key).query_async::<i64>(&mut c).await
+            ::redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<i64>(&mut c)
+                .await
         })
         .await
         .unwrap();
@@ -150,7 +159,11 @@ async fn a_listing_skips_and_drops_entries_of_jobs_redis_expired() {
         .list(Owner::new("api_key:a"), "tools".to_owned(), None, 1)
         .await
         .unwrap();
-    assert_eq!(ids(&page), [kept.id], "a full page despite the expired entry");
+    assert_eq!(
+        ids(&page),
+        [kept.id],
+        "a full page despite the expired entry"
+    );
 }
 
 #[tokio::test]
@@ -219,9 +232,12 @@ async fn a_cancel_asked_through_another_replica_is_seen_at_the_holders_renewal()
     let mut heard = a.cancellations().await.unwrap();
     b.request_cancel(&job).await.unwrap();
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut heard))
-            .await
-            .unwrap(),
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut heard)
+        )
+        .await
+        .unwrap(),
         Some(job.id)
     );
     assert_eq!(a.renew(&[job.id]).await.unwrap().cancel, [job.id]);
@@ -239,9 +255,12 @@ async fn a_published_state_reaches_a_subscriber_on_another_replica() {
     let mut state = job.state();
     state.seq = 9;
     a.publish(&state).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut events))
-        .await
-        .unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut events),
+    )
+    .await
+    .unwrap();
     assert_eq!(got, Some(state));
 }
 
