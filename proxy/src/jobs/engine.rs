@@ -808,6 +808,13 @@ impl Engine {
                     break;
                 }
                 Err(StoreError::NotFound(_)) => break,
+                // Only with a shared store: another replica took the job over (this one's lease
+                // ran out) and wrote it since; its record stands, nothing is kept here.
+                Err(StoreError::Conflict(_)) => {
+                    tracing::warn!(job = %job.id, "job changed by another replica; its ending here is not stored");
+                    written = true;
+                    break;
+                }
                 Err(_) if attempt < FINAL_WRITE_ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                 }

@@ -287,3 +287,65 @@ async fn a_redis_that_is_down_is_unavailable_at_once() {
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// The cost of a submission's store write with each store, in one run (BENCHMARKS.md, "Job
+/// store on Redis"): `cargo test --release -p mcp-sidecar --lib redis_create_cost -- --ignored
+/// --nocapture`. Redis runs with AOF and `appendfsync always`, as redb fsyncs every commit.
+/// Prints figures; asserts nothing about speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn redis_create_cost() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let conn = server.conn();
+    conn.run("config", |mut c| async move {
+        ::redis::pipe()
+            .cmd("CONFIG")
+            .arg("SET")
+            .arg("appendonly")
+            .arg("yes")
+            .ignore()
+            .cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg("always")
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<(&str, Arc<dyn JobStore>)> = vec![
+        ("memory", Arc::new(MemoryStore::new())),
+        ("redb", Arc::new(super::redb_at(&dir.path().join("jobs.redb")))),
+        ("redis", Arc::new(server.store("a"))),
+    ];
+    for (name, store) in &stores {
+        let single = 500u32;
+        let start = std::time::Instant::now();
+        for i in 0..single {
+            stored(&**store, super::job("api_key:a", "tools", u64::from(i))).await;
+        }
+        let one = start.elapsed() / single;
+        let (tasks, per_task) = (64u64, 100u64);
+        let start = std::time::Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let store = Arc::clone(store);
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        let j = super::job(&format!("api_key:{t}"), "tools", i);
+                        store.create(j).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        let rate = (tasks * per_task) as f64 / start.elapsed().as_secs_f64();
+        println!("{name}: {one:?} per create one at a time; {rate:.0} creates/s from {tasks} tasks");
+    }
+}
