@@ -319,7 +319,10 @@ async fn redis_create_cost() {
     let dir = tempfile::tempdir().unwrap();
     let stores: Vec<(&str, Arc<dyn JobStore>)> = vec![
         ("memory", Arc::new(MemoryStore::new())),
-        ("redb", Arc::new(super::redb_at(&dir.path().join("jobs.redb")))),
+        (
+            "redb",
+            Arc::new(super::redb_at(&dir.path().join("jobs.redb"))),
+        ),
         ("redis", Arc::new(server.store("a"))),
     ];
     for (name, store) in &stores {
@@ -346,6 +349,8 @@ async fn redis_create_cost() {
             h.await.unwrap();
         }
         let rate = (tasks * per_task) as f64 / start.elapsed().as_secs_f64();
-        println!("{name}: {one:?} per create one at a time; {rate:.0} creates/s from {tasks} tasks");
+        println!(
+            "{name}: {one:?} per create one at a time; {rate:.0} creates/s from {tasks} tasks"
+        );
     }
 }
