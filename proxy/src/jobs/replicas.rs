@@ -307,3 +307,7 @@ pub(crate) async fn cancel_remote(
     .await;
     Ok(engine.get(id, owner).await?.state())
 }
+
+#[cfg(test)]
+#[path = "replicas_tests.rs"]
+mod tests;

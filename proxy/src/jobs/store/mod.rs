@@ -138,4 +138,4 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -15,14 +15,14 @@ use crate::redis_conn::RedisConn;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `redis-server` of the test's own, killed on drop.
-pub(super) struct TestRedis {
+pub(crate) struct TestRedis {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl TestRedis {
-    pub(super) fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let binary = std::env::var_os("REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -65,17 +65,17 @@ impl TestRedis {
         Some(server)
     }
 
-    pub(super) fn conn(&self) -> Arc<RedisConn> {
+    pub(crate) fn conn(&self) -> Arc<RedisConn> {
         conn(&format!("redis://127.0.0.1:{}", self.port))
     }
 
     /// A store as replica `replica`, leases of an hour, on a clock that reads 0 now (the suite's
     /// timestamps are small numbers; expiries are relative to it).
-    pub(super) fn store(&self, replica: &str) -> RedisStore {
+    pub(crate) fn store(&self, replica: &str) -> RedisStore {
         self.store_with_lease(replica, Duration::from_secs(3600))
     }
 
-    pub(super) fn store_with_lease(&self, replica: &str, lease: Duration) -> RedisStore {
+    pub(crate) fn store_with_lease(&self, replica: &str, lease: Duration) -> RedisStore {
         RedisStore::with_clock(self.conn(), replica.to_owned(), lease, Clock::at(0))
     }
 }

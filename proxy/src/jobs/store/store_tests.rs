@@ -308,7 +308,7 @@ redis_conformance!(
 );
 
 #[path = "redis_tests.rs"]
-mod redis_tests;
+pub(crate) mod redis_tests;
 
 #[path = "redb_tests.rs"]
 mod redb_tests;
