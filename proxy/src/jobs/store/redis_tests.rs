@@ -354,3 +354,16 @@ async fn redis_create_cost() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_renewal_after_a_release_does_not_take_the_job_back() {
+    let Some(server) = TestRedis::start() else {
+        return;
+    };
+    let a = server.store("a");
+    let b = server.store("b");
+    let job = stored(&a, super::job("api_key:a", "tools", 0)).await;
+    assert_eq!(a.release(&[job.id]).await.unwrap(), 1);
+    assert_eq!(a.renew(&[job.id]).await.unwrap().lost, [job.id]);
+    assert_eq!(b.claim_expired(10).await.unwrap(), [job.id]);
+}
