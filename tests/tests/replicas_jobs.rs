@@ -1,7 +1,7 @@
 //! Two replicas sharing one Redis job store (`jobs.store = "redis"`): a job submitted through
 //! one is followed, fetched and cancelled through the other; a replica killed outright has its
 //! jobs taken over by the survivor (re-run when the tool is idempotent, else `interrupted`);
-//! a Redis restart keeps every acknowledged job (AOF); a Redis that is down gets submissions a
+//! one that shuts down hands its queued jobs over at once; a Redis restart keeps every acknowledged job (AOF); a Redis that is down gets submissions a
 //! quick 503, and things work again once it is back.
 //!
 //! Each replica is a real, independent sidecar on a runtime (and threads) of its own; killing
@@ -26,6 +26,10 @@ const LEASE: Duration = Duration::from_secs(1);
 struct Replica {
     addr: SocketAddr,
     kill: Option<std::sync::mpsc::Sender<()>>,
+    /// Starts the graceful shutdown (SIGTERM).
+    term: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Says when the graceful shutdown is over.
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -33,6 +37,8 @@ impl Replica {
     fn start(config: Config) -> Self {
         let (addrs, bound) = std::sync::mpsc::channel();
         let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let (term, termed) = tokio::sync::oneshot::channel::<()>();
+        let (done, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -41,7 +47,14 @@ impl Replica {
                 .unwrap();
             let sidecar = runtime.block_on(Sidecar::bind(config)).expect("binds");
             addrs.send(sidecar.local_addr().unwrap()).unwrap();
-            runtime.spawn(sidecar.serve(std::future::pending::<()>()));
+            runtime.spawn(async move {
+                sidecar
+                    .serve(async move {
+                        let _ = termed.await;
+                    })
+                    .await;
+                let _ = done.send(());
+            });
             let _ = killed.recv();
             runtime.shutdown_background();
         });
@@ -49,7 +62,22 @@ impl Replica {
         Self {
             addr,
             kill: Some(kill),
+            term: Some(term),
+            stopped: Some(stopped),
             thread: Some(thread),
+        }
+    }
+
+    /// Shuts the replica down gracefully (as on SIGTERM) and waits until it has.
+    async fn stop(&mut self) {
+        if let Some(term) = self.term.take() {
+            let _ = term.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            tokio::time::timeout(Duration::from_secs(30), stopped)
+                .await
+                .expect("the drain ends")
+                .unwrap();
         }
     }
 
@@ -343,4 +371,41 @@ async fn with_redis_down_submissions_get_a_quick_503_and_work_again_once_it_is_b
     }
     let id = id.expect("submissions are taken again once redis is back");
     until(&b, &id, "finished", is("completed")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_shuts_down_hands_its_queued_jobs_over_at_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let backend = backend().await;
+    // A long lease: a survivor scans every 3 s; without the release it would find the job
+    // only once its lease ran out, 6 to 9 s after the stop (the last renewal was at most 3 s
+    // before it).
+    let lease = Duration::from_secs(9);
+    let mut cfg = replica_config(&backend, &redis);
+    cfg.jobs.lease = lease;
+    cfg.jobs.max_running = 1;
+    cfg.jobs.max_running_per_upstream = 1;
+    cfg.shutdown.grace_period = Duration::from_millis(200);
+    let mut a = Replica::start(cfg.clone());
+    let b = Replica::start(cfg);
+
+    let running = submit(&a, "sleep", json!({"ms": 60_000})).await;
+    until(&b, &running, "started", is("working")).await;
+    let queued = submit(&a, "echo", json!({"text": "handed over"})).await;
+    a.stop().await;
+    let stopped = std::time::Instant::now();
+
+    // Interrupted after the grace period: not idempotent, so marked, not run again.
+    let doc = until(&b, &running, "marked", is("failed")).await;
+    assert_eq!(doc["error"]["reason"], "interrupted", "{doc}");
+    // Released at the end of the drain: run by the survivor at its next scan, before the lease
+    // would have run out.
+    until(&b, &queued, "finished", is("completed")).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "taken over after {:?}",
+        stopped.elapsed()
+    );
 }
