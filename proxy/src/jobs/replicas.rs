@@ -17,19 +17,20 @@
 //! - **Events.** The holder publishes every state it tells its own followers ([`publish_loop`],
 //!   in order); a follower elsewhere subscribes to the job's channel, then reads the record (so
 //!   nothing falls between), and re-reads it every [`FOLLOW_POLL`] (pub/sub drops messages
-//!   while a connection is down; the record holds every status change).
+//!   while a connection is down; the record holds every status change). Every follower on a
+//!   replica shares one subscription connection (`store::redis_watch`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
 use tokio::sync::broadcast;
 
 use super::JobError;
 use super::engine::{EVENT_BUFFER, Engine};
 use super::model::{JobId, JobState, Owner};
 use super::store::redis::CLAIM_BATCH;
+use super::store::redis_watch::Watch;
 use super::store::{JobStore, RedisStore, StoreError};
 use super::worker::{Recovered, resume};
 
@@ -240,7 +241,7 @@ pub(crate) async fn follow_remote(
 /// local followers, newest only, until it ends or nobody follows.
 async fn forward(
     store: Arc<dyn JobStore>,
-    mut events: BoxStream<'static, JobState>,
+    mut watch: Watch,
     tx: broadcast::Sender<JobState>,
     first: JobState,
 ) {
@@ -248,13 +249,19 @@ async fn forward(
     let mut last = first.seq;
     let mut poll = tokio::time::interval(FOLLOW_POLL);
     poll.reset();
+    let mut subscribed = true;
     loop {
         let state = tokio::select! {
-            next = events.next() => match next {
-                Some(state) => state,
-                None => {
+            next = watch.states.recv(), if subscribed => match next {
+                Ok(state) => state,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Behind: the record has the latest status.
+                    poll.reset_immediately();
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
                     // The subscription dropped: the record is read on the poll alone.
-                    events = futures_util::stream::pending().boxed();
+                    subscribed = false;
                     continue;
                 }
             },

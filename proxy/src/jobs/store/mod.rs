@@ -11,6 +11,7 @@
 mod memory;
 mod redb;
 pub(crate) mod redis;
+pub(crate) mod redis_watch;
 
 use std::path::PathBuf;
 

@@ -29,6 +29,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::BoxStream;
 use redis::Script;
 
+use super::redis_watch::{Watch, Watches};
 use super::{Created, Cursor, Durability, JobStore, StoreError};
 use crate::jobs::clock::{Clock, millis};
 use crate::jobs::model::{Job, JobId, JobState, Owner};
@@ -91,6 +92,8 @@ pub struct RedisStore {
     leases: String,
     /// `{prefix}jobs:cancel`: where cancellations are announced.
     cancel_channel: String,
+    /// The followers' shared subscription.
+    watches: Arc<Watches>,
 }
 
 impl RedisStore {
@@ -115,6 +118,7 @@ impl RedisStore {
             lease,
             clock,
             scripts: Scripts::new(),
+            watches: Arc::default(),
         }
     }
 
@@ -298,21 +302,13 @@ impl RedisStore {
     }
 
     /// A job's states as its holder publishes them, from now on (subscribed when this
-    /// returns, so a read of the record after it misses nothing).
-    pub(crate) async fn job_events(
-        &self,
-        id: JobId,
-    ) -> Result<BoxStream<'static, JobState>, StoreError> {
-        let mut pubsub = self
-            .conn
-            .pubsub()
+    /// returns, so a read of the record after it misses nothing), on this replica's one shared
+    /// subscription connection. Its receiver closes if that connection drops.
+    pub(crate) async fn job_events(&self, id: JobId) -> Result<Watch, StoreError> {
+        self.watches
+            .watch(&self.conn, self.events_channel(id))
             .await
-            .map_err(|e| unavailable("subscribe", &e))?;
-        subscribe(&mut pubsub, &self.events_channel(id)).await?;
-        Ok(pubsub
-            .into_on_message()
-            .filter_map(|msg| async move { serde_json::from_slice(msg.get_payload_bytes()).ok() })
-            .boxed())
+            .map_err(|e| unavailable("subscribe", &e))
     }
 
     async fn run_script<T: redis::FromRedisValue + Send + 'static>(

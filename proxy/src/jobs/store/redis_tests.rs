@@ -251,17 +251,42 @@ async fn a_published_state_reaches_a_subscriber_on_another_replica() {
     let a = server.store("a");
     let b = server.store("b");
     let job = stored(&a, super::job("api_key:a", "tools", 0)).await;
-    let mut events = b.job_events(job.id).await.unwrap();
+    let mut first = b.job_events(job.id).await.unwrap();
+    let mut second = b.job_events(job.id).await.unwrap();
     let mut state = job.state();
     state.seq = 9;
     a.publish(&state).await.unwrap();
-    let got = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::StreamExt::next(&mut events),
-    )
-    .await
-    .unwrap();
-    assert_eq!(got, Some(state));
+    for watch in [&mut first, &mut second] {
+        let got = tokio::time::timeout(Duration::from_secs(5), watch.states.recv())
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap(), state);
+    }
+    // One subscription connection for every follower on a replica, and the job's channel is
+    // left once the last follower leaves.
+    let clients = |conn: Arc<RedisConn>| async move {
+        conn.run("numsub", |mut c| async move {
+            ::redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(format!("mcp-sidecar:job-events:{}", job.id))
+                .query_async::<(String, i64)>(&mut c)
+                .await
+        })
+        .await
+        .unwrap()
+        .1
+    };
+    assert_eq!(clients(server.conn()).await, 1);
+    drop(first);
+    assert_eq!(clients(server.conn()).await, 1);
+    drop(second);
+    for _ in 0..200 {
+        if clients(server.conn()).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the channel is still subscribed after its last follower left");
 }
 
 #[tokio::test]
