@@ -25,6 +25,7 @@ const LEASE: Duration = Duration::from_secs(1);
 /// One sidecar on a runtime of its own.
 struct Replica {
     addr: SocketAddr,
+    admin: SocketAddr,
     kill: Option<std::sync::mpsc::Sender<()>>,
     /// Starts the graceful shutdown (SIGTERM).
     term: Option<tokio::sync::oneshot::Sender<()>>,
@@ -46,7 +47,9 @@ impl Replica {
                 .build()
                 .unwrap();
             let sidecar = runtime.block_on(Sidecar::bind(config)).expect("binds");
-            addrs.send(sidecar.local_addr().unwrap()).unwrap();
+            addrs
+                .send((sidecar.local_addr().unwrap(), sidecar.admin_addr().unwrap()))
+                .unwrap();
             runtime.spawn(async move {
                 sidecar
                     .serve(async move {
@@ -58,9 +61,10 @@ impl Replica {
             let _ = killed.recv();
             runtime.shutdown_background();
         });
-        let addr = bound.recv().unwrap();
+        let (addr, admin) = bound.recv().unwrap();
         Self {
             addr,
+            admin,
             kill: Some(kill),
             term: Some(term),
             stopped: Some(stopped),
@@ -83,6 +87,19 @@ impl Replica {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A series' value in the replica's `/metrics` (0 when absent).
+    async fn metric(&self, series: &str) -> f64 {
+        let text = client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        mcp_e2e_tests::metric_value(&text, series).unwrap_or(0.0)
     }
 
     /// Kills the replica as `kill -9` would (see the module docs).
@@ -331,10 +348,15 @@ async fn with_redis_down_submissions_get_a_quick_503_and_work_again_once_it_is_b
         return;
     };
     let backend = backend().await;
-    let a = Replica::start(replica_config(&backend, &redis));
-    let b = Replica::start(replica_config(&backend, &redis));
+    // A lease longer than the outage: the job running through it stays its replica's.
+    let mut cfg = replica_config(&backend, &redis);
+    cfg.jobs.lease = Duration::from_secs(30);
+    let a = Replica::start(cfg.clone());
+    let b = Replica::start(cfg);
     let before = submit(&a, "echo", json!({"text": "before"})).await;
     until(&b, &before, "finished", is("completed")).await;
+    let through = submit(&a, "sleep", json!({"ms": 1500})).await;
+    until(&b, &through, "started", is("working")).await;
 
     redis.kill().await;
     for _ in 0..3 {
@@ -357,6 +379,18 @@ async fn with_redis_down_submissions_get_a_quick_503_and_work_again_once_it_is_b
     let (status, doc) = status_doc(&b, &before).await;
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(status, 503, "{doc}");
+    // The running job ends while Redis is down: every attempt at its final write fails.
+    let mut failed = 0.0;
+    for _ in 0..400 {
+        failed = a
+            .metric("mcp_sidecar_job_store_errors_total{op=\"update\"}")
+            .await;
+        if failed >= 5.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(failed >= 5.0, "final write attempts failed: {failed}");
 
     redis.restart().await;
     let mut id = None;
@@ -371,6 +405,9 @@ async fn with_redis_down_submissions_get_a_quick_503_and_work_again_once_it_is_b
     }
     let id = id.expect("submissions are taken again once redis is back");
     until(&b, &id, "finished", is("completed")).await;
+    // The job that ended while Redis was down: its result is stored once Redis is back.
+    let doc = until(&b, &through, "stored", is("completed")).await;
+    assert_eq!(doc["attempts"], 1, "{doc}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -848,6 +848,26 @@ impl Engine {
         state
     }
 
+    /// Writes again the end of a job whose final write failed (the store was down) and that is
+    /// kept in memory since; forgets it once the store has it, or once the store says it is
+    /// someone else's (removed, or taken over by another replica). `true` if it is forgotten.
+    pub(crate) async fn store_kept_ending(&self, live: &Live) -> bool {
+        let mut guard = live.state.lock().await;
+        if !guard.job.status.is_terminal() {
+            return false;
+        }
+        let id = guard.job.id;
+        match self.persist(&mut guard.job, Durability::Sync).await {
+            Ok(()) => {
+                tracing::info!(job = %id, "job result stored after the store came back");
+            }
+            Err(StoreError::NotFound(_) | StoreError::Conflict(_)) => {}
+            Err(_) => return false,
+        }
+        self.remove_live(id);
+        true
+    }
+
     /// Fails a job that cannot run (unknown upstream after a config change, past its deadline
     /// while queued).
     pub(crate) async fn fail(&self, live: &Live, reason: FailReason, message: String) -> JobState {

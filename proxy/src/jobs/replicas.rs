@@ -65,6 +65,13 @@ pub(crate) async fn lease_loop(engine: Arc<Engine>) {
 }
 
 async fn renew(engine: &Arc<Engine>, store: &RedisStore) {
+    // Endings that could not be written (Redis was down) first: once stored, the job leaves
+    // the leases, so no other replica takes a finished job over.
+    for id in engine.live_ids() {
+        if let Some(live) = engine.live(id) {
+            engine.store_kept_ending(&live).await;
+        }
+    }
     let ids = engine.live_ids();
     let Ok(renewed) = engine.timed("renew", store.renew(&ids)).await else {
         return;
@@ -78,7 +85,8 @@ async fn renew(engine: &Arc<Engine>, store: &RedisStore) {
         };
         let status = live.state.lock().await.job.status;
         if status.is_terminal() {
-            // Its final write failed and it is kept in memory: nothing runs.
+            // Its final write failed and it is kept in memory: nothing runs (its ending is
+            // written again at the next tick).
             continue;
         }
         tracing::warn!(job = %id, replica = store.replica(), "lease on a job lost to another replica");
