@@ -234,7 +234,12 @@ pub(crate) async fn follow_remote(
     id: JobId,
     owner: &Owner,
 ) -> Result<(JobState, Option<broadcast::Receiver<JobState>>), JobError> {
-    // Subscribed first, then read: a state published in between is in the subscription.
+    // A job that is not there (or not the caller's), or has ended, needs no subscription.
+    let state = engine.get(id, owner).await?.state();
+    if state.status.is_terminal() {
+        return Ok((state, None));
+    }
+    // Subscribed, then read again: a state published in between is in the subscription.
     let events = engine.timed("subscribe", store.job_events(id)).await?;
     let state = engine.get(id, owner).await?.state();
     if state.status.is_terminal() {
