@@ -177,6 +177,10 @@ pub enum ProxyError {
     /// The sidecar's own state, never the backend's.
     #[error("jobs are unavailable: {0}")]
     JobsUnavailable(String),
+    /// The shared job store (Redis) cannot be reached now: nothing was stored or read (503,
+    /// with `Retry-After`). The sidecar's own dependency, never the backend's.
+    #[error("the job store is unavailable; retry later ({0})")]
+    JobStoreUnavailable(String),
     /// A live call to a tool configured `offload = "required"` (400).
     #[error(
         "tool `{tool}` runs only as a job: send `Prefer: respond-async`, or POST the call to `{submit}`"
@@ -393,7 +397,9 @@ impl ProxyError {
             Self::JobNotFound { .. } => StatusCode::NOT_FOUND,
             Self::JobNotFinished { .. } => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) | Self::JobStoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::OffloadRequired { .. } | Self::OffloadNotAllowed(_) => StatusCode::BAD_REQUEST,
             Self::Mcp(r) => r.status(),
         }
@@ -428,6 +434,7 @@ impl ProxyError {
             Self::IdempotencyKeyReused { .. } => "idempotency_key_reused",
             Self::JobQueueFull { .. } => "job_queue_full",
             Self::JobsUnavailable(_) => "jobs_unavailable",
+            Self::JobStoreUnavailable(_) => "job_store_unavailable",
             Self::OffloadRequired { .. } => "offload_required",
             Self::OffloadNotAllowed(_) => "offload_not_allowed",
             Self::Mcp(r) => r.reason(),
@@ -462,7 +469,7 @@ impl ProxyError {
             Self::JobNotFinished { .. } => codes::JOB_NOT_FINISHED,
             Self::IdempotencyKeyReused { .. } => codes::IDEMPOTENCY_KEY_REUSED,
             Self::JobQueueFull { .. } => codes::JOB_QUEUE_FULL,
-            Self::JobsUnavailable(_) => codes::JOBS_UNAVAILABLE,
+            Self::JobsUnavailable(_) | Self::JobStoreUnavailable(_) => codes::JOBS_UNAVAILABLE,
             Self::OffloadRequired { .. } => codes::OFFLOAD_REQUIRED,
             Self::OffloadNotAllowed(_) => codes::OFFLOAD_NOT_ALLOWED,
             Self::Mcp(r) => r.code(),
@@ -565,7 +572,7 @@ impl ProxyError {
                     retry_after_secs(JOB_POLL_RETRY_AFTER).into(),
                 );
             }
-            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) => {
+            Self::JobQueueFull { .. } | Self::JobsUnavailable(_) | Self::JobStoreUnavailable(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     retry_after_secs(JOBS_BUSY_RETRY_AFTER).into(),

@@ -115,16 +115,19 @@ impl Sidecar {
         let jobs = if config.jobs.enabled {
             // Opening reads and checks the whole file: off the runtime's threads.
             let jobs_config = config.jobs.clone();
-            let store = tokio::task::spawn_blocking(move || Jobs::open_store(&jobs_config))
-                .await
-                .map_err(|e| StartError::Jobs(format!("opening the store: {e}")))?
-                .map_err(|e| {
-                    StartError::Jobs(format!(
-                        "{e} (jobs.data_dir sets where the store lives; a damaged file is never \
+            let jobs_redis = redis.clone();
+            let store = tokio::task::spawn_blocking(move || {
+                Jobs::open_store(&jobs_config, jobs_redis)
+            })
+            .await
+            .map_err(|e| StartError::Jobs(format!("opening the store: {e}")))?
+            .map_err(|e| {
+                StartError::Jobs(format!(
+                    "{e} (jobs.data_dir sets where the store lives; a damaged file is never \
                          replaced: move it away to start empty; jobs.store = \"memory\" or \
                          jobs.enabled = false run without a file)"
-                    ))
-                })?;
+                ))
+            })?;
             let names = config.upstream.iter().map(|u| u.name.clone()).collect();
             let jobs = Jobs::new(
                 store,

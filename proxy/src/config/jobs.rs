@@ -29,6 +29,14 @@ pub const DEFAULT_MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 /// How long a finished job (and its result) stays fetchable. A day covers a batch pipeline that
 /// submits at night and collects in the morning, and keeps the store from growing without end.
 pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a replica's claim on a job lasts without renewal (`jobs.store = "redis"`). The
+/// holder renews it every third of this, so two renewals may fail (a Redis fail-over, a long GC
+/// pause) before another replica takes the job over; and a replica killed outright has its jobs
+/// taken over within this plus one scan (a third of it). Ten seconds keeps both short.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The shortest `jobs.lease`: below it a renewal's round trip and a busy runtime eat most of
+/// the margin, and jobs would be taken over from replicas that are alive.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// The store's file name inside `jobs.data_dir`.
 pub const STORE_FILE: &str = "jobs.redb";
 
@@ -40,7 +48,8 @@ pub struct JobsConfig {
     /// and the job API is not served. Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// `redb` (durable, the default) or `memory` (jobs are lost on restart).
+    /// `redb` (durable, the default), `memory` (jobs are lost on restart) or `redis` (shared by
+    /// several replicas; needs `[redis]`).
     #[serde(default)]
     pub store: StoreKind,
     /// Directory of the durable store (`jobs.redb` inside). Default: `$STATE_DIRECTORY` (set by
@@ -66,6 +75,10 @@ pub struct JobsConfig {
     /// How long a finished job stays fetchable before the sweeper removes it. Default 24 h.
     #[serde(default = "default_result_ttl", with = "humantime_serde")]
     pub result_ttl: Duration,
+    /// With `store = "redis"`: how long a replica's claim on a job lasts unless renewed (every
+    /// third of it); a dead replica's jobs are taken over after it. Default 10 s.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
 }
 
 /// `jobs.store`
@@ -77,6 +90,8 @@ pub enum StoreKind {
     Redb,
     /// In memory: fast, and every job is lost when the process ends.
     Memory,
+    /// In Redis (`[redis]`): shared by every replica, which claim jobs with leases.
+    Redis,
 }
 
 /// `[[upstream.tool]] offload`: whether a tool's calls may, or must, run as jobs.
@@ -113,6 +128,9 @@ fn default_max_result_bytes() -> usize {
 fn default_result_ttl() -> Duration {
     DEFAULT_RESULT_TTL
 }
+fn default_lease() -> Duration {
+    DEFAULT_LEASE
+}
 
 impl Default for JobsConfig {
     fn default() -> Self {
@@ -126,6 +144,7 @@ impl Default for JobsConfig {
             max_queued: DEFAULT_MAX_QUEUED,
             max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             result_ttl: DEFAULT_RESULT_TTL,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -188,6 +207,15 @@ impl JobsConfig {
             return Err(ConfigError::invalid(
                 "jobs.result_ttl",
                 "must be at least 1s: a result that expires at once can never be fetched",
+            ));
+        }
+        if self.lease < MIN_LEASE {
+            return Err(ConfigError::invalid(
+                "jobs.lease",
+                format!(
+                    "must be at least {}: a shorter lease is taken over from replicas that are alive",
+                    humantime::format_duration(MIN_LEASE)
+                ),
             ));
         }
         if let Some(dir) = &self.data_dir

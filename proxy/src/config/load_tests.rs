@@ -157,3 +157,39 @@ fn a_field_that_is_not_in_the_file_has_no_place() {
     );
     assert_eq!(e.location(), None, "{e}");
 }
+
+const ONE_UPSTREAM: &str = "\
+[[upstream]]
+name = \"a\"
+url = \"http://127.0.0.1:8000/mcp\"
+";
+
+#[test]
+fn a_redis_job_store_without_a_redis_section_is_refused_naming_jobs_store() {
+    let text = err(&format!("{ONE_UPSTREAM}[jobs]\nstore = \"redis\"\n")).to_string();
+    assert!(text.starts_with("jobs.store: "), "{text}");
+    assert!(text.contains("[redis]"), "{text}");
+}
+
+#[test]
+fn a_redis_job_store_with_a_redis_section_and_a_lease_is_accepted() {
+    let config = parse(
+        &format!(
+            "{ONE_UPSTREAM}[jobs]\nstore = \"redis\"\nlease = \"3s\"\n[redis]\nurl = \"redis://127.0.0.1:6379\"\n"
+        ),
+        None,
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(config.jobs.store, crate::config::StoreKind::Redis);
+    assert_eq!(config.jobs.lease, std::time::Duration::from_secs(3));
+}
+
+#[test]
+fn a_lease_under_a_second_is_refused_naming_jobs_lease() {
+    let text = err(&format!(
+        "{ONE_UPSTREAM}[jobs]\nstore = \"redis\"\nlease = \"500ms\"\n[redis]\nurl = \"redis://127.0.0.1:6379\"\n"
+    ))
+    .to_string();
+    assert!(text.starts_with("jobs.lease: "), "{text}");
+}

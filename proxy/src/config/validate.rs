@@ -141,6 +141,12 @@ impl Config {
         self.validate_auth()?;
         self.cors.validate()?;
         self.jobs.validate()?;
+        if self.jobs.enabled && self.jobs.store == super::StoreKind::Redis && self.redis.is_none() {
+            return Err(ConfigError::invalid(
+                "jobs.store",
+                "`redis` needs a [redis] section (url = \"${REDIS_URL}\") naming the server the replicas share",
+            ));
+        }
         if let Some(redis) = &self.redis {
             redis.validate()?;
         }

@@ -87,3 +87,27 @@ fn the_owner_is_the_principal_or_the_client_address() {
     ex.principal = Some(Arc::new(principal(Source::Jwt("iss1".into()))));
     assert_eq!(api.owner_of(&ex).as_str(), "jwt:iss1:alice");
 }
+
+#[test]
+fn an_unreachable_job_store_is_a_503_job_store_unavailable_with_retry_after() {
+    let err = job_error(
+        JobError::Store(crate::jobs::StoreError::Unavailable {
+            op: "create",
+            message: "redis is unavailable".into(),
+        }),
+        "",
+    );
+    assert_eq!(err.reason(), "job_store_unavailable");
+    let response = err.to_response(None, "req-1");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
+    // Any other store failure stays the engine's own.
+    let err = job_error(
+        JobError::Store(crate::jobs::StoreError::Backend {
+            op: "get",
+            message: "a record does not decode".into(),
+        }),
+        "",
+    );
+    assert_eq!(err.reason(), "jobs_unavailable");
+}

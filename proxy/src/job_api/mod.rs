@@ -369,6 +369,9 @@ pub(crate) fn job_error(err: JobError, id: &str) -> ProxyError {
         JobError::NotFound => not_found(id),
         JobError::QueueFull { limit } => ProxyError::JobQueueFull { limit },
         JobError::IdempotencyMismatch => ProxyError::IdempotencyKeyReused { key: String::new() },
+        JobError::Store(e @ crate::jobs::StoreError::Unavailable { .. }) => {
+            ProxyError::JobStoreUnavailable(e.to_string())
+        }
         e @ (JobError::ShuttingDown | JobError::Store(_) | JobError::UnknownUpstream(_)) => {
             ProxyError::JobsUnavailable(e.to_string())
         }

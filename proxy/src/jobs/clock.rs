@@ -25,6 +25,15 @@ impl Clock {
         }
     }
 
+    /// A clock that reads `base_ms` now (tests whose timestamps are small numbers).
+    #[cfg(test)]
+    pub(crate) fn at(base_ms: u64) -> Self {
+        Self {
+            base_ms,
+            base: Instant::now(),
+        }
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         let elapsed = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.base_ms.saturating_add(elapsed)

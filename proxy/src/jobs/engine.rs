@@ -25,10 +25,13 @@ use super::{JobError, Settings};
 
 /// Events kept for a follower that is behind; one that falls further behind is sent the
 /// current state instead (progress is cumulative, so nothing is lost by skipping).
-const EVENT_BUFFER: usize = 64;
+pub(crate) const EVENT_BUFFER: usize = 64;
 /// Progress is written to the store at most this often per job (without fsync): the job's end
 /// writes the final state durably anyway, and a chatty tool must not turn into a write storm.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// States waiting to be published to other replicas' followers (Redis store). A follower that
+/// misses one (the buffer was full) still reads the record every few seconds.
+const PUBLISH_BUFFER: usize = 4096;
 /// A terminal write that fails is tried this many times before the job is left in memory
 /// only (and the failure logged): losing an acknowledged result is the one thing not allowed.
 const FINAL_WRITE_ATTEMPTS: u32 = 5;
@@ -50,6 +53,9 @@ pub(crate) struct Live {
     pub(crate) events: broadcast::Sender<JobState>,
     /// The owner asked to cancel a working job: its worker abandons the call.
     pub(crate) cancel: CancellationToken,
+    /// Another replica took the job over (this one's lease ran out): its worker abandons the
+    /// call and writes nothing, the job is the other replica's now.
+    pub(crate) lost: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -79,6 +85,12 @@ pub(crate) struct Engine {
     pub(crate) stop: CancellationToken,
     /// Running jobs stop once set (the grace period is over).
     pub(crate) interrupt: CancellationToken,
+    /// Set when the drain is over: the lease keeper and the other replica tasks stop.
+    pub(crate) halted: CancellationToken,
+    /// States to publish to other replicas (Redis store only), in order.
+    pub(crate) published: Option<tokio::sync::mpsc::Sender<JobState>>,
+    /// Its receiving end, until the publisher task takes it.
+    pub(crate) to_publish: Mutex<Option<tokio::sync::mpsc::Receiver<JobState>>>,
 }
 
 impl Engine {
@@ -91,6 +103,12 @@ impl Engine {
                 (u.clone(), Arc::new(Lane::new(u.clone())))
             })
             .collect();
+        let (published, to_publish) = if store.as_redis().is_some() {
+            let (tx, rx) = tokio::sync::mpsc::channel(PUBLISH_BUFFER);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         Self {
             store,
             global: Arc::new(tokio::sync::Semaphore::new(settings.max_running)),
@@ -104,7 +122,28 @@ impl Engine {
             runner: OnceLock::new(),
             stop: CancellationToken::new(),
             interrupt: CancellationToken::new(),
+            halted: CancellationToken::new(),
+            published,
+            to_publish: Mutex::new(to_publish),
         }
+    }
+
+    /// Tells the job's followers here, and (Redis store) those on other replicas.
+    pub(crate) fn announce(&self, live: &Live, state: JobState) {
+        if let Some(out) = &self.published
+            && out.try_send(state.clone()).is_err()
+        {
+            tracing::debug!(job = %state.id, "job event not published (buffer full); followers elsewhere read the record");
+        }
+        let _ = live.events.send(state);
+    }
+
+    /// The ids of the jobs this process holds.
+    pub(crate) fn live_ids(&self) -> Vec<JobId> {
+        self.live
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Times a store operation and counts its failure.
@@ -140,6 +179,7 @@ impl Engine {
             }),
             events,
             cancel: CancellationToken::new(),
+            lost: CancellationToken::new(),
         });
         if let Ok(mut map) = self.live.lock() {
             map.insert(id, live.clone());
@@ -147,7 +187,7 @@ impl Engine {
         live
     }
 
-    fn remove_live(&self, id: JobId) {
+    pub(crate) fn remove_live(&self, id: JobId) {
         if let Ok(mut map) = self.live.lock() {
             map.remove(&id);
         }
@@ -303,6 +343,10 @@ impl Engine {
             let rx = (!job.status.is_terminal()).then_some(rx);
             return Ok((job, rx));
         }
+        if let Some(store) = self.store.as_redis() {
+            // Held by another replica, perhaps: its events come through Redis.
+            return super::replicas::follow_remote(self, store, id, owner).await;
+        }
         Ok((self.get(id, owner).await?.state(), None))
     }
 
@@ -320,6 +364,9 @@ impl Engine {
         wait: Duration,
     ) -> Result<JobState, JobError> {
         let Some(live) = self.live(id) else {
+            if let Some(store) = self.store.as_redis() {
+                return super::replicas::cancel_remote(self, store, id, owner, wait).await;
+            }
             return Ok(self.get(id, owner).await?.state());
         };
         let mut rx = live.events.subscribe();
@@ -420,7 +467,7 @@ impl Engine {
         guard.job.progress = Some(progress);
         guard.job.seq += 1;
         guard.job.updated_ms = self.clock.now_ms();
-        let _ = live.events.send(guard.job.state());
+        self.announce(&live, guard.job.state());
         let due = guard
             .progress_written
             .is_none_or(|at| at.elapsed() >= PROGRESS_WRITE_INTERVAL);
@@ -468,6 +515,11 @@ impl Engine {
             .queued
             .with_label_values(&[&guard.job.request.upstream])
             .dec();
+        if live.lost.is_cancelled() {
+            // Another replica holds it now.
+            self.remove_live(guard.job.id);
+            return None;
+        }
         let now = self.clock.now_ms();
         if now >= guard.job.deadline_ms {
             let outcome = Outcome::Failed {
@@ -497,7 +549,7 @@ impl Engine {
             self.finish_locked(live, &mut guard, outcome).await;
             return None;
         }
-        let _ = live.events.send(guard.job.state());
+        self.announce(live, guard.job.state());
         tracing::debug!(job = %guard.job.id, upstream = %guard.job.request.upstream, status = "working", attempt = guard.job.attempts, "job transition");
         Some(guard.job.clone())
     }
@@ -548,7 +600,7 @@ impl Engine {
             return;
         }
         tracing::debug!(job = %guard.job.id, status = "input_required", "job transition");
-        let _ = live.events.send(guard.job.state());
+        self.announce(live, guard.job.state());
     }
 
     /// Records a request a working job's call sent on its stream (see
@@ -599,7 +651,7 @@ impl Engine {
         // as an interrupted working job): no fsync.
         let _ = self.persist(&mut guard.job, Durability::Lazy).await;
         tracing::debug!(job = %id, status = "input_required", "job transition (request on the stream)");
-        let _ = live.events.send(guard.job.state());
+        self.announce(&live, guard.job.state());
     }
 
     /// The running call went on after its stream's requests were answered: working again.
@@ -620,7 +672,7 @@ impl Engine {
         guard.job.updated_ms = self.clock.now_ms();
         let _ = self.persist(&mut guard.job, Durability::Lazy).await;
         tracing::debug!(job = %id, status = "working", "job transition (input answered)");
-        let _ = live.events.send(guard.job.state());
+        self.announce(&live, guard.job.state());
     }
 
     /// Sends `message` to the backend in the job's session (see [`Runner::send`]).
@@ -696,7 +748,7 @@ impl Engine {
             guard.job.version = version;
             return Err(JobError::Store(e));
         }
-        let _ = live.events.send(guard.job.state());
+        self.announce(&live, guard.job.state());
         if let Some(lane) = lane {
             self.metrics.queued.with_label_values(&[&upstream]).inc();
             tracing::debug!(job = %id, status = "queued", "job transition (input received)");
@@ -756,6 +808,13 @@ impl Engine {
                     break;
                 }
                 Err(StoreError::NotFound(_)) => break,
+                // Only with a shared store: another replica took the job over (this one's lease
+                // ran out) and wrote it since; its record stands, nothing is kept here.
+                Err(StoreError::Conflict(_)) => {
+                    tracing::warn!(job = %job.id, "job changed by another replica; its ending here is not stored");
+                    written = true;
+                    break;
+                }
                 Err(_) if attempt < FINAL_WRITE_ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                 }
@@ -779,7 +838,7 @@ impl Engine {
         }
         let reason = state.failure.as_ref().map(|(r, _)| r.as_str());
         tracing::info!(job = %job.id, upstream = %upstream, method = %job.method, tool = job.tool.as_deref(), owner = job.owner.as_str(), status, reason, attempts = job.attempts, run_ms = job.started_ms.map(|s| now.saturating_sub(s)), "job ended");
-        let _ = live.events.send(state.clone());
+        self.announce(live, state.clone());
         if written {
             self.remove_live(job.id);
         } else {
@@ -787,6 +846,26 @@ impl Engine {
             tracing::error!(job = %job.id, "job result could not be stored; it is kept in memory only");
         }
         state
+    }
+
+    /// Writes again the end of a job whose final write failed (the store was down) and that is
+    /// kept in memory since; forgets it once the store has it, or once the store says it is
+    /// someone else's (removed, or taken over by another replica). `true` if it is forgotten.
+    pub(crate) async fn store_kept_ending(&self, live: &Live) -> bool {
+        let mut guard = live.state.lock().await;
+        if !guard.job.status.is_terminal() {
+            return false;
+        }
+        let id = guard.job.id;
+        match self.persist(&mut guard.job, Durability::Sync).await {
+            Ok(()) => {
+                tracing::info!(job = %id, "job result stored after the store came back");
+            }
+            Err(StoreError::NotFound(_) | StoreError::Conflict(_)) => {}
+            Err(_) => return false,
+        }
+        self.remove_live(id);
+        true
     }
 
     /// Fails a job that cannot run (unknown upstream after a config change, past its deadline

@@ -30,6 +30,7 @@ mod engine;
 mod lane;
 mod metrics;
 pub mod model;
+mod replicas;
 mod runner;
 pub mod store;
 mod worker;
@@ -49,7 +50,7 @@ pub use model::{
     Submitted, TaskInfo,
 };
 pub use runner::{ProgressSink, RunOutcome, Runner, progress_token};
-pub use store::{Cursor, JobStore, MemoryStore, RedbStore, StoreError};
+pub use store::{Cursor, JobStore, MemoryStore, RedbStore, RedisStore, StoreError};
 pub use worker::Recovered;
 
 use crate::config::{JobsConfig, StoreKind};
@@ -125,10 +126,27 @@ pub struct Jobs {
 
 impl Jobs {
     /// Opens the store `config` names: the redb file in the data directory (created if
-    /// missing; an unreadable one is an error naming it, never replaced), or memory.
-    pub fn open_store(config: &JobsConfig) -> Result<Arc<dyn JobStore>, StoreError> {
+    /// missing; an unreadable one is an error naming it, never replaced), memory, or Redis on
+    /// `redis` (nothing is dialled yet; this replica gets a random id, logged).
+    pub fn open_store(
+        config: &JobsConfig,
+        redis: Option<Arc<crate::redis_conn::RedisConn>>,
+    ) -> Result<Arc<dyn JobStore>, StoreError> {
         match config.store {
             StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
+            StoreKind::Redis => {
+                let conn = redis.ok_or_else(|| StoreError::Backend {
+                    op: "open",
+                    message: "jobs.store = \"redis\" needs a [redis] section".to_owned(),
+                })?;
+                let replica = RedisStore::random_replica_id();
+                tracing::info!(
+                    replica = %replica,
+                    lease = %humantime::format_duration(config.lease),
+                    "jobs are kept in redis and shared with the other replicas"
+                );
+                Ok(Arc::new(RedisStore::new(conn, replica, config.lease)))
+            }
             StoreKind::Redb => {
                 let dir = config.resolved_data_dir(&|name| std::env::var(name).ok());
                 let path = dir.join(crate::config::jobs::STORE_FILE);
@@ -183,6 +201,11 @@ impl Jobs {
             }
         }
         tokio::spawn(worker::sweep(self.engine.clone()));
+        if self.engine.store.as_redis().is_some() {
+            tokio::spawn(replicas::lease_loop(self.engine.clone()));
+            tokio::spawn(replicas::cancel_listener(self.engine.clone()));
+            tokio::spawn(replicas::publish_loop(self.engine.clone()));
+        }
     }
 
     /// The engine's bounds.
@@ -336,6 +359,9 @@ impl Jobs {
             self.engine.interrupt.cancel();
             while workers.join_next().await.is_some() {}
         }
+        // What is left here (queued, re-queued) is the other replicas' to run now.
+        replicas::release(&self.engine).await;
+        self.engine.halted.cancel();
     }
 
     /// The operator view (admin listener): jobs per status among those this process holds,

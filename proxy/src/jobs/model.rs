@@ -361,7 +361,7 @@ impl Job {
 
 /// A job as its followers see it (no call, no answer): what the API's status documents and
 /// event streams are made of.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobState {
     /// Its id.
     pub id: JobId,

@@ -59,6 +59,8 @@ enum Ended {
     Cancelled,
     Deadline,
     Interrupted,
+    /// Another replica took the job over.
+    Lost,
 }
 
 async fn run_one(engine: &Arc<Engine>, id: JobId) {
@@ -99,6 +101,7 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
         let ended = tokio::select! {
             biased;
             () = live.cancel.cancelled() => Ended::Cancelled,
+            () = live.lost.cancelled() => Ended::Lost,
             () = engine.interrupt.cancelled() => Ended::Interrupted,
             () = tokio::time::sleep_until(deadline) => Ended::Deadline,
             outcome = run => Ended::Ran(outcome),
@@ -115,12 +118,20 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
         tokio::select! {
             biased;
             () = live.cancel.cancelled() => break Ended::Cancelled,
+            () = live.lost.cancelled() => break Ended::Lost,
             () = engine.interrupt.cancelled() => break Ended::Interrupted,
             () = tokio::time::sleep_until(deadline) => break Ended::Deadline,
             () = tokio::time::sleep(wait) => {}
         }
     };
     running.dec();
+    if let Ended::Lost = ended {
+        // The call was abandoned (its connection closed); the replica that holds the job now
+        // re-runs it or marks it, per the tool's idempotence.
+        tracing::warn!(job = %id, "job taken over by another replica (this one's lease ran out); its call here is abandoned");
+        engine.remove_live(id);
+        return;
+    }
     if let Ended::Ran(RunOutcome::InputRequired(round)) = ended {
         engine.park(&live, round).await;
         return;
@@ -128,10 +139,12 @@ async fn run_one(engine: &Arc<Engine>, id: JobId) {
     let outcome = match ended {
         Ended::Ran(RunOutcome::Answered(response)) => Outcome::Answered { response },
         Ended::Ran(RunOutcome::Failed { reason, message }) => Outcome::Failed { reason, message },
-        Ended::Ran(RunOutcome::NotSent { .. } | RunOutcome::InputRequired(_)) => Outcome::Failed {
-            reason: FailReason::Internal,
-            message: "not sent".to_owned(),
-        },
+        Ended::Ran(RunOutcome::NotSent { .. } | RunOutcome::InputRequired(_)) | Ended::Lost => {
+            Outcome::Failed {
+                reason: FailReason::Internal,
+                message: "not sent".to_owned(),
+            }
+        }
         Ended::Cancelled => {
             if !unsent {
                 tokio::spawn(runner.cancel(&job, "cancelled by its owner"));
@@ -206,81 +219,108 @@ pub struct Recovered {
 }
 
 /// Resumes the store's unfinished jobs: queued ones are queued again, working ones re-run
-/// (idempotent tools) or fail as `interrupted`.
+/// (idempotent tools) or fail as `interrupted`. With the Redis store, only the jobs whose
+/// lease ran out (their replica died) are this replica's to resume: see
+/// [`super::replicas::take_over`].
 pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
+    if engine.store.as_redis().is_some() {
+        // Redis being down does not stop the start (nothing else depends on it at start): the
+        // lease keeper's next scans take the jobs over once it is back.
+        return Ok(super::replicas::take_over(engine)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "jobs of stopped replicas not taken over at start; retried every scan");
+                Recovered::default()
+            }));
+    }
     let jobs = engine
         .timed("unfinished", engine.store.unfinished())
         .await?;
     let mut report = Recovered::default();
-    for mut job in jobs {
-        let Some(lane) = engine.lanes.get(&job.request.upstream).cloned() else {
-            let upstream = job.request.upstream.clone();
-            let live = engine.add_live(job);
-            engine
-                .fail(
-                    &live,
-                    FailReason::Internal,
-                    format!("upstream `{upstream}` is no longer configured"),
-                )
-                .await;
-            report.orphaned += 1;
-            continue;
-        };
-        // A job whose call was running: working, or waiting on requests its call sent on its
-        // stream (the call was running all the same).
-        let streaming = job
-            .task
-            .as_ref()
-            .is_some_and(super::model::TaskInfo::streaming);
-        if job.status == Status::InputRequired && streaming {
-            job.status = Status::Working;
-            if let Some(task) = job.task.as_mut() {
-                task.input_requests.clear();
-                task.input_responses.clear();
-                task.pending_ids.clear();
-            }
-        }
-        match job.status {
-            Status::Queued => report.queued += 1,
-            // Possibly sent, but safe to send again; or known not to have been sent.
-            Status::Working if job.rerun_on_restart || job.unsent => {
-                job.status = Status::Queued;
-                job.unsent = false;
-                job.seq += 1;
-                engine.persist(&mut job, Durability::Sync).await?;
-                report.rerun += 1;
-            }
-            // Waits for its client's input, as it did before the restart.
-            Status::InputRequired => {
-                engine.add_live(job);
-                report.waiting += 1;
-                continue;
-            }
-            Status::Working => {
-                let live = engine.add_live(job);
-                engine
-                    .fail(
-                        &live,
-                        FailReason::Interrupted,
-                        "the sidecar stopped while the job was working".to_owned(),
-                    )
-                    .await;
-                report.interrupted += 1;
-                continue;
-            }
-            _ => continue,
-        }
-        let id = job.id;
-        engine.queued.fetch_add(1, Ordering::AcqRel);
-        engine
-            .metrics
-            .queued
-            .with_label_values(&[&lane.upstream])
-            .inc();
-        engine.add_live(job);
-        lane.push(id);
+    for job in jobs {
+        resume(
+            engine,
+            job,
+            "the sidecar stopped while the job was working",
+            &mut report,
+        )
+        .await?;
     }
     Ok(report)
+}
+
+/// Takes up one unfinished job whose process stopped (a restart, or another replica that
+/// died): queued, it is queued here; working, it is queued again (an idempotent tool's, or a
+/// call known not to have been sent) or fails as `interrupted` with `why`.
+pub(crate) async fn resume(
+    engine: &Engine,
+    mut job: super::model::Job,
+    why: &str,
+    report: &mut Recovered,
+) -> Result<(), StoreError> {
+    let Some(lane) = engine.lanes.get(&job.request.upstream).cloned() else {
+        let upstream = job.request.upstream.clone();
+        let live = engine.add_live(job);
+        engine
+            .fail(
+                &live,
+                FailReason::Internal,
+                format!("upstream `{upstream}` is no longer configured"),
+            )
+            .await;
+        report.orphaned += 1;
+        return Ok(());
+    };
+    // A job whose call was running: working, or waiting on requests its call sent on its
+    // stream (the call was running all the same).
+    let streaming = job
+        .task
+        .as_ref()
+        .is_some_and(super::model::TaskInfo::streaming);
+    if job.status == Status::InputRequired && streaming {
+        job.status = Status::Working;
+        if let Some(task) = job.task.as_mut() {
+            task.input_requests.clear();
+            task.input_responses.clear();
+            task.pending_ids.clear();
+        }
+    }
+    match job.status {
+        Status::Queued => report.queued += 1,
+        // Possibly sent, but safe to send again; or known not to have been sent.
+        Status::Working if job.rerun_on_restart || job.unsent => {
+            job.status = Status::Queued;
+            job.unsent = false;
+            job.seq += 1;
+            engine.persist(&mut job, Durability::Sync).await?;
+            report.rerun += 1;
+        }
+        // Waits for its client's input, as it did before the restart.
+        Status::InputRequired => {
+            engine.add_live(job);
+            report.waiting += 1;
+            return Ok(());
+        }
+        Status::Working => {
+            let live = engine.add_live(job);
+            engine
+                .fail(&live, FailReason::Interrupted, why.to_owned())
+                .await;
+            report.interrupted += 1;
+            return Ok(());
+        }
+        _ => return Ok(()),
+    }
+    let id = job.id;
+    engine.queued.fetch_add(1, Ordering::AcqRel);
+    engine
+        .metrics
+        .queued
+        .with_label_values(&[&lane.upstream])
+        .inc();
+    engine.add_live(job);
+    lane.push(id);
+    Ok(())
 }
 
 /// Removes expired jobs every [`SWEEP_INTERVAL`] until the engine stops.

@@ -1,6 +1,7 @@
-//! Where jobs are kept: the [`JobStore`] trait and its two implementations, [`MemoryStore`]
-//! (tests, and operators who choose to lose jobs on restart) and [`RedbStore`] (the durable
-//! default: an embedded `redb` file in `jobs.data_dir`).
+//! Where jobs are kept: the [`JobStore`] trait and its implementations, [`MemoryStore`]
+//! (tests, and operators who choose to lose jobs on restart), [`RedbStore`] (the durable
+//! default: an embedded `redb` file in `jobs.data_dir`) and [`RedisStore`] (shared by several
+//! replicas).
 //!
 //! The trait is small on purpose so that a networked store (Redis, for several replicas) can
 //! implement it: every operation is a single-key read or write, a compare-and-set on one record's
@@ -9,6 +10,8 @@
 
 mod memory;
 mod redb;
+pub(crate) mod redis;
+pub(crate) mod redis_watch;
 
 use std::path::PathBuf;
 
@@ -16,6 +19,7 @@ use futures_util::future::BoxFuture;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
+pub use self::redis::RedisStore;
 use super::model::{Job, JobId, Owner};
 
 /// How durable a write must be before it is acknowledged.
@@ -68,6 +72,15 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The store cannot be reached now (Redis down, its breaker open, no answer in time):
+    /// answered 503 with `Retry-After`; nothing was written.
+    #[error("job store {op}: unavailable: {message}")]
+    Unavailable {
+        /// The operation, a metric label.
+        op: &'static str,
+        /// Why.
+        message: String,
+    },
     /// The backend failed (I/O error, a record that does not decode).
     #[error("job store {op}: {message}")]
     Backend {
@@ -116,8 +129,14 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every job not yet terminal (queued or working), oldest first: what a restart resumes.
     fn unfinished(&self) -> BoxFuture<'_, Result<Vec<Job>, StoreError>>;
+
+    /// The Redis store, shared by several replicas: the engine then holds jobs by leases,
+    /// takes over other replicas' expired ones and follows and cancels jobs run elsewhere.
+    fn as_redis(&self) -> Option<&RedisStore> {
+        None
+    }
 }
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(crate) mod tests;

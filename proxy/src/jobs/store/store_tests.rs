@@ -277,6 +277,39 @@ conformance!(
     unfinished_follows_status_changes_oldest_first,
 );
 
+/// Runs each named suite function against a fresh Redis store (its own `redis-server`; skipped
+/// without one outside CI). `expired_is_soonest_first_limited_and_follows_updates` is not among
+/// them: Redis expires a job's keys itself (`redis_tests` proves it), so `expired` is always
+/// empty there.
+macro_rules! redis_conformance {
+    ($($name:ident),* $(,)?) => {
+        mod redis_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(server) = super::redis_tests::TestRedis::start() else {
+                        return;
+                    };
+                    super::$name(&server.store("replica-a")).await;
+                }
+            )*
+        }
+    };
+}
+
+redis_conformance!(
+    create_then_get_round_trips,
+    idempotency_key_used_twice_answers_the_first_job_and_stores_nothing,
+    update_is_a_compare_and_set_on_the_version,
+    remove_drops_the_record_and_every_index_entry,
+    list_is_newest_first_for_that_owner_and_upstream_only,
+    list_pages_have_no_gaps_or_duplicates_with_equal_creation_times,
+    unfinished_follows_status_changes_oldest_first,
+);
+
+#[path = "redis_tests.rs"]
+pub(crate) mod redis_tests;
+
 #[path = "redb_tests.rs"]
 mod redb_tests;
 
