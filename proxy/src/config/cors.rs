@@ -23,8 +23,10 @@ pub const MAX_CORS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_ALLOWED_METHODS: [&str; 4] = ["POST", "GET", "DELETE", "OPTIONS"];
 
 /// Request headers a browser MCP client sends: the credential headers, the transport's headers
-/// (session, protocol version, SSE resumption, the 2026 method/name headers) and the JSON ones.
-pub const DEFAULT_ALLOWED_HEADERS: [&str; 9] = [
+/// (session, protocol version, SSE resumption, the 2026 method/name headers), the JSON ones,
+/// and W3C Trace Context (an instrumented page sends `traceparent`/`tracestate`, and a preflight
+/// refusing them would fail its calls).
+pub const DEFAULT_ALLOWED_HEADERS: [&str; 11] = [
     "content-type",
     "accept",
     "authorization",
@@ -34,6 +36,8 @@ pub const DEFAULT_ALLOWED_HEADERS: [&str; 9] = [
     "last-event-id",
     "mcp-method",
     "mcp-name",
+    "traceparent",
+    "tracestate",
 ];
 
 /// Response headers a browser MCP client must read: the session id, the 401/403 challenge, the

@@ -176,11 +176,6 @@ impl Proxy {
         self
     }
 
-    /// The tracer, for the server's lifecycle (the last spans' export at shutdown).
-    pub fn tracing(&self) -> Option<&Arc<crate::trace::Tracing>> {
-        self.services.tracing.as_ref()
-    }
-
     /// The job API, for the server's lifecycle (start, drain) and the admin view.
     pub fn jobs(&self) -> Option<&JobApi> {
         self.jobs.as_ref()
