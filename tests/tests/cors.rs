@@ -80,6 +80,8 @@ async fn preflight_is_answered_by_the_sidecar_and_never_reaches_the_backend() {
         "x-api-key",
         "mcp-session-id",
         "authorization",
+        "traceparent",
+        "tracestate",
     ] {
         assert!(allowed.contains(name), "{name} in {allowed}");
     }
