@@ -94,7 +94,7 @@ impl Sidecar {
             readiness.set_redis(redis.clone());
         }
         let resilience = Arc::new(Resilience::new(&upstreams, &metrics)?);
-        let limits = Arc::new(Limits::new(&config, metrics.registry())?);
+        let limits = Arc::new(Limits::new(&config, metrics.registry(), redis.clone())?);
         let tls = config
             .listen
             .tls
