@@ -18,17 +18,17 @@ const POLICY_CACHE_SIZE: usize = 64;
 
 /// One rule's share of a request: `n` requests under `key`.
 pub(super) struct Demand<'a> {
-    pub rule: &'a Rule,
-    pub key: u64,
+    pub(super) rule: &'a Rule,
+    pub(super) key: u64,
     /// The first message counted (a global rule's Redis key is computed from it).
-    pub msg: &'a Message,
-    pub n: u32,
+    pub(super) msg: &'a Message,
+    pub(super) n: u32,
     /// What counting it took, to give back if a later rule refuses the request.
-    pub receipt: Option<Receipt>,
+    pub(super) receipt: Option<Receipt>,
     /// Taken from this replica's budget of a global rule, to give back likewise.
-    pub from_budget: bool,
+    pub(super) from_budget: bool,
     /// A refusal already known (a global rule's answer from Redis).
-    pub refused: Option<Decision>,
+    pub(super) refused: Option<Decision>,
 }
 
 impl Demand<'_> {
