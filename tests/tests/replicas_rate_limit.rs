@@ -144,6 +144,22 @@ async fn a_global_rule_admits_exactly_its_rate_across_two_replicas_and_a_local_o
 }
 
 #[tokio::test]
+async fn a_local_budget_never_lets_the_replicas_admit_more_than_the_shared_bucket() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let backend = fixture().await;
+    let rule = format!("{}local_budget = 4\n", rule("global", None));
+    let a = replica(&backend, Some(&redis), "budget", &rule).await;
+    let b = replica(&backend, Some(&redis), "budget", &rule).await;
+    let admitted = alternate([&a, &b], 24, 1).await;
+    // Reservations are counted in Redis when made: together the replicas stay within the
+    // bucket (what they reserve and do not spend in time is lost, never added).
+    let total = admitted.iter().sum::<u64>();
+    assert!((1..=10).contains(&total), "admitted {admitted:?}");
+}
+
+#[tokio::test]
 async fn fail_open_falls_back_to_each_replicas_bucket_while_redis_is_down() {
     let Some(mut redis) = RedisServer::start().await else {
         return;

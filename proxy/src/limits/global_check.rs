@@ -88,7 +88,7 @@ impl Limits {
 
     /// Takes Redis' answers: shadow rules are recorded; a refusal of an enforced rule refuses the
     /// request (the script stored nothing then); admissions take their leases.
-    fn apply_answers(
+    pub(super) fn apply_answers(
         &self,
         demands: &mut [Demand<'_>],
         asked: &[(usize, &Global)],

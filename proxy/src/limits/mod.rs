@@ -40,6 +40,9 @@ mod store;
 #[path = "limits_caps_tests.rs"]
 mod caps_tests;
 #[cfg(test)]
+#[path = "limits_global_tests.rs"]
+mod global_tests;
+#[cfg(test)]
 #[path = "limits_tests.rs"]
 mod tests;
 
