@@ -571,7 +571,8 @@ impl ProxyError {
                 headers.insert(crate::headers::RATELIMIT_POLICY.clone(), r.policy.clone());
                 headers.insert(crate::headers::RATELIMIT.clone(), r.state.clone());
             }
-            Self::Overloaded { retry_after, .. } | Self::RateLimitUnavailable { retry_after, .. } => {
+            Self::Overloaded { retry_after, .. }
+            | Self::RateLimitUnavailable { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
             }
             Self::LocalResourceExhausted { .. } => {

@@ -133,7 +133,11 @@ async fn a_global_rule_admits_exactly_its_rate_across_two_replicas_and_a_local_o
     let b = replica(&backend, Some(&redis), "exact", &rule_global).await;
     let admitted = alternate([&a, &b], 24, 1).await;
     assert_eq!(admitted.iter().sum::<u64>(), 10, "admitted {admitted:?}");
-    assert_eq!(admitted, [5, 5], "alternating requests share the one bucket");
+    assert_eq!(
+        admitted,
+        [5, 5],
+        "alternating requests share the one bucket"
+    );
 
     // The same rule kept locally: each replica admits its own 10.
     let rule_local = rule("local", None);

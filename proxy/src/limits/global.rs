@@ -242,7 +242,9 @@ impl Global {
         self.burst
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Lease, BuildHasherDefault<IdentityHasher>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, Lease, BuildHasherDefault<IdentityHasher>>> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -114,7 +114,9 @@ impl Limits {
             let d = &demands[i];
             if let (false, Decision::Admit { remaining }) = (d.rule.shadow, answer.decision) {
                 global.lease(d.key, answer.reserved, remaining, now);
-                let advertised = remaining.saturating_add(answer.reserved).min(global.burst());
+                let advertised = remaining
+                    .saturating_add(answer.reserved)
+                    .min(global.burst());
                 bind(binding, i, advertised);
             }
         }

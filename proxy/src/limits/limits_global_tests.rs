@@ -98,8 +98,13 @@ impl GlobalFixture {
         let mut demands = self.limits.demands(classified, &who, &[]);
         let global = demands[0].rule.global.as_ref().unwrap();
         let mut binding = None;
-        self.limits
-            .apply_answers(&mut demands, &[(0, global)], &[answer], &mut binding, classified)?;
+        self.limits.apply_answers(
+            &mut demands,
+            &[(0, global)],
+            &[answer],
+            &mut binding,
+            classified,
+        )?;
         let mut held = Held::default();
         self.limits.admitted(&demands, binding, &mut held);
         Ok(held)
@@ -288,7 +293,11 @@ async fn a_global_rule_needs_redis_and_the_global_keys_a_global_rule() {
     assert!(load(&rule("g", "scope = \"global\"\nlocal_budget = 9")).is_ok());
     // A sidecar without global rules keeps the synchronous phase.
     assert!(!setup(&rule("l", "")).limits.has_global_rules());
-    assert!(setup(&rule("g", "scope = \"global\"")).limits.has_global_rules());
+    assert!(
+        setup(&rule("g", "scope = \"global\""))
+            .limits
+            .has_global_rules()
+    );
 }
 
 #[tokio::test]

@@ -278,7 +278,8 @@ impl Limits {
             principal: ex.principal.as_deref(),
             client_ip: client_ip(ex.conn.remote.ip(), &ex.head.headers, &self.trusted),
         };
-        let Some(upstream_rules) = self.admit_prelude(upstream, &who, ex.classified.as_ref(), held)?
+        let Some(upstream_rules) =
+            self.admit_prelude(upstream, &who, ex.classified.as_ref(), held)?
         else {
             return Ok(Step::Next);
         };
@@ -352,7 +353,10 @@ impl Limits {
             principal,
             client_ip: client_ip(peer, headers, &self.trusted),
         };
-        match (self.admit_prelude(upstream, &who, classified, held)?, classified) {
+        match (
+            self.admit_prelude(upstream, &who, classified, held)?,
+            classified,
+        ) {
             (Some(upstream_rules), Some(classified)) => {
                 self.check_rules(classified, &who, upstream_rules, held)
             }
