@@ -52,7 +52,8 @@ REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 (pinned "$FIXTURE_CPUS" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
   --appendonly no --protected-mode no --dir "$WORK") >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
-wait_ready redis "$REDIS_PID" redis-cli -p "$REDIS_PORT" ping
+redis_ping() { [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+wait_ready redis "$REDIS_PID" redis_ping
 REDIS_TOML=$(printf '[redis]\nurl = "%s"\nkey_prefix = "bench:"\n' "$REDIS_URL")
 
 declare -A URL PID ADMIN
