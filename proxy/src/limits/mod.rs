@@ -23,6 +23,10 @@
 //! asked without counting, and the answer names the one that makes the client wait longest.
 //! Shadow rules are decided alone, as if each were the only rule, and never affect the answer.
 //!
+//! **Global rules** (`scope = "global"`, `global.rs`): decided in Redis, shared by the replicas;
+//! a sidecar with any calls [`Limits::admit_global`] (async, at most one round trip) instead of
+//! [`Limits::admit`].
+//!
 //! **Batches** (protocol 2025-03-26): each request in the batch is one unit; a batch is admitted
 //! or rejected whole. A batch with more requests than a rule's burst can never pass that rule.
 
