@@ -10,6 +10,8 @@
 #   breaker   open-circuit answers at a fixed rate against the 404 path and a forwarded call
 #   jobs      time to a job's 202 at a fixed rate and peak submissions/s (redb, memory, live)
 #   limits    the sidecar with three rate-limit rules against none, both loaded at once
+#   redis     state in Redis against its local counterpart: a global rate-limit rule against the
+#             same rule kept local (throughput, added latency), with a redis-server of its own
 #
 # Every suite drives mcp-load (target/$PROFILE/mcp-load, built with the other binaries) and
 # shares the set-up of scripts/bench/common.sh: it installs what is missing (Debian packages),
@@ -39,8 +41,8 @@ SUITE=default
 case "${1:-}" in
   -h | --help) help_of "${BASH_SOURCE[0]}"; exit 0 ;;
   "") ;;
-  default | auth | breaker | jobs | limits) SUITE="$1"; shift ;;
-  *) echo "bench.sh: unknown suite '$1' (default, auth, breaker, jobs, limits; --help)" >&2; exit 2 ;;
+  default | auth | breaker | jobs | limits | redis) SUITE="$1"; shift ;;
+  *) echo "bench.sh: unknown suite '$1' (default, auth, breaker, jobs, limits, redis; --help)" >&2; exit 2 ;;
 esac
 SUITE_FILE="$ROOT/scripts/bench/suite-$SUITE.sh"
 if (($# > 0)); then

@@ -135,6 +135,19 @@ pub enum ProxyError {
     /// A rate-limit rule (or the per-principal stream cap) refused the request (429).
     #[error("{0}")]
     RateLimited(Box<Rejection>),
+    /// A global rate-limit rule with `redis_failure = "fail_closed"` could not ask Redis: the
+    /// request is refused rather than admitted uncounted (503).
+    #[error(
+        "rate limit `{rule}` cannot be checked now (its shared state in Redis is unreachable); \
+         retry in {} s",
+        retry_after_secs(*retry_after)
+    )]
+    RateLimitUnavailable {
+        /// The rule.
+        rule: std::sync::Arc<str>,
+        /// Time until Redis is asked again (the Redis breaker's), at least one second.
+        retry_after: Duration,
+    },
     /// A concurrency cap is reached: the request is shed at once instead of queued (503).
     #[error("{}", overload_message(scope, upstream, *limit, *retry_after))]
     Overloaded {
@@ -336,6 +349,8 @@ pub mod codes {
     pub const RATE_LIMITED: i64 = -32014;
     /// Load shed at a concurrency cap (503).
     pub const OVERLOADED: i64 = -32015;
+    /// A global rate limit could not be checked and fails closed (503).
+    pub const RATE_LIMIT_UNAVAILABLE: i64 = -32030;
     /// The sidecar ran out of descriptors, buffers or ports (503).
     pub const LOCAL_RESOURCES: i64 = -32019;
     /// No such job (404).
@@ -391,9 +406,9 @@ impl ProxyError {
             Self::HostNotAllowed { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } | Self::LocalResourceExhausted { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded { .. }
+            | Self::LocalResourceExhausted { .. }
+            | Self::RateLimitUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::JobNotFound { .. } => StatusCode::NOT_FOUND,
             Self::JobNotFinished { .. } => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -428,6 +443,7 @@ impl ProxyError {
             Self::CircuitOpen { .. } => "circuit_open",
             Self::RateLimited(_) => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
+            Self::RateLimitUnavailable { .. } => "rate_limit_unavailable",
             Self::LocalResourceExhausted { .. } => "local_resources",
             Self::JobNotFound { .. } => "job_not_found",
             Self::JobNotFinished { .. } => "job_not_finished",
@@ -464,6 +480,7 @@ impl ProxyError {
             Self::CircuitOpen { .. } => codes::CIRCUIT_OPEN,
             Self::RateLimited(_) => codes::RATE_LIMITED,
             Self::Overloaded { .. } => codes::OVERLOADED,
+            Self::RateLimitUnavailable { .. } => codes::RATE_LIMIT_UNAVAILABLE,
             Self::LocalResourceExhausted { .. } => codes::LOCAL_RESOURCES,
             Self::JobNotFound { .. } => codes::JOB_NOT_FOUND,
             Self::JobNotFinished { .. } => codes::JOB_NOT_FINISHED,
@@ -504,6 +521,10 @@ impl ProxyError {
             } => {
                 data["retry_after"] = retry_after_secs(*retry_after).into();
                 data["cap"] = Value::String((*scope).to_owned());
+            }
+            Self::RateLimitUnavailable { rule, retry_after } => {
+                data["retry_after"] = retry_after_secs(*retry_after).into();
+                data["rule"] = Value::String(rule.to_string());
             }
             Self::LocalResourceExhausted { kind, .. } => {
                 data["retry_after"] = retry_after_secs(LOCAL_RESOURCES_RETRY_AFTER).into();
@@ -557,7 +578,8 @@ impl ProxyError {
                 headers.insert(crate::headers::RATELIMIT_POLICY.clone(), r.policy.clone());
                 headers.insert(crate::headers::RATELIMIT.clone(), r.state.clone());
             }
-            Self::Overloaded { retry_after, .. } => {
+            Self::Overloaded { retry_after, .. }
+            | Self::RateLimitUnavailable { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
             }
             Self::LocalResourceExhausted { .. } => {

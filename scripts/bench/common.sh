@@ -64,6 +64,7 @@ install_missing() {
       taskset) pkg=util-linux ;;
       ss) pkg=iproute2 ;;
       callgrind_control) pkg=valgrind ;;
+      redis-cli) pkg=redis-tools ;;
       *) pkg=$cmd ;;
     esac
     missing+=("$pkg")

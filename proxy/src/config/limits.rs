@@ -37,6 +37,44 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Longest `per` accepted. Keeps every quota's arithmetic far from overflow and matches what a
 /// proxy can promise: longer quotas (monthly plans) belong in a billing system.
 pub const MAX_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Requests a replica takes from a global rule's Redis bucket ahead of need. `0`: every check is
+/// one round trip and the count is exact across replicas. Exactness is the default because a
+/// rule is usually written as a promise ("10 per minute"), and a budget trades it for fewer
+/// round trips, which only a key hot enough to be measured needs (README, "Global rules").
+pub const DEFAULT_LOCAL_BUDGET: u32 = 0;
+
+/// Where a rule's buckets live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// In this sidecar's memory: each replica counts on its own.
+    #[default]
+    Local,
+    /// In Redis (`[redis]`), shared by every replica.
+    Global,
+}
+
+/// What a global rule does while Redis cannot answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFailure {
+    /// Enforce the rule on this replica's own bucket (the local rule of the same rate): each
+    /// replica still bounds its share, so N replicas admit at most N times the rate.
+    #[default]
+    FailOpen,
+    /// Refuse the requests the rule applies to (503 `rate_limit_unavailable`).
+    FailClosed,
+}
+
+impl RedisFailure {
+    /// The config spelling (a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailOpen => "fail_open",
+            Self::FailClosed => "fail_closed",
+        }
+    }
+}
 
 /// `[limits]`: caps on concurrency and settings shared by the rate-limit rules.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -120,12 +158,33 @@ pub struct RateLimitRule {
     /// Keys tracked at most; beyond, new keys share one overflow bucket until a sweep frees room.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// `local` (this replica's memory) or `global` (Redis, shared by the replicas).
+    #[serde(default)]
+    pub scope: Scope,
+    /// A global rule while Redis cannot answer: `fail_open` (this replica's own bucket) or
+    /// `fail_closed` (refuse). Only for `scope = "global"`.
+    #[serde(default)]
+    pub redis_failure: Option<RedisFailure>,
+    /// Requests a replica reserves from a global bucket at once and admits without asking Redis
+    /// (for a key it saw in the last `LOCAL_BUDGET_MAX_AGE`). Only for `scope = "global"`.
+    #[serde(default)]
+    pub local_budget: Option<u32>,
 }
 
 impl RateLimitRule {
     /// The burst, defaulted.
     pub fn burst(&self) -> u32 {
         self.burst.unwrap_or(self.rate)
+    }
+
+    /// `redis_failure`, defaulted.
+    pub fn redis_failure(&self) -> RedisFailure {
+        self.redis_failure.unwrap_or_default()
+    }
+
+    /// `local_budget`, defaulted.
+    pub fn local_budget(&self) -> u32 {
+        self.local_budget.unwrap_or(DEFAULT_LOCAL_BUDGET)
     }
 }
 
@@ -181,7 +240,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
             .map(move |(i, r)| (format!("upstream[{u}].rate_limit[{i}]"), r))
     });
     for (field, rule) in rules.chain(upstream_rules) {
-        validate_rule(rule, &field)?;
+        validate_rule(rule, &field, config.redis.is_some())?;
         if let Some(prev) = names.insert(rule.name.as_str(), field.clone()) {
             return Err(ConfigError::invalid(
                 format!("{field}.name"),
@@ -196,7 +255,44 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_rule(rule: &RateLimitRule, field: &str) -> Result<(), ConfigError> {
+/// `scope` and the keys that only a global rule has.
+fn validate_scope(rule: &RateLimitRule, field: &str, redis: bool) -> Result<(), ConfigError> {
+    match rule.scope {
+        Scope::Global if !redis => Err(ConfigError::invalid(
+            format!("{field}.scope"),
+            "`global` keeps the rule's buckets in Redis: add a [redis] section",
+        )),
+        Scope::Global => match rule.local_budget {
+            Some(budget) if budget >= rule.burst() => Err(ConfigError::invalid(
+                format!("{field}.local_budget"),
+                format!(
+                    "{budget} must be less than the burst ({}): a replica would take the \
+                     whole bucket ahead of need",
+                    rule.burst()
+                ),
+            )),
+            _ => Ok(()),
+        },
+        Scope::Local => {
+            let only_global = if rule.redis_failure.is_some() {
+                Some("redis_failure")
+            } else if rule.local_budget.is_some() {
+                Some("local_budget")
+            } else {
+                None
+            };
+            match only_global {
+                Some(key) => Err(ConfigError::invalid(
+                    format!("{field}.{key}"),
+                    "applies only to a rule with scope = \"global\"",
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn validate_rule(rule: &RateLimitRule, field: &str, redis: bool) -> Result<(), ConfigError> {
     let name_ok = !rule.name.is_empty()
         && rule.name.len() <= 64
         && rule
@@ -258,6 +354,7 @@ fn validate_rule(rule: &RateLimitRule, field: &str) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    validate_scope(rule, field, redis)?;
     for (list, what) in [(&rule.methods, "methods"), (&rule.tools, "tools")] {
         if let Some(i) = list.iter().position(|p| p.is_empty()) {
             return Err(ConfigError::invalid(

@@ -38,9 +38,9 @@ pub use cors::{CorsConfig, DEFAULT_CORS_MAX_AGE};
 pub use env::resolve_env;
 pub use jobs::{JobsConfig, Offload, StoreKind};
 pub use limits::{
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS,
+    DEFAULT_LOCAL_BUDGET, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_PRINCIPAL, DEFAULT_SHED_RETRY_AFTER, DEFAULT_SWEEP_INTERVAL, KeyPart,
-    LimitsConfig, MAX_PERIOD, RateLimitRule,
+    LimitsConfig, MAX_PERIOD, RateLimitRule, RedisFailure, Scope,
 };
 pub use load::Location;
 pub use redis::RedisConfig;

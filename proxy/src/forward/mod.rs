@@ -502,8 +502,13 @@ impl Proxy {
         }
         if let Some(l) = &self.limits {
             // Rate limits need the classification (only requests are limited, keys use
-            // method/tool).
-            phase!(l.admit(ex, limits));
+            // method/tool). Global rules ask Redis: that path is async and boxed, so a sidecar
+            // without them keeps the synchronous phase and its smaller request future.
+            if l.has_global_rules() {
+                phase!(Box::pin(l.admit_global(ex, limits)).await);
+            } else {
+                phase!(l.admit(ex, limits));
+            }
         }
         // MCP Tasks (the facade): a task is a job, admitted like a live call; task methods are
         // answered from the job store. Boxed, and entered only by a tools/call or tasks/*

@@ -10,19 +10,41 @@ use http::HeaderValue;
 use super::store::Receipt;
 use super::{Decision, Held, LimitKeyInput, Limits, Rejection, Rule, ceil_secs};
 use crate::error::{ProxyError, retry_after_secs};
-use crate::mcp::Classified;
+use crate::mcp::{Classified, Message};
 
 /// Distinct sets of matching rules whose `RateLimit-Policy` value is kept ready. Requests match
 /// a handful of sets in practice; beyond this many the value is built per request.
 const POLICY_CACHE_SIZE: usize = 64;
 
 /// One rule's share of a request: `n` requests under `key`.
-struct Demand<'a> {
-    rule: &'a Rule,
-    key: u64,
-    n: u32,
+pub(super) struct Demand<'a> {
+    pub(super) rule: &'a Rule,
+    pub(super) key: u64,
+    /// The first message counted (a global rule's Redis key is computed from it).
+    pub(super) msg: &'a Message,
+    pub(super) n: u32,
     /// What counting it took, to give back if a later rule refuses the request.
-    receipt: Option<Receipt>,
+    pub(super) receipt: Option<Receipt>,
+    /// Taken from this replica's budget of a global rule, to give back likewise.
+    pub(super) from_budget: bool,
+    /// A refusal already known (a global rule's answer from Redis).
+    pub(super) refused: Option<Decision>,
+}
+
+impl Demand<'_> {
+    /// Gives back whatever counting it took.
+    pub(super) fn give_back(&mut self) {
+        self.rule.give_back(self.receipt.take());
+        if std::mem::take(&mut self.from_budget)
+            && let Some(global) = &self.rule.global
+        {
+            global.unspend(self.key, self.n);
+        }
+    }
+
+    pub(super) fn is_global(&self) -> bool {
+        self.rule.global.is_some()
+    }
 }
 
 /// `RateLimit-Policy` values by set of rules (a bit per rule index below 64).
@@ -33,6 +55,9 @@ impl Limits {
     /// Counts the request against every enforced rule that matches it, in config order. When one
     /// refuses, what the rules before it counted is given back, so a refused request consumes
     /// nothing; the answer then names the rule that would make the client wait longest.
+    ///
+    /// Only local rules are decided here (a global rule, which needs Redis, is counted on its
+    /// local bucket: callers with global rules use [`Limits::check_rules_global`]).
     pub(super) fn check_rules(
         &self,
         classified: &Classified,
@@ -40,7 +65,24 @@ impl Limits {
         upstream_rules: &[Rule],
         held: &mut Held,
     ) -> Result<(), ProxyError> {
-        let mut demands: Vec<Demand<'_>> =
+        let mut demands = self.demands(classified, who, upstream_rules);
+        self.decide_shadows(&mut demands, true);
+        if demands.is_empty() {
+            return Ok(());
+        }
+        let binding = self.take_local(&mut demands, classified, true)?;
+        self.admitted(&demands, binding, held);
+        Ok(())
+    }
+
+    /// Every rule's share of the request: one demand per rule and key, in config order.
+    pub(super) fn demands<'a>(
+        &'a self,
+        classified: &'a Classified,
+        who: &LimitKeyInput<'_>,
+        upstream_rules: &'a [Rule],
+    ) -> Vec<Demand<'a>> {
+        let mut demands: Vec<Demand<'a>> =
             Vec::with_capacity(self.rules.len() + upstream_rules.len());
         for rule in self.rules.iter().chain(upstream_rules) {
             for msg in classified.messages.iter().filter(|m| rule.applies(m)) {
@@ -53,74 +95,99 @@ impl Limits {
                     None => demands.push(Demand {
                         rule,
                         key,
+                        msg,
                         n: 1,
                         receipt: None,
+                        from_budget: false,
+                        refused: None,
                     }),
                 }
             }
         }
-        // Shadow rules decide alone, as if each were the only rule, and never refuse.
-        for d in demands.iter().filter(|d| d.rule.shadow) {
-            match d.rule.check(d.key, nonzero(d.n), true) {
-                Decision::Admit { .. } => d.rule.metrics.admitted.inc_by(d.n.into()),
-                decision => {
-                    d.rule.metrics.rejected.inc_by(d.n.into());
-                    tracing::info!(
-                        rule = %d.rule.name,
-                        ?decision,
-                        "shadow rate limit would have rejected the request"
-                    );
-                }
-            }
+        demands
+    }
+
+    /// Decides the shadow rules alone, as if each were the only rule (they never refuse), and
+    /// removes them from `demands`; global shadow rules are left in (Redis decides them) unless
+    /// `with_global`.
+    pub(super) fn decide_shadows(&self, demands: &mut Vec<Demand<'_>>, with_global: bool) {
+        for d in demands
+            .iter()
+            .filter(|d| d.rule.shadow && (with_global || !d.is_global()))
+        {
+            let decision = d.rule.check(d.key, nonzero(d.n), true);
+            record_shadow(d, decision);
         }
-        demands.retain(|d| !d.rule.shadow);
-        if demands.is_empty() {
-            return Ok(());
-        }
+        demands.retain(|d| !d.rule.shadow || (!with_global && d.is_global()));
+    }
+
+    /// Takes the enforced local rules' counts (and the global rules' too when `with_global`, on
+    /// their local buckets), in config order; returns the binding demand (least remaining) and
+    /// its remaining burst. On a refusal, gives everything back and answers for the longest wait.
+    pub(super) fn take_local(
+        &self,
+        demands: &mut [Demand<'_>],
+        classified: &Classified,
+        with_global: bool,
+    ) -> Result<Option<(usize, u32)>, ProxyError> {
         let mut binding: Option<(usize, u32)> = None;
         for i in 0..demands.len() {
             let d = &demands[i];
+            if d.rule.shadow || (!with_global && d.is_global()) {
+                continue;
+            }
             match d.rule.take(d.key, nonzero(d.n)) {
                 Ok((remaining, receipt)) => {
                     demands[i].receipt = receipt;
-                    if binding.is_none_or(|(_, r)| remaining < r) {
-                        binding = Some((i, remaining));
-                    }
+                    bind(&mut binding, i, remaining);
                 }
-                Err(decision) => return Err(self.refuse(&mut demands, i, decision, classified)),
+                Err(decision) => return Err(self.refuse(demands, i, decision, classified)),
             }
         }
-        for d in &demands {
+        Ok(binding)
+    }
+
+    /// Counts the admitted request in the metrics and keeps the `RateLimit` fields for its
+    /// answer (the binding demand's state).
+    pub(super) fn admitted(
+        &self,
+        demands: &[Demand<'_>],
+        binding: Option<(usize, u32)>,
+        held: &mut Held,
+    ) {
+        for d in demands.iter().filter(|d| !d.rule.shadow) {
             d.rule.metrics.admitted.inc_by(d.n.into());
         }
         if let Some((i, remaining)) = binding {
             let rule = demands[i].rule;
             let reset = ceil_secs(rule.reset_after(remaining));
             held.headers = Some((
-                self.policies(&demands),
+                self.policies(demands),
                 header_value(rule.state(remaining, reset)),
             ));
         }
-        Ok(())
     }
 
-    /// Gives back what the rules before `refused` counted, asks the rules after it (without
-    /// counting) whether they would refuse too, and builds the answer for the longest wait.
-    fn refuse(
+    /// Gives back what every demand counted, asks the local rules after `refused` (without
+    /// counting) whether they would refuse too, and builds the answer for the longest wait
+    /// (global rules are not asked again: their known refusals count).
+    pub(super) fn refuse(
         &self,
         demands: &mut [Demand<'_>],
         refused: usize,
         decision: Decision,
         classified: &Classified,
     ) -> ProxyError {
-        for d in demands[..refused].iter_mut().rev() {
-            d.rule.give_back(d.receipt.take());
+        for d in demands.iter_mut().rev() {
+            d.give_back();
         }
         let mut worst = (refused, decision);
         for (i, d) in demands.iter().enumerate() {
             let decision = if i == refused {
                 decision
-            } else if i > refused {
+            } else if let Some(known) = d.refused {
+                known
+            } else if i > refused && !d.is_global() && !d.rule.shadow {
                 d.rule.check(d.key, nonzero(d.n), false)
             } else {
                 continue;
@@ -160,9 +227,12 @@ impl Limits {
 
     /// The `RateLimit-Policy` value listing the enforced rules that matched, in config order.
     fn policies(&self, demands: &[Demand<'_>]) -> HeaderValue {
-        let set = demands.iter().try_fold(0u64, |set, d| {
-            (d.rule.index < 64).then(|| set | 1 << d.rule.index)
-        });
+        let set = demands
+            .iter()
+            .filter(|d| !d.rule.shadow)
+            .try_fold(0u64, |set, d| {
+                (d.rule.index < 64).then(|| set | 1 << d.rule.index)
+            });
         let Some(set) = set else {
             return build_policies(demands);
         };
@@ -187,7 +257,7 @@ impl Limits {
 fn build_policies(demands: &[Demand<'_>]) -> HeaderValue {
     let mut value = Vec::new();
     for (i, d) in demands.iter().enumerate() {
-        if demands[..i].iter().any(|p| std::ptr::eq(p.rule, d.rule)) {
+        if d.rule.shadow || demands[..i].iter().any(|p| std::ptr::eq(p.rule, d.rule)) {
             continue;
         }
         if !value.is_empty() {
@@ -213,6 +283,28 @@ pub(super) fn header_value(value: impl Into<bytes::Bytes>) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
-fn nonzero(n: u32) -> NonZeroU32 {
+/// Counts a shadow rule's decision (it never refuses).
+pub(super) fn record_shadow(d: &Demand<'_>, decision: Decision) {
+    match decision {
+        Decision::Admit { .. } => d.rule.metrics.admitted.inc_by(d.n.into()),
+        decision => {
+            d.rule.metrics.rejected.inc_by(d.n.into());
+            tracing::info!(
+                rule = %d.rule.name,
+                ?decision,
+                "shadow rate limit would have rejected the request"
+            );
+        }
+    }
+}
+
+/// Keeps the demand with the least remaining burst: its state is the `RateLimit` field.
+pub(super) fn bind(binding: &mut Option<(usize, u32)>, i: usize, remaining: u32) {
+    if binding.is_none_or(|(_, r)| remaining < r) {
+        *binding = Some((i, remaining));
+    }
+}
+
+pub(super) fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }

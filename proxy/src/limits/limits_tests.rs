@@ -190,7 +190,7 @@ pub(super) fn setup(extra: &str) -> Fixture {
     };
     let config = Config::from_toml_with_env(&text, &|_| None).unwrap();
     let registry = Registry::new();
-    let limits = Arc::new(Limits::new(&config, &registry).unwrap());
+    let limits = Arc::new(Limits::new(&config, &registry, None).unwrap());
     let upstream = Arc::new(
         Upstream::from_config(
             &config.upstream[0],

@@ -17,6 +17,9 @@ pub struct LimitMetrics {
     pub tracked_keys: IntGaugeVec,
     /// `mcp_sidecar_rate_limit_key_overflow_total{rule}`: decisions on the overflow bucket.
     pub key_overflow: IntCounterVec,
+    /// `mcp_sidecar_rate_limit_fallback_total{rule,mode}`: decisions of a global rule taken by
+    /// its fallback because Redis could not answer; `mode` is `fail_open` or `fail_closed`.
+    pub fallback: IntCounterVec,
     /// `mcp_sidecar_in_flight`: requests in flight through the sidecar (streams excluded).
     pub in_flight: IntGauge,
     /// `mcp_sidecar_upstream_in_flight{upstream}`
@@ -61,6 +64,15 @@ impl LimitMetrics {
                 ),
                 &["rule"],
             )?,
+            fallback: IntCounterVec::new(
+                Opts::new(
+                    "mcp_sidecar_rate_limit_fallback_total",
+                    "Requests a global rate-limit rule decided by its fallback because Redis \
+                     could not answer (mode=fail_open: on the replica's own bucket; \
+                     mode=fail_closed: refused), by rule.",
+                ),
+                &["rule", "mode"],
+            )?,
             in_flight: IntGauge::new(
                 "mcp_sidecar_in_flight",
                 "Requests in flight through the sidecar (standalone streams excluded).",
@@ -93,6 +105,7 @@ impl LimitMetrics {
         registry.register(Box::new(self.rejected.clone()))?;
         registry.register(Box::new(self.tracked_keys.clone()))?;
         registry.register(Box::new(self.key_overflow.clone()))?;
+        registry.register(Box::new(self.fallback.clone()))?;
         registry.register(Box::new(self.in_flight.clone()))?;
         registry.register(Box::new(self.upstream_in_flight.clone()))?;
         registry.register(Box::new(self.streams_open.clone()))?;

@@ -23,12 +23,18 @@
 //! asked without counting, and the answer names the one that makes the client wait longest.
 //! Shadow rules are decided alone, as if each were the only rule, and never affect the answer.
 //!
+//! **Global rules** (`scope = "global"`, `global.rs`): decided in Redis, shared by the replicas;
+//! a sidecar with any calls [`Limits::admit_global`] (async, at most one round trip) instead of
+//! [`Limits::admit`].
+//!
 //! **Batches** (protocol 2025-03-26): each request in the batch is one unit; a batch is admitted
 //! or rejected whole. A batch with more requests than a rule's burst can never pass that rule.
 
 mod client_ip;
 mod clock;
 mod evaluate;
+mod global;
+mod global_check;
 mod inflight;
 mod metrics;
 mod reload;
@@ -38,6 +44,9 @@ mod store;
 #[cfg(test)]
 #[path = "limits_caps_tests.rs"]
 mod caps_tests;
+#[cfg(test)]
+#[path = "limits_global_tests.rs"]
+mod global_tests;
 #[cfg(test)]
 #[path = "limits_tests.rs"]
 mod tests;
@@ -56,6 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client_ip::{Cidr, CidrError, client_ip};
 pub use clock::{TokioClock, TokioInstant};
+pub use global::{Global, LOCAL_BUDGET_MAX_AGE};
 pub use inflight::{HeldBody, InFlight, Permit, Permits};
 pub use metrics::LimitMetrics;
 pub use rule::{Decision, LimitKeyInput, Rule, RuleMetrics, ceil_secs};
@@ -69,6 +79,8 @@ use crate::exchange::{Exchange, Outcome, Policy, Step};
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY};
 use crate::mcp::Classified;
 use crate::principal::Principal;
+use crate::rate_limited_log::{FLOOD_LOG_INTERVAL, RateLimitedLog};
+use crate::redis_conn::RedisConn;
 use crate::upstream::ByName;
 use crate::upstream::Upstream;
 use evaluate::header_value;
@@ -138,14 +150,24 @@ pub struct Limits {
     sweep_interval: Duration,
     sweep_early: Arc<Notify>,
     metrics: LimitMetrics,
+    /// The connection of the global rules; `Some` only when the config has one.
+    redis: Option<Arc<RedisConn>>,
+    gcra: redis::Script,
+    /// One line per interval while global rules fall back.
+    fallback_log: RateLimitedLog,
 }
 
 impl Limits {
     /// Builds the limits of a validated config and registers their metrics into `registry`.
-    pub fn new(config: &Config, registry: &Registry) -> Result<Self, crate::StartError> {
+    /// `redis` is the `[redis]` connection, which the global rules (`scope = "global"`) use.
+    pub fn new(
+        config: &Config,
+        registry: &Registry,
+        redis: Option<Arc<RedisConn>>,
+    ) -> Result<Self, crate::StartError> {
         let metrics = LimitMetrics::new()?;
         metrics.register(registry)?;
-        Self::build(config, metrics, None)
+        Self::build(config, metrics, None, redis)
     }
 
     /// The limits of `config` on registered `metrics`; after a reload, keeping from `previous`
@@ -155,6 +177,7 @@ impl Limits {
         config: &Config,
         metrics: LimitMetrics,
         previous: Option<&reload::Previous<'_>>,
+        redis: Option<Arc<RedisConn>>,
     ) -> Result<Self, crate::StartError> {
         let trusted = config
             .limits
@@ -176,12 +199,20 @@ impl Limits {
         let rule = |scope: Option<&str>, c: &crate::config::RateLimitRule| {
             let m = metrics.rule(&c.name, c.shadow);
             let index = next_index.replace(next_index.get() + 1);
-            match previous.and_then(|p| p.store(scope, c)) {
+            let rule = match previous.and_then(|p| p.store(scope, c)) {
                 Some(store) => Rule::with_store(c, index, TokioClock, m, store),
                 None => Rule::new(c, index, TokioClock, m, sweep_early.clone()),
+            };
+            match (&redis, c.scope) {
+                (Some(conn), crate::config::Scope::Global) => {
+                    let mode = c.redis_failure().as_str();
+                    let fallback = metrics.fallback.with_label_values(&[&c.name, mode]);
+                    rule.with_global(Global::new(c, conn, fallback))
+                }
+                _ => rule,
             }
         };
-        let rules = config.rate_limit.iter().map(|c| rule(None, c)).collect();
+        let rules: Vec<Rule> = config.rate_limit.iter().map(|c| rule(None, c)).collect();
         let upstreams = config
             .upstream
             .iter()
@@ -203,7 +234,11 @@ impl Limits {
                 };
                 (Arc::from(u.name.as_str()), limits)
             })
-            .collect();
+            .collect::<ByName<_, UpstreamLimits>>();
+        let any_global = rules
+            .iter()
+            .chain(upstreams.values().flat_map(|u| &u.rules))
+            .any(|r| r.global.is_some());
         let per_principal = config.limits.max_streams_per_principal;
         let streams_policy =
             format!("\"{STREAMS_POLICY}\";q={per_principal};qu=\"concurrent-requests\"");
@@ -232,7 +267,17 @@ impl Limits {
             sweep_interval: config.limits.sweep_interval,
             sweep_early,
             metrics,
+            redis: redis.filter(|_| any_global),
+            gcra: global::gcra_script(),
+            fallback_log: RateLimitedLog::new(FLOOD_LOG_INTERVAL),
         })
+    }
+
+    /// Whether some rule is global: then the request path calls [`Limits::admit_global`]
+    /// instead of [`Limits::admit`].
+    #[inline]
+    pub fn has_global_rules(&self) -> bool {
+        self.redis.is_some()
     }
 
     /// Phase 1, right after routing: the global in-flight cap (or the global stream cap for a
@@ -261,6 +306,34 @@ impl Limits {
             ex.classified.as_ref(),
             held,
         )?;
+        Ok(Step::Next)
+    }
+
+    /// [`Limits::admit`] for a sidecar with global rules: the same decisions, with at most one
+    /// Redis round trip (bounded by `redis.command_timeout` and the Redis breaker).
+    pub async fn admit_global(&self, ex: &mut Exchange, held: &mut Held) -> Outcome {
+        let Some(upstream) = ex.upstream.as_deref() else {
+            return Ok(Step::Next);
+        };
+        let who = LimitKeyInput {
+            principal: ex.principal.as_deref(),
+            client_ip: client_ip(ex.conn.remote.ip(), &ex.head.headers, &self.trusted),
+        };
+        let Some(upstream_rules) =
+            self.admit_prelude(upstream, &who, ex.classified.as_ref(), held)?
+        else {
+            return Ok(Step::Next);
+        };
+        let Some(classified) = ex.classified.as_ref() else {
+            return Ok(Step::Next);
+        };
+        match &self.redis {
+            Some(redis) => {
+                self.check_rules_global(redis, classified, &who, upstream_rules, held)
+                    .await?
+            }
+            None => self.check_rules(classified, &who, upstream_rules, held)?,
+        }
         Ok(Step::Next)
     }
 
@@ -321,23 +394,44 @@ impl Limits {
             principal,
             client_ip: client_ip(peer, headers, &self.trusted),
         };
+        match (
+            self.admit_prelude(upstream, &who, classified, held)?,
+            classified,
+        ) {
+            (Some(upstream_rules), Some(classified)) => {
+                self.check_rules(classified, &who, upstream_rules, held)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What comes before the rate-limit rules: the per-principal stream cap for a standing
+    /// stream. Returns the upstream's rules when the request goes on to the rules.
+    fn admit_prelude(
+        &self,
+        upstream: &Upstream,
+        who: &LimitKeyInput<'_>,
+        classified: Option<&Classified>,
+        held: &mut Held,
+    ) -> Result<Option<&[Rule]>, ProxyError> {
         if held.stream {
-            return self.admit_stream(&who, held);
+            self.admit_stream(who, held)?;
+            return Ok(None);
         }
         let Some(classified) = classified else {
-            return Ok(());
+            return Ok(None);
         };
         if classified.opens_subscription() {
             // A listen stream stands open like a GET stream (no idle timeout): it would hold a
             // request slot for as long as it lives, so it trades that slot for a stream slot.
             self.become_stream(upstream, held)?;
-            self.admit_stream(&who, held)?;
+            self.admit_stream(who, held)?;
         }
-        let upstream_rules = self
-            .upstreams
-            .get(&upstream.name)
-            .map_or(&[][..], |u| &u.rules[..]);
-        self.check_rules(classified, &who, upstream_rules, held)
+        Ok(Some(
+            self.upstreams
+                .get(&upstream.name)
+                .map_or(&[][..], |u| &u.rules[..]),
+        ))
     }
 
     /// [`Limits::reserve_upstream`] for a routed request.

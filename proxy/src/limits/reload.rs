@@ -8,8 +8,11 @@
 //!
 //! A rule whose settings changed starts with empty buckets, as a new rule does.
 
+use std::sync::Arc;
+
 use super::{Limits, store::CappedStore};
 use crate::config::{Config, RateLimitRule, same};
+use crate::redis_conn::RedisConn;
 
 /// The limits a reload replaces, with the config they were built from.
 pub(super) struct Previous<'a> {
@@ -52,12 +55,18 @@ impl Limits {
         config: &Config,
         previous: &Limits,
         old: &Config,
+        redis: Option<Arc<RedisConn>>,
     ) -> Result<Self, crate::StartError> {
         let previous = Previous {
             limits: previous,
             config: old,
         };
-        Self::build(config, previous.limits.metrics.clone(), Some(&previous))
+        Self::build(
+            config,
+            previous.limits.metrics.clone(),
+            Some(&previous),
+            redis,
+        )
     }
 
     /// Sets `config`'s caps on the counters these limits share with the ones they replaced.

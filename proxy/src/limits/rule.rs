@@ -13,6 +13,7 @@ use prometheus::IntCounter;
 use tokio::sync::Notify;
 
 use super::clock::TokioClock;
+use super::global::Global;
 use super::store::{CappedStore, Probe, Receipt, StoreMetrics, take_receipt};
 use crate::config::{KeyPart, RateLimitRule};
 use crate::glob::Glob;
@@ -111,6 +112,9 @@ pub struct Rule<C: Clock = TokioClock> {
     state_prefix: String,
     /// Metric handles.
     pub metrics: RuleMetrics,
+    /// The Redis side of a global rule (`scope = "global"`); its local limiter above is then
+    /// the `fail_open` fallback.
+    pub global: Option<Global>,
 }
 
 impl<C: Clock> std::fmt::Debug for Rule<C> {
@@ -177,7 +181,19 @@ impl<C: Clock> Rule<C> {
             policy,
             state_prefix: format!("\"{}\";r=", config.name),
             metrics,
+            global: None,
         }
+    }
+
+    /// Makes the rule global: decided in Redis, its local limiter kept as the fallback.
+    pub fn with_global(mut self, global: Global) -> Self {
+        self.global = Some(global);
+        self
+    }
+
+    /// The parts its keys are made of.
+    pub fn key_parts(&self) -> &[KeyPart] {
+        &self.key
     }
 
     /// Whether the rule applies to this message (only requests are ever limited).
@@ -278,6 +294,9 @@ impl<C: Clock> Rule<C> {
     pub fn sweep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+        if let Some(global) = &self.global {
+            global.sweep(tokio::time::Instant::now());
+        }
     }
 
     /// Whether a new key met the cap since the last call.

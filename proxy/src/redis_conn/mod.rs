@@ -320,6 +320,11 @@ fn client(config: &RedisConfig) -> Result<redis::Client, RedisStartError> {
         redis_settings = redis_settings.set_password(password.expose());
     }
     info = info.set_redis_settings(redis_settings);
+    // TCP_NODELAY (redis-rs leaves Nagle on): commands are small writes on a multiplexed
+    // connection, and a command written while an earlier one is unacknowledged would otherwise
+    // wait for that ACK, as any Redis client avoids.
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    info = info.set_tcp_settings(tcp);
     match &config.ca_file {
         None => redis::Client::open(info).map_err(|e| RedisStartError(e.to_string())),
         Some(path) => {

@@ -111,8 +111,8 @@ impl Generation {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let limits = Arc::new(match previous {
-            Some(p) => Limits::rebuilt(&config, &p.limits, &p.config)?,
-            None => Limits::new(&config, metrics.registry())?,
+            Some(p) => Limits::rebuilt(&config, &p.limits, &p.config, shared.redis.clone())?,
+            None => Limits::new(&config, metrics.registry(), shared.redis.clone())?,
         });
         // The last two steps set series of what they build new (a JWKS store's key count, a
         // breaker's state): after every step that may still fail on a file, and in that order,
