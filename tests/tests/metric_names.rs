@@ -1,8 +1,9 @@
 //! The metrics the shipped alert rules (deploy/prometheus/*.yml) and dashboard
 //! (deploy/grafana/*.json) query exist: a sidecar with every feature on (auth, rate limits,
 //! caps, breakers, retries, jobs, per-tool labels) serves traffic that exercises them, and every
-//! `mcp_sidecar_*` and `process_*` name those files use must be in its `/metrics`. A renamed or
-//! dropped metric fails here, not silently in a dashboard.
+//! `mcp_sidecar_*` and `process_*` name those files use must be in its `/metrics` (the config
+//! reload and Redis series included). A renamed or dropped metric fails here, not silently in a
+//! dashboard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -96,6 +97,11 @@ addr = "127.0.0.1:0"
 addr = "127.0.0.1:0"
 [limits]
 max_in_flight = 64
+
+# Registers the Redis connection's series (nothing uses it here: no command is sent, so no
+# server is needed for its breaker gauge to be exported).
+[redis]
+url = "redis://127.0.0.1:1"
 
 [[rate_limit]]
 name = "add-per-ip"

@@ -343,10 +343,6 @@ impl Engine {
             let rx = (!job.status.is_terminal()).then_some(rx);
             return Ok((job, rx));
         }
-        if let Some(store) = self.store.as_redis() {
-            // Held by another replica, perhaps: its events come through Redis.
-            return super::replicas::follow_remote(self, store, id, owner).await;
-        }
         Ok((self.get(id, owner).await?.state(), None))
     }
 
@@ -364,9 +360,6 @@ impl Engine {
         wait: Duration,
     ) -> Result<JobState, JobError> {
         let Some(live) = self.live(id) else {
-            if let Some(store) = self.store.as_redis() {
-                return super::replicas::cancel_remote(self, store, id, owner, wait).await;
-            }
             return Ok(self.get(id, owner).await?.state());
         };
         let mut rx = live.events.subscribe();

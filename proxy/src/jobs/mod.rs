@@ -174,8 +174,21 @@ impl Jobs {
 
     /// Takes up what the store holds from before a restart: queued jobs are queued again,
     /// working ones re-run (idempotent tools) or fail as `interrupted`.
+    /// With the Redis store, only the jobs whose lease ran out (their replica died) are this
+    /// replica's to resume ([`replicas::take_over`]); Redis being down does not stop the start
+    /// (nothing else depends on it then): the lease keeper's next scans take them over.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
-        let report = worker::recover(&self.engine).await?;
+        let report = if self.engine.store.as_redis().is_some() {
+            replicas::take_over(&self.engine).await.unwrap_or_else(|e| {
+                tracing::warn!(
+                    error = %e,
+                    "jobs of stopped replicas not taken over at start; retried every scan"
+                );
+                Recovered::default()
+            })
+        } else {
+            worker::recover(&self.engine).await?
+        };
         if report != Recovered::default() {
             tracing::info!(
                 queued = report.queued,
@@ -240,6 +253,13 @@ impl Jobs {
         id: JobId,
         owner: &Owner,
     ) -> Result<(JobState, Option<broadcast::Receiver<JobState>>), JobError> {
+        // Not running here, with a shared store: perhaps held by another replica, whose events
+        // come through Redis. (A job that starts or ends here meanwhile is published there too.)
+        if let Some(store) = self.engine.store.as_redis()
+            && self.engine.live(id).is_none()
+        {
+            return replicas::follow_remote(&self.engine, store, id, owner).await;
+        }
         self.engine.follow(id, owner).await
     }
 
@@ -318,6 +338,12 @@ impl Jobs {
         owner: &Owner,
         wait: Duration,
     ) -> Result<JobState, JobError> {
+        // Not running here, with a shared store: the replica holding it is told through Redis.
+        if let Some(store) = self.engine.store.as_redis()
+            && self.engine.live(id).is_none()
+        {
+            return replicas::cancel_remote(&self.engine, store, id, owner, wait).await;
+        }
         self.engine.cancel(id, owner, wait).await
     }
 

@@ -218,21 +218,11 @@ pub struct Recovered {
     pub waiting: usize,
 }
 
-/// Resumes the store's unfinished jobs: queued ones are queued again, working ones re-run
-/// (idempotent tools) or fail as `interrupted`. With the Redis store, only the jobs whose
-/// lease ran out (their replica died) are this replica's to resume: see
-/// [`super::replicas::take_over`].
+/// Resumes the embedded store's unfinished jobs after a restart: queued ones are queued again,
+/// working ones re-run (idempotent tools) or fail as `interrupted`. (With the Redis store only
+/// the jobs whose lease ran out are this replica's to resume: `Jobs::recover` takes those over
+/// instead.)
 pub(crate) async fn recover(engine: &Engine) -> Result<Recovered, StoreError> {
-    if engine.store.as_redis().is_some() {
-        // Redis being down does not stop the start (nothing else depends on it at start): the
-        // lease keeper's next scans take the jobs over once it is back.
-        return Ok(super::replicas::take_over(engine)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "jobs of stopped replicas not taken over at start; retried every scan");
-                Recovered::default()
-            }));
-    }
     let jobs = engine
         .timed("unfinished", engine.store.unfinished())
         .await?;
