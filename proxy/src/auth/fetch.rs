@@ -1,11 +1,9 @@
 //! A small HTTP(S) GET client for JWKS documents, on the same hyper-util + rustls stack as the
 //! upstream clients (no second HTTP library): bounded response size, 200 only, no redirects.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -25,35 +23,16 @@ impl Fetcher {
     /// A fetcher for `url`, trusting the system roots plus the PEM certificates in `extra_ca`.
     pub fn new(url: &str, extra_ca: Option<&[u8]>) -> Result<Self, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
+        let mut extra = Vec::new();
         if let Some(pem) = extra_ca {
-            let mut added = 0;
             for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                let cert = cert.map_err(|e| format!("CA file: {e}"))?;
-                roots.add(cert).map_err(|e| format!("CA file: {e}"))?;
-                added += 1;
+                extra.push(cert.map_err(|e| format!("CA file: {e}"))?);
             }
-            if added == 0 {
+            if extra.is_empty() {
                 return Err("CA file holds no PEM certificate".into());
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = crate::tls::outbound_connector(extra, None)?;
         // No pool timer needed: fetches are minutes apart, so idle connections are simply dropped.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
