@@ -399,17 +399,7 @@ impl Engine {
                 _ => return Ok(guard.job.state()),
             }
         }
-        let ended = tokio::time::timeout(wait, async {
-            loop {
-                match rx.recv().await {
-                    Ok(state) if state.status.is_terminal() => return,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        })
-        .await;
-        let _ = ended;
+        until_terminal(&mut rx, wait).await;
         Ok(live.state.lock().await.job.state())
     }
 
@@ -866,4 +856,19 @@ impl Engine {
     pub(crate) async fn fail(&self, live: &Live, reason: FailReason, message: String) -> JobState {
         self.finish(live, Outcome::Failed { reason, message }).await
     }
+}
+
+/// Waits up to `wait` for `rx` to carry a terminal state (or to close: the job is gone from
+/// here); a lagging receiver skips what it missed, since only the end matters.
+pub(super) async fn until_terminal(rx: &mut broadcast::Receiver<JobState>, wait: Duration) {
+    let _ = tokio::time::timeout(wait, async {
+        loop {
+            match rx.recv().await {
+                Ok(state) if state.status.is_terminal() => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+    .await;
 }

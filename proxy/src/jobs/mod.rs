@@ -267,16 +267,7 @@ impl Jobs {
     pub async fn wait(&self, id: JobId, owner: &Owner, wait: Duration) -> Result<Job, JobError> {
         let (state, rx) = self.follow(id, owner).await?;
         if let Some(mut rx) = rx.filter(|_| !state.status.is_terminal()) {
-            let _ = tokio::time::timeout(wait, async {
-                loop {
-                    match rx.recv().await {
-                        Ok(s) if s.status.is_terminal() => return,
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            })
-            .await;
+            engine::until_terminal(&mut rx, wait).await;
         }
         self.get(id, owner).await
     }

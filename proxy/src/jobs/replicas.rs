@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::JobError;
-use super::engine::{EVENT_BUFFER, Engine};
+use super::engine::{EVENT_BUFFER, Engine, until_terminal};
 use super::model::{JobId, JobState, Owner};
 use super::store::redis::CLAIM_BATCH;
 use super::store::redis_watch::Watch;
@@ -315,16 +315,7 @@ pub(crate) async fn cancel_remote(
     };
     let job = engine.get(id, owner).await?;
     engine.timed("cancel", store.request_cancel(&job)).await?;
-    let _ = tokio::time::timeout(wait, async {
-        loop {
-            match rx.recv().await {
-                Ok(s) if s.status.is_terminal() => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    })
-    .await;
+    until_terminal(&mut rx, wait).await;
     Ok(engine.get(id, owner).await?.state())
 }
 
