@@ -175,7 +175,7 @@ impl Jobs {
     /// Takes up what the store holds from before a restart: queued jobs are queued again,
     /// working ones re-run (idempotent tools) or fail as `interrupted`.
     /// With the Redis store, only the jobs whose lease ran out (their replica died) are this
-    /// replica's to resume ([`replicas::take_over`]); Redis being down does not stop the start
+    /// replica's to resume (`replicas::take_over`); Redis being down does not stop the start
     /// (nothing else depends on it then): the lease keeper's next scans take them over.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
         let report = if self.engine.store.as_redis().is_some() {
