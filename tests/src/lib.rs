@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 
 pub mod attack;
 pub mod raw;
-pub mod redis_server;
+/// A real `redis-server` per test (the fixtures crate's, shared with the binary's tests).
+pub use mcp_fixtures::redis_server;
 
 /// A sidecar running on the test's runtime.
 #[derive(Debug)]
