@@ -54,6 +54,21 @@ pub enum Created {
     Existing(Job),
 }
 
+/// A store's own failure in `op` (I/O, a transaction, Redis), as [`StoreError::Backend`].
+fn backend(op: &'static str, message: impl ToString) -> StoreError {
+    StoreError::Backend {
+        op,
+        message: message.to_string(),
+    }
+}
+
+/// A stored job record (JSON, as every durable store keeps it) read back; one that does not
+/// decode is the store's failure, named by `op`.
+fn decode(op: &'static str, record: &[u8]) -> Result<super::model::Job, StoreError> {
+    serde_json::from_slice(record)
+        .map_err(|e| backend(op, format!("a job record does not decode: {e}")))
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -22,7 +22,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use tokio::sync::oneshot;
 
 use self::writer::{Write, write_loop};
-use super::{Created, Cursor, Durability, JobStore, StoreError};
+use super::{Created, Cursor, Durability, JobStore, StoreError, backend, decode};
 use crate::jobs::model::{Job, JobId, Owner};
 
 mod writer;
@@ -167,13 +167,6 @@ impl Drop for RedbStore {
     }
 }
 
-fn backend(op: &'static str, message: impl ToString) -> StoreError {
-    StoreError::Backend {
-        op,
-        message: message.to_string(),
-    }
-}
-
 /// Creates the directories (0700: job records hold the callers' requests) and an empty file
 /// (0600) when missing, which redb then initializes. An existing file is not touched here.
 fn create_file(path: &Path) -> Result<(), String> {
@@ -234,11 +227,6 @@ fn init_tables(db: &redb::Database) -> Result<(), String> {
         .and_then(|()| txn.open_table(UNFINISHED).map(drop));
     opened.map_err(|e| format!("not a job store of format {FORMAT}: {e}"))?;
     txn.commit().map_err(|e| e.to_string())
-}
-
-fn decode(op: &'static str, record: &[u8]) -> Result<Job, StoreError> {
-    serde_json::from_slice(record)
-        .map_err(|e| backend(op, format!("a job record does not decode: {e}")))
 }
 
 /// Reads the job with this id in a read transaction.

@@ -30,7 +30,7 @@ use futures_util::stream::BoxStream;
 use redis::Script;
 
 use super::redis_watch::{Watch, Watches};
-use super::{Created, Cursor, Durability, JobStore, StoreError};
+use super::{Created, Cursor, Durability, JobStore, StoreError, backend, decode};
 use crate::jobs::clock::{Clock, millis};
 use crate::jobs::model::{Job, JobId, JobState, Owner};
 use crate::redis_conn::{RedisConn, RedisError};
@@ -461,18 +461,6 @@ fn parse_ids(ids: &[String]) -> Vec<JobId> {
 
 fn encode(op: &'static str, job: &Job) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(job).map_err(|e| backend(op, e))
-}
-
-fn decode(op: &'static str, record: &[u8]) -> Result<Job, StoreError> {
-    serde_json::from_slice(record)
-        .map_err(|e| backend(op, format!("a job record does not decode: {e}")))
-}
-
-fn backend(op: &'static str, message: impl ToString) -> StoreError {
-    StoreError::Backend {
-        op,
-        message: message.to_string(),
-    }
 }
 
 /// Redis did not answer (down, breaker open, deadline): the store is unavailable, which the
